@@ -1,0 +1,55 @@
+/**
+ * Configuration from the environment, read once. Endpoint URLs for local mode come through the
+ * AWS SDK's own variables (AWS_ENDPOINT_URL_SQS, _DYNAMODB, _S3, _STS); nothing here knows the mode.
+ */
+export interface FerryConfig {
+  stage: string;
+  tables: { functions: string; endpoints: string; tasks: string; tokens: string };
+  bucket: string;
+  resultsQueueUrl: string;
+  /** Bytes that travel inline; above it a payload goes to S3 (64 KiB: one SQS billing chunk). */
+  inlineLimit: number;
+  s3ForcePathStyle: boolean;
+  /** Days a finished task stays readable. */
+  resultTtlDays: number;
+  defaultWalltimeMs: number;
+  maxAttempts: number;
+  workerRoleArn?: string;
+  credentialsTtlSeconds: number;
+}
+
+const num = (v: string | undefined, d: number): number => (v && Number.isFinite(Number(v)) ? Number(v) : d);
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
+  const stage = env.FERRY_STAGE ?? 'local';
+  const prefix = `ferry-${stage}`;
+  return {
+    stage,
+    tables: {
+      functions: env.FERRY_FUNCTIONS_TABLE ?? `${prefix}-functions`,
+      endpoints: env.FERRY_ENDPOINTS_TABLE ?? `${prefix}-endpoints`,
+      tasks: env.FERRY_TASKS_TABLE ?? `${prefix}-tasks`,
+      tokens: env.FERRY_TOKENS_TABLE ?? `${prefix}-tokens`,
+    },
+    bucket: env.FERRY_BUCKET ?? `${prefix}-payloads`,
+    resultsQueueUrl: env.FERRY_RESULTS_QUEUE_URL ?? '',
+    inlineLimit: num(env.FERRY_INLINE_LIMIT, 64 * 1024),
+    s3ForcePathStyle: env.FERRY_S3_FORCE_PATH_STYLE === 'true',
+    resultTtlDays: num(env.FERRY_RESULT_TTL_DAYS, 14),
+    defaultWalltimeMs: num(env.FERRY_DEFAULT_WALLTIME_MS, 15 * 60 * 1000),
+    maxAttempts: num(env.FERRY_MAX_ATTEMPTS, 3),
+    workerRoleArn: env.FERRY_WORKER_ROLE_ARN || undefined,
+    credentialsTtlSeconds: num(env.FERRY_CREDENTIALS_TTL_SECONDS, 3600),
+  };
+}
+
+let cached: FerryConfig | undefined;
+export const config = (): FerryConfig => (cached ??= loadConfig());
+/** Forget the cached configuration; the local stack calls it after it sets the environment. */
+export const resetConfig = (): void => {
+  cached = undefined;
+};
+
+/** Endpoint queue names carry the stage so one account can hold several deployments. */
+export const endpointQueueName = (stage: string, endpointId: string): string => `ferry-${stage}-ep-${endpointId}`;
+export const endpointDlqName = (stage: string, endpointId: string): string => `ferry-${stage}-ep-${endpointId}-dlq`;

@@ -1,0 +1,115 @@
+import { config } from './config';
+import { NotFound } from './errors';
+import { newId } from './ids';
+import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
+import { canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord } from './tables/endpoints';
+import { queryOpenOnEndpoint, transitionTask } from './tables/tasks';
+import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
+
+/** An agent that has not sent a heartbeat for this long is gone (three missed 30 s beats). */
+export const HEARTBEAT_STALE_MS = 90_000;
+
+export interface RegisterEndpointInput {
+  owner: string;
+  name: string;
+  public?: boolean;
+  walltime_ms?: number;
+  max_attempts?: number;
+}
+
+/** Create an endpoint: its queue and dead-letter queue, its secret (returned once) and its record. */
+export async function registerEndpoint(input: RegisterEndpointInput): Promise<{ endpoint: EndpointRecord; secret: string }> {
+  const endpointId = newId();
+  const maxAttempts = input.max_attempts ?? config().maxAttempts;
+  const queues = await createEndpointQueues(endpointId, maxAttempts);
+  const { secret, hash } = await issueEndpointSecret(endpointId, input.owner);
+  const endpoint: EndpointRecord = {
+    endpoint_id: endpointId,
+    owner: input.owner,
+    name: input.name,
+    public: input.public ?? false,
+    shared_with: [],
+    queue_url: queues.queueUrl,
+    dlq_url: queues.dlqUrl,
+    secret_hash: hash,
+    created_at: new Date().toISOString(),
+    walltime_ms: input.walltime_ms ?? config().defaultWalltimeMs,
+    max_attempts: maxAttempts,
+    heartbeats: {},
+  };
+  await putEndpoint(endpoint);
+  return { endpoint, secret };
+}
+
+/** An endpoint this user may see (owner, shared or public); others' private endpoints are unknown. */
+export async function visibleEndpoint(endpointId: string, userId: string): Promise<EndpointRecord> {
+  const ep = await getEndpoint(endpointId);
+  if (!ep || !canUseEndpoint(ep, userId)) throw new NotFound(`endpoint ${endpointId} not found`);
+  return ep;
+}
+
+/** Delete an endpoint: its queues, its secret, and fail the tasks still open on it. */
+export async function deleteEndpoint(ep: EndpointRecord): Promise<{ failed_tasks: number }> {
+  await deleteTokenHash(ep.secret_hash);
+  await deleteEndpointQueues({ queueUrl: ep.queue_url, dlqUrl: ep.dlq_url });
+  let failed = 0;
+  let cursor: Record<string, unknown> | undefined;
+  do {
+    const page = await queryOpenOnEndpoint(ep.endpoint_id, cursor);
+    const moved = await Promise.all(
+      page.ids.map((id) =>
+        transitionTask(id, 'failed', {
+          by: 'api',
+          exception: { type: 'EndpointDeleted', message: `endpoint ${ep.endpoint_id} was deleted before the task finished`, traceback: '' },
+        }),
+      ),
+    );
+    failed += moved.filter(Boolean).length;
+    cursor = page.next;
+  } while (cursor);
+  await deleteEndpointRecord(ep.endpoint_id);
+  return { failed_tasks: failed };
+}
+
+export interface EndpointStatus {
+  endpoint_id: string;
+  status: 'online' | 'offline';
+  workers: number;
+  idle_workers: number;
+  running: number;
+  queued: number;
+  in_flight: number;
+  agents: number;
+  runtimes: string[];
+  last_heartbeat?: string;
+}
+
+export async function endpointStatus(ep: EndpointRecord, now = Date.now()): Promise<EndpointStatus> {
+  const live = Object.values(ep.heartbeats ?? {}).filter((h) => now - h.at < HEARTBEAT_STALE_MS);
+  const depth = await queueDepth(ep.queue_url);
+  const sum = (f: (h: (typeof live)[number]) => number) => live.reduce((n, h) => n + f(h), 0);
+  return {
+    endpoint_id: ep.endpoint_id,
+    status: live.length ? 'online' : 'offline',
+    workers: sum((h) => h.workers),
+    idle_workers: sum((h) => h.idle_workers),
+    running: sum((h) => h.running),
+    queued: depth.queued,
+    in_flight: depth.inFlight,
+    agents: live.length,
+    runtimes: [...new Set(live.flatMap((h) => h.runtimes))],
+    last_heartbeat: ep.last_heartbeat_at ? new Date(ep.last_heartbeat_at).toISOString() : undefined,
+  };
+}
+
+/** An endpoint as a user sees it; the secret's hash and queue URLs stay inside. */
+export const endpointView = (ep: EndpointRecord, userId: string) => ({
+  endpoint_id: ep.endpoint_id,
+  name: ep.name,
+  owner: ep.owner === userId ? ep.owner : undefined,
+  public: ep.public,
+  shared_with: ep.owner === userId ? ep.shared_with : undefined,
+  created_at: ep.created_at,
+  walltime_ms: ep.walltime_ms,
+  max_attempts: ep.max_attempts,
+});

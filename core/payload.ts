@@ -1,0 +1,53 @@
+import { createHash } from 'node:crypto';
+import { z } from 'zod';
+import { ChecksumMismatch } from './errors';
+
+/**
+ * The payload envelope: arguments, a result or an exception, inline (base64) or by reference
+ * to S3 (claim check). This module pulls in no AWS client, so the SDK may share it.
+ */
+export const CODECS = ['json', 'node-v8', 'python-pickle'] as const;
+export type Codec = (typeof CODECS)[number];
+
+export const envelopeSchema = z
+  .object({
+    v: z.literal(1),
+    codec: z.enum(CODECS),
+    size: z.number().int().nonnegative(),
+    sha256: z.string().regex(/^[0-9a-f]{64}$/),
+    inline: z.string().optional(),
+    ref: z.string().min(1).max(1024).optional(),
+  })
+  .refine((e) => (e.inline === undefined) !== (e.ref === undefined), 'exactly one of inline or ref');
+export type Envelope = z.infer<typeof envelopeSchema>;
+
+export const sha256Of = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
+
+export const inlineEnvelope = (bytes: Uint8Array, codec: Codec): Envelope => ({
+  v: 1,
+  codec,
+  size: bytes.byteLength,
+  sha256: sha256Of(bytes),
+  inline: Buffer.from(bytes).toString('base64'),
+});
+
+export const refEnvelope = (ref: string, codec: Codec, size: number, sha256: string): Envelope => ({ v: 1, codec, size, sha256, ref });
+
+/** Check bytes against their envelope; a mismatch is an error, never silent data. */
+export function verifyPayload(bytes: Uint8Array, env: Pick<Envelope, 'size' | 'sha256'>, what = 'payload'): Buffer {
+  const buf = Buffer.from(bytes);
+  if (buf.byteLength !== env.size || sha256Of(buf) !== env.sha256) {
+    throw new ChecksumMismatch(`${what} does not match its checksum (expected ${env.size} bytes, sha256 ${env.sha256})`);
+  }
+  return buf;
+}
+
+/** The bytes of an inline envelope, verified. */
+export function inlineBytes(env: Envelope, what?: string): Buffer {
+  if (env.inline === undefined) throw new Error('envelope is not inline');
+  return verifyPayload(Buffer.from(env.inline, 'base64'), env, what);
+}
+
+/** JSON arguments as the runtimes read them: {"args": [...], "kwargs": {...}}. */
+export const encodeJsonArgs = (args: unknown[] = [], kwargs: Record<string, unknown> = {}): Buffer =>
+  Buffer.from(JSON.stringify({ args, kwargs }));

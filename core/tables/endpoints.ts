@@ -1,0 +1,100 @@
+import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { dynamo } from '../clients';
+import { config } from '../config';
+import { decodeCursor, encodeCursor } from './cursor';
+
+export interface EndpointHeartbeat {
+  workers: number;
+  idle_workers: number;
+  running: number;
+  runtimes: string[];
+  agent_version: string;
+  worker_id?: string;
+}
+
+export interface EndpointRecord {
+  endpoint_id: string;
+  owner: string;
+  name: string;
+  public: boolean;
+  shared_with: string[];
+  queue_url: string;
+  dlq_url: string;
+  secret_hash: string;
+  created_at: string;
+  walltime_ms: number;
+  max_attempts: number;
+  /** Latest heartbeat per worker agent, keyed by worker id. */
+  heartbeats: Record<string, EndpointHeartbeat & { at: number }>;
+  last_heartbeat_at?: number;
+}
+
+const table = () => config().tables.endpoints;
+
+export async function putEndpoint(record: EndpointRecord): Promise<void> {
+  await dynamo().send(new PutCommand({ TableName: table(), Item: record, ConditionExpression: 'attribute_not_exists(endpoint_id)' }));
+}
+
+export async function getEndpoint(endpointId: string): Promise<EndpointRecord | undefined> {
+  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { endpoint_id: endpointId } }));
+  return out.Item as EndpointRecord | undefined;
+}
+
+export async function listEndpoints(owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> {
+  const out = await dynamo().send(
+    new QueryCommand({
+      TableName: table(),
+      IndexName: 'owner-index',
+      KeyConditionExpression: '#o = :o',
+      ExpressionAttributeNames: { '#o': 'owner' },
+      ExpressionAttributeValues: { ':o': owner },
+      Limit: limit,
+      ExclusiveStartKey: decodeCursor(cursor),
+    }),
+  );
+  return { items: (out.Items ?? []) as EndpointRecord[], next: encodeCursor(out.LastEvaluatedKey) };
+}
+
+export async function setSharing(endpointId: string, sharing: { public?: boolean; shared_with?: string[] }): Promise<void> {
+  const sets: string[] = [];
+  const values: Record<string, unknown> = {};
+  if (sharing.public !== undefined) (sets.push('#p = :p'), (values[':p'] = sharing.public));
+  if (sharing.shared_with !== undefined) (sets.push('shared_with = :s'), (values[':s'] = sharing.shared_with));
+  if (!sets.length) return;
+  await dynamo().send(
+    new UpdateCommand({
+      TableName: table(),
+      Key: { endpoint_id: endpointId },
+      UpdateExpression: `SET ${sets.join(', ')}`,
+      ConditionExpression: 'attribute_exists(endpoint_id)',
+      ExpressionAttributeNames: sharing.public !== undefined ? { '#p': 'public' } : undefined,
+      ExpressionAttributeValues: values,
+    }),
+  );
+}
+
+/**
+ * Record one agent's heartbeat under its worker id (the record is created with an empty map).
+ * `stopped` removes the agent at once instead of waiting for its heartbeat to go stale.
+ */
+export async function recordHeartbeat(endpointId: string, workerId: string, hb: EndpointHeartbeat, stopped = false): Promise<void> {
+  const at = Date.now();
+  await dynamo().send(
+    new UpdateCommand({
+      TableName: table(),
+      Key: { endpoint_id: endpointId },
+      UpdateExpression: stopped ? 'REMOVE heartbeats.#w SET last_heartbeat_at = :at' : 'SET heartbeats.#w = :hb, last_heartbeat_at = :at',
+      ConditionExpression: 'attribute_exists(endpoint_id)',
+      ExpressionAttributeNames: { '#w': workerId },
+      ExpressionAttributeValues: stopped ? { ':at': at } : { ':hb': { ...hb, at }, ':at': at },
+    }),
+  );
+}
+
+export async function deleteEndpointRecord(endpointId: string): Promise<void> {
+  await dynamo().send(new DeleteCommand({ TableName: table(), Key: { endpoint_id: endpointId } }));
+}
+
+/** Who may submit to an endpoint and see it: its owner, users it is shared with, anyone if public. */
+export const canUseEndpoint = (ep: EndpointRecord, userId: string): boolean =>
+  ep.owner === userId || ep.public || ep.shared_with.includes(userId);

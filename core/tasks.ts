@@ -1,0 +1,260 @@
+import { argsKey, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
+import { config } from './config';
+import { BadRequest, Forbidden, IdempotencyKeyReused, NotFound, PartialSubmitFailure } from './errors';
+import { derivedId, newId, sha256Hex } from './ids';
+import type { ResultMessage, TaskMessage } from './messages';
+import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } from './payload';
+import { queueTasks } from './queues/endpoint-queue';
+import type { TaskState } from './states';
+import { canUseEndpoint, getEndpoint, type EndpointRecord } from './tables/endpoints';
+import { getFunctions, type FunctionRecord } from './tables/functions';
+import {
+  getIdempotency,
+  getTask,
+  getTasks,
+  putIdempotency,
+  putTasks,
+  queryGroup,
+  transitionTask,
+  type RemoteException,
+  type TaskRecord,
+} from './tables/tasks';
+
+export const MAX_TASKS_PER_SUBMIT = 500;
+
+export interface SubmitTaskInput {
+  function_id: string;
+  /** JSON arguments, for callers without a codec of their own (curl). */
+  args?: unknown[];
+  kwargs?: Record<string, unknown>;
+  /** Arguments already encoded by an SDK: inline base64, or a ref from POST /v1/payloads. */
+  payload?: { codec: Codec; data?: string; ref?: string; size?: number; sha256?: string };
+  walltime_ms?: number;
+}
+
+export interface SubmitInput {
+  userId: string;
+  endpointId: string;
+  taskGroupId?: string;
+  tasks: SubmitTaskInput[];
+  idempotencyKey?: string;
+}
+
+export interface SubmitResult {
+  task_group_id: string;
+  task_ids: string[];
+}
+
+/** The endpoint, if this user may submit to it; 404 rather than 403 for private endpoints of others. */
+export async function usableEndpoint(endpointId: string, userId: string): Promise<EndpointRecord> {
+  const ep = await getEndpoint(endpointId);
+  if (!ep || !canUseEndpoint(ep, userId)) throw new NotFound(`endpoint ${endpointId} not found`);
+  return ep;
+}
+
+/**
+ * Accept a batch of tasks: one DynamoDB write per task (BatchWriteItem, 25 a call) and one SQS
+ * entry per task (SendMessageBatch, 10 a call). Either every task is queued, or the error names
+ * exactly the tasks that were not (those are marked failed, never left waiting forever).
+ */
+export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
+  const requestHash = sha256Hex(JSON.stringify([input.endpointId, input.taskGroupId ?? null, input.tasks]));
+  const keyHash = input.idempotencyKey ? sha256Hex(input.idempotencyKey) : undefined;
+  if (keyHash) {
+    const seen = await getIdempotency(input.userId, keyHash);
+    if (seen && seen.request_hash !== requestHash) throw new IdempotencyKeyReused('this Idempotency-Key was used for a different request');
+    if (seen) return seen.response;
+  }
+
+  const ep = await usableEndpoint(input.endpointId, input.userId);
+  const functions = await ownedFunctions(input.userId, input.tasks.map((t) => t.function_id));
+  // With an Idempotency-Key, ids derive from it, so a retry after a partial failure rewrites the same tasks.
+  const taskGroupId = input.taskGroupId ?? (keyHash ? derivedId('group', input.userId, keyHash) : newId());
+  const taskIds = input.tasks.map((_, i) => (keyHash ? derivedId('task', input.userId, keyHash, String(i)) : newId()));
+  if (input.taskGroupId) await checkGroupOwner(input.taskGroupId, input.userId);
+
+  const now = new Date().toISOString();
+  const records: TaskRecord[] = [];
+  const messages: TaskMessage[] = [];
+  for (const [i, t] of input.tasks.entries()) {
+    const fn = functions.get(t.function_id)!;
+    const task_id = taskIds[i]!;
+    const args = await argsEnvelope(t, ep.endpoint_id, input.userId, task_id);
+    const walltime_ms = t.walltime_ms ?? ep.walltime_ms;
+    records.push({
+      task_id,
+      owner: input.userId,
+      endpoint_id: ep.endpoint_id,
+      function_id: fn.function_id,
+      task_group_id: taskGroupId,
+      // Written once, already queued: the record exists before the message, so a result always finds it.
+      state: 'waiting-for-endpoint',
+      args,
+      walltime_ms,
+      created_at: now,
+      updated_at: now,
+      transitions: [
+        { state: 'received', at: now, by: 'api' },
+        { state: 'waiting-for-endpoint', at: now, by: 'api' },
+      ],
+      open_on: ep.endpoint_id,
+    });
+    messages.push({
+      v: 1,
+      task_id,
+      endpoint_id: ep.endpoint_id,
+      function: { function_id: fn.function_id, runtime: fn.runtime, source: fn.source, entrypoint: fn.entrypoint },
+      args,
+      walltime_ms,
+      submitted_at: now,
+    });
+  }
+
+  const unwritten = new Set(await putTasks(records));
+  const unqueued = new Set(await queueTasks(ep.queue_url, messages.filter((m) => !unwritten.has(m.task_id))));
+  if (unwritten.size || unqueued.size) {
+    // Tasks written but not queued would wait forever: fail them so their state tells the truth.
+    await Promise.all(
+      [...unqueued].map((id) =>
+        transitionTask(id, 'failed', { by: 'api', exception: { type: 'NotQueued', message: 'the task could not be queued; submit it again', traceback: '' } }),
+      ),
+    );
+    const notQueued = taskIds.filter((id) => unwritten.has(id) || unqueued.has(id));
+    throw new PartialSubmitFailure(`${notQueued.length} of ${taskIds.length} tasks could not be queued`, {
+      task_group_id: taskGroupId,
+      task_ids: taskIds,
+      not_queued: notQueued,
+    });
+  }
+  const response = { task_group_id: taskGroupId, task_ids: taskIds };
+  if (keyHash) await putIdempotency(input.userId, keyHash, { request_hash: requestHash, response });
+  return response;
+}
+
+async function ownedFunctions(userId: string, ids: string[]): Promise<Map<string, FunctionRecord>> {
+  const found = new Map((await getFunctions(ids)).filter((f) => f.owner === userId).map((f) => [f.function_id, f]));
+  const missing = [...new Set(ids)].filter((id) => !found.has(id));
+  if (missing.length) throw new NotFound(`function not found: ${missing.join(', ')}`, { function_ids: missing });
+  return found;
+}
+
+async function checkGroupOwner(groupId: string, userId: string): Promise<void> {
+  const { items } = await queryGroup(groupId, 1);
+  if (items[0] && items[0].owner !== userId) throw new Forbidden(`task group ${groupId} belongs to another user`);
+}
+
+async function argsEnvelope(t: SubmitTaskInput, endpointId: string, userId: string, taskId: string): Promise<Envelope> {
+  const p = t.payload;
+  if (!p) return storePayload(encodeJsonArgs(t.args, t.kwargs), 'json', argsKey(endpointId, taskId));
+  if (p.data !== undefined) return storePayload(Buffer.from(p.data, 'base64'), p.codec, argsKey(endpointId, taskId));
+  const ref = p.ref!;
+  if (!isUploadKeyOf(ref, endpointId, userId)) throw new BadRequest(`payload ref ${ref} was not issued to you for this endpoint`);
+  const size = await objectSize(ref);
+  if (size === undefined) throw new BadRequest(`payload ${ref} has not been uploaded`);
+  if (size !== p.size) throw new BadRequest(`payload ${ref} holds ${size} bytes, not ${p.size}`);
+  return refEnvelope(ref, p.codec, p.size, p.sha256!);
+}
+
+/** A task as its submitter sees it. */
+export interface TaskView {
+  task_id: string;
+  status: TaskState;
+  task_group_id: string;
+  function_id: string;
+  endpoint_id: string;
+  created_at: string;
+  completed_at?: string;
+  transitions: TaskRecord['transitions'];
+  result?: PayloadView;
+  exception?: Omit<RemoteException, 'payload'> & { payload?: PayloadView };
+}
+
+/** A payload for a client: inline base64 (and the value itself for JSON), or a presigned GET URL. */
+export interface PayloadView {
+  codec: Codec;
+  size: number;
+  sha256: string;
+  data?: string;
+  value?: unknown;
+  url?: string;
+}
+
+async function payloadView(env: Envelope): Promise<PayloadView> {
+  const base = { codec: env.codec, size: env.size, sha256: env.sha256 };
+  if (env.ref !== undefined) return { ...base, url: (await presignGet(env.ref)).url };
+  const view: PayloadView = { ...base, data: env.inline };
+  if (env.codec === 'json') view.value = JSON.parse(inlineBytes(env, 'result').toString('utf8'));
+  return view;
+}
+
+export async function taskView(t: TaskRecord): Promise<TaskView> {
+  return {
+    task_id: t.task_id,
+    status: t.state,
+    task_group_id: t.task_group_id,
+    function_id: t.function_id,
+    endpoint_id: t.endpoint_id,
+    created_at: t.created_at,
+    completed_at: t.completed_at,
+    transitions: t.transitions,
+    result: t.result ? await payloadView(t.result) : undefined,
+    exception: t.exception
+      ? { ...t.exception, payload: t.exception.payload ? await payloadView(t.exception.payload) : undefined }
+      : undefined,
+  };
+}
+
+/** A task of this user's; another user's task is reported as unknown, not as forbidden, so ids leak nothing. */
+export async function ownTask(taskId: string, userId: string): Promise<TaskRecord> {
+  const t = await getTask(taskId);
+  if (!t || t.owner !== userId || !t.transitions) throw new NotFound(`task ${taskId} not found`);
+  return t;
+}
+
+/** Up to 1,000 tasks at once; unknown and others' ids are listed apart. */
+export async function ownTasks(ids: string[], userId: string): Promise<{ tasks: TaskRecord[]; unknown: string[] }> {
+  const found = (await getTasks(ids)).filter((t) => t.owner === userId && t.transitions);
+  const byId = new Map(found.map((t) => [t.task_id, t]));
+  return { tasks: ids.filter((id) => byId.has(id)).map((id) => byId.get(id)!), unknown: ids.filter((id) => !byId.has(id)) };
+}
+
+export async function groupTasks(groupId: string, userId: string, limit: number, cursor?: string): Promise<{ items: TaskRecord[]; next?: string }> {
+  const page = await queryGroup(groupId, limit, cursor);
+  if (page.items.some((t) => t.owner !== userId)) throw new NotFound(`task group ${groupId} not found`);
+  if (!cursor && !page.items.length) throw new NotFound(`task group ${groupId} not found`);
+  return page;
+}
+
+export async function cancelTask(taskId: string, userId: string): Promise<TaskRecord> {
+  const t = await ownTask(taskId, userId);
+  const updated = await transitionTask(taskId, 'cancelled', { by: `user:${userId}` });
+  return updated ?? (await getTask(taskId)) ?? t;
+}
+
+/**
+ * Apply a worker's message to the task. Conditional on the task's endpoint and current state,
+ * so duplicates, late deliveries and messages from another endpoint's worker change nothing.
+ */
+export async function applyResult(msg: ResultMessage): Promise<boolean> {
+  const base = { by: `worker:${msg.worker_id}`, at: new Date(msg.at), workerId: msg.worker_id, endpointId: msg.endpoint_id };
+  switch (msg.kind) {
+    case 'started':
+      return Boolean(await transitionTask(msg.task_id, 'running', base));
+    case 'success':
+      return Boolean(await transitionTask(msg.task_id, 'success', { ...base, result: msg.result }));
+    case 'failed':
+      return Boolean(await transitionTask(msg.task_id, 'failed', { ...base, exception: msg.exception }));
+  }
+}
+
+/** A task whose message reached the dead-letter queue: every delivery's worker died. */
+export async function failLostTask(taskId: string, endpointId: string): Promise<boolean> {
+  const exception: RemoteException = {
+    type: 'WorkerLost',
+    message: 'worker lost: the task reached its maximum deliveries and each time its worker died or was killed before reporting a result',
+    traceback: '',
+  };
+  return Boolean(await transitionTask(taskId, 'failed', { by: 'dlq', exception, endpointId }));
+}
+
+export const defaultWalltimeMs = (): number => config().defaultWalltimeMs;

@@ -1,0 +1,13 @@
+import { vendWorkerCredentials } from '../../core/credentials';
+import { NotFound } from '../../core/errors';
+import { getEndpoint } from '../../core/tables/endpoints';
+import { apiHandler, route } from '../http';
+
+export const handler = apiHandler({
+  /** A worker trades its endpoint secret for short-lived, endpoint-scoped AWS credentials. */
+  'POST /v1/endpoints/{id}/credentials': route({ auth: 'endpoint' }, async ({ caller }) => {
+    const ep = await getEndpoint(caller.endpointId);
+    if (!ep) throw new NotFound(`endpoint ${caller.endpointId} not found`);
+    return { body: await vendWorkerCredentials(ep) };
+  }),
+});

@@ -1,0 +1,52 @@
+import { deleteEndpoint, endpointStatus, endpointView, registerEndpoint, visibleEndpoint } from '../../core/endpoints';
+import { NotFound } from '../../core/errors';
+import { getEndpoint, listEndpoints, recordHeartbeat, setSharing } from '../../core/tables/endpoints';
+import { apiHandler, pathId, route } from '../http';
+import { heartbeatBody, registerEndpointBody, shareEndpointBody } from '../schemas';
+
+/** An endpoint the caller owns; anyone else's is unknown. */
+async function ownedEndpoint(id: string, userId: string) {
+  const ep = await getEndpoint(id);
+  if (!ep || ep.owner !== userId) throw new NotFound(`endpoint ${id} not found`);
+  return ep;
+}
+
+export const handler = apiHandler({
+  'POST /v1/endpoints': route({ auth: 'user', body: registerEndpointBody }, async ({ caller, body }) => {
+    const { endpoint, secret } = await registerEndpoint({ owner: caller.userId, ...body });
+    return { status: 201, body: { ...endpointView(endpoint, caller.userId), endpoint_secret: secret } };
+  }),
+
+  'GET /v1/endpoints': route({ auth: 'user' }, async ({ caller, query }) => {
+    const page = await listEndpoints(caller.userId, Math.min(Number(query.limit) || 100, 100), query.cursor);
+    return { body: { endpoints: page.items.map((ep) => endpointView(ep, caller.userId)), next_cursor: page.next } };
+  }),
+
+  'GET /v1/endpoints/{id}': route({ auth: 'user' }, async (req) => {
+    const ep = await visibleEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId);
+    return { body: endpointView(ep, req.caller.userId) };
+  }),
+
+  'GET /v1/endpoints/{id}/status': route({ auth: 'user' }, async (req) => {
+    const ep = await visibleEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId);
+    return { body: await endpointStatus(ep) };
+  }),
+
+  'POST /v1/endpoints/{id}/share': route({ auth: 'user', body: shareEndpointBody }, async (req) => {
+    const ep = await ownedEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId);
+    await setSharing(ep.endpoint_id, req.body);
+    return { body: endpointView({ ...ep, ...req.body }, req.caller.userId) };
+  }),
+
+  'DELETE /v1/endpoints/{id}': route({ auth: 'user' }, async (req) => {
+    const ep = await ownedEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId);
+    const out = await deleteEndpoint(ep);
+    return { body: { endpoint_id: ep.endpoint_id, deleted: true, ...out } };
+  }),
+
+  'POST /v1/endpoints/{id}/heartbeat': route({ auth: 'endpoint', body: heartbeatBody }, async ({ caller, body }) => {
+    const { worker_id, stopped, ...hb } = body;
+    await recordHeartbeat(caller.endpointId, worker_id, hb, stopped);
+    return { body: { ok: true } };
+  }),
+});

@@ -1,0 +1,41 @@
+import { BadRequest } from '../../core/errors';
+import { cancelTask, groupTasks, ownTask, ownTasks, submitBatch, taskView } from '../../core/tasks';
+import { apiHandler, pathId, route } from '../http';
+import { batchTasksBody, submitBody } from '../schemas';
+
+export const handler = apiHandler({
+  // Lambda caps a request payload at 6 MB; large arguments go by POST /v1/payloads instead.
+  'POST /v1/endpoints/{id}/submit': route({ auth: 'user', body: submitBody, maxBodyBytes: 5 * 1024 * 1024 }, async (req) => {
+    const key = req.header('idempotency-key');
+    if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key)) throw new BadRequest('Idempotency-Key must be 1-255 printable ASCII characters');
+    const out = await submitBatch({
+      userId: req.caller.userId,
+      endpointId: pathId(req, 'id', 'endpoint'),
+      taskGroupId: req.body.task_group_id,
+      tasks: req.body.tasks,
+      idempotencyKey: key,
+    });
+    return { status: 202, body: out };
+  }),
+
+  'GET /v1/tasks/{id}': route({ auth: 'user' }, async (req) => {
+    const t = await ownTask(pathId(req, 'id', 'task'), req.caller.userId);
+    return { body: await taskView(t) };
+  }),
+
+  'POST /v1/tasks/batch': route({ auth: 'user', body: batchTasksBody }, async ({ caller, body }) => {
+    const { tasks, unknown } = await ownTasks(body.task_ids, caller.userId);
+    return { body: { tasks: await Promise.all(tasks.map(taskView)), unknown } };
+  }),
+
+  'GET /v1/task-groups/{id}': route({ auth: 'user' }, async (req) => {
+    const limit = Math.min(Math.max(Number(req.query.limit) || 100, 1), 1000);
+    const page = await groupTasks(pathId(req, 'id', 'task group'), req.caller.userId, limit, req.query.cursor);
+    return { body: { task_group_id: req.params.id, tasks: await Promise.all(page.items.map(taskView)), next_cursor: page.next } };
+  }),
+
+  'POST /v1/tasks/{id}/cancel': route({ auth: 'user' }, async (req) => {
+    const t = await cancelTask(pathId(req, 'id', 'task'), req.caller.userId);
+    return { body: await taskView(t) };
+  }),
+});

@@ -1,0 +1,77 @@
+import { z } from 'zod';
+import { CODECS } from '../core/payload';
+import { MAX_TASKS_PER_SUBMIT } from '../core/tasks';
+
+const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a lower-case UUID');
+const name = z.string().trim().min(1).max(128);
+
+export const registerFunctionBody = z
+  .object({
+    name,
+    runtime: z.enum(['node', 'python']),
+    // SQS: a task message carries the source, so it is kept well under the 256 KiB message limit.
+    source: z.string().min(1).max(64 * 1024),
+    entrypoint: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).max(128).optional(),
+  })
+  .strict()
+  .refine((f) => f.runtime !== 'python' || f.entrypoint, { message: 'python functions need an entrypoint', path: ['entrypoint'] });
+
+export const registerEndpointBody = z
+  .object({
+    name,
+    public: z.boolean().optional(),
+    walltime_ms: z.number().int().min(1000).max(24 * 3600 * 1000).optional(),
+    max_attempts: z.number().int().min(1).max(10).optional(),
+  })
+  .strict();
+
+export const shareEndpointBody = z
+  .object({ public: z.boolean().optional(), shared_with: z.array(z.string().min(1).max(128)).max(100).optional() })
+  .strict();
+
+export const heartbeatBody = z
+  .object({
+    worker_id: z.string().min(1).max(128),
+    workers: z.number().int().nonnegative(),
+    idle_workers: z.number().int().nonnegative(),
+    running: z.number().int().nonnegative(),
+    runtimes: z.array(z.string().max(32)).max(8),
+    agent_version: z.string().max(64),
+    stopped: z.boolean().optional(),
+  })
+  .strict();
+
+const taskBody = z
+  .object({
+    function_id: uuid,
+    args: z.array(z.unknown()).optional(),
+    kwargs: z.record(z.string(), z.unknown()).optional(),
+    payload: z
+      .object({
+        codec: z.enum(CODECS),
+        data: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64').optional(),
+        ref: z.string().min(1).max(1024).optional(),
+        size: z.number().int().nonnegative().optional(),
+        sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+      })
+      .strict()
+      .refine((p) => (p.data === undefined) !== (p.ref === undefined), 'give exactly one of data or ref')
+      .refine((p) => p.ref === undefined || (p.size !== undefined && p.sha256 !== undefined), 'a ref needs its size and sha256')
+      .optional(),
+    walltime_ms: z.number().int().min(100).max(24 * 3600 * 1000).optional(),
+  })
+  .strict()
+  .refine((t) => !(t.payload && (t.args || t.kwargs)), 'give args/kwargs or payload, not both');
+
+export const submitBody = z
+  .object({
+    task_group_id: uuid.optional(),
+    tasks: z.array(taskBody).min(1).max(MAX_TASKS_PER_SUBMIT),
+  })
+  .strict();
+
+export const batchTasksBody = z.object({ task_ids: z.array(uuid).min(1).max(1000) }).strict();
+
+export const createPayloadBody = z
+  .object({ endpoint_id: uuid, codec: z.enum(CODECS), size: z.number().int().positive(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })
+  .strict();
