@@ -66,3 +66,9 @@ export class ChecksumMismatch extends FerryError {
 export function isFerryError(err: unknown): err is FerryError {
   return err instanceof FerryError;
 }
+
+/** A worker's message points at a payload outside its own endpoint's prefix; it is never applied. */
+export class ForeignPayload extends FerryError {
+  override readonly status = 403;
+  override readonly code = 'ForeignPayload';
+}

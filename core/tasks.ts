@@ -1,6 +1,6 @@
-import { argsKey, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
+import { argsKey, endpointPrefix, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
 import { config } from './config';
-import { BadRequest, Forbidden, IdempotencyKeyReused, NotFound, PartialSubmitFailure } from './errors';
+import { BadRequest, Forbidden, ForeignPayload, IdempotencyKeyReused, NotFound, PartialSubmitFailure } from './errors';
 import { derivedId, newId, sha256Hex } from './ids';
 import type { ResultMessage, TaskMessage } from './messages';
 import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } from './payload';
@@ -236,6 +236,11 @@ export async function cancelTask(taskId: string, userId: string): Promise<TaskRe
  * so duplicates, late deliveries and messages from another endpoint's worker change nothing.
  */
 export async function applyResult(msg: ResultMessage): Promise<boolean> {
+  // A worker may point only at payloads under its own endpoint's prefix (its credentials can write nowhere else).
+  const refs = [msg.kind === 'success' ? msg.result.ref : undefined, msg.kind === 'failed' ? msg.exception.payload?.ref : undefined];
+  if (refs.some((r) => r !== undefined && (!r.startsWith(endpointPrefix(msg.endpoint_id)) || r.includes('..')))) {
+    throw new ForeignPayload(`result for task ${msg.task_id} refers to a payload outside endpoint ${msg.endpoint_id}'s prefix`);
+  }
   const base = { by: `worker:${msg.worker_id}`, at: new Date(msg.at), workerId: msg.worker_id, endpointId: msg.endpoint_id };
   switch (msg.kind) {
     case 'started':

@@ -1,3 +1,4 @@
+import { ForeignPayload } from '../core/errors';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 
 /**
@@ -13,7 +14,7 @@ export function sqsBatchHandler(processRecord: (record: SQSRecord) => Promise<vo
         try {
           await processRecord(record);
         } catch (err) {
-          if (err instanceof PoisonMessage) {
+          if (err instanceof PoisonMessage || err instanceof ForeignPayload) {
             console.error(JSON.stringify({ level: 'error', message: 'dropping malformed message', messageId: record.messageId, error: err.message }));
             return;
           }

@@ -1,0 +1,166 @@
+import { randomUUID } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { APIGatewayProxyEventV2, APIGatewayRequestAuthorizerEventV2, Context } from 'aws-lambda';
+import { handler as authorizer } from '../lambdas/authorizer';
+import type { ApiEvent, ApiResult } from '../lambdas/http';
+import { API_ROUTES, type ApiModule } from '../lambdas/routes';
+
+/**
+ * A stand-in for API Gateway's HTTP API: each request becomes an APIGatewayProxyEventV2 with its
+ * routeKey and pathParameters, the authorizer runs first, and its context reaches the handler —
+ * the same handler modules the CDK stack deploys.
+ */
+type Handler = (event: ApiEvent, context: Context) => Promise<ApiResult>;
+
+const MODULES: Record<ApiModule, () => { handler: Handler }> = {
+  'api/functions': () => require('../lambdas/api/functions'),
+  'api/endpoints': () => require('../lambdas/api/endpoints'),
+  'api/credentials': () => require('../lambdas/api/credentials'),
+  'api/tasks': () => require('../lambdas/api/tasks'),
+  'api/payloads': () => require('../lambdas/api/payloads'),
+};
+
+interface CompiledRoute {
+  routeKey: string;
+  method: string;
+  pattern: RegExp;
+  params: string[];
+  module: ApiModule;
+}
+
+function compile(): CompiledRoute[] {
+  return API_ROUTES.map(({ routeKey, module }) => {
+    const [method, path] = routeKey.split(' ') as [string, string];
+    const params: string[] = [];
+    const source = path.replace(/\{(\w+)\}/g, (_, name: string) => (params.push(name), '([^/]+)'));
+    return { routeKey, method, pattern: new RegExp(`^${source}$`), params, module };
+  });
+}
+
+// API Gateway: 10 MB request payload.
+const MAX_REQUEST_BYTES = 10 * 1024 * 1024;
+
+export interface ApiServer {
+  url: string;
+  port: number;
+  close(): Promise<void>;
+}
+
+export async function startApiServer(opts: { port?: number; host?: string } = {}): Promise<ApiServer> {
+  const routes = compile();
+  const host = opts.host ?? '127.0.0.1';
+  const server: Server = createServer((req, res) => {
+    serve(routes, req, res).catch((err) => {
+      console.error('local API: unhandled', err);
+      if (!res.headersSent) send(res, 500, { message: 'Internal Server Error' });
+    });
+  });
+  // Long task polls and big bodies are fine; only idle sockets are reaped.
+  server.keepAliveTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, host, () => resolve());
+  });
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://${host}:${port}`,
+    port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections();
+        server.close(() => resolve());
+      }),
+  };
+}
+
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = typeof body === 'string' ? body : JSON.stringify(body);
+  res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
+  res.end(text);
+}
+
+async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_REQUEST_BYTES) return undefined;
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks);
+}
+
+async function serve(routes: CompiledRoute[], req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? '/', 'http://localhost');
+  const method = req.method ?? 'GET';
+  let match: { route: CompiledRoute; values: string[] } | undefined;
+  for (const route of routes) {
+    const m = route.method === method ? route.pattern.exec(url.pathname) : null;
+    if (m) {
+      match = { route, values: m.slice(1).map(decodeURIComponent) };
+      break;
+    }
+  }
+  // These three answers are API Gateway's own, not Ferry's.
+  if (!match) return send(res, 404, { message: 'Not Found' });
+  const body = await readBody(req);
+  if (body === undefined) return send(res, 413, { message: 'Request Entity Too Large' });
+
+  const headers: Record<string, string> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(',') : v;
+  if (!headers.authorization) return send(res, 401, { message: 'Unauthorized' });
+
+  const { route } = match;
+  const pathParameters = Object.fromEntries(route.params.map((p, i) => [p, match!.values[i]!]));
+  const queryStringParameters = url.searchParams.size ? Object.fromEntries(url.searchParams) : undefined;
+  const now = Date.now();
+  const requestContext = {
+    accountId: '000000000000',
+    apiId: 'local',
+    domainName: headers.host ?? 'localhost',
+    domainPrefix: 'local',
+    http: { method, path: url.pathname, protocol: 'HTTP/1.1', sourceIp: req.socket.remoteAddress ?? '127.0.0.1', userAgent: headers['user-agent'] ?? '' },
+    requestId: randomUUID(),
+    routeKey: route.routeKey,
+    stage: '$default',
+    time: new Date(now).toUTCString(),
+    timeEpoch: now,
+  };
+  const authEvent: APIGatewayRequestAuthorizerEventV2 = {
+    version: '2.0',
+    type: 'REQUEST',
+    routeArn: `arn:aws:execute-api:local:000000000000:local/$default/${method}${url.pathname}`,
+    identitySource: [headers.authorization],
+    routeKey: route.routeKey,
+    rawPath: url.pathname,
+    rawQueryString: url.search.slice(1),
+    cookies: [],
+    headers,
+    queryStringParameters: queryStringParameters ?? {},
+    requestContext,
+    pathParameters,
+    stageVariables: {},
+  } as APIGatewayRequestAuthorizerEventV2;
+  const auth = await authorizer(authEvent);
+  if (!auth.isAuthorized) return send(res, 403, { message: 'Forbidden' });
+
+  const isText = body.length === 0 || /json|text/.test(headers['content-type'] ?? 'application/json');
+  const event = {
+    version: '2.0',
+    routeKey: route.routeKey,
+    rawPath: url.pathname,
+    rawQueryString: url.search.slice(1),
+    headers,
+    queryStringParameters,
+    pathParameters,
+    requestContext: { ...requestContext, authorizer: { lambda: auth.context } },
+    body: body.length ? (isText ? body.toString('utf8') : body.toString('base64')) : undefined,
+    isBase64Encoded: !isText,
+  } as unknown as APIGatewayProxyEventV2 as ApiEvent;
+  const context = { awsRequestId: requestContext.requestId, functionName: `ferry-local-${route.module}` } as Context;
+  const out = await MODULES[route.module]().handler(event, context);
+  const text = out.body ?? '';
+  res.writeHead(out.statusCode ?? 200, { 'content-length': Buffer.byteLength(text), ...(out.headers as Record<string, string>) });
+  res.end(text);
+}

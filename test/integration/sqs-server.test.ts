@@ -1,0 +1,453 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  AddPermissionCommand,
+  ChangeMessageVisibilityBatchCommand,
+  ChangeMessageVisibilityCommand,
+  CreateQueueCommand,
+  DeleteMessageBatchCommand,
+  DeleteMessageCommand,
+  DeleteQueueCommand,
+  GetQueueAttributesCommand,
+  GetQueueUrlCommand,
+  ListDeadLetterSourceQueuesCommand,
+  ListQueuesCommand,
+  ListQueueTagsCommand,
+  type MessageAttributeValue,
+  PurgeQueueCommand,
+  ReceiveMessageCommand,
+  type ReceiveMessageCommandInput,
+  SendMessageBatchCommand,
+  SendMessageCommand,
+  SetQueueAttributesCommand,
+  SQSClient,
+  TagQueueCommand,
+  UntagQueueCommand,
+} from '@aws-sdk/client-sqs';
+import { startSqsServer, type SqsServer } from '../../local/sqs-server';
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function clientFor(server: SqsServer): SQSClient {
+  return new SQSClient({ region: 'us-east-1', endpoint: server.url, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });
+}
+
+async function errorOf(promise: Promise<unknown>): Promise<Error> {
+  try {
+    await promise;
+  } catch (err) {
+    return err as Error;
+  }
+  throw new Error('expected the call to fail');
+}
+
+let server: SqsServer;
+let sqs: SQSClient;
+
+beforeAll(async () => {
+  server = await startSqsServer();
+  sqs = clientFor(server);
+});
+
+afterAll(async () => {
+  sqs.destroy();
+  await server.close();
+});
+
+async function createQueue(name: string, Attributes?: Record<string, string>): Promise<string> {
+  const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: name, Attributes }));
+  return QueueUrl!;
+}
+
+async function receive(input: ReceiveMessageCommandInput) {
+  const { Messages } = await sqs.send(new ReceiveMessageCommand({ MessageSystemAttributeNames: ['All'], ...input }));
+  return Messages ?? [];
+}
+
+async function counts(QueueUrl: string) {
+  const { Attributes } = await sqs.send(
+    new GetQueueAttributesCommand({
+      QueueUrl,
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
+    }),
+  );
+  return {
+    visible: Number(Attributes?.ApproximateNumberOfMessages),
+    inFlight: Number(Attributes?.ApproximateNumberOfMessagesNotVisible),
+    delayed: Number(Attributes?.ApproximateNumberOfMessagesDelayed),
+  };
+}
+
+describe('queues', () => {
+  it('creates a queue at <url>/<account>/<name>, idempotently, and refuses different attributes', async () => {
+    const url = await createQueue('orders', { VisibilityTimeout: '45' });
+    expect(url).toBe(`${server.url}/000000000000/orders`);
+    await expect(createQueue('orders', { VisibilityTimeout: '45' })).resolves.toBe(url);
+    await expect(createQueue('orders')).resolves.toBe(url);
+    expect((await errorOf(createQueue('orders', { VisibilityTimeout: '46' }))).name).toBe('QueueNameExists');
+    expect((await sqs.send(new GetQueueUrlCommand({ QueueName: 'orders' }))).QueueUrl).toBe(url);
+  });
+
+  it('rejects bad names and attributes', async () => {
+    expect((await errorOf(createQueue('no spaces'))).name).toBe('InvalidParameterValue');
+    expect((await errorOf(createQueue('bad-timeout', { VisibilityTimeout: '43201' }))).name).toBe('InvalidAttributeValue');
+    expect((await errorOf(createQueue('bad-attribute', { Colour: 'blue' }))).name).toBe('InvalidAttributeName');
+    const redrive = JSON.stringify({ deadLetterTargetArn: 'arn:aws:sqs:us-east-1:000000000000:missing', maxReceiveCount: 3 });
+    expect((await errorOf(createQueue('bad-redrive', { RedrivePolicy: redrive }))).name).toBe('InvalidParameterValue');
+  });
+
+  it('reports an unknown queue as QueueDoesNotExist', async () => {
+    expect((await errorOf(sqs.send(new GetQueueUrlCommand({ QueueName: 'nope' })))).name).toBe('QueueDoesNotExist');
+    const QueueUrl = `${server.url}/000000000000/nope`;
+    expect((await errorOf(sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'x' })))).name).toBe('QueueDoesNotExist');
+    expect((await errorOf(sqs.send(new SendMessageCommand({ QueueUrl: `${server.url}/not-a-queue-url`, MessageBody: 'x' })))).name).toBe('InvalidAddress');
+  });
+
+  it('deletes a queue', async () => {
+    const QueueUrl = await createQueue('short-lived');
+    await sqs.send(new DeleteQueueCommand({ QueueUrl }));
+    expect((await errorOf(sqs.send(new GetQueueUrlCommand({ QueueName: 'short-lived' })))).name).toBe('QueueDoesNotExist');
+  });
+
+  it('lists queues by prefix, a page at a time', async () => {
+    for (const name of ['list-a-1', 'list-a-2', 'list-a-3', 'list-b-1']) await createQueue(name);
+    const all = await sqs.send(new ListQueuesCommand({ QueueNamePrefix: 'list-a' }));
+    expect(all.QueueUrls).toEqual(['list-a-1', 'list-a-2', 'list-a-3'].map((name) => `${server.url}/000000000000/${name}`));
+    expect(all.NextToken).toBeUndefined();
+
+    const first = await sqs.send(new ListQueuesCommand({ QueueNamePrefix: 'list-', MaxResults: 3 }));
+    expect(first.QueueUrls).toHaveLength(3);
+    const second = await sqs.send(new ListQueuesCommand({ QueueNamePrefix: 'list-', MaxResults: 3, NextToken: first.NextToken }));
+    expect(second.QueueUrls).toEqual([`${server.url}/000000000000/list-b-1`]);
+    expect(second.NextToken).toBeUndefined();
+  });
+
+  it('returns stored and computed attributes, and counts messages by state', async () => {
+    const QueueUrl = await createQueue('counted', { MaximumMessageSize: '2048', SqsManagedSseEnabled: 'false' });
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'visible' }));
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'in flight' }));
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'delayed', DelaySeconds: 60 }));
+    expect(await receive({ QueueUrl })).toHaveLength(1);
+    expect(await counts(QueueUrl)).toEqual({ visible: 1, inFlight: 1, delayed: 1 });
+
+    const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['All'] }));
+    expect(Attributes).toMatchObject({
+      QueueArn: 'arn:aws:sqs:us-east-1:000000000000:counted',
+      VisibilityTimeout: '30',
+      MaximumMessageSize: '2048',
+      MessageRetentionPeriod: '345600',
+      DelaySeconds: '0',
+      ReceiveMessageWaitTimeSeconds: '0',
+      SqsManagedSseEnabled: 'false',
+    });
+    expect(Math.abs(Number(Attributes?.CreatedTimestamp) - Date.now() / 1000)).toBeLessThan(60);
+
+    const only = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['QueueArn'] }));
+    expect(only.Attributes).toEqual({ QueueArn: 'arn:aws:sqs:us-east-1:000000000000:counted' });
+  });
+
+  it('sets attributes, tags and purges', async () => {
+    const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: 'tagged', tags: { team: 'ferry' } }));
+    await sqs.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: { VisibilityTimeout: '120', DelaySeconds: '5' } }));
+    const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['VisibilityTimeout', 'DelaySeconds'] }));
+    expect(Attributes).toEqual({ VisibilityTimeout: '120', DelaySeconds: '5' });
+
+    await sqs.send(new TagQueueCommand({ QueueUrl, Tags: { stage: 'dev', owner: 'me' } }));
+    await sqs.send(new UntagQueueCommand({ QueueUrl, TagKeys: ['owner'] }));
+    expect((await sqs.send(new ListQueueTagsCommand({ QueueUrl }))).Tags).toEqual({ team: 'ferry', stage: 'dev' });
+
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'gone soon' }));
+    await sqs.send(new PurgeQueueCommand({ QueueUrl }));
+    expect(await counts(QueueUrl!)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+  });
+
+  it('answers an unknown action with UnsupportedOperation', async () => {
+    const res = await fetch(server.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'AmazonSQS.MakeCoffee' },
+      body: '{}',
+    });
+    expect(res.status).toBe(400);
+    expect(res.headers.get('x-amzn-query-error')).toBe('AWS.SimpleQueueService.UnsupportedOperation;Sender');
+    expect(await res.json()).toMatchObject({ __type: 'com.amazonaws.sqs#UnsupportedOperation' });
+
+    const QueueUrl = await createQueue('permissions');
+    const err = await errorOf(sqs.send(new AddPermissionCommand({ QueueUrl, Label: 'l', AWSAccountIds: ['1'], Actions: ['SendMessage'] })));
+    expect(err.name).toBe('UnsupportedOperation');
+  });
+});
+
+describe('messages', () => {
+  it('sends, receives and deletes, with attribute MD5s as AWS computes them', async () => {
+    const QueueUrl = await createQueue('round-trip');
+    // The SDK checks MD5OfMessageBody itself; attribute digests are AWS's published samples.
+    const samples: { attributes: Record<string, MessageAttributeValue>; md5: string }[] = [
+      {
+        attributes: {
+          test_attribute_name_2: { DataType: 'String', StringValue: 'test_attribute_value_2' },
+          test_attribute_name_1: { DataType: 'String', StringValue: 'test_attribute_value_1' },
+        },
+        md5: 'd53f3b558fe951154770f25cb63dbba9',
+      },
+      { attributes: { test_attribute_name: { DataType: 'Binary', BinaryValue: Buffer.from('test_attribute_value') } }, md5: '23f6bd27ea87aab7dfeadcc9aebee495' },
+      {
+        attributes: { ordinal: { DataType: 'Number', StringValue: '1' }, category: { DataType: 'String', StringValue: 'test' } },
+        md5: 'd21ae90c49061e927f57df5f5d72be1f',
+      },
+    ];
+    for (const [i, { attributes, md5 }] of samples.entries()) {
+      const sent = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: `body ${i} ✓`, MessageAttributes: attributes }));
+      expect(sent.MD5OfMessageAttributes).toBe(md5);
+
+      const [message] = await receive({ QueueUrl, MessageAttributeNames: ['All'] });
+      expect(message.MessageId).toBe(sent.MessageId);
+      expect(message.Body).toBe(`body ${i} ✓`);
+      expect(message.MD5OfMessageAttributes).toBe(md5);
+      expect(message.MessageAttributes).toEqual(
+        Object.fromEntries(
+          Object.entries(attributes).map(([name, value]) => [name, value.BinaryValue ? { ...value, BinaryValue: new Uint8Array(value.BinaryValue) } : value]),
+        ),
+      );
+      expect(message.Attributes).toMatchObject({ ApproximateReceiveCount: '1', SenderId: '000000000000' });
+      expect(Number(message.Attributes?.SentTimestamp)).toBeLessThanOrEqual(Number(message.Attributes?.ApproximateFirstReceiveTimestamp));
+
+      await sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: message.ReceiptHandle }));
+    }
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+  });
+
+  it('refuses a message over MaximumMessageSize', async () => {
+    const QueueUrl = await createQueue('small-messages', { MaximumMessageSize: '1024' });
+    const err = await errorOf(sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'x'.repeat(1025) })));
+    expect(err.name).toBe('InvalidParameterValue');
+  });
+
+  it('sends a batch in which an oversize entry fails alone', async () => {
+    const QueueUrl = await createQueue('batch', { MaximumMessageSize: '1024' });
+    const result = await sqs.send(
+      new SendMessageBatchCommand({
+        QueueUrl,
+        Entries: [
+          { Id: 'a', MessageBody: 'first', MessageAttributes: { kind: { DataType: 'String', StringValue: 'small' } } },
+          { Id: 'big', MessageBody: 'x'.repeat(2000) },
+          { Id: 'c', MessageBody: 'third' },
+        ],
+      }),
+    );
+    expect(result.Successful?.map((entry) => entry.Id)).toEqual(['a', 'c']);
+    expect(result.Failed).toEqual([expect.objectContaining({ Id: 'big', SenderFault: true, Code: 'InvalidParameterValue' })]);
+    const bodies = (await receive({ QueueUrl, MaxNumberOfMessages: 10 })).map((m) => m.Body);
+    expect(bodies.sort()).toEqual(['first', 'third']);
+  });
+
+  it('checks batch requests as a whole', async () => {
+    const QueueUrl = await createQueue('batch-rules');
+    const entries = (n: number) => Array.from({ length: n }, (_, i) => ({ Id: `m${i}`, MessageBody: `message ${i}` }));
+    expect((await errorOf(sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: [] })))).name).toBe('EmptyBatchRequest');
+    expect((await errorOf(sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: entries(11) })))).name).toBe('TooManyEntriesInBatchRequest');
+    const twins = [...entries(2), { Id: 'm0', MessageBody: 'again' }];
+    expect((await errorOf(sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: twins })))).name).toBe('BatchEntryIdsNotDistinct');
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+  });
+
+  it('deletes in batches, failing only the bad handle', async () => {
+    const QueueUrl = await createQueue('delete-batch');
+    await sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: [{ Id: '1', MessageBody: 'one' }, { Id: '2', MessageBody: 'two' }] }));
+    const messages = await receive({ QueueUrl, MaxNumberOfMessages: 10 });
+    const result = await sqs.send(
+      new DeleteMessageBatchCommand({
+        QueueUrl,
+        Entries: [...messages.map((m, i) => ({ Id: `ok${i}`, ReceiptHandle: m.ReceiptHandle })), { Id: 'bad', ReceiptHandle: 'not-a-handle' }],
+      }),
+    );
+    expect(result.Successful).toHaveLength(2);
+    expect(result.Failed).toEqual([expect.objectContaining({ Id: 'bad', Code: 'ReceiptHandleIsInvalid' })]);
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+  });
+
+  it('refuses a receipt handle it never issued', async () => {
+    const QueueUrl = await createQueue('handles');
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'x' }));
+    const [message] = await receive({ QueueUrl });
+    const forged = `${message.ReceiptHandle!.split('.')[0]}.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA`;
+    for (const ReceiptHandle of ['garbage', forged]) {
+      expect((await errorOf(sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle })))).name).toBe('ReceiptHandleIsInvalid');
+    }
+    const other = await createQueue('handles-elsewhere');
+    expect((await errorOf(sqs.send(new DeleteMessageCommand({ QueueUrl: other, ReceiptHandle: message.ReceiptHandle })))).name).toBe('ReceiptHandleIsInvalid');
+  });
+});
+
+describe('delivery', () => {
+  it('answers a long poll as soon as a message is sent', async () => {
+    const QueueUrl = await createQueue('long-poll');
+    const polling = receive({ QueueUrl, WaitTimeSeconds: 5 });
+    await sleep(200);
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'arrived' }));
+    // Generous margin: the answer comes within milliseconds of the send, the wait is 5 s.
+    const first = await Promise.race([polling, sleep(4000).then(() => 'wait ran out' as const)]);
+    expect(first).not.toBe('wait ran out');
+    expect((first as Awaited<typeof polling>).map((m) => m.Body)).toEqual(['arrived']);
+  });
+
+  it('gives one message to exactly one of two racing consumers; the other gets nothing when its wait ends', async () => {
+    const QueueUrl = await createQueue('race');
+    const consumers = [receive({ QueueUrl, WaitTimeSeconds: 1 }), receive({ QueueUrl, WaitTimeSeconds: 1 })];
+    await sleep(100);
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'only once' }));
+    const [a, b] = await Promise.all(consumers);
+    expect([a.length, b.length].sort()).toEqual([0, 1]);
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 1, delayed: 0 });
+  });
+
+  it('splits many messages between concurrent consumers without duplicates', async () => {
+    const QueueUrl = await createQueue('many');
+    for (let i = 0; i < 20; i += 10) {
+      const Entries = Array.from({ length: 10 }, (_, j) => ({ Id: `m${i + j}`, MessageBody: `message ${i + j}` }));
+      await sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries }));
+    }
+    const consume = async () => {
+      const seen: string[] = [];
+      for (;;) {
+        const batch = await receive({ QueueUrl, MaxNumberOfMessages: 3 });
+        if (batch.length === 0) return seen;
+        seen.push(...batch.map((m) => m.Body!));
+      }
+    };
+    const [a, b] = await Promise.all([consume(), consume()]);
+    expect([...a, ...b].sort()).toEqual(Array.from({ length: 20 }, (_, i) => `message ${i}`).sort());
+  });
+
+  it('redelivers after the visibility timeout, and only the latest handle deletes', async () => {
+    const QueueUrl = await createQueue('redeliver');
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'again' }));
+    const [first] = await receive({ QueueUrl, VisibilityTimeout: 2 });
+    expect(await receive({ QueueUrl })).toEqual([]);
+    const [second] = await receive({ QueueUrl, WaitTimeSeconds: 5 });
+    expect(second.MessageId).toBe(first.MessageId);
+    expect(second.Attributes?.ApproximateReceiveCount).toBe('2');
+    expect(second.Attributes?.ApproximateFirstReceiveTimestamp).toBe(first.Attributes?.ApproximateFirstReceiveTimestamp);
+    expect(second.ReceiptHandle).not.toBe(first.ReceiptHandle);
+
+    await sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: first.ReceiptHandle }));
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 1, delayed: 0 });
+    await sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: second.ReceiptHandle }));
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+  });
+
+  it('makes a message visible at once with ChangeMessageVisibility 0, waking a waiting receiver', async () => {
+    const QueueUrl = await createQueue('release');
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'released' }));
+    const [held] = await receive({ QueueUrl, VisibilityTimeout: 300 });
+    const waiting = receive({ QueueUrl, WaitTimeSeconds: 5 });
+    await sleep(200);
+    await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl, ReceiptHandle: held.ReceiptHandle, VisibilityTimeout: 0 }));
+    const [again] = await waiting;
+    expect(again.MessageId).toBe(held.MessageId);
+    expect(again.Attributes?.ApproximateReceiveCount).toBe('2');
+
+    // The earlier handle no longer owns the message; the batch fails that entry alone.
+    const result = await sqs.send(
+      new ChangeMessageVisibilityBatchCommand({
+        QueueUrl,
+        Entries: [
+          { Id: 'current', ReceiptHandle: again.ReceiptHandle, VisibilityTimeout: 60 },
+          { Id: 'stale', ReceiptHandle: held.ReceiptHandle, VisibilityTimeout: 60 },
+        ],
+      }),
+    );
+    expect(result.Successful?.map((entry) => entry.Id)).toEqual(['current']);
+    expect(result.Failed?.map((entry) => entry.Id)).toEqual(['stale']);
+  });
+
+  it('does not hand a message to a receiver that hung up', async () => {
+    const QueueUrl = await createQueue('hung-up');
+    const abort = new AbortController();
+    const abandoned = sqs.send(new ReceiveMessageCommand({ QueueUrl, WaitTimeSeconds: 5 }), { abortSignal: abort.signal });
+    await sleep(100);
+    abort.abort();
+    await expect(abandoned).rejects.toThrow();
+    await sleep(50);
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'for the next receiver' }));
+    const [message] = await receive({ QueueUrl });
+    expect(message.Attributes?.ApproximateReceiveCount).toBe('1');
+  });
+
+  it('delays a message by DelaySeconds', async () => {
+    const QueueUrl = await createQueue('delayed', { DelaySeconds: '2' });
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'later' }));
+    expect(await counts(QueueUrl)).toMatchObject({ visible: 0, delayed: 1 });
+    const [message] = await receive({ QueueUrl, WaitTimeSeconds: 5 });
+    expect(message.Body).toBe('later');
+  });
+
+  it('moves a message to the dead-letter queue after maxReceiveCount receives', async () => {
+    const dlqUrl = await createQueue('work-dlq');
+    const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }));
+    const redrive = { deadLetterTargetArn: Attributes!.QueueArn!, maxReceiveCount: 2 };
+    const QueueUrl = await createQueue('work', { RedrivePolicy: JSON.stringify(redrive) });
+    const stored = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['RedrivePolicy'] }));
+    expect(JSON.parse(stored.Attributes!.RedrivePolicy!)).toEqual(redrive);
+
+    const { MessageId } = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'poison' }));
+    for (const count of ['1', '2']) {
+      const [message] = await receive({ QueueUrl, VisibilityTimeout: 0 });
+      expect(message.Attributes?.ApproximateReceiveCount).toBe(count);
+    }
+    expect(await receive({ QueueUrl })).toEqual([]);
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+
+    const [dead] = await receive({ QueueUrl: dlqUrl });
+    expect(dead).toMatchObject({ MessageId, Body: 'poison' });
+    expect(dead.Attributes?.DeadLetterQueueSourceArn).toBe('arn:aws:sqs:us-east-1:000000000000:work');
+    expect((await sqs.send(new ListDeadLetterSourceQueuesCommand({ QueueUrl: dlqUrl }))).queueUrls).toEqual([QueueUrl]);
+  });
+});
+
+describe('lifecycle', () => {
+  it('keeps queues, messages and receipt handles across a restart with a data file', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-sqs-'));
+    try {
+      const dataFile = join(dir, 'sqs.json');
+      const before = await startSqsServer({ dataFile });
+      const client = clientFor(before);
+      const { QueueUrl } = await client.send(new CreateQueueCommand({ QueueName: 'durable', Attributes: { VisibilityTimeout: '90' }, tags: { keep: 'yes' } }));
+      await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'held' }));
+      const [held] = (await client.send(new ReceiveMessageCommand({ QueueUrl }))).Messages!;
+      await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'waiting', MessageAttributes: { n: { DataType: 'Number', StringValue: '7' } } }));
+      client.destroy();
+      await before.close();
+
+      const after = await startSqsServer({ dataFile });
+      const again = clientFor(after);
+      try {
+        const url = (await again.send(new GetQueueUrlCommand({ QueueName: 'durable' }))).QueueUrl!;
+        expect(url).toBe(`${after.url}/000000000000/durable`);
+        const { Attributes } = await again.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['All'] }));
+        expect(Attributes).toMatchObject({ VisibilityTimeout: '90', ApproximateNumberOfMessages: '1', ApproximateNumberOfMessagesNotVisible: '1' });
+        expect((await again.send(new ListQueueTagsCommand({ QueueUrl: url }))).Tags).toEqual({ keep: 'yes' });
+
+        await again.send(new DeleteMessageCommand({ QueueUrl: url, ReceiptHandle: held.ReceiptHandle }));
+        const messages = (await again.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, MessageAttributeNames: ['All'] }))).Messages!;
+        expect(messages.map((m) => [m.Body, m.MessageAttributes?.n?.StringValue])).toEqual([['waiting', '7']]);
+      } finally {
+        again.destroy();
+        await after.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('answers pending long polls when it closes', async () => {
+    const closing = await startSqsServer();
+    const client = clientFor(closing);
+    const { QueueUrl } = await client.send(new CreateQueueCommand({ QueueName: 'closing' }));
+    const polling = client.send(new ReceiveMessageCommand({ QueueUrl, WaitTimeSeconds: 20 }));
+    await sleep(100);
+    await closing.close();
+    expect((await polling).Messages).toBeUndefined();
+    client.destroy();
+  }, 5000);
+});

@@ -1,0 +1,303 @@
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
+import { ChangeMessageVisibilityBatchCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { exceptionKey, readPayload, resultKey, storePayload } from '../core/bucket';
+import { makeS3Client, makeSqsClient } from '../core/clients';
+import type { WorkerGrant } from '../core/credentials';
+import { taskMessageSchema, type ResultMessage, type TaskMessage } from '../core/messages';
+import type { Envelope } from '../core/payload';
+import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
+import { backoffSleep, GrantKeeper } from './grant';
+import { RuntimePool, type RunOutcome, type RuntimeName } from './runtime/pool';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface AgentOptions {
+  apiUrl: string;
+  endpointId: string;
+  endpointSecret: string;
+  /** Processes per runtime; default one per core. */
+  poolSize?: number;
+  runtimes?: RuntimeName[];
+  /** Tasks run at once; default the pool size. */
+  slots?: number;
+  workerId?: string;
+  heartbeatMs?: number;
+  /** How long SIGTERM waits for running tasks before it gives up on them. */
+  graceMs?: number;
+  waitSeconds?: number;
+  log?: (msg: string, extra?: Record<string, unknown>) => void;
+}
+
+// SQS: a result message is at most 256 KiB; tracebacks beyond this are cut.
+const MAX_TRACEBACK = 64 * 1024;
+const MAX_MESSAGE = 16 * 1024;
+// SQS: at most 10 messages per ReceiveMessage.
+const MAX_RECEIVE = 10;
+
+/** A result message less what the agent adds to every one. */
+type ReportBody = ResultMessage extends infer M ? (M extends ResultMessage ? Omit<M, 'v' | 'endpoint_id' | 'worker_id' | 'at'> : never) : never;
+
+interface Running {
+  msg: TaskMessage;
+  receipt: string;
+}
+
+/**
+ * The worker agent: long-polls its endpoint's queue with vended, queue-scoped credentials,
+ * runs each task in the runtime pool, keeps the message invisible while the task runs, sends
+ * the result to the results queue and only then deletes the task message (at-least-once:
+ * a crash anywhere before the delete lets another worker run the task again).
+ */
+export class WorkerAgent {
+  readonly workerId: string;
+  private readonly log: NonNullable<AgentOptions['log']>;
+  private readonly keeper: GrantKeeper;
+  private readonly pool: RuntimePool;
+  private readonly slots: number;
+  private sqs!: SQSClient;
+  private s3!: S3Client;
+  private grant!: WorkerGrant;
+  private readonly running = new Map<string, Running>();
+  private readonly tasks = new Set<Promise<void>>();
+  private stopping = false;
+  private receiveAbort = new AbortController();
+  private loopDone?: Promise<void>;
+  private heartbeatTimer?: NodeJS.Timeout;
+  private visibilityTimer?: NodeJS.Timeout;
+  private slotFreed?: () => void;
+  private fatal?: Error;
+  private fatalHandler?: (err: Error) => void;
+  completed = 0;
+
+  constructor(private readonly opts: AgentOptions) {
+    this.workerId = opts.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
+    this.log = opts.log ?? ((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), worker: this.workerId, msg, ...extra })));
+    this.keeper = new GrantKeeper(opts.apiUrl, opts.endpointId, opts.endpointSecret, (err) => this.die(err), this.log);
+    this.pool = new RuntimePool({ size: opts.poolSize, runtimes: opts.runtimes });
+    this.slots = Math.max(1, opts.slots ?? this.pool.stats().runtimes[opts.runtimes?.[0] ?? 'node']?.processes ?? 1);
+  }
+
+  /** Called when the agent must stop for good (its secret was revoked). */
+  onFatal(fn: (err: Error) => void): void {
+    this.fatalHandler = fn;
+  }
+
+  async start(): Promise<void> {
+    this.grant = await this.keeper.start();
+    const client = { region: this.grant.region, credentials: this.keeper.provider };
+    this.sqs = makeSqsClient(client);
+    this.s3 = makeS3Client(client);
+    await this.pool.start();
+    this.log('agent started', { endpoint: this.opts.endpointId, slots: this.slots, runtimes: this.opts.runtimes ?? ['node', 'python'] });
+    await this.beat();
+    this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 30_000);
+    // Extend every running task's invisibility at half its timeout, well before it lapses.
+    this.visibilityTimer = setInterval(() => void this.extendVisibility(), (TASK_VISIBILITY_SECONDS * 1000) / 2);
+    this.loopDone = this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    let errors = 0;
+    while (!this.stopping) {
+      const free = this.slots - this.running.size;
+      if (free <= 0) {
+        await new Promise<void>((r) => (this.slotFreed = r));
+        continue;
+      }
+      let messages: Message[];
+      try {
+        const out = await this.sqs.send(
+          new ReceiveMessageCommand({
+            QueueUrl: this.grant.queue_url,
+            MaxNumberOfMessages: Math.min(free, MAX_RECEIVE),
+            WaitTimeSeconds: this.opts.waitSeconds ?? 20,
+            MessageSystemAttributeNames: ['ApproximateReceiveCount'],
+          }),
+          { abortSignal: this.receiveAbort.signal },
+        );
+        messages = out.Messages ?? [];
+        errors = 0;
+      } catch (err) {
+        if (this.stopping) break;
+        if ((err as { name?: string }).name === 'QueueDoesNotExist') return this.die(new Error('the endpoint queue no longer exists (endpoint deleted?)'));
+        this.log('receive failed; backing off', { error: String(err) });
+        await backoffSleep(errors++);
+        continue;
+      }
+      if (this.stopping) {
+        await this.release(messages);
+        break;
+      }
+      for (const m of messages) this.track(this.handle(m));
+    }
+  }
+
+  private track(p: Promise<void>): void {
+    this.tasks.add(p);
+    void p.finally(() => {
+      this.tasks.delete(p);
+      this.slotFreed?.();
+    });
+  }
+
+  private async handle(m: Message): Promise<void> {
+    const parsed = taskMessageSchema.safeParse(safeJson(m.Body));
+    if (!parsed.success) {
+      // Nothing can run it and no task id can be trusted: drop it rather than let it cycle to the DLQ.
+      this.log('dropping malformed task message', { messageId: m.MessageId });
+      await this.sqs.send(new DeleteMessageCommand({ QueueUrl: this.grant.queue_url, ReceiptHandle: m.ReceiptHandle! })).catch(() => undefined);
+      return;
+    }
+    const msg = parsed.data;
+    this.running.set(msg.task_id, { msg, receipt: m.ReceiptHandle! });
+    try {
+      await this.report({ kind: 'started', task_id: msg.task_id });
+      const outcome = await this.run(msg);
+      await this.report(await this.resultOf(msg, outcome));
+      // Only now that the result is safely on the results queue may the task message go.
+      await this.sqs.send(new DeleteMessageCommand({ QueueUrl: this.grant.queue_url, ReceiptHandle: this.running.get(msg.task_id)!.receipt }));
+      this.completed++;
+    } catch (err) {
+      // The result could not be sent: leave the message to come back after its timeout.
+      this.log('task not reported; it will be delivered again', { task: msg.task_id, error: String(err) });
+    } finally {
+      this.running.delete(msg.task_id);
+    }
+  }
+
+  private async run(msg: TaskMessage): Promise<RunOutcome> {
+    let args: Buffer;
+    try {
+      args = await readPayload(msg.args, this.s3, this.grant.bucket);
+    } catch (err) {
+      return { ok: false, error: { type: 'ArgumentsUnavailable', message: String((err as Error).message ?? err), traceback: '' } };
+    }
+    return this.pool.run({
+      taskId: msg.task_id,
+      runtime: msg.function.runtime,
+      source: msg.function.source,
+      entrypoint: msg.function.entrypoint,
+      args,
+      codec: msg.args.codec,
+      walltimeMs: msg.walltime_ms,
+    });
+  }
+
+  private async resultOf(msg: TaskMessage, outcome: RunOutcome): Promise<ReportBody> {
+    const store = { s3: this.s3, bucket: this.grant.bucket, inlineLimit: this.grant.inline_limit };
+    if (outcome.ok) {
+      const result = await storePayload(outcome.result, outcome.codec, resultKey(this.opts.endpointId, msg.task_id), store);
+      return { kind: 'success', task_id: msg.task_id, result };
+    }
+    let payload: Envelope | undefined;
+    if (outcome.payload) payload = await storePayload(outcome.payload.data, outcome.payload.codec, exceptionKey(this.opts.endpointId, msg.task_id), store);
+    const e = outcome.error;
+    return {
+      kind: 'failed',
+      task_id: msg.task_id,
+      exception: { type: e.type.slice(0, 1024), message: clip(e.message, MAX_MESSAGE), traceback: clip(e.traceback, MAX_TRACEBACK), payload },
+    };
+  }
+
+  private async report(body: ReportBody): Promise<void> {
+    const msg = { v: 1, endpoint_id: this.opts.endpointId, worker_id: this.workerId, at: new Date().toISOString(), ...body };
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.sqs.send(new SendMessageCommand({ QueueUrl: this.grant.results_queue_url, MessageBody: JSON.stringify(msg) }));
+        return;
+      } catch (err) {
+        if (attempt >= 5) throw err;
+        await backoffSleep(attempt, 5000);
+      }
+    }
+  }
+
+  private async extendVisibility(): Promise<void> {
+    const entries = [...this.running.values()].map((r, i) => ({ Id: String(i), ReceiptHandle: r.receipt, VisibilityTimeout: TASK_VISIBILITY_SECONDS }));
+    for (let i = 0; i < entries.length; i += 10) {
+      await this.sqs
+        .send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: this.grant.queue_url, Entries: entries.slice(i, i + 10) }))
+        .catch((err) => this.log('could not extend visibility', { error: String(err) }));
+    }
+  }
+
+  /** Hand messages back at once (visibility 0), so another worker can take them. */
+  private async release(messages: Message[]): Promise<void> {
+    if (!messages.length) return;
+    await this.sqs
+      .send(
+        new ChangeMessageVisibilityBatchCommand({
+          QueueUrl: this.grant.queue_url,
+          Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: 0 })),
+        }),
+      )
+      .catch((err) => this.log('could not hand messages back', { error: String(err) }));
+  }
+
+  status() {
+    return { workers: this.slots, idle_workers: Math.max(0, this.slots - this.running.size), running: this.running.size };
+  }
+
+  private async beat(stopped = false): Promise<void> {
+    const body = { worker_id: this.workerId, ...this.status(), runtimes: this.opts.runtimes ?? ['node', 'python'], agent_version: AGENT_VERSION, stopped };
+    try {
+      const res = await fetch(`${this.opts.apiUrl}/v1/endpoints/${this.opts.endpointId}/heartbeat`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this.opts.endpointSecret}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      });
+      if (res.status === 401) return this.die(new Error('the API refused the endpoint secret (revoked?)'));
+      if (!res.ok) this.log('heartbeat refused', { status: res.status });
+    } catch (err) {
+      this.log('heartbeat failed', { error: String(err) });
+    }
+  }
+
+  private die(err: Error): void {
+    if (this.fatal) return;
+    this.fatal = err;
+    this.log('fatal', { error: err.message });
+    this.fatalHandler?.(err);
+  }
+
+  /**
+   * Graceful stop: receive no more, let running tasks finish within the grace period, hand back
+   * anything unstarted, say goodbye in a last heartbeat, stop the runtimes.
+   */
+  async stop(graceMs = this.opts.graceMs ?? 30_000): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    this.receiveAbort.abort();
+    this.slotFreed?.();
+    await this.loopDone;
+    const drained = await Promise.race([
+      Promise.allSettled([...this.tasks]).then(() => true),
+      new Promise<false>((r) => setTimeout(() => r(false), graceMs).unref()),
+    ]);
+    if (!drained) {
+      this.log('grace period over; unfinished tasks will be delivered again', { running: [...this.running.keys()] });
+      await this.release([...this.running.values()].map((r) => ({ ReceiptHandle: r.receipt })));
+    }
+    clearInterval(this.heartbeatTimer);
+    clearInterval(this.visibilityTimer);
+    this.keeper.stop();
+    if (!this.fatal) await this.beat(true);
+    await this.pool.close();
+    this.sqs.destroy();
+    this.s3.destroy();
+    this.log('agent stopped', { completed: this.completed });
+  }
+}
+
+const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n)}\n… (${s.length - n} more characters cut)` : s);
+
+function safeJson(s: string | undefined): unknown {
+  try {
+    return JSON.parse(s ?? '');
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,194 @@
+"""Ferry's python runtime: a long-lived process, spawned by RuntimePool, that runs one task at a time.
+
+Stdlib only. Protocol (see frames.ts): requests arrive on fd 3, replies leave on fd 4; each frame is
+a u32be length, a u32be header length, a JSON header and the raw body. fd 1 and 2 belong to the user.
+"""
+
+import asyncio
+import builtins
+import inspect
+import json
+import linecache
+import os
+import pickle
+import queue
+import signal
+import struct
+import sys
+import threading
+import traceback
+import types
+
+REQUEST_FD = 3
+REPLY_FD = 4
+MODULE_NAME = "__ferry_function__"
+FUNCTION_FILENAME = "<ferry function>"
+# Protocol 4 reads on every python >= 3.4; 5 would shut out older clients for no gain here.
+PICKLE_PROTOCOL = 4
+OWN_GROUP = "--own-group" in sys.argv
+
+# A subprocess of the task must not hold the channel open after this process dies.
+for _fd in (REQUEST_FD, REPLY_FD):
+    os.set_inheritable(_fd, False)
+
+
+def die():
+    """The pool is gone (its end of the pipe closed): stop at once, even in the middle of a task."""
+    if OWN_GROUP:
+        try:
+            os.killpg(os.getpid(), signal.SIGKILL)
+        except OSError:
+            pass
+    os._exit(0)
+
+
+def read_exact(n):
+    chunks = []
+    while n:
+        chunk = os.read(REQUEST_FD, n)
+        if not chunk:
+            return None
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)
+
+
+def read_requests(inbox):
+    # A thread, so the parent's death is noticed while user code holds the main thread.
+    try:
+        while True:
+            prefix = read_exact(4)
+            if prefix is None:
+                break
+            frame = read_exact(struct.unpack(">I", prefix)[0])
+            if frame is None:
+                break
+            head_length = struct.unpack(">I", frame[:4])[0]
+            inbox.put((json.loads(frame[4 : 4 + head_length]), frame[4 + head_length :]))
+    finally:
+        die()
+
+
+def send(header, body=b""):
+    head = json.dumps(header).encode()
+    data = memoryview(struct.pack(">II", 4 + len(head) + len(body), len(head)) + head + body)
+    while data:
+        written = os.write(REPLY_FD, data)
+        data = data[written:]
+
+
+class FerryTaskError(Exception):
+    """A failure of the runtime rather than of the user's code: reported by type and message."""
+
+    def __init__(self, type_name, message):
+        super().__init__(message)
+        self.type_name = type_name
+
+
+def decode_args(codec, body):
+    try:
+        if codec == "python-pickle":
+            args, kwargs = pickle.loads(body) if body else ((), {})
+        elif codec == "json":
+            decoded = json.loads(body) if body else {}
+            args, kwargs = decoded.get("args") or [], decoded.get("kwargs") or {}
+        else:
+            raise ValueError(f"the python runtime cannot read the {codec} codec; use python-pickle or json")
+        if not isinstance(args, (list, tuple)) or not isinstance(kwargs, dict):
+            raise ValueError("arguments must be (args sequence, kwargs dict)")
+        return tuple(args), kwargs
+    except Exception as exc:
+        raise FerryTaskError("DeserializationError", f"the arguments cannot be decoded with the {codec} codec: {exc}") from exc
+
+
+def encode_result(codec, result):
+    try:
+        if codec == "python-pickle":
+            return pickle.dumps(result, protocol=PICKLE_PROTOCOL)
+        # allow_nan=False: NaN and Infinity are not JSON, and a JS client could not parse them.
+        return json.dumps(result, allow_nan=False, separators=(",", ":")).encode()
+    except Exception as exc:
+        what = "pickled" if codec == "python-pickle" else "encoded as JSON"
+        raise FerryTaskError("SerializationError", f"the result ({type(result).__name__}) cannot be {what}: {exc}") from exc
+
+
+def type_name(exc):
+    cls = type(exc)
+    if cls.__module__ in ("builtins", MODULE_NAME, "__main__"):
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def format_traceback(exc):
+    # Skip the runner's own frames; they say nothing about the user's code.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb))
+
+
+def exception_payload(exc):
+    """The pickled exception, so a client can re-raise the same type; None when it will not round-trip."""
+    try:
+        data = pickle.dumps(exc, protocol=PICKLE_PROTOCOL)
+        pickle.loads(data)
+        return data
+    except Exception:
+        return None
+
+
+def call(header, body):
+    codec = header["codec"]
+    args, kwargs = decode_args(codec, body)
+    source = header["source"]
+    entrypoint = header.get("entrypoint")
+    module = types.ModuleType(MODULE_NAME)
+    module.__file__ = FUNCTION_FILENAME
+    module.__builtins__ = builtins
+    # Registered so pickle can find classes the source defines, and linecache so tracebacks
+    # show the user's lines.
+    sys.modules[MODULE_NAME] = module
+    linecache.cache[FUNCTION_FILENAME] = (len(source), None, source.splitlines(True), FUNCTION_FILENAME)
+    exec(compile(source, FUNCTION_FILENAME, "exec"), module.__dict__)
+    fn = module.__dict__.get(entrypoint)
+    if not callable(fn):
+        raise FerryTaskError("EntrypointNotFound", f"the source defines no function named {entrypoint!r}")
+    result = fn(*args, **kwargs)
+    if inspect.iscoroutine(result):
+        result = asyncio.run(result)
+    return encode_result(codec, result)
+
+
+def run_task(header, body):
+    codec = header.get("codec")
+    try:
+        return {"ok": True, "codec": codec}, call(header, body)
+    except FerryTaskError as exc:
+        message = str(exc)
+        return {"ok": False, "error": {"type": exc.type_name, "message": message, "traceback": f"{exc.type_name}: {message}\n"}}, b""
+    except BaseException as exc:  # noqa: BLE001 - SystemExit and KeyboardInterrupt are the task's failure too
+        reply = {"ok": False, "error": {"type": type_name(exc), "message": str(exc), "traceback": format_traceback(exc)}}
+        payload = exception_payload(exc) if codec == "python-pickle" else None
+        if payload is not None:
+            reply["payloadCodec"] = "python-pickle"
+            return reply, payload
+        return reply, b""
+    finally:
+        sys.modules.pop(MODULE_NAME, None)
+        sys.stdout.flush()
+        sys.stderr.flush()
+
+
+def main():
+    inbox = queue.Queue()
+    threading.Thread(target=read_requests, args=(inbox,), name="ferry-requests", daemon=True).start()
+    send({"op": "ready", "pid": os.getpid(), "runtime": "python", "version": sys.version.split()[0], "executable": sys.executable})
+    while True:
+        header, body = inbox.get()
+        reply, payload = run_task(header, body)
+        reply.update(op="reply", id=header.get("id"))
+        send(reply, payload)
+
+
+if __name__ == "__main__":
+    main()
