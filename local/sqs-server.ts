@@ -212,7 +212,9 @@ const redrivePolicy: AttributeSpec = {
     } catch {
       throw invalid('Redrive policy is not a valid JSON map.');
     }
-    if (!isObject(policy) || typeof policy.deadLetterTargetArn !== 'string') throw invalid('Redrive policy does not contain mandatory attribute: deadLetterTargetArn.');
+    if (!isObject(policy) || typeof policy.deadLetterTargetArn !== 'string') {
+      throw invalid('Redrive policy does not contain mandatory attribute: deadLetterTargetArn.');
+    }
     const count = Number(policy.maxReceiveCount);
     // SQS: maxReceiveCount from 1 to 1000
     if (!Number.isInteger(count) || count < 1 || count > 1000) throw invalid('Invalid value for maxReceiveCount: must be an integer from 1 to 1000.');
@@ -329,7 +331,9 @@ function parseMessageAttributes(input: Json | undefined, kind: 'user' | 'system'
   const attributes: Record<string, MessageAttribute> = {};
   let size = 0;
   const entries = Object.entries(input ?? {});
-  if (entries.length > MAX_MESSAGE_ATTRIBUTES) throw invalidParameter(`Number of message attributes [${entries.length}] exceeds the allowed maximum [${MAX_MESSAGE_ATTRIBUTES}].`);
+  if (entries.length > MAX_MESSAGE_ATTRIBUTES) {
+    throw invalidParameter(`Number of message attributes [${entries.length}] exceeds the allowed maximum [${MAX_MESSAGE_ATTRIBUTES}].`);
+  }
   for (const [name, raw] of entries) {
     if (kind === 'system' && name !== 'AWSTraceHeader') throw invalidParameter(`Message system attribute name '${name}' is invalid.`);
     if (kind === 'user' && (!ATTRIBUTE_NAME.test(name) || RESERVED_ATTRIBUTE_PREFIX.test(name))) {
@@ -350,7 +354,9 @@ function parseMessageAttributes(input: Json | undefined, kind: 'user' | 'system'
     } else {
       const text = value?.string('StringValue');
       if (!text) throw invalidParameter(`Message (${kind}) attribute '${name}' must contain a non-empty value of type '${dataType}'.`);
-      if (dataType.startsWith('Number') && !NUMBER.test(text.trim())) throw invalidParameter(`Can't cast the value of message (${kind}) attribute '${name}' to a number.`);
+      if (dataType.startsWith('Number') && !NUMBER.test(text.trim())) {
+        throw invalidParameter(`Can't cast the value of message (${kind}) attribute '${name}' to a number.`);
+      }
       if (FORBIDDEN_CHARACTER.test(text)) throw new SqsError('InvalidMessageContents', `Message (${kind}) attribute '${name}' contains invalid characters.`);
       attribute.StringValue = text;
       valueBytes = Buffer.byteLength(text, 'utf8');
@@ -501,7 +507,9 @@ class Queue {
   /** The message a receipt handle names, if it still exists; throws if the handle was never issued for this queue. */
   private messageFor(receiptHandle: string): Message | undefined {
     const ref = this.handles.parse(receiptHandle);
-    if (!ref || ref.queue !== this.name) throw new SqsError('ReceiptHandleIsInvalid', `The input receipt handle "${receiptHandle}" is not a valid receipt handle.`);
+    if (!ref || ref.queue !== this.name) {
+      throw new SqsError('ReceiptHandleIsInvalid', `The input receipt handle "${receiptHandle}" is not a valid receipt handle.`);
+    }
     return this.messages.get(ref.messageId);
   }
 
@@ -515,12 +523,16 @@ class Queue {
   changeVisibility(receiptHandle: string, seconds: number): void {
     const message = this.messageFor(receiptHandle);
     if (!message || message.receiptHandle !== receiptHandle) {
-      throw invalidParameter(`Value ${receiptHandle} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change.`);
+      throw invalidParameter(
+        `Value ${receiptHandle} for parameter ReceiptHandle is invalid. Reason: Message does not exist or is not available for visibility timeout change.`,
+      );
     }
     const now = Date.now();
     // SQS: a message stays in flight at most 12 hours after it was received.
     if (now + seconds * 1000 - (message.lastReceivedAt ?? now) > MAX_VISIBILITY_SECONDS * 1000) {
-      throw invalidParameter(`Value ${seconds} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [${MAX_VISIBILITY_SECONDS} seconds].`);
+      throw invalidParameter(
+        `Value ${seconds} for parameter VisibilityTimeout is invalid. Reason: Total VisibilityTimeout for the message is beyond the limit [${MAX_VISIBILITY_SECONDS} seconds].`,
+      );
     }
     message.visibleAt = now + seconds * 1000;
     if (seconds === 0) this.wake();
@@ -610,7 +622,14 @@ type Action = (params: Params, signal: AbortSignal) => Json | Promise<Json>;
 const READ_ONLY_ACTIONS = new Set(['GetQueueUrl', 'ListQueues', 'GetQueueAttributes', 'ListQueueTags', 'ListDeadLetterSourceQueues']);
 const QUEUE_NAME = /^[A-Za-z0-9_-]{1,80}$/; // SQS: up to 80 alphanumerics, hyphens, underscores
 const BATCH_ENTRY_ID = /^[A-Za-z0-9_-]{1,80}$/;
-const SYSTEM_ATTRIBUTE_NAMES = ['SenderId', 'SentTimestamp', 'ApproximateReceiveCount', 'ApproximateFirstReceiveTimestamp', 'AWSTraceHeader', 'DeadLetterQueueSourceArn'];
+const SYSTEM_ATTRIBUTE_NAMES = [
+  'SenderId',
+  'SentTimestamp',
+  'ApproximateReceiveCount',
+  'ApproximateFirstReceiveTimestamp',
+  'AWSTraceHeader',
+  'DeadLetterQueueSourceArn',
+];
 
 class LocalSqsServer implements SqsServer {
   url = '';
@@ -621,9 +640,10 @@ class LocalSqsServer implements SqsServer {
   private readonly http: Server;
   private readonly queues = new Map<string, Queue>();
   private readonly inFlightRequests = new Set<Promise<void>>();
-  private handles = new ReceiptHandles(randomBytes(32));
-  private receiptHandleKey = '';
+  private receiptHandleKey = randomBytes(32).toString('hex');
+  private handles = new ReceiptHandles(Buffer.from(this.receiptHandleKey, 'hex'));
   private closing = false;
+  private closed?: Promise<void>;
   private saveTimer?: NodeJS.Timeout;
   private saving: Promise<void> = Promise.resolve();
 
@@ -673,18 +693,23 @@ class LocalSqsServer implements SqsServer {
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
   }
 
-  async close(): Promise<void> {
-    if (this.closing) return;
+  close(): Promise<void> {
+    this.closed ??= this.shutdown();
+    return this.closed;
+  }
+
+  private async shutdown(): Promise<void> {
     this.closing = true;
     // Long polls answer (empty) at once; then the sockets, idle keep-alive ones included, go.
     // The grace period only matters for a client stuck sending its request body.
     for (const queue of this.queues.values()) queue.wake();
     let grace: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled([...this.inFlightRequests]), new Promise((resolve) => (grace = setTimeout(resolve, CLOSE_GRACE_MS)))]);
+    const graceOver = new Promise((resolve) => (grace = setTimeout(resolve, CLOSE_GRACE_MS)));
+    await Promise.race([Promise.allSettled([...this.inFlightRequests]), graceOver]);
     clearTimeout(grace);
-    const closed = new Promise<void>((resolve) => this.http.close(() => resolve()));
+    const stopped = new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeAllConnections();
-    await closed;
+    await stopped;
     clearTimeout(this.saveTimer);
     this.saveTimer = undefined;
     if (this.dataFile) await this.save();
@@ -881,7 +906,9 @@ class LocalSqsServer implements SqsServer {
   /** Validates one message to send and builds it; throws the SqsError a send of it would return. */
   private prepareMessage(queue: Queue, params: Params): { message: Message; size: number } {
     const body = params.requiredString('MessageBody');
-    if (FORBIDDEN_CHARACTER.test(body)) throw new SqsError('InvalidMessageContents', 'Invalid characters found. Only XML 1.0 characters are allowed in the message body.');
+    if (FORBIDDEN_CHARACTER.test(body)) {
+      throw new SqsError('InvalidMessageContents', 'Invalid characters found. Only XML 1.0 characters are allowed in the message body.');
+    }
     const delaySeconds = params.int('DelaySeconds', 0, MAX_DELAY_SECONDS) ?? queue.delaySeconds;
     const user = parseMessageAttributes(params.object('MessageAttributes'), 'user');
     const system = parseMessageAttributes(params.object('MessageSystemAttributes'), 'system');
@@ -1021,18 +1048,19 @@ class LocalSqsServer implements SqsServer {
   // ------------------------------------------------------------ persistence
 
   private async load(): Promise<void> {
-    let snapshot: Snapshot | undefined;
-    if (this.dataFile) {
-      try {
-        snapshot = JSON.parse(await readFile(this.dataFile, 'utf8')) as Snapshot;
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
+    if (!this.dataFile) return;
+    let snapshot: Snapshot;
+    try {
+      snapshot = JSON.parse(await readFile(this.dataFile, 'utf8')) as Snapshot;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      throw err;
     }
-    if (snapshot && snapshot.version !== 1) throw new Error(`sqs-server: ${this.dataFile} has unknown snapshot version ${String(snapshot.version)}`);
-    this.receiptHandleKey = snapshot?.receiptHandleKey ?? randomBytes(32).toString('hex');
+    if (snapshot.version !== 1) throw new Error(`sqs-server: ${this.dataFile} has unknown snapshot version ${String(snapshot.version)}`);
+    // The saved key keeps receipt handles issued before the restart valid.
+    this.receiptHandleKey = snapshot.receiptHandleKey;
     this.handles = new ReceiptHandles(Buffer.from(this.receiptHandleKey, 'hex'));
-    for (const queue of snapshot?.queues ?? []) {
+    for (const queue of snapshot.queues) {
       this.queues.set(queue.name, Queue.restore(queue, this.arnOf(queue.name), this.handles));
     }
   }
@@ -1109,7 +1137,9 @@ function batchEntries(params: Params): Params[] {
   const ids = new Set<string>();
   for (const entry of entries) {
     const id = entry.requiredString('Id');
-    if (!BATCH_ENTRY_ID.test(id)) throw new SqsError('InvalidBatchEntryId', 'A batch entry id can only contain alphanumeric characters, hyphens and underscores. It can be at most 80 letters long.');
+    if (!BATCH_ENTRY_ID.test(id)) {
+      throw new SqsError('InvalidBatchEntryId', 'A batch entry id may hold only alphanumerics, hyphens and underscores, at most 80 of them.');
+    }
     if (ids.has(id)) throw new SqsError('BatchEntryIdsNotDistinct', `Id ${id} repeated.`);
     ids.add(id);
   }

@@ -27,6 +27,8 @@ export interface AgentOptions {
   /** How long SIGTERM waits for running tasks before it gives up on them. */
   graceMs?: number;
   waitSeconds?: number;
+  /** Seconds a received task stays invisible between the agent's extensions; default 60. */
+  visibilitySeconds?: number;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
 }
 
@@ -94,7 +96,7 @@ export class WorkerAgent {
     await this.beat();
     this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 30_000);
     // Extend every running task's invisibility at half its timeout, well before it lapses.
-    this.visibilityTimer = setInterval(() => void this.extendVisibility(), (TASK_VISIBILITY_SECONDS * 1000) / 2);
+    this.visibilityTimer = setInterval(() => void this.extendVisibility(), (this.visibility * 1000) / 2);
     this.loopDone = this.loop();
   }
 
@@ -112,6 +114,7 @@ export class WorkerAgent {
           new ReceiveMessageCommand({
             QueueUrl: this.grant.queue_url,
             MaxNumberOfMessages: Math.min(free, MAX_RECEIVE),
+            VisibilityTimeout: this.visibility,
             WaitTimeSeconds: this.opts.waitSeconds ?? 20,
             MessageSystemAttributeNames: ['ApproximateReceiveCount'],
           }),
@@ -215,7 +218,7 @@ export class WorkerAgent {
   }
 
   private async extendVisibility(): Promise<void> {
-    const entries = [...this.running.values()].map((r, i) => ({ Id: String(i), ReceiptHandle: r.receipt, VisibilityTimeout: TASK_VISIBILITY_SECONDS }));
+    const entries = [...this.running.values()].map((r, i) => ({ Id: String(i), ReceiptHandle: r.receipt, VisibilityTimeout: this.visibility }));
     for (let i = 0; i < entries.length; i += 10) {
       await this.sqs
         .send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: this.grant.queue_url, Entries: entries.slice(i, i + 10) }))
@@ -234,6 +237,10 @@ export class WorkerAgent {
         }),
       )
       .catch((err) => this.log('could not hand messages back', { error: String(err) }));
+  }
+
+  private get visibility(): number {
+    return this.opts.visibilitySeconds ?? TASK_VISIBILITY_SECONDS;
   }
 
   status() {

@@ -56,14 +56,14 @@ export interface RuntimePoolOptions {
   onOutput?: (chunk: Buffer, from: ProcessOutput) => void;
   /** How long a fresh process may take to say it is ready; default 30 s. */
   startTimeoutMs?: number;
+  /** Where node_runner.js and python_runner.py live; default this module's folder (set it when bundling). */
+  runnerDir?: string;
 }
 
 export type RuntimeStats = { processes: number; busy: number; queued: number };
 
 const RUNTIMES: RuntimeName[] = ['node', 'python'];
 const RUNTIME_CODECS: Record<RuntimeName, Codec[]> = { node: ['json', 'node-v8'], python: ['python-pickle', 'json'] };
-const NODE_RUNNER = path.join(__dirname, 'node_runner.js');
-const PYTHON_RUNNER = path.join(__dirname, 'python_runner.py');
 // A reply written just before the process died may still be in the pipe when 'exit' fires.
 const EXIT_DRAIN_MS = 100;
 // Consecutive failed starts after which a runtime counts as unavailable and queued tasks fail.
@@ -154,6 +154,7 @@ export class RuntimePool {
   private readonly nodeMaxOldSpaceMb: number;
   private readonly onOutput: (chunk: Buffer, from: ProcessOutput) => void;
   private readonly startTimeoutMs: number;
+  private readonly runnerDir: string;
   private readonly lanes = new Map<RuntimeName, RuntimeLane>();
   private starting: Promise<void> | undefined;
   private started = false;
@@ -175,6 +176,7 @@ export class RuntimePool {
     this.nodeMaxOldSpaceMb = opts.nodeMaxOldSpaceMb ?? 1024;
     this.onOutput = opts.onOutput ?? ((chunk) => process.stderr.write(chunk));
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
+    this.runnerDir = opts.runnerDir ?? __dirname;
   }
 
   /** Spawns every process up front; rejects (and kills what started) if a runtime cannot start. */
@@ -276,14 +278,14 @@ export class RuntimePool {
     const common = { cwd: process.cwd(), env: process.env, detached: true };
     const child =
       runtime === 'node'
-        ? fork(NODE_RUNNER, ['--own-group'], {
+        ? fork(path.join(this.runnerDir, 'node_runner.js'), ['--own-group'], {
             ...common,
             stdio: [...stdio, 'ipc'],
             // Not the parent's execArgv: under tsx or jest that would load their hooks into every child.
             execArgv: [`--max-old-space-size=${this.nodeMaxOldSpaceMb}`],
             serialization: 'json',
           })
-        : spawn(this.pythonExecutable ?? this.pythonCommand, ['-u', PYTHON_RUNNER, '--own-group'], { ...common, stdio });
+        : spawn(this.pythonExecutable ?? this.pythonCommand, ['-u', path.join(this.runnerDir, 'python_runner.py'), '--own-group'], { ...common, stdio });
     const proc = new RuntimeProcess(runtime, child);
     lane.processes.add(proc);
 
@@ -326,6 +328,7 @@ export class RuntimePool {
     });
     child.on('exit', (code, signal) => {
       proc.exit = { code, signal };
+      if (!lane.processes.has(proc)) return; // retired or closed: nothing waits on it
       // Let a reply already in the pipe arrive before the in-flight task is declared lost.
       const timer = setTimeout(() => this.onExit(proc, lane), EXIT_DRAIN_MS);
       proc.replies.once('close', () => {
@@ -385,6 +388,7 @@ export class RuntimePool {
     const { req } = job;
     proc.state = 'busy';
     proc.job = job;
+    proc.stderrTail = ''; // what an earlier task printed says nothing about how this one ends
     proc.jobId = this.nextJobId++;
     const header = { op: 'run', id: proc.jobId, taskId: req.taskId, source: req.source, entrypoint: req.entrypoint, codec: req.codec };
     let frame: Buffer;
@@ -434,7 +438,7 @@ export class RuntimePool {
       this.onStartFailure(proc, lane, new Error(`the ${proc.runtime} runtime exited while starting (${this.describeExit(proc)})${this.stderrHint(proc)}`));
       return;
     }
-    const wasOutOfMemory = /heap out of memory|Allocation failed/i.test(proc.stderrTail);
+    const wasOutOfMemory = proc.runtime === 'node' && /JavaScript heap out of memory/.test(proc.stderrTail);
     const how = this.describeExit(proc);
     const message = wasOutOfMemory
       ? `the ${proc.runtime} process running the task ran out of memory (heap limit ${this.nodeMaxOldSpaceMb} MB) and died (${how})`

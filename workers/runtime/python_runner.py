@@ -109,7 +109,10 @@ def encode_result(codec, result):
         return json.dumps(result, allow_nan=False, separators=(",", ":")).encode()
     except Exception as exc:
         what = "pickled" if codec == "python-pickle" else "encoded as JSON"
-        raise FerryTaskError("SerializationError", f"the result ({type(result).__name__}) cannot be {what}: {exc}") from exc
+        hint = ""
+        if MODULE_NAME in str(exc):
+            hint = "; a class defined in the function's source cannot be unpickled by the client, so return builtin types or classes from an importable module"
+        raise FerryTaskError("SerializationError", f"the result ({type(result).__name__}) cannot be {what}: {exc}{hint}") from exc
 
 
 def type_name(exc):
@@ -145,17 +148,22 @@ def call(header, body):
     module = types.ModuleType(MODULE_NAME)
     module.__file__ = FUNCTION_FILENAME
     module.__builtins__ = builtins
-    # Registered so pickle can find classes the source defines, and linecache so tracebacks
-    # show the user's lines.
-    sys.modules[MODULE_NAME] = module
+    # linecache, so tracebacks show the user's lines; sys.modules while the code runs, as some
+    # library code (dataclasses, typing) looks a class's module up there.
     linecache.cache[FUNCTION_FILENAME] = (len(source), None, source.splitlines(True), FUNCTION_FILENAME)
-    exec(compile(source, FUNCTION_FILENAME, "exec"), module.__dict__)
-    fn = module.__dict__.get(entrypoint)
-    if not callable(fn):
-        raise FerryTaskError("EntrypointNotFound", f"the source defines no function named {entrypoint!r}")
-    result = fn(*args, **kwargs)
-    if inspect.iscoroutine(result):
-        result = asyncio.run(result)
+    sys.modules[MODULE_NAME] = module
+    try:
+        exec(compile(source, FUNCTION_FILENAME, "exec"), module.__dict__)
+        fn = module.__dict__.get(entrypoint)
+        if not callable(fn):
+            raise FerryTaskError("EntrypointNotFound", f"the source defines no function named {entrypoint!r}")
+        result = fn(*args, **kwargs)
+        if inspect.iscoroutine(result):
+            result = asyncio.run(result)
+    finally:
+        # Gone before anything is pickled: a class defined in the source would pickle by a
+        # reference to this module, which no client can import.
+        sys.modules.pop(MODULE_NAME, None)
     return encode_result(codec, result)
 
 
@@ -174,7 +182,6 @@ def run_task(header, body):
             return reply, payload
         return reply, b""
     finally:
-        sys.modules.pop(MODULE_NAME, None)
         sys.stdout.flush()
         sys.stderr.flush()
 
