@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { hostname } from 'node:os';
+import { availableParallelism, hostname } from 'node:os';
 import { ChangeMessageVisibilityBatchCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { exceptionKey, readPayload, resultKey, storePayload } from '../core/bucket';
@@ -78,7 +78,7 @@ export class WorkerAgent {
     this.log = opts.log ?? ((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), worker: this.workerId, msg, ...extra })));
     this.keeper = new GrantKeeper(opts.apiUrl, opts.endpointId, opts.endpointSecret, (err) => this.die(err), this.log);
     this.pool = new RuntimePool({ size: opts.poolSize, runtimes: opts.runtimes });
-    this.slots = Math.max(1, opts.slots ?? this.pool.stats().runtimes[opts.runtimes?.[0] ?? 'node']?.processes ?? 1);
+    this.slots = Math.max(1, opts.slots ?? opts.poolSize ?? availableParallelism());
   }
 
   /** Called when the agent must stop for good (its secret was revoked). */

@@ -55,7 +55,7 @@ const finished = (taskId: string, timeoutMs = 30_000) =>
   eventually(async () => {
     const r = await api('GET', `/v1/tasks/${taskId}`);
     return ['success', 'failed', 'cancelled'].includes(r.body.status) && r.body;
-  }, timeoutMs, `task ${taskId} to finish`);
+  }, timeoutMs, `task ${taskId} to finish`, 100);
 
 async function resultBytes(view: { result: { data?: string; url?: string; sha256: string } }): Promise<Buffer> {
   const bytes = view.result.data !== undefined ? Buffer.from(view.result.data, 'base64') : Buffer.from(await (await fetch(view.result.url!)).arrayBuffer());
@@ -171,7 +171,7 @@ def pi(num_points):
       const views: any[] = [];
       for (let i = 0; i < all.length; i += 1000) views.push(...(await api('POST', '/v1/tasks/batch', { task_ids: all.slice(i, i + 1000) })).body.tasks);
       return views.every((v) => v.status === 'success') && views;
-    }, 90_000, '400 tasks');
+    }, 90_000, '400 tasks', 1000);
     const estimates = done.map((v: any) => v.result.value as number);
     const mean = estimates.reduce((a: number, b: number) => a + b, 0) / estimates.length;
     expect(Math.abs(mean - Math.PI)).toBeLessThan(0.01);
