@@ -64,7 +64,8 @@ export class GrantKeeper {
           signal: AbortSignal.timeout(15_000),
         });
       } catch (err) {
-        if (attempt >= 5 && !this.grant) throw err;
+        const cause = (err as { cause?: { code?: string } }).cause?.code ?? String(err);
+        if (attempt >= 5 && !this.grant) throw new Error(`could not reach the Ferry API at ${this.apiUrl}: ${cause}`);
         await backoffSleep(attempt);
         continue;
       }

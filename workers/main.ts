@@ -89,7 +89,7 @@ if (require.main === module) {
   }).then(
     (code) => process.exit(code),
     (err) => {
-      console.error(`ferry worker: ${err?.stack ?? err}`);
+      console.error(`ferry worker: ${err?.message ?? err}`);
       process.exit(1);
     },
   );
