@@ -18,6 +18,8 @@ export interface LocalStackOptions {
   /** Keep data on disk here; in memory when absent. */
   dataDir?: string;
   apiPort?: number;
+  /** Fixed ports for the AWS servers; needed with `dataDir`, since stored queue URLs name their port. */
+  ports?: { dynamodb?: number; sqs?: number; s3?: number };
   stage?: string;
   /** How often endpoint dead-letter queues are swept for lost tasks (AWS: every minute). */
   sweepIntervalMs?: number;
@@ -46,13 +48,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const disk = (name: string) => (opts.dataDir ? join(opts.dataDir, name) : undefined);
   const started: { close(): Promise<void> }[] = [];
   try {
-    const dynamo: DynamoServer = await startDynamoServer({ dataDir: disk('dynamodb') });
+    const dynamo: DynamoServer = await startDynamoServer({ dataDir: disk('dynamodb'), port: opts.ports?.dynamodb });
     started.push(dynamo);
-    const sqsServer: SqsServer = await startSqsServer({ dataFile: disk('sqs.json'), region: REGION });
+    const sqsServer: SqsServer = await startSqsServer({ dataFile: disk('sqs.json'), region: REGION, port: opts.ports?.sqs });
     started.push(sqsServer);
     const stage = opts.stage ?? 'local';
     const bucket = `ferry-${stage}-payloads`;
-    const s3Server: S3Server = await startS3Server({ dataDir: disk('s3'), buckets: [bucket] });
+    const s3Server: S3Server = await startS3Server({ dataDir: disk('s3'), buckets: [bucket], port: opts.ports?.s3 });
     started.push(s3Server);
 
     const awsEnv: Record<string, string> = {

@@ -7,7 +7,7 @@ import { startLocalStack } from './stack';
 
 /**
  * `npm start`: the whole of Ferry on this machine, data under .ferry/, the API on
- * http://127.0.0.1:8080 (FERRY_PORT to change), a local user's token in .ferry/credentials.json
+ * http://127.0.0.1:8080 (FERRY_PORT to change; DynamoDB, SQS and S3 take the three ports after it), a local user's token in .ferry/credentials.json
  * and a default endpoint served by one worker agent with two runtime processes.
  */
 const ROOT = join(__dirname, '..');
@@ -22,7 +22,8 @@ const writeSecret = (file: string, value: unknown) => writeFileSync(file, JSON.s
 async function main(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const port = Number(process.env.FERRY_PORT ?? 8080);
-  const stack = await startLocalStack({ dataDir: DATA, apiPort: port });
+  // The AWS servers sit on the next ports: stored queue URLs name theirs, so they must not move.
+  const stack = await startLocalStack({ dataDir: DATA, apiPort: port, ports: { dynamodb: port + 1, sqs: port + 2, s3: port + 3 } });
   const apiUrl = stack.apiUrl;
 
   let creds = readJson<{ api_url: string; token: string; user_id: string }>(CREDENTIALS);

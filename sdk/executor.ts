@@ -1,0 +1,241 @@
+import { randomUUID } from 'node:crypto';
+import { Client, resultOf, type ClientOptions } from './client';
+import { sha256 } from './codec';
+import { FerryApiError, TaskCancelled } from './errors';
+import { ComputeFuture } from './future';
+import { FINAL, type TaskSpec, type TaskView } from './types';
+
+export interface ExecutorOptions extends ClientOptions {
+  endpointId: string;
+  /** A client to share; otherwise one is made from the credentials options. */
+  client?: Client;
+  /** Tasks per submit request (the API takes at most 500); default 100. */
+  batchSize?: number;
+  /** How long a submission waits for others to share its request; default 5 ms. */
+  batchDelayMs?: number;
+  /** Group every task of this executor under this id (a new one by default). */
+  taskGroupId?: string;
+  /** Walltime for each task; the endpoint's default otherwise. */
+  walltimeMs?: number;
+  /** Result polling starts at this interval and backs off to pollMaxMs while nothing finishes. */
+  pollMinMs?: number;
+  pollMaxMs?: number;
+}
+
+interface Pending {
+  future: ComputeFuture<any>;
+  functionId: Promise<string>;
+  args: unknown[];
+  kwargs: Record<string, unknown>;
+}
+
+// Stays under Lambda's 6 MB request payload with room for JSON and base64.
+const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
+const MAX_BATCH = 500;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+type AnyFn = (...args: any[]) => unknown;
+
+/**
+ * Runs functions on a Ferry endpoint, in the style of Globus Compute's Executor: `submit`
+ * returns a ComputeFuture at once. Submissions made close together go out in one request;
+ * each function's source is registered once; one poller gathers results for every future.
+ */
+export class Executor {
+  readonly client: Client;
+  readonly endpointId: string;
+  readonly taskGroupId: string;
+  /** Requests made, for those who want to see the batching at work. */
+  readonly stats = { submitRequests: 0, registrations: 0, polls: 0 };
+  private readonly batchSize: number;
+  private readonly batchDelayMs: number;
+  private pending: Pending[] = [];
+  private flushTimer?: NodeJS.Timeout;
+  private readonly sending = new Set<Promise<void>>();
+  private readonly functionIds = new Map<string, Promise<string>>();
+  private readonly outstanding = new Map<string, ComputeFuture<any>>();
+  private polling = false;
+  private closed = false;
+
+  constructor(private readonly opts: ExecutorOptions) {
+    this.client = opts.client ?? new Client(opts);
+    this.endpointId = opts.endpointId;
+    this.taskGroupId = opts.taskGroupId ?? randomUUID();
+    this.batchSize = Math.min(Math.max(1, opts.batchSize ?? 100), MAX_BATCH);
+    this.batchDelayMs = opts.batchDelayMs ?? 5;
+  }
+
+  /** Run `fn(...args)` on the endpoint; the function must be self-contained (it travels as source). */
+  submit<F extends AnyFn>(fn: F, ...args: Parameters<F>): ComputeFuture<Awaited<ReturnType<F>>> {
+    return this.enqueue(this.functionIdOf(fn), args, {});
+  }
+
+  /** Run an already registered function (any runtime) with positional and keyword arguments. */
+  submitToRegisteredFunction<T = unknown>(functionId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}): ComputeFuture<T> {
+    return this.enqueue(Promise.resolve(functionId), args, kwargs);
+  }
+
+  /** `fn(item)` for every item, submitted together; resolves to the results in order. */
+  map<F extends (item: any) => unknown>(fn: F, items: Iterable<Parameters<F>[0]>): Promise<Awaited<ReturnType<F>>[]> {
+    const futures = [...items].map((item) => this.submit(fn, ...([item] as Parameters<F>)));
+    return Promise.all(futures.map((f) => f.result()));
+  }
+
+  /**
+   * Stop taking submissions. `wait` (default true) waits for every future; `cancelFutures`
+   * cancels those not yet finished. Futures keep resolving after shutdown either way.
+   */
+  async shutdown(opts: { wait?: boolean; cancelFutures?: boolean } = {}): Promise<void> {
+    this.closed = true;
+    if (opts.cancelFutures) {
+      for (const p of this.pending) p.future._reject(new TaskCancelled(undefined));
+      this.pending = [];
+      await Promise.all([...this.outstanding.values()].map((f) => f.cancel().catch(() => false)));
+    }
+    this.flush();
+    if (opts.wait ?? true) {
+      await Promise.allSettled([...this.sending]);
+      await Promise.allSettled([...this.outstanding.values()].map((f) => f.result()));
+    }
+  }
+
+  private functionIdOf(fn: AnyFn): Promise<string> {
+    const source = fn.toString();
+    const key = sha256(Buffer.from(source));
+    let id = this.functionIds.get(key);
+    if (!id) {
+      this.stats.registrations++;
+      id = this.client.registerFunction({ name: fn.name || 'anonymous', runtime: 'node', source });
+      // A failed registration is retried by the next submit, not cached.
+      id.catch(() => this.functionIds.delete(key));
+      this.functionIds.set(key, id);
+    }
+    return id;
+  }
+
+  private enqueue<T>(functionId: Promise<string>, args: unknown[], kwargs: Record<string, unknown>): ComputeFuture<T> {
+    if (this.closed) throw new Error('this Executor is shut down');
+    const future: ComputeFuture<T> = new ComputeFuture<T>((f) => this.cancelFuture(f));
+    this.pending.push({ future, functionId, args, kwargs });
+    if (this.pending.length >= this.batchSize) this.flush();
+    else this.flushTimer ??= setTimeout(() => this.flush(), this.batchDelayMs);
+    return future;
+  }
+
+  private flush(): void {
+    clearTimeout(this.flushTimer);
+    this.flushTimer = undefined;
+    while (this.pending.length) {
+      const batch = this.pending.splice(0, this.batchSize);
+      const p = this.send(batch).finally(() => this.sending.delete(p));
+      this.sending.add(p);
+    }
+  }
+
+  private async send(batch: Pending[]): Promise<void> {
+    let specs: TaskSpec[];
+    try {
+      specs = await Promise.all(batch.map(async (p) => this.client.taskSpec(this.endpointId, await p.functionId, p.args, p.kwargs, this.opts.walltimeMs)));
+    } catch (err) {
+      for (const p of batch) p.future._reject(err);
+      return;
+    }
+    // Split further only if the encoded arguments would not fit in one request body.
+    let start = 0;
+    while (start < batch.length) {
+      let end = start;
+      let bytes = 0;
+      while (end < batch.length && (end === start || bytes + specSize(specs[end]!) <= MAX_REQUEST_BYTES)) bytes += specSize(specs[end++]!);
+      await this.submitSlice(batch.slice(start, end), specs.slice(start, end));
+      start = end;
+    }
+  }
+
+  private async submitSlice(items: Pending[], specs: TaskSpec[]): Promise<void> {
+    const live = items.map((p, i) => ({ p, spec: specs[i]! })).filter(({ p }) => !p.future.done());
+    if (!live.length) return;
+    this.stats.submitRequests++;
+    try {
+      const out = await this.client.batchRun(this.endpointId, live.map((l) => l.spec), this.taskGroupId);
+      live.forEach(({ p }, i) => this.track(p.future, out.task_ids[i]!));
+    } catch (err) {
+      const notQueued = err instanceof FerryApiError ? (err.details.not_queued as string[] | undefined) : undefined;
+      const ids = err instanceof FerryApiError ? (err.details.task_ids as string[] | undefined) : undefined;
+      live.forEach(({ p }, i) => {
+        const id = ids?.[i];
+        if (id && notQueued && !notQueued.includes(id)) this.track(p.future, id);
+        else p.future._reject(err);
+      });
+    }
+    this.ensurePolling();
+  }
+
+  private track(future: ComputeFuture<any>, taskId: string): void {
+    future.taskId = taskId;
+    future._setStatus('waiting-for-endpoint');
+    if (!future.done()) this.outstanding.set(taskId, future);
+  }
+
+  private async cancelFuture(f: ComputeFuture<any>): Promise<boolean> {
+    if (!f.taskId) {
+      const i = this.pending.findIndex((p) => p.future === f);
+      if (i >= 0) this.pending.splice(i, 1);
+      f._reject(new TaskCancelled(undefined));
+      return true;
+    }
+    const view = await this.client.cancel(f.taskId);
+    await this.settle(view);
+    return view.status === 'cancelled';
+  }
+
+  private ensurePolling(): void {
+    if (this.polling || !this.outstanding.size) return;
+    this.polling = true;
+    void this.poll().finally(() => {
+      this.polling = false;
+      this.ensurePolling();
+    });
+  }
+
+  /** One loop for every outstanding future: batched reads, quick while results arrive, slower while none do. */
+  private async poll(): Promise<void> {
+    const min = this.opts.pollMinMs ?? 5;
+    const max = this.opts.pollMaxMs ?? 1000;
+    let delay = min;
+    let failures = 0;
+    while (this.outstanding.size) {
+      await sleep(delay);
+      let finished = 0;
+      try {
+        this.stats.polls++;
+        const { tasks, unknown } = await this.client.getTasks([...this.outstanding.keys()]);
+        for (const view of tasks) if (await this.settle(view)) finished++;
+        for (const id of unknown) {
+          this.outstanding.get(id)?._reject(new FerryApiError(404, 'NotFound', `task ${id} is no longer known`));
+          this.outstanding.delete(id);
+        }
+        failures = 0;
+      } catch {
+        // The client already retried; keep polling, slower.
+        failures++;
+      }
+      delay = finished ? min : Math.min(max, Math.max(min, delay * 1.5) * (failures ? 2 : 1));
+    }
+  }
+
+  private async settle(view: TaskView): Promise<boolean> {
+    const f = this.outstanding.get(view.task_id);
+    if (!f) return false;
+    f._setStatus(view.status);
+    if (!FINAL.includes(view.status)) return false;
+    this.outstanding.delete(view.task_id);
+    try {
+      f._resolve(await resultOf(view));
+    } catch (err) {
+      f._reject(err, view.status);
+    }
+    return true;
+  }
+}
+
+const specSize = (s: TaskSpec): number => (s.payload?.data?.length ?? 0) + 200;

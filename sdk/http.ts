@@ -1,0 +1,69 @@
+import { randomUUID } from 'node:crypto';
+import { FerryApiError } from './errors';
+
+export interface HttpOptions {
+  apiUrl: string;
+  token: string;
+  /** Attempts for retryable failures (429, 5xx, network); default 5. */
+  maxAttempts?: number;
+  timeoutMs?: number;
+}
+
+const RETRYABLE = new Set([429, 500, 502, 503, 504]);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * JSON over HTTPS with retries. POSTs that create things carry an Idempotency-Key, the same on
+ * every retry, so a request whose answer was lost never creates twice.
+ */
+export class Http {
+  constructor(private readonly opts: HttpOptions) {}
+
+  get apiUrl(): string {
+    return this.opts.apiUrl;
+  }
+
+  async request<T>(method: string, path: string, body?: unknown, opts: { idempotent?: boolean } = {}): Promise<T> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.opts.token}`, accept: 'application/json' };
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (opts.idempotent) headers['idempotency-key'] = randomUUID();
+    const payload = body === undefined ? undefined : JSON.stringify(body);
+    const attempts = this.opts.maxAttempts ?? 5;
+    for (let attempt = 1; ; attempt++) {
+      let res: Response;
+      try {
+        res = await fetch(this.opts.apiUrl + path, { method, headers, body: payload, signal: AbortSignal.timeout(this.opts.timeoutMs ?? 60_000) });
+      } catch (err) {
+        if (attempt >= attempts) throw new Error(`cannot reach the Ferry API at ${this.opts.apiUrl}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`);
+        await sleep(backoff(attempt));
+        continue;
+      }
+      const text = await res.text();
+      if (res.ok) return (text ? JSON.parse(text) : undefined) as T;
+      // A partial submit is not retried whole: it names the tasks that were not queued.
+      const retry = RETRYABLE.has(res.status) && !text.includes('PartialSubmitFailure') && attempt < attempts;
+      if (retry) {
+        const after = Number(res.headers.get('retry-after'));
+        await sleep(Number.isFinite(after) && after > 0 ? after * 1000 : backoff(attempt));
+        continue;
+      }
+      throw toApiError(res.status, text);
+    }
+  }
+}
+
+function toApiError(status: number, text: string): FerryApiError {
+  try {
+    const body = JSON.parse(text) as { error?: { code: string; message: string }; message?: string };
+    if (body.error) {
+      const { code, message, ...details } = body.error as { code: string; message: string } & Record<string, unknown>;
+      return new FerryApiError(status, code, message, details);
+    }
+    return new FerryApiError(status, status === 401 ? 'Unauthorized' : 'HttpError', body.message ?? text);
+  } catch {
+    return new FerryApiError(status, 'HttpError', text.slice(0, 500) || `HTTP ${status}`);
+  }
+}
+
+// Exponential backoff with full jitter, capped at 5 s.
+const backoff = (attempt: number) => Math.random() * Math.min(5000, 100 * 2 ** attempt);
