@@ -19,7 +19,7 @@ const readJson = <T>(file: string): T | undefined => (existsSync(file) ? (JSON.p
 // Secrets on disk are readable by their owner only.
 const writeSecret = (file: string, value: unknown) => writeFileSync(file, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
 
-async function main(): Promise<void> {
+export async function startLocal(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const port = Number(process.env.FERRY_PORT ?? 8080);
   // The AWS servers sit on the next ports: stored queue URLs name theirs, so they must not move.
@@ -87,7 +87,9 @@ Press Ctrl-C to stop.
   });
 }
 
-main().catch((err) => {
-  console.error(`ferry: could not start: ${err?.stack ?? err}`);
-  process.exit(1);
-});
+if (require.main === module) {
+  startLocal().catch((err) => {
+    console.error(`ferry: could not start: ${err?.stack ?? err}`);
+    process.exit(1);
+  });
+}

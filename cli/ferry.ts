@@ -1,0 +1,258 @@
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, extname, join } from 'node:path';
+import { Command, CommanderError, Option } from 'commander';
+import { Client } from '../sdk/client';
+import { decodePayload } from '../sdk/codec';
+import { FerryApiError } from '../sdk/errors';
+import { FINAL, type TaskView } from '../sdk/types';
+import { keyValues, table } from './output';
+
+/** Exit codes scripts can rely on. */
+export const EXIT = { ok: 0, error: 1, usage: 2, taskFailed: 3, timeout: 4 } as const;
+
+class CliError extends Error {
+  constructor(
+    message: string,
+    readonly exitCode: number = EXIT.error,
+  ) {
+    super(message);
+  }
+}
+
+const writeSecretFile = (file: string, value: unknown) => {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  writeFileSync(file, JSON.stringify(value, null, 2) + '\n', { mode: 0o600 });
+};
+
+export function buildProgram(): Command {
+  const program = new Command('ferry')
+    .description('Ferry: run functions on your own endpoints')
+    .option('--json', 'print JSON for scripts instead of tables')
+    .option('--api-url <url>', 'the Ferry API (default: FERRY_API_URL or the credentials file)')
+    .option('--token <token>', 'a user token (default: FERRY_TOKEN or the credentials file)')
+    .showHelpAfterError()
+    .exitOverride();
+
+  const globals = () => program.opts<{ json?: boolean; apiUrl?: string; token?: string }>();
+  const client = () => new Client({ apiUrl: globals().apiUrl, token: globals().token });
+  const print = (human: string, data: unknown) => console.log(globals().json ? JSON.stringify(data, null, 2) : human);
+
+  const local = program.command('local').description('the single-machine stack');
+  local
+    .command('up')
+    .description('run Ferry locally: API, AWS protocol servers, a default endpoint and its worker (same as npm start)')
+    .action(async () => {
+      const { startLocal } = await import('../local/start');
+      await startLocal();
+      await new Promise(() => undefined);
+    });
+
+  program
+    .command('login')
+    .description('check a token against an API and save both to ~/.ferry/credentials.json (mode 0600)')
+    .requiredOption('--url <url>', 'the API URL')
+    .requiredOption('--with-token <token>', 'the user token')
+    .action(async (o: { url: string; withToken: string }) => {
+      const c = new Client({ apiUrl: o.url, token: o.withToken });
+      await c.getEndpoints();
+      const file = join(homedir(), '.ferry', 'credentials.json');
+      writeSecretFile(file, { api_url: c.apiUrl, token: o.withToken });
+      print(`logged in; credentials saved to ${file}`, { api_url: c.apiUrl, credentials_file: file });
+    });
+
+  const endpoint = program.command('endpoint').description('register and manage endpoints');
+  endpoint
+    .command('register')
+    .description('register an endpoint; prints its id and secret (shown once)')
+    .requiredOption('--name <name>', 'a name, e.g. hpc-login-1')
+    .option('--public', 'let every user submit to it')
+    .option('--write-config <file>', 'save api_url, endpoint_id and endpoint_secret for `ferry worker start --config` (mode 0600)')
+    .action(async (o: { name: string; public?: boolean; writeConfig?: string }) => {
+      const c = client();
+      const ep = await c.registerEndpoint(o.name, { public: o.public });
+      if (o.writeConfig) writeSecretFile(o.writeConfig, { api_url: c.apiUrl, endpoint_id: ep.endpoint_id, endpoint_secret: ep.endpoint_secret });
+      print(
+        keyValues({ endpoint_id: ep.endpoint_id, name: ep.name, endpoint_secret: ep.endpoint_secret, config: o.writeConfig }) +
+          '\n\nThe secret is shown only once. Start a worker with:\n  ' +
+          (o.writeConfig ? `ferry worker start --config ${o.writeConfig}` : `FERRY_API_URL=${c.apiUrl} FERRY_ENDPOINT_ID=${ep.endpoint_id} FERRY_ENDPOINT_SECRET=<secret> ferry worker start`),
+        ep,
+      );
+    });
+  endpoint
+    .command('list')
+    .description('your endpoints')
+    .action(async () => {
+      const eps = await client().getEndpoints();
+      print(table(eps as never[], ['endpoint_id', 'name', 'public', 'created_at']), eps);
+    });
+  endpoint
+    .command('status <endpointId>')
+    .description('online or offline, workers, queued tasks')
+    .action(async (id: string) => {
+      const s = await client().getEndpointStatus(id);
+      print(keyValues(s as never), s);
+    });
+  endpoint
+    .command('delete <endpointId>')
+    .description('delete an endpoint; its queued tasks fail')
+    .action(async (id: string) => {
+      const out = await client().deleteEndpoint(id);
+      print(`deleted ${id}; ${out.failed_tasks} open tasks failed`, out);
+    });
+  endpoint
+    .command('share <endpointId>')
+    .description('share an endpoint with users, or make it public or private')
+    .option('--user <userIds...>', 'users who may submit to it (replaces the list)')
+    .addOption(new Option('--public', 'anyone may submit').conflicts('private'))
+    .option('--private', 'only the owner and listed users')
+    .action(async (id: string, o: { user?: string[]; public?: boolean; private?: boolean }) => {
+      const ep = await client().shareEndpoint(id, { shared_with: o.user, public: o.public ? true : o.private ? false : undefined });
+      print(keyValues(ep as never), ep);
+    });
+
+  program
+    .command('worker')
+    .description('the worker agent')
+    .command('start')
+    .description('serve an endpoint from this machine (config from --config or FERRY_API_URL, FERRY_ENDPOINT_ID, FERRY_ENDPOINT_SECRET)')
+    .option('--config <file>', 'a file written by `ferry endpoint register --write-config`')
+    .option('--pool-size <n>', 'processes per runtime (default: one per core)')
+    .option('--runtimes <list>', 'node,python')
+    .action(async (o: { config?: string; poolSize?: string; runtimes?: string }) => {
+      const { runAgent, workerConfigFromEnv } = await import('../workers/main');
+      const cfg = workerConfigFromEnv({ ...process.env, ...(o.config ? { FERRY_WORKER_CONFIG: o.config } : {}) });
+      const code = await runAgent(cfg, { poolSize: o.poolSize ? Number(o.poolSize) : undefined, runtimes: o.runtimes?.split(',') as never });
+      process.exit(code);
+    });
+
+  const fn = program.command('function').description('register and list functions');
+  fn.command('register <file>')
+    .description('register a function from a file (.py: python, needs --entrypoint; otherwise node, the file holds one function expression)')
+    .option('--name <name>')
+    .option('--entrypoint <name>', 'python: the function to call')
+    .addOption(new Option('--runtime <runtime>').choices(['node', 'python']))
+    .action(async (file: string, o: { name?: string; entrypoint?: string; runtime?: 'node' | 'python' }) => {
+      const spec = functionFromFile(file, o);
+      const id = await client().registerFunction(spec);
+      print(id, { function_id: id, ...spec, source: undefined });
+    });
+  fn.command('list')
+    .description('your functions')
+    .action(async () => {
+      const fns = await client().listFunctions();
+      print(table(fns as never[], ['function_id', 'name', 'runtime', 'entrypoint', 'created_at']), fns);
+    });
+
+  const task = program.command('task').description('read, wait for and cancel tasks');
+  task
+    .command('get <taskId>')
+    .action(async (id: string) => {
+      const t = await client().getTask(id);
+      print(await describeTask(t), t);
+      if (t.status === 'failed' || t.status === 'cancelled') throw new CliError('', EXIT.taskFailed);
+    });
+  task
+    .command('wait <taskIds...>')
+    .description('wait until every task finishes; exit 3 if any failed, 4 on timeout')
+    .option('--timeout <seconds>', 'give up after this long')
+    .action(async (ids: string[], o: { timeout?: string }) => {
+      const views = await waitFor(client(), ids, o.timeout ? Number(o.timeout) * 1000 : undefined, !globals().json);
+      print(table(views as never[], ['task_id', 'status', 'completed_at']), views);
+      if (views.some((v) => v.status !== 'success')) throw new CliError('', views.every((v) => FINAL.includes(v.status)) ? EXIT.taskFailed : EXIT.timeout);
+    });
+  task
+    .command('cancel <taskId>')
+    .action(async (id: string) => {
+      const t = await client().cancel(id);
+      print(`${id}: ${t.status}`, t);
+      if (t.status !== 'cancelled') throw new CliError(`task ${id} had already finished (${t.status})`, EXIT.error);
+    });
+
+  program
+    .command('run <file>')
+    .description('register the function in <file>, run it once on an endpoint and print its result')
+    .requiredOption('--endpoint <endpointId>')
+    .option('--entrypoint <name>', 'python: the function to call')
+    .option('--args <json>', 'positional arguments as a JSON array', '[]')
+    .option('--kwargs <json>', 'keyword arguments as a JSON object', '{}')
+    .option('--timeout <seconds>', 'give up waiting after this long')
+    .action(async (file: string, o: { endpoint: string; entrypoint?: string; args: string; kwargs: string; timeout?: string }) => {
+      const args = parseJson(o.args, '--args');
+      const kwargs = parseJson(o.kwargs, '--kwargs');
+      if (!Array.isArray(args)) throw new CliError('--args must be a JSON array', EXIT.usage);
+      const c = client();
+      const functionId = await c.registerFunction(functionFromFile(file, o));
+      const sub = await c.batchRun(o.endpoint, [{ function_id: functionId, args, kwargs: kwargs as Record<string, unknown> }]);
+      const [view] = await waitFor(c, sub.task_ids, o.timeout ? Number(o.timeout) * 1000 : undefined, false);
+      if (view!.status === 'success') {
+        const value = await decodePayload(view!.result!);
+        print(typeof value === 'string' ? value : JSON.stringify(value), { task_id: view!.task_id, status: view!.status, result: value });
+        return;
+      }
+      print(await describeTask(view!), view);
+      throw new CliError('', FINAL.includes(view!.status) ? EXIT.taskFailed : EXIT.timeout);
+    });
+
+  return program;
+}
+
+function functionFromFile(file: string, o: { name?: string; entrypoint?: string; runtime?: 'node' | 'python' }) {
+  const runtime = o.runtime ?? (extname(file) === '.py' ? 'python' : 'node');
+  if (runtime === 'python' && !o.entrypoint) throw new CliError('python functions need --entrypoint', EXIT.usage);
+  const source = readFileSync(file, 'utf8').trim();
+  return { name: o.name ?? o.entrypoint ?? file, runtime, source, entrypoint: o.entrypoint } as const;
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new CliError(`${what} is not valid JSON`, EXIT.usage);
+  }
+}
+
+async function describeTask(t: TaskView): Promise<string> {
+  const base: Record<string, unknown> = { task_id: t.task_id, status: t.status, endpoint_id: t.endpoint_id, created_at: t.created_at, completed_at: t.completed_at };
+  if (t.status === 'success') base.result = await decodePayload(t.result!).catch((e) => `(${(e as Error).message})`);
+  if (t.exception) base.exception = `${t.exception.type}: ${t.exception.message}`;
+  return keyValues(base) + (t.exception?.traceback ? `\n\nremote traceback:\n${t.exception.traceback}` : '');
+}
+
+/** Poll in batches until every task is final or the timeout passes; a progress line on stderr while waiting. */
+async function waitFor(c: Client, ids: string[], timeoutMs: number | undefined, progress: boolean): Promise<TaskView[]> {
+  const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
+  let delay = 50;
+  const showProgress = progress && process.stderr.isTTY;
+  for (;;) {
+    const { tasks, unknown } = await c.getTasks(ids);
+    if (unknown.length) throw new CliError(`unknown task ids: ${unknown.join(', ')}`, EXIT.error);
+    const done = tasks.filter((t) => FINAL.includes(t.status)).length;
+    if (showProgress) process.stderr.write(`\r${done}/${ids.length} finished (${tasks.filter((t) => t.status === 'failed').length} failed)`);
+    if (done === ids.length || Date.now() >= deadline) {
+      if (showProgress) process.stderr.write('\n');
+      return tasks;
+    }
+    await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, deadline - Date.now()))));
+    delay = Math.min(1000, delay * 1.5);
+  }
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) process.exit(err.exitCode === 0 ? EXIT.ok : EXIT.usage);
+    if (err instanceof CliError) {
+      if (err.message) console.error(`ferry: ${err.message}`);
+      process.exit(err.exitCode);
+    }
+    if (err instanceof FerryApiError) {
+      console.error(`ferry: ${err.message} (${err.status} ${err.code})`);
+      process.exit(EXIT.error);
+    }
+    console.error(`ferry: ${(err as Error)?.message ?? err}`);
+    process.exit(/credentials/.test(String((err as Error)?.message)) ? EXIT.usage : EXIT.error);
+  }
+}
