@@ -32,7 +32,9 @@ async function drainDeadLetterQueue(url: string): Promise<number> {
     for (const [i, m] of messages.entries()) {
       const parsed = taskMessageSchema.safeParse(safeJson(m.Body));
       try {
-        if (parsed.success && (await failLostTask(parsed.data.task_id, parsed.data.endpoint_id))) failed++;
+        if (parsed.success) {
+          for (const t of parsed.data.tasks) if (await failLostTask(t.task_id, parsed.data.endpoint_id)) failed++;
+        }
         done.push({ Id: String(i), ReceiptHandle: m.ReceiptHandle! });
       } catch (err) {
         // Left for the next sweep once its visibility lapses.

@@ -1,10 +1,13 @@
 import { z } from 'zod';
 import { envelopeSchema } from './payload';
 
-/** What a worker receives on its endpoint queue: everything needed to run the task, no table read. */
+/**
+ * What a worker receives on its endpoint queue: one function and a bundle of its tasks, with
+ * everything needed to run them and no table read. Bundling a large submit's tasks keeps SQS
+ * calls per task low (SendMessageBatch holds only 10 messages) and sends the source once.
+ */
 export const taskMessageSchema = z.object({
   v: z.literal(1),
-  task_id: z.string(),
   endpoint_id: z.string(),
   function: z.object({
     function_id: z.string(),
@@ -12,11 +15,14 @@ export const taskMessageSchema = z.object({
     source: z.string(),
     entrypoint: z.string().optional(),
   }),
-  args: envelopeSchema,
-  walltime_ms: z.number().int().positive(),
+  tasks: z
+    .array(z.object({ task_id: z.string(), args: envelopeSchema, walltime_ms: z.number().int().positive() }))
+    .min(1)
+    .max(100),
   submitted_at: z.string(),
 });
 export type TaskMessage = z.infer<typeof taskMessageSchema>;
+export type TaskInMessage = TaskMessage['tasks'][number];
 
 export const remoteExceptionSchema = z.object({
   type: z.string().max(1024),

@@ -75,22 +75,18 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
 
   const now = new Date().toISOString();
   const records: TaskRecord[] = [];
-  const messages: TaskMessage[] = [];
   for (const [i, t] of input.tasks.entries()) {
-    const fn = functions.get(t.function_id)!;
     const task_id = taskIds[i]!;
-    const args = await argsEnvelope(t, ep.endpoint_id, input.userId, task_id);
-    const walltime_ms = t.walltime_ms ?? ep.walltime_ms;
     records.push({
       task_id,
       owner: input.userId,
       endpoint_id: ep.endpoint_id,
-      function_id: fn.function_id,
+      function_id: t.function_id,
       task_group_id: taskGroupId,
       // Written once, already queued: the record exists before the message, so a result always finds it.
       state: 'waiting-for-endpoint',
-      args,
-      walltime_ms,
+      args: await argsEnvelope(t, ep.endpoint_id, input.userId, task_id),
+      walltime_ms: t.walltime_ms ?? ep.walltime_ms,
       created_at: now,
       updated_at: now,
       transitions: [
@@ -99,19 +95,16 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
       ],
       open_on: ep.endpoint_id,
     });
-    messages.push({
-      v: 1,
-      task_id,
-      endpoint_id: ep.endpoint_id,
-      function: { function_id: fn.function_id, runtime: fn.runtime, source: fn.source, entrypoint: fn.entrypoint },
-      args,
-      walltime_ms,
-      submitted_at: now,
-    });
   }
 
   const unwritten = new Set(await putTasks(records));
-  const unqueued = new Set(await queueTasks(ep.queue_url, messages.filter((m) => !unwritten.has(m.task_id))));
+  const messages = bundleTasks(
+    ep.endpoint_id,
+    records.filter((r) => !unwritten.has(r.task_id)),
+    functions,
+    now,
+  );
+  const unqueued = new Set(await queueTasks(ep.queue_url, messages));
   if (unwritten.size || unqueued.size) {
     // Tasks written but not queued would wait forever: fail them so their state tells the truth.
     await Promise.all(
@@ -129,6 +122,43 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   const response = { task_group_id: taskGroupId, task_ids: taskIds };
   if (keyHash) await putIdempotency(input.userId, keyHash, { request_hash: requestHash, response });
   return response;
+}
+
+// SQS bills each 64 KiB of a message as one request: a bundle stays within one chunk where it can.
+const BUNDLE_BYTES = 64 * 1024;
+// Small submits go one task per message so every idle worker can take one; large ones share.
+const MESSAGES_PER_SUBMIT = 50;
+const MAX_BUNDLE = 10;
+
+/**
+ * Pack tasks into messages, one function per message: a submit of n tasks uses about
+ * min(n, 50) messages (at most 10 tasks each), so at batch 100 it takes 5 SendMessageBatch
+ * calls, not 10, while small batches still spread across workers one task at a time.
+ */
+export function bundleTasks(endpointId: string, records: readonly TaskRecord[], functions: Map<string, FunctionRecord>, now: string): TaskMessage[] {
+  const perMessage = Math.min(MAX_BUNDLE, Math.max(1, Math.ceil(records.length / MESSAGES_PER_SUBMIT)));
+  const byFunction = new Map<string, TaskRecord[]>();
+  for (const r of records) byFunction.set(r.function_id, [...(byFunction.get(r.function_id) ?? []), r]);
+  const messages: TaskMessage[] = [];
+  for (const [functionId, group] of byFunction) {
+    const fn = functions.get(functionId)!;
+    const base = { v: 1 as const, endpoint_id: endpointId, function: { function_id: fn.function_id, runtime: fn.runtime, source: fn.source, entrypoint: fn.entrypoint }, submitted_at: now };
+    let bytes = Buffer.byteLength(JSON.stringify(base));
+    let tasks: TaskMessage['tasks'] = [];
+    for (const r of group) {
+      const task = { task_id: r.task_id, args: r.args, walltime_ms: r.walltime_ms };
+      const size = Buffer.byteLength(JSON.stringify(task));
+      if (tasks.length && (tasks.length >= perMessage || bytes + size > BUNDLE_BYTES)) {
+        messages.push({ ...base, tasks });
+        tasks = [];
+        bytes = Buffer.byteLength(JSON.stringify(base));
+      }
+      tasks.push(task);
+      bytes += size;
+    }
+    if (tasks.length) messages.push({ ...base, tasks });
+  }
+  return messages;
 }
 
 async function ownedFunctions(userId: string, ids: string[]): Promise<Map<string, FunctionRecord>> {

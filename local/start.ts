@@ -1,8 +1,8 @@
-import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveToken } from '../core/tables/tokens';
 import { getEndpoint } from '../core/tables/endpoints';
+import { spawnAgentProcess } from './agent-process';
 import { startLocalStack } from './stack';
 
 /**
@@ -47,11 +47,10 @@ export async function startLocal(): Promise<void> {
   ep.api_url = apiUrl;
   writeSecret(ENDPOINT, ep);
 
-  const agent = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')], {
-    cwd: ROOT,
-    env: { ...process.env, ...stack.awsEnv, FERRY_WORKER_CONFIG: ENDPOINT, FERRY_POOL_SIZE: process.env.FERRY_POOL_SIZE ?? '2' },
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
+  const { child: agent } = spawnAgentProcess(
+    { ...stack.awsEnv, FERRY_WORKER_CONFIG: ENDPOINT, FERRY_POOL_SIZE: process.env.FERRY_POOL_SIZE ?? '2' },
+    { inherit: true },
+  );
 
   console.log(`
 Ferry is running locally.

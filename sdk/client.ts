@@ -83,7 +83,16 @@ export class Client {
   }
 
   /** Encode node arguments as a task spec, uploading them to S3 first when they are large. */
-  async taskSpec(endpointId: string, functionId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}, walltimeMs?: number): Promise<TaskSpec> {
+  async taskSpec(
+    endpointId: string,
+    functionId: string,
+    args: unknown[] = [],
+    kwargs: Record<string, unknown> = {},
+    walltimeMs?: number,
+    runtime: Runtime = 'node',
+  ): Promise<TaskSpec> {
+    // Python functions cannot read v8's format: their arguments travel as JSON, and so do their results.
+    if (runtime !== 'node') return { function_id: functionId, args, kwargs, walltime_ms: walltimeMs };
     const bytes = encodeArgs(args, kwargs);
     const payload = bytes.length > UPLOAD_THRESHOLD ? await this.uploadPayload(endpointId, bytes) : { codec: 'node-v8' as const, data: bytes.toString('base64') };
     return { function_id: functionId, payload, walltime_ms: walltimeMs };

@@ -3,7 +3,7 @@ import { Client, resultOf, type ClientOptions } from './client';
 import { sha256 } from './codec';
 import { FerryApiError, TaskCancelled } from './errors';
 import { ComputeFuture } from './future';
-import { FINAL, type TaskSpec, type TaskView } from './types';
+import { FINAL, type Runtime, type TaskSpec, type TaskView } from './types';
 
 export interface ExecutorOptions extends ClientOptions {
   endpointId: string;
@@ -24,7 +24,7 @@ export interface ExecutorOptions extends ClientOptions {
 
 interface Pending {
   future: ComputeFuture<any>;
-  functionId: Promise<string>;
+  functionId: Promise<{ id: string; runtime: Runtime }>;
   args: unknown[];
   kwargs: Record<string, unknown>;
 }
@@ -52,7 +52,8 @@ export class Executor {
   private pending: Pending[] = [];
   private flushTimer?: NodeJS.Timeout;
   private readonly sending = new Set<Promise<void>>();
-  private readonly functionIds = new Map<string, Promise<string>>();
+  private readonly functionIds = new Map<string, Promise<{ id: string; runtime: Runtime }>>();
+  private readonly registeredInfo = new Map<string, Promise<{ id: string; runtime: Runtime }>>();
   private readonly outstanding = new Map<string, ComputeFuture<any>>();
   private polling = false;
   private closed = false;
@@ -72,7 +73,18 @@ export class Executor {
 
   /** Run an already registered function (any runtime) with positional and keyword arguments. */
   submitToRegisteredFunction<T = unknown>(functionId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}): ComputeFuture<T> {
-    return this.enqueue(Promise.resolve(functionId), args, kwargs);
+    return this.enqueue(this.registered(functionId), args, kwargs);
+  }
+
+  /** A registered function's runtime decides how its arguments are encoded; looked up once. */
+  private registered(functionId: string): Promise<{ id: string; runtime: Runtime }> {
+    let info = this.registeredInfo.get(functionId);
+    if (!info) {
+      info = this.client.getFunction(functionId).then((f) => ({ id: f.function_id, runtime: f.runtime }));
+      info.catch(() => this.registeredInfo.delete(functionId));
+      this.registeredInfo.set(functionId, info);
+    }
+    return info;
   }
 
   /** `fn(item)` for every item, submitted together; resolves to the results in order. */
@@ -99,13 +111,13 @@ export class Executor {
     }
   }
 
-  private functionIdOf(fn: AnyFn): Promise<string> {
+  private functionIdOf(fn: AnyFn): Promise<{ id: string; runtime: Runtime }> {
     const source = fn.toString();
     const key = sha256(Buffer.from(source));
     let id = this.functionIds.get(key);
     if (!id) {
       this.stats.registrations++;
-      id = this.client.registerFunction({ name: fn.name || 'anonymous', runtime: 'node', source });
+      id = this.client.registerFunction({ name: fn.name || 'anonymous', runtime: 'node', source }).then((fid) => ({ id: fid, runtime: 'node' as const }));
       // A failed registration is retried by the next submit, not cached.
       id.catch(() => this.functionIds.delete(key));
       this.functionIds.set(key, id);
@@ -113,7 +125,7 @@ export class Executor {
     return id;
   }
 
-  private enqueue<T>(functionId: Promise<string>, args: unknown[], kwargs: Record<string, unknown>): ComputeFuture<T> {
+  private enqueue<T>(functionId: Promise<{ id: string; runtime: Runtime }>, args: unknown[], kwargs: Record<string, unknown>): ComputeFuture<T> {
     if (this.closed) throw new Error('this Executor is shut down');
     const future: ComputeFuture<T> = new ComputeFuture<T>((f) => this.cancelFuture(f));
     this.pending.push({ future, functionId, args, kwargs });
@@ -135,7 +147,12 @@ export class Executor {
   private async send(batch: Pending[]): Promise<void> {
     let specs: TaskSpec[];
     try {
-      specs = await Promise.all(batch.map(async (p) => this.client.taskSpec(this.endpointId, await p.functionId, p.args, p.kwargs, this.opts.walltimeMs)));
+      specs = await Promise.all(
+        batch.map(async (p) => {
+          const fn = await p.functionId;
+          return this.client.taskSpec(this.endpointId, fn.id, p.args, p.kwargs, this.opts.walltimeMs, fn.runtime);
+        }),
+      );
     } catch (err) {
       for (const p of batch) p.future._reject(err);
       return;
@@ -238,4 +255,4 @@ export class Executor {
   }
 }
 
-const specSize = (s: TaskSpec): number => (s.payload?.data?.length ?? 0) + 200;
+const specSize = (s: TaskSpec): number => (s.payload?.data?.length ?? (s.args ? JSON.stringify([s.args, s.kwargs]).length : 0)) + 200;

@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import { availableParallelism, hostname } from 'node:os';
-import { ChangeMessageVisibilityBatchCommand, DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
+import { ChangeMessageVisibilityBatchCommand, DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { exceptionKey, readPayload, resultKey, storePayload } from '../core/bucket';
 import { makeS3Client, makeSqsClient } from '../core/clients';
 import type { WorkerGrant } from '../core/credentials';
-import { taskMessageSchema, type ResultMessage, type TaskMessage } from '../core/messages';
+import { taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../core/messages';
+import { sendBatches } from '../core/queues/batch-send';
 import type { Envelope } from '../core/payload';
 import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
 import { backoffSleep, GrantKeeper } from './grant';
@@ -41,16 +42,26 @@ const MAX_RECEIVE = 10;
 /** A result message less what the agent adds to every one. */
 type ReportBody = ResultMessage extends infer M ? (M extends ResultMessage ? Omit<M, 'v' | 'endpoint_id' | 'worker_id' | 'at'> : never) : never;
 
-interface Running {
+/** A received message: one function's bundle of tasks, deleted once every task is reported. */
+interface Bundle {
   msg: TaskMessage;
   receipt: string;
+  remaining: number;
+  started: number;
+  /** A report could not be sent: the message must come back, so it is not deleted. */
+  broken: boolean;
+}
+
+interface QueuedTask {
+  bundle: Bundle;
+  task: TaskInMessage;
 }
 
 /**
  * The worker agent: long-polls its endpoint's queue with vended, queue-scoped credentials,
- * runs each task in the runtime pool, keeps the message invisible while the task runs, sends
- * the result to the results queue and only then deletes the task message (at-least-once:
- * a crash anywhere before the delete lets another worker run the task again).
+ * runs each task in the runtime pool, keeps the message invisible while its tasks run, sends
+ * results to the results queue and only then deletes the task message (at-least-once:
+ * a crash anywhere before the delete lets another worker run the tasks again).
  */
 export class WorkerAgent {
   readonly workerId: string;
@@ -61,14 +72,18 @@ export class WorkerAgent {
   private sqs!: SQSClient;
   private s3!: S3Client;
   private grant!: WorkerGrant;
-  private readonly running = new Map<string, Running>();
-  private readonly tasks = new Set<Promise<void>>();
+  private outbox!: Outbox;
+  private readonly bundles = new Set<Bundle>();
+  private backlog: QueuedTask[] = [];
+  private active = 0;
+  private tasksPerMessage = 1;
+  private readonly lanes: Promise<void>[] = [];
   private stopping = false;
-  private receiveAbort = new AbortController();
+  private readonly receiveAbort = new AbortController();
   private loopDone?: Promise<void>;
   private heartbeatTimer?: NodeJS.Timeout;
   private visibilityTimer?: NodeJS.Timeout;
-  private slotFreed?: () => void;
+  private wake?: () => void;
   private fatal?: Error;
   private fatalHandler?: (err: Error) => void;
   completed = 0;
@@ -91,21 +106,24 @@ export class WorkerAgent {
     const client = { region: this.grant.region, credentials: this.keeper.provider };
     this.sqs = makeSqsClient(client);
     this.s3 = makeS3Client(client);
+    this.outbox = new Outbox(this.sqs, this.grant.results_queue_url);
     await this.pool.start();
     this.log('agent started', { endpoint: this.opts.endpointId, slots: this.slots, runtimes: this.opts.runtimes ?? ['node', 'python'] });
     await this.beat();
     this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 30_000);
-    // Extend every running task's invisibility at half its timeout, well before it lapses.
+    // Extend every held message's invisibility at half its timeout, well before it lapses.
     this.visibilityTimer = setInterval(() => void this.extendVisibility(), (this.visibility * 1000) / 2);
+    for (let i = 0; i < this.slots; i++) this.lanes.push(this.lane());
     this.loopDone = this.loop();
   }
 
+  /** Receives while some lane would otherwise sit idle; never more than the lanes can start. */
   private async loop(): Promise<void> {
     let errors = 0;
     while (!this.stopping) {
-      const free = this.slots - this.running.size;
-      if (free <= 0) {
-        await new Promise<void>((r) => (this.slotFreed = r));
+      const idle = this.slots - this.active - this.backlog.length;
+      if (idle <= 0) {
+        await new Promise<void>((r) => (this.wake = r));
         continue;
       }
       let messages: Message[];
@@ -113,10 +131,9 @@ export class WorkerAgent {
         const out = await this.sqs.send(
           new ReceiveMessageCommand({
             QueueUrl: this.grant.queue_url,
-            MaxNumberOfMessages: Math.min(free, MAX_RECEIVE),
+            MaxNumberOfMessages: Math.min(MAX_RECEIVE, Math.max(1, Math.floor(idle / this.tasksPerMessage))),
             VisibilityTimeout: this.visibility,
             WaitTimeSeconds: this.opts.waitSeconds ?? 20,
-            MessageSystemAttributeNames: ['ApproximateReceiveCount'],
           }),
           { abortSignal: this.receiveAbort.signal },
         );
@@ -130,22 +147,15 @@ export class WorkerAgent {
         continue;
       }
       if (this.stopping) {
-        await this.release(messages);
+        await this.release(messages.map((m) => m.ReceiptHandle!));
         break;
       }
-      for (const m of messages) this.track(this.handle(m));
+      for (const m of messages) await this.accept(m);
+      this.wakeLanes();
     }
   }
 
-  private track(p: Promise<void>): void {
-    this.tasks.add(p);
-    void p.finally(() => {
-      this.tasks.delete(p);
-      this.slotFreed?.();
-    });
-  }
-
-  private async handle(m: Message): Promise<void> {
+  private async accept(m: Message): Promise<void> {
     const parsed = taskMessageSchema.safeParse(safeJson(m.Body));
     if (!parsed.success) {
       // Nothing can run it and no task id can be trusted: drop it rather than let it cycle to the DLQ.
@@ -153,42 +163,76 @@ export class WorkerAgent {
       await this.sqs.send(new DeleteMessageCommand({ QueueUrl: this.grant.queue_url, ReceiptHandle: m.ReceiptHandle! })).catch(() => undefined);
       return;
     }
-    const msg = parsed.data;
-    this.running.set(msg.task_id, { msg, receipt: m.ReceiptHandle! });
-    try {
-      await this.report({ kind: 'started', task_id: msg.task_id });
-      const outcome = await this.run(msg);
-      await this.report(await this.resultOf(msg, outcome));
-      // Only now that the result is safely on the results queue may the task message go.
-      await this.sqs.send(new DeleteMessageCommand({ QueueUrl: this.grant.queue_url, ReceiptHandle: this.running.get(msg.task_id)!.receipt }));
-      this.completed++;
-    } catch (err) {
-      // The result could not be sent: leave the message to come back after its timeout.
-      this.log('task not reported; it will be delivered again', { task: msg.task_id, error: String(err) });
-    } finally {
-      this.running.delete(msg.task_id);
+    const bundle: Bundle = { msg: parsed.data, receipt: m.ReceiptHandle!, remaining: parsed.data.tasks.length, started: 0, broken: false };
+    this.tasksPerMessage = (this.tasksPerMessage + bundle.remaining) / 2;
+    this.bundles.add(bundle);
+    for (const task of parsed.data.tasks) this.backlog.push({ bundle, task });
+  }
+
+  private laneWaiters: (() => void)[] = [];
+  private wakeLanes(): void {
+    for (const w of this.laneWaiters.splice(0)) w();
+  }
+
+  /** One of `slots` loops that take tasks from the backlog and run them one at a time. */
+  private async lane(): Promise<void> {
+    for (;;) {
+      const next = this.backlog.shift();
+      if (!next) {
+        if (this.stopping) return;
+        await new Promise<void>((r) => this.laneWaiters.push(r));
+        continue;
+      }
+      this.active++;
+      try {
+        await this.runTask(next);
+      } finally {
+        this.active--;
+        this.wake?.();
+      }
     }
   }
 
-  private async run(msg: TaskMessage): Promise<RunOutcome> {
+  private async runTask({ bundle, task }: QueuedTask): Promise<void> {
+    bundle.started++;
+    try {
+      await this.outbox.send(this.report({ kind: 'started', task_id: task.task_id }));
+      const outcome = await this.run(bundle.msg, task);
+      await this.outbox.send(this.report(await this.resultOf(task, outcome)));
+      this.completed++;
+    } catch (err) {
+      bundle.broken = true;
+      this.log('task not reported; it will be delivered again', { task: task.task_id, error: String(err) });
+    }
+    if (--bundle.remaining > 0) return;
+    this.bundles.delete(bundle);
+    // Only once every result is safely on the results queue may the task message go.
+    if (!bundle.broken) {
+      await this.sqs
+        .send(new DeleteMessageCommand({ QueueUrl: this.grant.queue_url, ReceiptHandle: bundle.receipt }))
+        .catch((err) => this.log('could not delete a finished message; its tasks will run again', { error: String(err) }));
+    }
+  }
+
+  private async run(msg: TaskMessage, task: TaskInMessage): Promise<RunOutcome> {
     let args: Buffer;
     try {
-      args = await readPayload(msg.args, this.s3, this.grant.bucket);
+      args = await readPayload(task.args, this.s3, this.grant.bucket);
     } catch (err) {
       return { ok: false, error: { type: 'ArgumentsUnavailable', message: String((err as Error).message ?? err), traceback: '' } };
     }
     return this.pool.run({
-      taskId: msg.task_id,
+      taskId: task.task_id,
       runtime: msg.function.runtime,
       source: msg.function.source,
       entrypoint: msg.function.entrypoint,
       args,
-      codec: msg.args.codec,
-      walltimeMs: msg.walltime_ms,
+      codec: task.args.codec,
+      walltimeMs: task.walltime_ms,
     });
   }
 
-  private async resultOf(msg: TaskMessage, outcome: RunOutcome): Promise<ReportBody> {
+  private async resultOf(msg: TaskInMessage, outcome: RunOutcome): Promise<ReportBody> {
     const store = { s3: this.s3, bucket: this.grant.bucket, inlineLimit: this.grant.inline_limit };
     if (outcome.ok) {
       const result = await storePayload(outcome.result, outcome.codec, resultKey(this.opts.endpointId, msg.task_id), store);
@@ -204,21 +248,12 @@ export class WorkerAgent {
     };
   }
 
-  private async report(body: ReportBody): Promise<void> {
-    const msg = { v: 1, endpoint_id: this.opts.endpointId, worker_id: this.workerId, at: new Date().toISOString(), ...body };
-    for (let attempt = 0; ; attempt++) {
-      try {
-        await this.sqs.send(new SendMessageCommand({ QueueUrl: this.grant.results_queue_url, MessageBody: JSON.stringify(msg) }));
-        return;
-      } catch (err) {
-        if (attempt >= 5) throw err;
-        await backoffSleep(attempt, 5000);
-      }
-    }
+  private report(body: ReportBody): string {
+    return JSON.stringify({ v: 1, endpoint_id: this.opts.endpointId, worker_id: this.workerId, at: new Date().toISOString(), ...body });
   }
 
   private async extendVisibility(): Promise<void> {
-    const entries = [...this.running.values()].map((r, i) => ({ Id: String(i), ReceiptHandle: r.receipt, VisibilityTimeout: this.visibility }));
+    const entries = [...this.bundles].map((b, i) => ({ Id: String(i), ReceiptHandle: b.receipt, VisibilityTimeout: this.visibility }));
     for (let i = 0; i < entries.length; i += 10) {
       await this.sqs
         .send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: this.grant.queue_url, Entries: entries.slice(i, i + 10) }))
@@ -227,16 +262,17 @@ export class WorkerAgent {
   }
 
   /** Hand messages back at once (visibility 0), so another worker can take them. */
-  private async release(messages: Message[]): Promise<void> {
-    if (!messages.length) return;
-    await this.sqs
-      .send(
-        new ChangeMessageVisibilityBatchCommand({
-          QueueUrl: this.grant.queue_url,
-          Entries: messages.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle!, VisibilityTimeout: 0 })),
-        }),
-      )
-      .catch((err) => this.log('could not hand messages back', { error: String(err) }));
+  private async release(receipts: string[]): Promise<void> {
+    for (let i = 0; i < receipts.length; i += 10) {
+      await this.sqs
+        .send(
+          new ChangeMessageVisibilityBatchCommand({
+            QueueUrl: this.grant.queue_url,
+            Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(j), ReceiptHandle: r, VisibilityTimeout: 0 })),
+          }),
+        )
+        .catch((err) => this.log('could not hand messages back', { error: String(err) }));
+    }
   }
 
   private get visibility(): number {
@@ -244,7 +280,7 @@ export class WorkerAgent {
   }
 
   status() {
-    return { workers: this.slots, idle_workers: Math.max(0, this.slots - this.running.size), running: this.running.size };
+    return { workers: this.slots, idle_workers: Math.max(0, this.slots - this.active), running: this.active };
   }
 
   private async beat(stopped = false): Promise<void> {
@@ -278,24 +314,62 @@ export class WorkerAgent {
     if (this.stopping) return;
     this.stopping = true;
     this.receiveAbort.abort();
-    this.slotFreed?.();
+    this.wake?.();
     await this.loopDone;
+    // Messages none of whose tasks has started go back at once; a started bundle is finished.
+    const unstarted = [...this.bundles].filter((b) => b.started === 0);
+    this.backlog = this.backlog.filter((q) => q.bundle.started > 0);
+    for (const b of unstarted) this.bundles.delete(b);
+    await this.release(unstarted.map((b) => b.receipt));
+    this.wakeLanes();
     const drained = await Promise.race([
-      Promise.allSettled([...this.tasks]).then(() => true),
+      Promise.allSettled(this.lanes).then(() => true),
       new Promise<false>((r) => setTimeout(() => r(false), graceMs).unref()),
     ]);
     if (!drained) {
-      this.log('grace period over; unfinished tasks will be delivered again', { running: [...this.running.keys()] });
-      await this.release([...this.running.values()].map((r) => ({ ReceiptHandle: r.receipt })));
+      this.log('grace period over; unfinished tasks will be delivered again', { messages: this.bundles.size });
+      await this.release([...this.bundles].map((b) => b.receipt));
     }
     clearInterval(this.heartbeatTimer);
     clearInterval(this.visibilityTimer);
     this.keeper.stop();
     if (!this.fatal) await this.beat(true);
     await this.pool.close();
-    this.sqs.destroy();
-    this.s3.destroy();
+    this.sqs?.destroy();
+    this.s3?.destroy();
     this.log('agent stopped', { completed: this.completed });
+  }
+}
+
+/**
+ * Result messages leave in SendMessageBatch calls: whatever the lanes report in the same turn of
+ * the event loop shares a call (SQS: up to 10 entries, 256 KiB), so a busy agent pays about one
+ * SQS call per ten reports, while a lone report waits no longer than one turn.
+ */
+class Outbox {
+  private pending: { body: string; done: (err?: Error) => void }[] = [];
+  private scheduled = false;
+
+  constructor(
+    private readonly sqs: SQSClient,
+    private readonly queueUrl: string,
+  ) {}
+
+  send(body: string): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.pending.push({ body, done: (err) => (err ? reject(err) : resolve()) });
+      if (!this.scheduled) {
+        this.scheduled = true;
+        setImmediate(() => void this.flush());
+      }
+    });
+  }
+
+  private async flush(): Promise<void> {
+    this.scheduled = false;
+    const batch = this.pending.splice(0);
+    const failed = new Set(await sendBatches(this.sqs, this.queueUrl, batch.map((p, i) => ({ id: String(i), body: p.body }))).catch(() => batch.map((_, i) => String(i))));
+    batch.forEach((p, i) => p.done(failed.has(String(i)) ? new Error('the results queue did not take the report') : undefined));
   }
 }
 

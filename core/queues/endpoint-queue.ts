@@ -58,13 +58,16 @@ export async function deleteEndpointQueues(q: EndpointQueues): Promise<void> {
   }
 }
 
-/** Queue task messages; returns the task ids that could not be queued. */
-export const queueTasks = (queueUrl: string, messages: readonly TaskMessage[]): Promise<string[]> =>
-  sendBatches(
+/** Queue task messages; returns the ids of the tasks in messages that could not be queued. */
+export async function queueTasks(queueUrl: string, messages: readonly TaskMessage[]): Promise<string[]> {
+  const byFirst = new Map(messages.map((m) => [m.tasks[0]!.task_id, m]));
+  const failed = await sendBatches(
     sqsClient(),
     queueUrl,
-    messages.map((m) => ({ id: m.task_id, body: JSON.stringify(m) })),
+    messages.map((m) => ({ id: m.tasks[0]!.task_id, body: JSON.stringify(m) })),
   );
+  return failed.flatMap((id) => byFirst.get(id)!.tasks.map((t) => t.task_id));
+}
 
 export async function queueDepth(queueUrl: string): Promise<{ queued: number; inFlight: number }> {
   const out = await sqsClient().send(

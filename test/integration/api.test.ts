@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { S3Client } from '@aws-sdk/client-s3';
 import { readPayload, resultKey, storePayload } from '../../core/bucket';
-import { taskMessageSchema, type ResultMessage, type TaskMessage } from '../../core/messages';
+import { taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../../core/messages';
 import { revokeToken } from '../../core/tables/tokens';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually } from '../helpers/api';
@@ -38,9 +38,13 @@ async function workerFor(endpointId: string, secret: string) {
     grant: g,
     sqs,
     s3,
-    async receive(n = 1): Promise<{ msg: TaskMessage; receipt: string }[]> {
+    /** The tasks of the next messages, each with its function and its message's receipt handle. */
+    async receive(n = 1): Promise<{ msg: TaskInMessage & Pick<TaskMessage, 'function'>; receipt: string }[]> {
       const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: g.queue_url, MaxNumberOfMessages: n, WaitTimeSeconds: 5 }));
-      return (out.Messages ?? []).map((m) => ({ msg: taskMessageSchema.parse(JSON.parse(m.Body!)), receipt: m.ReceiptHandle! }));
+      return (out.Messages ?? []).flatMap((m) => {
+        const bundle = taskMessageSchema.parse(JSON.parse(m.Body!));
+        return bundle.tasks.map((t) => ({ msg: { ...t, function: bundle.function }, receipt: m.ReceiptHandle! }));
+      });
     },
     async report(msg: ResultMessage) {
       await sqs.send(new SendMessageCommand({ QueueUrl: g.results_queue_url, MessageBody: JSON.stringify(msg) }));
@@ -190,13 +194,17 @@ describe('the whole loop with a test consumer playing the worker', () => {
 });
 
 describe('submitting batches', () => {
-  it('accepts 120 tasks in one request, one message each, readable as a paginated group', async () => {
+  it('accepts 120 tasks in one request, bundled three to a message, readable as a paginated group', async () => {
     const { functionId, endpointId, worker } = await setup();
     const tasks = Array.from({ length: 120 }, (_, i) => ({ function_id: functionId, args: [i, i] }));
     const sub = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks });
     expect(sub.status).toBe(202);
     expect(new Set(sub.body.task_ids).size).toBe(120);
-    expect(await worker.depth()).toBe(120);
+    // 120 tasks over at most 50 messages: 3 per message, 40 messages, 4 SendMessageBatch calls.
+    expect(await worker.depth()).toBe(40);
+    const bundle = await worker.receive(10);
+    expect(bundle).toHaveLength(30);
+    expect(new Set(bundle.map((b) => b.receipt)).size).toBe(10);
     const seen: string[] = [];
     let cursor: string | undefined;
     do {

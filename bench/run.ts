@@ -1,0 +1,163 @@
+/**
+ * `npm run bench`: figures for the design goals, printed, never asserted.
+ *   1. Submit: tasks accepted per second through the local API at batch 1, 10, 100, 500, and
+ *      AWS SDK calls per task by service (counted by the SDK middleware in core/clients.ts).
+ *   2. Agent: no-op tasks per second through one agent with 1 and 2 runtime processes, and the
+ *      agent's cost per task next to calling the function directly in-process.
+ *   3. SDK: no-op round-trip latency p50/p99 (Executor → API → agent → results → future) and
+ *      tasks per second for 5,000 no-op submits through one Executor.
+ * Everything runs on loopback; the API handlers run in this process, so their SDK calls are
+ * counted here, while each agent counts its own.
+ */
+import { performance } from 'node:perf_hooks';
+import { resetSdkCallCounts, sdkCallCounts } from '../core/clients';
+import { spawnAgentProcess, type AgentProcess } from '../local/agent-process';
+import { startLocalStack, type LocalStack } from '../local/stack';
+import { Client, Executor } from '../sdk';
+import { RuntimePool } from '../workers/runtime/pool';
+import { encodeArgs } from '../sdk/codec';
+
+process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
+const quick = process.argv.includes('--quick');
+
+const fmt = (n: number, d = 1) => n.toFixed(d);
+const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+
+async function waitAll(client: Client, ids: string[]): Promise<void> {
+  let pending = ids;
+  while (pending.length) {
+    const { tasks } = await client.getTasks(pending);
+    pending = tasks.filter((t) => !['success', 'failed', 'cancelled'].includes(t.status)).map((t) => t.task_id);
+    if (pending.length) await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function agentFor(stack: LocalStack, ep: { endpoint_id: string; endpoint_secret: string }, poolSize: number): AgentProcess {
+  return spawnAgentProcess({
+    ...stack.awsEnv,
+    FERRY_API_URL: stack.apiUrl,
+    FERRY_ENDPOINT_ID: ep.endpoint_id,
+    FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
+    FERRY_POOL_SIZE: String(poolSize),
+    FERRY_RUNTIMES: 'node',
+  });
+}
+
+async function stop(agents: AgentProcess[]) {
+  for (const a of agents) a.child.kill('SIGTERM');
+  await Promise.all(agents.map((a) => a.exited));
+}
+
+async function benchSubmit(stack: LocalStack, client: Client): Promise<void> {
+  console.log('\n## Submit through the local API (no workers)\n');
+  console.log('| batch | tasks | tasks/s | API calls/task | DynamoDB calls/task | SQS calls/task | S3 calls/task | DynamoDB items written/task |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  const ep = await client.registerEndpoint('bench-submit');
+  const fn = await client.registerFunction(() => null);
+  for (const batch of [1, 10, 100, 500]) {
+    const total = quick ? Math.max(batch, 100) : batch === 1 ? 300 : 1000;
+    const requests = Math.ceil(total / batch);
+    const body = { tasks: Array.from({ length: batch }, () => ({ function_id: fn, args: [] })) };
+    resetSdkCallCounts();
+    const t0 = performance.now();
+    for (let i = 0; i < requests; i++) await client.http.request('POST', `/v1/endpoints/${ep.endpoint_id}/submit`, body);
+    const secs = (performance.now() - t0) / 1000;
+    const tasks = requests * batch;
+    const by = (svc: string) => [...sdkCallCounts].filter(([k]) => k.startsWith(svc + '.')).reduce((n, [, v]) => n + v, 0) / tasks;
+    console.log(`| ${batch} | ${tasks} | ${fmt(tasks / secs, 0)} | ${fmt(requests / tasks, 3)} | ${fmt(by('DynamoDB'), 3)} | ${fmt(by('SQS'), 3)} | ${fmt(by('S3'), 3)} | 1 |`);
+  }
+  console.log('\nDynamoDB calls by operation at the last batch size:', Object.fromEntries([...sdkCallCounts].filter(([k]) => k.startsWith('DynamoDB'))));
+  await client.deleteEndpoint(ep.endpoint_id);
+}
+
+async function benchAgent(stack: LocalStack, client: Client): Promise<void> {
+  console.log('\n## One agent, no-op node tasks\n');
+  const n = quick ? 200 : 600;
+  const fn = await client.registerFunction(() => null);
+  console.log('| runtime processes | tasks | tasks/s | agent time per task, running→success (p50) |');
+  console.log('| --- | --- | --- | --- |');
+  for (const size of [1, 2]) {
+    const ep = await client.registerEndpoint(`bench-agent-${size}`);
+    const agent = agentFor(stack, ep, size);
+    await agent.ready;
+    // Warm up: the first tasks pay for lazy loading in the runtime processes.
+    await waitAll(client, (await client.batchRun(ep.endpoint_id, Array.from({ length: 10 }, () => ({ function_id: fn, args: [] })))).task_ids);
+    const t0 = performance.now();
+    const ids: string[] = [];
+    for (let i = 0; i < n; i += 100) ids.push(...(await client.batchRun(ep.endpoint_id, Array.from({ length: Math.min(100, n - i) }, () => ({ function_id: fn, args: [] })))).task_ids);
+    await waitAll(client, ids);
+    const secs = (performance.now() - t0) / 1000;
+    const { tasks } = await client.getTasks(ids);
+    const spans = tasks.map((t) => {
+      const at = (s: string) => Date.parse(t.transitions.find((x) => x.state === s)!.at);
+      return at('success') - at('running');
+    });
+    console.log(`| ${size} | ${n} | ${fmt(n / secs, 0)} | ${fmt(percentile(spans, 50), 1)} ms |`);
+    await stop([agent]);
+    await client.deleteEndpoint(ep.endpoint_id);
+  }
+
+  // The same no-op called directly, and through the runtime pool alone (no queues).
+  const noop = () => null;
+  const reps = 100_000;
+  let t0 = performance.now();
+  for (let i = 0; i < reps; i++) noop();
+  const directUs = ((performance.now() - t0) * 1000) / reps;
+  const pool = new RuntimePool({ size: 1, runtimes: ['node'] });
+  await pool.start();
+  const args = encodeArgs([]);
+  for (let i = 0; i < 50; i++) await pool.run({ taskId: 'w', runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
+  const poolReps = quick ? 200 : 1000;
+  t0 = performance.now();
+  for (let i = 0; i < poolReps; i++) await pool.run({ taskId: String(i), runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
+  const poolUs = ((performance.now() - t0) * 1000) / poolReps;
+  await pool.close();
+  console.log(`\nDirect in-process call: ${fmt(directUs, 3)} µs; through the runtime pool (process hop, codec): ${fmt(poolUs, 0)} µs per task.`);
+}
+
+async function benchSdk(stack: LocalStack, client: Client): Promise<void> {
+  console.log('\n## SDK round trip and throughput (Executor → API → agent → results → future)\n');
+  const ep = await client.registerEndpoint('bench-sdk');
+  const agents = [agentFor(stack, ep, 2), agentFor(stack, ep, 2)];
+  await Promise.all(agents.map((a) => a.ready));
+  const gce = new Executor({ endpointId: ep.endpoint_id, client });
+  const noop = () => null;
+  for (let i = 0; i < 20; i++) await gce.submit(noop);
+  const samples: number[] = [];
+  for (let i = 0; i < (quick ? 50 : 200); i++) {
+    const t0 = performance.now();
+    await gce.submit(noop);
+    samples.push(performance.now() - t0);
+  }
+  console.log(`Sequential no-op round trip over ${samples.length} tasks: p50 ${fmt(percentile(samples, 50))} ms, p99 ${fmt(percentile(samples, 99))} ms`);
+
+  const n = quick ? 1000 : 5000;
+  const t0 = performance.now();
+  const futures = Array.from({ length: n }, () => gce.submit(noop));
+  await Promise.all(futures.map((f) => new Promise<void>((r) => { const tick = () => (f.taskId ? r() : setTimeout(tick, 5)); tick(); })));
+  const accepted = (performance.now() - t0) / 1000;
+  await Promise.all(futures);
+  const all = (performance.now() - t0) / 1000;
+  console.log(`${n} no-op submits through one Executor (2 agents × 2 runtime processes): accepted in ${fmt(accepted, 2)} s (${fmt(n / accepted, 0)} tasks/s), all results in ${fmt(all, 2)} s (${fmt(n / all, 0)} tasks/s); ${gce.stats.submitRequests} submit requests, ${gce.stats.polls} polls.`);
+  await gce.shutdown();
+  await stop(agents);
+}
+
+async function main() {
+  const stack = await startLocalStack();
+  const client = new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench') });
+  console.log(`# Ferry bench (${quick ? 'quick' : 'full'}), ${new Date().toISOString()}, node ${process.version}`);
+  try {
+    const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
+    if (!only || only === 'submit') await benchSubmit(stack, client);
+    if (!only || only === 'agent') await benchAgent(stack, client);
+    if (!only || only === 'sdk') await benchSdk(stack, client);
+  } finally {
+    await stack.close();
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

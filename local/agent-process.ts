@@ -1,0 +1,39 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+
+const ROOT = join(__dirname, '..');
+
+export interface AgentProcess {
+  child: ChildProcess;
+  /** Everything the agent printed so far (when its output is captured). */
+  output(): string;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves once the agent says it is serving its endpoint (or has exited). */
+  ready: Promise<void>;
+}
+
+/** A worker agent (workers/main.ts) in its own process, configured by `env`. */
+export function spawnAgentProcess(env: Record<string, string | undefined>, opts: { inherit?: boolean } = {}): AgentProcess {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')], {
+    cwd: ROOT,
+    env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  let onReady!: () => void;
+  const ready = new Promise<void>((r) => (onReady = r));
+  const collect = (to: NodeJS.WriteStream) => (chunk: Buffer) => {
+    if (opts.inherit) to.write(chunk);
+    else out += chunk.toString();
+    if (chunk.toString().includes('serving endpoint') || out.includes('serving endpoint')) onReady();
+  };
+  child.stdout!.on('data', collect(process.stdout));
+  child.stderr!.on('data', collect(process.stderr));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => {
+      onReady();
+      resolve({ code, signal });
+    }),
+  );
+  return { child, output: () => out, exited, ready };
+}
