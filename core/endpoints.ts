@@ -3,6 +3,7 @@ import { NotFound } from './errors';
 import { newId } from './ids';
 import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
 import { canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord } from './tables/endpoints';
+import { mapLimit } from './tables/batch';
 import { queryOpenOnEndpoint, transitionTask } from './tables/tasks';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
 
@@ -56,13 +57,11 @@ export async function deleteEndpoint(ep: EndpointRecord): Promise<{ failed_tasks
   let cursor: Record<string, unknown> | undefined;
   do {
     const page = await queryOpenOnEndpoint(ep.endpoint_id, cursor);
-    const moved = await Promise.all(
-      page.ids.map((id) =>
+    const moved = await mapLimit(page.ids, 16, (id) =>
         transitionTask(id, 'failed', {
           by: 'api',
           exception: { type: 'EndpointDeleted', message: `endpoint ${ep.endpoint_id} was deleted before the task finished`, traceback: '' },
         }),
-      ),
     );
     failed += moved.filter(Boolean).length;
     cursor = page.next;

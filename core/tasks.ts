@@ -7,6 +7,7 @@ import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } f
 import { queueTasks } from './queues/endpoint-queue';
 import type { TaskState } from './states';
 import { canUseEndpoint, getEndpoint, type EndpointRecord } from './tables/endpoints';
+import { mapLimit } from './tables/batch';
 import { getFunctions, type FunctionRecord } from './tables/functions';
 import {
   getIdempotency,
@@ -107,10 +108,8 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   const unqueued = new Set(await queueTasks(ep.queue_url, messages));
   if (unwritten.size || unqueued.size) {
     // Tasks written but not queued would wait forever: fail them so their state tells the truth.
-    await Promise.all(
-      [...unqueued].map((id) =>
-        transitionTask(id, 'failed', { by: 'api', exception: { type: 'NotQueued', message: 'the task could not be queued; submit it again', traceback: '' } }),
-      ),
+    await mapLimit([...unqueued], 16, (id) =>
+      transitionTask(id, 'failed', { by: 'api', exception: { type: 'NotQueued', message: 'the task could not be queued; submit it again', traceback: '' } }),
     );
     const notQueued = taskIds.filter((id) => unwritten.has(id) || unqueued.has(id));
     throw new PartialSubmitFailure(`${notQueued.length} of ${taskIds.length} tasks could not be queued`, {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { availableParallelism, hostname } from 'node:os';
-import { ChangeMessageVisibilityBatchCommand, DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
+import { ChangeMessageVisibilityBatchCommand, DeleteMessageBatchCommand, DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { exceptionKey, readPayload, resultKey, storePayload } from '../core/bucket';
 import { makeS3Client, makeSqsClient } from '../core/clients';
@@ -72,12 +72,16 @@ export class WorkerAgent {
   private sqs!: SQSClient;
   private s3!: S3Client;
   private grant!: WorkerGrant;
-  private outbox!: Outbox;
+  /** Reports to the results queue (SendMessageBatch). */
+  private outbox!: Batcher<string>;
+  /** Finished task messages (DeleteMessageBatch). */
+  private finished!: Batcher<string>;
   private readonly bundles = new Set<Bundle>();
   private backlog: QueuedTask[] = [];
   private active = 0;
   private tasksPerMessage = 1;
   private readonly lanes: Promise<void>[] = [];
+  private readonly deleting = new Set<Promise<void>>();
   private stopping = false;
   private readonly receiveAbort = new AbortController();
   private loopDone?: Promise<void>;
@@ -106,7 +110,20 @@ export class WorkerAgent {
     const client = { region: this.grant.region, credentials: this.keeper.provider };
     this.sqs = makeSqsClient(client);
     this.s3 = makeS3Client(client);
-    this.outbox = new Outbox(this.sqs, this.grant.results_queue_url);
+    this.outbox = new Batcher(async (bodies) => {
+      const failed = await sendBatches(this.sqs, this.grant.results_queue_url, bodies.map((body, i) => ({ id: String(i), body })));
+      return new Set(failed.map(Number));
+    });
+    this.finished = new Batcher(async (receipts) => {
+      const failed = new Set<number>();
+      for (let i = 0; i < receipts.length; i += 10) {
+        const out = await this.sqs.send(
+          new DeleteMessageBatchCommand({ QueueUrl: this.grant.queue_url, Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })) }),
+        );
+        for (const f of out.Failed ?? []) failed.add(Number(f.Id));
+      }
+      return failed;
+    });
     await this.pool.start();
     this.log('agent started', { endpoint: this.opts.endpointId, slots: this.slots, runtimes: this.opts.runtimes ?? ['node', 'python'] });
     await this.beat();
@@ -196,9 +213,12 @@ export class WorkerAgent {
   private async runTask({ bundle, task }: QueuedTask): Promise<void> {
     bundle.started++;
     try {
-      await this.outbox.send(this.report({ kind: 'started', task_id: task.task_id }));
+      // The task starts while its "started" report travels; the results handler orders the two.
+      const started = this.outbox.add(this.report({ kind: 'started', task_id: task.task_id }));
+      started.catch(() => undefined);
       const outcome = await this.run(bundle.msg, task);
-      await this.outbox.send(this.report(await this.resultOf(task, outcome)));
+      await started;
+      await this.outbox.add(this.report(await this.resultOf(task, outcome)));
       this.completed++;
     } catch (err) {
       bundle.broken = true;
@@ -208,9 +228,10 @@ export class WorkerAgent {
     this.bundles.delete(bundle);
     // Only once every result is safely on the results queue may the task message go.
     if (!bundle.broken) {
-      await this.sqs
-        .send(new DeleteMessageCommand({ QueueUrl: this.grant.queue_url, ReceiptHandle: bundle.receipt }))
-        .catch((err) => this.log('could not delete a finished message; its tasks will run again', { error: String(err) }));
+      // The lane moves on; stop() waits for deletes still in flight.
+      const deleted = this.finished.add(bundle.receipt).catch((err) => this.log('could not delete a finished message; its tasks will run again', { error: String(err) }));
+      this.deleting.add(deleted);
+      void deleted.finally(() => this.deleting.delete(deleted));
     }
   }
 
@@ -330,6 +351,7 @@ export class WorkerAgent {
       this.log('grace period over; unfinished tasks will be delivered again', { messages: this.bundles.size });
       await this.release([...this.bundles].map((b) => b.receipt));
     }
+    await Promise.allSettled([...this.deleting]);
     clearInterval(this.heartbeatTimer);
     clearInterval(this.visibilityTimer);
     this.keeper.stop();
@@ -342,22 +364,20 @@ export class WorkerAgent {
 }
 
 /**
- * Result messages leave in SendMessageBatch calls: whatever the lanes report in the same turn of
- * the event loop shares a call (SQS: up to 10 entries, 256 KiB), so a busy agent pays about one
- * SQS call per ten reports, while a lone report waits no longer than one turn.
+ * Collects what the lanes produce in one turn of the event loop and sends it in one call
+ * (SQS batch calls take up to 10 entries), so a busy agent pays about one call per ten tasks
+ * while a lone item waits no longer than one turn.
  */
-class Outbox {
-  private pending: { body: string; done: (err?: Error) => void }[] = [];
+class Batcher<T> {
+  private pending: { item: T; done: (err?: Error) => void }[] = [];
   private scheduled = false;
 
-  constructor(
-    private readonly sqs: SQSClient,
-    private readonly queueUrl: string,
-  ) {}
+  /** `flush` sends the items and returns the indexes of those that failed. */
+  constructor(private readonly flushItems: (items: T[]) => Promise<Set<number>>) {}
 
-  send(body: string): Promise<void> {
+  add(item: T): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.pending.push({ body, done: (err) => (err ? reject(err) : resolve()) });
+      this.pending.push({ item, done: (err) => (err ? reject(err) : resolve()) });
       if (!this.scheduled) {
         this.scheduled = true;
         setImmediate(() => void this.flush());
@@ -368,8 +388,8 @@ class Outbox {
   private async flush(): Promise<void> {
     this.scheduled = false;
     const batch = this.pending.splice(0);
-    const failed = new Set(await sendBatches(this.sqs, this.queueUrl, batch.map((p, i) => ({ id: String(i), body: p.body }))).catch(() => batch.map((_, i) => String(i))));
-    batch.forEach((p, i) => p.done(failed.has(String(i)) ? new Error('the results queue did not take the report') : undefined));
+    const failed = await this.flushItems(batch.map((p) => p.item)).catch(() => new Set(batch.map((_, i) => i)));
+    batch.forEach((p, i) => p.done(failed.has(i) ? new Error('SQS did not take it') : undefined));
   }
 }
 
