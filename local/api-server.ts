@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { APIGatewayProxyEventV2, APIGatewayRequestAuthorizerEventV2, Context } from 'aws-lambda';
 import { handler as authorizer } from '../lambdas/authorizer';
 import type { ApiEvent, ApiResult } from '../lambdas/http';
 import { API_ROUTES, type ApiModule } from '../lambdas/routes';
+import { listenOnLoopback, type LoopbackServer } from './listen';
 
 /**
  * A stand-in for API Gateway's HTTP API: each request becomes an APIGatewayProxyEventV2 with its
@@ -41,11 +41,7 @@ function compile(): CompiledRoute[] {
 // API Gateway: 10 MB request payload.
 const MAX_REQUEST_BYTES = 10 * 1024 * 1024;
 
-export interface ApiServer {
-  url: string;
-  port: number;
-  close(): Promise<void>;
-}
+export type ApiServer = LoopbackServer;
 
 export async function startApiServer(opts: { port?: number; host?: string } = {}): Promise<ApiServer> {
   const routes = compile();
@@ -58,20 +54,7 @@ export async function startApiServer(opts: { port?: number; host?: string } = {}
   });
   // Long task polls and big bodies are fine; only idle sockets are reaped.
   server.keepAliveTimeout = 30_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://${host}:${port}`,
-    port,
-    close: () =>
-      new Promise<void>((resolve) => {
-        server.closeAllConnections();
-        server.close(() => resolve());
-      }),
-  };
+  return listenOnLoopback(server, opts.port, host);
 }
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -1,33 +1,17 @@
 import { CreateTableCommand, DynamoDBClient, ResourceInUseException, type CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
-import type { AddressInfo } from 'node:net';
 import type { FerryConfig } from '../core/config';
+import { listenOnLoopback, type LoopbackServer } from './listen';
 
 // dynalite ships no type declarations.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const dynalite = require('dynalite') as (opts: Record<string, unknown>) => import('node:http').Server;
 
-export interface DynamoServer {
-  url: string;
-  close(): Promise<void>;
-}
+export type DynamoServer = LoopbackServer;
 
 /** DynamoDB on loopback (dynalite): in memory, or on disk under `dataDir`. */
 export async function startDynamoServer(opts: { port?: number; host?: string; dataDir?: string } = {}): Promise<DynamoServer> {
   const server = dynalite({ path: opts.dataDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
-  const host = opts.host ?? '127.0.0.1';
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port ?? 0, host, () => resolve());
-  });
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://${host}:${port}`,
-    close: () =>
-      new Promise<void>((resolve) => {
-        (server as unknown as { closeAllConnections?: () => void }).closeAllConnections?.();
-        server.close(() => resolve());
-      }),
-  };
+  return listenOnLoopback(server, opts.port, opts.host);
 }
 
 const S = 'S' as const;

@@ -1,3 +1,5 @@
+import { QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { dynamo } from '../clients';
 import { BadRequest } from '../errors';
 
 /** Pagination cursors are DynamoDB's LastEvaluatedKey, opaque to clients. */
@@ -13,4 +15,20 @@ export function decodeCursor(cursor: string | undefined): Record<string, unknown
     // fall through
   }
   throw new BadRequest('invalid pagination cursor');
+}
+
+/** One page of a table's `owner-index` (functions and endpoints list this way). */
+export async function queryByOwner<T>(table: string, owner: string, limit: number, cursor?: string): Promise<{ items: T[]; next?: string }> {
+  const out = await dynamo().send(
+    new QueryCommand({
+      TableName: table,
+      IndexName: 'owner-index',
+      KeyConditionExpression: '#o = :o',
+      ExpressionAttributeNames: { '#o': 'owner' },
+      ExpressionAttributeValues: { ':o': owner },
+      Limit: limit,
+      ExclusiveStartKey: decodeCursor(cursor),
+    }),
+  );
+  return { items: (out.Items ?? []) as T[], next: encodeCursor(out.LastEvaluatedKey) };
 }

@@ -1,7 +1,7 @@
-import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../clients';
 import { config } from '../config';
-import { decodeCursor, encodeCursor } from './cursor';
+import { queryByOwner } from './cursor';
 
 export interface EndpointHeartbeat {
   workers: number;
@@ -40,20 +40,8 @@ export async function getEndpoint(endpointId: string): Promise<EndpointRecord | 
   return out.Item as EndpointRecord | undefined;
 }
 
-export async function listEndpoints(owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> {
-  const out = await dynamo().send(
-    new QueryCommand({
-      TableName: table(),
-      IndexName: 'owner-index',
-      KeyConditionExpression: '#o = :o',
-      ExpressionAttributeNames: { '#o': 'owner' },
-      ExpressionAttributeValues: { ':o': owner },
-      Limit: limit,
-      ExclusiveStartKey: decodeCursor(cursor),
-    }),
-  );
-  return { items: (out.Items ?? []) as EndpointRecord[], next: encodeCursor(out.LastEvaluatedKey) };
-}
+export const listEndpoints = (owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> =>
+  queryByOwner<EndpointRecord>(table(), owner, limit, cursor);
 
 export async function setSharing(endpointId: string, sharing: { public?: boolean; shared_with?: string[] }): Promise<void> {
   const sets: string[] = [];

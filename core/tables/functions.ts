@@ -1,9 +1,9 @@
-import { GetCommand, PutCommand, QueryCommand } from '@aws-sdk/lib-dynamodb';
+import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../clients';
 import { config } from '../config';
 import { derivedId, sha256Hex } from '../ids';
 import { batchGet, isConditionFailed } from './batch';
-import { decodeCursor, encodeCursor } from './cursor';
+import { queryByOwner } from './cursor';
 
 export type RuntimeName = 'node' | 'python';
 
@@ -48,18 +48,6 @@ export async function getFunction(functionId: string): Promise<FunctionRecord | 
 
 export const getFunctions = (ids: readonly string[]): Promise<FunctionRecord[]> => batchGet<FunctionRecord>(table(), 'function_id', ids);
 
-export async function listFunctions(owner: string, limit = 100, cursor?: string): Promise<{ items: FunctionRecord[]; next?: string }> {
-  const out = await dynamo().send(
-    new QueryCommand({
-      TableName: table(),
-      IndexName: 'owner-index',
-      KeyConditionExpression: '#o = :o',
-      ExpressionAttributeNames: { '#o': 'owner' },
-      ExpressionAttributeValues: { ':o': owner },
-      Limit: limit,
-      ExclusiveStartKey: decodeCursor(cursor),
-    }),
-  );
-  return { items: (out.Items ?? []) as FunctionRecord[], next: encodeCursor(out.LastEvaluatedKey) };
-}
+export const listFunctions = (owner: string, limit = 100, cursor?: string): Promise<{ items: FunctionRecord[]; next?: string }> =>
+  queryByOwner<FunctionRecord>(table(), owner, limit, cursor);
 
