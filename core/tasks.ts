@@ -67,12 +67,15 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     if (seen) return seen.response;
   }
 
-  const ep = await usableEndpoint(input.endpointId, input.userId);
-  const functions = await ownedFunctions(input.userId, input.tasks.map((t) => t.function_id));
+  // Independent reads, made together: they sit on every submit's critical path.
+  const [ep, functions] = await Promise.all([
+    usableEndpoint(input.endpointId, input.userId),
+    ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
+    input.taskGroupId ? checkGroupOwner(input.taskGroupId, input.userId) : undefined,
+  ]);
   // With an Idempotency-Key, ids derive from it, so a retry after a partial failure rewrites the same tasks.
   const taskGroupId = input.taskGroupId ?? (keyHash ? derivedId('group', input.userId, keyHash) : newId());
   const taskIds = input.tasks.map((_, i) => (keyHash ? derivedId('task', input.userId, keyHash, String(i)) : newId()));
-  if (input.taskGroupId) await checkGroupOwner(input.taskGroupId, input.userId);
 
   const now = new Date().toISOString();
   const records: TaskRecord[] = [];
@@ -261,23 +264,30 @@ export async function cancelTask(taskId: string, userId: string): Promise<TaskRe
 }
 
 /**
- * Apply a worker's message to the task. Conditional on the task's endpoint and current state,
- * so duplicates, late deliveries and messages from another endpoint's worker change nothing.
+ * Apply a worker's messages about one task, in order. Conditional on the task's endpoint and
+ * current state, so duplicates, late deliveries and messages from another endpoint's worker
+ * change nothing. A "started" that arrives with the task's result is folded into the result's
+ * single write.
  */
-export async function applyResult(msg: ResultMessage): Promise<boolean> {
-  // A worker may point only at payloads under its own endpoint's prefix (its credentials can write nowhere else).
-  const refs = [msg.kind === 'success' ? msg.result.ref : undefined, msg.kind === 'failed' ? msg.exception.payload?.ref : undefined];
-  if (refs.some((r) => r !== undefined && (!r.startsWith(endpointPrefix(msg.endpoint_id)) || r.includes('..')))) {
-    throw new ForeignPayload(`result for task ${msg.task_id} refers to a payload outside endpoint ${msg.endpoint_id}'s prefix`);
+export async function applyResults(msgs: ResultMessage[]): Promise<void> {
+  for (const msg of msgs) {
+    // A worker may point only at payloads under its own endpoint's prefix (its credentials can write nowhere else).
+    const refs = [msg.kind === 'success' ? msg.result.ref : undefined, msg.kind === 'failed' ? msg.exception.payload?.ref : undefined];
+    if (refs.some((r) => r !== undefined && (!r.startsWith(endpointPrefix(msg.endpoint_id)) || r.includes('..')))) {
+      throw new ForeignPayload(`result for task ${msg.task_id} refers to a payload outside endpoint ${msg.endpoint_id}'s prefix`);
+    }
   }
-  const base = { by: `worker:${msg.worker_id}`, at: new Date(msg.at), workerId: msg.worker_id, endpointId: msg.endpoint_id };
-  switch (msg.kind) {
-    case 'started':
-      return Boolean(await transitionTask(msg.task_id, 'running', base));
-    case 'success':
-      return Boolean(await transitionTask(msg.task_id, 'success', { ...base, result: msg.result }));
-    case 'failed':
-      return Boolean(await transitionTask(msg.task_id, 'failed', { ...base, exception: msg.exception }));
+  const ordered = [...msgs].sort((a, b) => Number(a.kind !== 'started') - Number(b.kind !== 'started'));
+  for (let i = 0; i < ordered.length; i++) {
+    const msg = ordered[i]!;
+    const base = { by: `worker:${msg.worker_id}`, at: new Date(msg.at), workerId: msg.worker_id, endpointId: msg.endpoint_id };
+    const next = ordered[i + 1];
+    if (msg.kind === 'started' && next && next.kind !== 'started' && next.worker_id === msg.worker_id) continue;
+    const prev = ordered[i - 1];
+    const via = prev?.kind === 'started' && prev.worker_id === msg.worker_id && msg.kind !== 'started' ? [{ state: 'running' as const, at: prev.at, by: base.by }] : undefined;
+    if (msg.kind === 'started') await transitionTask(msg.task_id, 'running', base);
+    else if (msg.kind === 'success') await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result });
+    else await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception });
   }
 }
 

@@ -1,44 +1,47 @@
-import type { SQSBatchResponse, SQSEvent } from 'aws-lambda';
+import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { ForeignPayload } from '../core/errors';
 import { resultMessageSchema, type ResultMessage } from '../core/messages';
-import { applyResult } from '../core/tasks';
-import { parseRecord, sqsBatchHandler } from './sqs';
-
-const RANK: Record<ResultMessage['kind'], number> = { started: 0, success: 1, failed: 1 };
+import { applyResults } from '../core/tasks';
 
 /**
- * Consumes the results queue: each message moves one task (idempotently; see core/tasks.applyResult).
- * A task's "started" and its result often arrive in one batch; they are applied in that order, so
- * its transitions read received → waiting → running → final, while different tasks go in parallel.
+ * Consumes the results queue (reportBatchItemFailures). Records are grouped by task: a task's
+ * "started" and its result often share a batch, and are applied in that order as one write;
+ * different tasks go in parallel. A record that cannot parse is dropped with a log line, since
+ * retrying cannot help; a group whose write fails is retried whole.
  */
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
-  const byTask = new Map<string, SQSEvent['Records']>();
-  const unparsed: SQSEvent['Records'] = [];
+  const groups = new Map<string, { record: SQSRecord; msg: ResultMessage }[]>();
   for (const record of event.Records) {
-    const id = taskIdOf(record.body);
-    if (id === undefined) unparsed.push(record);
-    else byTask.set(id, [...(byTask.get(id) ?? []), record]);
+    const parsed = resultMessageSchema.safeParse(safeJson(record.body));
+    if (!parsed.success) {
+      console.error(JSON.stringify({ level: 'error', message: 'dropping malformed result message', messageId: record.messageId }));
+      continue;
+    }
+    const id = parsed.data.task_id;
+    groups.set(id, [...(groups.get(id) ?? []), { record, msg: parsed.data }]);
   }
   const failures: SQSBatchResponse['batchItemFailures'] = [];
-  const apply = sqsBatchHandler(async (record) => {
-    await applyResult(parseRecord(record, (v) => resultMessageSchema.safeParse(v)));
-  });
-  await Promise.all([
-    apply({ Records: unparsed }).then((r) => failures.push(...r.batchItemFailures)),
-    ...[...byTask.values()].map(async (records) => {
-      records.sort((a, b) => rank(a.body) - rank(b.body));
-      for (const record of records) failures.push(...(await apply({ Records: [record] })).batchItemFailures);
+  await Promise.all(
+    [...groups.values()].map(async (group) => {
+      try {
+        await applyResults(group.map((g) => g.msg));
+      } catch (err) {
+        if (err instanceof ForeignPayload) {
+          console.error(JSON.stringify({ level: 'error', message: 'dropping result that points outside its endpoint', error: err.message }));
+          return;
+        }
+        console.error(JSON.stringify({ level: 'error', message: 'result not applied; will retry', error: String(err) }));
+        failures.push(...group.map((g) => ({ itemIdentifier: g.record.messageId })));
+      }
     }),
-  ]);
+  );
   return { batchItemFailures: failures };
 }
 
-function taskIdOf(body: string): string | undefined {
+function safeJson(body: string): unknown {
   try {
-    const id = (JSON.parse(body) as { task_id?: unknown }).task_id;
-    return typeof id === 'string' ? id : undefined;
+    return JSON.parse(body);
   } catch {
     return undefined;
   }
 }
-
-const rank = (body: string): number => RANK[(JSON.parse(body) as ResultMessage).kind] ?? 1;

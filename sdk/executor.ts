@@ -17,8 +17,13 @@ export interface ExecutorOptions extends ClientOptions {
   taskGroupId?: string;
   /** Walltime for each task; the endpoint's default otherwise. */
   walltimeMs?: number;
-  /** Result polling starts at this interval and backs off to pollMaxMs while nothing finishes. */
+  /**
+   * Results are polled every pollMinMs (default 10) while tasks were submitted or finished in
+   * the last pollFastMs (default 250), then the interval grows by half each quiet poll up to
+   * pollMaxMs (default 1000): quick answers for short tasks, few calls for long ones.
+   */
   pollMinMs?: number;
+  pollFastMs?: number;
   pollMaxMs?: number;
 }
 
@@ -56,6 +61,7 @@ export class Executor {
   private readonly registeredInfo = new Map<string, Promise<{ id: string; runtime: Runtime }>>();
   private readonly outstanding = new Map<string, ComputeFuture<any>>();
   private polling = false;
+  private lastActivity = 0;
   private closed = false;
 
   constructor(private readonly opts: ExecutorOptions) {
@@ -175,6 +181,7 @@ export class Executor {
     try {
       const out = await this.client.batchRun(this.endpointId, live.map((l) => l.spec), this.taskGroupId);
       live.forEach(({ p }, i) => this.track(p.future, out.task_ids[i]!));
+      this.lastActivity = Date.now();
     } catch (err) {
       const notQueued = err instanceof FerryApiError ? (err.details.not_queued as string[] | undefined) : undefined;
       const ids = err instanceof FerryApiError ? (err.details.task_ids as string[] | undefined) : undefined;
@@ -216,7 +223,8 @@ export class Executor {
 
   /** One loop for every outstanding future: batched reads, quick while results arrive, slower while none do. */
   private async poll(): Promise<void> {
-    const min = this.opts.pollMinMs ?? 5;
+    const min = this.opts.pollMinMs ?? 10;
+    const fast = this.opts.pollFastMs ?? 250;
     const max = this.opts.pollMaxMs ?? 1000;
     let delay = min;
     let failures = 0;
@@ -236,7 +244,9 @@ export class Executor {
         // The client already retried; keep polling, slower.
         failures++;
       }
-      delay = finished ? min : Math.min(max, Math.max(min, delay * 1.5) * (failures ? 2 : 1));
+      if (finished) this.lastActivity = Date.now();
+      const quiet = Date.now() - this.lastActivity > fast;
+      delay = failures ? Math.min(max, delay * 2) : quiet ? Math.min(max, delay * 1.5) : min;
     }
   }
 

@@ -82,6 +82,7 @@ export class WorkerAgent {
   private tasksPerMessage = 1;
   private readonly lanes: Promise<void>[] = [];
   private readonly deleting = new Set<Promise<void>>();
+  private readonly reporting = new Set<Promise<void>>();
   private stopping = false;
   private readonly receiveAbort = new AbortController();
   private loopDone?: Promise<void>;
@@ -134,11 +135,12 @@ export class WorkerAgent {
     this.loopDone = this.loop();
   }
 
-  /** Receives while some lane would otherwise sit idle; never more than the lanes can start. */
+  /** Receives while lanes have fewer than one task each waiting; never hoards the queue. */
   private async loop(): Promise<void> {
     let errors = 0;
     while (!this.stopping) {
-      const idle = this.slots - this.active - this.backlog.length;
+      // Prefetch: keep up to one task per lane waiting, so a lane that frees finds work at once.
+      const idle = 2 * this.slots - this.active - this.backlog.length;
       if (idle <= 0) {
         await new Promise<void>((r) => (this.wake = r));
         continue;
@@ -201,22 +203,31 @@ export class WorkerAgent {
         continue;
       }
       this.active++;
+      let reported: Promise<void>;
       try {
-        await this.runTask(next);
+        ({ reported } = await this.runTask(next));
       } finally {
         this.active--;
         this.wake?.();
       }
+      // The lane takes its next task while this one's result travels.
+      this.reporting.add(reported);
+      void reported.finally(() => this.reporting.delete(reported));
     }
   }
 
-  private async runTask({ bundle, task }: QueuedTask): Promise<void> {
-    bundle.started++;
+  /** Runs a task; resolves once it has run, holding the promise of its reports being sent. */
+  private async runTask(q: QueuedTask): Promise<{ reported: Promise<void> }> {
+    q.bundle.started++;
+    // The task starts while its "started" report travels; the results handler orders the two.
+    const started = this.outbox.add(this.report({ kind: 'started', task_id: q.task.task_id }));
+    started.catch(() => undefined);
+    const outcome = await this.run(q.bundle.msg, q.task);
+    return { reported: this.reportTask(q, started, outcome) };
+  }
+
+  private async reportTask({ bundle, task }: QueuedTask, started: Promise<void>, outcome: RunOutcome): Promise<void> {
     try {
-      // The task starts while its "started" report travels; the results handler orders the two.
-      const started = this.outbox.add(this.report({ kind: 'started', task_id: task.task_id }));
-      started.catch(() => undefined);
-      const outcome = await this.run(bundle.msg, task);
       await started;
       await this.outbox.add(this.report(await this.resultOf(task, outcome)));
       this.completed++;
@@ -351,6 +362,7 @@ export class WorkerAgent {
       this.log('grace period over; unfinished tasks will be delivered again', { messages: this.bundles.size });
       await this.release([...this.bundles].map((b) => b.receipt));
     }
+    await Promise.allSettled([...this.reporting]);
     await Promise.allSettled([...this.deleting]);
     clearInterval(this.heartbeatTimer);
     clearInterval(this.visibilityTimer);

@@ -86,6 +86,8 @@ export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<st
 
 export interface TransitionChange {
   by: string;
+  /** Moves that happened on the way, recorded before this one (a "running" that came in the same batch). */
+  via?: Transition[];
   at?: Date;
   result?: Envelope;
   exception?: RemoteException;
@@ -108,7 +110,7 @@ export async function transitionTask(taskId: string, to: TaskState, change: Tran
   const values: Record<string, unknown> = {
     ':to': to,
     ':now': at.toISOString(),
-    ':t': [{ state: to, at: at.toISOString(), by: change.by } satisfies Transition],
+    ':t': [...(change.via ?? []), { state: to, at: at.toISOString(), by: change.by } satisfies Transition],
   };
   const sets = ['#s = :to', 'updated_at = :now', 'transitions = list_append(transitions, :t)'];
   const removes: string[] = [];
