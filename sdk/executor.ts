@@ -11,7 +11,7 @@ export interface ExecutorOptions extends ClientOptions {
   client?: Client;
   /** Tasks per submit request (the API takes at most 500); default 100. */
   batchSize?: number;
-  /** How long a submission waits for others to share its request; default 5 ms. */
+  /** How long a submission waits for others to share its request; default 0: those made in the same turn of the event loop. */
   batchDelayMs?: number;
   /** Group every task of this executor under this id (a new one by default). */
   taskGroupId?: string;
@@ -55,7 +55,7 @@ export class Executor {
   private readonly batchSize: number;
   private readonly batchDelayMs: number;
   private pending: Pending[] = [];
-  private flushTimer?: NodeJS.Timeout;
+  private flushTimer?: NodeJS.Timeout | NodeJS.Immediate;
   private readonly sending = new Set<Promise<void>>();
   private readonly functionIds = new Map<string, Promise<{ id: string; runtime: Runtime }>>();
   private readonly registeredInfo = new Map<string, Promise<{ id: string; runtime: Runtime }>>();
@@ -69,7 +69,7 @@ export class Executor {
     this.endpointId = opts.endpointId;
     this.taskGroupId = opts.taskGroupId ?? randomUUID();
     this.batchSize = Math.min(Math.max(1, opts.batchSize ?? 100), MAX_BATCH);
-    this.batchDelayMs = opts.batchDelayMs ?? 5;
+    this.batchDelayMs = opts.batchDelayMs ?? 0;
   }
 
   /** Run `fn(...args)` on the endpoint; the function must be self-contained (it travels as source). */
@@ -136,12 +136,13 @@ export class Executor {
     const future: ComputeFuture<T> = new ComputeFuture<T>((f) => this.cancelFuture(f));
     this.pending.push({ future, functionId, args, kwargs });
     if (this.pending.length >= this.batchSize) this.flush();
-    else this.flushTimer ??= setTimeout(() => this.flush(), this.batchDelayMs);
+    else this.flushTimer ??= this.batchDelayMs > 0 ? setTimeout(() => this.flush(), this.batchDelayMs) : setImmediate(() => this.flush());
     return future;
   }
 
   private flush(): void {
-    clearTimeout(this.flushTimer);
+    clearTimeout(this.flushTimer as NodeJS.Timeout);
+    clearImmediate(this.flushTimer as NodeJS.Immediate);
     this.flushTimer = undefined;
     while (this.pending.length) {
       const batch = this.pending.splice(0, this.batchSize);
