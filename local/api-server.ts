@@ -43,11 +43,22 @@ const MAX_REQUEST_BYTES = 10 * 1024 * 1024;
 
 export type ApiServer = LoopbackServer;
 
-export async function startApiServer(opts: { port?: number; host?: string } = {}): Promise<ApiServer> {
+export interface ApiServerOptions {
+  port?: number;
+  host?: string;
+  /**
+   * Seconds an authorizer answer is reused for the same Authorization header, as API Gateway's
+   * authorizer cache does (infra sets 30 s): a revoked token works until its entry lapses.
+   */
+  authorizerCacheSeconds?: number;
+}
+
+export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiServer> {
   const routes = compile();
+  const authorize = cachedAuthorizer((opts.authorizerCacheSeconds ?? 30) * 1000);
   const host = opts.host ?? '127.0.0.1';
   const server: Server = createServer((req, res) => {
-    serve(routes, req, res).catch((err) => {
+    serve(routes, authorize, req, res).catch((err) => {
       console.error('local API: unhandled', err);
       if (!res.headersSent) send(res, 500, { message: 'Internal Server Error' });
     });
@@ -74,7 +85,24 @@ async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
   return Buffer.concat(chunks);
 }
 
-async function serve(routes: CompiledRoute[], req: IncomingMessage, res: ServerResponse): Promise<void> {
+type Authorize = (event: APIGatewayRequestAuthorizerEventV2) => ReturnType<typeof authorizer>;
+
+function cachedAuthorizer(ttlMs: number): Authorize {
+  const cache = new Map<string, { until: number; answer: Awaited<ReturnType<typeof authorizer>> }>();
+  return async (event) => {
+    const key = event.identitySource?.[0] ?? '';
+    const hit = cache.get(key);
+    if (hit && hit.until > Date.now()) return hit.answer;
+    const answer = await authorizer(event);
+    if (ttlMs > 0) {
+      if (cache.size > 10_000) cache.clear();
+      cache.set(key, { until: Date.now() + ttlMs, answer });
+    }
+    return answer;
+  };
+}
+
+async function serve(routes: CompiledRoute[], authorize: Authorize, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const method = req.method ?? 'GET';
   let match: { route: CompiledRoute; values: string[] } | undefined;
@@ -125,7 +153,7 @@ async function serve(routes: CompiledRoute[], req: IncomingMessage, res: ServerR
     pathParameters,
     stageVariables: {},
   } as APIGatewayRequestAuthorizerEventV2;
-  const auth = await authorizer(authEvent);
+  const auth = await authorize(authEvent);
   if (!auth.isAuthorized) return send(res, 403, { message: 'Forbidden' });
 
   const isText = body.length === 0 || /json|text/.test(headers['content-type'] ?? 'application/json');

@@ -23,6 +23,8 @@ export interface LocalStackOptions {
   stage?: string;
   /** How often endpoint dead-letter queues are swept for lost tasks (AWS: every minute). */
   sweepIntervalMs?: number;
+  /** Seconds the API stand-in reuses an authorizer answer, like API Gateway's cache; default 30. */
+  authorizerCacheSeconds?: number;
   /** Extra FERRY_* settings, e.g. FERRY_INLINE_LIMIT. */
   settings?: Record<string, string>;
 }
@@ -99,7 +101,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     process.env.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
     resetConfig();
 
-    const api: ApiServer = await startApiServer({ port: opts.apiPort });
+    const api: ApiServer = await startApiServer({ port: opts.apiPort, authorizerCacheSeconds: opts.authorizerCacheSeconds });
     started.push(api);
     const source: EventSource = startSqsEventSource({ sqs, queueUrl: results.QueueUrl!, queueArn: resultsArn, handler: resultsHandler, waitSeconds: 20 });
     started.push({ close: () => source.stop() });
