@@ -72,3 +72,8 @@ export class ForeignPayload extends FerryError {
   override readonly status = 403;
   override readonly code = 'ForeignPayload';
 }
+
+/** The same Idempotency-Key is being served by a request still in flight; retry shortly. */
+export class RequestInProgress extends Conflict {
+  override readonly code = 'RequestInProgress';
+}

@@ -1,6 +1,6 @@
 import { argsKey, endpointPrefix, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
 import { config } from './config';
-import { BadRequest, Forbidden, ForeignPayload, IdempotencyKeyReused, NotFound, PartialSubmitFailure } from './errors';
+import { BadRequest, Forbidden, ForeignPayload, IdempotencyKeyReused, NotFound, PartialSubmitFailure, RequestInProgress } from './errors';
 import { derivedId, newId, sha256Hex } from './ids';
 import type { ResultMessage, TaskMessage } from './messages';
 import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } from './payload';
@@ -10,11 +10,12 @@ import { canUseEndpoint, getEndpoint, type EndpointRecord } from './tables/endpo
 import { mapLimit } from './tables/batch';
 import { getFunctions, type FunctionRecord } from './tables/functions';
 import {
-  getIdempotency,
+  claimIdempotency,
+  completeIdempotency,
   getTask,
   getTasks,
-  putIdempotency,
   putTasks,
+  releaseIdempotency,
   queryGroup,
   transitionTask,
   type RemoteException,
@@ -59,13 +60,11 @@ export async function usableEndpoint(endpointId: string, userId: string): Promis
  * exactly the tasks that were not (those are marked failed, never left waiting forever).
  */
 export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
-  const requestHash = sha256Hex(JSON.stringify([input.endpointId, input.taskGroupId ?? null, input.tasks]));
   const keyHash = input.idempotencyKey ? sha256Hex(input.idempotencyKey) : undefined;
-  if (keyHash) {
-    const seen = await getIdempotency(input.userId, keyHash);
-    if (seen && seen.request_hash !== requestHash) throw new IdempotencyKeyReused('this Idempotency-Key was used for a different request');
-    if (seen) return seen.response;
-  }
+  // With an Idempotency-Key, ids derive from it, so every attempt of one request names the same tasks.
+  const taskGroupId = input.taskGroupId ?? (keyHash ? derivedId('group', input.userId, keyHash) : newId());
+  const taskIds = input.tasks.map((_, i) => (keyHash ? derivedId('task', input.userId, keyHash, String(i)) : newId()));
+  const response = { task_group_id: taskGroupId, task_ids: taskIds };
 
   // Independent reads, made together: they sit on every submit's critical path.
   const [ep, functions] = await Promise.all([
@@ -73,14 +72,31 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
     input.taskGroupId ? checkGroupOwner(input.taskGroupId, input.userId) : undefined,
   ]);
-  // With an Idempotency-Key, ids derive from it, so a retry after a partial failure rewrites the same tasks.
-  const taskGroupId = input.taskGroupId ?? (keyHash ? derivedId('group', input.userId, keyHash) : newId());
-  const taskIds = input.tasks.map((_, i) => (keyHash ? derivedId('task', input.userId, keyHash, String(i)) : newId()));
+
+  let takeover = false;
+  if (keyHash) {
+    const request_hash = sha256Hex(JSON.stringify([input.endpointId, input.taskGroupId ?? null, input.tasks]));
+    const claim = await claimIdempotency(input.userId, keyHash, { request_hash, response }, REQUEST_DEADLINE_MS);
+    if (!claim.claimed) {
+      if (claim.held.request_hash !== request_hash) throw new IdempotencyKeyReused('this Idempotency-Key was used for a different request');
+      if (claim.held.state === 'complete') return claim.held.response;
+      throw new RequestInProgress('a request with this Idempotency-Key is still being served; retry shortly');
+    }
+    // The claim replaced one whose request died part-way: some of its tasks may exist already.
+    takeover = claim.previous !== undefined;
+  }
 
   const now = new Date().toISOString();
+  const existing = takeover ? new Map((await getTasks(taskIds)).map((t) => [t.task_id, t])) : new Map<string, TaskRecord>();
   const records: TaskRecord[] = [];
   for (const [i, t] of input.tasks.entries()) {
     const task_id = taskIds[i]!;
+    const found = existing.get(task_id);
+    if (found) {
+      // Queued again only if it never left the queue's hands; a task already past that is left alone.
+      if (found.state === 'waiting-for-endpoint') records.push(found);
+      continue;
+    }
     records.push({
       task_id,
       owner: input.userId,
@@ -101,7 +117,7 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     });
   }
 
-  const unwritten = new Set(await putTasks(records));
+  const unwritten = new Set(await putTasks(records.filter((r) => !existing.has(r.task_id))));
   const messages = bundleTasks(
     ep.endpoint_id,
     records.filter((r) => !unwritten.has(r.task_id)),
@@ -114,6 +130,7 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     await mapLimit([...unqueued], 16, (id) =>
       transitionTask(id, 'failed', { by: 'api', exception: { type: 'NotQueued', message: 'the task could not be queued; submit it again', traceback: '' } }),
     );
+    if (keyHash) await releaseIdempotency(input.userId, keyHash);
     const notQueued = taskIds.filter((id) => unwritten.has(id) || unqueued.has(id));
     throw new PartialSubmitFailure(`${notQueued.length} of ${taskIds.length} tasks could not be queued`, {
       task_group_id: taskGroupId,
@@ -121,10 +138,12 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
       not_queued: notQueued,
     });
   }
-  const response = { task_group_id: taskGroupId, task_ids: taskIds };
-  if (keyHash) await putIdempotency(input.userId, keyHash, { request_hash: requestHash, response });
+  if (keyHash) await completeIdempotency(input.userId, keyHash);
   return response;
 }
+
+/** A submit still pending after this long has died (API Gateway gives up on a request at 29 s). */
+const REQUEST_DEADLINE_MS = 60_000;
 
 // SQS bills each 64 KiB of a message as one request: a bundle stays within one chunk where it can.
 const BUNDLE_BYTES = 64 * 1024;

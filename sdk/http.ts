@@ -41,7 +41,9 @@ export class Http {
       const text = await res.text();
       if (res.ok) return (text ? JSON.parse(text) : undefined) as T;
       // A partial submit is not retried whole: it names the tasks that were not queued.
-      const retry = RETRYABLE.has(res.status) && !text.includes('PartialSubmitFailure') && attempt < attempts;
+      // 409 RequestInProgress: an earlier attempt of this very request is still being served.
+      const retryable = (RETRYABLE.has(res.status) && !text.includes('PartialSubmitFailure')) || (res.status === 409 && text.includes('RequestInProgress'));
+      const retry = retryable && attempt < attempts;
       if (retry) {
         const after = Number(res.headers.get('retry-after'));
         await sleep(Number.isFinite(after) && after > 0 ? after * 1000 : backoff(attempt));

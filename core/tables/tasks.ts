@@ -1,4 +1,4 @@
-import { GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../clients';
 import { config } from '../config';
 import type { Envelope } from '../payload';
@@ -144,21 +144,67 @@ export async function transitionTask(taskId: string, to: TaskState, change: Tran
   }
 }
 
-/** A stored submit response, so a retried request with the same Idempotency-Key gets the same tasks. */
+/**
+ * A submit made with an Idempotency-Key: claimed ("pending") before any task is written, marked
+ * "complete" with its response after every task is queued, so a retry gets the same tasks.
+ */
 export interface IdempotencyRecord {
   request_hash: string;
   response: { task_group_id: string; task_ids: string[] };
+  state: 'pending' | 'complete';
+  /** Epoch ms when the request that holds the claim started. */
+  started_at: number;
 }
 
 const idemKey = (owner: string, keyHash: string) => `idempotency#${owner}#${keyHash}`;
 
-export async function getIdempotency(owner: string, keyHash: string): Promise<IdempotencyRecord | undefined> {
-  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: idemKey(owner, keyHash) } }));
-  return out.Item as IdempotencyRecord | undefined;
+/**
+ * Claim a key for this request in one conditional write: a new key, or one whose holder has been
+ * pending for longer than `staleMs` (its request died). Returns what the claim replaced (nothing
+ * for a new key), or `{ held }` with the record that stands when the claim is refused.
+ */
+export async function claimIdempotency(
+  owner: string,
+  keyHash: string,
+  rec: Omit<IdempotencyRecord, 'state' | 'started_at'>,
+  staleMs: number,
+): Promise<{ claimed: true; previous?: IdempotencyRecord } | { claimed: false; held: IdempotencyRecord }> {
+  const now = Date.now();
+  // Kept one day, like the retry window of any client.
+  const item = { task_id: idemKey(owner, keyHash), ...rec, state: 'pending', started_at: now, expires_at: Math.floor(now / 1000) + 86400 };
+  try {
+    const out = await dynamo().send(
+      new PutCommand({
+        TableName: table(),
+        Item: item,
+        ConditionExpression: 'attribute_not_exists(task_id) OR (#st = :pending AND started_at < :stale AND request_hash = :h)',
+        ExpressionAttributeNames: { '#st': 'state' },
+        ExpressionAttributeValues: { ':pending': 'pending', ':stale': now - staleMs, ':h': rec.request_hash },
+        ReturnValues: 'ALL_OLD',
+      }),
+    );
+    return { claimed: true, previous: out.Attributes as IdempotencyRecord | undefined };
+  } catch (err) {
+    if (!isConditionFailed(err)) throw err;
+    const held = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: idemKey(owner, keyHash) }, ConsistentRead: true }));
+    if (!held.Item) return claimIdempotency(owner, keyHash, rec, staleMs);
+    return { claimed: false, held: held.Item as IdempotencyRecord };
+  }
 }
 
-export async function putIdempotency(owner: string, keyHash: string, rec: IdempotencyRecord): Promise<void> {
-  // Kept one day, like the retry window of any client.
-  const expires_at = Math.floor(Date.now() / 1000) + 86400;
-  await dynamo().send(new PutCommand({ TableName: table(), Item: { task_id: idemKey(owner, keyHash), ...rec, expires_at } }));
+export async function completeIdempotency(owner: string, keyHash: string): Promise<void> {
+  await dynamo().send(
+    new UpdateCommand({
+      TableName: table(),
+      Key: { task_id: idemKey(owner, keyHash) },
+      UpdateExpression: 'SET #st = :complete',
+      ExpressionAttributeNames: { '#st': 'state' },
+      ExpressionAttributeValues: { ':complete': 'complete' },
+    }),
+  );
+}
+
+/** Give a claim up, so a retry may start again at once (after a partial failure). */
+export async function releaseIdempotency(owner: string, keyHash: string): Promise<void> {
+  await dynamo().send(new DeleteCommand({ TableName: table(), Key: { task_id: idemKey(owner, keyHash) } }));
 }

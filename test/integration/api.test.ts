@@ -4,6 +4,9 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { readPayload, resultKey, storePayload } from '../../core/bucket';
 import { taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../../core/messages';
 import { revokeToken } from '../../core/tables/tokens';
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { dynamo } from '../../core/clients';
+import { config } from '../../core/config';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually } from '../helpers/api';
 
@@ -232,6 +235,54 @@ describe('submitting batches', () => {
     const reused = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [{ function_id: functionId, args: [9] }] }, { 'idempotency-key': 'retry-me-1' });
     expect(reused.status).toBe(409);
     expect(reused.body.error.code).toBe('IdempotencyKeyReused');
+    worker.close();
+  });
+
+  it('serves two requests racing with one Idempotency-Key as one submit', async () => {
+    const { functionId, endpointId, worker } = await setup();
+    const body = { tasks: Array.from({ length: 30 }, (_, i) => ({ function_id: functionId, args: [i, 1] })) };
+    const [a, b] = await Promise.all([
+      alice('POST', `/v1/endpoints/${endpointId}/submit`, body, { 'idempotency-key': 'race-1' }),
+      alice('POST', `/v1/endpoints/${endpointId}/submit`, body, { 'idempotency-key': 'race-1' }),
+    ]);
+    const statuses = [a.status, b.status].sort();
+    expect(statuses[0]).toBe(202);
+    if (statuses[1] === 409) expect([a, b].find((r) => r.status === 409)!.body.error.code).toBe('RequestInProgress');
+    else expect(b.body).toEqual(a.body);
+    const group = await alice('GET', `/v1/task-groups/${(a.status === 202 ? a : b).body.task_group_id}?limit=1000`);
+    expect(group.body.tasks).toHaveLength(30);
+    const again = await alice('POST', `/v1/endpoints/${endpointId}/submit`, body, { 'idempotency-key': 'race-1' });
+    expect(again.body).toEqual((a.status === 202 ? a : b).body);
+    // 30 tasks go one to a message: 30 messages, none twice.
+    expect(await worker.depth()).toBe(30);
+    worker.close();
+  });
+
+  it('finishes the work of a request that died part-way, without redoing what had moved on', async () => {
+    const { functionId, endpointId, worker } = await setup();
+    const body = { tasks: [1, 2, 3].map((i) => ({ function_id: functionId, args: [i, i] })) };
+    const first = await alice('POST', `/v1/endpoints/${endpointId}/submit`, body, { 'idempotency-key': 'crash-1' });
+    const [done, ...rest] = first.body.task_ids as string[];
+    // Drain the queue and finish one task, then put the key back as a request that died holding
+    // it a while ago: a Lambda dying mid-request cannot be produced here, so its trace is written directly.
+    for (const { receipt } of await worker.receive(10)) await worker.done(receipt);
+    await worker.report({ v: 1, kind: 'success', task_id: done!, endpoint_id: endpointId, worker_id: 'w', at: new Date().toISOString(), result: json(2) });
+    await waitFor(done!, 'success');
+    await dynamo().send(
+      new UpdateCommand({
+        TableName: config().tables.tasks,
+        Key: { task_id: `idempotency#alice#${createHash('sha256').update('crash-1').digest('hex')}` },
+        UpdateExpression: 'SET #s = :p, started_at = :old',
+        ExpressionAttributeNames: { '#s': 'state' },
+        ExpressionAttributeValues: { ':p': 'pending', ':old': Date.now() - 120_000 },
+      }),
+    );
+    const retry = await alice('POST', `/v1/endpoints/${endpointId}/submit`, body, { 'idempotency-key': 'crash-1' });
+    expect(retry.status).toBe(202);
+    expect(retry.body).toEqual(first.body);
+    expect((await alice('GET', `/v1/tasks/${done}`)).body.status).toBe('success');
+    const requeued = (await worker.receive(10)).map((r) => r.msg.task_id).sort();
+    expect(requeued).toEqual([...rest].sort());
     worker.close();
   });
 
