@@ -88,7 +88,11 @@ class Http:
             except urllib.error.HTTPError as err:
                 text = err.read().decode("utf-8", "replace")
                 # A partial submit is not retried whole: the answer names the tasks that were not queued.
-                retry = err.code in RETRYABLE_STATUSES and "PartialSubmitFailure" not in text and attempt < self.max_attempts
+                # 409 RequestInProgress: an earlier attempt of this very request is still being served.
+                retryable = (err.code in RETRYABLE_STATUSES and "PartialSubmitFailure" not in text) or (
+                    err.code == 409 and "RequestInProgress" in text
+                )
+                retry = retryable and attempt < self.max_attempts
                 if not retry:
                     raise api_error(err.code, text) from None
                 self._sleep(_retry_after(err.headers) or backoff(attempt))
