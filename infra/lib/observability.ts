@@ -1,0 +1,106 @@
+import { Duration } from 'aws-cdk-lib';
+import type * as apigwv2 from 'aws-cdk-lib/aws-apigatewayv2';
+import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
+import * as actions from 'aws-cdk-lib/aws-cloudwatch-actions';
+import * as sns from 'aws-cdk-lib/aws-sns';
+import type * as sqs from 'aws-cdk-lib/aws-sqs';
+import { Construct } from 'constructs';
+import type { FargateEndpointService } from './fargate-endpoints';
+import type { FerryFunction } from './ferry-function';
+
+export interface ObservabilityProps {
+  stage: string;
+  api: apigwv2.HttpApi;
+  functions: Record<string, FerryFunction>;
+  resultsQueue: sqs.IQueue;
+  resultsDeadLetterQueue: sqs.IQueue;
+  fargate: FargateEndpointService[];
+  /** Alarms notify this topic when given. */
+  alarmTopicArn?: string;
+}
+
+const FIVE_MINUTES = Duration.minutes(5);
+// API Gateway 5xx over five minutes before paging: a single 500 is logged, a run of them is an incident.
+const API_5XX_THRESHOLD = 5;
+// Results older than this mean the results Lambda is failing or throttled: clients see tasks stuck "running".
+const RESULTS_AGE_SECONDS = 300;
+
+/** Alarms (DLQ depth, Lambda errors and throttles, API 5xx, results backlog) and one dashboard. */
+export class Observability extends Construct {
+  readonly alarms: cloudwatch.Alarm[] = [];
+  readonly dashboard: cloudwatch.Dashboard;
+
+  constructor(scope: Construct, id: string, props: ObservabilityProps) {
+    super(scope, id);
+    const topic = props.alarmTopicArn ? sns.Topic.fromTopicArn(this, 'AlarmTopic', props.alarmTopicArn) : undefined;
+    const alarm = (alarmId: string, metric: cloudwatch.IMetric, threshold: number, description: string) => {
+      const a = new cloudwatch.Alarm(this, alarmId, {
+        metric,
+        threshold,
+        evaluationPeriods: 1,
+        comparisonOperator: cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+        treatMissingData: cloudwatch.TreatMissingData.NOT_BREACHING,
+        alarmDescription: `Ferry ${props.stage}: ${description}`,
+      });
+      if (topic) a.addAlarmAction(new actions.SnsAction(topic));
+      this.alarms.push(a);
+      return a;
+    };
+
+    alarm(
+      'ResultsDeadLetters',
+      props.resultsDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ period: FIVE_MINUTES, statistic: 'Maximum' }),
+      1,
+      'result messages reached the results DLQ; their tasks stay unfinished until redriven',
+    );
+    alarm(
+      'ResultsBacklogAge',
+      props.resultsQueue.metricApproximateAgeOfOldestMessage({ period: FIVE_MINUTES, statistic: 'Maximum' }),
+      RESULTS_AGE_SECONDS,
+      'results wait more than five minutes to be applied',
+    );
+    alarm('Api5xx', props.api.metricServerError({ period: FIVE_MINUTES, statistic: 'Sum' }), API_5XX_THRESHOLD, 'the API answered 5xx');
+    for (const [name, fn] of Object.entries(props.functions)) {
+      alarm(`${name}Errors`, fn.metricErrors({ period: FIVE_MINUTES, statistic: 'Sum' }), 1, `${name} Lambda errors`);
+      alarm(`${name}Throttles`, fn.metricThrottles({ period: FIVE_MINUTES, statistic: 'Sum' }), 1, `${name} Lambda throttled`);
+    }
+
+    const fns = Object.entries(props.functions);
+    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', { dashboardName: `Ferry-${props.stage}`, defaultInterval: Duration.hours(3) });
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({ title: 'API requests', left: [props.api.metricCount({ statistic: 'Sum' })], right: [props.api.metricClientError(), props.api.metricServerError()], width: 8 }),
+      new cloudwatch.GraphWidget({ title: 'API latency p50 / p99', left: [props.api.metricLatency({ statistic: 'p50' }), props.api.metricLatency({ statistic: 'p99' })], width: 8 }),
+      new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 8 }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({ title: 'Lambda errors', left: fns.map(([n, f]) => f.metricErrors({ label: n, statistic: 'Sum' })), width: 8 }),
+      new cloudwatch.GraphWidget({ title: 'Lambda duration p99', left: fns.map(([n, f]) => f.metricDuration({ label: n, statistic: 'p99' })), width: 8 }),
+      new cloudwatch.GraphWidget({ title: 'Lambda throttles', left: fns.map(([n, f]) => f.metricThrottles({ label: n, statistic: 'Sum' })), width: 8 }),
+    );
+    this.dashboard.addWidgets(
+      new cloudwatch.GraphWidget({
+        title: 'Results queue',
+        left: [props.resultsQueue.metricApproximateNumberOfMessagesVisible({ label: 'waiting' }), props.resultsDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ label: 'dead letters' })],
+        right: [props.resultsQueue.metricApproximateAgeOfOldestMessage({ label: 'oldest (s)' })],
+        width: 12,
+      }),
+      ...props.fargate.map(
+        (f) =>
+          new cloudwatch.GraphWidget({
+            title: `Fargate endpoint ${f.spec.name}`,
+            left: [f.backlog],
+            right: [
+              new cloudwatch.Metric({
+                namespace: 'ECS/ContainerInsights',
+                metricName: 'RunningTaskCount',
+                dimensionsMap: { ClusterName: f.service.cluster.clusterName, ServiceName: f.service.serviceName },
+                statistic: 'Maximum',
+                label: 'running tasks',
+              }),
+            ],
+            width: 12,
+          }),
+      ),
+    );
+  }
+}
