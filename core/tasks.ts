@@ -273,7 +273,8 @@ export async function groupTasks(groupId: string, userId: string, limit: number,
   const page = await queryGroup(groupId, limit, cursor);
   if (page.items.some((t) => t.owner !== userId)) throw new NotFound(`task group ${groupId} not found`);
   if (!cursor && !page.items.length) throw new NotFound(`task group ${groupId} not found`);
-  return page;
+  const byId = new Map((await getTasks(page.items.map((t) => t.task_id))).map((t) => [t.task_id, t]));
+  return { items: page.items.flatMap((t) => byId.get(t.task_id) ?? []), next: page.next };
 }
 
 export async function cancelTask(taskId: string, userId: string): Promise<TaskRecord> {

@@ -63,7 +63,8 @@ export function tableDefinitions(cfg: FerryConfig): CreateTableCommandInput[] {
             { AttributeName: 'task_group_id', KeyType: 'HASH' },
             { AttributeName: 'created_at', KeyType: 'RANGE' },
           ],
-          Projection: { ProjectionType: 'ALL' },
+          // Keys and the (never changing) owner only: a task's updates then never rewrite the index.
+          Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: ['owner'] },
         },
         { IndexName: 'open-index', KeySchema: [{ AttributeName: 'open_on', KeyType: 'HASH' }], Projection: { ProjectionType: 'KEYS_ONLY' } },
       ],

@@ -56,7 +56,8 @@ export async function getTask(taskId: string): Promise<TaskRecord | undefined> {
 
 export const getTasks = (ids: readonly string[]): Promise<TaskRecord[]> => batchGet<TaskRecord>(table(), 'task_id', ids);
 
-export async function queryGroup(groupId: string, limit: number, cursor?: string): Promise<{ items: TaskRecord[]; next?: string }> {
+/** One page of a group's tasks: the index holds keys and owner only, so the records are read by key. */
+export async function queryGroup(groupId: string, limit: number, cursor?: string): Promise<{ items: { task_id: string; owner: string }[]; next?: string }> {
   const out = await dynamo().send(
     new QueryCommand({
       TableName: table(),
@@ -67,7 +68,7 @@ export async function queryGroup(groupId: string, limit: number, cursor?: string
       ExclusiveStartKey: decodeCursor(cursor),
     }),
   );
-  return { items: (out.Items ?? []) as TaskRecord[], next: encodeCursor(out.LastEvaluatedKey) };
+  return { items: (out.Items ?? []) as { task_id: string; owner: string }[], next: encodeCursor(out.LastEvaluatedKey) };
 }
 
 export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<string, unknown>): Promise<{ ids: string[]; next?: Record<string, unknown> }> {

@@ -64,6 +64,9 @@ export class DataStack extends Stack {
       indexName: 'group-index',
       partitionKey: { name: 'task_group_id', type: dynamodb.AttributeType.STRING },
       sortKey: { name: 'created_at', type: dynamodb.AttributeType.STRING },
+      // Keys and the (never changing) owner only: a task's state changes never rewrite the index.
+      projectionType: dynamodb.ProjectionType.INCLUDE,
+      nonKeyAttributes: ['owner'],
     });
     // Sparse: only open tasks carry open_on, so deleting an endpoint finds what to fail without a scan.
     tasks.addGlobalSecondaryIndex({
