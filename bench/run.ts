@@ -43,6 +43,12 @@ function agentFor(stack: LocalStack, ep: { endpoint_id: string; endpoint_secret:
   });
 }
 
+/** The AWS calls an agent counted, from its last log line. */
+function agentCalls(agent: AgentProcess): Record<string, number> {
+  const line = agent.output().split('\n').find((l) => l.includes('"agent stopped"'));
+  return line ? (JSON.parse(line).aws_calls as Record<string, number>) : {};
+}
+
 async function stop(agents: AgentProcess[]) {
   for (const a of agents) a.child.kill('SIGTERM');
   await Promise.all(agents.map((a) => a.exited));
@@ -74,8 +80,8 @@ async function benchAgent(stack: LocalStack, client: Client): Promise<void> {
   console.log('\n## One agent, no-op node tasks\n');
   const n = quick ? 200 : 600;
   const fn = await client.registerFunction(() => null);
-  console.log('| runtime processes | tasks | tasks/s | agent time per task, running→success (p50) |');
-  console.log('| --- | --- | --- | --- |');
+  console.log('| runtime processes | tasks | tasks/s | agent time per task, running→success (p50) | agent SQS calls/task | agent S3 calls/task |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
   for (const size of [1, 2]) {
     const ep = await client.registerEndpoint(`bench-agent-${size}`);
     const agent = agentFor(stack, ep, size);
@@ -93,8 +99,12 @@ async function benchAgent(stack: LocalStack, client: Client): Promise<void> {
       const [start, end] = [at('running'), at('success')];
       return start && end ? [Date.parse(end) - Date.parse(start)] : [];
     });
-    console.log(`| ${size} | ${n} | ${fmt(n / secs, 0)} | ${fmt(percentile(spans, 50), 1)} ms |`);
     await stop([agent]);
+    const calls = agentCalls(agent);
+    const total = n + 10;
+    const perTask = (svc: string) => fmt(Object.entries(calls).filter(([k]) => k.startsWith(svc)).reduce((a, [, v]) => a + v, 0) / total, 3);
+    console.log(`| ${size} | ${n} | ${fmt(n / secs, 0)} | ${fmt(percentile(spans, 50), 1)} ms | ${perTask('SQS.')} | ${perTask('S3.')} |`);
+    if (size === 2) console.log(`\nThe agent's AWS calls by operation (${total} tasks, 100 a submit):`, calls);
     await client.deleteEndpoint(ep.endpoint_id);
   }
 

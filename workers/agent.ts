@@ -3,7 +3,7 @@ import { availableParallelism, hostname } from 'node:os';
 import { ChangeMessageVisibilityBatchCommand, DeleteMessageBatchCommand, DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { exceptionKey, readPayload, resultKey, storePayload } from '../core/bucket';
-import { makeS3Client, makeSqsClient } from '../core/clients';
+import { makeS3Client, makeSqsClient, sdkCallCounts } from '../core/clients';
 import type { WorkerGrant } from '../core/credentials';
 import { taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../core/messages';
 import { sendBatches } from '../core/queues/batch-send';
@@ -371,7 +371,7 @@ export class WorkerAgent {
     await this.pool.close();
     this.sqs?.destroy();
     this.s3?.destroy();
-    this.log('agent stopped', { completed: this.completed });
+    this.log('agent stopped', { completed: this.completed, aws_calls: Object.fromEntries(sdkCallCounts) });
   }
 }
 
