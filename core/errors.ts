@@ -63,9 +63,6 @@ export class ChecksumMismatch extends FerryError {
   override readonly code = 'ChecksumMismatch';
 }
 
-export function isFerryError(err: unknown): err is FerryError {
-  return err instanceof FerryError;
-}
 
 /** A worker's message points at a payload outside its own endpoint's prefix; it is never applied. */
 export class ForeignPayload extends FerryError {

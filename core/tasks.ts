@@ -1,5 +1,4 @@
 import { argsKey, endpointPrefix, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
-import { config } from './config';
 import { BadRequest, Forbidden, ForeignPayload, IdempotencyKeyReused, NotFound, PartialSubmitFailure, RequestInProgress } from './errors';
 import { derivedId, newId, sha256Hex } from './ids';
 import type { ResultMessage, TaskMessage } from './messages';
@@ -321,4 +320,3 @@ export async function failLostTask(taskId: string, endpointId: string): Promise<
   return Boolean(await transitionTask(taskId, 'failed', { by: 'dlq', exception, endpointId }));
 }
 
-export const defaultWalltimeMs = (): number => config().defaultWalltimeMs;

@@ -1,6 +1,7 @@
 import middy from '@middy/core';
 import type { APIGatewayProxyEventV2WithLambdaAuthorizer, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { z } from 'zod';
+import { UUID_RE } from '../core/ids';
 import { FerryError, Forbidden, MalformedJson, NotFound, PayloadTooLarge, Unauthorized, ValidationFailed } from '../core/errors';
 
 /** What the authorizer puts in the request context (see lambdas/authorizer.ts). */
@@ -100,7 +101,7 @@ export const describeIssues = (err: z.ZodError): string =>
 /** One path parameter checked against a schema (ids are UUIDs; anything else is a 404, not a table read). */
 export function pathId(req: { params: Record<string, string> }, name: string, what: string): string {
   const v = req.params[name];
-  if (!v || !/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/.test(v)) throw new NotFound(`${what} ${v ?? ''} not found`);
+  if (!v || !UUID_RE.test(v)) throw new NotFound(`${what} ${v ?? ''} not found`);
   return v;
 }
 

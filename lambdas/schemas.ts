@@ -1,8 +1,9 @@
 import { z } from 'zod';
+import { UUID_RE } from '../core/ids';
 import { CODECS } from '../core/payload';
 import { MAX_TASKS_PER_SUBMIT } from '../core/tasks';
 
-const uuid = z.string().regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/, 'must be a lower-case UUID');
+const uuid = z.string().regex(UUID_RE, 'must be a lower-case UUID');
 const name = z.string().trim().min(1).max(128);
 
 export const registerFunctionBody = z

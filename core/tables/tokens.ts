@@ -53,14 +53,10 @@ export async function resolveToken(token: string): Promise<Principal | undefined
 }
 
 export async function revokeToken(token: string): Promise<void> {
-  await revokeTokenHash(sha256Hex(token));
-}
-
-export async function revokeTokenHash(hash: string): Promise<void> {
   await dynamo().send(
     new UpdateCommand({
       TableName: table(),
-      Key: { token_hash: hash },
+      Key: { token_hash: sha256Hex(token) },
       UpdateExpression: 'SET revoked_at = :now',
       ConditionExpression: 'attribute_exists(token_hash)',
       ExpressionAttributeValues: { ':now': new Date().toISOString() },
