@@ -7,8 +7,9 @@
  *   3. SDK: no-op round-trip latency p50/p99 (Executor → API → agent → results → future) and
  *      tasks per second for 5,000 no-op submits through one Executor.
  * Everything runs on loopback; the API handlers run in this process, so their SDK calls are
- * counted here, while each agent counts its own.
+ * counted here, while each agent counts its own. Agents run from the bundle the container uses.
  */
+import { execSync } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
 import { resetSdkCallCounts, sdkCallCounts } from '../core/clients';
 import { spawnAgentProcess, type AgentProcess } from '../local/agent-process';
@@ -40,7 +41,7 @@ function agentFor(stack: LocalStack, ep: { endpoint_id: string; endpoint_secret:
     FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
     FERRY_POOL_SIZE: String(poolSize),
     FERRY_RUNTIMES: 'node',
-  });
+  }, { bundle: true });
 }
 
 /** The AWS calls an agent counted, from its last log line. */
@@ -155,6 +156,8 @@ async function benchSdk(stack: LocalStack, client: Client): Promise<void> {
 }
 
 async function main() {
+  // Agents run as the container runs them: the esbuild bundle under plain node.
+  execSync('npm run -s build:worker', { stdio: 'ignore' });
   // The dead-letter sweep would add its own SQS calls to the counts; it has nothing to do here.
   const stack = await startLocalStack({ sweepIntervalMs: 3_600_000 });
   const client = new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench') });

@@ -12,9 +12,13 @@ export interface AgentProcess {
   ready: Promise<void>;
 }
 
-/** A worker agent (workers/main.ts) in its own process, configured by `env`. */
-export function spawnAgentProcess(env: Record<string, string | undefined>, opts: { inherit?: boolean } = {}): AgentProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')], {
+/**
+ * A worker agent in its own process, configured by `env`: from source through tsx, or with
+ * `bundle` the esbuild bundle that the container runs (`npm run build:worker` makes it).
+ */
+export function spawnAgentProcess(env: Record<string, string | undefined>, opts: { inherit?: boolean; bundle?: boolean } = {}): AgentProcess {
+  const args = opts.bundle ? [join(ROOT, 'dist', 'worker', 'main.js')] : ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')];
+  const child = spawn(process.execPath, args, {
     cwd: ROOT,
     env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
