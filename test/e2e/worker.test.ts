@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually } from '../helpers/api';
@@ -258,6 +259,20 @@ describe('faults and shutdown', () => {
     const [id] = await submit(ep.id, '() => "fresh"');
     expect((await finished(id!)).result.value).toBe('fresh');
     expect(agent.output().match(/credentials renewed/g)!.length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('runs from the bundle the container uses, under plain node', async () => {
+    execFileSync('npm', ['run', '-s', 'build:worker'], { cwd: join(__dirname, '..', '..'), stdio: 'ignore' });
+    const ep = await endpoint('bundled');
+    const agent = spawnAgent(stack, ep.id, ep.secret, {}, { bundle: true });
+    agents.push(agent);
+    await agent.ready;
+    const [node] = await submit(ep.id, '() => process.versions.node');
+    expect((await finished(node!)).result.value).toBe(process.versions.node);
+    const [py] = await submit(ep.id, 'def hi():\n    return "hi from python"\n', { runtime: 'python', entrypoint: 'hi' });
+    expect((await finished(py!)).result.value).toBe('hi from python');
+    agent.child.kill('SIGTERM');
+    expect((await agent.exited).code).toBe(0);
   });
 
   it('exits non-zero with a clear message when its secret is refused', async () => {
