@@ -6,7 +6,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Client, Executor, RemoteError } from '../sdk';
 
 const tutorialEndpoint =
-  process.env.FERRY_ENDPOINT_ID ?? (existsSync('.ferry/endpoint.json') ? JSON.parse(readFileSync('.ferry/endpoint.json', 'utf8')).endpoint_id : undefined);
+  process.env.FERRY_ENDPOINT_ID || (existsSync('.ferry/endpoint.json') ? JSON.parse(readFileSync('.ferry/endpoint.json', 'utf8')).endpoint_id : undefined);
 if (!tutorialEndpoint) throw new Error('set FERRY_ENDPOINT_ID, or run `npm start` first');
 
 // Functions travel as source: everything they use is inside their body.
