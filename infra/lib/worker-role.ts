@@ -56,7 +56,7 @@ export class WorkerRole extends Construct {
       }),
     );
     // One results queue serves all endpoints; the results Lambda accepts a result only for a task
-    // of the sender's endpoint and payload refs only under its prefix (core/tasks.applyResult).
+    // of the sender's endpoint and payload refs only under its prefix (core/tasks.applyResults).
     this.role.addToPolicy(
       new iam.PolicyStatement({ sid: 'SendResults', actions: ['sqs:SendMessage'], resources: [props.resultsQueue.queueArn], conditions: tagged }),
     );

@@ -5,17 +5,15 @@ export type { AgentProcess };
 
 /** A real worker agent process for an endpoint of the stack (two runtime processes unless told). */
 export function spawnAgent(stack: LocalStack, endpointId: string, secret: string, env: Record<string, string> = {}, opts: { bundle?: boolean } = {}): AgentProcess {
-  return spawnAgentProcess(
-    {
+  const agentEnv = {
     ...stack.awsEnv,
     FERRY_API_URL: stack.apiUrl,
     FERRY_ENDPOINT_ID: endpointId,
     FERRY_ENDPOINT_SECRET: secret,
     FERRY_POOL_SIZE: '2',
     ...env,
-    },
-    opts,
-  );
+  };
+  return spawnAgentProcess(agentEnv, opts);
 }
 
 export async function stopAgents(agents: AgentProcess[]): Promise<void> {
