@@ -23,6 +23,9 @@ import {
 
 export const MAX_TASKS_PER_SUBMIT = 500;
 
+/** The argument codecs each runtime reads (workers/runtime answers in the same codec). */
+const RUNTIME_CODECS: Record<FunctionRecord['runtime'], Codec[]> = { node: ['json', 'node-v8'], python: ['json', 'python-pickle'] };
+
 export interface SubmitTaskInput {
   function_id: string;
   /** JSON arguments, for callers without a codec of their own (curl). */
@@ -71,6 +74,11 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
     input.taskGroupId ? checkGroupOwner(input.taskGroupId, input.userId) : undefined,
   ]);
+  const misfit = input.tasks.findIndex((t) => t.payload && !RUNTIME_CODECS[functions.get(t.function_id)!.runtime].includes(t.payload.codec));
+  if (misfit >= 0) {
+    const runtime = functions.get(input.tasks[misfit]!.function_id)!.runtime;
+    throw new BadRequest(`tasks.${misfit}: a ${runtime} function reads ${RUNTIME_CODECS[runtime].join(' or ')} arguments, not ${input.tasks[misfit]!.payload!.codec}`);
+  }
 
   let takeover = false;
   if (keyHash) {

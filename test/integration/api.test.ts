@@ -435,6 +435,7 @@ describe('bad input writes nothing', () => {
       [submit({ tasks: [{ function_id: functionId }, { function_id: '00000000-0000-4000-8000-000000000000' }] }), 404, 'NotFound'],
       [submit({ tasks: [{ function_id: functionId, args: ['y'.repeat(6 * 1024 * 1024)] }] }), 413, 'PayloadTooLarge'],
       [alice('POST', '/v1/endpoints/00000000-0000-4000-8000-000000000000/submit', { tasks: [{ function_id: functionId }] }), 404, 'NotFound'],
+      [submit({ tasks: [{ function_id: functionId, payload: { codec: 'python-pickle', data: 'gAR9lC4=' } }] }), 400, 'BadRequest'],
       [alice('GET', '/v1/tasks/not-a-uuid'), 404, 'NotFound'],
       [alice('GET', '/v1/tasks/00000000-0000-4000-8000-000000000000'), 404, 'NotFound'],
       [alice('POST', '/v1/functions', { name: 'p', runtime: 'python', source: 'def f(): pass' }), 400, 'ValidationFailed'],
