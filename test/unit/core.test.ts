@@ -88,6 +88,7 @@ describe('errors become HTTP answers in one place', () => {
     expect(answer(new ValidationFailed('tasks: required'))).toEqual({ status: 400, body: { error: { code: 'ValidationFailed', message: 'tasks: required' } } });
     expect(answer(new NotFound('task x not found')).status).toBe(404);
     expect(answer(new PartialSubmitFailure('1 of 2', { not_queued: ['a'] })).body.error.not_queued).toEqual(['a']);
+    // Only keeps the expected "unhandled error" log line out of the test output.
     const spy = jest.spyOn(console, 'error').mockImplementation(() => undefined);
     expect(answer(new Error('secret detail'))).toEqual({ status: 500, body: { error: { code: 'InternalError', message: 'internal error' } } });
     spy.mockRestore();
