@@ -1,7 +1,7 @@
 import { DeleteMessageBatchCommand, ListQueuesCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { sqsClient } from './clients';
 import { config } from './config';
-import { taskMessageSchema } from './messages';
+import { parseBody, taskMessageSchema } from './messages';
 import { failLostTask } from './tasks';
 
 /**
@@ -30,7 +30,7 @@ async function drainDeadLetterQueue(url: string): Promise<number> {
     if (!messages.length) return failed;
     const done: { Id: string; ReceiptHandle: string }[] = [];
     for (const [i, m] of messages.entries()) {
-      const parsed = taskMessageSchema.safeParse(safeJson(m.Body));
+      const parsed = taskMessageSchema.safeParse(parseBody(m.Body));
       try {
         if (parsed.success) {
           for (const t of parsed.data.tasks) if (await failLostTask(t.task_id, parsed.data.endpoint_id)) failed++;
@@ -45,10 +45,3 @@ async function drainDeadLetterQueue(url: string): Promise<number> {
   }
 }
 
-function safeJson(s: string | undefined): unknown {
-  try {
-    return JSON.parse(s ?? '');
-  } catch {
-    return undefined;
-  }
-}

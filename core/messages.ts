@@ -46,3 +46,12 @@ export const resultMessageSchema = z.discriminatedUnion('kind', [
   }),
 ]);
 export type ResultMessage = z.infer<typeof resultMessageSchema>;
+
+/** A message body as JSON, or undefined when it is not JSON (the schema check then refuses it). */
+export function parseBody(body: string | undefined): unknown {
+  try {
+    return JSON.parse(body ?? '');
+  } catch {
+    return undefined;
+  }
+}

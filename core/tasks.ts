@@ -166,7 +166,11 @@ const MAX_BUNDLE = 10;
 export function bundleTasks(endpointId: string, records: readonly TaskRecord[], functions: Map<string, FunctionRecord>, now: string): TaskMessage[] {
   const perMessage = Math.min(MAX_BUNDLE, Math.max(1, Math.ceil(records.length / MESSAGES_PER_SUBMIT)));
   const byFunction = new Map<string, TaskRecord[]>();
-  for (const r of records) byFunction.set(r.function_id, [...(byFunction.get(r.function_id) ?? []), r]);
+  for (const r of records) {
+    const group = byFunction.get(r.function_id) ?? [];
+    group.push(r);
+    byFunction.set(r.function_id, group);
+  }
   const messages: TaskMessage[] = [];
   for (const [functionId, group] of byFunction) {
     const fn = functions.get(functionId)!;

@@ -1,6 +1,6 @@
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
 import { ForeignPayload } from '../core/errors';
-import { resultMessageSchema, type ResultMessage } from '../core/messages';
+import { parseBody, resultMessageSchema, type ResultMessage } from '../core/messages';
 import { applyResults } from '../core/tasks';
 
 /**
@@ -12,13 +12,14 @@ import { applyResults } from '../core/tasks';
 export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
   const groups = new Map<string, { record: SQSRecord; msg: ResultMessage }[]>();
   for (const record of event.Records) {
-    const parsed = resultMessageSchema.safeParse(safeJson(record.body));
+    const parsed = resultMessageSchema.safeParse(parseBody(record.body));
     if (!parsed.success) {
       console.error(JSON.stringify({ level: 'error', message: 'dropping malformed result message', messageId: record.messageId }));
       continue;
     }
-    const id = parsed.data.task_id;
-    groups.set(id, [...(groups.get(id) ?? []), { record, msg: parsed.data }]);
+    const group = groups.get(parsed.data.task_id) ?? [];
+    group.push({ record, msg: parsed.data });
+    groups.set(parsed.data.task_id, group);
   }
   const failures: SQSBatchResponse['batchItemFailures'] = [];
   await Promise.all(
@@ -38,10 +39,3 @@ export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
   return { batchItemFailures: failures };
 }
 
-function safeJson(body: string): unknown {
-  try {
-    return JSON.parse(body);
-  } catch {
-    return undefined;
-  }
-}

@@ -1,29 +1,17 @@
-/** The API's shapes as clients see them (see README's API table). */
-export type TaskStatus = 'received' | 'waiting-for-endpoint' | 'running' | 'success' | 'failed' | 'cancelled';
-export type Codec = 'json' | 'node-v8' | 'python-pickle';
+/**
+ * The API's shapes as clients see them (see README's API table). Where the server defines the
+ * shape, it is imported as a type only: nothing of the server's code reaches the SDK at run time.
+ */
+import type { EndpointStatus } from '../core/endpoints';
+import type { Codec } from '../core/payload';
+import type { TaskState } from '../core/states';
+import type { PayloadView, SubmitTaskInput, TaskView } from '../core/tasks';
+
+export type { Codec, EndpointStatus, PayloadView, TaskView };
+export type TaskStatus = TaskState;
 export type Runtime = 'node' | 'python';
-
-export interface PayloadView {
-  codec: Codec;
-  size: number;
-  sha256: string;
-  data?: string;
-  value?: unknown;
-  url?: string;
-}
-
-export interface TaskView {
-  task_id: string;
-  status: TaskStatus;
-  task_group_id: string;
-  function_id: string;
-  endpoint_id: string;
-  created_at: string;
-  completed_at?: string;
-  transitions: { state: TaskStatus; at: string; by: string }[];
-  result?: PayloadView;
-  exception?: { type: string; message: string; traceback: string; payload?: PayloadView };
-}
+/** One task of a submit request: JSON args, or an encoded payload (inline base64 or an uploaded ref). */
+export type TaskSpec = SubmitTaskInput;
 
 export interface FunctionInfo {
   function_id: string;
@@ -45,28 +33,6 @@ export interface EndpointInfo {
   walltime_ms: number;
   max_attempts: number;
   endpoint_secret?: string;
-}
-
-export interface EndpointStatus {
-  endpoint_id: string;
-  status: 'online' | 'offline';
-  workers: number;
-  idle_workers: number;
-  running: number;
-  queued: number;
-  in_flight: number;
-  agents: number;
-  runtimes: string[];
-  last_heartbeat?: string;
-}
-
-/** One task of a submit request: JSON args, or an encoded payload (inline base64 or an uploaded ref). */
-export interface TaskSpec {
-  function_id: string;
-  args?: unknown[];
-  kwargs?: Record<string, unknown>;
-  payload?: { codec: Codec; data?: string; ref?: string; size?: number; sha256?: string };
-  walltime_ms?: number;
 }
 
 export const FINAL: readonly TaskStatus[] = ['success', 'failed', 'cancelled'];

@@ -5,7 +5,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { exceptionKey, readPayload, resultKey, storePayload } from '../core/bucket';
 import { makeS3Client, makeSqsClient, sdkCallCounts } from '../core/clients';
 import type { WorkerGrant } from '../core/credentials';
-import { taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../core/messages';
+import { parseBody, taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../core/messages';
 import { sendBatches } from '../core/queues/batch-send';
 import type { Envelope } from '../core/payload';
 import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
@@ -88,7 +88,10 @@ export class WorkerAgent {
   private loopDone?: Promise<void>;
   private heartbeatTimer?: NodeJS.Timeout;
   private visibilityTimer?: NodeJS.Timeout;
+  /** Wakes the receive loop when a lane frees. */
   private wake?: () => void;
+  /** Lanes waiting for the backlog to fill. */
+  private readonly laneWaiters: (() => void)[] = [];
   private fatal?: Error;
   private fatalHandler?: (err: Error) => void;
   completed = 0;
@@ -175,7 +178,7 @@ export class WorkerAgent {
   }
 
   private async accept(m: Message): Promise<void> {
-    const parsed = taskMessageSchema.safeParse(safeJson(m.Body));
+    const parsed = taskMessageSchema.safeParse(parseBody(m.Body));
     if (!parsed.success) {
       // Nothing can run it and no task id can be trusted: drop it rather than let it cycle to the DLQ.
       this.log('dropping malformed task message', { messageId: m.MessageId });
@@ -188,7 +191,6 @@ export class WorkerAgent {
     for (const task of parsed.data.tasks) this.backlog.push({ bundle, task });
   }
 
-  private laneWaiters: (() => void)[] = [];
   private wakeLanes(): void {
     for (const w of this.laneWaiters.splice(0)) w();
   }
@@ -407,10 +409,3 @@ class Batcher<T> {
 
 const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n)}\n… (${s.length - n} more characters cut)` : s);
 
-function safeJson(s: string | undefined): unknown {
-  try {
-    return JSON.parse(s ?? '');
-  } catch {
-    return undefined;
-  }
-}
