@@ -6,6 +6,8 @@ import type { EndpointRecord } from './tables/endpoints';
 /** What a worker agent needs to serve its endpoint: short-lived credentials and where to find its queue. */
 export interface WorkerGrant {
   endpoint_id: string;
+  /** The endpoint's owner: the agent trusts this user's tasks more than those of users it is shared with. */
+  owner_id: string;
   credentials: { access_key_id: string; secret_access_key: string; session_token?: string; expiration: string };
   region: string;
   queue_url: string;
@@ -50,6 +52,7 @@ export async function vendWorkerCredentials(ep: EndpointRecord): Promise<WorkerG
   }
   return {
     endpoint_id: ep.endpoint_id,
+    owner_id: ep.owner,
     credentials,
     region,
     queue_url: ep.queue_url,

@@ -9,6 +9,8 @@ import { envelopeSchema } from './payload';
 export const taskMessageSchema = z.object({
   v: z.literal(1),
   endpoint_id: z.string(),
+  /** The submitting user: the agent keys runtime processes and OS isolation on it. Only the API can send to an endpoint queue, so workers may trust it. */
+  user_id: z.string().min(1),
   function: z.object({
     function_id: z.string(),
     runtime: z.enum(['node', 'python']),

@@ -165,16 +165,18 @@ const MAX_BUNDLE = 10;
  */
 export function bundleTasks(endpointId: string, records: readonly TaskRecord[], functions: Map<string, FunctionRecord>, now: string): TaskMessage[] {
   const perMessage = Math.min(MAX_BUNDLE, Math.max(1, Math.ceil(records.length / MESSAGES_PER_SUBMIT)));
+  // One function and one submitting user per message: the agent runs a message's tasks as that user.
   const byFunction = new Map<string, TaskRecord[]>();
   for (const r of records) {
-    const group = byFunction.get(r.function_id) ?? [];
+    const key = JSON.stringify([r.owner, r.function_id]);
+    const group = byFunction.get(key) ?? [];
     group.push(r);
-    byFunction.set(r.function_id, group);
+    byFunction.set(key, group);
   }
   const messages: TaskMessage[] = [];
-  for (const [functionId, group] of byFunction) {
-    const fn = functions.get(functionId)!;
-    const base = { v: 1 as const, endpoint_id: endpointId, function: { function_id: fn.function_id, runtime: fn.runtime, source: fn.source, entrypoint: fn.entrypoint }, submitted_at: now };
+  for (const group of byFunction.values()) {
+    const fn = functions.get(group[0]!.function_id)!;
+    const base = { v: 1 as const, endpoint_id: endpointId, user_id: group[0]!.owner, function: { function_id: fn.function_id, runtime: fn.runtime, source: fn.source, entrypoint: fn.entrypoint }, submitted_at: now };
     let bytes = Buffer.byteLength(JSON.stringify(base));
     let tasks: TaskMessage['tasks'] = [];
     for (const r of group) {
