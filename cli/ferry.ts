@@ -7,6 +7,7 @@ import { decodePayload } from '../sdk/codec';
 import { FerryApiError } from '../sdk/errors';
 import { FINAL, type TaskView } from '../sdk/types';
 import { keyValues, table } from './output';
+import { addTokenCommands } from './token';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, error: 1, usage: 2, taskFailed: 3, timeout: 4 } as const;
@@ -47,6 +48,10 @@ export function buildProgram(): Command {
       await startLocal();
       await new Promise(() => undefined);
     });
+
+  addTokenCommands(program, print, (message, usage) => {
+    throw new CliError(message, usage ? EXIT.usage : EXIT.error);
+  });
 
   program
     .command('login')
