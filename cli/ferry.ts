@@ -124,10 +124,37 @@ export function buildProgram(): Command {
     .option('--config <file>', 'a file written by `ferry endpoint register --write-config`')
     .option('--pool-size <n>', 'processes per runtime (default: one per core)')
     .option('--runtimes <list>', 'node,python')
-    .action(async (o: { config?: string; poolSize?: string; runtimes?: string }) => {
-      const { runAgent, workerConfigFromEnv } = await import('../workers/main');
-      const cfg = workerConfigFromEnv({ ...process.env, ...(o.config ? { FERRY_WORKER_CONFIG: o.config } : {}) });
-      const code = await runAgent(cfg, { poolSize: o.poolSize ? Number(o.poolSize) : undefined, runtimes: o.runtimes?.split(',') as never });
+    .addOption(new Option('--isolation <mode>', 'how other users\' tasks are kept apart (default: auto)').choices(['auto', 'multi-user', 'sandbox', 'none']))
+    .option('--user-map <json>', 'multi-user: {"<ferry user id>": "<local account>", ...}')
+    .option('--task-env <json>', 'variables every task sees: {"NAME": "value", ...}')
+    .option('--env-passthrough <names>', "the agent's variables tasks may see, comma-separated")
+    .addOption(new Option('--sandbox-network <on|off>', 'sandbox: whether tasks reach the network (default: on)').choices(['on', 'off']))
+    .option('--owner-unsandboxed', "sandbox: run the endpoint owner's tasks outside the sandbox")
+    .option('--idle-seconds <n>', "stop a user's idle runtime process after this long (default: 60)")
+    .option('--max-processes <n>', 'runtime processes of all users at most (default: 2 × pool size × runtimes)')
+    .option('--python <command>', 'the python interpreter (default: python3)')
+    .action(async (o: {
+      config?: string; poolSize?: string; runtimes?: string; isolation?: string; userMap?: string; taskEnv?: string; envPassthrough?: string;
+      sandboxNetwork?: string; ownerUnsandboxed?: boolean; idleSeconds?: string; maxProcesses?: string; python?: string;
+    }) => {
+      const { runAgent, workerConfigFromEnv, workerSettingsFromEnv } = await import('../workers/main');
+      // Flags win over the environment, which wins over the config file.
+      const flags: Record<string, string | undefined> = {
+        FERRY_WORKER_CONFIG: o.config,
+        FERRY_ISOLATION: o.isolation,
+        FERRY_USER_MAP: o.userMap,
+        FERRY_TASK_ENV: o.taskEnv,
+        FERRY_ENV_PASSTHROUGH: o.envPassthrough,
+        FERRY_SANDBOX_NETWORK: o.sandboxNetwork,
+        FERRY_OWNER_UNSANDBOXED: o.ownerUnsandboxed ? 'true' : undefined,
+        FERRY_IDLE_SECONDS: o.idleSeconds,
+        FERRY_MAX_PROCESSES: o.maxProcesses,
+        FERRY_PYTHON: o.python,
+      };
+      const env = { ...process.env, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
+      const cfg = workerConfigFromEnv(env);
+      const settings = workerSettingsFromEnv(env);
+      const code = await runAgent(cfg, { poolSize: o.poolSize ? Number(o.poolSize) : undefined, runtimes: o.runtimes?.split(',') as never }, settings);
       process.exit(code);
     });
 

@@ -10,6 +10,7 @@ import { sendBatches } from '../core/queues/batch-send';
 import type { Envelope } from '../core/payload';
 import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
 import { backoffSleep, GrantKeeper } from './grant';
+import { resolveIsolation, type Isolation } from './runtime/isolation';
 import { RuntimePool, type RunOutcome, type RuntimeName } from './runtime/pool';
 
 export const AGENT_VERSION = '0.1.0';
@@ -31,6 +32,14 @@ export interface AgentOptions {
   /** Seconds a received task stays invisible between the agent's extensions; default 60. */
   visibilitySeconds?: number;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
+  /** How users' tasks are kept apart; default: resolved from isolation "auto". */
+  isolation?: Isolation;
+  /** Runtime processes of all users at most; default 2 × pool size × runtimes. */
+  maxProcesses?: number;
+  /** A non-owner user's runtime process idle this long is stopped; default 60 s. */
+  idleMs?: number;
+  /** The python command; default python3. */
+  pythonCommand?: string;
 }
 
 // SQS: a result message is at most 256 KiB; tracebacks beyond this are cut.
@@ -67,7 +76,8 @@ export class WorkerAgent {
   readonly workerId: string;
   private readonly log: NonNullable<AgentOptions['log']>;
   private readonly keeper: GrantKeeper;
-  private readonly pool: RuntimePool;
+  private pool?: RuntimePool;
+  private readonly isolation: Isolation;
   private readonly slots: number;
   private sqs!: SQSClient;
   private s3!: S3Client;
@@ -100,7 +110,7 @@ export class WorkerAgent {
     this.workerId = opts.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
     this.log = opts.log ?? ((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), worker: this.workerId, msg, ...extra })));
     this.keeper = new GrantKeeper(opts.apiUrl, opts.endpointId, opts.endpointSecret, (err) => this.die(err), this.log);
-    this.pool = new RuntimePool({ size: opts.poolSize, runtimes: opts.runtimes });
+    this.isolation = opts.isolation ?? resolveIsolation({}, { warn: (line) => console.error(line) });
     this.slots = Math.max(1, opts.slots ?? opts.poolSize ?? availableParallelism());
   }
 
@@ -128,8 +138,24 @@ export class WorkerAgent {
       }
       return failed;
     });
+    // The owner is known from the grant: their runtimes start now, so their first task pays no start.
+    this.pool = new RuntimePool({
+      size: this.opts.poolSize,
+      runtimes: this.opts.runtimes,
+      owner: this.grant.owner_id,
+      isolation: this.isolation,
+      maxProcesses: this.opts.maxProcesses,
+      idleMs: this.opts.idleMs,
+      pythonCommand: this.opts.pythonCommand,
+    });
     await this.pool.start();
-    this.log('agent started', { endpoint: this.opts.endpointId, slots: this.slots, runtimes: this.opts.runtimes ?? ['node', 'python'] });
+    this.log('agent started', {
+      endpoint: this.opts.endpointId,
+      slots: this.slots,
+      runtimes: this.opts.runtimes ?? ['node', 'python'],
+      isolation: this.isolation.describe(),
+      max_processes: this.pool.stats().maxProcesses,
+    });
     await this.beat();
     this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 30_000);
     // Extend every held message's invisibility at half its timeout, well before it lapses.
@@ -255,8 +281,9 @@ export class WorkerAgent {
     } catch (err) {
       return { ok: false, error: { type: 'ArgumentsUnavailable', message: String((err as Error).message ?? err), traceback: '' } };
     }
-    return this.pool.run({
+    return this.pool!.run({
       taskId: task.task_id,
+      user: msg.user_id,
       runtime: msg.function.runtime,
       source: msg.function.source,
       entrypoint: msg.function.entrypoint,
@@ -370,7 +397,7 @@ export class WorkerAgent {
     clearInterval(this.visibilityTimer);
     this.keeper.stop();
     if (!this.fatal) await this.beat(true);
-    await this.pool.close();
+    await this.pool?.close();
     this.sqs?.destroy();
     this.s3?.destroy();
     this.log('agent stopped', { completed: this.completed, aws_calls: Object.fromEntries(sdkCallCounts) });

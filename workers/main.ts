@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { WorkerAgent } from './agent';
 import { SecretRefused } from './grant';
+import { IsolationConfigError, ISOLATION_MODES, resolveIsolation, type IsolationMode, type IsolationSettings } from './runtime/isolation';
 import type { RuntimeName } from './runtime/pool';
 
 /**
@@ -9,12 +10,86 @@ import type { RuntimeName } from './runtime/pool';
  *   FERRY_API_URL, FERRY_ENDPOINT_ID, FERRY_ENDPOINT_SECRET, or FERRY_WORKER_CONFIG=<file>;
  *   optional FERRY_POOL_SIZE, FERRY_RUNTIMES (node,python), FERRY_GRACE_MS, FERRY_HEARTBEAT_MS,
  *   FERRY_VISIBILITY_SECONDS (how long a task a dead agent held stays hidden; default 60).
- * Exits 0 after a graceful stop (SIGTERM/SIGINT), 2 if the endpoint secret is refused.
+ * Isolation between the users of a shared endpoint (env, or the same keys in lower case in the file):
+ *   FERRY_ISOLATION auto|multi-user|sandbox|none (default auto), FERRY_USER_MAP (JSON {user id: account}),
+ *   FERRY_TASK_ENV (JSON {name: value}), FERRY_ENV_PASSTHROUGH (names, comma-separated),
+ *   FERRY_SANDBOX_NETWORK (true|false; default true), FERRY_OWNER_UNSANDBOXED (default false),
+ *   FERRY_IDLE_SECONDS (default 60), FERRY_MAX_PROCESSES (default 2 × pool size × runtimes),
+ *   FERRY_PYTHON (default python3).
+ * Exits 0 after a graceful stop (SIGTERM/SIGINT), 2 if the endpoint secret is refused or the
+ * configured isolation cannot work here.
  */
 export interface WorkerConfig {
   api_url: string;
   endpoint_id: string;
   endpoint_secret: string;
+}
+
+/** Isolation and runtime settings, from the same file and environment as WorkerConfig. */
+export interface WorkerSettings extends IsolationSettings {
+  idleSeconds?: number;
+  maxProcesses?: number;
+  python?: string;
+}
+
+interface SettingsFile {
+  isolation?: string;
+  user_map?: Record<string, string>;
+  task_env?: Record<string, string>;
+  env_passthrough?: string[] | string;
+  sandbox_network?: boolean | string;
+  owner_unsandboxed?: boolean | string;
+  idle_seconds?: number | string;
+  max_processes?: number | string;
+  python?: string;
+}
+
+export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerSettings {
+  const file = env.FERRY_WORKER_CONFIG;
+  const f: SettingsFile = file ? JSON.parse(readFileSync(file, 'utf8')) : {};
+  const json = (name: string, value: string | undefined) => {
+    if (value === undefined) return undefined;
+    try {
+      return JSON.parse(value) as unknown;
+    } catch {
+      throw new Error(`${name} must be JSON`);
+    }
+  };
+  const flag = (name: string, value: boolean | string | undefined): boolean | undefined => {
+    if (value === undefined || typeof value === 'boolean') return value;
+    if (/^(1|true|on|yes)$/i.test(value)) return true;
+    if (/^(0|false|off|no)$/i.test(value)) return false;
+    throw new Error(`${name} must be true or false, not ${JSON.stringify(value)}`);
+  };
+  const count = (name: string, value: number | string | undefined): number | undefined => {
+    if (value === undefined || value === '') return undefined;
+    const n = Number(value);
+    if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number`);
+    return n;
+  };
+  const object = (name: string, value: unknown): Record<string, string> | undefined => {
+    if (value === undefined) return undefined;
+    if (!value || typeof value !== 'object' || Array.isArray(value) || Object.values(value).some((v) => typeof v !== 'string')) {
+      throw new Error(`${name} must be an object of strings`);
+    }
+    return value as Record<string, string>;
+  };
+  const isolation = env.FERRY_ISOLATION ?? f.isolation;
+  if (isolation !== undefined && !ISOLATION_MODES.includes(isolation as IsolationMode)) {
+    throw new Error(`isolation must be one of ${ISOLATION_MODES.join(', ')}, not ${JSON.stringify(isolation)}`);
+  }
+  const passthrough = env.FERRY_ENV_PASSTHROUGH ?? f.env_passthrough;
+  return {
+    isolation: isolation as IsolationMode | undefined,
+    userMap: object('user_map', json('FERRY_USER_MAP', env.FERRY_USER_MAP) ?? f.user_map),
+    taskEnv: object('task_env', json('FERRY_TASK_ENV', env.FERRY_TASK_ENV) ?? f.task_env),
+    envPassthrough: typeof passthrough === 'string' ? passthrough.split(',').map((s) => s.trim()).filter(Boolean) : passthrough,
+    sandboxNetwork: flag('sandbox_network', env.FERRY_SANDBOX_NETWORK ?? f.sandbox_network),
+    ownerUnsandboxed: flag('owner_unsandboxed', env.FERRY_OWNER_UNSANDBOXED ?? f.owner_unsandboxed),
+    idleSeconds: count('idle_seconds', env.FERRY_IDLE_SECONDS ?? f.idle_seconds),
+    maxProcesses: count('max_processes', env.FERRY_MAX_PROCESSES ?? f.max_processes),
+    python: env.FERRY_PYTHON ?? f.python,
+  };
 }
 
 export function workerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
@@ -33,12 +108,26 @@ export function workerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Worke
 export async function runAgent(
   cfg: WorkerConfig,
   opts: { poolSize?: number; runtimes?: RuntimeName[]; graceMs?: number; heartbeatMs?: number; visibilitySeconds?: number } = {},
+  settings: WorkerSettings = {},
 ): Promise<number> {
+  let isolation;
+  try {
+    // Fail closed: an isolation that cannot work here stops the agent before it takes any task.
+    isolation = resolveIsolation(settings, { warn: (line) => console.error(line) });
+  } catch (err) {
+    if (!(err instanceof IsolationConfigError)) throw err;
+    console.error(`ferry worker: ${err.message}`);
+    return 2;
+  }
   const agent = new WorkerAgent({
     apiUrl: cfg.api_url.replace(/\/+$/, ''),
     endpointId: cfg.endpoint_id,
     endpointSecret: cfg.endpoint_secret,
     ...opts,
+    isolation,
+    idleMs: settings.idleSeconds === undefined ? undefined : settings.idleSeconds * 1000,
+    maxProcesses: settings.maxProcesses,
+    pythonCommand: settings.python,
   });
   let resolveExit!: (code: number) => void;
   const exit = new Promise<number>((r) => (resolveExit = r));
@@ -66,7 +155,7 @@ export async function runAgent(
     }
     throw err;
   }
-  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}`);
+  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}`);
   return exit;
 }
 
@@ -74,8 +163,10 @@ const int = (v: string | undefined) => (v && /^\d+$/.test(v) ? Number(v) : undef
 
 if (require.main === module) {
   let cfg: WorkerConfig;
+  let settings: WorkerSettings;
   try {
     cfg = workerConfigFromEnv();
+    settings = workerSettingsFromEnv();
   } catch (err) {
     console.error(`ferry worker: ${(err as Error).message}`);
     process.exit(2);
@@ -86,7 +177,7 @@ if (require.main === module) {
     graceMs: int(process.env.FERRY_GRACE_MS),
     heartbeatMs: int(process.env.FERRY_HEARTBEAT_MS),
     visibilitySeconds: int(process.env.FERRY_VISIBILITY_SECONDS),
-  }).then(
+  }, settings).then(
     (code) => process.exit(code),
     (err) => {
       console.error(`ferry worker: ${err?.message ?? err}`);

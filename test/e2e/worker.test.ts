@@ -216,6 +216,35 @@ describe('python functions on a real agent', () => {
   });
 });
 
+describe('a shared endpoint on a real agent (isolation auto: sandbox here)', () => {
+  it("runs another user's task in a process of its own, with a minimal environment, never as root", async () => {
+    const ep = await endpoint('shared');
+    expect((await api('POST', `/v1/endpoints/${ep.id}/share`, { shared_with: ['e2e-guest'] })).status).toBe(200);
+    const agent = await agentFor(ep);
+    expect(agent.output()).toMatch(/isolation sandbox/);
+    const guest = caller(stack.apiUrl, await stack.createUser('e2e-guest'));
+    const look = "() => ({ uid: process.getuid(), env: Object.keys(process.env), mark: (globalThis.__mark ??= Math.random()), pids: require('fs').readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).length })";
+    const run = async (as: ReturnType<typeof caller>) => {
+      const fn = await as('POST', '/v1/functions', { name: 'look', runtime: 'node', source: look });
+      const sub = await as('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id }] });
+      expect(sub.status).toBe(202);
+      const id = sub.body.task_ids[0];
+      return (await eventually(async () => {
+        const r = await as('GET', `/v1/tasks/${id}`);
+        return ['success', 'failed'].includes(r.body.status) && r.body;
+      }, 30_000, 'the task')).result.value;
+    };
+    const owner = await run(api);
+    const other = await run(guest);
+    expect(other.mark).not.toBe(owner.mark);
+    for (const seen of [owner, other]) {
+      expect(seen.uid).not.toBe(0);
+      expect(seen.env.filter((n: string) => /^(FERRY_|AWS_)/.test(n))).toEqual([]);
+      expect(seen.pids).toBeLessThan(5);
+    }
+  });
+});
+
 describe('faults and shutdown', () => {
   it('finishes a task exactly once after its agent is SIGKILLed mid-task', async () => {
     const ep = await endpoint('kill');

@@ -15,9 +15,11 @@ const pickled = (expr: string): Buffer => python(`import pickle, sys; sys.stdout
 const unpickled = (data: Buffer): string =>
   python('import pickle, sys; o = pickle.loads(sys.stdin.buffer.read()); print(type(o).__name__, repr(o))', data).toString().trim();
 
+// The endpoint owner: these pools run with isolation "none", where only the owner's tasks run.
+const OWNER = 'owner';
 let taskCounter = 0;
 function task(runtime: RuntimeName, source: string, extra: Partial<RunRequest> = {}): RunRequest {
-  return { taskId: `t-${++taskCounter}`, runtime, source, args: json(), codec: 'json', walltimeMs: 10_000, ...extra };
+  return { taskId: `t-${++taskCounter}`, user: OWNER, runtime, source, args: json(), codec: 'json', walltimeMs: 10_000, ...extra };
 }
 const node = (source: string, extra: Partial<RunRequest> = {}) => task('node', source, extra);
 const py = (source: string, entrypoint: string, extra: Partial<RunRequest> = {}) => task('python', source, { entrypoint, ...extra });
@@ -49,7 +51,7 @@ describe('RuntimePool', () => {
   let pool: RuntimePool;
 
   beforeAll(async () => {
-    pool = new RuntimePool({ size: 2, onOutput });
+    pool = new RuntimePool({ size: 2, owner: OWNER, onOutput });
     await pool.start();
   });
   afterAll(() => pool.close());
@@ -234,7 +236,7 @@ describe('RuntimePool faults (one process per runtime)', () => {
   let pool: RuntimePool;
 
   beforeAll(async () => {
-    pool = new RuntimePool({ size: 1, onOutput });
+    pool = new RuntimePool({ size: 1, owner: OWNER, onOutput });
     await pool.start();
   });
   afterAll(() => pool.close());
@@ -276,7 +278,7 @@ describe('RuntimePool faults (one process per runtime)', () => {
 
 describe('RuntimePool close', () => {
   it('kills every process and fails what is still queued or running', async () => {
-    const pool = new RuntimePool({ size: 1, onOutput });
+    const pool = new RuntimePool({ size: 1, owner: OWNER, onOutput });
     await pool.start();
     const pids = [
       resultOf(await pool.run(node('() => process.pid'))) as number,
@@ -292,7 +294,7 @@ describe('RuntimePool close', () => {
   });
 
   it('rejects start() and reports the cause when the python command is missing', async () => {
-    const pool = new RuntimePool({ size: 1, runtimes: ['python'], pythonCommand: 'no-such-python-ferry', onOutput });
+    const pool = new RuntimePool({ size: 1, owner: OWNER, runtimes: ['python'], pythonCommand: 'no-such-python-ferry', onOutput });
     await expect(pool.start()).rejects.toThrow(/python runtime could not start: spawn no-such-python-ferry ENOENT/);
     expect(pool.stats().runtimes.python.processes).toBe(0);
   });

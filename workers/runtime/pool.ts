@@ -1,13 +1,22 @@
-import { ChildProcess, fork, spawn } from 'node:child_process';
+import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { encodeFrame, Frame, FrameDecoder } from './frames';
+import { confine, Isolation, resolveIsolation, SANDBOX_SCRATCH, type Confinement } from './isolation';
 
 /**
  * The isolated runtimes the worker agent runs user functions in: long-lived node and python
  * processes, one task at a time each, so a task pays no process start. A task that crashes or
  * overruns its walltime takes only its own process down; the pool replaces it.
+ *
+ * A process serves one user only (ARCHITECTURE.md, "Trust between tenants"): processes are kept
+ * per (runtime, submitting user), run with a minimal environment in that user's scratch
+ * directory, confined as the isolation mode says. The endpoint owner's processes start with the
+ * pool and stay warm; other users' start on their first task and are reaped when idle, or evicted
+ * (least recently used first) when the agent's process cap is reached and another user waits.
  */
 
 export type RuntimeName = 'node' | 'python';
@@ -15,6 +24,8 @@ export type Codec = 'json' | 'node-v8' | 'python-pickle';
 
 export interface RunRequest {
   taskId: string;
+  /** The Ferry user who submitted the task: it runs only in that user's processes. */
+  user: string;
   runtime: RuntimeName;
   /** node: a function expression as fn.toString() gives it; python: module source defining the entrypoint. */
   source: string;
@@ -38,6 +49,7 @@ export type RunOutcome =
 
 export interface ProcessOutput {
   runtime: RuntimeName;
+  user: string;
   pid: number | undefined;
   stream: 'stdout' | 'stderr';
   /** The task the process was running when it printed; output after a task ends may be attributed to none. */
@@ -45,8 +57,18 @@ export interface ProcessOutput {
 }
 
 export interface RuntimePoolOptions {
-  /** Processes per runtime; default os.availableParallelism(). */
+  /** Processes per runtime and user at most (the owner's are started up front); default os.availableParallelism(). */
   size?: number;
+  /** The endpoint owner: their processes start with the pool and are never reaped for idleness. */
+  owner?: string;
+  /** How tasks are kept apart; default isolation "none" (only the owner's tasks run). */
+  isolation?: Isolation;
+  /** Processes of all users and runtimes at most; default 2 × size × runtimes. */
+  maxProcesses?: number;
+  /** A user's process idle this long is stopped (not the owner's); default 60 s. */
+  idleMs?: number;
+  /** Where scratch directories are made; default the OS temp directory. */
+  scratchParent?: string;
   runtimes?: RuntimeName[];
   /** Default 'python3'. */
   pythonCommand?: string;
@@ -70,6 +92,8 @@ const EXIT_DRAIN_MS = 100;
 const MAX_START_FAILURES = 3;
 // setTimeout holds at most a signed 32-bit delay.
 const MAX_TIMER_MS = 0x7fffffff;
+// Where the runner files sit inside a sandbox.
+const SANDBOX_RUNNERS = '/opt/ferry-runtime';
 
 const failed = (type: string, message: string, traceback = `${type}: ${message}`): RunOutcome => ({
   ok: false,
@@ -79,6 +103,7 @@ const failed = (type: string, message: string, traceback = `${type}: ${message}`
 interface Job {
   req: RunRequest;
   resolve: (outcome: RunOutcome) => void;
+  queuedAt: number;
 }
 
 type ProcessState = 'starting' | 'idle' | 'busy' | 'gone';
@@ -88,6 +113,8 @@ class RuntimeProcess {
   job: Job | undefined;
   jobId = 0;
   timer: NodeJS.Timeout | undefined;
+  idleTimer: NodeJS.Timeout | undefined;
+  idleSince = 0;
   /** The current task's reply, received but not yet handed out. */
   replied: RunOutcome | undefined;
   exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
@@ -96,11 +123,17 @@ class RuntimeProcess {
   private settleReady!: { resolve: () => void; reject: (err: Error) => void };
 
   constructor(
-    readonly runtime: RuntimeName,
+    readonly group: UserRuntime,
     readonly child: ChildProcess,
+    /** Inside a sandbox, whose exit status reports a signal as 128 + its number. */
+    readonly sandboxed: boolean,
   ) {
     this.ready = new Promise((resolve, reject) => (this.settleReady = { resolve, reject }));
     this.ready.catch(() => undefined); // observed by whoever awaits it; never an unhandled rejection
+  }
+
+  get runtime(): RuntimeName {
+    return this.group.runtime;
   }
 
   get requests(): Writable {
@@ -119,8 +152,12 @@ class RuntimeProcess {
     this.settleReady.reject(err);
   }
 
-  /** SIGKILL the process and, as it leads its own group, whatever the task started. */
+  /**
+   * SIGKILL the process and, as it leads its own group, whatever the task started. A sandbox's
+   * bwrap leads the group; its --die-with-parent and the pid namespace take everything inside along.
+   */
   kill(): void {
+    clearTimeout(this.idleTimer);
     const pid = this.child.pid;
     if (pid === undefined) return;
     try {
@@ -135,34 +172,65 @@ class RuntimeProcess {
   }
 }
 
-class RuntimeLane {
+/** One user's processes of one runtime, and that user's tasks waiting for them. */
+class UserRuntime {
   processes = new Set<RuntimeProcess>();
   queue: Job[] = [];
   startFailures = 0;
   unavailable: string | undefined;
+  /** After a failed start, no new process before this time. */
+  retryAt = 0;
 
-  constructor(readonly runtime: RuntimeName) {}
+  constructor(
+    readonly runtime: RuntimeName,
+    readonly user: string,
+    readonly confinement: Confinement,
+  ) {}
+
+  get starting(): number {
+    let n = 0;
+    for (const p of this.processes) if (p.state === 'starting') n++;
+    return n;
+  }
+}
+
+/** The interpreter a runtime is started with, and the directories a sandbox must show for it. */
+interface Interpreter {
+  command: string;
+  /** Install prefixes (read-only in a sandbox). */
+  prefixes: string[];
+  binDir: string | undefined;
 }
 
 export class RuntimePool {
   private readonly size: number;
+  private readonly maxProcesses: number;
+  private readonly idleMs: number;
+  private readonly owner: string | undefined;
+  private readonly isolation: Isolation;
   private readonly runtimes: RuntimeName[];
   private readonly pythonCommand: string;
-  // The interpreter the first python process reported: respawning through it skips launcher
-  // shims (pyenv's costs over a second per start).
-  private pythonExecutable: string | undefined;
+  // The interpreter itself, resolved once: respawning through it skips launcher shims (pyenv's
+  // costs over a second per start), and a sandbox shows just its prefix.
+  private python: Interpreter | undefined;
+  private readonly node: Interpreter;
   private readonly nodeMaxOldSpaceMb: number;
   private readonly onOutput: (chunk: Buffer, from: ProcessOutput) => void;
   private readonly startTimeoutMs: number;
-  private readonly runnerDir: string;
-  private readonly lanes = new Map<RuntimeName, RuntimeLane>();
+  private readonly runnerSource: string;
+  private readonly scratchParent: string;
+  /** Made at start: the runner files (world-readable copies) and one scratch directory per user. */
+  private scratchRoot: string | undefined;
+  private runnerDir: string | undefined;
+  private readonly groups = new Map<string, UserRuntime>();
   private starting: Promise<void> | undefined;
   private started = false;
   private closed = false;
   private nextJobId = 1;
   // Kills the children even when the agent exits without calling close().
   private readonly killAllOnExit = (): void => {
-    for (const lane of this.lanes.values()) for (const proc of lane.processes) proc.kill();
+    for (const group of this.groups.values()) for (const proc of group.processes) proc.kill();
+    if (this.scratchRoot) rmSync(this.scratchRoot, { recursive: true, force: true });
   };
 
   constructor(opts: RuntimePoolOptions = {}) {
@@ -170,16 +238,22 @@ export class RuntimePool {
     this.runtimes = [...new Set(opts.runtimes ?? RUNTIMES)];
     for (const runtime of this.runtimes) {
       if (!RUNTIMES.includes(runtime)) throw new Error(`unknown runtime ${JSON.stringify(runtime)}; expected one of ${RUNTIMES.join(', ')}`);
-      this.lanes.set(runtime, new RuntimeLane(runtime));
     }
+    this.maxProcesses = Math.max(1, Math.floor(opts.maxProcesses ?? 2 * this.size * Math.max(1, this.runtimes.length)));
+    this.idleMs = opts.idleMs ?? 60_000;
+    this.owner = opts.owner;
+    this.isolation = opts.isolation ?? resolveIsolation({ isolation: 'none' });
     this.pythonCommand = opts.pythonCommand ?? 'python3';
+    const nodePath = realpathSync(process.execPath);
+    this.node = { command: nodePath, prefixes: [path.dirname(path.dirname(nodePath))], binDir: path.dirname(nodePath) };
     this.nodeMaxOldSpaceMb = opts.nodeMaxOldSpaceMb ?? 1024;
     this.onOutput = opts.onOutput ?? ((chunk) => process.stderr.write(chunk));
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
-    this.runnerDir = opts.runnerDir ?? __dirname;
+    this.runnerSource = opts.runnerDir ?? __dirname;
+    this.scratchParent = opts.scratchParent ?? os.tmpdir();
   }
 
-  /** Spawns every process up front; rejects (and kills what started) if a runtime cannot start. */
+  /** Prepares scratch space and starts the owner's processes; rejects (and kills what started) if a runtime cannot start. */
   start(): Promise<void> {
     if (this.closed) return Promise.reject(new Error('RuntimePool is closed'));
     this.starting ??= this.startAll();
@@ -188,8 +262,26 @@ export class RuntimePool {
 
   private async startAll(): Promise<void> {
     process.on('exit', this.killAllOnExit);
+    // Root's tmpdir may be private; 0711: users' runtimes pass through to their own scratch, list nothing.
+    this.scratchRoot = mkdtempSync(path.join(this.scratchParent, 'ferry-'));
+    chmodSync(this.scratchRoot, 0o711);
+    // Copies readable by every account a runtime may run as, wherever the agent's own files are.
+    this.runnerDir = path.join(this.scratchRoot, 'runtime');
+    mkdirSync(this.runnerDir, { mode: 0o755 });
+    chmodSync(this.runnerDir, 0o755);
+    for (const file of ['node_runner.js', 'python_runner.py']) {
+      copyFileSync(path.join(this.runnerSource, file), path.join(this.runnerDir, file));
+      chmodSync(path.join(this.runnerDir, file), 0o644);
+    }
+    if (this.runtimes.includes('python')) this.python = await resolvePython(this.pythonCommand);
     const procs: RuntimeProcess[] = [];
-    for (const lane of this.lanes.values()) for (let i = 0; i < this.size; i++) procs.push(this.spawn(lane));
+    const admission = this.owner === undefined ? undefined : this.isolation.admit(this.owner, this.owner);
+    if (this.owner !== undefined && admission?.ok) {
+      for (const runtime of this.runtimes) {
+        const group = this.groupFor(runtime, this.owner, admission.confinement);
+        for (let i = 0; i < this.size && this.liveCount() < this.maxProcesses; i++) procs.push(this.spawn(group));
+      }
+    }
     try {
       await Promise.all(procs.map((p) => p.ready));
       this.started = true;
@@ -199,23 +291,21 @@ export class RuntimePool {
     }
   }
 
-  /** Runs one task; it waits in a FIFO queue while every process of its runtime is busy. Never rejects. */
+  /** Runs one task in its user's processes; it waits in a FIFO queue while they are busy. Never rejects. */
   run(req: RunRequest): Promise<RunOutcome> {
     const invalid = this.check(req);
     if (invalid) return Promise.resolve(invalid);
-    const lane = this.lanes.get(req.runtime)!;
     // Once started, the task joins the queue before run() returns, so call order is queue order.
-    if (this.started) return this.enqueue(lane, req);
+    if (this.started) return this.enqueue(req);
     return this.start().then(
-      () => this.check(req) ?? this.enqueue(lane, req),
+      () => this.check(req) ?? this.enqueue(req),
       (err: Error) => failed('RuntimeUnavailable', `the runtime pool could not start: ${err.message}`),
     );
   }
 
   private check(req: RunRequest): RunOutcome | undefined {
     if (this.closed) return failed('PoolClosed', 'the runtime pool is closed');
-    const lane = this.lanes.get(req.runtime);
-    if (!lane) {
+    if (!this.runtimes.includes(req.runtime)) {
       return failed('UnsupportedRuntime', `this worker runs ${this.runtimes.join(', ') || 'no'} runtimes, not ${JSON.stringify(req.runtime)}`);
     }
     if (!RUNTIME_CODECS[req.runtime].includes(req.codec)) {
@@ -224,25 +314,45 @@ export class RuntimePool {
     if (req.runtime === 'python' && !req.entrypoint) {
       return failed('InvalidTask', 'a python task needs an entrypoint: the name of the function to call');
     }
-    if (lane.unavailable) return failed('RuntimeUnavailable', lane.unavailable);
+    if (typeof req.user !== 'string' || !req.user) return failed('InvalidTask', 'a task must name the user who submitted it');
+    const admission = this.isolation.admit(req.user, this.owner);
+    if (!admission.ok) return failed(admission.type, admission.message);
+    const group = this.groups.get(groupKey(req.runtime, req.user));
+    if (group?.unavailable) return failed('RuntimeUnavailable', group.unavailable);
     return undefined;
   }
 
-  private enqueue(lane: RuntimeLane, req: RunRequest): Promise<RunOutcome> {
+  private enqueue(req: RunRequest): Promise<RunOutcome> {
+    const admission = this.isolation.admit(req.user, this.owner);
+    if (!admission.ok) return Promise.resolve(failed(admission.type, admission.message));
+    const group = this.groupFor(req.runtime, req.user, admission.confinement);
     return new Promise<RunOutcome>((resolve) => {
-      lane.queue.push({ req, resolve });
-      this.dispatch(lane);
+      group.queue.push({ req, resolve, queuedAt: Date.now() });
+      this.dispatch(group);
     });
   }
 
-  stats(): { runtimes: Record<RuntimeName, RuntimeStats> } {
-    const of = (runtime: RuntimeName): RuntimeStats => {
-      const lane = this.lanes.get(runtime);
-      if (!lane) return { processes: 0, busy: 0, queued: 0 };
-      const live = [...lane.processes].filter((p) => p.state !== 'gone');
-      return { processes: live.length, busy: live.filter((p) => p.state === 'busy').length, queued: lane.queue.length };
-    };
-    return { runtimes: { node: of('node'), python: of('python') } };
+  private groupFor(runtime: RuntimeName, user: string, confinement: Confinement): UserRuntime {
+    const key = groupKey(runtime, user);
+    let group = this.groups.get(key);
+    if (!group) this.groups.set(key, (group = new UserRuntime(runtime, user, confinement)));
+    return group;
+  }
+
+  stats(): { runtimes: Record<RuntimeName, RuntimeStats>; users: number; maxProcesses: number } {
+    const runtimes = { node: { processes: 0, busy: 0, queued: 0 }, python: { processes: 0, busy: 0, queued: 0 } };
+    const users = new Set<string>();
+    for (const group of this.groups.values()) {
+      const s = runtimes[group.runtime];
+      s.queued += group.queue.length;
+      for (const p of group.processes) {
+        if (p.state === 'gone') continue;
+        users.add(group.user);
+        s.processes++;
+        if (p.state === 'busy') s.busy++;
+      }
+    }
+    return { runtimes, users: users.size, maxProcesses: this.maxProcesses };
   }
 
   /** Kills every child (and what they started); tasks still queued or running fail with PoolClosed. */
@@ -251,9 +361,9 @@ export class RuntimePool {
     this.closed = true;
     process.removeListener('exit', this.killAllOnExit);
     const exits: Promise<void>[] = [];
-    for (const lane of this.lanes.values()) {
-      for (const job of lane.queue.splice(0)) job.resolve(failed('PoolClosed', 'the runtime pool closed before the task started'));
-      for (const proc of lane.processes) {
+    for (const group of this.groups.values()) {
+      for (const job of group.queue.splice(0)) job.resolve(failed('PoolClosed', 'the runtime pool closed before the task started'));
+      for (const proc of group.processes) {
         if (proc.job) this.settle(proc, failed('PoolClosed', 'the runtime pool closed while the task was running'));
         proc.markFailedToStart(new Error('the runtime pool closed'));
         if (proc.child.exitCode === null && proc.child.signalCode === null && proc.child.pid !== undefined) {
@@ -262,32 +372,75 @@ export class RuntimePool {
         proc.state = 'gone';
         proc.kill();
       }
-      lane.processes.clear();
+      group.processes.clear();
     }
     await Promise.all(exits);
+    if (this.scratchRoot) rmSync(this.scratchRoot, { recursive: true, force: true });
   }
 
   // --- processes -------------------------------------------------------------------------------
 
-  private spawn(lane: RuntimeLane): RuntimeProcess {
-    const { runtime } = lane;
-    // detached: each runtime process leads its own process group, so a kill reaches the task's
-    // subprocesses too; the runners watch for our death themselves, since signals from a
-    // terminal no longer reach them.
-    const stdio: ('ignore' | 'pipe' | 'ipc')[] = ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'];
-    const common = { cwd: process.cwd(), env: process.env, detached: true };
-    const child =
-      runtime === 'node'
-        ? fork(path.join(this.runnerDir, 'node_runner.js'), ['--own-group'], {
-            ...common,
-            stdio: [...stdio, 'ipc'],
-            // Not the parent's execArgv: under tsx or jest that would load their hooks into every child.
-            execArgv: [`--max-old-space-size=${this.nodeMaxOldSpaceMb}`],
-            serialization: 'json',
-          })
-        : spawn(this.pythonExecutable ?? this.pythonCommand, ['-u', path.join(this.runnerDir, 'python_runner.py'), '--own-group'], { ...common, stdio });
-    const proc = new RuntimeProcess(runtime, child);
-    lane.processes.add(proc);
+  private liveCount(): number {
+    let n = 0;
+    for (const group of this.groups.values()) n += group.processes.size;
+    return n;
+  }
+
+  /** The user's scratch directory (0700, owned by whoever their runtimes run as), made on first use. */
+  private scratchFor(group: UserRuntime): string {
+    const dir = path.join(this.scratchRoot!, 'u-' + createHash('sha256').update(group.user).digest('hex').slice(0, 20));
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(dir, 0o700);
+    const c = group.confinement;
+    const owner = c.kind === 'account' ? c.account : c.kind === 'sandbox' && c.uid !== undefined ? { uid: c.uid, gid: c.gid! } : undefined;
+    if (owner) chownSync(dir, owner.uid, owner.gid);
+    return dir;
+  }
+
+  /** Removes a user's scratch once none of their processes is left. */
+  private dropScratchIfUnused(user: string): void {
+    if (!this.scratchRoot) return;
+    for (const group of this.groups.values()) if (group.user === user && (group.processes.size || group.queue.length)) return;
+    rmSync(path.join(this.scratchRoot, 'u-' + createHash('sha256').update(user).digest('hex').slice(0, 20)), { recursive: true, force: true });
+  }
+
+  private command(group: UserRuntime, scratch: string): { command: string; args: string[]; env: Record<string, string>; cwd: string } {
+    const c = group.confinement;
+    const sandboxed = c.kind === 'sandbox';
+    const runners = sandboxed ? SANDBOX_RUNNERS : this.runnerDir!;
+    const python = this.python ?? { command: this.pythonCommand, prefixes: [], binDir: undefined };
+    const interp = group.runtime === 'node' ? this.node : python;
+    const run =
+      group.runtime === 'node'
+        ? { command: interp.command, args: [`--max-old-space-size=${this.nodeMaxOldSpaceMb}`, path.join(runners, 'node_runner.js'), '--own-group'] }
+        : { command: interp.command, args: ['-u', path.join(runners, 'python_runner.py'), '--own-group'] };
+    const cwd = sandboxed ? SANDBOX_SCRATCH : scratch;
+    const home = c.kind === 'account' ? c.account.home : cwd;
+    const bins = [this.node.binDir, python.binDir].filter((d): d is string => !!d);
+    const env = this.isolation.environment(home, cwd, bins);
+    if (c.kind === 'account') Object.assign(env, { USER: c.account.name, LOGNAME: c.account.name });
+    const confined = confine(c, run, {
+      isRoot: this.isolation.agentIsRoot,
+      binds: [...this.node.prefixes, ...python.prefixes],
+      mappedBinds: [[this.runnerDir!, SANDBOX_RUNNERS]],
+      scratch,
+      env,
+      cwd,
+    });
+    return { ...confined, env, cwd: sandboxed ? scratch : cwd };
+  }
+
+  private spawn(group: UserRuntime): RuntimeProcess {
+    const { runtime } = group;
+    const scratch = this.scratchFor(group);
+    const { command, args, env, cwd } = this.command(group, scratch);
+    // detached: each runtime process (or its sandbox) leads its own process group, so a kill
+    // reaches the task's subprocesses too; the runners watch for our death themselves (EOF on
+    // their request pipe), since signals from a terminal no longer reach them.
+    const child = spawn(command, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'] });
+    const proc = new RuntimeProcess(group, child, group.confinement.kind === 'sandbox');
+    group.processes.add(proc);
+    const user = group.user;
 
     const decoder = new FrameDecoder();
     proc.replies.on('data', (chunk: Buffer) => {
@@ -296,10 +449,10 @@ export class RuntimePool {
         frames = decoder.push(chunk);
       } catch (err) {
         // A garbled channel cannot be trusted for the next task either.
-        this.retire(proc, lane, failed('WorkerProtocolError', `the ${runtime} runtime sent an unreadable reply: ${(err as Error).message}`));
+        this.retire(proc, failed('WorkerProtocolError', `the ${runtime} runtime sent an unreadable reply: ${(err as Error).message}`));
         return;
       }
-      for (const frame of frames) this.onFrame(proc, lane, frame);
+      for (const frame of frames) this.onFrame(proc, frame);
     });
     proc.replies.on('error', () => undefined);
     proc.requests.on('error', () => undefined); // EPIPE when the child died; 'exit' reports it
@@ -307,13 +460,13 @@ export class RuntimePool {
     for (const stream of ['stdout', 'stderr'] as const) {
       child[stream]?.on('data', (chunk: Buffer) => {
         if (stream === 'stderr') proc.stderrTail = (proc.stderrTail + chunk.toString('utf8')).slice(-4096);
-        this.onOutput(chunk, { runtime, pid: child.pid, stream, taskId: proc.job?.req.taskId });
+        this.onOutput(chunk, { runtime, user, pid: child.pid, stream, taskId: proc.job?.req.taskId });
       });
     }
 
     const startTimer = setTimeout(() => {
       if (proc.state !== 'starting') return;
-      this.onStartFailure(proc, lane, new Error(`the ${runtime} runtime did not start within ${this.startTimeoutMs} ms`));
+      this.onStartFailure(proc, new Error(`the ${runtime} runtime did not start within ${this.startTimeoutMs} ms`));
       proc.kill();
     }, this.startTimeoutMs);
     startTimer.unref();
@@ -324,30 +477,55 @@ export class RuntimePool {
 
     child.on('error', (err) => {
       // Spawning failed (e.g. ENOENT for the python command), or a kill failed; no 'exit' may follow.
-      if (proc.state === 'starting') this.onStartFailure(proc, lane, new Error(`the ${runtime} runtime could not start: ${err.message}`));
+      if (proc.state === 'starting') this.onStartFailure(proc, new Error(`the ${runtime} runtime could not start: ${err.message}`));
     });
     child.on('exit', (code, signal) => {
       proc.exit = { code, signal };
-      if (!lane.processes.has(proc)) return; // retired or closed: nothing waits on it
+      if (!group.processes.has(proc)) return; // retired, reaped or closed: nothing waits on it
       // Let a reply already in the pipe arrive before the in-flight task is declared lost.
-      const timer = setTimeout(() => this.onExit(proc, lane), EXIT_DRAIN_MS);
+      const timer = setTimeout(() => this.onExit(proc), EXIT_DRAIN_MS);
       proc.replies.once('close', () => {
         clearTimeout(timer);
-        this.onExit(proc, lane);
+        this.onExit(proc);
       });
     });
     return proc;
   }
 
-  private onFrame(proc: RuntimeProcess, lane: RuntimeLane, { header, body }: Frame): void {
+  /** A process now free: it takes its user's next task, or waits, to be reaped when idle too long. */
+  private becameIdle(proc: RuntimeProcess): void {
+    proc.state = 'idle';
+    proc.idleSince = Date.now();
+    clearTimeout(proc.idleTimer);
+    if (proc.group.user !== this.owner && this.idleMs >= 0 && this.idleMs <= MAX_TIMER_MS) {
+      proc.idleTimer = setTimeout(() => {
+        if (proc.state === 'idle') this.reap(proc);
+      }, this.idleMs);
+      proc.idleTimer.unref();
+    }
+    this.dispatch(proc.group);
+  }
+
+  /** Stops an idle process that is no longer wanted (idle too long, or evicted for another user). */
+  private reap(proc: RuntimeProcess): void {
+    const group = proc.group;
+    proc.state = 'gone';
+    proc.kill();
+    group.processes.delete(proc);
+    if (!group.processes.size && !group.queue.length) this.groups.delete(groupKey(group.runtime, group.user));
+    this.dropScratchIfUnused(group.user);
+    // A process slot freed: a user waiting for one may start.
+    this.grow();
+  }
+
+  private onFrame(proc: RuntimeProcess, { header, body }: Frame): void {
+    const group = proc.group;
     if (header.op === 'ready') {
       if (proc.state !== 'starting') return;
-      proc.state = 'idle';
-      if (proc.runtime === 'python' && typeof header.executable === 'string' && header.executable) this.pythonExecutable ??= header.executable;
-      lane.startFailures = 0;
-      lane.unavailable = undefined;
+      group.startFailures = 0;
+      group.unavailable = undefined;
       proc.markReady();
-      this.dispatch(lane);
+      this.becameIdle(proc);
       return;
     }
     if (header.op !== 'reply' || !proc.job || header.id !== proc.jobId) return;
@@ -370,22 +548,67 @@ export class RuntimePool {
     setImmediate(() => {
       if (proc.job !== job) return;
       this.settle(proc, outcome);
-      if (proc.state === 'busy') proc.state = 'idle';
-      this.dispatch(lane);
+      if (proc.state === 'busy') this.becameIdle(proc);
     });
   }
 
-  private dispatch(lane: RuntimeLane): void {
+  private dispatch(group: UserRuntime): void {
     if (this.closed) return;
-    for (const proc of lane.processes) {
-      if (!lane.queue.length) return;
+    for (const proc of group.processes) {
+      if (!group.queue.length) break;
       if (proc.state !== 'idle') continue;
-      this.assign(proc, lane, lane.queue.shift()!);
+      this.assign(proc, group.queue.shift()!);
+    }
+    this.grow();
+  }
+
+  /**
+   * Starts processes for users whose tasks wait with none starting for them, oldest task first,
+   * up to `size` per user and runtime; at the agent's cap, an idle process of another user is
+   * stopped first (least recently used, the owner's last). With nothing idle, tasks wait.
+   */
+  private grow(): void {
+    if (this.closed || !this.started) return;
+    const now = Date.now();
+    const waiting = [...this.groups.values()]
+      .filter((g) => g.queue.length > g.starting && g.processes.size < this.size && !g.unavailable && g.retryAt <= now)
+      .sort((a, b) => a.queue[0]!.queuedAt - b.queue[0]!.queuedAt);
+    for (const group of waiting) {
+      while (group.queue.length > group.starting && group.processes.size < this.size) {
+        if (this.liveCount() >= this.maxProcesses) {
+          const victim = this.evictable(group);
+          if (!victim) return;
+          this.reap(victim);
+          if (this.liveCount() >= this.maxProcesses) return; // reap() already grew into the slot
+          continue;
+        }
+        const proc = this.spawn(group);
+        proc.ready.catch(() => undefined);
+      }
     }
   }
 
-  private assign(proc: RuntimeProcess, lane: RuntimeLane, job: Job): void {
+  private evictable(forGroup: UserRuntime): RuntimeProcess | undefined {
+    let best: RuntimeProcess | undefined;
+    const rank = (p: RuntimeProcess) => [p.group.user === this.owner ? 1 : 0, p.idleSince];
+    for (const group of this.groups.values()) {
+      if (group === forGroup || group.queue.length) continue;
+      for (const p of group.processes) {
+        if (p.state !== 'idle') continue;
+        if (!best) best = p;
+        else {
+          const [ao, at] = rank(p);
+          const [bo, bt] = rank(best);
+          if (ao! < bo! || (ao === bo && at! < bt!)) best = p;
+        }
+      }
+    }
+    return best;
+  }
+
+  private assign(proc: RuntimeProcess, job: Job): void {
     const { req } = job;
+    clearTimeout(proc.idleTimer);
     proc.state = 'busy';
     proc.job = job;
     proc.stderrTail = ''; // what an earlier task printed says nothing about how this one ends
@@ -396,8 +619,7 @@ export class RuntimePool {
       frame = encodeFrame(header, req.args);
     } catch (err) {
       this.settle(proc, failed('InvalidTask', (err as Error).message));
-      proc.state = 'idle';
-      this.dispatch(lane);
+      this.becameIdle(proc);
       return;
     }
     proc.requests.write(frame);
@@ -405,7 +627,7 @@ export class RuntimePool {
     if (Number.isFinite(walltime) && walltime > 0 && walltime <= MAX_TIMER_MS) {
       proc.timer = setTimeout(() => {
         if (proc.job !== job) return;
-        this.retire(proc, lane, failed('TaskTimeout', `task exceeded its walltime of ${walltime} ms`));
+        this.retire(proc, failed('TaskTimeout', `task exceeded its walltime of ${walltime} ms`));
       }, walltime);
     }
   }
@@ -422,20 +644,21 @@ export class RuntimePool {
   }
 
   /** Kills a process that can no longer be trusted, fails its task with `outcome`, and replaces it. */
-  private retire(proc: RuntimeProcess, lane: RuntimeLane, outcome: RunOutcome): void {
+  private retire(proc: RuntimeProcess, outcome: RunOutcome): void {
     this.settle(proc, outcome);
     proc.state = 'gone';
     proc.kill();
-    lane.processes.delete(proc);
-    this.replace(lane);
+    proc.group.processes.delete(proc);
+    this.replace(proc.group);
   }
 
-  private onExit(proc: RuntimeProcess, lane: RuntimeLane): void {
-    if (!lane.processes.has(proc)) return; // already retired or closed
+  private onExit(proc: RuntimeProcess): void {
+    const group = proc.group;
+    if (!group.processes.has(proc)) return; // already retired, reaped or closed
     // Take the task's subprocesses down with it; the group is empty (ESRCH) if there are none.
     proc.kill();
     if (proc.state === 'starting') {
-      this.onStartFailure(proc, lane, new Error(`the ${proc.runtime} runtime exited while starting (${this.describeExit(proc)})${this.stderrHint(proc)}`));
+      this.onStartFailure(proc, new Error(`the ${proc.runtime} runtime exited while starting (${this.describeExit(proc)})${this.stderrHint(proc)}`));
       return;
     }
     const wasOutOfMemory = proc.runtime === 'node' && /JavaScript heap out of memory/.test(proc.stderrTail);
@@ -445,43 +668,83 @@ export class RuntimePool {
       : `the ${proc.runtime} process running the task died (${how})`;
     this.settle(proc, proc.replied ?? failed('WorkerProcessDied', message));
     proc.state = 'gone';
-    lane.processes.delete(proc);
-    this.replace(lane);
+    group.processes.delete(proc);
+    this.replace(group);
   }
 
-  private onStartFailure(proc: RuntimeProcess, lane: RuntimeLane, err: Error): void {
-    if (!lane.processes.has(proc)) return;
+  private onStartFailure(proc: RuntimeProcess, err: Error): void {
+    const group = proc.group;
+    if (!group.processes.has(proc)) return;
     proc.state = 'gone';
-    lane.processes.delete(proc);
+    group.processes.delete(proc);
     proc.markFailedToStart(err);
-    lane.startFailures++;
-    const hasReady = [...lane.processes].some((p) => p.state === 'idle' || p.state === 'busy');
-    if (lane.startFailures >= MAX_START_FAILURES && !hasReady) {
-      lane.unavailable = `the ${lane.runtime} runtime failed to start ${lane.startFailures} times in a row: ${err.message}`;
-      for (const job of lane.queue.splice(0)) job.resolve(failed('RuntimeUnavailable', lane.unavailable));
+    group.startFailures++;
+    const hasReady = [...group.processes].some((p) => p.state === 'idle' || p.state === 'busy');
+    if (group.startFailures >= MAX_START_FAILURES && !hasReady) {
+      group.unavailable = `the ${group.runtime} runtime failed to start ${group.startFailures} times in a row: ${err.message}`;
+      for (const job of group.queue.splice(0)) job.resolve(failed('RuntimeUnavailable', group.unavailable));
     }
     // During start() a failure rejects it instead (and close() follows). Back off so a runtime
     // that cannot start does not spin: 0.2 s, 0.4 s, ... up to 10 s.
-    if (this.started) setTimeout(() => this.replace(lane), Math.min(10_000, 100 * 2 ** lane.startFailures)).unref();
+    const delay = Math.min(10_000, 100 * 2 ** group.startFailures);
+    group.retryAt = Date.now() + delay;
+    if (this.started) setTimeout(() => this.replace(group), delay).unref();
   }
 
-  private replace(lane: RuntimeLane): void {
-    if (this.closed || lane.processes.size >= this.size) return;
-    const proc = this.spawn(lane);
-    proc.ready.then(
-      () => this.dispatch(lane),
-      () => undefined,
-    );
+  /** After a process is lost: the owner's are kept at `size`; anyone's waiting tasks get a new one. */
+  private replace(group: UserRuntime): void {
+    if (this.closed) return;
+    if (group.user === this.owner && !group.unavailable && group.retryAt <= Date.now()) {
+      while (group.processes.size < this.size && this.liveCount() < this.maxProcesses) this.spawn(group).ready.catch(() => undefined);
+    }
+    if (!group.processes.size && !group.queue.length && group.user !== this.owner) this.groups.delete(groupKey(group.runtime, group.user));
+    this.dropScratchIfUnused(group.user);
+    this.dispatch(group);
   }
 
   private describeExit(proc: RuntimeProcess): string {
     const exit = proc.exit;
     if (!exit) return 'no exit status';
-    return exit.signal ? `killed by signal ${exit.signal}` : `exit code ${exit.code}`;
+    if (exit.signal) return `killed by signal ${exit.signal}`;
+    // bwrap reports its command's death by signal N as exit status 128 + N.
+    if (proc.sandboxed && exit.code !== null && exit.code > 128) {
+      const name = Object.entries(os.constants.signals).find(([, n]) => n === exit.code! - 128)?.[0];
+      if (name) return `killed by signal ${name}`;
+    }
+    return `exit code ${exit.code}`;
   }
 
   private stderrHint(proc: RuntimeProcess): string {
     const tail = proc.stderrTail.trim().split('\n').slice(-3).join(' | ');
     return tail ? `: ${tail}` : '';
   }
+}
+
+const groupKey = (runtime: RuntimeName, user: string) => `${runtime}\0${user}`;
+
+/** The real interpreter behind `command` (a pyenv shim, say) and its install prefixes, asked once. */
+function resolvePython(command: string): Promise<Interpreter> {
+  const script = 'import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix)';
+  return new Promise((resolve) => {
+    execFile(command, ['-c', script], { timeout: 30_000 }, (err, stdout) => {
+      const [executable, prefix, basePrefix] = String(stdout ?? '').trim().split('\n');
+      // Unresolvable: spawn the command as given; its start failure then says why.
+      if (err || !executable || !prefix) return resolve({ command, prefixes: [], binDir: undefined });
+      let real = executable;
+      try {
+        real = realpathSync(executable);
+      } catch {
+        /* keep it as printed */
+      }
+      const prefixes = [prefix, basePrefix ?? prefix].map((p) => {
+        try {
+          return realpathSync(p);
+        } catch {
+          return p;
+        }
+      });
+      // A venv's interpreter is a symlink into its base; run it by its venv path so sys.prefix stays the venv.
+      resolve({ command: executable, prefixes: [...new Set([...prefixes, path.dirname(path.dirname(real))])], binDir: path.dirname(executable) });
+    });
+  });
 }
