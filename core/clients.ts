@@ -2,6 +2,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
+import { STSClient } from '@aws-sdk/client-sts';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import { config } from './config';
 
@@ -53,13 +54,15 @@ let ddb: DynamoDBDocumentClient | undefined;
 let sqs: SQSClient | undefined;
 let s3: S3Client | undefined;
 let s3Presign: S3Client | undefined;
+let sts: STSClient | undefined;
 export const dynamo = (): DynamoDBDocumentClient => (ddb ??= makeDynamoClient());
 export const sqsClient = (): SQSClient => (sqs ??= makeSqsClient());
 export const s3Client = (): S3Client => (s3 ??= makeS3Client());
 export const s3PresignClient = (): S3Client => (s3Presign ??= makeS3Client({ presign: true }));
+export const stsClient = (): STSClient => (sts ??= counted(new STSClient({}), 'STS'));
 
 /** Drop the cached clients (the local stack calls it after it points the SDK at new servers). */
 export function resetClients(): void {
-  for (const c of [ddb, sqs, s3, s3Presign]) c?.destroy();
-  ddb = sqs = s3 = s3Presign = undefined;
+  for (const c of [ddb, sqs, s3, s3Presign, sts]) c?.destroy();
+  ddb = sqs = s3 = s3Presign = sts = undefined;
 }

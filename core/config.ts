@@ -15,6 +15,8 @@ export interface FerryConfig {
   defaultWalltimeMs: number;
   maxAttempts: number;
   workerRoleArn?: string;
+  /** The worker role's unique id (AROA…): results are believed only from its sessions (SQS SenderId). */
+  workerRoleId?: string;
   credentialsTtlSeconds: number;
 }
 
@@ -39,6 +41,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
     defaultWalltimeMs: num(env.FERRY_DEFAULT_WALLTIME_MS, 15 * 60 * 1000),
     maxAttempts: num(env.FERRY_MAX_ATTEMPTS, 3),
     workerRoleArn: env.FERRY_WORKER_ROLE_ARN || undefined,
+    workerRoleId: env.FERRY_WORKER_ROLE_ID || undefined,
     credentialsTtlSeconds: num(env.FERRY_CREDENTIALS_TTL_SECONDS, 3600),
   };
 }

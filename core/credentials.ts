@@ -1,5 +1,6 @@
-import { AssumeRoleCommand, STSClient } from '@aws-sdk/client-sts';
+import { AssumeRoleCommand } from '@aws-sdk/client-sts';
 import { endpointPrefix } from './bucket';
+import { stsClient } from './clients';
 import { config } from './config';
 import type { EndpointRecord } from './tables/endpoints';
 
@@ -19,37 +20,49 @@ export interface WorkerGrant {
   walltime_ms: number;
 }
 
-let sts: STSClient | undefined;
+const SESSION_PREFIX = 'ferry-ep-';
+/** The role session name of an endpoint's credentials (STS: at most 64 characters; a UUID id gives 45). */
+export const workerSessionName = (endpointId: string): string => `${SESSION_PREFIX}${endpointId}`;
 
 /**
- * In AWS: AssumeRole on the worker role with the endpoint id as a session tag; the role's policy
- * reads `${aws:PrincipalTag/endpointId}` so the credentials reach only this endpoint's queue and
- * S3 prefix (and the results queue). Role chaining caps them at one hour. Without a worker role
- * (local mode) the local servers take any credentials, so fixed local ones are handed out.
+ * The endpoint whose vended credentials sent an SQS message, from its SenderId, or undefined when
+ * the sender is not a worker session. SQS sets SenderId to `<role unique id>:<session name>` for a
+ * role session; only the worker role's sessions, named by workerSessionName, count.
+ */
+export function senderEndpoint(senderId: string | undefined, workerRoleId: string | undefined): string | undefined {
+  if (!senderId || !workerRoleId) return undefined;
+  const prefix = `${workerRoleId}:${SESSION_PREFIX}`;
+  if (!senderId.startsWith(prefix)) return undefined;
+  const endpointId = senderId.slice(prefix.length);
+  return endpointId && workerSessionName(endpointId) === senderId.slice(workerRoleId.length + 1) ? endpointId : undefined;
+}
+
+/**
+ * AssumeRole on the worker role with the endpoint id as a session tag; the role's policy reads
+ * `${aws:PrincipalTag/endpointId}` so the credentials reach only this endpoint's queue and S3
+ * prefix (and the results queue). Role chaining caps them at one hour. Locally the same call
+ * goes to the local STS (AWS_ENDPOINT_URL_STS), whose servers enforce the same policy.
  */
 export async function vendWorkerCredentials(ep: EndpointRecord): Promise<WorkerGrant> {
   const cfg = config();
   const region = process.env.AWS_REGION ?? 'us-east-1';
-  let credentials: WorkerGrant['credentials'];
-  if (cfg.workerRoleArn) {
-    sts ??= new STSClient({});
-    const out = await sts.send(
-      new AssumeRoleCommand({
-        RoleArn: cfg.workerRoleArn,
-        RoleSessionName: `ferry-ep-${ep.endpoint_id}`.slice(0, 64),
-        DurationSeconds: Math.min(cfg.credentialsTtlSeconds, 3600),
-        Tags: [{ Key: 'endpointId', Value: ep.endpoint_id }],
-      }),
-    );
-    const c = out.Credentials!;
-    credentials = { access_key_id: c.AccessKeyId!, secret_access_key: c.SecretAccessKey!, session_token: c.SessionToken, expiration: c.Expiration!.toISOString() };
-  } else {
-    credentials = {
-      access_key_id: 'ferry-local',
-      secret_access_key: 'ferry-local',
-      expiration: new Date(Date.now() + cfg.credentialsTtlSeconds * 1000).toISOString(),
-    };
-  }
+  if (!cfg.workerRoleArn) throw new Error('FERRY_WORKER_ROLE_ARN is not set: there is no worker role to vend credentials from');
+  const out = await stsClient().send(
+    new AssumeRoleCommand({
+      RoleArn: cfg.workerRoleArn,
+      RoleSessionName: workerSessionName(ep.endpoint_id),
+      // STS: role chaining caps a session at one hour.
+      DurationSeconds: Math.min(cfg.credentialsTtlSeconds, 3600),
+      Tags: [{ Key: 'endpointId', Value: ep.endpoint_id }],
+    }),
+  );
+  const c = out.Credentials!;
+  const credentials: WorkerGrant['credentials'] = {
+    access_key_id: c.AccessKeyId!,
+    secret_access_key: c.SecretAccessKey!,
+    session_token: c.SessionToken,
+    expiration: c.Expiration!.toISOString(),
+  };
   return {
     endpoint_id: ep.endpoint_id,
     owner_id: ep.owner,

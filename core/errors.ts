@@ -70,6 +70,12 @@ export class ForeignPayload extends FerryError {
   override readonly code = 'ForeignPayload';
 }
 
+/** A worker's report about a task its sender may not report on (another endpoint's task, or a body naming another endpoint); never applied. */
+export class ForgedReport extends FerryError {
+  override readonly status = 403;
+  override readonly code = 'ForgedReport';
+}
+
 /** The same Idempotency-Key is being served by a request still in flight; retry shortly. */
 export class RequestInProgress extends Conflict {
   override readonly code = 'RequestInProgress';

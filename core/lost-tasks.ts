@@ -16,13 +16,27 @@ export async function sweepDeadLetters(): Promise<number> {
   let next: string | undefined;
   do {
     const page = await sqsClient().send(new ListQueuesCommand({ QueueNamePrefix: prefix, NextToken: next, MaxResults: 1000 }));
-    for (const url of (page.QueueUrls ?? []).filter((u) => u.endsWith('-dlq'))) failed += await drainDeadLetterQueue(url);
+    for (const url of page.QueueUrls ?? []) {
+      const endpointId = dlqEndpoint(url, prefix);
+      if (endpointId) failed += await drainDeadLetterQueue(url, endpointId);
+    }
     next = page.NextToken;
   } while (next);
   return failed;
 }
 
-async function drainDeadLetterQueue(url: string): Promise<number> {
+/** The endpoint a dead-letter queue belongs to, from its name `ferry-<stage>-ep-<id>-dlq` (see core/config endpointDlqName). */
+export function dlqEndpoint(queueUrl: string, prefix: string): string | undefined {
+  const name = decodeURIComponent(queueUrl.split('/').pop() ?? '');
+  if (!name.startsWith(prefix) || !name.endsWith('-dlq')) return undefined;
+  return name.slice(prefix.length, -'-dlq'.length) || undefined;
+}
+
+/**
+ * Only the API sends to an endpoint queue, so its messages are trusted; still, the endpoint a
+ * task is failed for is the queue's, not whatever a body says.
+ */
+async function drainDeadLetterQueue(url: string, endpointId: string): Promise<number> {
   let failed = 0;
   for (;;) {
     const out = await sqsClient().send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 60 }));
@@ -33,7 +47,7 @@ async function drainDeadLetterQueue(url: string): Promise<number> {
       const parsed = taskMessageSchema.safeParse(parseBody(m.Body));
       try {
         if (parsed.success) {
-          for (const t of parsed.data.tasks) if (await failLostTask(t.task_id, parsed.data.endpoint_id)) failed++;
+          for (const t of parsed.data.tasks) if (await failLostTask(t.task_id, endpointId)) failed++;
         }
         done.push({ Id: String(i), ReceiptHandle: m.ReceiptHandle! });
       } catch (err) {

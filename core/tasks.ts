@@ -1,5 +1,5 @@
 import { argsKey, endpointPrefix, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
-import { BadRequest, Forbidden, ForeignPayload, IdempotencyKeyReused, NotFound, PartialSubmitFailure, RequestInProgress } from './errors';
+import { BadRequest, Forbidden, ForeignPayload, ForgedReport, IdempotencyKeyReused, NotFound, PartialSubmitFailure, RequestInProgress } from './errors';
 import { derivedId, newId, sha256Hex } from './ids';
 import type { ResultMessage, TaskMessage } from './messages';
 import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } from './payload';
@@ -297,30 +297,41 @@ export async function cancelTask(taskId: string, userId: string): Promise<TaskRe
 }
 
 /**
- * Apply a worker's messages about one task, in order. Conditional on the task's endpoint and
- * current state, so duplicates, late deliveries and messages from another endpoint's worker
- * change nothing. A "started" that arrives with the task's result is folded into the result's
- * single write.
+ * Apply one sender's messages about one task, in order. `sender` is the endpoint whose vended
+ * credentials sent them (the SQS SenderId, see core/credentials.senderEndpoint), never what a
+ * body says: every write is conditional on the task being that endpoint's and on its current
+ * state, so duplicates and late deliveries change nothing, and a report about another
+ * endpoint's task, or one whose body names another endpoint, is refused (ForgedReport).
+ * A "started" that arrives with the task's result is folded into the result's single write.
  */
-export async function applyResults(msgs: ResultMessage[]): Promise<void> {
+export async function applyResults(msgs: ResultMessage[], sender: string): Promise<void> {
   for (const msg of msgs) {
+    if (msg.endpoint_id !== sender) {
+      throw new ForgedReport(`report on task ${msg.task_id} names endpoint ${msg.endpoint_id} but was sent with endpoint ${sender}'s credentials`);
+    }
     // A worker may point only at payloads under its own endpoint's prefix (its credentials can write nowhere else).
     const refs = [msg.kind === 'success' ? msg.result.ref : undefined, msg.kind === 'failed' ? msg.exception.payload?.ref : undefined];
-    if (refs.some((r) => r !== undefined && (!r.startsWith(endpointPrefix(msg.endpoint_id)) || r.includes('..')))) {
-      throw new ForeignPayload(`result for task ${msg.task_id} refers to a payload outside endpoint ${msg.endpoint_id}'s prefix`);
+    if (refs.some((r) => r !== undefined && (!r.startsWith(endpointPrefix(sender)) || r.includes('..')))) {
+      throw new ForeignPayload(`result for task ${msg.task_id} refers to a payload outside endpoint ${sender}'s prefix`);
     }
   }
   const ordered = [...msgs].sort((a, b) => Number(a.kind !== 'started') - Number(b.kind !== 'started'));
   for (let i = 0; i < ordered.length; i++) {
     const msg = ordered[i]!;
-    const base = { by: `worker:${msg.worker_id}`, at: new Date(msg.at), workerId: msg.worker_id, endpointId: msg.endpoint_id };
+    const base = { by: `worker:${msg.worker_id}`, at: new Date(msg.at), workerId: msg.worker_id, endpointId: sender };
     const next = ordered[i + 1];
     if (msg.kind === 'started' && next && next.kind !== 'started' && next.worker_id === msg.worker_id) continue;
     const prev = ordered[i - 1];
     const via = prev?.kind === 'started' && prev.worker_id === msg.worker_id && msg.kind !== 'started' ? [{ state: 'running' as const, at: prev.at, by: base.by }] : undefined;
-    if (msg.kind === 'started') await transitionTask(msg.task_id, 'running', base);
-    else if (msg.kind === 'success') await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result });
-    else await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception });
+    let applied: TaskRecord | undefined;
+    if (msg.kind === 'started') applied = await transitionTask(msg.task_id, 'running', base);
+    else if (msg.kind === 'success') applied = await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result });
+    else applied = await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception });
+    // The condition failed: a duplicate or late report changes nothing quietly; one about another endpoint's task is refused.
+    if (!applied) {
+      const task = await getTask(msg.task_id);
+      if (task && task.endpoint_id !== sender) throw new ForgedReport(`task ${msg.task_id} is not endpoint ${sender}'s`);
+    }
   }
 }
 

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 
 const ROOT = join(__dirname, '..');
+const INHERITED_SECRETS = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID'];
 
 export interface AgentProcess {
   child: ChildProcess;
@@ -18,9 +19,13 @@ export interface AgentProcess {
  */
 export function spawnAgentProcess(env: Record<string, string | undefined>, opts: { inherit?: boolean; bundle?: boolean } = {}): AgentProcess {
   const args = opts.bundle ? [join(ROOT, 'dist', 'worker', 'main.js')] : ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')];
+  // An agent works with the credentials vended to its endpoint, never with whatever this process
+  // (the local stack, which runs as the account's admin) holds: those are left out of what it inherits.
+  const inherited = { ...process.env };
+  for (const name of INHERITED_SECRETS) delete inherited[name];
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
-    env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
+    env: { ...inherited, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let out = '';

@@ -1,6 +1,10 @@
 import { CreateTableCommand, DynamoDBClient, ResourceInUseException, type CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
 import type { FerryConfig } from '../core/config';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { Readable } from 'node:stream';
+import type { LocalIam } from './iam';
 import { listenOnLoopback, type LoopbackServer } from './listen';
+import { AuthError, type AuthFailure } from './sigv4';
 
 // dynalite ships no type declarations.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -8,10 +12,71 @@ const dynalite = require('dynalite') as (opts: Record<string, unknown>) => impor
 
 export type DynamoServer = LoopbackServer;
 
-/** DynamoDB on loopback (dynalite): in memory, or on disk under `dataDir`. */
-export async function startDynamoServer(opts: { port?: number; host?: string; dataDir?: string } = {}): Promise<DynamoServer> {
+/**
+ * DynamoDB on loopback (dynalite): in memory, or on disk under `dataDir`. With `iam`, every
+ * request must be signed by a known key before dynalite sees it, and only the admin may make
+ * any call: the worker role has no DynamoDB statement (infra/lib/worker-role.ts).
+ */
+export async function startDynamoServer(opts: { port?: number; host?: string; dataDir?: string; iam?: LocalIam } = {}): Promise<DynamoServer> {
   const server = dynalite({ path: opts.dataDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const iam = opts.iam;
+  if (iam) {
+    const dynaliteHandler = server.listeners('request')[0] as (req: IncomingMessage, res: ServerResponse) => void;
+    server.removeAllListeners('request');
+    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+      void guardDynamo(iam, req, res, dynaliteHandler);
+    });
+  }
   return listenOnLoopback(server, opts.port, opts.host);
+}
+
+// The coral exception names DynamoDB answers authentication failures with. AWS sends them as
+// HTTP 400; here they are 403, as on the other local servers, so a caller tells refusal from bad input by status.
+const DYNAMO_AUTH_ERRORS: Record<AuthFailure, string> = {
+  missing: 'MissingAuthenticationTokenException',
+  malformed: 'IncompleteSignatureException',
+  'unknown-key': 'UnrecognizedClientException',
+  'bad-signature': 'InvalidSignatureException',
+  skewed: 'InvalidSignatureException',
+  expired: 'ExpiredTokenException',
+};
+
+async function guardDynamo(iam: LocalIam, req: IncomingMessage, res: ServerResponse, next: (req: IncomingMessage, res: ServerResponse) => void): Promise<void> {
+  const chunks: Buffer[] = [];
+  try {
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+  } catch {
+    return void res.destroy();
+  }
+  const body = Buffer.concat(chunks);
+  const target = String(req.headers['x-amz-target'] ?? '');
+  const action = `dynamodb:${target.split('.').pop() ?? ''}`;
+  let refusal: [string, string] | undefined;
+  try {
+    const caller = await iam.authenticate('dynamodb', { method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, body });
+    const table = (() => {
+      try {
+        return (JSON.parse(body.toString('utf8')) as { TableName?: string }).TableName ?? '*';
+      } catch {
+        return '*';
+      }
+    })();
+    const resource = `arn:aws:dynamodb:${iam.opts.region}:000000000000:table/${table}`;
+    if (!iam.allows(caller, action, resource)) {
+      refusal = ['AccessDeniedException', `User: ${caller.principalId} is not authorized to perform: ${action} on resource: ${resource} because no identity-based policy allows the ${action} action`];
+    }
+  } catch (err) {
+    if (!(err instanceof AuthError)) throw err;
+    refusal = [DYNAMO_AUTH_ERRORS[err.reason], err.message];
+  }
+  if (refusal) {
+    const text = JSON.stringify({ __type: `com.amazon.coral.service#${refusal[0]}`, message: refusal[1] });
+    res.writeHead(403, { 'content-type': 'application/x-amz-json-1.0', 'content-length': String(Buffer.byteLength(text)) });
+    return void res.end(text);
+  }
+  // dynalite reads the body from the request's events: hand it a stream of the bytes already read.
+  const replay = Object.assign(Readable.from([body]), { headers: req.headers, method: req.method, url: req.url });
+  next(replay as unknown as IncomingMessage, res);
 }
 
 const S = 'S' as const;

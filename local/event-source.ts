@@ -81,7 +81,8 @@ function toRecord(m: Message, queueArn: string): SQSRecord {
     attributes: {
       ApproximateReceiveCount: a.ApproximateReceiveCount ?? '1',
       SentTimestamp: a.SentTimestamp ?? String(Date.now()),
-      SenderId: a.SenderId ?? 'local',
+      // As Lambda's event source mapping does: the sender SQS recorded, which the results handler checks.
+      SenderId: a.SenderId ?? '',
       ApproximateFirstReceiveTimestamp: a.ApproximateFirstReceiveTimestamp ?? String(Date.now()),
     },
     messageAttributes: {},

@@ -4,7 +4,9 @@
  *
  * It covers what Ferry uses and no more: buckets (create, head, delete), objects (put, get
  * with a byte range, head, delete, batch delete), ListObjectsV2, and presigned URLs (whose
- * expiry is enforced; signatures are not checked, as nothing here is secret). Uploads may come
+ * expiry is enforced). With `iam` (as the local stack runs it) every request must be signed
+ * (SigV4 header or presigned query) by a known key and is authorised as IAM would; without it
+ * any request is taken, for its protocol tests. Uploads may come
  * as plain bodies or as `aws-chunked` bodies with trailing checksums, which the SDK sends by
  * default; CRC32, CRC32C, SHA-1, SHA-256 and Content-MD5 are verified (CRC64NVME is stored
  * and echoed but not verified). Anything else answers 501 NotImplemented.
@@ -20,6 +22,9 @@ import * as fsp from 'node:fs/promises';
 import * as path from 'node:path';
 import { Readable, pipeline } from 'node:stream';
 import { crc32 } from 'node:zlib';
+import type { Caller } from './credential-registry';
+import type { LocalIam } from './iam';
+import { AuthError, type AuthFailure } from './sigv4';
 
 export interface S3Server {
   url: string;
@@ -34,6 +39,8 @@ export interface S3ServerOptions {
   dataDir?: string;
   /** Buckets that exist from the start. */
   buckets?: string[];
+  /** Authenticate and authorise every request; the local stack always passes one. */
+  iam?: LocalIam;
 }
 
 const XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
@@ -68,6 +75,37 @@ const invalidArgument = (message: string, name: string, value: string) =>
   new S3Error('InvalidArgument', 400, message, { ArgumentName: name, ArgumentValue: value });
 const badDigest = (what: string) =>
   new S3Error('BadDigest', 400, `The ${what} you specified did not match the calculated checksum.`);
+
+/** S3's answers to a request it cannot authenticate (HTTP status as S3 gives them). */
+function authError(err: AuthError, presigned: boolean): S3Error {
+  const table: Record<AuthFailure, [string, number]> = {
+    missing: ['AccessDenied', 403],
+    malformed: [presigned ? 'AuthorizationQueryParametersError' : 'AuthorizationHeaderMalformed', 400],
+    'unknown-key': ['InvalidAccessKeyId', 403],
+    'bad-signature': ['SignatureDoesNotMatch', 403],
+    skewed: ['RequestTimeTooSkewed', 403],
+    expired: ['ExpiredToken', 400],
+  };
+  const [code, status] = table[err.reason];
+  const message = err.reason === 'unknown-key' ? 'The AWS Access Key Id you provided does not exist in our records.' : err.reason === 'expired' ? 'The provided token has expired.' : err.message;
+  return new S3Error(code, status, message);
+}
+
+/** The IAM action and resource ARN an S3 request is authorised as. */
+function s3Permission(method: string, bucket: string, key: string, query: URLSearchParams): { action: string; resource: string } {
+  if (!bucket) return { action: 's3:ListAllMyBuckets', resource: '*' };
+  if (!key) {
+    const bucketArn = `arn:aws:s3:::${bucket}`;
+    if (method === 'PUT') return { action: 's3:CreateBucket', resource: bucketArn };
+    if (method === 'DELETE') return { action: 's3:DeleteBucket', resource: bucketArn };
+    // S3: DeleteObjects is authorised as s3:DeleteObject on each key; no worker may delete anything.
+    if (method === 'POST' && query.has('delete')) return { action: 's3:DeleteObject', resource: `${bucketArn}/*` };
+    return { action: 's3:ListBucket', resource: bucketArn };
+  }
+  const objectArn = `arn:aws:s3:::${bucket}/${key}`;
+  const action = method === 'PUT' ? 's3:PutObject' : method === 'DELETE' ? 's3:DeleteObject' : method === 'HEAD' ? 's3:HeadObject' : 's3:GetObject';
+  return { action, resource: objectArn };
+}
 
 // ---------------------------------------------------------------------------------------------
 // Checksums
@@ -1109,7 +1147,7 @@ function sendError(req: IncomingMessage, res: ServerResponse, err: S3Error, requ
   );
 }
 
-async function handle(store: ObjectStore, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(store: ObjectStore, req: IncomingMessage, res: ServerResponse, iam?: LocalIam): Promise<void> {
   const requestId = randomBytes(8).toString('hex').toUpperCase();
   res.setHeader('x-amz-request-id', requestId);
   res.setHeader('x-amz-id-2', randomBytes(24).toString('base64'));
@@ -1135,6 +1173,19 @@ async function handle(store: ObjectStore, req: IncomingMessage, res: ServerRespo
       throw new S3Error('KeyTooLongError', 400, 'Your key is too long', { Size: String(Buffer.byteLength(key)), MaxSizeAllowed: '1024' });
     }
     checkPresignedExpiry(query);
+    if (iam) {
+      const method = req.method ?? 'GET';
+      let caller: Caller;
+      try {
+        caller = await iam.authenticate('s3', { method, url, headers: req.headers });
+      } catch (err) {
+        throw err instanceof AuthError ? authError(err, query.has('X-Amz-Algorithm')) : err;
+      }
+      const { action, resource } = s3Permission(method, bucket, key, query);
+      if (!iam.allows(caller, action, resource)) {
+        throw new S3Error('AccessDenied', 403, `User: ${caller.principalId} is not authorized to perform: ${action} on resource: "${resource}" because no identity-based policy allows the ${action} action`);
+      }
+    }
     await route(store, { req, res, method: req.method ?? 'GET', bucket, key, query });
   } catch (err) {
     const s3err =
@@ -1154,7 +1205,7 @@ export async function startS3Server(opts: S3ServerOptions = {}): Promise<S3Serve
 
   const inFlight = new Set<Promise<void>>();
   const server = createServer((req, res) => {
-    const done = handle(store, req, res).finally(() => inFlight.delete(done));
+    const done = handle(store, req, res, opts.iam).finally(() => inFlight.delete(done));
     inFlight.add(done);
   });
   await new Promise<void>((resolve, reject) => {

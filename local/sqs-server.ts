@@ -1,7 +1,9 @@
 /**
  * An in-process SQS server on loopback, speaking the AWS JSON 1.0 protocol that
  * @aws-sdk/client-sqs uses: `POST /` with `X-Amz-Target: AmazonSQS.<Action>`.
- * Standard queues only. Requests are not authenticated: it is for local mode and tests.
+ * Standard queues only. With `iam` (as the local stack runs it) every request must carry a valid
+ * SigV4 signature of a known key and is authorised as IAM would (local/iam.ts); a message's
+ * SenderId is its sender's identity. Without `iam` it takes any request, for its protocol tests.
  *
  * State lives in memory; with `dataFile` it is loaded on start and written back
  * (debounced, and on close), so a restart keeps queues, messages and receipt handles.
@@ -11,6 +13,9 @@ import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
+import type { Caller } from './credential-registry';
+import type { LocalIam } from './iam';
+import { AuthError, type AuthFailure } from './sigv4';
 
 export interface SqsServerOptions {
   port?: number;
@@ -18,6 +23,8 @@ export interface SqsServerOptions {
   dataFile?: string;
   region?: string;
   accountId?: string;
+  /** Authenticate and authorise every request; the local stack always passes one. */
+  iam?: LocalIam;
 }
 
 export interface SqsServer {
@@ -66,9 +73,25 @@ const ERROR_CODES = {
   ReceiptHandleIsInvalid: ['ReceiptHandleIsInvalid', 404],
   TooManyEntriesInBatchRequest: ['AWS.SimpleQueueService.TooManyEntriesInBatchRequest', 400],
   UnsupportedOperation: ['AWS.SimpleQueueService.UnsupportedOperation', 400],
+  // Authentication and authorisation: common to every AWS service, answered before any action runs.
+  AccessDenied: ['AccessDenied', 403],
+  ExpiredToken: ['ExpiredToken', 403],
+  IncompleteSignature: ['IncompleteSignature', 400],
+  InvalidClientTokenId: ['InvalidClientTokenId', 403],
+  MissingAuthenticationToken: ['MissingAuthenticationToken', 403],
+  SignatureDoesNotMatch: ['SignatureDoesNotMatch', 403],
 } as const satisfies Record<string, readonly [string, number]>;
 
 type ErrorShape = keyof typeof ERROR_CODES;
+const COMMON_ERRORS = new Set<ErrorShape>(['AccessDenied', 'ExpiredToken', 'IncompleteSignature', 'InvalidClientTokenId', 'MissingAuthenticationToken', 'SignatureDoesNotMatch']);
+const AUTH_ERRORS: Record<AuthFailure, ErrorShape> = {
+  missing: 'MissingAuthenticationToken',
+  malformed: 'IncompleteSignature',
+  'unknown-key': 'InvalidClientTokenId',
+  'bad-signature': 'SignatureDoesNotMatch',
+  skewed: 'SignatureDoesNotMatch',
+  expired: 'ExpiredToken',
+};
 
 class SqsError extends Error {
   constructor(
@@ -284,6 +307,8 @@ interface Message {
   /** the handle of the latest receive: only it may delete the message */
   receiptHandle?: string;
   deadLetterSourceArn?: string;
+  /** Who sent it (SQS: an IAM user's id, or `<role id>:<session name>` for a role session). */
+  senderId?: string;
 }
 
 const md5Hex = (data: string | Buffer) => createHash('md5').update(data).digest('hex');
@@ -617,7 +642,7 @@ interface Snapshot {
   queues: QueueSnapshot[];
 }
 
-type Action = (params: Params, signal: AbortSignal) => Json | Promise<Json>;
+type Action = (params: Params, signal: AbortSignal, caller?: Caller) => Json | Promise<Json>;
 
 const READ_ONLY_ACTIONS = new Set(['GetQueueUrl', 'ListQueues', 'GetQueueAttributes', 'ListQueueTags', 'ListDeadLetterSourceQueues']);
 const QUEUE_NAME = /^[A-Za-z0-9_-]{1,80}$/; // SQS: up to 80 alphanumerics, hyphens, underscores
@@ -637,6 +662,7 @@ class LocalSqsServer implements SqsServer {
   private readonly region: string;
   private readonly accountId: string;
   private readonly dataFile?: string;
+  private readonly iam?: LocalIam;
   private readonly http: Server;
   private readonly queues = new Map<string, Queue>();
   private readonly inFlightRequests = new Set<Promise<void>>();
@@ -659,8 +685,8 @@ class LocalSqsServer implements SqsServer {
     ListQueueTags: (p) => ({ Tags: this.queueFor(p).tags }),
     ListDeadLetterSourceQueues: (p) => this.listDeadLetterSourceQueues(p),
     PurgeQueue: (p) => (this.queueFor(p).purge(), {}),
-    SendMessage: (p) => this.sendMessage(p),
-    SendMessageBatch: (p) => this.sendMessageBatch(p),
+    SendMessage: (p, _s, caller) => this.sendMessage(p, caller),
+    SendMessageBatch: (p, _s, caller) => this.sendMessageBatch(p, caller),
     ReceiveMessage: (p, signal) => this.receiveMessage(p, signal),
     DeleteMessage: (p) => (this.queueFor(p).delete(p.requiredString('ReceiptHandle')), {}),
     DeleteMessageBatch: (p) => this.deleteMessageBatch(p),
@@ -672,6 +698,7 @@ class LocalSqsServer implements SqsServer {
     this.region = opts.region ?? 'us-east-1';
     this.accountId = opts.accountId ?? '000000000000';
     this.dataFile = opts.dataFile;
+    this.iam = opts.iam;
     this.http = createServer((req, res) => {
       const request = this.handle(req, res).finally(() => this.inFlightRequests.delete(request));
       this.inFlightRequests.add(request);
@@ -727,19 +754,52 @@ class LocalSqsServer implements SqsServer {
     const action = typeof target === 'string' && target.startsWith('AmazonSQS.') ? target.slice('AmazonSQS.'.length) : '';
     const run = Object.hasOwn(this.actions, action) ? this.actions[action] : undefined;
     try {
-      const body = await readBody(req);
+      const raw = await readBuffer(req);
+      const caller = await this.authenticate(req, raw);
       if (req.method !== 'POST' || !run) throw new SqsError('UnsupportedOperation', `The operation ${String(target ?? req.method)} is not supported.`);
-      const output = await run(new Params(parseJsonObject(body)), aborted.signal);
+      const params = new Params(parseJsonObject(raw.toString('utf8')));
+      if (caller && !this.iam!.allows(caller, `sqs:${action}`, this.resourceOf(action, params))) {
+        throw new SqsError('AccessDenied', `User: ${caller.principalId} is not authorized to perform: sqs:${action} on resource: ${this.resourceOf(action, params)} because no identity-based policy allows the sqs:${action} action`);
+      }
+      const output = await run(params, aborted.signal, caller);
       await respond(res, 200, requestId, output);
     } catch (err) {
-      const error = err instanceof SqsError ? err : new SqsError('InternalError', 'The request processing has failed because of an unknown error.');
-      if (!(err instanceof SqsError)) console.error('sqs-server: %s failed', action, err);
-      await respond(res, error.status, requestId, { __type: `com.amazonaws.sqs#${error.shape}`, message: error.message }, {
+      const error =
+        err instanceof SqsError
+          ? err
+          : err instanceof AuthError
+            ? new SqsError(AUTH_ERRORS[err.reason], err.message)
+            : new SqsError('InternalError', 'The request processing has failed because of an unknown error.');
+      if (!(err instanceof SqsError) && !(err instanceof AuthError)) console.error('sqs-server: %s failed', action, err);
+      // Errors every AWS service shares come from the common namespace, the queue's own from SQS's.
+      const namespace = COMMON_ERRORS.has(error.shape) ? 'com.amazon.coral.service' : 'com.amazonaws.sqs';
+      await respond(res, error.status, requestId, { __type: `${namespace}#${error.shape}`, message: error.message }, {
         'x-amzn-query-error': `${error.queryCode};${error.status >= 500 ? 'Receiver' : 'Sender'}`,
       });
     } finally {
       if (run && !READ_ONLY_ACTIONS.has(action)) this.scheduleSave();
     }
+  }
+
+  // ------------------------------------------------------------ identity
+
+  /** The caller a request is signed by; undefined when this server runs without IAM. */
+  private async authenticate(req: IncomingMessage, body: Buffer): Promise<Caller | undefined> {
+    if (!this.iam) return undefined;
+    return this.iam.authenticate('sqs', { method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, body });
+  }
+
+  /** The ARN IAM authorises an action on: the queue it names, or every queue for the account-wide ones. */
+  private resourceOf(action: string, params: Params): string {
+    let name: string | undefined;
+    try {
+      const url = params.string('QueueUrl');
+      if (url !== undefined) name = decodeURIComponent(new URL(url, this.url).pathname.split('/').filter(Boolean).pop() ?? '');
+      else name = params.string('QueueName');
+    } catch {
+      name = undefined;
+    }
+    return this.arnOf(action === 'ListQueues' || !name ? '*' : name);
   }
 
   // ------------------------------------------------------------ queues
@@ -904,7 +964,7 @@ class LocalSqsServer implements SqsServer {
   // ------------------------------------------------------------ messages
 
   /** Validates one message to send and builds it; throws the SqsError a send of it would return. */
-  private prepareMessage(queue: Queue, params: Params): { message: Message; size: number } {
+  private prepareMessage(queue: Queue, params: Params, caller?: Caller): { message: Message; size: number } {
     const body = params.requiredString('MessageBody');
     if (FORBIDDEN_CHARACTER.test(body)) {
       throw new SqsError('InvalidMessageContents', 'Invalid characters found. Only XML 1.0 characters are allowed in the message body.');
@@ -926,6 +986,7 @@ class LocalSqsServer implements SqsServer {
       sentAt: now,
       visibleAt: now + delaySeconds * 1000,
       receiveCount: 0,
+      senderId: caller?.principalId,
     };
     return { message, size };
   }
@@ -939,20 +1000,20 @@ class LocalSqsServer implements SqsServer {
     return result;
   }
 
-  private sendMessage(params: Params): Json {
+  private sendMessage(params: Params, caller?: Caller): Json {
     const queue = this.queueFor(params);
-    const { message } = this.prepareMessage(queue, params);
+    const { message } = this.prepareMessage(queue, params, caller);
     queue.enqueue(message);
     return this.sendResult(message);
   }
 
-  private sendMessageBatch(params: Params): Json {
+  private sendMessageBatch(params: Params, caller?: Caller): Json {
     const queue = this.queueFor(params);
     const entries = batchEntries(params);
     // Every entry is checked before any is sent: the batch's total size decides for all of them.
     const prepared = entries.map((entry) => {
       try {
-        return this.prepareMessage(queue, entry);
+        return this.prepareMessage(queue, entry, caller);
       } catch (err) {
         if (err instanceof SqsError) return err;
         throw err;
@@ -1000,7 +1061,7 @@ class LocalSqsServer implements SqsServer {
   private renderMessage(message: Message, systemNames: string[], attributeNames: string[]): Json {
     const rendered: Json = { MessageId: message.id, ReceiptHandle: message.receiptHandle, MD5OfBody: message.md5OfBody, Body: message.body };
     const system: Record<string, string | undefined> = {
-      SenderId: this.accountId,
+      SenderId: message.senderId ?? this.accountId,
       SentTimestamp: String(message.sentAt),
       ApproximateReceiveCount: String(message.receiveCount),
       ApproximateFirstReceiveTimestamp: message.firstReceivedAt === undefined ? undefined : String(message.firstReceivedAt),
@@ -1090,11 +1151,11 @@ class LocalSqsServer implements SqsServer {
 
 // ---------------------------------------------------------------- helpers
 
-function readBody(req: IncomingMessage): Promise<string> {
+function readBuffer(req: IncomingMessage): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => resolve(Buffer.concat(chunks).toString('utf8')));
+    req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
 }

@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
@@ -9,6 +9,9 @@ import { sweepDeadLetters } from '../core/lost-tasks';
 import { issueUserToken } from '../core/tables/tokens';
 import { handler as resultsHandler } from '../lambdas/results';
 import { startApiServer, type ApiServer } from './api-server';
+import { CredentialRegistry, newAccessKey, type AccessKey } from './credential-registry';
+import { LocalIam } from './iam';
+import { startStsServer, type StsServer } from './sts-server';
 import { createTables, startDynamoServer, type DynamoServer } from './dynamo';
 import { startSqsEventSource, type EventSource } from './event-source';
 import { startS3Server, type S3Server } from './s3-server';
@@ -19,7 +22,7 @@ export interface LocalStackOptions {
   dataDir?: string;
   apiPort?: number;
   /** Fixed ports for the AWS servers; needed with `dataDir`, since stored queue URLs name their port. */
-  ports?: { dynamodb?: number; sqs?: number; s3?: number };
+  ports?: { dynamodb?: number; sqs?: number; s3?: number; sts?: number };
   stage?: string;
   /** How often endpoint dead-letter queues are swept for lost tasks (AWS: every minute). */
   sweepIntervalMs?: number;
@@ -31,13 +34,40 @@ export interface LocalStackOptions {
 
 export interface LocalStack {
   apiUrl: string;
-  /** Environment for a process (a worker agent, a test) that talks to this stack's AWS servers. */
+  /** Environment for a process (a test, an operator's script) that talks to this stack's AWS servers with its admin credentials. */
   awsEnv: Record<string, string>;
+  /**
+   * Environment for a worker agent: where the AWS servers are, and no AWS credentials at all.
+   * An agent works only with the credentials it is vended for its endpoint.
+   */
+  workerEnv: Record<string, string>;
+  /** The admin credentials file (`aws.json` under the data dir), when there is a data dir. */
+  adminCredentialsFile?: string;
   createUser(userId: string, ttlSeconds?: number): Promise<string>;
   close(): Promise<void>;
 }
 
 const REGION = 'us-east-1';
+
+/**
+ * The admin credentials file: the stack's own AWS key and where its servers listen, so an
+ * operator's tool can reach the local DynamoDB, SQS, S3 and STS as the account's admin.
+ */
+export interface AdminCredentialsFile {
+  region: string;
+  access_key_id: string;
+  secret_access_key: string;
+  endpoints: { dynamodb: string; sqs: string; s3: string; sts: string };
+}
+
+/** The admin key kept in `file` (made on first use), or a fresh one per stack without a data dir. */
+function adminKey(file: string | undefined): AccessKey {
+  if (file && existsSync(file)) {
+    const saved = JSON.parse(readFileSync(file, 'utf8')) as Partial<AdminCredentialsFile>;
+    if (saved.access_key_id && saved.secret_access_key) return { accessKeyId: saved.access_key_id, secretAccessKey: saved.secret_access_key };
+  }
+  return newAccessKey();
+}
 
 /**
  * The whole of Ferry on loopback: DynamoDB, S3 and SQS servers, the API, the results event
@@ -50,28 +80,49 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   const disk = (name: string) => (opts.dataDir ? join(opts.dataDir, name) : undefined);
   const started: { close(): Promise<void> }[] = [];
   try {
-    const dynamo: DynamoServer = await startDynamoServer({ dataDir: disk('dynamodb'), port: opts.ports?.dynamodb });
-    started.push(dynamo);
-    const sqsServer: SqsServer = await startSqsServer({ dataFile: disk('sqs.json'), region: REGION, port: opts.ports?.sqs });
-    started.push(sqsServer);
     const stage = opts.stage ?? 'local';
     const bucket = `ferry-${stage}-payloads`;
-    const s3Server: S3Server = await startS3Server({ dataDir: disk('s3'), buckets: [bucket], port: opts.ports?.s3 });
-    started.push(s3Server);
+    const resultsQueueName = `ferry-${stage}-results`;
+    const adminFile = disk('aws.json');
+    const admin = adminKey(adminFile);
+    // One IAM for every server: the admin key, the STS sessions (kept on disk across restarts), the worker role's policy.
+    const iam = new LocalIam(new CredentialRegistry(admin, { sessionsFile: disk('sts-sessions.json') }), { region: REGION, stage, bucket, resultsQueueName });
 
-    const awsEnv: Record<string, string> = {
+    const dynamo: DynamoServer = await startDynamoServer({ dataDir: disk('dynamodb'), port: opts.ports?.dynamodb, iam });
+    started.push(dynamo);
+    const sqsServer: SqsServer = await startSqsServer({ dataFile: disk('sqs.json'), region: REGION, port: opts.ports?.sqs, iam });
+    started.push(sqsServer);
+    const s3Server: S3Server = await startS3Server({ dataDir: disk('s3'), buckets: [bucket], port: opts.ports?.s3, iam });
+    started.push(s3Server);
+    const stsServer: StsServer = await startStsServer({ iam, port: opts.ports?.sts });
+    started.push(stsServer);
+    if (adminFile) {
+      const file: AdminCredentialsFile = {
+        region: REGION,
+        access_key_id: admin.accessKeyId,
+        secret_access_key: admin.secretAccessKey,
+        endpoints: { dynamodb: dynamo.url, sqs: sqsServer.url, s3: s3Server.url, sts: stsServer.url },
+      };
+      // The account's admin key: readable by its owner only.
+      writeFileSync(adminFile, JSON.stringify(file, null, 2) + '\n', { mode: 0o600 });
+      chmodSync(adminFile, 0o600);
+    }
+
+    const workerEnv: Record<string, string> = {
       AWS_REGION: REGION,
-      AWS_ACCESS_KEY_ID: 'ferry-local',
-      AWS_SECRET_ACCESS_KEY: 'ferry-local',
       AWS_ENDPOINT_URL_DYNAMODB: dynamo.url,
       AWS_ENDPOINT_URL_SQS: sqsServer.url,
       AWS_ENDPOINT_URL_S3: s3Server.url,
+      AWS_ENDPOINT_URL_STS: stsServer.url,
       FERRY_S3_FORCE_PATH_STYLE: 'true',
       FERRY_STAGE: stage,
       FERRY_BUCKET: bucket,
       ...opts.settings,
     };
-    Object.assign(process.env, awsEnv);
+    const awsEnv: Record<string, string> = { ...workerEnv, AWS_ACCESS_KEY_ID: admin.accessKeyId, AWS_SECRET_ACCESS_KEY: admin.secretAccessKey };
+    // This process runs the Lambdas: admin credentials, and the worker role the credentials handler
+    // assumes and whose sessions the results handler believes (its unique id, as in AWS).
+    Object.assign(process.env, awsEnv, { FERRY_WORKER_ROLE_ARN: iam.workerRole.arn, FERRY_WORKER_ROLE_ID: iam.workerRole.roleId });
     delete process.env.AWS_PROFILE;
     delete process.env.AWS_SESSION_TOKEN;
     resetConfig();
@@ -92,12 +143,12 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: resultsDlq.QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
     const results = await sqs.send(
       new CreateQueueCommand({
-        QueueName: `ferry-${stage}-results`,
+        QueueName: resultsQueueName,
         Attributes: { VisibilityTimeout: '30', RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: 5 }) },
       }),
     );
     const resultsArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: results.QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
-    awsEnv.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
+    awsEnv.FERRY_RESULTS_QUEUE_URL = workerEnv.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
     process.env.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
     resetConfig();
 
@@ -115,6 +166,8 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     return {
       apiUrl: api.url,
       awsEnv,
+      workerEnv,
+      adminCredentialsFile: adminFile,
       createUser: async (userId, ttlSeconds) => (await issueUserToken(userId, ttlSeconds)).token,
       close: async () => {
         for (const s of started.reverse()) await s.close();

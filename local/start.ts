@@ -7,7 +7,7 @@ import { startLocalStack } from './stack';
 
 /**
  * `npm start`: the whole of Ferry on this machine, data under .ferry/, the API on
- * http://127.0.0.1:8080 (FERRY_PORT to change; DynamoDB, SQS and S3 take the three ports after it), a local user's token in .ferry/credentials.json
+ * http://127.0.0.1:8080 (FERRY_PORT to change; DynamoDB, SQS, S3 and STS take the four ports after it), a local user's token in .ferry/credentials.json
  * and a default endpoint served by one worker agent with two runtime processes.
  */
 const ROOT = join(__dirname, '..');
@@ -23,7 +23,7 @@ export async function startLocal(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const port = Number(process.env.FERRY_PORT ?? 8080);
   // The AWS servers sit on the next ports: stored queue URLs name theirs, so they must not move.
-  const stack = await startLocalStack({ dataDir: DATA, apiPort: port, ports: { dynamodb: port + 1, sqs: port + 2, s3: port + 3 } });
+  const stack = await startLocalStack({ dataDir: DATA, apiPort: port, ports: { dynamodb: port + 1, sqs: port + 2, s3: port + 3, sts: port + 4 } });
   const apiUrl = stack.apiUrl;
 
   let creds = readJson<{ api_url: string; token: string; user_id: string }>(CREDENTIALS);
@@ -48,7 +48,7 @@ export async function startLocal(): Promise<void> {
   writeSecret(ENDPOINT, ep);
 
   const { child: agent } = spawnAgentProcess(
-    { ...stack.awsEnv, FERRY_WORKER_CONFIG: ENDPOINT, FERRY_POOL_SIZE: process.env.FERRY_POOL_SIZE ?? '2' },
+    { ...stack.workerEnv, FERRY_WORKER_CONFIG: ENDPOINT, FERRY_POOL_SIZE: process.env.FERRY_POOL_SIZE ?? '2' },
     // The bundle `npm start` builds first: what the container runs, and quicker than running the source.
     { inherit: true, bundle: true },
   );
@@ -59,7 +59,7 @@ Ferry is running locally.
   API URL      ${apiUrl}
   token        ${creds.token}
   endpoint id  ${ep.endpoint_id}   (one worker agent, two runtime processes)
-  data         ${DATA}   (credentials.json holds the token; mode 0600)
+  data         ${DATA}   (credentials.json holds the token, aws.json the local AWS admin key; mode 0600)
 
 Try it:
   export FERRY_API_URL=${apiUrl} FERRY_TOKEN=${creds.token}

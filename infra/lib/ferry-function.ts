@@ -126,6 +126,15 @@ export class FerryFunction extends nodejs.NodejsFunction {
   }
 
   /**
+   * The worker role whose sessions' reports are believed: its unique id (AROA…), the first half of
+   * the SQS SenderId `<role id>:<session name>` of every message sent with vended credentials.
+   */
+  bindWorkerSessions(role: iam.Role): this {
+    this.addEnvironment('FERRY_WORKER_ROLE_ID', role.roleId);
+    return this;
+  }
+
+  /**
    * Rights on the endpoint queues the register handler creates at run time. They do not exist at
    * deploy time, so the grant is by name prefix: `ferry-<stage>-ep-*` and nothing else.
    */

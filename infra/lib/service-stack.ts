@@ -163,7 +163,9 @@ export class ServiceStack extends Stack {
     const apiUrl = this.api.apiEndpoint;
 
     // ---------------------------------------------------------------- results and lost tasks
-    const resultsFn = fn('ResultsConsumer', 'lambdas/results.ts', 'apply worker results to task records', { timeout: RESULTS_TIMEOUT }).bindTable(tables.tasks, 'RW');
+    const resultsFn = fn('ResultsConsumer', 'lambdas/results.ts', 'apply worker results to task records', { timeout: RESULTS_TIMEOUT })
+      .bindTable(tables.tasks, 'RW')
+      .bindWorkerSessions(this.workerRole.role);
     // A failed record is retried alone (and reaches the DLQ alone), not with its whole batch.
     resultsFn.addEventSource(new SqsEventSource(this.results.queue, { batchSize: 10, reportBatchItemFailures: true }));
 

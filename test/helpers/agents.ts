@@ -6,7 +6,8 @@ export type { AgentProcess };
 /** A real worker agent process for an endpoint of the stack (two runtime processes unless told). */
 export function spawnAgent(stack: LocalStack, endpointId: string, secret: string, env: Record<string, string> = {}, opts: { bundle?: boolean } = {}): AgentProcess {
   const agentEnv = {
-    ...stack.awsEnv,
+    // Where the AWS servers are, and no credentials: the agent trades its secret for vended ones.
+    ...stack.workerEnv,
     FERRY_API_URL: stack.apiUrl,
     FERRY_ENDPOINT_ID: endpointId,
     FERRY_ENDPOINT_SECRET: secret,

@@ -8,6 +8,7 @@ import { API_ROUTES } from '../../lambdas/routes';
 import { readContext } from '../../infra/lib/context';
 import { DataStack } from '../../infra/lib/data-stack';
 import { tableDefinitions } from '../../local/dynamo';
+import { workerRoleStatements } from '../../local/access-policy';
 import { FARGATE_ENDPOINT, normalised, synthesize, type Synthesized } from './synth';
 
 type Resource = { Type: string; Properties: Record<string, any>; DependsOn?: string[]; DeletionPolicy?: string; UpdateReplacePolicy?: string };
@@ -331,6 +332,41 @@ describe('worker identity', () => {
     expect(str(byActions['sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:ReceiveMessage']!.Resource)).toMatch(/:ferry-dev-ep-\$\{aws:PrincipalTag\/endpointId\}"\]\]\}$/);
     expect(str(byActions['s3:GetObject s3:PutObject']!.Resource)).toMatch(/\/payloads\/\$\{aws:PrincipalTag\/endpointId\}\/\*"\]\]\}$/);
     expect(byActions['sqs:SendMessage']!.Resource).toEqual({ 'Fn::GetAtt': [logicalId('ResultsQueue', 'AWS::SQS::Queue'), 'Arn'] });
+  });
+
+  test('the local servers enforce the same statements (local/access-policy.ts)', () => {
+    // Resolve the template's references the way CloudFormation would in one account and region.
+    const env = { partition: 'aws', region: 'eu-west-1', accountId: '123456789012' };
+    const resultsQueueArn = `arn:aws:sqs:${env.region}:${env.accountId}:the-results-queue`;
+    const resolve = (v: any): string => {
+      if (typeof v === 'string') return v;
+      if (v.Ref === 'AWS::Partition') return env.partition;
+      if (v.Ref === 'AWS::Region') return env.region;
+      if (v.Ref === 'AWS::AccountId') return env.accountId;
+      if (v['Fn::Join']) return (v['Fn::Join'][1] as unknown[]).map(resolve).join(v['Fn::Join'][0]);
+      if (v['Fn::GetAtt']?.[0] === logicalId('ResultsQueue', 'AWS::SQS::Queue') && v['Fn::GetAtt'][1] === 'Arn') return resultsQueueArn;
+      throw new Error(`unresolved ${JSON.stringify(v)}`);
+    };
+    const synthesized = roleStatements(workerRoleId()).map((st: Statement & { Sid?: string }) => ({
+      sid: st.Sid,
+      actions: actions(st).sort(),
+      resources: [st.Resource].flat().map(resolve),
+      condition: st.Condition,
+    }));
+    const bucket = `ferry-dev-payloads-${env.accountId}-${env.region}`;
+    expect(synthesized.find((st) => st.sid === 'OwnPayloadPrefix')?.resources[0]).toMatch(new RegExp(`^arn:aws:s3:::${bucket}/`));
+    const local = workerRoleStatements({ ...env, stage: 'dev', bucket, resultsQueueArn }).map((st) => ({
+      sid: st.sid,
+      actions: [...st.actions].sort(),
+      resources: st.resources,
+      condition: { StringLike: { [`aws:PrincipalTag/${st.requiresTag}`]: '?*' } },
+    }));
+    expect(local).toEqual(synthesized);
+  });
+
+  test('the results consumer believes the worker role\'s sessions: it gets the role\'s unique id', () => {
+    const fn = service[logicalId('ResultsConsumer', 'AWS::Lambda::Function')]!;
+    expect(fn.Properties.Environment.Variables.FERRY_WORKER_ROLE_ID).toEqual({ 'Fn::GetAtt': [workerRoleId(), 'RoleId'] });
   });
 });
 

@@ -5,7 +5,7 @@ import { readPayload, resultKey, storePayload } from '../../core/bucket';
 import { taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../../core/messages';
 import { revokeToken } from '../../core/tables/tokens';
 import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
-import { dynamo } from '../../core/clients';
+import { dynamo, sqsClient } from '../../core/clients';
 import { config } from '../../core/config';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually } from '../helpers/api';
@@ -35,7 +35,7 @@ async function workerFor(endpointId: string, secret: string) {
   const grant = await caller(stack.apiUrl, secret)('POST', `/v1/endpoints/${endpointId}/credentials`);
   expect(grant.status).toBe(200);
   const g = grant.body;
-  const credentials = { accessKeyId: g.credentials.access_key_id, secretAccessKey: g.credentials.secret_access_key };
+  const credentials = { accessKeyId: g.credentials.access_key_id, secretAccessKey: g.credentials.secret_access_key, sessionToken: g.credentials.session_token };
   const sqs = new SQSClient({ region: g.region, credentials });
   const s3 = new S3Client({ region: g.region, credentials, forcePathStyle: true });
   return {
@@ -56,8 +56,9 @@ async function workerFor(endpointId: string, secret: string) {
     async done(receipt: string) {
       await sqs.send(new DeleteMessageCommand({ QueueUrl: g.queue_url, ReceiptHandle: receipt }));
     },
+    /** Queue depth, read as the operator: the worker role may not read queue attributes. */
     async depth() {
-      const out = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: g.queue_url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+      const out = await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: g.queue_url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
       return Number(out.Attributes!.ApproximateNumberOfMessages) + Number(out.Attributes!.ApproximateNumberOfMessagesNotVisible);
     },
     close() {
@@ -172,7 +173,7 @@ describe('the whole loop with a test consumer playing the worker', () => {
     await worker.report({ v: 1, kind: 'started', task_id: taskId, endpoint_id: endpointId, worker_id: 'w3', at });
     // Wait until the results queue has drained those three, then read.
     await eventually(async () => {
-      const q = await worker.sqs.send(new GetQueueAttributesCommand({ QueueUrl: worker.grant.results_queue_url, AttributeNames: ['All'] }));
+      const q = await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: worker.grant.results_queue_url, AttributeNames: ['All'] }));
       return Number(q.Attributes!.ApproximateNumberOfMessages) + Number(q.Attributes!.ApproximateNumberOfMessagesNotVisible) === 0;
     });
     const t = (await alice('GET', `/v1/tasks/${taskId}`)).body;
@@ -183,13 +184,14 @@ describe('the whole loop with a test consumer playing the worker', () => {
     worker.close();
   });
 
-  it('ignores a result about a task of another endpoint', async () => {
+  it("ignores a result about a task of another endpoint, whichever endpoint the body names", async () => {
     const a = await setup('a');
     const b = await setup('b');
     const sub = await alice('POST', `/v1/endpoints/${a.endpointId}/submit`, { tasks: [{ function_id: a.functionId, args: [1, 1] }] });
     const taskId = sub.body.task_ids[0];
     await b.worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: b.endpointId, worker_id: 'intruder', at: new Date().toISOString(), result: json(666) });
-    await b.worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: a.endpointId, worker_id: 'w', at: new Date().toISOString(), result: json(2) });
+    await b.worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: a.endpointId, worker_id: 'intruder', at: new Date().toISOString(), result: json(666) });
+    await a.worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: a.endpointId, worker_id: 'w', at: new Date().toISOString(), result: json(2) });
     const done = await waitFor(taskId, 'success');
     expect(done.result.value).toBe(2);
     a.worker.close();
