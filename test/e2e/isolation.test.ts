@@ -40,6 +40,9 @@ function errorOf(outcome: RunOutcome) {
 const SECRET = 'fes_agent-secret-' + Math.random().toString(36).slice(2);
 let agentDir: string;
 let secretFile: string;
+// The pools' scratch space: apart from that of other agents the e2e suite runs at the same time.
+let scratchParent: string;
+const scratchDirs = () => execFileSync('find', [scratchParent, '-mindepth', '2', '-maxdepth', '2', '-name', 'u-*']).toString().split('\n').filter(Boolean);
 const savedEnv = { ...process.env };
 
 beforeAll(() => {
@@ -50,15 +53,17 @@ beforeAll(() => {
   agentDir = mkdtempSync(path.join(os.tmpdir(), 'ferry-agent-'));
   secretFile = path.join(agentDir, 'endpoint.json');
   writeFileSync(secretFile, JSON.stringify({ endpoint_secret: SECRET }), { mode: 0o600 });
+  scratchParent = mkdtempSync(path.join(os.tmpdir(), 'ferry-iso-test-'));
 });
 afterAll(() => {
   process.env = savedEnv;
   rmSync(agentDir, { recursive: true, force: true });
+  rmSync(scratchParent, { recursive: true, force: true });
 });
 
 const pools: RuntimePool[] = [];
 async function poolWith(settings: IsolationSettings, opts: Partial<RuntimePoolOptions> = {}): Promise<RuntimePool> {
-  const pool = new RuntimePool({ size: 1, owner: OWNER, isolation: resolveIsolation(settings), onOutput: () => undefined, ...opts });
+  const pool = new RuntimePool({ size: 1, owner: OWNER, isolation: resolveIsolation(settings), onOutput: () => undefined, scratchParent, ...opts });
   pools.push(pool);
   await pool.start();
   return pool;
@@ -110,7 +115,7 @@ describe.each(['sandbox', 'none'] as const)('isolation %s', (mode) => {
       expect(look.env.TMPDIR).toBe(look.cwd);
       expect(look.cwd).not.toBe(process.cwd());
       if (mode === 'none') {
-        expect(look.cwd.startsWith(os.tmpdir())).toBe(true);
+        expect(look.cwd.startsWith(scratchParent)).toBe(true);
         expect(execFileSync('stat', ['-c', '%a', look.cwd]).toString().trim()).toBe('700');
       }
     }
@@ -158,7 +163,7 @@ describe('isolation sandbox', () => {
 
     // Alice writes a file in her scratch; Bob cannot find it, nor read it by its host path.
     const written = resultOf(await pool.run(node('alice', "() => { require('fs').writeFileSync('private.txt', 'alice only'); return require('fs').realpathSync('private.txt') }")));
-    const hostPaths = execFileSync('find', [os.tmpdir(), '-name', 'private.txt', '-path', '*ferry-*']).toString().trim().split('\n').filter(Boolean);
+    const hostPaths = execFileSync('find', [scratchParent, '-name', 'private.txt']).toString().trim().split('\n').filter(Boolean);
     expect(hostPaths.length).toBeGreaterThan(0);
     const bobReads = `() => { const fs = require('fs'); return [${JSON.stringify(written)}, ...${JSON.stringify(hostPaths)}].map((f) => { try { return fs.readFileSync(f, 'utf8') } catch (e) { return 'ERR ' + e.code } }) }`;
     for (const answer of resultOf(await pool.run(node('bob', bobReads)))) expect(answer).toMatch(/^ERR /);
@@ -218,11 +223,10 @@ describe('per-user processes', () => {
     const scratch = resultOf(await pool.run(node('alice', "() => { require('fs').writeFileSync('f', 'x'); return 1 }")));
     expect(scratch).toBe(1);
     expect(pool.stats()).toMatchObject({ runtimes: { node: { processes: 2 } }, users: 2 });
-    const dirsBefore = execFileSync('find', [os.tmpdir(), '-maxdepth', '2', '-name', 'u-*', '-path', '*ferry-*']).toString().split('\n').filter(Boolean).length;
+    expect(scratchDirs()).toHaveLength(2); // the owner's and Alice's
     await new Promise((r) => setTimeout(r, 800));
     expect(pool.stats()).toMatchObject({ runtimes: { node: { processes: 1 } }, users: 1 }); // the owner's stays warm
-    const dirsAfter = execFileSync('find', [os.tmpdir(), '-maxdepth', '2', '-name', 'u-*', '-path', '*ferry-*']).toString().split('\n').filter(Boolean).length;
-    expect(dirsAfter).toBe(dirsBefore - 1);
+    expect(scratchDirs()).toHaveLength(1);
   });
 
   it("at the cap, evicts another user's idle process (least recently used) before a task waits", async () => {

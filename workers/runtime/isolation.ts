@@ -219,8 +219,9 @@ export interface SandboxLayout {
   binds: string[];
   /** Read-only binds at another path: [host, inside]. */
   mappedBinds?: [string, string][];
-  /** The user's scratch directory, shown read-write at /scratch. */
+  /** The user's scratch directory, shown read-write at `scratchInside`. */
   scratch: string | undefined;
+  scratchInside?: string;
   env: Record<string, string>;
   cwd: string;
 }
@@ -262,7 +263,11 @@ export function sandboxArgs(layout: SandboxLayout): string[] {
     mkdirs(inside);
     args.push('--ro-bind', host, inside);
   }
-  if (layout.scratch) args.push('--bind', layout.scratch, SANDBOX_SCRATCH);
+  if (layout.scratch) {
+    const inside = layout.scratchInside ?? SANDBOX_SCRATCH;
+    mkdirs(inside);
+    args.push('--bind', layout.scratch, inside);
+  }
   args.push('--chdir', layout.cwd, '--clearenv');
   for (const [k, v] of Object.entries(layout.env)) args.push('--setenv', k, v);
   return args;

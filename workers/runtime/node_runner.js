@@ -18,6 +18,9 @@ const REQUEST_FD = 3;
 const REPLY_FD = 4;
 const FUNCTION_FILENAME = '<ferry function>';
 const ownGroup = process.argv.includes('--own-group');
+// Taken before any task runs: a task that patches JSON must not break this process's protocol.
+const jsonStringify = JSON.stringify;
+const jsonParse = JSON.parse;
 
 // --- parent death: never outlive the pool ----------------------------------------------------
 
@@ -60,7 +63,7 @@ const replies = new net.Socket({ fd: REPLY_FD, readable: false, writable: true }
 replies.on('error', die);
 
 function send(header, body = Buffer.alloc(0)) {
-  const head = Buffer.from(JSON.stringify(header));
+  const head = Buffer.from(jsonStringify(header));
   const prefix = Buffer.alloc(8);
   prefix.writeUInt32BE(4 + head.length + body.length, 0);
   prefix.writeUInt32BE(head.length, 4);
@@ -77,7 +80,7 @@ requests.on('data', (chunk) => {
   while (pending.length >= 4 && pending.length >= 4 + pending.readUInt32BE(0)) {
     const length = pending.readUInt32BE(0);
     const headLength = pending.readUInt32BE(4);
-    const header = JSON.parse(pending.subarray(8, 8 + headLength).toString('utf8'));
+    const header = jsonParse(pending.subarray(8, 8 + headLength).toString('utf8'));
     queue.push({ header, body: pending.subarray(8 + headLength, 4 + length) });
     pending = pending.subarray(4 + length);
   }
@@ -101,7 +104,7 @@ async function drain() {
 
 function decodeArgs(codec, body) {
   let decoded;
-  if (codec === 'json') decoded = body.length ? JSON.parse(body.toString('utf8')) : {};
+  if (codec === 'json') decoded = body.length ? jsonParse(body.toString('utf8')) : {};
   // node's v8 serializer keeps Date, Map, Set, BigInt, typed arrays, and Buffer as Buffer.
   else if (codec === 'node-v8') decoded = body.length ? v8.deserialize(body) : {};
   else throw new Error(`the node runtime cannot read the ${codec} codec; use json or node-v8`);
@@ -125,7 +128,7 @@ const where = (p) => (p === '' ? 'the result' : `the result at ${p}`);
 /** JSON.stringify silently drops or rewrites what it cannot represent; a result must not be. */
 function toStrictJson(result) {
   const paths = new Map();
-  const text = JSON.stringify(result === undefined ? null : result, function (key, value) {
+  const text = jsonStringify(result === undefined ? null : result, function (key, value) {
     const parentPath = paths.get(this) ?? '';
     const p = this === undefined || (key === '' && !paths.has(this)) ? '' : Array.isArray(this) ? `${parentPath}[${key}]` : `${parentPath}.${key}`;
     const hint = '; return plain data or use the node-v8 codec';

@@ -414,7 +414,8 @@ export class RuntimePool {
       group.runtime === 'node'
         ? { command: interp.command, args: [`--max-old-space-size=${this.nodeMaxOldSpaceMb}`, path.join(runners, 'node_runner.js'), '--own-group'] }
         : { command: interp.command, args: ['-u', path.join(runners, 'python_runner.py'), '--own-group'] };
-    const cwd = sandboxed ? SANDBOX_SCRATCH : scratch;
+    // Per user inside a sandbox too, so a path one user's task reports names nothing in another's.
+    const cwd = sandboxed ? path.posix.join(SANDBOX_SCRATCH, path.basename(scratch)) : scratch;
     const home = c.kind === 'account' ? c.account.home : cwd;
     const bins = [this.node.binDir, python.binDir].filter((d): d is string => !!d);
     const env = this.isolation.environment(home, cwd, bins);
@@ -424,6 +425,7 @@ export class RuntimePool {
       binds: [...this.node.prefixes, ...python.prefixes],
       mappedBinds: [[this.runnerDir!, SANDBOX_RUNNERS]],
       scratch,
+      scratchInside: cwd,
       env,
       cwd,
     });

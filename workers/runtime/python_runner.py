@@ -26,6 +26,10 @@ FUNCTION_FILENAME = "<ferry function>"
 # Protocol 4 reads on every python >= 3.4; 5 would shut out older clients for no gain here.
 PICKLE_PROTOCOL = 4
 OWN_GROUP = "--own-group" in sys.argv
+# Taken before any task runs: a task that patches json, struct or os must not break the protocol.
+_json_dumps, _json_loads = json.dumps, json.loads
+_pack, _unpack = struct.pack, struct.unpack
+_os_read, _os_write = os.read, os.write
 
 # A subprocess of the task must not hold the channel open after this process dies.
 for _fd in (REQUEST_FD, REPLY_FD):
@@ -45,7 +49,7 @@ def die():
 def read_exact(n):
     chunks = []
     while n:
-        chunk = os.read(REQUEST_FD, n)
+        chunk = _os_read(REQUEST_FD, n)
         if not chunk:
             return None
         chunks.append(chunk)
@@ -60,20 +64,20 @@ def read_requests(inbox):
             prefix = read_exact(4)
             if prefix is None:
                 break
-            frame = read_exact(struct.unpack(">I", prefix)[0])
+            frame = read_exact(_unpack(">I", prefix)[0])
             if frame is None:
                 break
-            head_length = struct.unpack(">I", frame[:4])[0]
-            inbox.put((json.loads(frame[4 : 4 + head_length]), frame[4 + head_length :]))
+            head_length = _unpack(">I", frame[:4])[0]
+            inbox.put((_json_loads(frame[4 : 4 + head_length]), frame[4 + head_length :]))
     finally:
         die()
 
 
 def send(header, body=b""):
-    head = json.dumps(header).encode()
-    data = memoryview(struct.pack(">II", 4 + len(head) + len(body), len(head)) + head + body)
+    head = _json_dumps(header).encode()
+    data = memoryview(_pack(">II", 4 + len(head) + len(body), len(head)) + head + body)
     while data:
-        written = os.write(REPLY_FD, data)
+        written = _os_write(REPLY_FD, data)
         data = data[written:]
 
 
@@ -90,7 +94,7 @@ def decode_args(codec, body):
         if codec == "python-pickle":
             args, kwargs = pickle.loads(body) if body else ((), {})
         elif codec == "json":
-            decoded = json.loads(body) if body else {}
+            decoded = _json_loads(body) if body else {}
             args, kwargs = decoded.get("args") or [], decoded.get("kwargs") or {}
         else:
             raise ValueError(f"the python runtime cannot read the {codec} codec; use python-pickle or json")
@@ -106,7 +110,7 @@ def encode_result(codec, result):
         if codec == "python-pickle":
             return pickle.dumps(result, protocol=PICKLE_PROTOCOL)
         # allow_nan=False: NaN and Infinity are not JSON, and a JS client could not parse them.
-        return json.dumps(result, allow_nan=False, separators=(",", ":")).encode()
+        return _json_dumps(result, allow_nan=False, separators=(",", ":")).encode()
     except Exception as exc:
         what = "pickled" if codec == "python-pickle" else "encoded as JSON"
         hint = ""
