@@ -6,6 +6,9 @@
  *      agent's cost per task next to calling the function directly in-process.
  *   3. SDK: no-op round-trip latency p50/p99 (Executor → API → agent → results → future) and
  *      tasks per second for 5,000 no-op submits through one Executor.
+ *   4. Users: what per-user runtime processes cost on a shared endpoint: the round trip of a
+ *      user's first task (a process started for her, in the sandbox) next to her steady state
+ *      and the owner's, for node and python.
  * Everything runs on loopback; the API handlers run in this process, so their SDK calls are
  * counted here, while each agent counts its own. Agents run from the bundle the container uses.
  */
@@ -33,14 +36,14 @@ async function waitAll(client: Client, ids: string[]): Promise<void> {
   }
 }
 
-function agentFor(stack: LocalStack, ep: { endpoint_id: string; endpoint_secret: string }, poolSize: number): AgentProcess {
+function agentFor(stack: LocalStack, ep: { endpoint_id: string; endpoint_secret: string }, poolSize: number, runtimes = ['node']): AgentProcess {
   return spawnAgentProcess({
-    ...stack.awsEnv,
+    ...stack.workerEnv,
     FERRY_API_URL: stack.apiUrl,
     FERRY_ENDPOINT_ID: ep.endpoint_id,
     FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
     FERRY_POOL_SIZE: String(poolSize),
-    FERRY_RUNTIMES: 'node',
+    FERRY_RUNTIMES: runtimes.join(','),
   }, { bundle: true });
 }
 
@@ -115,13 +118,13 @@ async function benchAgent(stack: LocalStack, client: Client): Promise<void> {
   let t0 = performance.now();
   for (let i = 0; i < reps; i++) noop();
   const directUs = ((performance.now() - t0) * 1000) / reps;
-  const pool = new RuntimePool({ size: 1, runtimes: ['node'] });
+  const pool = new RuntimePool({ size: 1, runtimes: ['node'], owner: 'bench' });
   await pool.start();
   const args = encodeArgs([]);
-  for (let i = 0; i < 50; i++) await pool.run({ taskId: 'w', runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
+  for (let i = 0; i < 50; i++) await pool.run({ taskId: 'w', user: 'bench', runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
   const poolReps = quick ? 200 : 1000;
   t0 = performance.now();
-  for (let i = 0; i < poolReps; i++) await pool.run({ taskId: String(i), runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
+  for (let i = 0; i < poolReps; i++) await pool.run({ taskId: String(i), user: 'bench', runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
   const poolUs = ((performance.now() - t0) * 1000) / poolReps;
   await pool.close();
   console.log(`\nDirect in-process call: ${fmt(directUs, 3)} µs; through the runtime pool (process hop, codec): ${fmt(poolUs, 0)} µs per task.`);
@@ -155,6 +158,42 @@ async function benchSdk(stack: LocalStack, client: Client): Promise<void> {
   await stop(agents);
 }
 
+async function benchUsers(stack: LocalStack, owner: Client): Promise<void> {
+  console.log('\n## Per-user runtime processes on a shared endpoint (one agent, default isolation)\n');
+  const users = quick ? 3 : 6;
+  const ep = await owner.registerEndpoint('bench-users');
+  const names = Array.from({ length: users }, (_, i) => `bench-user-${i}`);
+  await owner.shareEndpoint(ep.endpoint_id, { shared_with: names });
+  const agent = agentFor(stack, ep, 2, ['node', 'python']);
+  await agent.ready;
+  const clients = [owner, ...(await Promise.all(names.map(async (n) => new Client({ apiUrl: stack.apiUrl, token: await stack.createUser(n) }))))];
+  const roundTrip = async (c: Client, fn: string): Promise<number> => {
+    const t0 = performance.now();
+    const id = await c.run(fn, ep.endpoint_id);
+    await waitAll(c, [id]);
+    return performance.now() - t0;
+  };
+  console.log('| runtime | owner, steady (p50) | a new user\'s first task (p50 over users) | that user\'s next tasks (p50) |');
+  console.log('| --- | --- | --- | --- |');
+  for (const runtime of ['node', 'python'] as const) {
+    const spec = runtime === 'node' ? { name: 'noop', runtime, source: '() => null' } : { name: 'noop', runtime, source: 'def noop():\n    return None\n', entrypoint: 'noop' };
+    const fns = await Promise.all(clients.map((c) => c.registerFunction(spec)));
+    const ownerSteady: number[] = [];
+    for (let i = 0; i < 20; i++) ownerSteady.push(await roundTrip(owner, fns[0]!));
+    const first: number[] = [];
+    const steady: number[] = [];
+    for (let u = 1; u < clients.length; u++) {
+      first.push(await roundTrip(clients[u]!, fns[u]!));
+      for (let i = 0; i < 10; i++) steady.push(await roundTrip(clients[u]!, fns[u]!));
+    }
+    console.log(`| ${runtime} | ${fmt(percentile(ownerSteady, 50))} ms | ${fmt(percentile(first, 50))} ms | ${fmt(percentile(steady, 50))} ms |`);
+  }
+  const beat = await owner.getEndpointStatus(ep.endpoint_id);
+  console.log(`\n${users} users besides the owner; the agent's pool caps and reaps idle processes per user (workers reported: ${beat.workers}).`);
+  await stop([agent]);
+  await owner.deleteEndpoint(ep.endpoint_id);
+}
+
 async function main() {
   // Agents run as the container runs them: the esbuild bundle under plain node.
   execSync('npm run -s build:worker', { stdio: 'ignore' });
@@ -167,6 +206,7 @@ async function main() {
     if (!only || only === 'submit') await benchSubmit(stack, client);
     if (!only || only === 'agent') await benchAgent(stack, client);
     if (!only || only === 'sdk') await benchSdk(stack, client);
+    if (!only || only === 'users') await benchUsers(stack, client);
   } finally {
     await stack.close();
   }
