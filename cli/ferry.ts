@@ -44,7 +44,8 @@ export function buildProgram(): Command {
     .command('up')
     .description('run Ferry locally: API, AWS protocol servers, a default endpoint and its worker (same as npm start)')
     .action(async () => {
-      const { startLocal } = await import('../local/start');
+      // require, not import(): tsx's CommonJS hook resolves extensionless .ts paths only for require.
+      const { startLocal } = require('../local/start') as typeof import('../local/start');
       await startLocal();
       await new Promise(() => undefined);
     });
@@ -137,7 +138,7 @@ export function buildProgram(): Command {
       config?: string; poolSize?: string; runtimes?: string; isolation?: string; userMap?: string; taskEnv?: string; envPassthrough?: string;
       sandboxNetwork?: string; ownerUnsandboxed?: boolean; idleSeconds?: string; maxProcesses?: string; python?: string;
     }) => {
-      const { runAgent, workerConfigFromEnv, workerSettingsFromEnv } = await import('../workers/main');
+      const { runAgent, workerConfigFromEnv, workerSettingsFromEnv } = require('../workers/main') as typeof import('../workers/main');
       // Flags win over the environment, which wins over the config file.
       const flags: Record<string, string | undefined> = {
         FERRY_WORKER_CONFIG: o.config,
@@ -152,8 +153,14 @@ export function buildProgram(): Command {
         FERRY_PYTHON: o.python,
       };
       const env = { ...process.env, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
-      const cfg = workerConfigFromEnv(env);
-      const settings = workerSettingsFromEnv(env);
+      let cfg: ReturnType<typeof workerConfigFromEnv>;
+      let settings: ReturnType<typeof workerSettingsFromEnv>;
+      try {
+        cfg = workerConfigFromEnv(env);
+        settings = workerSettingsFromEnv(env);
+      } catch (err) {
+        throw new CliError((err as Error).message, EXIT.usage);
+      }
       const code = await runAgent(cfg, { poolSize: o.poolSize ? Number(o.poolSize) : undefined, runtimes: o.runtimes?.split(',') as never }, settings);
       process.exit(code);
     });

@@ -1,6 +1,10 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
+import { resetClients } from '../core/clients';
+import { config, resetConfig } from '../core/config';
+import { sha256Hex } from '../core/ids';
+import { findUserTokenHashes, issueUserToken, listUserTokens, resolveToken, revokeTokenHash, tokenIdOf } from '../core/tables/tokens';
 import { table } from './output';
 
 /**
@@ -53,8 +57,6 @@ export async function useTokenTarget(t: TokenTarget): Promise<string> {
     delete process.env.AWS_SESSION_TOKEN;
     delete process.env.AWS_PROFILE;
   }
-  const { config, resetConfig } = await import('../core/config');
-  const { resetClients } = await import('../core/clients');
   resetConfig();
   resetClients();
   return config().tables.tokens;
@@ -104,8 +106,6 @@ export function addTokenCommands(program: Command, print: Print, fail: (message:
     const days = Number(o.days);
     if (!Number.isInteger(days) || days < 1 || days > 3650) fail('--days must be a whole number of days from 1 to 3650', true);
     const tableName = await open(o);
-    const { issueUserToken, tokenIdOf } = await import('../core/tables/tokens');
-    const { sha256Hex } = await import('../core/ids');
     const out = await guard(() => issueUserToken(o.user, days * 86400));
     console.error(`Token for user "${o.user}" (table ${tableName}), valid until ${out.expiresAt.toISOString()}. It is shown only this once; store it like a password.`);
     print(out.token, { token: out.token, token_id: tokenIdOf(sha256Hex(out.token)), user_id: o.user, expires_at: out.expiresAt.toISOString() });
@@ -114,7 +114,6 @@ export function addTokenCommands(program: Command, print: Print, fail: (message:
   target(token.command('list').description('user tokens: id, user, created, expires, status (never the tokens)').option('--user <userId>', 'only this user\'s')).action(
     async (o: TokenTarget & { user?: string }) => {
       await open(o);
-      const { listUserTokens } = await import('../core/tables/tokens');
       const tokens = await guard(() => listUserTokens(o.user));
       print(table(tokens as never[], ['token_id', 'user_id', 'status', 'created_at', 'expires_at']), tokens);
     },
@@ -126,8 +125,6 @@ export function addTokenCommands(program: Command, print: Print, fail: (message:
       .description('revoke a token, given the token itself or its id from `ferry token list` (API Gateway may honour it for 30 s more)'),
   ).action(async (tokenOrId: string, o: TokenTarget) => {
     await open(o);
-    const { findUserTokenHashes, revokeTokenHash, resolveToken, tokenIdOf } = await import('../core/tables/tokens');
-    const { sha256Hex } = await import('../core/ids');
     let hash: string;
     if (/^fry_/.test(tokenOrId)) {
       const principal = await guard(() => resolveToken(tokenOrId));

@@ -253,16 +253,16 @@ describe("a shared user against the owner's data", () => {
     const s3 = new S3Client({ region, credentials, forcePathStyle: true });
     const ddb = new DynamoDBClient({ region, credentials });
     const idleQueue = grant.queue_url.replace(own.endpoint_id, idle.endpoint_id);
-    const attempts: [string, Promise<unknown>][] = [
-      ["receive from the owner's endpoint queue", sqs.send(new ReceiveMessageCommand({ QueueUrl: idleQueue, WaitTimeSeconds: 0 }))],
-      ["send a task into the owner's endpoint queue", sqs.send(new SendMessageCommand({ QueueUrl: idleQueue, MessageBody: '{}' }))],
-      ['list every queue', sqs.send(new ListQueuesCommand({}))],
-      ["read the owner's task arguments from S3", s3.send(new GetObjectCommand({ Bucket: grant.bucket, Key: argsKey(idle.endpoint_id, big) }))],
-      ['scan the tasks table', ddb.send(new ScanCommand({ TableName: 'ferry-local-tasks' }))],
-      ['scan the tokens table', ddb.send(new ScanCommand({ TableName: 'ferry-local-tokens' }))],
+    const attempts: [string, () => Promise<unknown>][] = [
+      ["receive from the owner's endpoint queue", () => sqs.send(new ReceiveMessageCommand({ QueueUrl: idleQueue, WaitTimeSeconds: 0 }))],
+      ["send a task into the owner's endpoint queue", () => sqs.send(new SendMessageCommand({ QueueUrl: idleQueue, MessageBody: '{}' }))],
+      ['list every queue', () => sqs.send(new ListQueuesCommand({}))],
+      ["read the owner's task arguments from S3", () => s3.send(new GetObjectCommand({ Bucket: grant.bucket, Key: argsKey(idle.endpoint_id, big) }))],
+      ['scan the tasks table', () => ddb.send(new ScanCommand({ TableName: 'ferry-local-tasks' }))],
+      ['scan the tokens table', () => ddb.send(new ScanCommand({ TableName: 'ferry-local-tokens' }))],
     ];
     for (const [what, call] of attempts) {
-      const code = await refusedBy(call);
+      const code = await refusedBy(call());
       tried(`worker credentials: ${what}`, code !== undefined, code ?? 'allowed');
       expect({ what, refused: code !== undefined }).toEqual({ what, refused: true });
     }

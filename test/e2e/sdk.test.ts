@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -194,6 +194,35 @@ describe('ferry CLI', () => {
     expect(got.code).toBe(3);
     expect(JSON.parse(got.stdout).status).toBe('cancelled');
     expect((await ferry(['endpoint', 'delete', ep.endpoint_id])).code).toBe(0);
+  });
+});
+
+describe('ferry worker start', () => {
+  it('serves an endpoint from a config file written by endpoint register, and drains on SIGTERM', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-cli-'));
+    const cfg = join(dir, 'ep.json');
+    const reg = await run(process.execPath, [join(ROOT, 'cli', 'bin.js'), '--json', 'endpoint', 'register', '--name', 'cli-worker', '--write-config', cfg], {
+      FERRY_API_URL: stack.apiUrl,
+      FERRY_TOKEN: token,
+    });
+    const ep = JSON.parse(reg.stdout);
+    const worker = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'worker', 'start', '--config', cfg, '--pool-size', '1', '--runtimes', 'node'], {
+      cwd: ROOT,
+      env: { ...process.env, ...stack.workerEnv },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let log = '';
+    worker.stderr!.on('data', (c: Buffer) => (log += c.toString()));
+    const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
+    await eventuallyTrue(() => log.includes('serving endpoint'), 30_000);
+    const gce = executor(ep.endpoint_id);
+    expect(await gce.submit((a: number, b: number) => a * b, 6, 7)).toBe(42);
+    await gce.shutdown();
+    worker.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    const missing = await run(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'worker', 'start'], { FERRY_API_URL: '', FERRY_ENDPOINT_ID: '', FERRY_ENDPOINT_SECRET: '', FERRY_WORKER_CONFIG: '' });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/missing configuration/);
   });
 });
 
