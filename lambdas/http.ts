@@ -72,11 +72,20 @@ function callerOf(event: ApiEvent, auth: 'user' | 'endpoint'): Caller {
   if (auth === 'endpoint') {
     if (ctx.principal !== 'endpoint' || !ctx.endpointId) throw new Forbidden('this route takes the endpoint secret');
     const id = event.pathParameters?.id;
+    if (!id || !UUID_RE.test(id)) throw new NotFound(`endpoint ${shown(id)} not found`);
     if (id !== ctx.endpointId) throw new Forbidden('the endpoint secret belongs to another endpoint');
     return { kind: 'endpoint', endpointId: ctx.endpointId, userId: ctx.userId };
   }
   return { kind: 'user', userId: ctx.userId };
 }
+
+/**
+ * The answer to an endpoint secret whose endpoint was deleted (the authorizer's cached answer still
+ * admits it for up to 30 s): 401, what the API says once that answer lapses, so a worker agent
+ * stops at once as "secret refused" (workers/agent.ts, workers/grant.ts).
+ */
+export const endpointGone = (endpointId: string): Unauthorized =>
+  new Unauthorized(`endpoint ${endpointId} was deleted; its secret is no longer valid`);
 
 function parseBody<S extends z.ZodType>(event: ApiEvent, schema: S, maxBytes: number): z.infer<S> {
   const raw = event.body === undefined ? '' : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
@@ -101,8 +110,33 @@ export const describeIssues = (err: z.ZodError): string =>
 /** One path parameter checked against a schema (ids are UUIDs; anything else is a 404, not a table read). */
 export function pathId(req: { params: Record<string, string> }, name: string, what: string): string {
   const v = req.params[name];
-  if (!v || !UUID_RE.test(v)) throw new NotFound(`${what} ${v ?? ''} not found`);
+  if (!v || !UUID_RE.test(v)) throw new NotFound(`${what} ${shown(v)} not found`);
   return v;
+}
+
+/** A client's value echoed in a message, cut short: it may be anything up to the 10 MB request. */
+const shown = (v: string | undefined): string => JSON.stringify((v ?? '').slice(0, 64));
+
+/** Listings return pages of 1 to 1,000 items, 100 unless asked (the SDK pages a task group 1,000 at a time). */
+export const PAGE_LIMIT = { min: 1, max: 1000, default: 100 } as const;
+const LIMIT_RANGE = `must be an integer from ${PAGE_LIMIT.min} to ${PAGE_LIMIT.max}`;
+
+const pageQuery = z.object({
+  limit: z
+    .string()
+    .regex(/^[0-9]+$/, LIMIT_RANGE)
+    .transform(Number)
+    .pipe(z.number().int().min(PAGE_LIMIT.min, LIMIT_RANGE).max(PAGE_LIMIT.max, LIMIT_RANGE))
+    .optional(),
+  // Opaque here; core/tables/cursor.ts checks it against the query it continues.
+  cursor: z.string().optional(),
+});
+
+/** The `limit` and `cursor` of a listing, the one place they are parsed: a bad limit is a 400, never clamped. */
+export function pageOf(req: { query: Record<string, string> }): { limit: number; cursor?: string } {
+  const parsed = pageQuery.safeParse(req.query);
+  if (!parsed.success) throw new ValidationFailed(describeIssues(parsed.error));
+  return { limit: parsed.data.limit ?? PAGE_LIMIT.default, cursor: parsed.data.cursor };
 }
 
 const lowerKeys = (h: Record<string, string | undefined>) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));

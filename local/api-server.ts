@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { APIGatewayProxyEventV2, APIGatewayRequestAuthorizerEventV2, Context } from 'aws-lambda';
 import { handler as authorizer } from '../lambdas/authorizer';
+import { BadRequest, FerryError, Forbidden, NotFound, PayloadTooLarge, Unauthorized } from '../core/errors';
 import type { ApiEvent, ApiResult } from '../lambdas/http';
 import { API_ROUTES, type ApiModule } from '../lambdas/routes';
 import { listenOnLoopback, type LoopbackServer } from './listen';
@@ -60,7 +61,7 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   const server: Server = createServer((req, res) => {
     serve(routes, authorize, req, res).catch((err) => {
       console.error('local API: unhandled', err);
-      if (!res.headersSent) send(res, 500, { message: 'Internal Server Error' });
+      if (!res.headersSent) sendError(res, new FerryError('internal error'));
     });
   });
   // Long task polls and big bodies are fine; only idle sockets are reaped.
@@ -74,15 +75,37 @@ function send(res: ServerResponse, status: number, body: unknown, headers: Recor
   res.end(text);
 }
 
+/**
+ * The stand-in's own refusals, in Ferry's error shape (API Gateway would send only `{"message"}`,
+ * which is kept beside it for clients that read that).
+ */
+function sendError(res: ServerResponse, err: FerryError): void {
+  send(res, err.status, { error: { code: err.code, message: err.message }, message: err.message });
+}
+
+/** The body, or undefined past the limit; the rest is still read, so the client sees the 413 rather than a reset. */
 async function readBody(req: IncomingMessage): Promise<Buffer | undefined> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_REQUEST_BYTES) return undefined;
-    chunks.push(chunk as Buffer);
+    if (size <= MAX_REQUEST_BYTES) chunks.push(chunk as Buffer);
+    // Past a few times the limit the sender is not worth waiting for.
+    if (size > 4 * MAX_REQUEST_BYTES) {
+      req.destroy();
+      return undefined;
+    }
   }
-  return Buffer.concat(chunks);
+  return size > MAX_REQUEST_BYTES ? undefined : Buffer.concat(chunks);
+}
+
+/** Path parameters decoded as API Gateway does; undefined when one is not valid percent-encoding. */
+function decodePathValues(values: string[]): string[] | undefined {
+  try {
+    return values.map(decodeURIComponent);
+  } catch {
+    return undefined;
+  }
 }
 
 type Authorize = (event: APIGatewayRequestAuthorizerEventV2) => ReturnType<typeof authorizer>;
@@ -105,25 +128,29 @@ function cachedAuthorizer(ttlMs: number): Authorize {
 async function serve(routes: CompiledRoute[], authorize: Authorize, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const method = req.method ?? 'GET';
-  let match: { route: CompiledRoute; values: string[] } | undefined;
+  let match: { route: CompiledRoute; values: string[] | undefined } | undefined;
   for (const route of routes) {
     const m = route.method === method ? route.pattern.exec(url.pathname) : null;
     if (m) {
-      match = { route, values: m.slice(1).map(decodeURIComponent) };
+      match = { route, values: decodePathValues(m.slice(1)) };
       break;
     }
   }
-  // These three answers are API Gateway's own, not Ferry's.
-  if (!match) return send(res, 404, { message: 'Not Found' });
+  // Answers API Gateway gives before any Lambda runs, with its statuses (a wrong method is no route
+  // to an HTTP API: 404), in Ferry's error shape.
   const body = await readBody(req);
-  if (body === undefined) return send(res, 413, { message: 'Request Entity Too Large' });
+  if (!match) return sendError(res, new NotFound(`no route ${method} ${url.pathname.slice(0, 200)}`));
+  if (body === undefined) return sendError(res, new PayloadTooLarge(`request body over ${MAX_REQUEST_BYTES} bytes (API Gateway's limit); upload large arguments with POST /v1/payloads`));
+  if (!match.values) return sendError(res, new BadRequest('the path is not valid percent-encoding'));
 
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(',') : v;
-  if (!headers.authorization) return send(res, 401, { message: 'Unauthorized' });
+  // API Gateway: a request without the authorizer's identity source (the Authorization header) is refused before the authorizer runs.
+  if (!headers.authorization) return sendError(res, new Unauthorized('the Authorization header is missing; send Authorization: Bearer <token>'));
 
   const { route } = match;
-  const pathParameters = Object.fromEntries(route.params.map((p, i) => [p, match!.values[i]!]));
+  const values = match.values;
+  const pathParameters = Object.fromEntries(route.params.map((p, i) => [p, values[i]!]));
   const queryStringParameters = url.searchParams.size ? Object.fromEntries(url.searchParams) : undefined;
   const now = Date.now();
   const requestContext = {
@@ -154,7 +181,7 @@ async function serve(routes: CompiledRoute[], authorize: Authorize, req: Incomin
     stageVariables: {},
   } as APIGatewayRequestAuthorizerEventV2;
   const auth = await authorize(authEvent);
-  if (!auth.isAuthorized) return send(res, 403, { message: 'Forbidden' });
+  if (!auth.isAuthorized) return sendError(res, new Forbidden('the authorizer denied the request'));
 
   const isText = body.length === 0 || /json|text/.test(headers['content-type'] ?? 'application/json');
   const event = {

@@ -1,6 +1,7 @@
 import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../clients';
 import { config } from '../config';
+import { isConditionFailed } from './batch';
 import { queryByOwner } from './cursor';
 
 export interface EndpointHeartbeat {
@@ -43,40 +44,56 @@ export async function getEndpoint(endpointId: string): Promise<EndpointRecord | 
 export const listEndpoints = (owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> =>
   queryByOwner<EndpointRecord>(table(), owner, limit, cursor);
 
-export async function setSharing(endpointId: string, sharing: { public?: boolean; shared_with?: string[] }): Promise<void> {
+/** Returns false, writing nothing, if the endpoint was deleted meanwhile. */
+export async function setSharing(endpointId: string, sharing: { public?: boolean; shared_with?: string[] }): Promise<boolean> {
   const sets: string[] = [];
   const values: Record<string, unknown> = {};
   if (sharing.public !== undefined) (sets.push('#p = :p'), (values[':p'] = sharing.public));
   if (sharing.shared_with !== undefined) (sets.push('shared_with = :s'), (values[':s'] = sharing.shared_with));
-  if (!sets.length) return;
-  await dynamo().send(
-    new UpdateCommand({
-      TableName: table(),
-      Key: { endpoint_id: endpointId },
-      UpdateExpression: `SET ${sets.join(', ')}`,
-      ConditionExpression: 'attribute_exists(endpoint_id)',
-      ExpressionAttributeNames: sharing.public !== undefined ? { '#p': 'public' } : undefined,
-      ExpressionAttributeValues: values,
-    }),
-  );
+  if (!sets.length) return true;
+  try {
+    await dynamo().send(
+      new UpdateCommand({
+        TableName: table(),
+        Key: { endpoint_id: endpointId },
+        UpdateExpression: `SET ${sets.join(', ')}`,
+        ConditionExpression: 'attribute_exists(endpoint_id)',
+        ExpressionAttributeNames: sharing.public !== undefined ? { '#p': 'public' } : undefined,
+        ExpressionAttributeValues: values,
+      }),
+    );
+    return true;
+  } catch (err) {
+    if (isConditionFailed(err)) return false;
+    throw err;
+  }
 }
 
 /**
  * Record one agent's heartbeat under its worker id (the record is created with an empty map).
  * `stopped` removes the agent at once instead of waiting for its heartbeat to go stale.
+ * Returns false, writing nothing, when the endpoint is gone: a deleted endpoint's secret is still
+ * admitted for as long as API Gateway caches the authorizer's answer (30 s), and an update
+ * without the condition would bring its record back.
  */
-export async function recordHeartbeat(endpointId: string, workerId: string, hb: EndpointHeartbeat, stopped = false): Promise<void> {
+export async function recordHeartbeat(endpointId: string, workerId: string, hb: EndpointHeartbeat, stopped = false): Promise<boolean> {
   const at = Date.now();
-  await dynamo().send(
-    new UpdateCommand({
-      TableName: table(),
-      Key: { endpoint_id: endpointId },
-      UpdateExpression: stopped ? 'REMOVE heartbeats.#w SET last_heartbeat_at = :at' : 'SET heartbeats.#w = :hb, last_heartbeat_at = :at',
-      ConditionExpression: 'attribute_exists(endpoint_id)',
-      ExpressionAttributeNames: { '#w': workerId },
-      ExpressionAttributeValues: stopped ? { ':at': at } : { ':hb': { ...hb, at }, ':at': at },
-    }),
-  );
+  try {
+    await dynamo().send(
+      new UpdateCommand({
+        TableName: table(),
+        Key: { endpoint_id: endpointId },
+        UpdateExpression: stopped ? 'REMOVE heartbeats.#w SET last_heartbeat_at = :at' : 'SET heartbeats.#w = :hb, last_heartbeat_at = :at',
+        ConditionExpression: 'attribute_exists(endpoint_id)',
+        ExpressionAttributeNames: { '#w': workerId },
+        ExpressionAttributeValues: stopped ? { ':at': at } : { ':hb': { ...hb, at }, ':at': at },
+      }),
+    );
+    return true;
+  } catch (err) {
+    if (isConditionFailed(err)) return false;
+    throw err;
+  }
 }
 
 export async function deleteEndpointRecord(endpointId: string): Promise<void> {

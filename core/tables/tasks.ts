@@ -1,10 +1,11 @@
 import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { z } from 'zod';
 import { dynamo } from '../clients';
 import { config } from '../config';
 import type { Envelope } from '../payload';
 import { FINAL_STATES, statesAllowing, type TaskState } from '../states';
 import { batchGet, batchPut, isConditionFailed } from './batch';
-import { decodeCursor, encodeCursor } from './cursor';
+import { cursorId, cursorTimestamp, decodeCursor, encodeCursor, invalidCursor, queryPage, type CursorShape } from './cursor';
 
 export interface Transition {
   state: TaskState;
@@ -56,19 +57,34 @@ export async function getTask(taskId: string): Promise<TaskRecord | undefined> {
 
 export const getTasks = (ids: readonly string[]): Promise<TaskRecord[]> => batchGet<TaskRecord>(table(), 'task_id', ids);
 
+/** A cursor of one group's listing: group-index keys are the group, its sort key and the task id. */
+const groupCursor = (groupId: string): CursorShape =>
+  z.object({ task_id: cursorId, task_group_id: z.literal(groupId), created_at: cursorTimestamp }).strict() as unknown as CursorShape;
+
 /** One page of a group's tasks: the index holds keys and owner only, so the records are read by key. */
 export async function queryGroup(groupId: string, limit: number, cursor?: string): Promise<{ items: { task_id: string; owner: string }[]; next?: string }> {
-  const out = await dynamo().send(
-    new QueryCommand({
-      TableName: table(),
-      IndexName: 'group-index',
-      KeyConditionExpression: 'task_group_id = :g',
-      ExpressionAttributeValues: { ':g': groupId },
-      Limit: limit,
-      ExclusiveStartKey: decodeCursor(cursor),
-    }),
-  );
+  const out = await queryPage({
+    TableName: table(),
+    IndexName: 'group-index',
+    KeyConditionExpression: 'task_group_id = :g',
+    ExpressionAttributeValues: { ':g': groupId },
+    Limit: limit,
+    ExclusiveStartKey: decodeCursor(cursor, groupCursor(groupId)),
+  });
   return { items: (out.Items ?? []) as { task_id: string; owner: string }[], next: encodeCursor(out.LastEvaluatedKey) };
+}
+
+/**
+ * Refuse a group cursor that is not `owner`'s: the index keys name no owner, so the task the cursor
+ * points at is read (one GetItem a page). Without this, another user's cursor past a group's last
+ * task would answer an empty page instead of "not found". A cursor whose task expired (TTL) since
+ * the previous page is refused too; the client starts the listing again.
+ */
+export async function checkGroupCursor(groupId: string, owner: string, cursor: string | undefined): Promise<void> {
+  const key = decodeCursor(cursor, groupCursor(groupId));
+  if (!key) return;
+  const t = await getTask(key.task_id!);
+  if (!t || t.owner !== owner || t.task_group_id !== groupId || t.created_at !== key.created_at) throw invalidCursor();
 }
 
 export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<string, unknown>): Promise<{ ids: string[]; next?: Record<string, unknown> }> {

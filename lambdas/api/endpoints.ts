@@ -1,7 +1,7 @@
 import { deleteEndpoint, endpointStatus, endpointView, registerEndpoint, visibleEndpoint } from '../../core/endpoints';
 import { NotFound } from '../../core/errors';
 import { getEndpoint, listEndpoints, recordHeartbeat, setSharing } from '../../core/tables/endpoints';
-import { apiHandler, pathId, route } from '../http';
+import { apiHandler, endpointGone, pageOf, pathId, route } from '../http';
 import { heartbeatBody, registerEndpointBody, shareEndpointBody } from '../schemas';
 
 /** An endpoint the caller owns; anyone else's is unknown. */
@@ -17,9 +17,10 @@ export const handler = apiHandler({
     return { status: 201, body: { ...endpointView(endpoint, caller.userId), endpoint_secret: secret } };
   }),
 
-  'GET /v1/endpoints': route({ auth: 'user' }, async ({ caller, query }) => {
-    const page = await listEndpoints(caller.userId, Math.min(Number(query.limit) || 100, 100), query.cursor);
-    return { body: { endpoints: page.items.map((ep) => endpointView(ep, caller.userId)), next_cursor: page.next } };
+  'GET /v1/endpoints': route({ auth: 'user' }, async (req) => {
+    const { limit, cursor } = pageOf(req);
+    const page = await listEndpoints(req.caller.userId, limit, cursor);
+    return { body: { endpoints: page.items.map((ep) => endpointView(ep, req.caller.userId)), next_cursor: page.next } };
   }),
 
   'GET /v1/endpoints/{id}': route({ auth: 'user' }, async (req) => {
@@ -34,7 +35,7 @@ export const handler = apiHandler({
 
   'POST /v1/endpoints/{id}/share': route({ auth: 'user', body: shareEndpointBody }, async (req) => {
     const ep = await ownedEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId);
-    await setSharing(ep.endpoint_id, req.body);
+    if (!(await setSharing(ep.endpoint_id, req.body))) throw new NotFound(`endpoint ${ep.endpoint_id} not found`);
     return { body: endpointView({ ...ep, ...req.body }, req.caller.userId) };
   }),
 
@@ -46,7 +47,8 @@ export const handler = apiHandler({
 
   'POST /v1/endpoints/{id}/heartbeat': route({ auth: 'endpoint', body: heartbeatBody }, async ({ caller, body }) => {
     const { worker_id, stopped, ...hb } = body;
-    await recordHeartbeat(caller.endpointId, worker_id, hb, stopped);
+    // A deleted endpoint's secret is still admitted while the authorizer's answer is cached (30 s).
+    if (!(await recordHeartbeat(caller.endpointId, worker_id, hb, stopped))) throw endpointGone(caller.endpointId);
     return { body: { ok: true } };
   }),
 });

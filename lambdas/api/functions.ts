@@ -1,6 +1,6 @@
 import { NotFound } from '../../core/errors';
 import { getFunction, listFunctions, registerFunction } from '../../core/tables/functions';
-import { apiHandler, pathId, route } from '../http';
+import { apiHandler, pageOf, pathId, route } from '../http';
 import { registerFunctionBody } from '../schemas';
 
 const functionView = (f: { function_id: string; name: string; runtime: string; entrypoint?: string; source_sha256: string; created_at: string }) => ({
@@ -18,8 +18,9 @@ export const handler = apiHandler({
     return { status: created ? 201 : 200, body: functionView(record) };
   }),
 
-  'GET /v1/functions': route({ auth: 'user' }, async ({ caller, query }) => {
-    const page = await listFunctions(caller.userId, Math.min(Number(query.limit) || 100, 100), query.cursor);
+  'GET /v1/functions': route({ auth: 'user' }, async (req) => {
+    const { limit, cursor } = pageOf(req);
+    const page = await listFunctions(req.caller.userId, limit, cursor);
     return { body: { functions: page.items.map(functionView), next_cursor: page.next } };
   }),
 

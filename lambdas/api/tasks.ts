@@ -1,6 +1,7 @@
 import { BadRequest } from '../../core/errors';
 import { cancelTask, groupTasks, ownTask, ownTasks, submitBatch, taskView } from '../../core/tasks';
-import { apiHandler, pathId, route } from '../http';
+import { checkGroupCursor } from '../../core/tables/tasks';
+import { apiHandler, pageOf, pathId, route } from '../http';
 import { batchTasksBody, submitBody } from '../schemas';
 
 export const handler = apiHandler({
@@ -29,9 +30,11 @@ export const handler = apiHandler({
   }),
 
   'GET /v1/task-groups/{id}': route({ auth: 'user' }, async (req) => {
-    const limit = Math.min(Math.max(Number(req.query.limit) || 100, 1), 1000);
-    const page = await groupTasks(pathId(req, 'id', 'task group'), req.caller.userId, limit, req.query.cursor);
-    return { body: { task_group_id: req.params.id, tasks: await Promise.all(page.items.map(taskView)), next_cursor: page.next } };
+    const groupId = pathId(req, 'id', 'task group');
+    const { limit, cursor } = pageOf(req);
+    await checkGroupCursor(groupId, req.caller.userId, cursor);
+    const page = await groupTasks(groupId, req.caller.userId, limit, cursor);
+    return { body: { task_group_id: groupId, tasks: await Promise.all(page.items.map(taskView)), next_cursor: page.next } };
   }),
 
   'POST /v1/tasks/{id}/cancel': route({ auth: 'user' }, async (req) => {
