@@ -1,7 +1,6 @@
 import { QueryCommand, type QueryCommandInput, type QueryCommandOutput } from '@aws-sdk/lib-dynamodb';
 import { z } from 'zod';
 import { dynamo } from '../clients';
-import { config } from '../config';
 import { BadRequest } from '../errors';
 import { UUID_RE } from '../ids';
 
@@ -56,20 +55,12 @@ export async function queryPage(input: QueryCommandInput): Promise<QueryCommandO
   }
 }
 
-/** The primary key of each table listed through its owner-index (infra/lib/data-stack.ts, local/dynamo.ts). */
-function ownerIndexedKey(table: string): string {
-  const tables = config().tables;
-  if (table === tables.functions) return 'function_id';
-  if (table === tables.endpoints) return 'endpoint_id';
-  throw new Error(`table ${table} has no owner-index`);
-}
-
 /** A cursor of `owner`'s listing: owner-index keys are the owner and the table's own id. */
-const ownerCursor = (table: string, owner: string): CursorShape =>
-  z.object({ [ownerIndexedKey(table)]: cursorId, owner: z.literal(owner) }).strict() as unknown as CursorShape;
+const ownerCursor = (keyName: string, owner: string): CursorShape =>
+  z.object({ [keyName]: cursorId, owner: z.literal(owner) }).strict() as unknown as CursorShape;
 
-/** One page of a table's `owner-index` (functions and endpoints list this way). */
-export async function queryByOwner<T>(table: string, owner: string, limit: number, cursor?: string): Promise<{ items: T[]; next?: string }> {
+/** One page of a table's `owner-index` (functions and endpoints list this way); `keyName` is the table's own key. */
+export async function queryByOwner<T>(table: string, keyName: string, owner: string, limit: number, cursor?: string): Promise<{ items: T[]; next?: string }> {
   const out = await queryPage({
     TableName: table,
     IndexName: 'owner-index',
@@ -77,7 +68,7 @@ export async function queryByOwner<T>(table: string, owner: string, limit: numbe
     ExpressionAttributeNames: { '#o': 'owner' },
     ExpressionAttributeValues: { ':o': owner },
     Limit: limit,
-    ExclusiveStartKey: decodeCursor(cursor, ownerCursor(table, owner)),
+    ExclusiveStartKey: decodeCursor(cursor, ownerCursor(keyName, owner)),
   });
   return { items: (out.Items ?? []) as T[], next: encodeCursor(out.LastEvaluatedKey) };
 }

@@ -42,7 +42,7 @@ export async function getEndpoint(endpointId: string): Promise<EndpointRecord | 
 }
 
 export const listEndpoints = (owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> =>
-  queryByOwner<EndpointRecord>(table(), owner, limit, cursor);
+  queryByOwner<EndpointRecord>(table(), 'endpoint_id', owner, limit, cursor);
 
 /** Returns false, writing nothing, if the endpoint was deleted meanwhile. */
 export async function setSharing(endpointId: string, sharing: { public?: boolean; shared_with?: string[] }): Promise<boolean> {

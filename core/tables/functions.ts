@@ -49,5 +49,5 @@ export async function getFunction(functionId: string): Promise<FunctionRecord | 
 export const getFunctions = (ids: readonly string[]): Promise<FunctionRecord[]> => batchGet<FunctionRecord>(table(), 'function_id', ids);
 
 export const listFunctions = (owner: string, limit = 100, cursor?: string): Promise<{ items: FunctionRecord[]; next?: string }> =>
-  queryByOwner<FunctionRecord>(table(), owner, limit, cursor);
+  queryByOwner<FunctionRecord>(table(), 'function_id', owner, limit, cursor);
 

@@ -116,6 +116,6 @@ export class DataStack extends Stack {
     };
 
     new CfnOutput(this, 'PayloadBucketName', { value: bucket.bucketName });
-    new CfnOutput(this, 'TokensTableName', { value: tokens.tableName, description: 'infra/bin/create-token.ts writes user tokens here' });
+    new CfnOutput(this, 'TokensTableName', { value: tokens.tableName, description: 'ferry token create --stage <stage> writes user tokens here' });
   }
 }

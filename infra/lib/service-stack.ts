@@ -221,7 +221,7 @@ export class ServiceStack extends Stack {
     new CfnOutput(this, 'PayloadBucketName', { value: bucket.bucketName });
     new CfnOutput(this, 'ResultsQueueUrl', { value: this.results.queue.queueUrl });
     new CfnOutput(this, 'WorkerRoleArn', { value: this.workerRole.role.roleArn });
-    new CfnOutput(this, 'Stage', { value: stage, description: 'infra/bin/create-token.ts --stage' });
+    new CfnOutput(this, 'Stage', { value: stage, description: 'the stage for ferry token create --stage' });
     new CfnOutput(this, 'DashboardName', { value: observability.dashboard.dashboardName });
   }
 }

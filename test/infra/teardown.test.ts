@@ -1,37 +1,31 @@
 /**
- * The two operator paths the CDK app adds beside the stacks, run against the local AWS protocol
- * servers: the custom resource that deletes run-time endpoint queues on `cdk destroy`, and the
- * script that issues the first user token.
+ * The operator path the CDK app adds beside the stacks, run against the local AWS protocol
+ * servers: the custom resource that deletes run-time endpoint queues on `cdk destroy`. (The first
+ * user token comes from `ferry token create --stage`, tested in test/e2e/token-cli.test.ts.)
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CreateQueueCommand, ListQueuesCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import type { CloudFormationCustomResourceDeleteEvent } from 'aws-lambda';
 import { resetClients } from '../../core/clients';
-import { loadConfig, resetConfig } from '../../core/config';
-import { resolveToken } from '../../core/tables/tokens';
-import { createTables, startDynamoServer, type DynamoServer } from '../../local/dynamo';
+import { resetConfig } from '../../core/config';
 import { startSqsServer, type SqsServer } from '../../local/sqs-server';
-import { createToken, parseCreateTokenArgs } from '../../infra/bin/create-token';
 import { deleteQueuesByPrefix, handler as reaper } from '../../infra/handlers/delete-endpoint-queues';
 
 const saved = { ...process.env };
 let sqsServer: SqsServer;
-let dynamoServer: DynamoServer;
 let cfn: Server;
 let cfnUrl: string;
 const responses: Record<string, unknown>[] = [];
 
 beforeAll(async () => {
   jest.spyOn(console, 'log').mockImplementation(() => undefined);
-  [sqsServer, dynamoServer] = await Promise.all([startSqsServer(), startDynamoServer()]);
+  sqsServer = await startSqsServer();
   Object.assign(process.env, {
     AWS_REGION: 'us-east-1',
     AWS_ACCESS_KEY_ID: 'test',
     AWS_SECRET_ACCESS_KEY: 'test',
     AWS_ENDPOINT_URL_SQS: sqsServer.url,
-    AWS_ENDPOINT_URL_DYNAMODB: dynamoServer.url,
   });
   // Stands in for CloudFormation's presigned response URL.
   cfn = createServer((req, res) => {
@@ -50,7 +44,7 @@ afterAll(async () => {
   resetClients();
   resetConfig();
   process.env = saved;
-  await Promise.all([sqsServer?.close(), dynamoServer?.close(), new Promise((ok) => cfn?.close(ok))]);
+  await Promise.all([sqsServer?.close(), new Promise((ok) => cfn?.close(ok))]);
 });
 
 describe('endpoint queue teardown (custom resource)', () => {
@@ -102,26 +96,5 @@ describe('endpoint queue teardown (custom resource)', () => {
   test('refuses a prefix that is not an endpoint queue prefix', async () => {
     await expect(deleteQueuesByPrefix('ferry-')).rejects.toThrow(/refusing/);
     await expect(deleteQueuesByPrefix('')).rejects.toThrow(/refusing/);
-  });
-});
-
-describe('create-token', () => {
-  test('issues a user token that the authorizer resolves', async () => {
-    process.env.FERRY_STAGE = 'dev';
-    resetConfig();
-    resetClients();
-    await createTables(new DynamoDBClient({}), loadConfig({ FERRY_STAGE: 'dev' }));
-    const { token, expiresAt, table } = await createToken({ stage: 'dev', user: 'alice', days: 30 });
-    expect(table).toBe('ferry-dev-tokens');
-    expect(token).toMatch(/^fry_/);
-    expect(expiresAt.getTime() - Date.now()).toBeGreaterThan(29 * 86400 * 1000);
-    expect(await resolveToken(token)).toEqual({ kind: 'user', userId: 'alice' });
-  });
-
-  test('checks its arguments', () => {
-    expect(parseCreateTokenArgs(['--stage', 'prod', '--user', 'bob@example.org'])).toEqual({ stage: 'prod', user: 'bob@example.org', days: 90, region: undefined });
-    expect(() => parseCreateTokenArgs(['--user', 'bob'])).toThrow(/--stage/);
-    expect(() => parseCreateTokenArgs(['--stage', 'dev'])).toThrow(/--user/);
-    expect(() => parseCreateTokenArgs(['--stage', 'dev', '--user', 'bob', '--days', '0'])).toThrow(/--days/);
   });
 });
