@@ -32,7 +32,7 @@ export function workerRoleStatements(r: WorkerPolicyResources): PolicyStatement[
   return [
     {
       sid: 'OwnEndpointQueue',
-      actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility'],
+      actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:GetQueueAttributes'],
       resources: [`arn:${partition}:sqs:${r.region}:${r.accountId}:ferry-${r.stage}-ep-${TAG_VARIABLE}`],
       requiresTag: ENDPOINT_TAG,
     },

@@ -47,10 +47,11 @@ export class WorkerRole extends Construct {
     const tagged = { StringLike: { [`aws:PrincipalTag/${ENDPOINT_TAG}`]: '?*' } };
     const queueArn = stack.formatArn({ service: 'sqs', resource: `${endpointQueuePrefix(props.stage)}${TAG}`, arnFormat: ArnFormat.NO_RESOURCE_NAME });
     // Batch calls (DeleteMessageBatch, ChangeMessageVisibilityBatch) are authorised as their single forms.
+    // GetQueueAttributes: an endpoint manager scales its blocks on its own queue's depth.
     this.role.addToPolicy(
       new iam.PolicyStatement({
         sid: 'OwnEndpointQueue',
-        actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility'],
+        actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage', 'sqs:ChangeMessageVisibility', 'sqs:GetQueueAttributes'],
         resources: [queueArn],
         conditions: tagged,
       }),

@@ -324,12 +324,12 @@ describe('worker identity', () => {
     const statements = roleStatements(workerRoleId());
     const tagged = { StringLike: { 'aws:PrincipalTag/endpointId': '?*' } };
     const byActions = Object.fromEntries(statements.map((st) => [actions(st).join(' '), st]));
-    expect(Object.keys(byActions).sort()).toEqual(['s3:GetObject s3:PutObject', 'sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:ReceiveMessage', 'sqs:SendMessage']);
+    expect(Object.keys(byActions).sort()).toEqual(['s3:GetObject s3:PutObject', 'sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:GetQueueAttributes sqs:ReceiveMessage', 'sqs:SendMessage']);
     for (const st of statements) {
       expect(st.Effect).toBe('Allow');
       expect(st.Condition).toEqual(tagged);
     }
-    expect(str(byActions['sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:ReceiveMessage']!.Resource)).toMatch(/:ferry-dev-ep-\$\{aws:PrincipalTag\/endpointId\}"\]\]\}$/);
+    expect(str(byActions['sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:GetQueueAttributes sqs:ReceiveMessage']!.Resource)).toMatch(/:ferry-dev-ep-\$\{aws:PrincipalTag\/endpointId\}"\]\]\}$/);
     expect(str(byActions['s3:GetObject s3:PutObject']!.Resource)).toMatch(/\/payloads\/\$\{aws:PrincipalTag\/endpointId\}\/\*"\]\]\}$/);
     expect(byActions['sqs:SendMessage']!.Resource).toEqual({ 'Fn::GetAtt': [logicalId('ResultsQueue', 'AWS::SQS::Queue'), 'Arn'] });
   });

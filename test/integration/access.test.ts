@@ -125,6 +125,8 @@ describe("an endpoint's vended credentials", () => {
     const receipt = own.Messages![0]!.ReceiptHandle!;
     expect(await refusal(a.sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: a.grant.queue_url, ReceiptHandle: receipt, VisibilityTimeout: 0 })))).toBeUndefined();
     expect(await refusal(a.sqs.send(new SendMessageCommand({ QueueUrl: a.grant.results_queue_url, MessageBody: '{"not":"a result"}' })))).toBeUndefined();
+    // An endpoint manager reads its own queue's depth to scale its blocks.
+    expect(await refusal(a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: a.grant.queue_url, AttributeNames: ['ApproximateNumberOfMessages'] })))).toBeUndefined();
 
     const bQueue = b.grant.queue_url;
     const refused = {
@@ -135,7 +137,8 @@ describe("an endpoint's vended credentials", () => {
       sendBatchToOther: await refusal(a.sqs.send(new SendMessageBatchCommand({ QueueUrl: bQueue, Entries: [{ Id: '0', MessageBody: '{}' }] }))),
       listQueues: await refusal(a.sqs.send(new ListQueuesCommand({}))),
       getQueueUrl: await refusal(a.sqs.send(new GetQueueUrlCommand({ QueueName: `ferry-local-ep-${b.id}` }))),
-      getQueueAttributes: await refusal(a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: a.grant.queue_url, AttributeNames: ['All'] }))),
+      getOtherQueueAttributes: await refusal(a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: bQueue, AttributeNames: ['All'] }))),
+      getResultsQueueAttributes: await refusal(a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: a.grant.results_queue_url, AttributeNames: ['All'] }))),
       createQueue: await refusal(a.sqs.send(new CreateQueueCommand({ QueueName: 'mine' }))),
     };
     expect(refused).toEqual(Object.fromEntries(Object.keys(refused).map((k) => [k, 'AccessDenied'])));
