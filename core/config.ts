@@ -18,6 +18,15 @@ export interface FerryConfig {
   /** The worker role's unique id (AROA…): results are believed only from its sessions (SQS SenderId). */
   workerRoleId?: string;
   credentialsTtlSeconds: number;
+  /** MessageRetentionPeriod of new endpoint queues (SQS: 60 s to 14 days); a message unread this long is gone. */
+  queueRetentionSeconds: number;
+  /**
+   * How long past a queue's retention (or past a running task's walltime) the sweep waits before it
+   * fails a task as undeliverable: covers the submit's own duration and a late worker report.
+   */
+  expiryMarginSeconds: number;
+  /** How long an endpoint queue must stay missing before the sweep fails its tasks (SQS is eventually consistent after CreateQueue and DeleteQueue). */
+  queueGoneGraceSeconds: number;
 }
 
 const num = (v: string | undefined, d: number): number => (v && Number.isFinite(Number(v)) ? Number(v) : d);
@@ -43,6 +52,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
     workerRoleArn: env.FERRY_WORKER_ROLE_ARN || undefined,
     workerRoleId: env.FERRY_WORKER_ROLE_ID || undefined,
     credentialsTtlSeconds: num(env.FERRY_CREDENTIALS_TTL_SECONDS, 3600),
+    queueRetentionSeconds: num(env.FERRY_QUEUE_RETENTION_SECONDS, 14 * 86400),
+    expiryMarginSeconds: num(env.FERRY_EXPIRY_MARGIN_SECONDS, 3600),
+    queueGoneGraceSeconds: num(env.FERRY_QUEUE_GONE_GRACE_SECONDS, 60),
   };
 }
 

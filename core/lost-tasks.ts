@@ -1,7 +1,10 @@
-import { DeleteMessageBatchCommand, ListQueuesCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
-import { sqsClient } from './clients';
+import { DeleteMessageBatchCommand, GetQueueAttributesCommand, ListQueuesCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import { ScanCommand } from '@aws-sdk/lib-dynamodb';
+import { dynamo, sqsClient } from './clients';
 import { config } from './config';
 import { parseBody, taskMessageSchema } from './messages';
+import type { TaskState } from './states';
+import { getTasks, queryOpenByAge, transitionTask, type RemoteException, type TaskRecord } from './tables/tasks';
 import { failLostTask } from './tasks';
 
 /**
@@ -59,3 +62,130 @@ async function drainDeadLetterQueue(url: string, endpointId: string): Promise<nu
   }
 }
 
+
+/** What an undeliverable-task sweep did. */
+export interface UndeliverableSweep {
+  /** Failed as TaskExpired: their message outlived the queue's retention unread, or their worker went silent after it. */
+  expired: number;
+  /** Failed as EndpointQueueGone: their endpoint's queue no longer exists. */
+  queueGone: number;
+}
+
+/**
+ * Endpoints whose queue this process found missing, and since when. SQS is eventually consistent
+ * (a queue can read as missing just after CreateQueue, and DELETE /v1/endpoints deletes the queue
+ * before it fails the tasks itself), so a queue must stay missing for queueGoneGraceSeconds, seen
+ * by two sweeps, before its tasks fail. Kept in memory: a cold start only delays that by one grace.
+ */
+const queueMissingSince = new Map<string, number>();
+
+const OPEN_WAITING: readonly TaskState[] = ['received', 'waiting-for-endpoint'];
+
+/**
+ * Fail the open tasks that can no longer be delivered, so every task ends:
+ * - on an endpoint whose queue is gone (deleted behind Ferry's back, or by a teardown), as EndpointQueueGone;
+ * - whose message outlived its queue's MessageRetentionPeriod (plus a margin) unread, as TaskExpired.
+ * It works from the task records (the `open-since-index`, oldest first), never from the messages,
+ * which are gone by then. Per endpoint and run: one Query (Limit 1) and, when it has open tasks,
+ * one GetQueueAttributes; tasks are read only when they are past the cutoff.
+ * A task that a worker is running is failed only once it has shown no progress for its walltime
+ * plus the margin: its worker may still report, and a report always wins while it can come.
+ */
+export async function sweepUndeliverable(opts: { now?: number; deadline?: number } = {}): Promise<UndeliverableSweep> {
+  const now = opts.now ?? Date.now();
+  const done: UndeliverableSweep = { expired: 0, queueGone: 0 };
+  const seen = new Set<string>();
+  for await (const ep of endpointQueues()) {
+    if (opts.deadline && Date.now() > opts.deadline) break;
+    seen.add(ep.endpoint_id);
+    try {
+      const [oldest] = (await queryOpenByAge(ep.endpoint_id, { limit: 1 })).items;
+      if (!oldest) {
+        queueMissingSince.delete(ep.endpoint_id);
+        continue;
+      }
+      const retention = await queueRetentionSeconds(ep.queue_url);
+      if (retention === undefined) {
+        const since = queueMissingSince.get(ep.endpoint_id) ?? now;
+        queueMissingSince.set(ep.endpoint_id, since);
+        if (now - since < config().queueGoneGraceSeconds * 1000) continue;
+        done.queueGone += await failOpenTasks(ep.endpoint_id, undefined, now, () => ({
+          type: 'EndpointQueueGone',
+          message: `endpoint ${ep.endpoint_id}'s queue no longer exists (deleted outside Ferry?): the task can never be delivered`,
+          traceback: '',
+        }));
+        continue;
+      }
+      queueMissingSince.delete(ep.endpoint_id);
+      const cutoff = new Date(now - (retention + config().expiryMarginSeconds) * 1000).toISOString();
+      if (oldest.created_at >= cutoff) continue;
+      done.expired += await failOpenTasks(ep.endpoint_id, cutoff, now, (t) => ({
+        type: 'TaskExpired',
+        message: OPEN_WAITING.includes(t.state)
+          ? `its message expired unread after ${duration(retention)}: no worker took it`
+          : `its worker stopped reporting and its message expired after ${duration(retention)}, so it cannot be delivered again`,
+        traceback: '',
+      }));
+    } catch (err) {
+      // One endpoint's trouble (throttling, a missing index) must not stop the others'.
+      console.error(JSON.stringify({ level: 'error', message: 'undeliverable sweep failed for an endpoint', endpoint_id: ep.endpoint_id, error: String(err) }));
+    }
+  }
+  for (const id of queueMissingSince.keys()) if (!seen.has(id)) queueMissingSince.delete(id);
+  return done;
+}
+
+/**
+ * Fail the open tasks of an endpoint created before `before` (all of them without it). Each move
+ * is conditional on the state and `updated_at` the sweep read: a worker report that lands between
+ * the read and the write changes one of them, so the sweep's write fails and the report stands;
+ * a report that lands after the sweep's write finds a final state and changes nothing. Either
+ * way a task has exactly one final state.
+ */
+async function failOpenTasks(endpointId: string, before: string | undefined, now: number, exception: (t: TaskRecord) => RemoteException): Promise<number> {
+  const margin = config().expiryMarginSeconds * 1000;
+  let failed = 0;
+  let cursor: Record<string, unknown> | undefined;
+  do {
+    const page = await queryOpenByAge(endpointId, { before, cursor, limit: 100 });
+    for (const t of await getTasks(page.items.map((i) => i.task_id))) {
+      // A running task's worker may still report: it is killed at its walltime and reports then.
+      if (t.state === 'running' && Date.parse(t.updated_at) + t.walltime_ms + margin > now) continue;
+      if (!OPEN_WAITING.includes(t.state) && t.state !== 'running') continue;
+      const moved = await transitionTask(t.task_id, 'failed', { by: 'sweep', exception: exception(t), from: [t.state], ifUpdatedAt: t.updated_at, endpointId });
+      if (moved) failed++;
+    }
+    cursor = page.next;
+  } while (cursor);
+  return failed;
+}
+
+/** The queue's MessageRetentionPeriod in seconds, or undefined if the queue does not exist. */
+async function queueRetentionSeconds(queueUrl: string): Promise<number | undefined> {
+  try {
+    const out = await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['MessageRetentionPeriod'] }));
+    return Number(out.Attributes?.MessageRetentionPeriod ?? 345600); // SQS: 4 days unless set
+  } catch (err) {
+    if ((err as { name?: string }).name === 'QueueDoesNotExist') return undefined;
+    throw err;
+  }
+}
+
+/**
+ * Every endpoint's id, queue and creation time. Endpoints are few beside tasks (one Scan page holds
+ * thousands of these projections), so reading them all each run is cheap; their records are owned by
+ * core/tables/endpoints.ts, and this reads only the attributes it needs.
+ */
+async function* endpointQueues(): AsyncGenerator<{ endpoint_id: string; queue_url: string }> {
+  let cursor: Record<string, unknown> | undefined;
+  do {
+    const out = await dynamo().send(
+      new ScanCommand({ TableName: config().tables.endpoints, ProjectionExpression: 'endpoint_id, queue_url', ExclusiveStartKey: cursor }),
+    );
+    for (const item of out.Items ?? []) if (item.queue_url) yield item as { endpoint_id: string; queue_url: string };
+    cursor = out.LastEvaluatedKey;
+  } while (cursor);
+}
+
+const duration = (seconds: number): string =>
+  seconds % 86400 === 0 ? `${seconds / 86400} day${seconds === 86400 ? '' : 's'}` : seconds % 3600 === 0 ? `${seconds / 3600} h` : `${seconds} s`;

@@ -132,6 +132,14 @@ export function tableDefinitions(cfg: FerryConfig): CreateTableCommandInput[] {
           Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: ['owner'] },
         },
         { IndexName: 'open-index', KeySchema: [{ AttributeName: 'open_on', KeyType: 'HASH' }], Projection: { ProjectionType: 'KEYS_ONLY' } },
+        {
+          IndexName: 'open-since-index',
+          KeySchema: [
+            { AttributeName: 'open_on', KeyType: 'HASH' },
+            { AttributeName: 'created_at', KeyType: 'RANGE' },
+          ],
+          Projection: { ProjectionType: 'KEYS_ONLY' },
+        },
       ],
     },
   ];

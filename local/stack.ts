@@ -5,7 +5,7 @@ import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { resetClients } from '../core/clients';
 import { config, resetConfig } from '../core/config';
-import { sweepDeadLetters } from '../core/lost-tasks';
+import { sweepDeadLetters, sweepUndeliverable } from '../core/lost-tasks';
 import { issueUserToken } from '../core/tables/tokens';
 import { handler as resultsHandler } from '../lambdas/results';
 import { startApiServer, type ApiServer } from './api-server';
@@ -24,7 +24,7 @@ export interface LocalStackOptions {
   /** Fixed ports for the AWS servers; needed with `dataDir`, since stored queue URLs name their port. */
   ports?: { dynamodb?: number; sqs?: number; s3?: number; sts?: number };
   stage?: string;
-  /** How often endpoint dead-letter queues are swept for lost tasks (AWS: every minute). */
+  /** How often endpoint dead-letter queues are swept for lost tasks, and open tasks for undeliverable ones (AWS: every minute). */
   sweepIntervalMs?: number;
   /** Seconds the API stand-in reuses an authorizer answer, like API Gateway's cache; default 30. */
   authorizerCacheSeconds?: number;
@@ -157,9 +157,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const source: EventSource = startSqsEventSource({ sqs, queueUrl: results.QueueUrl!, queueArn: resultsArn, handler: resultsHandler, waitSeconds: 20 });
     started.push({ close: () => source.stop() });
 
+    // The scheduled LostTasksSweep Lambda of infra/: dead letters, then tasks that can no longer be delivered.
     let sweeping = Promise.resolve();
     const sweep = setInterval(() => {
-      sweeping = sweeping.then(() => sweepDeadLetters().then(() => undefined, (err) => console.error('dead-letter sweep failed', String(err))));
+      sweeping = sweeping.then(async () => {
+        await sweepDeadLetters().catch((err) => console.error('dead-letter sweep failed', String(err)));
+        await sweepUndeliverable().catch((err) => console.error('undeliverable-task sweep failed', String(err)));
+      });
     }, opts.sweepIntervalMs ?? 5000);
     started.push({ close: async () => (clearInterval(sweep), await sweeping) });
 

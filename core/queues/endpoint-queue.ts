@@ -37,7 +37,8 @@ export async function createEndpointQueues(endpointId: string, maxAttempts: numb
       QueueName: endpointQueueName(stage, endpointId),
       Attributes: {
         VisibilityTimeout: String(TASK_VISIBILITY_SECONDS),
-        MessageRetentionPeriod: String(14 * 86400),
+        // The sweep (core/lost-tasks.ts) reads this back per queue, so a queue keeps the retention it was made with.
+        MessageRetentionPeriod: String(config().queueRetentionSeconds),
         MaximumMessageSize: String(MAX_MESSAGE_BYTES),
         SqsManagedSseEnabled: 'true',
         RedrivePolicy: JSON.stringify({ deadLetterTargetArn: attrs.Attributes!.QueueArn, maxReceiveCount: maxAttempts }),

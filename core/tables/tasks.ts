@@ -101,6 +101,31 @@ export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<st
   return { ids: (out.Items ?? []).map((i) => i.task_id as string), next: out.LastEvaluatedKey };
 }
 
+/**
+ * One page of an endpoint's open tasks, oldest first, from the sparse `open-since-index` (open_on,
+ * created_at; keys only): with `before`, only those created before it, so the sweep for expired
+ * tasks reads what it fails and nothing else.
+ */
+export async function queryOpenByAge(
+  endpointId: string,
+  opts: { before?: string; limit?: number; cursor?: Record<string, unknown> } = {},
+): Promise<{ items: { task_id: string; created_at: string }[]; next?: Record<string, unknown> }> {
+  const values: Record<string, unknown> = { ':e': endpointId };
+  if (opts.before) values[':b'] = opts.before;
+  const out = await dynamo().send(
+    new QueryCommand({
+      TableName: table(),
+      IndexName: 'open-since-index',
+      KeyConditionExpression: opts.before ? 'open_on = :e AND created_at < :b' : 'open_on = :e',
+      ExpressionAttributeValues: values,
+      ProjectionExpression: 'task_id, created_at',
+      Limit: opts.limit,
+      ExclusiveStartKey: opts.cursor,
+    }),
+  );
+  return { items: (out.Items ?? []) as { task_id: string; created_at: string }[], next: out.LastEvaluatedKey };
+}
+
 export interface TransitionChange {
   by: string;
   /** Moves that happened on the way, recorded before this one (a "running" that came in the same batch). */
@@ -113,6 +138,8 @@ export interface TransitionChange {
   endpointId?: string;
   /** Only from this state (e.g. cancel only what is still queued); default: every state that may move to `to`. */
   from?: TaskState[];
+  /** Only if the record has not moved since it was read with this `updated_at` (the sweep's guard against a report landing meanwhile). */
+  ifUpdatedAt?: string;
 }
 
 /**
@@ -134,6 +161,7 @@ export async function transitionTask(taskId: string, to: TaskState, change: Tran
   from.forEach((s, i) => (values[`:f${i}`] = s));
   let condition = `attribute_exists(task_id) AND #s IN (${from.map((_, i) => `:f${i}`).join(', ')})`;
   if (change.endpointId) (condition += ' AND endpoint_id = :ep'), (values[':ep'] = change.endpointId);
+  if (change.ifUpdatedAt) (condition += ' AND updated_at = :seen'), (values[':seen'] = change.ifUpdatedAt);
   if (change.result) (sets.push('#r = :r'), (names['#r'] = 'result'), (values[':r'] = change.result));
   if (change.exception) (sets.push('#x = :x'), (names['#x'] = 'exception'), (values[':x'] = change.exception));
   if (change.workerId) (sets.push('worker_id = :w'), (values[':w'] = change.workerId));

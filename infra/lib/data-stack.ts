@@ -74,6 +74,16 @@ export class DataStack extends Stack {
       partitionKey: { name: 'open_on', type: dynamodb.AttributeType.STRING },
       projectionType: dynamodb.ProjectionType.KEYS_ONLY,
     });
+    // The same sparse set sorted by age: the undeliverable-task sweep reads only tasks older than a
+    // queue's retention (core/lost-tasks.ts). A new index rather than a sort key on open-index:
+    // DynamoDB cannot change a GSI's keys, and CloudFormation creates or deletes one GSI per table
+    // update, so a live stage gains this one now and can drop open-index in a later deploy.
+    tasks.addGlobalSecondaryIndex({
+      indexName: 'open-since-index',
+      partitionKey: { name: 'open_on', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'created_at', type: dynamodb.AttributeType.STRING },
+      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
+    });
 
     const bucket = new s3.Bucket(this, 'PayloadBucket', {
       bucketName: payloadBucketName(stage),
@@ -111,7 +121,7 @@ export class DataStack extends Stack {
     this.tables = {
       functions: ref('functions', 'FERRY_FUNCTIONS_TABLE', ['owner-index']),
       endpoints: ref('endpoints', 'FERRY_ENDPOINTS_TABLE', ['owner-index']),
-      tasks: ref('tasks', 'FERRY_TASKS_TABLE', ['group-index', 'open-index']),
+      tasks: ref('tasks', 'FERRY_TASKS_TABLE', ['group-index', 'open-index', 'open-since-index']),
       tokens: ref('tokens', 'FERRY_TOKENS_TABLE', []),
     };
 

@@ -25,11 +25,12 @@ export interface FerryFunctionProps {
   environment?: Record<string, string>;
 }
 
-export type TableAccess = 'RO' | 'RW';
+/** Read; read and write; or read and update existing items only (conditional state moves, never a put or a delete). */
+export type TableAccess = 'RO' | 'RW' | 'RU';
 /** What a function does with the payload bucket: read and write objects, write only (presigned PUT), or just know its name. */
 export type BucketAccess = 'RW' | 'W' | 'name';
 /** What a function does with the runtime-created endpoint queues `ferry-<stage>-ep-*`. */
-export type EndpointQueueAccess = 'manage' | 'send' | 'drain-dlq' | 'delete';
+export type EndpointQueueAccess = 'manage' | 'send' | 'drain-dlq' | 'inspect' | 'delete';
 
 /** A table and the environment variable through which core/config.ts finds it. */
 export interface FerryTable {
@@ -90,6 +91,7 @@ export class FerryFunction extends nodejs.NodejsFunction {
   /** Read or read-write access to a table (and its indexes), and its name in the variable core/config.ts reads. */
   bindTable(t: FerryTable, access: TableAccess): this {
     if (access === 'RW') t.table.grantReadWriteData(this);
+    else if (access === 'RU') t.table.grant(this, 'dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:UpdateItem');
     else t.table.grantReadData(this);
     this.addEnvironment(t.envVar, t.table.tableName);
     this.acknowledgeIam5(`${t.table.tableArn}/index/*`, 'The table\'s own global secondary indexes (table/index/*), which core/tables queries.');
@@ -155,6 +157,8 @@ export class FerryFunction extends nodejs.NodejsFunction {
         new iam.PolicyStatement({ actions: ['sqs:ListQueues'], resources: ['*'] }),
         new iam.PolicyStatement({ actions: ['sqs:ReceiveMessage', 'sqs:DeleteMessage'], resources: [arn(`${prefix}*-dlq`)] }),
       ],
+      // Whether a queue still exists, and its MessageRetentionPeriod (the undeliverable-task sweep).
+      inspect: [new iam.PolicyStatement({ actions: ['sqs:GetQueueAttributes'], resources: [arn(`${prefix}*`)] })],
       delete: [
         new iam.PolicyStatement({ actions: ['sqs:ListQueues'], resources: ['*'] }),
         new iam.PolicyStatement({ actions: ['sqs:DeleteQueue'], resources: [arn(`${prefix}*`)] }),

@@ -169,12 +169,17 @@ export class ServiceStack extends Stack {
     // A failed record is retried alone (and reaches the DLQ alone), not with its whole batch.
     resultsFn.addEventSource(new SqsEventSource(this.results.queue, { batchSize: 10, reportBatchItemFailures: true }));
 
-    const sweepFn = fn('LostTasksSweep', 'lambdas/lost-tasks.ts', 'fail tasks whose messages reached an endpoint DLQ', { timeout: Duration.seconds(55) })
-      .bindTable(tables.tasks, 'RW')
-      .bindEndpointQueues('drain-dlq');
-    // Endpoint queues are created at run time, so no event source can be wired to their DLQs: sweep them.
+    const sweepFn = fn('LostTasksSweep', 'lambdas/lost-tasks.ts', 'fail tasks that can no longer be delivered: dead-lettered, expired unread, or queue gone', {
+      timeout: Duration.seconds(55),
+    })
+      .bindTable(tables.tasks, 'RU')
+      .bindTable(tables.endpoints, 'RO')
+      .bindEndpointQueues('drain-dlq')
+      .bindEndpointQueues('inspect');
+    // Endpoint queues are created at run time, so no event source can be wired to their DLQs, and an
+    // expired message leaves no trace at all: sweep them, from the queues and from the task records.
     new events.Rule(this, 'LostTasksSchedule', {
-      description: `Ferry ${stage}: sweep endpoint dead-letter queues`,
+      description: `Ferry ${stage}: fail undeliverable tasks (endpoint DLQs, expired messages, deleted queues)`,
       schedule: events.Schedule.rate(Duration.minutes(1)),
       targets: [new targets.LambdaFunction(sweepFn, { retryAttempts: 0 })],
     });

@@ -253,7 +253,7 @@ describe('queues', () => {
     expect(service[results]!.Properties.VisibilityTimeout).toBeGreaterThanOrEqual(6 * timeout);
   });
 
-  test('the dead-letter sweep runs every minute', () => {
+  test('the lost-task sweep runs every minute', () => {
     s.serviceTemplate.hasResourceProperties('AWS::Events::Rule', {
       ScheduleExpression: 'rate(1 minute)',
       Targets: [Match.objectLike({ Arn: { 'Fn::GetAtt': [logicalId('LostTasksSweep', 'AWS::Lambda::Function'), 'Arn'] } })],
@@ -289,7 +289,20 @@ describe('queues', () => {
     expect(sweep.map((x) => [actions(x), str(x.Resource)])).toEqual([
       [['sqs:ListQueues', ...XRAY], '"*"'],
       [['sqs:DeleteMessage', 'sqs:ReceiveMessage'], prefixArn('*-dlq')],
+      // Whether an endpoint queue still exists, and its retention: nothing else on the task queues.
+      [['sqs:GetQueueAttributes'], prefixArn('*')],
     ]);
+  });
+
+  test('the sweep reads and updates task records but never puts or deletes them; it only reads endpoints', () => {
+    const role = service[logicalId('LostTasksSweep', 'AWS::Lambda::Function')]!.Properties.Role['Fn::GetAtt'][0] as string;
+    const dynamo = roleStatements(role).filter((x) => actions(x).some((a) => a.startsWith('dynamodb:')));
+    const on = (table: string) => dynamo.filter((x) => str(x.Resource).includes(`table/ferry-dev-${table}`)).flatMap(actions);
+    expect(on('tasks').sort()).toEqual(['dynamodb:BatchGetItem', 'dynamodb:GetItem', 'dynamodb:Query', 'dynamodb:UpdateItem']);
+    expect(on('tasks')).not.toContain('dynamodb:Scan');
+    expect(on('endpoints').filter((a) => /Put|Delete|Update|Write/.test(a))).toEqual([]);
+    // The task rights reach the table's indexes too (open-since-index is queried).
+    expect(str(dynamo.filter((x) => actions(x).includes('dynamodb:UpdateItem')).map((x) => x.Resource))).toContain('ferry-dev-tasks/index/*');
   });
 
   test('stack deletion removes the run-time endpoint queues, after the handlers that create them', () => {
