@@ -195,6 +195,78 @@ async function benchUsers(stack: LocalStack, owner: Client): Promise<void> {
   await owner.deleteEndpoint(ep.endpoint_id);
 }
 
+/**
+ * 5. SQS server storage (`--only=sqs`): the local SQS server's cost per SendMessage and per
+ *    ReceiveMessage+DeleteMessage with 1,000 and 100,000 messages held, on disk (a data file in a
+ *    temporary directory), through the AWS SDK client. Each call is timed from the client, one
+ *    at a time, so the figure includes everything the server does for that call on its event
+ *    loop, background saves included.
+ */
+async function benchSqs(): Promise<void> {
+  const { mkdtempSync, rmSync, readdirSync, statSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const sqsSdk = await import('@aws-sdk/client-sqs');
+  const { startSqsServer } = await import('../local/sqs-server');
+  console.log('\n## Local SQS server: cost per call by messages held (on disk)\n');
+  console.log('| storage | messages held | SendMessage: mean, p50, p99 | ReceiveMessage+DeleteMessage: mean, p50, p99 | fill (SendMessageBatch of 10) | bytes on disk after |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  const body = JSON.stringify({ task_id: '00000000-0000-0000-0000-000000000000', function_id: 'f'.repeat(64), args: { v: 1, codec: 'json', inline: 'x'.repeat(300) } });
+  const ops = quick ? 500 : 2000;
+  // Before this log, the server saved its whole state as one JSON file 200 ms after a change:
+  // 1,000 held: send 988 µs, receive+delete 1499 µs (means); 100,000 held: send 3317 µs,
+  // receive+delete 15584 µs (p99 378 ms), 70 MB rewritten per save (node 20, 2 cores).
+  const variants: { label: string; options: { fsync?: boolean } }[] = [
+    { label: 'append-only log, fdatasync before answer (default)', options: { fsync: true } },
+    { label: 'append-only log, write to the OS only', options: { fsync: false } },
+  ];
+  for (const variant of variants) {
+    for (const held of quick ? [1000, 20_000] : [1000, 100_000]) {
+      const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-sqs-'));
+      const server = await startSqsServer({ dataFile: join(dir, 'sqs.json'), ...variant.options });
+      const sqs = new sqsSdk.SQSClient({ region: 'us-east-1', endpoint: server.url, credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' } });
+      try {
+        const { QueueUrl } = await sqs.send(new sqsSdk.CreateQueueCommand({ QueueName: 'bench', Attributes: { VisibilityTimeout: '300' } }));
+        const t0 = performance.now();
+        let next = 0;
+        const filler = async () => {
+          while (next < held) {
+            const n = Math.min(10, held - next);
+            next += n;
+            await sqs.send(new sqsSdk.SendMessageBatchCommand({ QueueUrl, Entries: Array.from({ length: n }, (_, i) => ({ Id: String(i), MessageBody: body })) }));
+          }
+        };
+        await Promise.all(Array.from({ length: 8 }, filler));
+        const fillSecs = (performance.now() - t0) / 1000;
+        await new Promise((r) => setTimeout(r, 500));
+        const sends: number[] = [];
+        for (let i = 0; i < ops; i++) {
+          const s = performance.now();
+          await sqs.send(new sqsSdk.SendMessageCommand({ QueueUrl, MessageBody: body }));
+          sends.push(performance.now() - s);
+        }
+        const takes: number[] = [];
+        for (let i = 0; i < ops; i++) {
+          const s = performance.now();
+          const { Messages } = await sqs.send(new sqsSdk.ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 1 }));
+          await sqs.send(new sqsSdk.DeleteMessageCommand({ QueueUrl, ReceiptHandle: Messages![0]!.ReceiptHandle }));
+          takes.push(performance.now() - s);
+        }
+        const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+        const cell = (xs: number[]) => `${fmt(mean(xs) * 1000, 0)} µs, ${fmt(percentile(xs, 50) * 1000, 0)} µs, ${fmt(percentile(xs, 99) * 1000, 0)} µs`;
+        sqs.destroy();
+        await server.close();
+        const bytes = readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
+        console.log(`| ${variant.label} | ${held.toLocaleString('en')} | ${cell(sends)} | ${cell(takes)} | ${fmt(held / fillSecs, 0)} msgs/s | ${(bytes / 1e6).toFixed(1)} MB |`);
+      } finally {
+        sqs.destroy();
+        await server.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    }
+  }
+}
+
 async function main() {
   // Agents run as the container runs them: the esbuild bundle under plain node.
   execSync('npm run -s build:worker', { stdio: 'ignore' });
@@ -208,6 +280,7 @@ async function main() {
     if (!only || only === 'agent') await benchAgent(stack, client);
     if (!only || only === 'sdk') await benchSdk(stack, client);
     if (!only || only === 'users') await benchUsers(stack, client);
+    if (!only || only === 'sqs') await benchSqs();
   } finally {
     await stack.close();
   }

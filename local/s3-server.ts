@@ -410,6 +410,25 @@ class MemoryStore extends ObjectStore<{ meta: ObjectMeta; body: Buffer }> {
   }
 }
 
+async function writeSynced(file: string, text: string): Promise<void> {
+  const handle = await fsp.open(file, 'w');
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+async function syncDirectory(dir: string): Promise<void> {
+  const handle = await fsp.open(dir, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
 const bucketNotEmpty = (name: string) =>
   new S3Error('BucketNotEmpty', 409, 'The bucket you tried to delete is not empty', { BucketName: name });
 
@@ -506,6 +525,9 @@ class DiskStore extends ObjectStore<{ meta: ObjectMeta; version: string }> {
         for (let offset = 0; offset < chunk.length; ) offset += (await file.write(chunk, offset)).bytesWritten;
       },
       commit: async (meta) => {
+        // Durable before the 200: the bytes, then the sidecar naming them, each synced before its
+        // rename, and the directory after, so the object survives kill -9 and a machine crash.
+        if (!closed) await file.sync();
         await closeFile();
         await this.serially(async () => {
           const index = this.requireBucket(bucket);
@@ -513,8 +535,9 @@ class DiskStore extends ObjectStore<{ meta: ObjectMeta; version: string }> {
           const version = randomBytes(8).toString('hex');
           await fsp.rename(tmp, this.dataPath(bucket, id, version));
           const sidecarTmp = `${tmp}.json`;
-          await fsp.writeFile(sidecarTmp, JSON.stringify({ version, meta }));
+          await writeSynced(sidecarTmp, JSON.stringify({ version, meta }));
           await fsp.rename(sidecarTmp, this.sidecarPath(bucket, id));
+          await syncDirectory(this.bucketDir(bucket));
           const previous = this.setEntry(index, key, { meta, version });
           if (previous) await fsp.rm(this.dataPath(bucket, id, previous.version), { force: true });
         });

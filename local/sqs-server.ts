@@ -5,22 +5,35 @@
  * SigV4 signature of a known key and is authorised as IAM would (local/iam.ts); a message's
  * SenderId is its sender's identity. Without `iam` it takes any request, for its protocol tests.
  *
- * State lives in memory; with `dataFile` it is loaded on start and written back
- * (debounced, and on close), so a restart keeps queues, messages and receipt handles.
+ * State lives in memory. With `dataFile` every change a client is told about — a sent,
+ * received, deleted or re-timed message, a queue made, changed, purged or deleted — is
+ * appended to a log (local/sqs-log.ts) before the answer, and fdatasync'ed first unless
+ * `fsync: false`; a restart replays it, so queues, messages and receipt handles survive
+ * kill -9 (and, with fsync, a machine crash). The log sits next to `dataFile` as `<name>.log`;
+ * an old whole-state snapshot at `dataFile` (`sqs.json`) is migrated into it once.
  */
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { dirname } from 'node:path';
 import type { Caller } from './credential-registry';
 import type { LocalIam } from './iam';
 import { AuthError, type AuthFailure } from './sigv4';
+import { AppendLog } from './sqs-log';
 
 export interface SqsServerOptions {
   port?: number;
   host?: string;
+  /** Keep state on disk: the log is this path with `.json` replaced by `.log`. */
   dataFile?: string;
+  /**
+   * With `dataFile`: wait for fdatasync (shared by concurrent requests) before answering a
+   * change, so it survives a machine crash; default true. Off, a change survives kill -9 only.
+   */
+  fsync?: boolean;
+  /** Compact the log once it holds this many records (and twice the live items); for tests. */
+  compactAfterRecords?: number;
   region?: string;
   accountId?: string;
   /** Authenticate and authorise every request; the local stack always passes one. */
@@ -50,7 +63,8 @@ const MAX_VISIBILITY_SECONDS = 43_200; // SQS: 12 hours of visibility timeout
 const MAX_DELAY_SECONDS = 900; // SQS: 15 minutes of delay
 const MAX_LIST_RESULTS = 1000; // SQS: ListQueues returns at most 1000 URLs
 const MAX_TAGS = 50; // SQS: 50 tags per queue
-const SAVE_DEBOUNCE_MS = 200;
+// Compaction: once the log holds this many records and twice as many as there are live items.
+const COMPACT_MIN_RECORDS = 20_000;
 const CLOSE_GRACE_MS = 1000;
 
 // ---------------------------------------------------------------- errors
@@ -446,12 +460,136 @@ interface QueueSnapshot {
   messages: Message[];
 }
 
+type QueueState = Omit<QueueSnapshot, 'messages'>;
+
+/** One line of the log: a change to the state, replayed in order on start. */
+type LogRecord =
+  | { t: 'key'; key: string }
+  | { t: 'queue'; q: QueueState }
+  | { t: 'drop'; q: string }
+  | { t: 'purge'; q: string }
+  | { t: 'send'; q: string; m: Message }
+  | { t: 'recv'; q: string; id: string; n: number; v: number; h: string; f: number; l: number }
+  | { t: 'vis'; q: string; id: string; v: number }
+  | { t: 'del'; q: string; id: string };
+
+type Journal = (record: LogRecord) => void;
+
+/** A message's place in the delivery order as of one visibility change; stale once the message changes again. */
+interface Slot {
+  at: number;
+  message: Message;
+}
+
+/**
+ * Which message to deliver next, in O(log n) per change whatever the queue holds: visible
+ * messages in a FIFO, hidden ones (delayed, in flight) in a min-heap by the time they show.
+ * Entries are never updated in place; an entry whose message was deleted or re-timed since is
+ * skipped when reached, and both are rebuilt from the live messages when mostly stale.
+ */
+class DeliveryOrder {
+  private ready: Slot[] = [];
+  private head = 0;
+  private hidden: Slot[] = [];
+
+  constructor(private readonly live: Map<string, Message>) {}
+
+  private valid(slot: Slot): boolean {
+    return this.live.get(slot.message.id) === slot.message && slot.message.visibleAt === slot.at;
+  }
+
+  /** After a message was added or its visibility changed. */
+  add(message: Message, now = Date.now()): void {
+    const slot = { at: message.visibleAt, message };
+    if (slot.at <= now) this.ready.push(slot);
+    else this.push(slot);
+    if (this.ready.length - this.head + this.hidden.length > 2 * this.live.size + 1000) this.rebuild(now);
+  }
+
+  /** The next visible message, taken off the order (the caller re-adds it with its new visibility). */
+  next(now: number, skip: Set<Message>): Message | undefined {
+    while (this.hidden.length > 0 && this.hidden[0]!.at <= now) {
+      const slot = this.pop();
+      if (this.valid(slot)) this.ready.push(slot);
+    }
+    while (this.head < this.ready.length) {
+      const slot = this.ready[this.head++]!;
+      if (this.valid(slot) && slot.at <= now && !skip.has(slot.message)) {
+        this.compactReady();
+        return slot.message;
+      }
+    }
+    this.compactReady();
+    return undefined;
+  }
+
+  /** When the next hidden message shows, if any. */
+  nextShowing(): number | undefined {
+    while (this.hidden.length > 0 && !this.valid(this.hidden[0]!)) this.pop();
+    return this.hidden[0]?.at;
+  }
+
+  rebuild(now = Date.now()): void {
+    this.ready = [];
+    this.head = 0;
+    this.hidden = [];
+    const slots = [...this.live.values()].map((message) => ({ at: message.visibleAt, message }));
+    for (const slot of slots) if (slot.at <= now) this.ready.push(slot);
+    // Heapify by sorting: a sorted array is a valid min-heap.
+    this.hidden = slots.filter((slot) => slot.at > now).sort((a, b) => a.at - b.at);
+    this.ready.sort((a, b) => a.message.sentAt - b.message.sentAt);
+  }
+
+  private compactReady(): void {
+    if (this.head > 1024 && this.head * 2 > this.ready.length) {
+      this.ready = this.ready.slice(this.head);
+      this.head = 0;
+    }
+  }
+
+  private push(slot: Slot): void {
+    const heap = this.hidden;
+    heap.push(slot);
+    let i = heap.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (heap[parent]!.at <= slot.at) break;
+      heap[i] = heap[parent]!;
+      i = parent;
+    }
+    heap[i] = slot;
+  }
+
+  private pop(): Slot {
+    const heap = this.hidden;
+    const top = heap[0]!;
+    const last = heap.pop()!;
+    if (heap.length > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= heap.length) break;
+        const r = l + 1;
+        const c = r < heap.length && heap[r]!.at < heap[l]!.at ? r : l;
+        if (heap[c]!.at >= last.at) break;
+        heap[i] = heap[c]!;
+        i = c;
+      }
+      heap[i] = last;
+    }
+    return top;
+  }
+}
+
 /** One standard queue: its attributes, its messages and the receivers waiting on it. */
 class Queue {
   readonly messages = new Map<string, Message>();
+  private readonly order = new DeliveryOrder(this.messages);
   /** Long polls waiting for a message to become visible; each is called to retry. */
   private readonly waiters = new Set<() => void>();
   private wakeTimer?: NodeJS.Timeout;
+  /** No message expires before this (epoch ms), so retention is checked in O(1) until then. */
+  private nextExpiryAt = 0;
   deleted = false;
 
   constructor(
@@ -460,19 +598,56 @@ class Queue {
     public attributes: Record<string, string>,
     public tags: Record<string, string>,
     private readonly handles: ReceiptHandles,
+    private readonly journal: Journal,
     readonly createdAt = Date.now(),
     public lastModifiedAt = createdAt,
   ) {}
 
-  static restore(snapshot: QueueSnapshot, arn: string, handles: ReceiptHandles): Queue {
-    const queue = new Queue(snapshot.name, arn, snapshot.attributes, snapshot.tags, handles, snapshot.createdAt, snapshot.lastModifiedAt);
-    for (const message of snapshot.messages) queue.messages.set(message.id, message);
-    return queue;
+  state(): QueueState {
+    const { name, attributes, tags, createdAt, lastModifiedAt } = this;
+    return { name, attributes, tags, createdAt, lastModifiedAt };
   }
 
-  snapshot(): QueueSnapshot {
-    const { name, attributes, tags, createdAt, lastModifiedAt } = this;
-    return { name, attributes, tags, createdAt, lastModifiedAt, messages: [...this.messages.values()] };
+  /** Logs the queue's name, attributes and tags: after it is made or changed. */
+  journalState(): void {
+    this.journal({ t: 'queue', q: this.state() });
+  }
+
+  /** Applies one logged change to a message of this queue, on replay. */
+  replay(record: LogRecord): void {
+    switch (record.t) {
+      case 'send':
+        this.messages.set(record.m.id, record.m);
+        this.order.add(record.m);
+        return;
+      case 'del':
+        this.messages.delete(record.id);
+        return;
+      case 'purge':
+        this.messages.clear();
+        this.order.rebuild();
+        return;
+      case 'recv': {
+        const message = this.messages.get(record.id);
+        if (!message) return;
+        Object.assign(message, { receiveCount: record.n, visibleAt: record.v, receiptHandle: record.h, firstReceivedAt: record.f, lastReceivedAt: record.l });
+        this.order.add(message);
+        return;
+      }
+      case 'vis': {
+        const message = this.messages.get(record.id);
+        if (message) {
+          message.visibleAt = record.v;
+          this.order.add(message);
+        }
+        return;
+      }
+    }
+  }
+
+  /** A new retention period may expire messages at once. */
+  retentionChanged(): void {
+    this.nextExpiryAt = 0;
   }
 
   private seconds(attribute: string): number {
@@ -497,6 +672,9 @@ class Queue {
 
   enqueue(message: Message): void {
     this.messages.set(message.id, message);
+    this.order.add(message);
+    this.journal({ t: 'send', q: this.name, m: message });
+    this.nextExpiryAt = Math.min(this.nextExpiryAt, message.sentAt + this.retentionMs);
     if (message.visibleAt <= Date.now()) this.wake();
     else this.armWakeTimer();
   }
@@ -511,11 +689,17 @@ class Queue {
     this.dropExpired(now);
     const maxReceiveCount = this.redrivePolicy?.maxReceiveCount;
     const taken: Message[] = [];
-    for (const message of this.messages.values()) {
-      if (taken.length >= max) break;
-      if (message.visibleAt > now) continue;
+    const seen = new Set<Message>();
+    while (taken.length < max) {
+      const message = this.order.next(now, seen);
+      if (!message) break;
+      seen.add(message);
+      if (this.retentionMs + message.sentAt <= now) {
+        this.remove(message.id);
+        continue;
+      }
       if (maxReceiveCount !== undefined && message.receiveCount >= maxReceiveCount && deadLetter(message)) {
-        this.messages.delete(message.id);
+        this.remove(message.id);
         continue;
       }
       message.receiveCount += 1;
@@ -524,6 +708,19 @@ class Queue {
       message.visibleAt = now + visibilityTimeout * 1000;
       message.receiptHandle = this.handles.issue(this.name, message.id);
       taken.push(message);
+    }
+    for (const message of taken) {
+      this.order.add(message, now);
+      this.journal({
+        t: 'recv',
+        q: this.name,
+        id: message.id,
+        n: message.receiveCount,
+        v: message.visibleAt,
+        h: message.receiptHandle!,
+        f: message.firstReceivedAt!,
+        l: message.lastReceivedAt!,
+      });
     }
     if (taken.length > 0) this.armWakeTimer();
     return taken;
@@ -542,7 +739,12 @@ class Queue {
     const message = this.messageFor(receiptHandle);
     // SQS: deleting an already deleted message, or with the handle of an earlier receive, succeeds;
     // only the latest handle deletes, so a late worker cannot drop a redelivered message.
-    if (message && message.receiptHandle === receiptHandle) this.messages.delete(message.id);
+    if (message && message.receiptHandle === receiptHandle) this.remove(message.id);
+  }
+
+  private remove(id: string): void {
+    this.messages.delete(id);
+    this.journal({ t: 'del', q: this.name, id });
   }
 
   changeVisibility(receiptHandle: string, seconds: number): void {
@@ -560,12 +762,16 @@ class Queue {
       );
     }
     message.visibleAt = now + seconds * 1000;
+    this.order.add(message, now);
+    this.journal({ t: 'vis', q: this.name, id: message.id, v: message.visibleAt });
     if (seconds === 0) this.wake();
     else this.armWakeTimer();
   }
 
   purge(): void {
     this.messages.clear();
+    this.order.rebuild();
+    this.journal({ t: 'purge', q: this.name });
   }
 
   counts(): { visible: number; inFlight: number; delayed: number } {
@@ -608,16 +814,12 @@ class Queue {
   private armWakeTimer(): void {
     this.clearWakeTimer();
     if (this.waiters.size === 0) return;
-    const now = Date.now();
-    let next = Infinity;
-    for (const message of this.messages.values()) {
-      if (message.visibleAt > now && message.visibleAt < next) next = message.visibleAt;
-    }
-    if (next === Infinity) return;
+    const next = this.order.nextShowing();
+    if (next === undefined) return;
     this.wakeTimer = setTimeout(() => {
       this.wakeTimer = undefined;
       this.wake();
-    }, next - now);
+    }, Math.max(0, next - Date.now()));
     this.wakeTimer.unref();
   }
 
@@ -626,21 +828,29 @@ class Queue {
     this.wakeTimer = undefined;
   }
 
+  private get retentionMs(): number {
+    return this.seconds('MessageRetentionPeriod') * 1000;
+  }
+
+  /**
+   * SQS: a message older than the queue's MessageRetentionPeriod is deleted, received or not
+   * (retention counts from the first send, also in a dead-letter queue). The walk over all
+   * messages runs only when the oldest may have expired, not on every call.
+   */
   private dropExpired(now: number): void {
-    const retentionMs = this.seconds('MessageRetentionPeriod') * 1000;
+    if (now < this.nextExpiryAt) return;
+    const retentionMs = this.retentionMs;
+    let next = Infinity;
     for (const message of this.messages.values()) {
-      if (message.sentAt + retentionMs <= now) this.messages.delete(message.id);
+      const expiresAt = message.sentAt + retentionMs;
+      if (expiresAt <= now) this.remove(message.id);
+      else if (expiresAt < next) next = expiresAt;
     }
+    this.nextExpiryAt = next;
   }
 }
 
 // ---------------------------------------------------------------- the server
-
-interface Snapshot {
-  version: 1;
-  receiptHandleKey: string;
-  queues: QueueSnapshot[];
-}
 
 type Action = (params: Params, signal: AbortSignal, caller?: Caller) => Json | Promise<Json>;
 
@@ -666,12 +876,20 @@ class LocalSqsServer implements SqsServer {
   private readonly http: Server;
   private readonly queues = new Map<string, Queue>();
   private readonly inFlightRequests = new Set<Promise<void>>();
+  private readonly fsync: boolean;
+  private readonly compactAfterRecords: number;
   private receiptHandleKey = randomBytes(32).toString('hex');
   private handles = new ReceiptHandles(Buffer.from(this.receiptHandleKey, 'hex'));
   private closing = false;
   private closed?: Promise<void>;
-  private saveTimer?: NodeJS.Timeout;
-  private saving: Promise<void> = Promise.resolve();
+  private log?: AppendLog<LogRecord>;
+  /** Changes made but not yet appended; appended together before any answer. */
+  private pending: LogRecord[] = [];
+  private readonly journal: Journal = (record) => {
+    if (!this.log) return;
+    if (this.pending.length === 0) setImmediate(() => this.flush());
+    this.pending.push(record);
+  };
 
   private readonly actions: Record<string, Action> = {
     CreateQueue: (p) => this.createQueue(p),
@@ -698,6 +916,8 @@ class LocalSqsServer implements SqsServer {
     this.region = opts.region ?? 'us-east-1';
     this.accountId = opts.accountId ?? '000000000000';
     this.dataFile = opts.dataFile;
+    this.fsync = opts.fsync ?? true;
+    this.compactAfterRecords = opts.compactAfterRecords ?? COMPACT_MIN_RECORDS;
     this.iam = opts.iam;
     this.http = createServer((req, res) => {
       const request = this.handle(req, res).finally(() => this.inFlightRequests.delete(request));
@@ -737,9 +957,14 @@ class LocalSqsServer implements SqsServer {
     const stopped = new Promise<void>((resolve) => this.http.close(() => resolve()));
     this.http.closeAllConnections();
     await stopped;
-    clearTimeout(this.saveTimer);
-    this.saveTimer = undefined;
-    if (this.dataFile) await this.save();
+    if (this.log) {
+      this.flush();
+      // A compact log makes the next start quick.
+      if (this.log.recordsSinceRewrite > this.liveItems() + 1000) this.compact();
+      const log = this.log;
+      this.log = undefined;
+      await log.close();
+    }
   }
 
   // ------------------------------------------------------------ HTTP
@@ -762,6 +987,7 @@ class LocalSqsServer implements SqsServer {
         throw new SqsError('AccessDenied', `User: ${caller.principalId} is not authorized to perform: sqs:${action} on resource: ${this.resourceOf(action, params)} because no identity-based policy allows the sqs:${action} action`);
       }
       const output = await run(params, aborted.signal, caller);
+      if (!READ_ONLY_ACTIONS.has(action)) await this.commit();
       await respond(res, 200, requestId, output);
     } catch (err) {
       const error =
@@ -771,13 +997,13 @@ class LocalSqsServer implements SqsServer {
             ? new SqsError(AUTH_ERRORS[err.reason], err.message)
             : new SqsError('InternalError', 'The request processing has failed because of an unknown error.');
       if (!(err instanceof SqsError) && !(err instanceof AuthError)) console.error('sqs-server: %s failed', action, err);
+      // A batch may have changed some entries before one failed: those, too, are on disk before the answer.
+      else if (run && !READ_ONLY_ACTIONS.has(action)) await this.commit().catch(() => undefined);
       // Errors every AWS service shares come from the common namespace, the queue's own from SQS's.
       const namespace = COMMON_ERRORS.has(error.shape) ? 'com.amazon.coral.service' : 'com.amazonaws.sqs';
       await respond(res, error.status, requestId, { __type: `${namespace}#${error.shape}`, message: error.message }, {
         'x-amzn-query-error': `${error.queryCode};${error.status >= 500 ? 'Receiver' : 'Sender'}`,
       });
-    } finally {
-      if (run && !READ_ONLY_ACTIONS.has(action)) this.scheduleSave();
     }
   }
 
@@ -860,8 +1086,9 @@ class LocalSqsServer implements SqsServer {
     this.checkReferences(attributes);
     if (Object.keys(tags).length > MAX_TAGS) throw invalidParameter(`Too many tags added for queue ${name}.`);
     const initial = Object.entries(QUEUE_ATTRIBUTES).flatMap(([attribute, spec]) => (spec.initial === undefined ? [] : [[attribute, spec.initial]]));
-    const queue = new Queue(name, this.arnOf(name), { ...Object.fromEntries(initial), ...attributes }, tags, this.handles);
+    const queue = new Queue(name, this.arnOf(name), { ...Object.fromEntries(initial), ...attributes }, tags, this.handles, this.journal);
     this.queues.set(name, queue);
+    queue.journalState();
     return { QueueUrl: this.urlOf(queue) };
   }
 
@@ -876,6 +1103,7 @@ class LocalSqsServer implements SqsServer {
   private deleteQueue(params: Params): Json {
     const queue = this.queueFor(params);
     this.queues.delete(queue.name);
+    this.journal({ t: 'drop', q: queue.name });
     queue.deleted = true;
     queue.wake();
     return {};
@@ -938,6 +1166,8 @@ class LocalSqsServer implements SqsServer {
     }
     queue.attributes = next;
     queue.lastModifiedAt = Date.now();
+    if (attributes.MessageRetentionPeriod !== undefined) queue.retentionChanged();
+    queue.journalState();
     return {};
   }
 
@@ -946,12 +1176,14 @@ class LocalSqsServer implements SqsServer {
     const tags = { ...queue.tags, ...params.stringMap('Tags') };
     if (Object.keys(tags).length > MAX_TAGS) throw invalidParameter(`Too many tags added for queue ${queue.name}.`);
     queue.tags = tags;
+    queue.journalState();
     return {};
   }
 
   private untagQueue(params: Params): Json {
     const queue = this.queueFor(params);
     for (const key of params.strings('TagKeys')) delete queue.tags[key];
+    queue.journalState();
     return {};
   }
 
@@ -1108,44 +1340,112 @@ class LocalSqsServer implements SqsServer {
 
   // ------------------------------------------------------------ persistence
 
+  /** Opens the log and replays it; migrates an old snapshot at `dataFile` first. */
   private async load(): Promise<void> {
     if (!this.dataFile) return;
-    let snapshot: Snapshot;
-    try {
-      snapshot = JSON.parse(await readFile(this.dataFile, 'utf8')) as Snapshot;
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-      throw err;
+    const logFile = this.dataFile.replace(/\.json$/, '') + '.log';
+    mkdirSync(dirname(logFile), { recursive: true });
+    const migrating = existsSync(this.dataFile) && !existsSync(logFile);
+    const { log, records } = AppendLog.open<LogRecord>(logFile, { fsync: this.fsync });
+    this.log = log;
+    if (migrating) {
+      this.restoreSnapshot(this.dataFile);
+      this.compact();
+    } else {
+      for (const record of records) this.replay(record);
+      if (records.length === 0) {
+        this.journal({ t: 'key', key: this.receiptHandleKey });
+        this.flush();
+      } else if (records.length > 2 * this.liveItems() + 1000) {
+        this.compact();
+      }
     }
-    if (snapshot.version !== 1) throw new Error(`sqs-server: ${this.dataFile} has unknown snapshot version ${String(snapshot.version)}`);
-    // The saved key keeps receipt handles issued before the restart valid.
-    this.receiptHandleKey = snapshot.receiptHandleKey;
-    this.handles = new ReceiptHandles(Buffer.from(this.receiptHandleKey, 'hex'));
-    for (const queue of snapshot.queues) {
-      this.queues.set(queue.name, Queue.restore(queue, this.arnOf(queue.name), this.handles));
+    if (existsSync(this.dataFile)) {
+      // The snapshot is in the log now; keep it aside, never read it again.
+      renameSync(this.dataFile, `${this.dataFile}.migrated`);
+      console.error('sqs-server: migrated %s into %s (the old file is kept as %s.migrated)', this.dataFile, logFile, this.dataFile);
+    }
+    await this.log.durable();
+  }
+
+  /** Reads the whole-state snapshot (version 1) the server wrote before it kept a log. */
+  private restoreSnapshot(file: string): void {
+    const snapshot = JSON.parse(readFileSync(file, 'utf8')) as { version: number; receiptHandleKey: string; queues: QueueSnapshot[] };
+    if (snapshot.version !== 1) throw new Error(`sqs-server: ${file} has unknown snapshot version ${String(snapshot.version)}`);
+    this.replay({ t: 'key', key: snapshot.receiptHandleKey });
+    for (const { messages, ...state } of snapshot.queues) {
+      this.replay({ t: 'queue', q: state });
+      for (const m of messages) this.replay({ t: 'send', q: state.name, m });
     }
   }
 
-  private scheduleSave(): void {
-    if (!this.dataFile || this.saveTimer || this.closing) return;
-    this.saveTimer = setTimeout(() => {
-      this.saveTimer = undefined;
-      void this.save();
-    }, SAVE_DEBOUNCE_MS);
+  private replay(record: LogRecord): void {
+    switch (record.t) {
+      case 'key':
+        // The saved key keeps receipt handles issued before the restart valid.
+        this.receiptHandleKey = record.key;
+        this.handles = new ReceiptHandles(Buffer.from(record.key, 'hex'));
+        return;
+      case 'queue': {
+        const existing = this.queues.get(record.q.name);
+        if (existing) {
+          existing.attributes = record.q.attributes;
+          existing.tags = record.q.tags;
+          existing.lastModifiedAt = record.q.lastModifiedAt;
+          existing.retentionChanged();
+        } else {
+          const { name, attributes, tags, createdAt, lastModifiedAt } = record.q;
+          this.queues.set(name, new Queue(name, this.arnOf(name), attributes, tags, this.handles, this.journal, createdAt, lastModifiedAt));
+        }
+        return;
+      }
+      case 'drop':
+        this.queues.delete(record.q);
+        return;
+      default:
+        this.queues.get(record.q)?.replay(record);
+    }
   }
 
-  /** Writes a snapshot after any write in progress; a rename keeps the file whole if the process dies mid-write. */
-  private save(): Promise<void> {
-    const file = this.dataFile!;
-    this.saving = this.saving
-      .then(async () => {
-        const snapshot: Snapshot = { version: 1, receiptHandleKey: this.receiptHandleKey, queues: [...this.queues.values()].map((queue) => queue.snapshot()) };
-        await mkdir(dirname(file), { recursive: true });
-        await writeFile(`${file}.tmp`, JSON.stringify(snapshot));
-        await rename(`${file}.tmp`, file);
-      })
-      .catch((err: unknown) => console.error('sqs-server: saving %s failed', file, err));
-    return this.saving;
+  /** Appends the changes made so far, in the order they were made. */
+  private flush(): void {
+    if (!this.log || this.pending.length === 0) return;
+    const records = this.pending;
+    this.pending = [];
+    this.log.append(records);
+    const live = this.liveItems();
+    if (this.log.recordsSinceRewrite > this.compactAfterRecords && this.log.recordsSinceRewrite > 2 * live) this.compact();
+  }
+
+  /** Before an answer: the request's changes (and all earlier ones) are with the OS, and synced if fsync is on. */
+  private async commit(): Promise<void> {
+    if (!this.log) return;
+    this.flush();
+    await this.log.durable();
+  }
+
+  private liveItems(): number {
+    let n = 1;
+    for (const queue of this.queues.values()) n += 1 + queue.messages.size;
+    return n;
+  }
+
+  /** Rewrites the log as the live state: the key, each queue, its messages as they are now. */
+  private compact(): void {
+    this.pending = [];
+    const queues = [...this.queues.values()];
+    const key = this.receiptHandleKey;
+    function* records(): Generator<LogRecord> {
+      yield { t: 'key', key };
+      for (const queue of queues) {
+        yield { t: 'queue', q: queue.state() };
+        for (const m of queue.messages.values()) {
+          // The whole message as it is now: receive count, visibility and latest handle included.
+          yield { t: 'send', q: queue.name, m };
+        }
+      }
+    }
+    this.log!.rewrite(records());
   }
 }
 

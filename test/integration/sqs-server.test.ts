@@ -1,6 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import {
   AddPermissionCommand,
   ChangeMessageVisibilityBatchCommand,
@@ -451,3 +453,162 @@ describe('lifecycle', () => {
     client.destroy();
   }, 5000);
 });
+
+describe('durability', () => {
+  /** An SQS server with `dataFile` in a child process, so the test can kill -9 it. */
+  async function serverProcess(dataFile: string, port = 0): Promise<{ child: ChildProcess; url: string; killed: Promise<unknown> }> {
+    const code = `require(${JSON.stringify(resolve(__dirname, '../../local/sqs-server.ts'))})
+      .startSqsServer({ dataFile: ${JSON.stringify(dataFile)}, port: ${port} })
+      .then((s) => console.log('URL ' + s.url));`;
+    const child = spawn(process.execPath, ['--import', 'tsx', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const killed = new Promise((r) => child.once('exit', r));
+    const url = await new Promise<string>((ok, fail) => {
+      let out = '';
+      child.stdout!.on('data', (chunk: Buffer) => {
+        out += chunk.toString();
+        const m = /URL (\S+)/.exec(out);
+        if (m) ok(m[1]!);
+      });
+      child.once('exit', (code) => fail(new Error(`sqs server process exited with ${code}`)));
+    });
+    return { child, url, killed };
+  }
+
+  const remote = (url: string) => new SQSClient({ region: 'us-east-1', endpoint: url, credentials: { accessKeyId: 'local', secretAccessKey: 'local' }, maxAttempts: 1 });
+
+  it('keeps every answered send, receive and delete when the process is killed -9 right after the answer', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-sqs-kill-'));
+    try {
+      const dataFile = join(dir, 'sqs.json');
+      const first = await serverProcess(dataFile);
+      const port = Number(new URL(first.url).port);
+      let client = remote(first.url);
+      const { QueueUrl } = await client.send(new CreateQueueCommand({ QueueName: 'kill', Attributes: { VisibilityTimeout: '600' } }));
+      await client.send(new SendMessageBatchCommand({ QueueUrl, Entries: Array.from({ length: 10 }, (_, i) => ({ Id: `e${i}`, MessageBody: `batch-${i}` })) }));
+      const [taken] = (await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 1 }))).Messages!;
+      const [gone] = (await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 1 }))).Messages!;
+      await client.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: gone!.ReceiptHandle }));
+      const { MessageId } = await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'last' }));
+      // No pause: the answer is in hand, the process dies now.
+      first.child.kill('SIGKILL');
+      await first.killed;
+      client.destroy();
+
+      const second = await serverProcess(dataFile, port);
+      client = remote(second.url);
+      try {
+        expect(await client.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['VisibilityTimeout', 'ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }))).toMatchObject({
+          Attributes: { VisibilityTimeout: '600', ApproximateNumberOfMessages: '9', ApproximateNumberOfMessagesNotVisible: '1' },
+        });
+        const bodies: string[] = [];
+        for (;;) {
+          const { Messages } = await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10 }));
+          if (!Messages) break;
+          bodies.push(...Messages.map((m) => m.Body!));
+        }
+        expect(bodies.sort()).toEqual([...Array.from({ length: 10 }, (_, i) => `batch-${i}`).filter((b) => b !== taken!.Body && b !== gone!.Body), 'last'].sort());
+        expect(bodies).not.toContain(gone!.Body);
+        // The handle of the receive before the kill is still the latest: it deletes.
+        await client.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: taken!.ReceiptHandle }));
+        expect(MessageId).toBeDefined();
+      } finally {
+        client.destroy();
+        second.child.kill('SIGKILL');
+        await second.killed;
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+
+  it('cuts off a write torn by a crash, and migrates an old snapshot, dropping messages past retention', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-sqs-log-'));
+    try {
+      const dataFile = join(dir, 'sqs.json');
+      const now = Date.now();
+      const message = (id: string, sentAt: number) => ({ id, body: id, md5OfBody: createHash('md5').update(id).digest('hex'), attributes: {}, systemAttributes: {}, sentAt, visibleAt: sentAt, receiveCount: 0 });
+      writeFileSync(
+        dataFile,
+        JSON.stringify({
+          version: 1,
+          receiptHandleKey: '00'.repeat(32),
+          queues: [
+            {
+              name: 'old',
+              attributes: { DelaySeconds: '0', MaximumMessageSize: '262144', MessageRetentionPeriod: '86400', ReceiveMessageWaitTimeSeconds: '0', VisibilityTimeout: '30' },
+              tags: {},
+              createdAt: now,
+              lastModifiedAt: now,
+              messages: [message('fresh', now - 1000), message('expired', now - 2 * 86_400_000)],
+            },
+          ],
+        }),
+      );
+      const first = await startSqsServer({ dataFile });
+      let client = clientFor(first);
+      const QueueUrl = (await client.send(new GetQueueUrlCommand({ QueueName: 'old' }))).QueueUrl!;
+      expect(existsSync(`${dataFile}.migrated`) && !existsSync(dataFile)).toBe(true);
+      // SQS: MessageRetentionPeriod deletes a message, received or not.
+      expect((await counts_(client, QueueUrl)).visible).toBe(1);
+      client.destroy();
+      await first.close();
+
+      // A crash in the middle of an append leaves half a line.
+      appendFileSync(join(dir, 'sqs.log'), '{"t":"send","q":"old","m":{"id":"tor');
+      const second = await startSqsServer({ dataFile });
+      client = clientFor(second);
+      try {
+        const { Messages } = await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10 }));
+        expect(Messages?.map((m) => m.Body)).toEqual(['fresh']);
+        await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'after the cut' }));
+        expect(readFileSync(join(dir, 'sqs.log'), 'utf8').split('\n').filter(Boolean).every((line) => JSON.parse(line))).toBe(true);
+      } finally {
+        client.destroy();
+        await second.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('compacts its log: the file stays near the live state after many changes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-sqs-compact-'));
+    try {
+      const dataFile = join(dir, 'sqs.json');
+      const first = await startSqsServer({ dataFile, fsync: false, compactAfterRecords: 300 });
+      let client = clientFor(first);
+      const { QueueUrl } = await client.send(new CreateQueueCommand({ QueueName: 'churn' }));
+      await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'stays' }));
+      // 3 records per message (send, receive, delete): well past the threshold, several times.
+      for (let round = 0; round < 60; round++) {
+        await client.send(new SendMessageBatchCommand({ QueueUrl, Entries: Array.from({ length: 10 }, (_, i) => ({ Id: `e${i}`, MessageBody: 'churn' })) }));
+        const { Messages } = await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10, VisibilityTimeout: 60 }));
+        const deletable = Messages!.filter((m) => m.Body === 'churn');
+        if (deletable.length) await client.send(new DeleteMessageBatchCommand({ QueueUrl, Entries: deletable.map((m, i) => ({ Id: `d${i}`, ReceiptHandle: m.ReceiptHandle })) }));
+      }
+      client.destroy();
+      await first.close();
+      const lines = readFileSync(join(dir, 'sqs.log'), 'utf8').split('\n').filter(Boolean).length;
+      expect(lines).toBeLessThan(100);
+
+      const second = await startSqsServer({ dataFile });
+      client = clientFor(second);
+      try {
+        const { Attributes } = await client.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['All'] }));
+        expect(Number(Attributes!.ApproximateNumberOfMessages) + Number(Attributes!.ApproximateNumberOfMessagesNotVisible)).toBe(
+          lines - 2, // the key and the queue, then one line per live message
+        );
+      } finally {
+        client.destroy();
+        await second.close();
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 30_000);
+});
+
+async function counts_(client: SQSClient, QueueUrl: string) {
+  const { Attributes } = await client.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+  return { visible: Number(Attributes?.ApproximateNumberOfMessages), inFlight: Number(Attributes?.ApproximateNumberOfMessagesNotVisible) };
+}

@@ -1,0 +1,176 @@
+/**
+ * Durable before acknowledged: the whole local stack runs in a child process that is killed -9
+ * at random moments while submits stream in, then restarted on the same data dir. Every task
+ * whose submit was answered 2xx must exist, still queued, with its message on the endpoint queue.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { DynamoDBClient, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
+import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+
+const CHILD = resolve(__dirname, 'crash-durability-stack.ts');
+const ROUNDS = 10;
+
+async function freePort(): Promise<number> {
+  return new Promise((ok, fail) => {
+    const server = createServer();
+    server.once('error', fail);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => ok(port));
+    });
+  });
+}
+
+interface Stack {
+  child: ChildProcess;
+  exited: Promise<unknown>;
+}
+
+async function startStack(dataDir: string, ports: Record<string, number>): Promise<Stack> {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, dataDir, JSON.stringify(ports)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise((r) => child.once('exit', r));
+  let errors = '';
+  child.stderr!.on('data', (chunk: Buffer) => (errors += chunk.toString()));
+  await new Promise<void>((ok, fail) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      if (out.includes('READY')) ok();
+    });
+    child.once('exit', (code) => fail(new Error(`stack process exited with ${code}: ${errors}`)));
+  });
+  return { child, exited };
+}
+
+async function kill(stack: Stack): Promise<void> {
+  stack.child.kill('SIGKILL');
+  await stack.exited;
+}
+
+it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during a stream of submits`, async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ferry-crash-'));
+  const ports = { api: await freePort(), dynamodb: await freePort(), sqs: await freePort(), s3: await freePort(), sts: await freePort() };
+  const accepted = new Set<string>();
+  let refusedOrCut = 0;
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      const stack = await startStack(dataDir, ports);
+      const ids = JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { token: string; function_id: string; endpoint_id: string; apiUrl: string };
+      let stop = false;
+      const submitter = async () => {
+        while (!stop) {
+          const size = 1 + Math.floor(Math.random() * 5);
+          try {
+            const res = await fetch(`${ids.apiUrl}/v1/endpoints/${ids.endpoint_id}/submit`, {
+              method: 'POST',
+              headers: { authorization: `Bearer ${ids.token}`, 'content-type': 'application/json' },
+              body: JSON.stringify({ tasks: Array.from({ length: size }, (_, i) => ({ function_id: ids.function_id, args: [round, i] })) }),
+            });
+            const text = await res.text();
+            if (res.status >= 200 && res.status < 300) for (const id of (JSON.parse(text) as { task_ids: string[] }).task_ids) accepted.add(id);
+            else refusedOrCut += 1;
+          } catch {
+            refusedOrCut += 1; // the connection died with the stack: not acknowledged
+          }
+        }
+      };
+      const loops = [submitter(), submitter(), submitter()];
+      await new Promise((r) => setTimeout(r, 150 + Math.random() * 900));
+      await kill(stack);
+      stop = true;
+      await Promise.all(loops);
+    }
+
+    // Restart once more and count.
+    const stack = await startStack(dataDir, ports);
+    try {
+      const ids = JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { token: string; endpoint_id: string; apiUrl: string };
+      const all = [...accepted];
+      const states = new Map<string, string>();
+      for (let i = 0; i < all.length; i += 1000) {
+        const res = await fetch(`${ids.apiUrl}/v1/tasks/batch`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${ids.token}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ task_ids: all.slice(i, i + 1000) }),
+        });
+        expect(res.status).toBe(200);
+        for (const t of ((await res.json()) as { tasks: { task_id: string; status: string }[] }).tasks) states.set(t.task_id, t.status);
+      }
+      const admin = JSON.parse(readFileSync(join(dataDir, 'aws.json'), 'utf8')) as { access_key_id: string; secret_access_key: string; endpoints: { sqs: string } };
+      const sqs = new SQSClient({ region: 'us-east-1', endpoint: admin.endpoints.sqs, credentials: { accessKeyId: admin.access_key_id, secretAccessKey: admin.secret_access_key } });
+      const queued = new Set<string>();
+      const QueueUrl = `${admin.endpoints.sqs}/000000000000/ferry-local-ep-${ids.endpoint_id}`;
+      try {
+        for (;;) {
+          const { Messages } = await sqs.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10, VisibilityTimeout: 600 }));
+          if (!Messages) break;
+          for (const m of Messages) for (const t of (JSON.parse(m.Body!) as { tasks: { task_id: string }[] }).tasks) queued.add(t.task_id);
+        }
+      } finally {
+        sqs.destroy();
+      }
+      const missingRecord = all.filter((id) => !states.has(id));
+      const notQueuedState = all.filter((id) => states.has(id) && states.get(id) !== 'waiting-for-endpoint');
+      const missingMessage = all.filter((id) => !queued.has(id));
+      const lost = new Set([...missingRecord, ...missingMessage]).size;
+      console.log(
+        `crash durability: rounds ${ROUNDS}, accepted ${accepted.size}, lost ${lost} (no record ${missingRecord.length}, no message ${missingMessage.length}), ` +
+          `not queued ${notQueuedState.length}, submits cut or refused ${refusedOrCut}, messages' tasks on the queue ${queued.size}`,
+      );
+      expect(accepted.size).toBeGreaterThan(ROUNDS);
+      expect({ lost, missingRecord: missingRecord.length, missingMessage: missingMessage.length, notQueued: notQueuedState.length }).toEqual({ lost: 0, missingRecord: 0, missingMessage: 0, notQueued: 0 });
+    } finally {
+      await kill(stack);
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}, 120_000);
+
+it('keeps a SendMessage, a PutItem and a PutObject answered just before kill -9 of the stack', async () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'ferry-crash-ack-'));
+  const ports = { api: await freePort(), dynamodb: await freePort(), sqs: await freePort(), s3: await freePort(), sts: await freePort() };
+  try {
+    let stack = await startStack(dataDir, ports);
+    const admin = JSON.parse(readFileSync(join(dataDir, 'aws.json'), 'utf8')) as { access_key_id: string; secret_access_key: string; endpoints: { sqs: string; dynamodb: string; s3: string } };
+    const ids = JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { endpoint_id: string };
+    const credentials = { accessKeyId: admin.access_key_id, secretAccessKey: admin.secret_access_key };
+    const opts = { region: 'us-east-1', credentials, maxAttempts: 1 };
+    const sqs = new SQSClient({ ...opts, endpoint: admin.endpoints.sqs });
+    const ddb = new DynamoDBClient({ ...opts, endpoint: admin.endpoints.dynamodb });
+    const s3 = new S3Client({ ...opts, endpoint: admin.endpoints.s3, forcePathStyle: true });
+    const QueueUrl = `${admin.endpoints.sqs}/000000000000/ferry-local-ep-${ids.endpoint_id}`;
+    const marker = `kill-${Date.now()}`;
+    try {
+      // Each write, then kill -9 as soon as its answer is in: nothing may be waiting in memory.
+      const { MessageId } = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: JSON.stringify({ tasks: [], marker }) }));
+      await kill(stack);
+      stack = await startStack(dataDir, ports);
+      await ddb.send(new PutItemCommand({ TableName: 'ferry-local-tasks', Item: { task_id: { S: marker }, note: { S: 'acknowledged' } } }));
+      await kill(stack);
+      stack = await startStack(dataDir, ports);
+      await s3.send(new PutObjectCommand({ Bucket: 'ferry-local-payloads', Key: `crash/${marker}`, Body: Buffer.alloc(300_000, 7) }));
+      await kill(stack);
+      stack = await startStack(dataDir, ports);
+
+      const { Messages } = await sqs.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10 }));
+      expect(Messages?.map((m) => m.MessageId)).toContain(MessageId);
+      expect((await ddb.send(new GetItemCommand({ TableName: 'ferry-local-tasks', Key: { task_id: { S: marker } }, ConsistentRead: true }))).Item?.note?.S).toBe('acknowledged');
+      const object = await s3.send(new GetObjectCommand({ Bucket: 'ferry-local-payloads', Key: `crash/${marker}` }));
+      const bytes = Buffer.from(await object.Body!.transformToByteArray());
+      expect(bytes.equals(Buffer.alloc(300_000, 7))).toBe(true);
+    } finally {
+      sqs.destroy();
+      ddb.destroy();
+      s3.destroy();
+      await kill(stack);
+    }
+  } finally {
+    rmSync(dataDir, { recursive: true, force: true });
+  }
+}, 60_000);
