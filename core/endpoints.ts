@@ -7,8 +7,15 @@ import { mapLimit } from './tables/batch';
 import { queryOpenOnEndpoint, transitionTask } from './tables/tasks';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
 
-/** An agent that has not sent a heartbeat for this long is gone (three missed 30 s beats). */
-export const HEARTBEAT_STALE_MS = 90_000;
+/** How often an agent beats unless it says otherwise in its heartbeat (agents older than `heartbeat_ms`). */
+export const DEFAULT_HEARTBEAT_MS = 30_000;
+
+/**
+ * An agent is gone once it has missed two heartbeats, plus a little for the network: its
+ * endpoint reads offline at most 2 × interval + slack after it died (65 s at the default 30 s),
+ * while one late or lost beat does not flap it. A stopping agent's last heartbeat removes it at once.
+ */
+export const heartbeatStaleMs = (intervalMs = DEFAULT_HEARTBEAT_MS) => 2 * intervalMs + Math.min(intervalMs / 2, 5_000);
 
 export interface RegisterEndpointInput {
   owner: string;
@@ -43,8 +50,8 @@ export async function registerEndpoint(input: RegisterEndpointInput): Promise<{ 
 }
 
 /** An endpoint this user may see (owner, shared or public); others' private endpoints are unknown. */
-export async function visibleEndpoint(endpointId: string, userId: string): Promise<EndpointRecord> {
-  const ep = await getEndpoint(endpointId);
+export async function visibleEndpoint(endpointId: string, userId: string, opts: { consistent?: boolean } = {}): Promise<EndpointRecord> {
+  const ep = await getEndpoint(endpointId, opts);
   if (!ep || !canUseEndpoint(ep, userId)) throw new NotFound(`endpoint ${endpointId} not found`);
   return ep;
 }
@@ -84,7 +91,7 @@ export interface EndpointStatus {
 }
 
 export async function endpointStatus(ep: EndpointRecord, now = Date.now()): Promise<EndpointStatus> {
-  const live = Object.values(ep.heartbeats ?? {}).filter((h) => now - h.at < HEARTBEAT_STALE_MS);
+  const live = Object.values(ep.heartbeats ?? {}).filter((h) => now - h.at < heartbeatStaleMs(h.heartbeat_ms));
   const depth = await queueDepth(ep.queue_url);
   const sum = (f: (h: (typeof live)[number]) => number) => live.reduce((n, h) => n + f(h), 0);
   return {

@@ -38,6 +38,8 @@ export const heartbeatBody = z
     running: z.number().int().nonnegative(),
     runtimes: z.array(z.string().max(32)).max(8),
     agent_version: z.string().max(64),
+    /** The agent's heartbeat interval: it reads as gone once it has missed two. */
+    heartbeat_ms: z.number().int().min(100).max(3_600_000).optional(),
     stopped: z.boolean().optional(),
   })
   .strict();

@@ -16,8 +16,13 @@ export interface AgentProcess {
 /**
  * A worker agent in its own process, configured by `env`: from source through tsx, or with
  * `bundle` the esbuild bundle that the container runs (`npm run build:worker` makes it).
+ * With `detached` it leads its own process group, so a Ctrl-C at the terminal reaches only
+ * this process, which then signals the agent once (see AgentSupervisor).
  */
-export function spawnAgentProcess(env: Record<string, string | undefined>, opts: { inherit?: boolean; bundle?: boolean } = {}): AgentProcess {
+export function spawnAgentProcess(
+  env: Record<string, string | undefined>,
+  opts: { inherit?: boolean; bundle?: boolean; detached?: boolean } = {},
+): AgentProcess {
   const args = opts.bundle ? [join(ROOT, 'dist', 'worker', 'main.js')] : ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')];
   // An agent works with the credentials vended to its endpoint, never with whatever this process
   // (the local stack, which runs as the account's admin) holds: those are left out of what it inherits.
@@ -25,8 +30,10 @@ export function spawnAgentProcess(env: Record<string, string | undefined>, opts:
   for (const name of INHERITED_SECRETS) delete inherited[name];
   const child = spawn(process.execPath, args, {
     cwd: ROOT,
-    env: { ...inherited, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', ...env },
+    // FERRY_PARENT_PID: the agent drains and stops if this process dies without stopping it (kill -9).
+    env: { ...inherited, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', FERRY_PARENT_PID: String(process.pid), ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: opts.detached ?? false,
   });
   let out = '';
   let onReady!: () => void;

@@ -97,6 +97,7 @@ export class WorkerAgent {
   private readonly receiveAbort = new AbortController();
   private loopDone?: Promise<void>;
   private heartbeatTimer?: NodeJS.Timeout;
+  private beating: Promise<void> = Promise.resolve();
   private visibilityTimer?: NodeJS.Timeout;
   /** Wakes the receive loop when a lane frees. */
   private wake?: () => void;
@@ -157,7 +158,7 @@ export class WorkerAgent {
       max_processes: this.pool.stats().maxProcesses,
     });
     await this.beat();
-    this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.heartbeatMs ?? 30_000);
+    this.heartbeatTimer = setInterval(() => void this.beat(), this.heartbeatMs);
     // Extend every held message's invisibility at half its timeout, well before it lapses.
     this.visibilityTimer = setInterval(() => void this.extendVisibility(), (this.visibility * 1000) / 2);
     for (let i = 0; i < this.slots; i++) this.lanes.push(this.lane());
@@ -344,8 +345,26 @@ export class WorkerAgent {
     return { workers: this.slots, idle_workers: Math.max(0, this.slots - this.active), running: this.active };
   }
 
-  private async beat(stopped = false): Promise<void> {
-    const body = { worker_id: this.workerId, ...this.status(), runtimes: this.opts.runtimes ?? ['node', 'python'], agent_version: AGENT_VERSION, stopped };
+  private get heartbeatMs(): number {
+    return this.opts.heartbeatMs ?? 30_000;
+  }
+
+  /** One heartbeat at a time: a periodic one still in flight must not land after the last one and bring the agent back. */
+  private beat(stopped = false): Promise<void> {
+    this.beating = this.beating.then(() => this.sendBeat(stopped));
+    return this.beating;
+  }
+
+  private async sendBeat(stopped: boolean): Promise<void> {
+    // heartbeat_ms: the API reads this agent as gone once two beats are missed.
+    const body = {
+      worker_id: this.workerId,
+      ...this.status(),
+      runtimes: this.opts.runtimes ?? ['node', 'python'],
+      agent_version: AGENT_VERSION,
+      heartbeat_ms: this.heartbeatMs,
+      stopped,
+    };
     try {
       const res = await fetch(`${this.opts.apiUrl}/v1/endpoints/${this.opts.endpointId}/heartbeat`, {
         method: 'POST',

@@ -9,14 +9,15 @@ import type { RuntimeName } from './runtime/pool';
  * JSON config file written by `ferry endpoint register --write-config`:
  *   FERRY_API_URL, FERRY_ENDPOINT_ID, FERRY_ENDPOINT_SECRET, or FERRY_WORKER_CONFIG=<file>;
  *   optional FERRY_POOL_SIZE, FERRY_RUNTIMES (node,python), FERRY_GRACE_MS, FERRY_HEARTBEAT_MS,
- *   FERRY_VISIBILITY_SECONDS (how long a task a dead agent held stays hidden; default 60).
+ *   FERRY_VISIBILITY_SECONDS (how long a task a dead agent held stays hidden; default 60),
+ *   FERRY_PARENT_PID (set by the Ferry process that spawned it: drain when that process dies).
  * Isolation between the users of a shared endpoint (env, or the same keys in lower case in the file):
  *   FERRY_ISOLATION auto|multi-user|sandbox|none (default auto), FERRY_USER_MAP (JSON {user id: account}),
  *   FERRY_TASK_ENV (JSON {name: value}), FERRY_ENV_PASSTHROUGH (names, comma-separated),
  *   FERRY_SANDBOX_NETWORK (true|false; default true), FERRY_OWNER_UNSANDBOXED (default false),
  *   FERRY_IDLE_SECONDS (default 60), FERRY_MAX_PROCESSES (default 2 × pool size × runtimes),
  *   FERRY_PYTHON (default python3).
- * Exits 0 after a graceful stop (SIGTERM/SIGINT), 2 if the endpoint secret is refused or the
+ * Exits 0 after a graceful stop (SIGTERM/SIGINT, or its parent process died), 2 if the endpoint secret is refused or the
  * configured isolation cannot work here.
  */
 export interface WorkerConfig {
@@ -107,7 +108,7 @@ export function workerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Worke
 
 export async function runAgent(
   cfg: WorkerConfig,
-  opts: { poolSize?: number; runtimes?: RuntimeName[]; graceMs?: number; heartbeatMs?: number; visibilitySeconds?: number } = {},
+  opts: { poolSize?: number; runtimes?: RuntimeName[]; graceMs?: number; heartbeatMs?: number; visibilitySeconds?: number; parentPid?: number } = {},
   settings: WorkerSettings = {},
 ): Promise<number> {
   let isolation;
@@ -136,15 +137,25 @@ export async function runAgent(
     await agent.stop(0).catch(() => undefined);
     resolveExit(2);
   });
-  const shutdown = (signal: string) => {
-    console.error(`ferry worker: ${signal}: finishing running tasks, then stopping`);
+  // One drain, whatever asks for it first (SIGTERM, SIGINT, the parent's death); a repeated
+  // SIGTERM is only noted, a second Ctrl-C (SIGINT) stops at once, as an operator expects.
+  let draining = false;
+  const shutdown = (why: string) => {
+    if (draining && why === 'SIGINT') {
+      console.error('ferry worker: SIGINT again: stopping at once; unfinished tasks will be delivered again');
+      process.exit(130);
+    }
+    if (draining) return console.error(`ferry worker: ${why}: already finishing running tasks`);
+    draining = true;
+    console.error(`ferry worker: ${why}: finishing running tasks, then stopping`);
     agent.stop().then(
       () => resolveExit(0),
       () => resolveExit(1),
     );
   };
-  process.once('SIGTERM', () => shutdown('SIGTERM'));
-  process.once('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  if (opts.parentPid) watchParent(opts.parentPid, () => shutdown(`its parent process ${opts.parentPid} has died`));
   try {
     await agent.start();
   } catch (err) {
@@ -157,6 +168,26 @@ export async function runAgent(
   }
   console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}`);
   return exit;
+}
+
+/**
+ * An agent started by another Ferry process (npm start, an endpoint manager; FERRY_PARENT_PID)
+ * must not run on after that process is killed (kill -9 gives it no chance to stop the agent):
+ * once this process is handed to another parent (init or a subreaper), it drains like on SIGTERM.
+ * Its output pipe broke with its parent, so writes to it are dropped rather than crashing the drain.
+ */
+function watchParent(parent: number, onDeath: () => void, everyMs = 1000): void {
+  const timer = setInterval(() => {
+    if (process.ppid === parent) return;
+    clearInterval(timer);
+    for (const stream of [process.stdout, process.stderr]) {
+      stream.on('error', (err: NodeJS.ErrnoException) => {
+        if (err.code !== 'EPIPE') throw err;
+      });
+    }
+    onDeath();
+  }, everyMs);
+  timer.unref();
 }
 
 const int = (v: string | undefined) => (v && /^\d+$/.test(v) ? Number(v) : undefined);
@@ -177,6 +208,7 @@ if (require.main === module) {
     graceMs: int(process.env.FERRY_GRACE_MS),
     heartbeatMs: int(process.env.FERRY_HEARTBEAT_MS),
     visibilitySeconds: int(process.env.FERRY_VISIBILITY_SECONDS),
+    parentPid: int(process.env.FERRY_PARENT_PID),
   }, settings).then(
     (code) => process.exit(code),
     (err) => {

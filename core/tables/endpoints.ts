@@ -11,6 +11,8 @@ export interface EndpointHeartbeat {
   runtimes: string[];
   agent_version: string;
   worker_id?: string;
+  /** How often this agent beats; absent from agents older than this field (they beat every 30 s). */
+  heartbeat_ms?: number;
 }
 
 export interface EndpointRecord {
@@ -36,8 +38,9 @@ export async function putEndpoint(record: EndpointRecord): Promise<void> {
   await dynamo().send(new PutCommand({ TableName: table(), Item: record, ConditionExpression: 'attribute_not_exists(endpoint_id)' }));
 }
 
-export async function getEndpoint(endpointId: string): Promise<EndpointRecord | undefined> {
-  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { endpoint_id: endpointId } }));
+/** `consistent`: read every write acknowledged before (a status must show an agent's goodbye at once). */
+export async function getEndpoint(endpointId: string, opts: { consistent?: boolean } = {}): Promise<EndpointRecord | undefined> {
+  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { endpoint_id: endpointId }, ConsistentRead: opts.consistent }));
   return out.Item as EndpointRecord | undefined;
 }
 

@@ -29,7 +29,8 @@ export const handler = apiHandler({
   }),
 
   'GET /v1/endpoints/{id}/status': route({ auth: 'user' }, async (req) => {
-    const ep = await visibleEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId);
+    // A strongly consistent read: an agent's goodbye heartbeat shows at once, not a moment later.
+    const ep = await visibleEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId, { consistent: true });
     return { body: await endpointStatus(ep) };
   }),
 
