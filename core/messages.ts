@@ -18,7 +18,15 @@ export const taskMessageSchema = z.object({
     entrypoint: z.string().optional(),
   }),
   tasks: z
-    .array(z.object({ task_id: z.string(), args: envelopeSchema, walltime_ms: z.number().int().positive() }))
+    .array(
+      z.object({
+        task_id: z.string(),
+        args: envelopeSchema,
+        walltime_ms: z.number().int().positive(),
+        /** The task's memory cap in MB; absent: the endpoint's (agent's) default, which also caps it. */
+        memory_mb: z.number().int().positive().optional(),
+      }),
+    )
     .min(1)
     .max(100),
   submitted_at: z.string(),
@@ -33,10 +41,33 @@ export const remoteExceptionSchema = z.object({
   payload: envelopeSchema.optional(),
 });
 
+/**
+ * What a task printed, capped by the agent (head and tail, with a "[ferry: N bytes of output cut]"
+ * marker where bytes were cut); `*_bytes` count everything printed. SQS: 256 KiB per message, so
+ * the agent cuts it further until the whole report fits.
+ */
+export const taskOutputSchema = z.object({
+  stdout: z.string().max(256 * 1024),
+  stderr: z.string().max(256 * 1024),
+  stdout_bytes: z.number().int().nonnegative(),
+  stderr_bytes: z.number().int().nonnegative(),
+  truncated: z.boolean().optional(),
+});
+export type TaskOutput = z.infer<typeof taskOutputSchema>;
+
 /** What a worker (or the dead-letter consumer) sends to the results queue. */
 export const resultMessageSchema = z.discriminatedUnion('kind', [
   z.object({ v: z.literal(1), kind: z.literal('started'), task_id: z.string(), endpoint_id: z.string(), worker_id: z.string(), at: z.string() }),
-  z.object({ v: z.literal(1), kind: z.literal('success'), task_id: z.string(), endpoint_id: z.string(), worker_id: z.string(), at: z.string(), result: envelopeSchema }),
+  z.object({
+    v: z.literal(1),
+    kind: z.literal('success'),
+    task_id: z.string(),
+    endpoint_id: z.string(),
+    worker_id: z.string(),
+    at: z.string(),
+    result: envelopeSchema,
+    output: taskOutputSchema.optional(),
+  }),
   z.object({
     v: z.literal(1),
     kind: z.literal('failed'),
@@ -45,6 +76,7 @@ export const resultMessageSchema = z.discriminatedUnion('kind', [
     worker_id: z.string(),
     at: z.string(),
     exception: remoteExceptionSchema,
+    output: taskOutputSchema.optional(),
   }),
 ]);
 export type ResultMessage = z.infer<typeof resultMessageSchema>;

@@ -18,6 +18,7 @@ import {
   queryGroup,
   transitionTask,
   type RemoteException,
+  type TaskOutput,
   type TaskRecord,
 } from './tables/tasks';
 
@@ -34,6 +35,8 @@ export interface SubmitTaskInput {
   /** Arguments already encoded by an SDK: inline base64, or a ref from POST /v1/payloads. */
   payload?: { codec: Codec; data?: string; ref?: string; size?: number; sha256?: string };
   walltime_ms?: number;
+  /** The task's memory cap in MB; the endpoint's agent caps it at its own maximum. */
+  memory_mb?: number;
 }
 
 export interface SubmitInput {
@@ -114,6 +117,7 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
       state: 'waiting-for-endpoint',
       args: await argsEnvelope(t, ep.endpoint_id, input.userId, task_id),
       walltime_ms: t.walltime_ms ?? ep.walltime_ms,
+      ...(t.memory_mb !== undefined ? { memory_mb: t.memory_mb } : {}),
       created_at: now,
       updated_at: now,
       transitions: [
@@ -180,7 +184,7 @@ export function bundleTasks(endpointId: string, records: readonly TaskRecord[], 
     let bytes = Buffer.byteLength(JSON.stringify(base));
     let tasks: TaskMessage['tasks'] = [];
     for (const r of group) {
-      const task = { task_id: r.task_id, args: r.args, walltime_ms: r.walltime_ms };
+      const task = { task_id: r.task_id, args: r.args, walltime_ms: r.walltime_ms, ...(r.memory_mb !== undefined ? { memory_mb: r.memory_mb } : {}) };
       const size = Buffer.byteLength(JSON.stringify(task));
       if (tasks.length && (tasks.length >= perMessage || bytes + size > BUNDLE_BYTES)) {
         messages.push({ ...base, tasks });
@@ -231,6 +235,8 @@ export interface TaskView {
   transitions: TaskRecord['transitions'];
   result?: PayloadView;
   exception?: Omit<RemoteException, 'payload'> & { payload?: PayloadView };
+  /** What the task printed (capped), with its result or exception; absent if it printed nothing. */
+  output?: TaskOutput;
 }
 
 /** A payload for a client: inline base64 (and the value itself for JSON), or a presigned GET URL. */
@@ -265,6 +271,7 @@ export async function taskView(t: TaskRecord): Promise<TaskView> {
     exception: t.exception
       ? { ...t.exception, payload: t.exception.payload ? await payloadView(t.exception.payload) : undefined }
       : undefined,
+    output: t.output,
   };
 }
 
@@ -325,8 +332,8 @@ export async function applyResults(msgs: ResultMessage[], sender: string): Promi
     const via = prev?.kind === 'started' && prev.worker_id === msg.worker_id && msg.kind !== 'started' ? [{ state: 'running' as const, at: prev.at, by: base.by }] : undefined;
     let applied: TaskRecord | undefined;
     if (msg.kind === 'started') applied = await transitionTask(msg.task_id, 'running', base);
-    else if (msg.kind === 'success') applied = await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result });
-    else applied = await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception });
+    else if (msg.kind === 'success') applied = await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result, output: msg.output });
+    else applied = await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception, output: msg.output });
     // The condition failed: a duplicate or late report changes nothing quietly; one about another endpoint's task is refused.
     if (!applied) {
       const task = await getTask(msg.task_id);

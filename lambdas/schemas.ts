@@ -62,6 +62,8 @@ const taskBody = z
       .refine((p) => p.ref === undefined || (p.size !== undefined && p.sha256 !== undefined), 'a ref needs its size and sha256')
       .optional(),
     walltime_ms: z.number().int().min(100).max(24 * 3600 * 1000).optional(),
+    // MB; the endpoint's agent caps it at its own maximum (task_memory_mb).
+    memory_mb: z.number().int().min(16).max(1024 * 1024).optional(),
   })
   .strict()
   .refine((t) => !(t.payload && (t.args || t.kwargs)), 'give args/kwargs or payload, not both');

@@ -2,7 +2,7 @@ import { decodePayload, encodeArgs, sha256 } from './codec';
 import { resolveCredentials, type Credentials } from './config';
 import { RemoteError, TaskCancelled, TaskPending } from './errors';
 import { Http } from './http';
-import type { Codec, EndpointInfo, EndpointStatus, FunctionInfo, Runtime, TaskSpec, TaskView } from './types';
+import type { Codec, EndpointInfo, EndpointStatus, FunctionInfo, Runtime, TaskOutput, TaskSpec, TaskView } from './types';
 
 export interface ClientOptions extends Partial<Credentials> {
   maxAttempts?: number;
@@ -131,6 +131,11 @@ export class Client {
     return this.http.request('GET', `/v1/tasks/${encodeURIComponent(taskId)}`);
   }
 
+  /** What a finished task printed (stdout and stderr, capped by its endpoint); undefined if nothing or not finished. */
+  async getOutput(taskId: string): Promise<TaskOutput | undefined> {
+    return (await this.getTask(taskId)).output;
+  }
+
   /** The result of a finished task; a remote failure throws RemoteError, an unfinished task TaskPending. */
   async getResult(taskId: string): Promise<unknown> {
     return resultOf(await this.getTask(taskId));
@@ -148,11 +153,12 @@ export class Client {
   }
 
   /** Status, and result or exception where finished, for each task id. */
-  async getBatchResult(taskIds: string[]): Promise<Record<string, { status: string; pending: boolean; result?: unknown; exception?: RemoteError }>> {
+  async getBatchResult(taskIds: string[]): Promise<Record<string, { status: string; pending: boolean; result?: unknown; exception?: RemoteError; output?: TaskOutput }>> {
     const { tasks } = await this.getTasks(taskIds);
-    const out: Record<string, { status: string; pending: boolean; result?: unknown; exception?: RemoteError }> = {};
+    const out: Record<string, { status: string; pending: boolean; result?: unknown; exception?: RemoteError; output?: TaskOutput }> = {};
     for (const t of tasks) {
       const entry: (typeof out)[string] = { status: t.status, pending: !['success', 'failed', 'cancelled'].includes(t.status) };
+      if (t.output) entry.output = t.output;
       if (t.status === 'success') entry.result = await decodePayload(t.result!);
       if (t.status === 'failed') entry.exception = remoteErrorOf(t);
       out[t.task_id] = entry;
@@ -180,7 +186,7 @@ export class Client {
 }
 
 export const remoteErrorOf = (t: TaskView): RemoteError =>
-  new RemoteError(t.task_id, t.exception?.type ?? 'Error', t.exception?.message ?? 'the task failed', t.exception?.traceback ?? '');
+  new RemoteError(t.task_id, t.exception?.type ?? 'Error', t.exception?.message ?? 'the task failed', t.exception?.traceback ?? '', t.output);
 
 export async function resultOf(t: TaskView): Promise<unknown> {
   if (t.status === 'success') return decodePayload(t.result!);

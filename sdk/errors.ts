@@ -1,3 +1,5 @@
+import type { TaskOutput } from './types';
+
 /** An error answered by the Ferry API: `{"error": {"code", "message", ...}}` with its HTTP status. */
 export class FerryApiError extends Error {
   constructor(
@@ -11,13 +13,15 @@ export class FerryApiError extends Error {
   }
 }
 
-/** The function raised on the worker; the remote type, message and traceback come from there. */
+/** The function raised on the worker; the remote type, message and traceback come from there, and what it printed before. */
 export class RemoteError extends Error {
   constructor(
     readonly taskId: string,
     readonly remoteType: string,
     message: string,
     readonly remoteTraceback: string,
+    /** The task's stdout and stderr (capped by the endpoint), if it printed anything. */
+    readonly output?: TaskOutput,
   ) {
     super(message);
     this.name = 'RemoteError';

@@ -17,6 +17,8 @@ export interface ExecutorOptions extends ClientOptions {
   taskGroupId?: string;
   /** Walltime for each task; the endpoint's default otherwise. */
   walltimeMs?: number;
+  /** Memory cap of each task in MB; the endpoint's default otherwise (and the endpoint's maximum caps it). */
+  memoryMb?: number;
   /**
    * Results are polled every pollMinMs (default 10) while tasks were submitted or finished in
    * the last pollFastMs (default 250), then the interval grows by half each quiet poll up to
@@ -157,7 +159,8 @@ export class Executor {
       specs = await Promise.all(
         batch.map(async (p) => {
           const fn = await p.functionId;
-          return this.client.taskSpec(this.endpointId, fn.id, p.args, p.kwargs, this.opts.walltimeMs, fn.runtime);
+          const spec = await this.client.taskSpec(this.endpointId, fn.id, p.args, p.kwargs, this.opts.walltimeMs, fn.runtime);
+          return this.opts.memoryMb === undefined ? spec : { ...spec, memory_mb: this.opts.memoryMb };
         }),
       );
     } catch (err) {
@@ -257,6 +260,7 @@ export class Executor {
     f._setStatus(view.status);
     if (!FINAL.includes(view.status)) return false;
     this.outstanding.delete(view.task_id);
+    f._setOutput(view.output);
     try {
       f._resolve(await resultOf(view));
     } catch (err) {

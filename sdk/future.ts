@@ -1,16 +1,18 @@
 import { TaskCancelled, TaskTimeout } from './errors';
-import type { TaskStatus } from './types';
+import type { TaskOutput, TaskStatus } from './types';
 
 type Settled<T> = { ok: true; value: T } | { ok: false; error: unknown };
 
 /**
  * A task's future, as Globus Compute's ComputeFuture: awaitable (`await future`), with `taskId`
  * once submitted, `done()`, `result({ timeoutMs })`, `exception()`, `cancel()` and `status()`.
- * A failure not yet awaited never becomes an unhandled rejection.
+ * A failure not yet awaited never becomes an unhandled rejection. Beyond Globus Compute:
+ * `output()`, what the task printed (stdout and stderr, capped by the endpoint).
  */
 export class ComputeFuture<T = unknown> implements PromiseLike<T> {
   taskId?: string;
   private state: TaskStatus | 'pending-submit' = 'pending-submit';
+  private printed?: TaskOutput;
   private settled?: Settled<T>;
   private readonly promise: Promise<T>;
   private resolveFn!: (v: T) => void;
@@ -59,6 +61,16 @@ export class ComputeFuture<T = unknown> implements PromiseLike<T> {
     }
   }
 
+  /**
+   * What the task printed: `{ stdout, stderr, stdout_bytes, stderr_bytes, truncated? }`, head and
+   * tail kept with a "[ferry: N bytes of output cut]" marker where cut; waits for the task to
+   * finish; undefined if it printed nothing (or never ran).
+   */
+  async output(opts: { timeoutMs?: number } = {}): Promise<TaskOutput | undefined> {
+    await this.exception(opts);
+    return this.printed;
+  }
+
   /** Cancel the task if it has not finished; true if it is now cancelled. */
   async cancel(): Promise<boolean> {
     if (this.done()) return this.state === 'cancelled';
@@ -68,6 +80,11 @@ export class ComputeFuture<T = unknown> implements PromiseLike<T> {
   /** @internal */
   _setStatus(s: TaskStatus): void {
     if (!this.settled) this.state = s;
+  }
+
+  /** @internal */
+  _setOutput(output: TaskOutput | undefined): void {
+    if (!this.settled) this.printed = output;
   }
 
   /** @internal */

@@ -8,6 +8,7 @@ import type { TaskState } from '../core/states';
 import type { PayloadView, SubmitTaskInput, TaskView } from '../core/tasks';
 
 export type { Codec, EndpointStatus, PayloadView, TaskView };
+export type { TaskOutput } from '../core/tables/tasks';
 export type TaskStatus = TaskState;
 export type Runtime = 'node' | 'python';
 /** One task of a submit request: JSON args, or an encoded payload (inline base64 or an uploaded ref). */

@@ -11,6 +11,8 @@ import type { Envelope } from '../core/payload';
 import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
 import { backoffSleep, GrantKeeper } from './grant';
 import { resolveIsolation, type Isolation } from './runtime/isolation';
+import { taskLimitSettingsFromEnv, type TaskLimitSettings } from './runtime/limits';
+import { fitOutput } from './runtime/output';
 import { RuntimePool, type RunOutcome, type RuntimeName } from './runtime/pool';
 
 export const AGENT_VERSION = '0.1.0';
@@ -40,11 +42,15 @@ export interface AgentOptions {
   idleMs?: number;
   /** The python command; default python3. */
   pythonCommand?: string;
+  /** Memory, pids and output caps of tasks, and how they are enforced; default: from FERRY_TASK_* (runtime/limits.ts). */
+  taskLimits?: TaskLimitSettings;
 }
 
 // SQS: a result message is at most 256 KiB; tracebacks beyond this are cut.
 const MAX_TRACEBACK = 64 * 1024;
 const MAX_MESSAGE = 16 * 1024;
+// SQS: 256 KiB per message; a report's task output is cut until the whole report fits in this.
+const REPORT_BUDGET = 250 * 1024;
 // SQS: at most 10 messages per ReceiveMessage.
 const MAX_RECEIVE = 10;
 
@@ -148,14 +154,17 @@ export class WorkerAgent {
       maxProcesses: this.opts.maxProcesses,
       idleMs: this.opts.idleMs,
       pythonCommand: this.opts.pythonCommand,
+      ...this.taskLimits(),
     });
     await this.pool.start();
+    const limits = this.pool.limitsInfo();
     this.log('agent started', {
       endpoint: this.opts.endpointId,
       slots: this.slots,
       runtimes: this.opts.runtimes ?? ['node', 'python'],
       isolation: this.isolation.describe(),
       max_processes: this.pool.stats().maxProcesses,
+      task_limits: limits && { enforced_by: limits.describe, memory_mb: limits.memoryMb, pids_max: limits.pidsMax, output_bytes: limits.outputBytes },
     });
     await this.beat();
     this.heartbeatTimer = setInterval(() => void this.beat(), this.heartbeatMs);
@@ -291,10 +300,24 @@ export class WorkerAgent {
       args,
       codec: task.args.codec,
       walltimeMs: task.walltime_ms,
+      memoryMb: task.memory_mb,
     });
   }
 
+  private taskLimits(): TaskLimitSettings {
+    const t = this.opts.taskLimits ?? taskLimitSettingsFromEnv();
+    return { taskMemoryMb: t.taskMemoryMb, taskPidsMax: t.taskPidsMax, taskOutputBytes: t.taskOutputBytes, limits: t.limits };
+  }
+
+  /** The report with the task's output, cut further if need be so the message fits SQS. */
   private async resultOf(msg: TaskInMessage, outcome: RunOutcome): Promise<ReportBody> {
+    const body = await this.outcomeReport(msg, outcome);
+    if (!outcome.output) return body;
+    type WithOutput = ReportBody & { output?: RunOutcome['output'] };
+    return fitOutput<WithOutput>({ ...body, output: outcome.output }, REPORT_BUDGET, (r) => Buffer.byteLength(this.report(r)));
+  }
+
+  private async outcomeReport(msg: TaskInMessage, outcome: RunOutcome): Promise<ReportBody> {
     const store = { s3: this.s3, bucket: this.grant.bucket, inlineLimit: this.grant.inline_limit };
     if (outcome.ok) {
       const result = await storePayload(outcome.result, outcome.codec, resultKey(this.opts.endpointId, msg.task_id), store);

@@ -22,6 +22,15 @@ export interface RemoteException {
   payload?: Envelope;
 }
 
+/** What a task printed, capped (core/messages.ts taskOutputSchema). */
+export interface TaskOutput {
+  stdout: string;
+  stderr: string;
+  stdout_bytes: number;
+  stderr_bytes: number;
+  truncated?: boolean;
+}
+
 export interface TaskRecord {
   task_id: string;
   owner: string;
@@ -31,11 +40,15 @@ export interface TaskRecord {
   state: TaskState;
   args: Envelope;
   walltime_ms: number;
+  /** The memory cap the submitter asked for (MB); absent: the endpoint's default. */
+  memory_mb?: number;
   created_at: string;
   updated_at: string;
   transitions: Transition[];
   result?: Envelope;
   exception?: RemoteException;
+  /** What the task printed, capped; set with its result or exception. */
+  output?: TaskOutput;
   /** The endpoint id while the task is open; a sparse index finds an endpoint's open tasks. */
   open_on?: string;
   completed_at?: string;
@@ -133,6 +146,7 @@ export interface TransitionChange {
   at?: Date;
   result?: Envelope;
   exception?: RemoteException;
+  output?: TaskOutput;
   workerId?: string;
   /** Only for a task of this endpoint: a worker may report only on its own endpoint's tasks. */
   endpointId?: string;
@@ -164,6 +178,7 @@ export async function transitionTask(taskId: string, to: TaskState, change: Tran
   if (change.ifUpdatedAt) (condition += ' AND updated_at = :seen'), (values[':seen'] = change.ifUpdatedAt);
   if (change.result) (sets.push('#r = :r'), (names['#r'] = 'result'), (values[':r'] = change.result));
   if (change.exception) (sets.push('#x = :x'), (names['#x'] = 'exception'), (values[':x'] = change.exception));
+  if (change.output) (sets.push('#o = :o'), (names['#o'] = 'output'), (values[':o'] = change.output));
   if (change.workerId) (sets.push('worker_id = :w'), (values[':w'] = change.workerId));
   if (FINAL_STATES.includes(to)) {
     sets.push('completed_at = :now', 'expires_at = :exp');

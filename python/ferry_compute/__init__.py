@@ -7,6 +7,7 @@ the interactive prompt. Configuration: arguments, else FERRY_API_URL / FERRY_TOK
 credentials file (FERRY_CREDENTIALS, ./.ferry/credentials.json, ~/.ferry/credentials.json).
 """
 
+from ._output import TaskOutput
 from .client import Client
 from .errors import (
     ChecksumMismatch,
@@ -33,6 +34,7 @@ __all__ = [
     "FunctionNotPortable",
     "FunctionSourceUnavailable",
     "TaskExecutionFailed",
+    "TaskOutput",
     "TaskPending",
     "__version__",
 ]

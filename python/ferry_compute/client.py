@@ -9,6 +9,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from . import _http
 from ._config import resolve_credentials
+from ._output import TaskOutput, task_output
 from ._payload import CODEC, UPLOAD_THRESHOLD, decode_result, encode_args, inline_payload, remote_exception, sha256_hex
 from ._source import FunctionSource, function_source
 from .errors import FerryApiError, TaskPending
@@ -148,6 +149,11 @@ class Client:
             task["result"] = decode_result(view["result"], self._fetch)
         elif status == "failed":
             task["exception"] = remote_exception(view.get("exception") or {}, view["task_id"], self._fetch)
+        output = task_output(view)
+        if output is not None:
+            task["output"] = output
+            if "exception" in task:
+                _attach_output(task["exception"], output)
         elif status == "cancelled":
             task["exception"] = concurrent.futures.CancelledError(f"task {view['task_id']} was cancelled")
         return task
@@ -155,6 +161,10 @@ class Client:
     def get_task(self, task_id: str) -> Dict[str, Any]:
         """The task's state; with its decoded `result`, or its `exception` object, once finished."""
         return self._outcome(self.http.request("GET", f"/v1/tasks/{task_id}"))
+
+    def get_output(self, task_id: str) -> Optional[TaskOutput]:
+        """What a finished task printed (a TaskOutput with stdout and stderr, capped by its endpoint), or None."""
+        return task_output(self.http.request("GET", f"/v1/tasks/{task_id}"))
 
     def get_result(self, task_id: str) -> Any:
         """The task's result; raises its exception if it failed, TaskPending if it has not finished."""
@@ -211,3 +221,11 @@ def _quote(value: str) -> str:
     from urllib.parse import quote
 
     return quote(value, safe="")
+
+
+def _attach_output(exc: BaseException, output: TaskOutput) -> None:
+    """The task's output rides on its exception as `ferry_output`, like `ferry_task_id`."""
+    try:
+        exc.ferry_output = output  # type: ignore[attr-defined]
+    except Exception:  # noqa: BLE001 - an exception class with __slots__ goes without it
+        pass

@@ -15,6 +15,7 @@ import uuid
 import weakref
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ._output import TaskOutput, task_output
 from ._payload import CODEC, encode_args
 from ._source import FunctionSource, function_source
 from .client import FINAL_STATES, MAX_TASKS_PER_SUBMIT, Client, _warn_ignored
@@ -36,6 +37,16 @@ class ComputeFuture(concurrent.futures.Future):
         # The last state the API reported: received, waiting-for-endpoint, running, success...
         self.ferry_status: str = "unsubmitted"
         self._executor = executor
+        self._output: Optional[TaskOutput] = None
+
+    def output(self, timeout: Optional[float] = None) -> Optional[TaskOutput]:
+        """What the task printed: a TaskOutput (stdout, stderr, capped by the endpoint), or None.
+
+        Waits for the task like ``exception(timeout)``; a Ferry addition (Globus Compute has none).
+        """
+        if not self.cancelled():
+            self.exception(timeout)
+        return self._output
 
     def cancel(self) -> bool:
         """Cancel the task: before it is submitted, here; after, on the service (a finished task stays finished)."""
@@ -99,6 +110,7 @@ class Executor(concurrent.futures.Executor):
         api_url: Optional[str] = None,
         token: Optional[str] = None,
         walltime_ms: Optional[int] = None,
+        memory_mb: Optional[int] = None,
         batch_delay: float = 0.005,
         poll_interval: float = 0.02,
         max_poll_interval: float = 1.0,
@@ -110,6 +122,8 @@ class Executor(concurrent.futures.Executor):
         self.task_group_id = task_group_id or str(uuid.uuid4())
         self.batch_size = max(1, min(int(batch_size), MAX_TASKS_PER_SUBMIT))
         self.walltime_ms = walltime_ms
+        # Each task's memory cap (MB); the endpoint's default otherwise, and its maximum caps it.
+        self.memory_mb = memory_mb
         self.batch_delay = batch_delay
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
@@ -222,7 +236,10 @@ class Executor(concurrent.futures.Executor):
         items: List[_Pending] = []
         for p in batch:
             try:
-                specs.append(self.client._task_spec(self.endpoint_id, p.function_id, (), {}, self.walltime_ms, encoded=p.args))
+                spec = self.client._task_spec(self.endpoint_id, p.function_id, (), {}, self.walltime_ms, encoded=p.args)
+                if self.memory_mb is not None:
+                    spec["memory_mb"] = self.memory_mb
+                specs.append(spec)
                 items.append(p)
             except Exception as exc:  # noqa: BLE001 - a failed upload fails its own future, not the batch
                 _fail(p.future, exc)
@@ -326,6 +343,7 @@ class Executor(concurrent.futures.Executor):
         if status == "cancelled":
             future._cancel_here()
             return True
+        future._output = task_output(view)
         try:
             outcome = self.client._outcome(view)
         except Exception as exc:  # noqa: BLE001 - a result that cannot be read or unpickled fails its future

@@ -1,6 +1,8 @@
 """An in-memory Ferry API for unit tests: runs each submitted python function at once, in-process."""
 
 import base64
+import contextlib
+import io
 import hashlib
 import itertools
 import pickle
@@ -54,6 +56,10 @@ class FakeApi:
             with self.lock:
                 views = [dict(self.tasks[t]) for t in body["task_ids"] if t in self.tasks]
             return {"tasks": views, "unknown": [t for t in body["task_ids"] if t not in self.tasks]}
+        m = re.match(r"^/v1/tasks/([^/]+)$", path)
+        if method == "GET" and m:
+            with self.lock:
+                return dict(self.tasks[m.group(1)])
         m = re.match(r"^/v1/tasks/([^/]+)/cancel$", path)
         if method == "POST" and m:
             with self.lock:
@@ -85,14 +91,19 @@ class FakeApi:
         args, kwargs = pickle.loads(data)
         module = types.ModuleType("__ferry_function__")
         exec(compile(fn["source"], "<ferry function>", "exec"), module.__dict__)
+        # What the function prints comes back with its outcome, as the API returns it.
+        out, err = io.StringIO(), io.StringIO()
         try:
-            result = pickle.dumps(module.__dict__[fn["entrypoint"]](*args, **kwargs), protocol=4)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                result = pickle.dumps(module.__dict__[fn["entrypoint"]](*args, **kwargs), protocol=4)
             update = {"status": "success", "result": _view(result)}
         except Exception as exc:  # noqa: BLE001
             update = {
                 "status": "failed",
                 "exception": {"type": type(exc).__name__, "message": str(exc), "traceback": "".join(traceback.format_exception(exc)), "payload": _view(pickle.dumps(exc))},
             }
+        if out.getvalue() or err.getvalue():
+            update["output"] = {"stdout": out.getvalue(), "stderr": err.getvalue(), "stdout_bytes": len(out.getvalue().encode()), "stderr_bytes": len(err.getvalue().encode())}
         with self.lock:
             if view["status"] != "cancelled":
                 view.update(update)

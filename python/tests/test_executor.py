@@ -2,7 +2,7 @@ import concurrent.futures
 import functools
 import unittest
 
-from ferry_compute import Client, ComputeFuture, Executor, FerryApiError
+from ferry_compute import Client, ComputeFuture, Executor, FerryApiError, TaskOutput
 from ferry_compute._payload import UPLOAD_THRESHOLD
 
 from .fake_api import FakeApi, partial_failure
@@ -11,6 +11,16 @@ EP = "00000000-0000-4000-8000-000000000001"
 
 
 def square(x):
+    return x * x
+
+
+def chatty(x):
+    import sys
+
+    print(f"squaring {x}")
+    print("a warning", file=sys.stderr)
+    if x == 0:
+        raise ValueError("zero")
     return x * x
 
 
@@ -82,6 +92,21 @@ class ExecutorTests(unittest.TestCase):
         with self.assertRaises(ZeroDivisionError) as caught:
             ex.submit(divide, 1, 0).result(timeout=10)
         self.assertIn("in divide", caught.exception.remote_traceback)
+
+    def test_what_a_task_printed_comes_back_with_its_result_or_exception(self):
+        ex = self.executor()
+        ok = ex.submit(chatty, 2)
+        self.assertEqual(ok.result(timeout=10), 4)
+        self.assertEqual(ok.output(timeout=10), TaskOutput(stdout="squaring 2\n", stderr="a warning\n", stdout_bytes=11, stderr_bytes=10))
+        failed = ex.submit(chatty, 0)
+        with self.assertRaises(ValueError) as caught:
+            failed.result(timeout=10)
+        self.assertEqual(failed.output().stdout, "squaring 0\n")
+        self.assertEqual(caught.exception.ferry_output.stderr, "a warning\n")
+        self.assertIsNone(ex.submit(square, 3).output(timeout=10))
+        # The client reads it too, from any session.
+        self.assertEqual(ex.client.get_output(ok.task_id).stdout, "squaring 2\n")
+        self.assertEqual(ex.client.get_task(ok.task_id)["output"].stderr, "a warning\n")
 
     def test_large_arguments_are_uploaded_first(self):
         ex = self.executor()

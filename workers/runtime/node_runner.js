@@ -95,9 +95,26 @@ async function drain() {
   while (queue.length) {
     const { header, body } = queue.shift();
     const reply = await runTask(header, body);
+    endOutput(header.endMark);
     send({ op: 'reply', id: header.id, ...reply.header }, reply.body);
   }
   running = false;
+}
+
+/**
+ * Marks the end of a task's output in its stdout and stderr, after all it wrote there, so the pool
+ * can tell this task's output from the next one's however far its reading lags (the mark comes
+ * from the pool with each task and is stripped from what the user sees).
+ */
+function endOutput(mark) {
+  if (typeof mark !== 'string' || !mark) return;
+  for (const stream of [process.stdout, process.stderr]) {
+    try {
+      stream.write(mark);
+    } catch {
+      /* the task closed it: the pool stops waiting after a moment */
+    }
+  }
 }
 
 // --- codecs ----------------------------------------------------------------------------------

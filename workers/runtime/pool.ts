@@ -1,16 +1,24 @@
 import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { encodeFrame, Frame, FrameDecoder } from './frames';
 import { confine, Isolation, resolveIsolation, SANDBOX_SCRATCH, type Confinement } from './isolation';
+import { DEFAULT_TASK_MEMORY_MB, DEFAULT_TASK_OUTPUT_BYTES, DEFAULT_TASK_PIDS_MAX, MIN_TASK_MEMORY_MB, TaskLimits, type LimitMode, type ProcessLimits } from './limits';
+import { CappedStream, taskOutput, type TaskOutput } from './output';
 
 /**
  * The isolated runtimes the worker agent runs user functions in: long-lived node and python
  * processes, one task at a time each, so a task pays no process start. A task that crashes or
  * overruns its walltime takes only its own process down; the pool replaces it.
+ *
+ * Each process runs inside limits the kernel enforces (limits.ts): a memory cap set before each
+ * task (the task's own, at most the endpoint's), a pids cap, and a cgroup (or a /proc walk) that
+ * finds every process a task started, so whatever a task leaves running, in a new session or
+ * not, is killed when it ends, and a walltime kill takes the whole tree. What a task prints is
+ * kept per task, capped head and tail, and returned with its outcome.
  *
  * A process serves one user only (ARCHITECTURE.md, "Trust between tenants"): processes are kept
  * per (runtime, submitting user), run with a minimal environment in that user's scratch
@@ -35,6 +43,8 @@ export interface RunRequest {
   args: Buffer;
   codec: Codec;
   walltimeMs: number;
+  /** The task's memory cap in MB; default, and at most, the pool's taskMemoryMb. */
+  memoryMb?: number;
 }
 
 export interface TaskError {
@@ -43,9 +53,13 @@ export interface TaskError {
   traceback: string;
 }
 
-export type RunOutcome =
+export type RunOutcome = (
   | { ok: true; result: Buffer; codec: Codec }
-  | { ok: false; error: TaskError; payload?: { data: Buffer; codec: Codec } };
+  | { ok: false; error: TaskError; payload?: { data: Buffer; codec: Codec } }
+) & {
+  /** What the task printed, capped; absent when it printed nothing. */
+  output?: TaskOutput;
+};
 
 export interface ProcessOutput {
   runtime: RuntimeName;
@@ -72,9 +86,17 @@ export interface RuntimePoolOptions {
   runtimes?: RuntimeName[];
   /** Default 'python3'. */
   pythonCommand?: string;
-  /** Heap cap of each node process (--max-old-space-size), so a runaway task crashes alone; default 1024. */
+  /** Heap cap of each node process (--max-old-space-size); default taskMemoryMb, so the kernel's cap binds first. */
   nodeMaxOldSpaceMb?: number;
-  /** Where the user's stdout and stderr go; default: the pool process's stderr. */
+  /** A task's memory cap (its process tree, interpreter included) when it asks for none, and the most it may ask for; MB, default 2048. */
+  taskMemoryMb?: number;
+  /** Processes and threads of one runtime process's tree at most; default 4096. */
+  taskPidsMax?: number;
+  /** Bytes of a task's stdout, and of its stderr, returned with its outcome (head and tail); default 64 KiB. */
+  taskOutputBytes?: number;
+  /** How limits are enforced: a mode resolved at start, or limits already resolved; default auto. */
+  limits?: LimitMode | TaskLimits;
+  /** Also sees every chunk the user's code prints (it is captured per task regardless); default: nothing. */
   onOutput?: (chunk: Buffer, from: ProcessOutput) => void;
   /** How long a fresh process may take to say it is ready; default 30 s. */
   startTimeoutMs?: number;
@@ -92,6 +114,8 @@ const EXIT_DRAIN_MS = 100;
 const MAX_START_FAILURES = 3;
 // setTimeout holds at most a signed 32-bit delay.
 const MAX_TIMER_MS = 0x7fffffff;
+// How long a reply waits for the end marks of its task's output (a task may have closed fd 1 or 2).
+const OUTPUT_END_WAIT_MS = 2000;
 // Where the runner files sit inside a sandbox.
 const SANDBOX_RUNNERS = '/opt/ferry-runtime';
 
@@ -104,6 +128,8 @@ interface Job {
   req: RunRequest;
   resolve: (outcome: RunOutcome) => void;
   queuedAt: number;
+  /** Sent back to the queue once because its process could not be brought under the task's memory cap. */
+  requeued?: boolean;
 }
 
 type ProcessState = 'starting' | 'idle' | 'busy' | 'gone';
@@ -119,6 +145,19 @@ class RuntimeProcess {
   replied: RunOutcome | undefined;
   exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   stderrTail = '';
+  /** The current task's output. */
+  stdout: CappedStream;
+  stderr: CappedStream;
+  /** The mark the runner writes to stdout and stderr after the current task's output, and what is still awaited. */
+  endMark = Buffer.alloc(0);
+  outputOpen = { stdout: false, stderr: false };
+  /** The end of a chunk that may hold the start of a split mark. */
+  carry = { stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) };
+  /** Called once both streams reached their mark. */
+  onOutputEnd: (() => void) | undefined;
+  /** The memory cap of the current task (MB) and the OOM kills counted before it started. */
+  memoryMb = 0;
+  oomBefore = 0;
   readonly ready: Promise<void>;
   private settleReady!: { resolve: () => void; reject: (err: Error) => void };
 
@@ -127,7 +166,11 @@ class RuntimeProcess {
     readonly child: ChildProcess,
     /** Inside a sandbox, whose exit status reports a signal as 128 + its number. */
     readonly sandboxed: boolean,
+    readonly limits: ProcessLimits,
+    readonly outputBytes: number,
   ) {
+    this.stdout = new CappedStream(outputBytes);
+    this.stderr = new CappedStream(outputBytes);
     this.ready = new Promise((resolve, reject) => (this.settleReady = { resolve, reject }));
     this.ready.catch(() => undefined); // observed by whoever awaits it; never an unhandled rejection
   }
@@ -153,13 +196,15 @@ class RuntimeProcess {
   }
 
   /**
-   * SIGKILL the process and, as it leads its own group, whatever the task started. A sandbox's
-   * bwrap leads the group; its --die-with-parent and the pid namespace take everything inside along.
+   * SIGKILL the process and everything the task started: its cgroup (or its /proc tree) reaches
+   * what left the process group too. A sandbox's bwrap leads the group; its --die-with-parent and
+   * the pid namespace take everything inside along.
    */
   kill(): void {
     clearTimeout(this.idleTimer);
     const pid = this.child.pid;
     if (pid === undefined) return;
+    this.limits.killAll();
     try {
       process.kill(-pid, 'SIGKILL');
     } catch {
@@ -215,6 +260,11 @@ export class RuntimePool {
   private python: Interpreter | undefined;
   private readonly node: Interpreter;
   private readonly nodeMaxOldSpaceMb: number;
+  private readonly taskMemoryMb: number;
+  private readonly taskPidsMax: number;
+  private readonly taskOutputBytes: number;
+  private readonly limitsOption: LimitMode | TaskLimits;
+  private limits: TaskLimits | undefined;
   private readonly onOutput: (chunk: Buffer, from: ProcessOutput) => void;
   private readonly startTimeoutMs: number;
   private readonly runnerSource: string;
@@ -230,6 +280,7 @@ export class RuntimePool {
   // Kills the children even when the agent exits without calling close().
   private readonly killAllOnExit = (): void => {
     for (const group of this.groups.values()) for (const proc of group.processes) proc.kill();
+    this.limits?.close();
     if (this.scratchRoot) rmSync(this.scratchRoot, { recursive: true, force: true });
   };
 
@@ -246,8 +297,13 @@ export class RuntimePool {
     this.pythonCommand = opts.pythonCommand ?? 'python3';
     const nodePath = realpathSync(process.execPath);
     this.node = { command: nodePath, prefixes: [path.dirname(path.dirname(nodePath))], binDir: path.dirname(nodePath) };
-    this.nodeMaxOldSpaceMb = opts.nodeMaxOldSpaceMb ?? 1024;
-    this.onOutput = opts.onOutput ?? ((chunk) => process.stderr.write(chunk));
+    this.taskMemoryMb = Math.max(MIN_TASK_MEMORY_MB, Math.floor(opts.taskMemoryMb ?? DEFAULT_TASK_MEMORY_MB));
+    this.taskPidsMax = Math.max(16, Math.floor(opts.taskPidsMax ?? DEFAULT_TASK_PIDS_MAX));
+    this.taskOutputBytes = Math.max(0, Math.floor(opts.taskOutputBytes ?? DEFAULT_TASK_OUTPUT_BYTES));
+    this.limitsOption = opts.limits ?? 'auto';
+    this.nodeMaxOldSpaceMb = opts.nodeMaxOldSpaceMb ?? this.taskMemoryMb;
+    // Task output goes back with the task, never into the agent's own log.
+    this.onOutput = opts.onOutput ?? (() => undefined);
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
     this.runnerSource = opts.runnerDir ?? __dirname;
     this.scratchParent = opts.scratchParent ?? os.tmpdir();
@@ -260,8 +316,15 @@ export class RuntimePool {
     return this.starting;
   }
 
+  /** How task limits are enforced here (known once started). */
+  limitsInfo(): { mechanism: string; describe: string; memoryMb: number; pidsMax: number; outputBytes: number } | undefined {
+    if (!this.limits) return undefined;
+    return { mechanism: this.limits.mechanism, describe: this.limits.describe(), memoryMb: this.taskMemoryMb, pidsMax: this.taskPidsMax, outputBytes: this.taskOutputBytes };
+  }
+
   private async startAll(): Promise<void> {
     process.on('exit', this.killAllOnExit);
+    this.limits = typeof this.limitsOption === 'string' ? TaskLimits.resolve(this.limitsOption, this.taskPidsMax) : this.limitsOption;
     // Root's tmpdir may be private; 0711: users' runtimes pass through to their own scratch, list nothing.
     this.scratchRoot = mkdtempSync(path.join(this.scratchParent, 'ferry-'));
     chmodSync(this.scratchRoot, 0o711);
@@ -273,7 +336,8 @@ export class RuntimePool {
       copyFileSync(path.join(this.runnerSource, file), path.join(this.runnerDir, file));
       chmodSync(path.join(this.runnerDir, file), 0o644);
     }
-    if (this.runtimes.includes('python')) this.python = await resolvePython(this.pythonCommand);
+    // Without cgroups the node runtime is started through python, which makes it a child subreaper.
+    if (this.runtimes.includes('python') || this.limits.mechanism === 'rlimit') this.python = await resolvePython(this.pythonCommand);
     const procs: RuntimeProcess[] = [];
     const admission = this.owner === undefined ? undefined : this.isolation.admit(this.owner, this.owner);
     if (this.owner !== undefined && admission?.ok) {
@@ -375,6 +439,7 @@ export class RuntimePool {
       group.processes.clear();
     }
     await Promise.all(exits);
+    this.limits?.close();
     if (this.scratchRoot) rmSync(this.scratchRoot, { recursive: true, force: true });
   }
 
@@ -413,7 +478,11 @@ export class RuntimePool {
     const run =
       group.runtime === 'node'
         ? { command: interp.command, args: [`--max-old-space-size=${this.nodeMaxOldSpaceMb}`, path.join(runners, 'node_runner.js'), '--own-group'] }
-        : { command: interp.command, args: ['-u', path.join(runners, 'python_runner.py'), '--own-group'] };
+        : {
+            command: interp.command,
+            // Without cgroups, the runner adopts its orphaned grandchildren (a child subreaper), so the /proc walk finds them.
+            args: ['-u', path.join(runners, 'python_runner.py'), '--own-group', ...(this.limits?.mechanism === 'rlimit' ? ['--subreaper'] : [])],
+          };
     // Per user inside a sandbox too, so a path one user's task reports names nothing in another's.
     const cwd = sandboxed ? path.posix.join(SANDBOX_SCRATCH, path.basename(scratch)) : scratch;
     const home = c.kind === 'account' ? c.account.home : cwd;
@@ -435,12 +504,25 @@ export class RuntimePool {
   private spawn(group: UserRuntime): RuntimeProcess {
     const { runtime } = group;
     const scratch = this.scratchFor(group);
-    const { command, args, env, cwd } = this.command(group, scratch);
+    const confined = this.command(group, scratch);
+    const { env, cwd } = confined;
+    let limits: ProcessLimits;
+    try {
+      limits = this.limits!.forProcess();
+    } catch (err) {
+      // The cgroup could not be made: a spawn that fails at once reports it as a start failure.
+      limits = failedLimits(err as Error);
+    }
+    // Without cgroups, a node runtime adopts its orphaned grandchildren (a child subreaper, kept
+    // across exec), so the /proc walk finds a double-forked daemon; python's runner does it itself.
+    const launched = this.limits!.mechanism === 'rlimit' && runtime === 'node' && this.python?.binDir ? asSubreaper(this.python.command, confined) : confined;
+    // The process joins its cgroup before it execs the runtime, so all it starts is inside.
+    const { command, args } = limits.wrap(launched);
     // detached: each runtime process (or its sandbox) leads its own process group, so a kill
     // reaches the task's subprocesses too; the runners watch for our death themselves (EOF on
     // their request pipe), since signals from a terminal no longer reach them.
     const child = spawn(command, args, { cwd, env, detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe', 'pipe'] });
-    const proc = new RuntimeProcess(group, child, group.confinement.kind === 'sandbox');
+    const proc = new RuntimeProcess(group, child, group.confinement.kind === 'sandbox', limits, this.taskOutputBytes);
     group.processes.add(proc);
     const user = group.user;
 
@@ -462,6 +544,7 @@ export class RuntimePool {
     for (const stream of ['stdout', 'stderr'] as const) {
       child[stream]?.on('data', (chunk: Buffer) => {
         if (stream === 'stderr') proc.stderrTail = (proc.stderrTail + chunk.toString('utf8')).slice(-4096);
+        this.captureOutput(proc, stream, chunk);
         this.onOutput(chunk, { runtime, user, pid: child.pid, stream, taskId: proc.job?.req.taskId });
       });
     }
@@ -483,7 +566,7 @@ export class RuntimePool {
     });
     child.on('exit', (code, signal) => {
       proc.exit = { code, signal };
-      if (!group.processes.has(proc)) return; // retired, reaped or closed: nothing waits on it
+      if (!group.processes.has(proc)) return proc.limits.release(); // retired, reaped or closed: nothing waits on it
       // Let a reply already in the pipe arrive before the in-flight task is declared lost.
       const timer = setTimeout(() => this.onExit(proc), EXIT_DRAIN_MS);
       proc.replies.once('close', () => {
@@ -526,6 +609,8 @@ export class RuntimePool {
       if (proc.state !== 'starting') return;
       group.startFailures = 0;
       group.unavailable = undefined;
+      // The runtime's own processes (bwrap and its init in a sandbox): all else later is a task's.
+      proc.limits.settle(proc.child.pid);
       proc.markReady();
       this.becameIdle(proc);
       return;
@@ -547,11 +632,62 @@ export class RuntimePool {
     const job = proc.job;
     clearTimeout(proc.timer);
     proc.replied = outcome;
-    setImmediate(() => {
+    // The task's output may still be in the pipes: it ends at the marks the runner wrote after it.
+    const finish = () => {
+      clearTimeout(wait);
+      proc.onOutputEnd = undefined;
       if (proc.job !== job) return;
-      this.settle(proc, outcome);
-      if (proc.state === 'busy') this.becameIdle(proc);
-    });
+      // Whatever the task left running (a daemon, a setsid child) ends with it.
+      const strays = proc.limits.killStrays();
+      this.settle(proc, this.underLimits(proc, outcome));
+      if (proc.state !== 'busy') return;
+      // Killed strays may linger as zombies of the runtime, and a process that hit its memory cap
+      // is not trusted with the next task: either way a fresh one takes over.
+      if (strays > 0 || this.hitMemoryCap(proc, outcome)) this.recycle(proc);
+      else this.becameIdle(proc);
+    };
+    const wait = setTimeout(finish, OUTPUT_END_WAIT_MS);
+    if (!proc.outputOpen.stdout && !proc.outputOpen.stderr) setImmediate(finish);
+    else proc.onOutputEnd = finish;
+  }
+
+  /** Keeps output for the task that printed it, up to the runner's end mark; output between tasks belongs to none. */
+  private captureOutput(proc: RuntimeProcess, stream: 'stdout' | 'stderr', chunk: Buffer): void {
+    if (!proc.outputOpen[stream]) return;
+    const data = proc.carry[stream].length ? Buffer.concat([proc.carry[stream], chunk]) : chunk;
+    const at = data.indexOf(proc.endMark);
+    if (at >= 0) {
+      proc[stream].write(data.subarray(0, at));
+      proc.carry[stream] = Buffer.alloc(0);
+      proc.outputOpen[stream] = false;
+      if (!proc.outputOpen.stdout && !proc.outputOpen.stderr) proc.onOutputEnd?.();
+      return;
+    }
+    // Hold back what could be the start of a mark split across chunks.
+    const hold = Math.min(data.length, proc.endMark.length - 1);
+    proc[stream].write(data.subarray(0, data.length - hold));
+    proc.carry[stream] = Buffer.from(data.subarray(data.length - hold));
+  }
+
+  /** Without cgroups, a task over its rlimit sees an allocation fail: reported as the limit it is. */
+  private underLimits(proc: RuntimeProcess, outcome: RunOutcome): RunOutcome {
+    if (outcome.ok || this.limits?.mechanism !== 'rlimit') return outcome;
+    const { type, message } = outcome.error;
+    const isAllocation = type === 'MemoryError' || (type === 'RangeError' && /allocation failed|Invalid array buffer length/i.test(message));
+    if (!isAllocation) return outcome;
+    return { ...memoryExceeded(proc.runtime, proc.memoryMb, proc.job?.req.memoryMb, `the task's allocation failed (${type}: ${message})`), output: outcome.output };
+  }
+
+  private hitMemoryCap(proc: RuntimeProcess, outcome: RunOutcome): boolean {
+    return (!outcome.ok && outcome.error.type === 'MemoryLimitExceeded') || proc.limits.oomKills() > proc.oomBefore;
+  }
+
+  /** Stops a process after its task was settled and starts a fresh one in its place. */
+  private recycle(proc: RuntimeProcess): void {
+    proc.state = 'gone';
+    proc.kill();
+    proc.group.processes.delete(proc);
+    this.replace(proc.group);
   }
 
   private dispatch(group: UserRuntime): void {
@@ -614,8 +750,30 @@ export class RuntimePool {
     proc.state = 'busy';
     proc.job = job;
     proc.stderrTail = ''; // what an earlier task printed says nothing about how this one ends
+    proc.stdout = new CappedStream(this.taskOutputBytes);
+    proc.stderr = new CappedStream(this.taskOutputBytes);
     proc.jobId = this.nextJobId++;
-    const header = { op: 'run', id: proc.jobId, taskId: req.taskId, source: req.source, entrypoint: req.entrypoint, codec: req.codec };
+    // Unguessable, so nothing a task prints by chance ends its output early.
+    proc.endMark = Buffer.from(`\0ferry-output-end:${randomBytes(12).toString('hex')}\0`);
+    proc.outputOpen = { stdout: true, stderr: true };
+    proc.carry = { stdout: Buffer.alloc(0), stderr: Buffer.alloc(0) };
+    // The task's own cap, never above the endpoint's; set before the task's first instruction.
+    proc.memoryMb = Math.max(MIN_TASK_MEMORY_MB, Math.min(this.taskMemoryMb, Math.floor(req.memoryMb ?? this.taskMemoryMb)));
+    proc.oomBefore = proc.limits.oomKills();
+    if (!proc.limits.setMemory(proc.memoryMb)) {
+      // The process already holds more than this task may (an earlier task's garbage): a fresh
+      // process takes the task; if even a fresh one is too big, the cap is below the runtime's needs.
+      proc.job = undefined;
+      if (job.requeued) {
+        job.resolve(memoryExceeded(req.runtime, proc.memoryMb, req.memoryMb, `the ${req.runtime} runtime itself needs more than that`));
+      } else {
+        job.requeued = true;
+        proc.group.queue.unshift(job);
+      }
+      this.recycle(proc);
+      return;
+    }
+    const header = { op: 'run', id: proc.jobId, taskId: req.taskId, source: req.source, entrypoint: req.entrypoint, codec: req.codec, endMark: proc.endMark.toString('latin1') };
     let frame: Buffer;
     try {
       frame = encodeFrame(header, req.args);
@@ -642,7 +800,15 @@ export class RuntimePool {
     proc.timer = undefined;
     proc.job = undefined;
     proc.replied = undefined;
-    job.resolve(outcome);
+    proc.onOutputEnd = undefined;
+    // What is held back for a split mark is the task's own output when no mark comes.
+    for (const stream of ['stdout', 'stderr'] as const) {
+      if (proc.outputOpen[stream]) proc[stream].write(proc.carry[stream]);
+      proc.outputOpen[stream] = false;
+      proc.carry[stream] = Buffer.alloc(0);
+    }
+    const output = taskOutput(proc.stdout, proc.stderr);
+    job.resolve(output ? { ...outcome, output } : outcome);
   }
 
   /** Kills a process that can no longer be trusted, fails its task with `outcome`, and replaces it. */
@@ -655,20 +821,35 @@ export class RuntimePool {
   }
 
   private onExit(proc: RuntimeProcess): void {
+    if (!proc.group.processes.has(proc)) return; // already retired, reaped or closed
+    try {
+      this.onLostProcess(proc);
+    } finally {
+      proc.limits.release();
+    }
+  }
+
+  private onLostProcess(proc: RuntimeProcess): void {
     const group = proc.group;
-    if (!group.processes.has(proc)) return; // already retired, reaped or closed
     // Take the task's subprocesses down with it; the group is empty (ESRCH) if there are none.
     proc.kill();
     if (proc.state === 'starting') {
       this.onStartFailure(proc, new Error(`the ${proc.runtime} runtime exited while starting (${this.describeExit(proc)})${this.stderrHint(proc)}`));
       return;
     }
-    const wasOutOfMemory = proc.runtime === 'node' && /JavaScript heap out of memory/.test(proc.stderrTail);
     const how = this.describeExit(proc);
-    const message = wasOutOfMemory
-      ? `the ${proc.runtime} process running the task ran out of memory (heap limit ${this.nodeMaxOldSpaceMb} MB) and died (${how})`
-      : `the ${proc.runtime} process running the task died (${how})`;
-    this.settle(proc, proc.replied ?? failed('WorkerProcessDied', message));
+    const asked = proc.job?.req.memoryMb;
+    let outcome: RunOutcome;
+    if (proc.limits.oomKills() > proc.oomBefore) {
+      outcome = memoryExceeded(proc.runtime, proc.memoryMb, asked, `the kernel killed it (${how})`);
+    } else if (proc.runtime === 'node' && /JavaScript heap out of memory/.test(proc.stderrTail)) {
+      outcome = failed('MemoryLimitExceeded', `the task ran out of memory: the node heap limit is ${this.nodeMaxOldSpaceMb} MB, and the process died (${how})`);
+    } else if (this.limits?.mechanism === 'rlimit' && (proc.exit?.signal === 'SIGABRT' || proc.exit?.signal === 'SIGTRAP' || proc.exit?.signal === 'SIGSEGV') && /out of memory|allocation failed/i.test(proc.stderrTail)) {
+      outcome = memoryExceeded(proc.runtime, proc.memoryMb, asked, `an allocation failed and the process died (${how})`);
+    } else {
+      outcome = failed('WorkerProcessDied', `the ${proc.runtime} process running the task died (${how})`);
+    }
+    this.settle(proc, proc.replied ?? outcome);
     proc.state = 'gone';
     group.processes.delete(proc);
     this.replace(group);
@@ -723,6 +904,32 @@ export class RuntimePool {
 }
 
 const groupKey = (runtime: RuntimeName, user: string) => `${runtime}\0${user}`;
+
+/** A task over its memory cap: the type clients see, naming the cap (and what was asked, where the endpoint allowed less). */
+function memoryExceeded(runtime: RuntimeName, capMb: number, askedMb: number | undefined, how: string): RunOutcome {
+  const capped = askedMb !== undefined && askedMb > capMb ? ` (the task asked for ${askedMb} MB; this endpoint allows at most ${capMb} MB)` : '';
+  return failed('MemoryLimitExceeded', `the task exceeded its memory limit of ${capMb} MB${capped}: ${how}; its ${runtime} process was replaced`);
+}
+
+const SUBREAPER_EXEC = 'import ctypes, os, sys\nctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)\nos.execvp(sys.argv[1], sys.argv[1:])';
+
+/** `run` started by python as a child subreaper (prctl PR_SET_CHILD_SUBREAPER, which exec keeps). */
+function asSubreaper(python: string, run: { command: string; args: string[] }): { command: string; args: string[] } {
+  return { command: python, args: ['-c', SUBREAPER_EXEC, run.command, ...run.args] };
+}
+
+/** Limits that could not be made: the spawn fails at once and says why, as a start failure. */
+function failedLimits(err: Error): ProcessLimits {
+  return {
+    wrap: () => ({ command: '/bin/sh', args: ['-c', 'echo "$1" >&2; exit 125', 'ferry-limits', `could not set up task limits: ${err.message}`] }),
+    settle: () => undefined,
+    setMemory: () => false,
+    killStrays: () => 0,
+    killAll: () => undefined,
+    oomKills: () => 0,
+    release: () => undefined,
+  };
+}
 
 /** The real interpreter behind `command` (a pyenv shim, say) and its install prefixes, asked once. */
 function resolvePython(command: string): Promise<Interpreter> {

@@ -31,6 +31,18 @@ _json_dumps, _json_loads = json.dumps, json.loads
 _pack, _unpack = struct.pack, struct.unpack
 _os_read, _os_write = os.read, os.write
 
+# Without cgroups the pool finds a task's processes by walking /proc from this one: as a child
+# subreaper (prctl PR_SET_CHILD_SUBREAPER), orphaned grandchildren (a double fork, setsid) are
+# re-parented here rather than to init, so none escapes the walk. The pool replaces this process
+# after killing them, so their zombies go with it.
+if "--subreaper" in sys.argv:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:  # noqa: BLE001 - not Linux, or no libc: the /proc walk still finds direct children
+        pass
+
 # A subprocess of the task must not hold the channel open after this process dies.
 for _fd in (REQUEST_FD, REPLY_FD):
     os.set_inheritable(_fd, False)
@@ -190,6 +202,20 @@ def run_task(header, body):
         sys.stderr.flush()
 
 
+def end_output(mark):
+    """Marks the end of the task's output in fd 1 and 2, after all it wrote there (see node_runner.js)."""
+    if not mark:
+        return
+    data = mark.encode()
+    for fd in (1, 2):
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[_os_write(fd, view) :]
+        except OSError:
+            pass  # the task closed it: the pool stops waiting after a moment
+
+
 def main():
     inbox = queue.Queue()
     threading.Thread(target=read_requests, args=(inbox,), name="ferry-requests", daemon=True).start()
@@ -197,6 +223,7 @@ def main():
     while True:
         header, body = inbox.get()
         reply, payload = run_task(header, body)
+        end_output(header.get("endMark"))
         reply.update(op="reply", id=header.get("id"))
         send(reply, payload)
 
