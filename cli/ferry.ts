@@ -100,6 +100,20 @@ export function buildProgram(): Command {
       print(keyValues(s as never), s);
     });
   endpoint
+    .command('start')
+    .description('run an endpoint manager: blocks of agents from Slurm (or this machine), scaled on the queue (README, "HPC endpoint")')
+    .requiredOption('--config <file>', 'endpoint.yaml: credentials and an engine with a SlurmProvider or LocalProvider')
+    .option('--state-dir <dir>', 'job scripts and agent output (default: ~/.ferry/endpoints/<endpoint id>)')
+    .option('--status-file <file>', 'keep the blocks and queue depth in this JSON file, rewritten every poll')
+    .option('--poll-seconds <n>', 'how often the queue and the jobs are looked at (default: 5)')
+    .action(async (o: { config: string; stateDir?: string; statusFile?: string; pollSeconds?: string }) => {
+      // require, not import(): tsx's CommonJS hook resolves extensionless .ts paths only for require.
+      const { startEndpointManager } = require('../workers/manager/start') as typeof import('../workers/manager/start');
+      const poll = o.pollSeconds === undefined ? undefined : Number(o.pollSeconds);
+      if (poll !== undefined && !(poll > 0)) throw new CliError('--poll-seconds must be a positive number', EXIT.usage);
+      process.exit(await startEndpointManager(o.config, { stateDir: o.stateDir, statusFile: o.statusFile, pollSeconds: poll }));
+    });
+  endpoint
     .command('delete <endpointId>')
     .description('delete an endpoint; its queued tasks fail')
     .action(async (id: string) => {

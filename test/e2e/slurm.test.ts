@@ -1,0 +1,233 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startLocalStack, type LocalStack } from '../../local/stack';
+import type { ManagerStatus } from '../../workers/manager/manager';
+import { caller, eventually } from '../helpers/api';
+import { slurmAvailable, startSlurm, type SlurmCluster } from '../helpers/slurm';
+
+/**
+ * The endpoint manager against a real Slurm cluster the test starts (two slurmd on this host):
+ * blocks are sbatch jobs whose agents run the tasks, scaled on the queue.
+ */
+const ROOT = join(__dirname, '..', '..');
+const describeSlurm = slurmAvailable() ? describe : describe.skip;
+jest.setTimeout(180_000);
+
+let stack: LocalStack;
+let slurm: SlurmCluster;
+let api: ReturnType<typeof caller>;
+
+interface Manager {
+  child: ChildProcess;
+  statusFile: string;
+  output(): string;
+  exited: Promise<number | null>;
+  status(): ManagerStatus | undefined;
+}
+
+async function endpoint(name: string) {
+  const ep = await api('POST', '/v1/endpoints', { name });
+  expect(ep.status).toBe(201);
+  return { id: ep.body.endpoint_id as string, secret: ep.body.endpoint_secret as string };
+}
+
+/** `ferry endpoint start` in its own process, with the provider section given. */
+function startManager(ep: { id: string; secret: string }, engine: string): Manager {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-ep-'));
+  writeFileSync(join(dir, 'ep.json'), JSON.stringify({ api_url: stack.apiUrl, endpoint_id: ep.id, endpoint_secret: ep.secret }), { mode: 0o600 });
+  writeFileSync(join(dir, 'endpoint.yaml'), `credentials: ep.json\nengine:\n${engine.replace(/^/gm, '  ')}\n`);
+  const statusFile = join(dir, 'status.json');
+  const env: Record<string, string | undefined> = {
+    ...process.env,
+    ...stack.workerEnv,
+    ...slurm.env,
+    // A task a killed block held comes back after 4 s rather than 60.
+    FERRY_VISIBILITY_SECONDS: '4',
+    FERRY_GRACE_MS: '20000',
+  };
+  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID']) delete env[k];
+  const child = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'endpoint', 'start', '--config', join(dir, 'endpoint.yaml'), '--state-dir', join(dir, 'state'), '--status-file', statusFile, '--poll-seconds', '1'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  return {
+    child,
+    statusFile,
+    output: () => out,
+    exited,
+    status: () => (existsSync(statusFile) ? (JSON.parse(readFileSync(statusFile, 'utf8')) as ManagerStatus) : undefined),
+  };
+}
+
+const finished = (taskId: string, timeoutMs = 60_000) =>
+  eventually(async () => {
+    const r = await api('GET', `/v1/tasks/${taskId}`);
+    return ['success', 'failed', 'cancelled'].includes(r.body.status) && r.body;
+  }, timeoutMs, `task ${taskId} to finish`, 200);
+
+const live = (m: Manager) => (m.status()?.blocks ?? []).filter((b) => b.state !== 'ended');
+const jobState = (jobId: string) => slurm.squeue().split('\n').find((l) => l.startsWith(`${jobId} `))?.split(' ')[2];
+
+// The task says where it ran: the Slurm job and node its agent is in.
+const WHERE = 'async (ms) => { await new Promise((r) => setTimeout(r, ms ?? 0)); return { job: process.env.SLURM_JOB_ID, node: process.env.SLURMD_NODENAME }; }';
+
+async function submitWhere(endpointId: string, ms: number): Promise<string> {
+  const fn = await api('POST', '/v1/functions', { name: 'where', runtime: 'node', source: WHERE });
+  const sub = await api('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [{ function_id: fn.body.function_id, args: [ms] }] });
+  expect(sub.status).toBe(202);
+  return sub.body.task_ids[0];
+}
+
+describeSlurm('an HPC endpoint on a real Slurm cluster', () => {
+  const managers: Manager[] = [];
+  beforeAll(async () => {
+    slurm = await startSlurm({ nodes: 2, cpus: 2 });
+    stack = await startLocalStack({ sweepIntervalMs: 250 });
+    api = caller(stack.apiUrl, await stack.createUser('hpc'));
+  });
+  afterAll(async () => {
+    if (process.env.FERRY_DEBUG_SLURM) for (const m of managers) console.log(m.output(), slurm.squeue(), spawnSync('sh', ['-c', `tail -n 30 ${join(m.statusFile, '..', 'state')}/*.out`], { encoding: 'utf8' }).stdout);
+    for (const m of managers) if (m.child.exitCode === null) m.child.kill('SIGKILL');
+    await slurm?.stop();
+    await stack?.close();
+  });
+
+  describe('one-node blocks, from zero', () => {
+    let ep: { id: string; secret: string };
+    let m: Manager;
+    beforeAll(async () => {
+      ep = await endpoint('slurm-1');
+      m = startManager(
+        ep,
+        [
+          'max_workers_per_node: 2',
+          'max_idletime: 4',
+          'provider:',
+          '  type: SlurmProvider',
+          '  partition: debug',
+          '  exclusive: false',
+          '  nodes_per_block: 1',
+          '  init_blocks: 0',
+          '  min_blocks: 0',
+          '  max_blocks: 2',
+          '  walltime: "00:10:00"',
+          '  worker_init: "export FERRY_TEST_INIT=ran"',
+          '  scheduler_options: "#SBATCH --comment=ferry-test"',
+        ].join('\n'),
+      );
+      managers.push(m);
+      await eventually(async () => m.status(), 30_000, 'the manager to start');
+    });
+
+    it('starts no block while nothing waits, then scales out on demand; tasks run inside the Slurm job', async () => {
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect(live(m)).toEqual([]);
+      const id = await submitWhere(ep.id, 0);
+      const t = await finished(id);
+      expect(t.status).toBe('success');
+      const where = t.result.value as { job: string; node: string };
+      expect(where.job).toMatch(/^\d+$/);
+      expect(slurm.nodes).toContain(where.node);
+      const block = m.status()!.blocks.find((b) => b.job_id === where.job)!;
+      expect(block).toBeDefined();
+      // worker_init and scheduler_options went into the job script verbatim.
+      const script = readFileSync(join(m.statusFile, '..', 'state', `${block.block_id}.sbatch`), 'utf8');
+      expect(script).toContain('export FERRY_TEST_INIT=ran');
+      expect(script).toContain('#SBATCH --comment=ferry-test');
+    });
+
+    it('releases an idle block after max_idletime and cancels nothing that holds a task', async () => {
+      await eventually(async () => live(m).length === 0, 40_000, 'the idle block to be released', 250);
+      const ended = m.status()!.blocks.filter((b) => b.state === 'ended');
+      expect(ended.length).toBeGreaterThan(0);
+      expect(ended.at(-1)!.drain_reason).toMatch(/^idle/);
+      // It drained: the job completed on its own after its agents stopped, it was not killed.
+      await eventually(async () => jobState(ended.at(-1)!.job_id) === 'COMPLETED', 20_000, 'the job to complete');
+    });
+
+    it('notices a block cancelled with scancel mid-task; the task runs again in another block', async () => {
+      const id = await submitWhere(ep.id, 6_000);
+      const running = await eventually(async () => live(m).find((b) => b.running > 0), 40_000, 'a block running the task', 250);
+      expect((await api('GET', `/v1/tasks/${id}`)).body.status).toBe('running');
+      expect(spawnSync('scancel', [running.job_id], { env: { ...process.env, ...slurm.env } }).status).toBe(0);
+      const t = await finished(id, 90_000);
+      expect(t.status).toBe('success');
+      expect(t.result.value.job).not.toBe(running.job_id);
+      expect(m.output()).toContain(`ended without being asked: CANCELLED`);
+    });
+
+    it('on SIGTERM drains its blocks, cancels its jobs and exits 0', async () => {
+      await submitWhere(ep.id, 0);
+      const block = await eventually(async () => live(m).find((b) => b.state !== 'pending'), 40_000, 'a block to start', 250);
+      m.child.kill('SIGTERM');
+      expect(await m.exited).toBe(0);
+      expect(live(m)).toEqual([]);
+      expect(['COMPLETED', 'CANCELLED']).toContain(jobState(block.job_id));
+      expect(slurm.squeue()).not.toMatch(/PENDING|RUNNING|COMPLETING/);
+    });
+  });
+
+  describe('two-node blocks with a short walltime', () => {
+    let ep: { id: string; secret: string };
+    let m: Manager;
+    beforeAll(async () => {
+      ep = await endpoint('slurm-2');
+      // Walltime 1 minute, drained 45 s before: a block takes tasks for its first 15 s only.
+      m = startManager(
+        ep,
+        [
+          'max_workers_per_node: 1',
+          'max_idletime: 120',
+          'drain_before_walltime: 45',
+          'provider:',
+          '  type: SlurmProvider',
+          '  partition: debug',
+          '  nodes_per_block: 2',
+          '  init_blocks: 1',
+          '  max_blocks: 1',
+          '  walltime: "00:01:00"',
+        ].join('\n'),
+      );
+      managers.push(m);
+    });
+    afterAll(async () => {
+      m.child.kill('SIGTERM');
+      await m.exited;
+    });
+
+    it('runs one agent on each node of the job', async () => {
+      const block = await eventually(async () => live(m).find((b) => b.agents === 2), 40_000, 'a block with two agents', 250);
+      expect(block.workers).toBe(2);
+      const ids = await Promise.all([submitWhere(ep.id, 1_500), submitWhere(ep.id, 1_500)]);
+      const where = await Promise.all(ids.map(async (id) => (await finished(id)).result.value as { job: string; node: string }));
+      expect(where.map((w) => w.job)).toEqual([block.job_id, block.job_id]);
+      expect(new Set(where.map((w) => w.node))).toEqual(new Set(slurm.nodes));
+    });
+
+    it('drains a block before its walltime, lets its running task finish there, and replaces it for new work', async () => {
+      const first = live(m)[0]!;
+      const endsAt = Date.parse(first.ends_at!);
+      // A task that starts just before the drain and runs through it finishes in the old block.
+      await new Promise((r) => setTimeout(r, Math.max(0, endsAt - 45_000 - 3_000 - Date.now())));
+      const spanning = await submitWhere(ep.id, 6_000);
+      await eventually(async () => live(m).find((b) => b.block_id === first.block_id)?.state === 'draining', 30_000, 'the walltime drain', 250);
+      expect(live(m).find((b) => b.block_id === first.block_id)!.drain_reason).toBe('walltime');
+      const late = await submitWhere(ep.id, 0);
+      const t1 = await finished(spanning);
+      expect(t1.status).toBe('success');
+      expect(t1.result.value.job).toBe(first.job_id);
+      const t2 = await finished(late, 90_000);
+      expect(t2.status).toBe('success');
+      expect(t2.result.value.job).not.toBe(first.job_id);
+      // The old job ended on its own, before the scheduler's limit killed it.
+      expect(jobState(first.job_id)).toBe('COMPLETED');
+    });
+  });
+});
