@@ -267,6 +267,62 @@ async function benchSqs(): Promise<void> {
   }
 }
 
+/**
+ * 6. HPC endpoint (`--only=slurm`; root, Debian's slurm-wlm and munge): an endpoint manager with
+ *    one-node Slurm blocks of 2 workers on a cluster this bench starts: the time from submit to
+ *    first result on a cold endpoint (zero blocks: sbatch, schedule, agent start, task), and the
+ *    no-op throughput of one warm block.
+ */
+async function benchSlurm(stack: LocalStack, client: Client): Promise<void> {
+  const { mkdtempSync, writeFileSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const { startSlurm, slurmAvailable } = await import('../test/helpers/slurm');
+  const { parseEndpointConfig } = await import('../workers/manager/config');
+  const { EndpointManager } = await import('../workers/manager/manager');
+  const { SlurmProvider } = await import('../workers/manager/slurm-provider');
+  console.log('\n## HPC endpoint on Slurm: one-node blocks of 2 workers\n');
+  if (!slurmAvailable()) return console.log('(skipped: needs root, slurm-wlm and munge)');
+  const slurm = await startSlurm({ nodes: 1, cpus: 2 });
+  process.env.SLURM_CONF = slurm.conf;
+  const ep = await client.registerEndpoint('bench-slurm');
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-slurm-'));
+  const credentialsFile = join(dir, 'ep.json');
+  const worker = { api_url: stack.apiUrl, endpoint_id: ep.endpoint_id, endpoint_secret: ep.endpoint_secret };
+  writeFileSync(credentialsFile, JSON.stringify(worker), { mode: 0o600 });
+  const yaml = ['credentials: ep.json', 'engine:', '  max_workers_per_node: 2', '  max_idletime: 2', '  provider:', '    type: SlurmProvider', '    nodes_per_block: 1', '    max_blocks: 1', '    walltime: "00:10:00"'];
+  const { config } = parseEndpointConfig(yaml.join('\n'), join(dir, 'endpoint.yaml'));
+  const provider = new SlurmProvider(config.engine.provider as never, { maxWorkersPerNode: 2 });
+  const manager = new EndpointManager({ config, worker, credentialsFile, provider, stateDir: join(dir, 'state'), pollMs: 1_000, log: () => undefined });
+  const fn = await client.registerFunction(() => null);
+  try {
+    await manager.start();
+    const colds: number[] = [];
+    for (let i = 0; i < (quick ? 2 : 3); i++) {
+      // Cold: wait until the idle block is gone, then one task.
+      while (manager.status().blocks.some((b) => b.state !== 'ended')) await new Promise((r) => setTimeout(r, 250));
+      const t0 = performance.now();
+      await waitAll(client, (await client.batchRun(ep.endpoint_id, [{ function_id: fn, args: [] }])).task_ids);
+      colds.push(performance.now() - t0);
+    }
+    console.log(`Submit to first result, cold (zero blocks; poll 1 s): ${colds.map((ms) => `${fmt(ms / 1000, 2)} s`).join(', ')}`);
+    const n = quick ? 200 : 1000;
+    await waitAll(client, (await client.batchRun(ep.endpoint_id, Array.from({ length: 10 }, () => ({ function_id: fn, args: [] })))).task_ids);
+    const before = new Set(manager.status().blocks.filter((b) => b.state === 'ended').map((b) => b.job_id));
+    const t0 = performance.now();
+    const ids: string[] = [];
+    for (let i = 0; i < n; i += 100) ids.push(...(await client.batchRun(ep.endpoint_id, Array.from({ length: Math.min(100, n - i) }, () => ({ function_id: fn, args: [] })))).task_ids);
+    await waitAll(client, ids);
+    const secs = (performance.now() - t0) / 1000;
+    const jobs = new Set(manager.status().blocks.filter((b) => !before.has(b.job_id)).map((b) => b.job_id));
+    console.log(`One warm block (1 node, 2 workers): ${n} no-op tasks in ${fmt(secs, 2)} s, ${fmt(n / secs, 0)} tasks/s (Slurm jobs serving the run: ${jobs.size}).`);
+  } finally {
+    await manager.stop(30_000);
+    await client.deleteEndpoint(ep.endpoint_id);
+    await slurm.stop();
+  }
+}
+
 async function main() {
   // Agents run as the container runs them: the esbuild bundle under plain node.
   execSync('npm run -s build:worker', { stdio: 'ignore' });
@@ -281,6 +337,7 @@ async function main() {
     if (!only || only === 'sdk') await benchSdk(stack, client);
     if (!only || only === 'users') await benchUsers(stack, client);
     if (!only || only === 'sqs') await benchSqs();
+    if (only === 'slurm') await benchSlurm(stack, client);
   } finally {
     await stack.close();
   }
