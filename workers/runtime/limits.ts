@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -379,9 +380,9 @@ class RlimitProcess implements ProcessLimits {
 // --- choosing ------------------------------------------------------------------------------
 
 const CGROUP_ROOT = '/sys/fs/cgroup';
-// Each TaskLimits of this process gets its own Ferry cgroup.
-let instances = 0;
-const ferryCgroupName = () => `ferry-${process.pid}-${++instances}`;
+// Each TaskLimits gets its own Ferry cgroup. A random part, not a counter: a process that loads
+// this module afresh (a test runner's module registry) must not meet a cgroup an earlier copy left.
+const ferryCgroupName = () => `ferry-${process.pid}-${randomBytes(4).toString('hex')}`;
 
 /** The agent's own cgroup paths from /proc/self/cgroup: v1 by controller, v2 under "". */
 function ownCgroups(): Map<string, string> {
