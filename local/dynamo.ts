@@ -1,4 +1,15 @@
-import { CreateTableCommand, DynamoDBClient, ResourceInUseException, type CreateTableCommandInput } from '@aws-sdk/client-dynamodb';
+import { writeFileSync } from 'node:fs';
+import {
+  BatchWriteItemCommand,
+  CreateTableCommand,
+  DeleteTableCommand,
+  DescribeTableCommand,
+  DynamoDBClient,
+  ResourceInUseException,
+  ScanCommand,
+  type AttributeValue,
+  type CreateTableCommandInput,
+} from '@aws-sdk/client-dynamodb';
 import type { FerryConfig } from '../core/config';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
@@ -131,7 +142,6 @@ export function tableDefinitions(cfg: FerryConfig): CreateTableCommandInput[] {
           // Keys and the (never changing) owner only: a task's updates then never rewrite the index.
           Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: ['owner'] },
         },
-        { IndexName: 'open-index', KeySchema: [{ AttributeName: 'open_on', KeyType: 'HASH' }], Projection: { ProjectionType: 'KEYS_ONLY' } },
         {
           IndexName: 'open-since-index',
           KeySchema: [
@@ -145,12 +155,63 @@ export function tableDefinitions(cfg: FerryConfig): CreateTableCommandInput[] {
   ];
 }
 
-export async function createTables(client: DynamoDBClient, cfg: FerryConfig): Promise<void> {
+/**
+ * Creates the tables; a table kept on disk by an older Ferry whose indexes differ is rebuilt with
+ * today's definition and its items copied back (dynalite cannot add an index to a table). The
+ * items are first saved beside the data, in `backupDir`, so an interrupted rebuild loses nothing.
+ */
+export async function createTables(client: DynamoDBClient, cfg: FerryConfig, backupDir?: string): Promise<void> {
   for (const def of tableDefinitions(cfg)) {
     try {
       await client.send(new CreateTableCommand(def));
+      continue;
     } catch (err) {
       if (!(err instanceof ResourceInUseException)) throw err;
+    }
+    const have = (await client.send(new DescribeTableCommand({ TableName: def.TableName }))).Table?.GlobalSecondaryIndexes ?? [];
+    const indexKeys = (i: { IndexName?: string; KeySchema?: { AttributeName?: string; KeyType?: string }[] }) =>
+      [i.IndexName, ...(i.KeySchema ?? []).map((k) => `${k.AttributeName}:${k.KeyType}`)].join(' ');
+    const want = new Set((def.GlobalSecondaryIndexes ?? []).map(indexKeys));
+    if (have.length === want.size && have.every((i) => want.has(indexKeys(i)))) continue;
+    await rebuildTable(client, def, backupDir);
+  }
+}
+
+/** DeleteTable answers before the table is gone (dynalite too, a tick later): wait until it is. */
+export async function deleteTableAndWait(client: DynamoDBClient, tableName: string): Promise<void> {
+  await client.send(new DeleteTableCommand({ TableName: tableName }));
+  for (let i = 0; i < 200; i++) {
+    try {
+      await client.send(new DescribeTableCommand({ TableName: tableName }));
+    } catch (err) {
+      if ((err as { name?: string }).name === 'ResourceNotFoundException') return;
+      throw err;
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`table ${tableName} was not deleted`);
+}
+
+async function rebuildTable(client: DynamoDBClient, def: CreateTableCommandInput, backupDir?: string): Promise<void> {
+  const items: Record<string, AttributeValue>[] = [];
+  let start: Record<string, AttributeValue> | undefined;
+  do {
+    const page = await client.send(new ScanCommand({ TableName: def.TableName, ExclusiveStartKey: start }));
+    items.push(...(page.Items ?? []));
+    start = page.LastEvaluatedKey;
+  } while (start);
+  if (backupDir) writeFileSync(`${backupDir}/${def.TableName}.before-rebuild.json`, JSON.stringify(items), { mode: 0o600 });
+  console.error(`local DynamoDB: table ${def.TableName} was made by an older Ferry; rebuilding it with today's indexes (${items.length} items kept)`);
+  await deleteTableAndWait(client, def.TableName!);
+  await client.send(new CreateTableCommand(def));
+  // DynamoDB: at most 25 puts per BatchWriteItem.
+  for (let i = 0; i < items.length; i += 25) {
+    let pending: Record<string, { PutRequest: { Item: Record<string, AttributeValue> } }[]> | undefined = {
+      [def.TableName!]: items.slice(i, i + 25).map((Item) => ({ PutRequest: { Item } })),
+    };
+    while (pending && Object.keys(pending).length) {
+      const out = await client.send(new BatchWriteItemCommand({ RequestItems: pending }));
+      pending = out.UnprocessedItems as typeof pending;
     }
   }
 }

@@ -130,7 +130,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const cfg = config();
 
     const ddb = new DynamoDBClient({});
-    await createTables(ddb, cfg);
+    await createTables(ddb, cfg, opts.dataDir);
     ddb.destroy();
     const s3 = new S3Client({ forcePathStyle: true });
     await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {

@@ -104,7 +104,7 @@ export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<st
   const out = await dynamo().send(
     new QueryCommand({
       TableName: table(),
-      IndexName: 'open-index',
+      IndexName: 'open-since-index',
       KeyConditionExpression: 'open_on = :e',
       ExpressionAttributeValues: { ':e': endpointId },
       ProjectionExpression: 'task_id',

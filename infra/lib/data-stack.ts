@@ -68,16 +68,10 @@ export class DataStack extends Stack {
       projectionType: dynamodb.ProjectionType.INCLUDE,
       nonKeyAttributes: ['owner'],
     });
-    // Sparse: only open tasks carry open_on, so deleting an endpoint finds what to fail without a scan.
-    tasks.addGlobalSecondaryIndex({
-      indexName: 'open-index',
-      partitionKey: { name: 'open_on', type: dynamodb.AttributeType.STRING },
-      projectionType: dynamodb.ProjectionType.KEYS_ONLY,
-    });
-    // The same sparse set sorted by age: the undeliverable-task sweep reads only tasks older than a
-    // queue's retention (core/lost-tasks.ts). A new index rather than a sort key on open-index:
-    // DynamoDB cannot change a GSI's keys, and CloudFormation creates or deletes one GSI per table
-    // update, so a live stage gains this one now and can drop open-index in a later deploy.
+    // Sparse (only open tasks carry open_on) and sorted by age: deleting an endpoint finds what to
+    // fail without a scan, and the undeliverable-task sweep reads only tasks older than a queue's
+    // retention (core/lost-tasks.ts). It replaced an unsorted open-index before any stage was
+    // deployed; on a live stage a GSI's keys cannot change in place (add the new one, then drop).
     tasks.addGlobalSecondaryIndex({
       indexName: 'open-since-index',
       partitionKey: { name: 'open_on', type: dynamodb.AttributeType.STRING },
@@ -121,7 +115,7 @@ export class DataStack extends Stack {
     this.tables = {
       functions: ref('functions', 'FERRY_FUNCTIONS_TABLE', ['owner-index']),
       endpoints: ref('endpoints', 'FERRY_ENDPOINTS_TABLE', ['owner-index']),
-      tasks: ref('tasks', 'FERRY_TASKS_TABLE', ['group-index', 'open-index', 'open-since-index']),
+      tasks: ref('tasks', 'FERRY_TASKS_TABLE', ['group-index', 'open-since-index']),
       tokens: ref('tokens', 'FERRY_TOKENS_TABLE', []),
     };
 
