@@ -97,7 +97,9 @@ export function buildProgram(): Command {
     .description('online or offline, workers, queued tasks')
     .action(async (id: string) => {
       const s = await client().getEndpointStatus(id);
-      print(keyValues(s as never), s);
+      const { blocks, ...rest } = s;
+      const blockTable = blocks.length ? `\n\nblocks:\n${table(blocks as never[], ['block_id', 'job_id', 'state', 'scheduler_state', 'agents', 'workers', 'running', 'idle_seconds', 'ends_at'])}` : '';
+      print(keyValues(rest as never) + blockTable, s);
     });
   endpoint
     .command('start')

@@ -2,7 +2,7 @@ import { config } from './config';
 import { NotFound } from './errors';
 import { newId } from './ids';
 import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
-import { canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord } from './tables/endpoints';
+import { canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord, type ManagerBlock } from './tables/endpoints';
 import { mapLimit } from './tables/batch';
 import { queryOpenOnEndpoint, transitionTask } from './tables/tasks';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
@@ -88,15 +88,23 @@ export interface EndpointStatus {
   agents: number;
   runtimes: string[];
   last_heartbeat?: string;
+  /** Live endpoint managers (`ferry endpoint start`); an endpoint with one is online even at zero blocks. */
+  managers: number;
+  /** The blocks those managers hold (Slurm jobs or local agent groups), newest last. */
+  blocks: (ManagerBlock & { provider: string })[];
 }
 
 export async function endpointStatus(ep: EndpointRecord, now = Date.now()): Promise<EndpointStatus> {
-  const live = Object.values(ep.heartbeats ?? {}).filter((h) => now - h.at < heartbeatStaleMs(h.heartbeat_ms));
+  const beating = Object.values(ep.heartbeats ?? {}).filter((h) => now - h.at < heartbeatStaleMs(h.heartbeat_ms));
+  // A manager runs no tasks: its beat says the endpoint is served (as Globus Compute shows an
+  // endpoint scaled to zero blocks as online), and carries the blocks; agents carry the workers.
+  const managers = beating.filter((h) => h.manager);
+  const live = beating.filter((h) => !h.manager);
   const depth = await queueDepth(ep.queue_url);
   const sum = (f: (h: (typeof live)[number]) => number) => live.reduce((n, h) => n + f(h), 0);
   return {
     endpoint_id: ep.endpoint_id,
-    status: live.length ? 'online' : 'offline',
+    status: beating.length ? 'online' : 'offline',
     workers: sum((h) => h.workers),
     idle_workers: sum((h) => h.idle_workers),
     running: sum((h) => h.running),
@@ -105,6 +113,8 @@ export async function endpointStatus(ep: EndpointRecord, now = Date.now()): Prom
     agents: live.length,
     runtimes: [...new Set(live.flatMap((h) => h.runtimes))],
     last_heartbeat: ep.last_heartbeat_at ? new Date(ep.last_heartbeat_at).toISOString() : undefined,
+    managers: managers.length,
+    blocks: managers.flatMap((h) => h.manager!.blocks.map((b) => ({ ...b, provider: h.manager!.provider }))),
   };
 }
 

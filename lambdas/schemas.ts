@@ -30,6 +30,28 @@ export const shareEndpointBody = z
   .object({ public: z.boolean().optional(), shared_with: z.array(z.string().min(1).max(128)).max(100).optional() })
   .strict();
 
+const shortText = z.string().max(256);
+/** One block of an endpoint manager (a Slurm job, or agents on the manager's machine). */
+const blockHeartbeat = z
+  .object({
+    block_id: z.string().min(1).max(64),
+    job_id: z.string().max(64),
+    state: z.enum(['pending', 'running', 'idle', 'draining', 'ended']),
+    scheduler_state: shortText,
+    reason: shortText.optional(),
+    nodes: shortText.optional(),
+    agents: z.number().int().nonnegative(),
+    workers: z.number().int().nonnegative(),
+    running: z.number().int().nonnegative(),
+    idle_seconds: z.number().int().nonnegative().optional(),
+    drain_reason: shortText.optional(),
+    submitted_at: z.string().max(40),
+    ends_at: z.string().max(40).optional(),
+  })
+  .strict();
+// API Gateway: a heartbeat stays small; a manager reports its live blocks and its last few ended ones.
+const managerHeartbeat = z.object({ provider: z.string().min(1).max(32), blocks: z.array(blockHeartbeat).max(200) }).strict();
+
 export const heartbeatBody = z
   .object({
     worker_id: z.string().min(1).max(128),
@@ -41,6 +63,8 @@ export const heartbeatBody = z
     /** The agent's heartbeat interval: it reads as gone once it has missed two. */
     heartbeat_ms: z.number().int().min(100).max(3_600_000).optional(),
     stopped: z.boolean().optional(),
+    /** Sent by an endpoint manager (`ferry endpoint start`): its provider and blocks, not workers of its own. */
+    manager: managerHeartbeat.optional(),
   })
   .strict();
 

@@ -13,6 +13,25 @@ export interface EndpointHeartbeat {
   worker_id?: string;
   /** How often this agent beats; absent from agents older than this field (they beat every 30 s). */
   heartbeat_ms?: number;
+  /** Present when the sender is an endpoint manager: its provider and blocks (it runs no tasks itself). */
+  manager?: { provider: string; blocks: ManagerBlock[] };
+}
+
+/** A block as its endpoint manager reports it (workers/manager/manager.ts BlockView). */
+export interface ManagerBlock {
+  block_id: string;
+  job_id: string;
+  state: 'pending' | 'running' | 'idle' | 'draining' | 'ended';
+  scheduler_state: string;
+  reason?: string;
+  nodes?: string;
+  agents: number;
+  workers: number;
+  running: number;
+  idle_seconds?: number;
+  drain_reason?: string;
+  submitted_at: string;
+  ends_at?: string;
 }
 
 export interface EndpointRecord {

@@ -130,6 +130,10 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
     it('starts no block while nothing waits, then scales out on demand; tasks run inside the Slurm job', async () => {
       await new Promise((r) => setTimeout(r, 2_000));
       expect(live(m)).toEqual([]);
+      // The manager's own heartbeat: online with no block and no worker, as Globus Compute shows it.
+      const status = async () => (await api('GET', `/v1/endpoints/${ep.id}/status`)).body;
+      await eventually(async () => (await status()).managers === 1, 15_000, 'the manager to beat');
+      expect(await status()).toMatchObject({ status: 'online', workers: 0, blocks: [] });
       const id = await submitWhere(ep.id, 0);
       const t = await finished(id);
       expect(t.status).toBe('success');
@@ -138,6 +142,9 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       expect(slurm.nodes).toContain(where.node);
       const block = m.status()!.blocks.find((b) => b.job_id === where.job)!;
       expect(block).toBeDefined();
+      // ... and the API shows that block, with its Slurm job id, next to the workers.
+      const shown = await eventually(async () => (await status()).blocks.find((b: { job_id: string }) => b.job_id === where.job), 20_000, 'the block in the status');
+      expect(shown).toMatchObject({ provider: 'slurm', block_id: block.block_id });
       // worker_init and scheduler_options went into the job script verbatim.
       const script = readFileSync(join(m.statusFile, '..', 'state', `${block.block_id}.sbatch`), 'utf8');
       expect(script).toContain('export FERRY_TEST_INIT=ran');

@@ -5,6 +5,7 @@ import { availableParallelism, hostname } from 'node:os';
 import { join } from 'node:path';
 import { GetQueueAttributesCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { makeSqsClient } from '../../core/clients';
+import { AGENT_VERSION } from '../agent';
 import { GrantKeeper } from '../grant';
 import type { WorkerConfig } from '../main';
 import type { BlockReport } from './block-agent';
@@ -72,6 +73,8 @@ export interface ManagerOptions {
   /** Environment every agent gets on top of the job's. */
   agentEnv?: Record<string, string>;
   pollMs?: number;
+  /** How often the manager tells the API it is alive and what blocks it holds; default 10 s. */
+  heartbeatMs?: number;
   /** How often agents report; default the poll interval, at most 5 s. */
   reportMs?: number;
   /** How long a block asked to drain may take before it is cancelled outright. */
@@ -422,7 +425,50 @@ export class EndpointManager {
     };
   }
 
+  private lastBeat = 0;
+  private beating: Promise<void> = Promise.resolve();
+
+  /**
+   * The manager's own heartbeat: no workers, but its blocks, so `ferry endpoint status` shows them
+   * and an endpoint scaled to zero still reads online. The last one (`stopped`) says it has gone.
+   */
+  private beat(stopped = false): Promise<void> {
+    const every = this.opts.heartbeatMs ?? 10_000;
+    if (!stopped && Date.now() - this.lastBeat < every) return this.beating;
+    this.lastBeat = Date.now();
+    const s = this.status();
+    const body = {
+      worker_id: `manager-${hostname()}-${process.pid}`.slice(0, 128),
+      workers: 0,
+      idle_workers: 0,
+      running: 0,
+      runtimes: [],
+      agent_version: AGENT_VERSION,
+      heartbeat_ms: every,
+      stopped,
+      // The API keeps a heartbeat small: live blocks and the last few that ended.
+      manager: { provider: s.provider, blocks: s.blocks.slice(-200) },
+    };
+    const w = this.opts.worker;
+    // One at a time, so a periodic beat can never land after the goodbye.
+    this.beating = this.beating.then(async () => {
+      try {
+        const res = await fetch(`${w.api_url.replace(/\/+$/, '')}/v1/endpoints/${w.endpoint_id}/heartbeat`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${w.endpoint_secret}`, 'content-type': 'application/json' },
+          body: JSON.stringify(body),
+          signal: AbortSignal.timeout(10_000),
+        });
+        if (!res.ok) this.log('heartbeat refused', { status: res.status });
+      } catch (err) {
+        this.log('heartbeat failed', { error: String(err) });
+      }
+    });
+    return this.beating;
+  }
+
   private writeStatus(): void {
+    void this.beat();
     if (!this.opts.statusFile) return;
     const tmp = `${this.opts.statusFile}.tmp`;
     writeFileSync(tmp, JSON.stringify(this.status(), null, 2) + '\n');
@@ -458,6 +504,7 @@ export class EndpointManager {
       await this.opts.provider.cancel(b.jobId).catch(() => undefined);
     }
     this.writeStatus();
+    await this.beat(true);
     await this.opts.provider.close?.();
     this.keeper.stop();
     this.sqs?.destroy();
