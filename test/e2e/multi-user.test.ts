@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { resolveIsolation } from '../../workers/runtime/isolation';
@@ -119,5 +119,72 @@ describe('multi-user isolation', () => {
     expect(!outcome.ok && outcome.error.type).toBe('UserNotMapped');
     expect(!outcome.ok && outcome.error.message).toMatch(/"mallory" maps to no local account/);
     expect(existsSync(marker)).toBe(false);
+  });
+});
+
+// Without cgroups the memory cap is RLIMIT_DATA, which the agent (root, but here without
+// CAP_SYS_RESOURCE) cannot set on another account's process: each runtime sets it on itself.
+describe('multi-user isolation with rlimit task limits', () => {
+  let limited: RuntimePool;
+  let shared: string;
+  beforeAll(async () => {
+    shared = mkdtempSync(path.join(os.tmpdir(), 'ferry-mu-shared-'));
+    chmodSync(shared, 0o1777);
+    const isolation = resolveIsolation({ isolation: 'multi-user', userMap: { alice: ACCOUNTS[0]!, bob: ACCOUNTS[1]! } });
+    limited = new RuntimePool({ size: 1, owner: 'alice', isolation, pythonCommand: SYSTEM_PYTHON, taskMemoryMb: 512, limits: 'rlimit', onOutput: () => undefined });
+    await limited.start();
+    expect(limited.limitsInfo()!.mechanism).toBe('rlimit');
+  });
+  afterAll(async () => {
+    await limited?.close();
+    rmSync(shared, { recursive: true, force: true });
+  });
+  /** Alive and not a zombie (a killed child may wait a moment for its parent to reap it). */
+  const isRunning = (pid: number): boolean => {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+    } catch {
+      return false;
+    }
+  };
+
+  const NODE_HOG = '() => { const keep = []; for (let i = 0; i < 32; i++) keep.push(Buffer.alloc(64 << 20, 1)); return keep.length; }';
+  const PY_HOG = 'def f():\n    keep = []\n    for _ in range(32):\n        keep.append(b"x" * (64 << 20))\n    return len(keep)\n';
+  const run = (user: string, runtime: 'node' | 'python', source: string, memoryMb?: number) =>
+    limited.run({ ...(runtime === 'node' ? node(user, source) : py(user, source, 'f')), memoryMb });
+
+  describe.each(['alice', 'bob'])('%s', (user) => {
+    it.each(['node', 'python'] as const)('%s: a task runs as the account under its own cap; a task past its cap fails with MemoryLimitExceeded', async (runtime) => {
+      const uid = Number(sh('id', ['-u', ACCOUNTS[user === 'alice' ? 0 : 1]!]));
+      const who =
+        runtime === 'node'
+          ? "() => [process.getuid(), ...(/^Max data size\\s+(\\S+)\\s+(\\S+)/m.exec(require('fs').readFileSync('/proc/self/limits', 'utf8')).slice(1).map(Number))]"
+          : 'import os, resource\ndef f():\n    return [os.getuid(), *resource.getrlimit(resource.RLIMIT_DATA)]\n';
+      expect(resultOf(await run(user, runtime, who, 300))).toEqual([uid, 300 << 20, 512 << 20]);
+      const out = await run(user, runtime, runtime === 'node' ? NODE_HOG : PY_HOG, 256);
+      expect(out.ok).toBe(false);
+      if (!out.ok) {
+        expect(out.error.type).toBe('MemoryLimitExceeded');
+        expect(out.error.message).toMatch(/256 MB/);
+        expect(out.error.message).not.toMatch(/needs more than that/);
+      }
+      expect(resultOf(await run(user, runtime, runtime === 'node' ? '() => 40 + 2' : 'def f():\n    return 40 + 2\n'))).toBe(42);
+    });
+
+    it.each(['node', 'python'] as const)('%s: a child in a new session is killed when the task ends', async (runtime) => {
+      // In a shared directory: a user's scratch goes when their last process is replaced.
+      const marker = path.join(shared, `daemon-${user}-${runtime}`);
+      const pidFile = `${marker}.pid`;
+      const src =
+        runtime === 'node'
+          ? `() => { require('child_process').spawn('setsid', ['sh', '-c', 'echo $$ > ${pidFile}; sleep 1; echo escaped > ${marker}'], { detached: true, stdio: 'ignore' }).unref(); const t = Date.now(); while (!require('fs').existsSync('${pidFile}') && Date.now() - t < 5000); return 'started'; }`
+          : `import os, subprocess, time\ndef f():\n    subprocess.Popen(["setsid", "sh", "-c", "echo $$ > ${pidFile}; sleep 1; echo escaped > ${marker}"], start_new_session=True)\n    t = time.time()\n    while not os.path.exists("${pidFile}") and time.time() - t < 5:\n        time.sleep(0.01)\n    return "started"\n`;
+      expect(resultOf(await run(user, runtime, src))).toBe('started');
+      await new Promise((r) => setTimeout(r, 300));
+      expect(isRunning(Number(readFileSync(pidFile, 'utf8').trim()))).toBe(false);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(existsSync(marker)).toBe(false);
+    });
   });
 });

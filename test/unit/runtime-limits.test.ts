@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { RunOutcome, RunRequest, RuntimeName, RuntimePool } from '../../workers/runtime/pool';
+import { resolveIsolation } from '../../workers/runtime/isolation';
 import { TaskLimits, type LimitMode } from '../../workers/runtime/limits';
 import { fitOutput, shrinkText, type TaskOutput } from '../../workers/runtime/output';
 
@@ -88,6 +89,28 @@ describe.each(limitModes)('task limits (%s)', (mode) => {
       expect(value(next)).toBe(42);
     });
 
+    if (mode === 'rlimit') {
+      it(`${runtime}: the task runs under its own cap as RLIMIT_DATA, set by the runtime on itself`, async () => {
+        const src =
+          runtime === 'node'
+            ? "() => /^Max data size\\s+(\\S+)\\s+(\\S+)/m.exec(require('fs').readFileSync('/proc/self/limits', 'utf8')).slice(1).map(Number)"
+            : 'import resource\ndef f():\n    return list(resource.getrlimit(resource.RLIMIT_DATA))\n';
+        const mk = (memoryMb?: number) => (runtime === 'node' ? node(src, { memoryMb }) : py(src, { memoryMb }));
+        // Soft: the task's cap; hard: the endpoint's, so a later task may have more again.
+        expect(value(await pool.run(mk(300)))).toEqual([300 << 20, 512 << 20]);
+        expect(value(await pool.run(mk()))).toEqual([512 << 20, 512 << 20]);
+        expect(value(await pool.run(mk(100_000)))).toEqual([512 << 20, 512 << 20]);
+      });
+
+      it(`${runtime}: a cap below what the runtime itself holds fails the task with MemoryLimitExceeded`, async () => {
+        // A fresh node runtime holds ~50 MB of data already; python ~10 MB.
+        const out = await pool.run(runtime === 'node' ? node('() => 1', { memoryMb: 16 }) : py('def f():\n    return bytearray(64 << 20)\n', { memoryMb: 16 }));
+        expect(out.ok).toBe(false);
+        if (!out.ok) expect(out.error.type).toBe('MemoryLimitExceeded');
+        expect(value(await pool.run(runtime === 'node' ? node('() => 2') : py('def f():\n    return 2\n')))).toBe(2);
+      });
+    }
+
     it(`${runtime}: a task asking for more than the endpoint allows gets the endpoint's cap, and the error says so`, async () => {
       const out = await pool.run(runtime === 'node' ? node(hog, { memoryMb: 100_000 }) : py(hog, { memoryMb: 100_000 }));
       expect(out.ok).toBe(false);
@@ -121,6 +144,53 @@ describe.each(limitModes)('task limits (%s)', (mode) => {
       expect(isRunning(pid)).toBe(false);
       await sleep(2500);
       expect(existsSync(file)).toBe(false);
+    });
+  }
+});
+
+// Without cgroups the memory cap must hold where the agent could never prlimit the runtime from
+// outside: a runtime under another uid (nobody in a sandbox; an account in multi-user mode, see
+// test/e2e/multi-user.test.ts) without CAP_SYS_RESOURCE, and behind bwrap's pid namespace.
+describe('task limits (rlimit) in a sandbox', () => {
+  let pool: RuntimePool;
+  beforeAll(async () => {
+    const isolation = resolveIsolation({ isolation: 'sandbox' });
+    pool = new RuntimePool({ size: 1, owner: OWNER, isolation, pythonCommand: PYTHON, taskMemoryMb: 512, limits: 'rlimit' });
+    await pool.start();
+  });
+  afterAll(() => pool?.close());
+
+  for (const [runtime, hog] of [
+    ['node', NODE_HOG],
+    ['python', PY_HOG],
+  ] as const) {
+    const run = (source: string, extra: Partial<RunRequest> = {}) => pool.run(runtime === 'node' ? node(source, extra) : py(source, extra));
+
+    it(`${runtime}: a task runs, under its cap, as nobody`, async () => {
+      const src =
+        runtime === 'node'
+          ? "() => [process.getuid(), ...(/^Max data size\\s+(\\S+)\\s+(\\S+)/m.exec(require('fs').readFileSync('/proc/self/limits', 'utf8')).slice(1).map(Number))]"
+          : 'import os, resource\ndef f():\n    return [os.getuid(), *resource.getrlimit(resource.RLIMIT_DATA)]\n';
+      expect(value(await run(src, { memoryMb: 200 }))).toEqual([65534, 200 << 20, 512 << 20]);
+      expect(value(await run(runtime === 'node' ? '() => 40 + 2' : 'def f():\n    return 40 + 2\n'))).toBe(42);
+    });
+
+    it(`${runtime}: a task allocating far past its cap fails with MemoryLimitExceeded; the next task runs`, async () => {
+      const out = await run(hog, { memoryMb: 256 });
+      expect(out.ok).toBe(false);
+      if (out.ok) return;
+      expect(out.error.type).toBe('MemoryLimitExceeded');
+      expect(out.error.message).toMatch(/256 MB/);
+      expect(value(await run(runtime === 'node' ? '() => 40 + 2' : 'def f():\n    return 40 + 2\n'))).toBe(42);
+    });
+
+    it(`${runtime}: a child in a new session that would write a file after the task ends never does`, async () => {
+      // In the task's own scratch directory (its working directory), looked at by a later task.
+      const file = `daemon-${runtime}-${n}`;
+      expect(value(await run(runtime === 'node' ? nodeDaemon(file, 1) : pyDaemon(file, 1)))).toBe('started');
+      await sleep(2000);
+      const check = runtime === 'node' ? `() => require('fs').existsSync(${JSON.stringify(file)})` : `import os\ndef f():\n    return os.path.exists(${JSON.stringify(file)})\n`;
+      expect(value(await run(check))).toBe(false);
     });
   }
 });

@@ -1,5 +1,4 @@
 import { randomBytes } from 'node:crypto';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 
@@ -12,9 +11,15 @@ import path from 'node:path';
  *   memory.memsw.limit_in_bytes, pids.max); where the unified (v2) hierarchy is mounted beside them
  *   (a hybrid host) its cgroup.kill ends the tree, else every pid in cgroup.procs is killed until
  *   none is left.
- * - rlimit: no usable cgroups. RLIMIT_DATA (set per task with prlimit) caps each process's private
- *   writable memory; the tree is found by walking /proc (the python runner is a child subreaper, so
- *   orphaned grandchildren stay under it); a double-forked node grandchild can escape.
+ * - rlimit: no usable cgroups. RLIMIT_DATA caps each process's private writable memory. No
+ *   capability is needed (the agent may lack CAP_SYS_RESOURCE, and a runtime may run under another
+ *   uid or inside bwrap, where the agent could not prlimit it): each runtime process starts under
+ *   `prlimit --data=<endpoint max>` (soft and hard, inherited through setpriv, bwrap and exec), and
+ *   the runner lowers its own soft limit to each task's cap before the task runs (the cap rides in
+ *   the task's request). A task can raise it again only up to the hard limit, the endpoint's
+ *   maximum. The tree is found by walking /proc from the spawned process (the runner's host pid is
+ *   a descendant of bwrap's; the runners are child subreapers, so orphaned grandchildren stay
+ *   under them).
  *
  * A runtime process joins its cgroup before it execs anything (a launcher writes its own pid into
  * cgroup.procs), so nothing it starts, bwrap's pid-namespace init included, is ever outside.
@@ -82,6 +87,8 @@ export interface ProcessLimits {
   settle(mainPid: number | undefined): void;
   /** Sets the memory cap for the next task; false when the kernel refuses (usage already above it). */
   setMemory(mb: number): boolean;
+  /** The RLIMIT_DATA soft limit (bytes) the runner must set on itself before the next task, or undefined (cgroups). */
+  runnerDataLimit(): number | undefined;
   /** Kills what a task left behind, keeping the runtime's own processes; the number killed. */
   killStrays(): number;
   /** Kills the whole tree, wherever its processes moved (new sessions, new groups, daemons). */
@@ -200,6 +207,9 @@ class CgroupV2Process implements ProcessLimits {
       return false;
     }
   }
+  runnerDataLimit(): undefined {
+    return undefined;
+  }
   killStrays(): number {
     return killEvery([this.dir], this.keep);
   }
@@ -282,6 +292,9 @@ class CgroupV1Process implements ProcessLimits {
     }
     return false;
   }
+  runnerDataLimit(): undefined {
+    return undefined;
+  }
   killStrays(): number {
     return killEvery([this.pids], this.keep);
   }
@@ -331,25 +344,46 @@ export function descendantsOf(root: number): number[] {
   return out;
 }
 
+/** VmData of `pid` in bytes (what RLIMIT_DATA is checked against), or undefined when it cannot be read. */
+export function dataBytesOf(pid: number): number | undefined {
+  const m = /^VmData:\s+(\d+) kB$/m.exec(readText(`/proc/${pid}/status`) ?? '');
+  return m ? Number(m[1]) * 1024 : undefined;
+}
+
+/** The command that runs `run` with RLIMIT_DATA at `bytes`, soft and hard: a process may always lower its own limits. */
+export function withDataLimit(bytes: number, run: { command: string; args: string[] }): { command: string; args: string[] } {
+  return { command: 'prlimit', args: [`--data=${bytes}:${bytes}`, '--', run.command, ...run.args] };
+}
+
 class RlimitProcess implements ProcessLimits {
   private mainPid: number | undefined;
+  /** The runner itself: the spawned process, or in a sandbox the deepest of bwrap's processes at ready. */
+  private runnerPid: number | undefined;
   private keep = new Set<number>();
   private memoryMb = 0;
+  constructor(private readonly maxMemoryMb: number) {}
   wrap(run: { command: string; args: string[] }) {
-    return run;
+    // Set before exec, by the process on itself: no capability, whatever uid the runtime ends up as.
+    return withDataLimit(this.maxMemoryMb * 1024 * 1024, run);
   }
   settle(mainPid: number | undefined): void {
     this.mainPid = mainPid;
-    this.keep = new Set(mainPid === undefined ? [] : [mainPid, ...descendantsOf(mainPid)]);
+    const tree = mainPid === undefined ? [] : [mainPid, ...descendantsOf(mainPid)];
+    this.keep = new Set(tree);
+    // A chain at ready (bwrap, its pid-namespace init, the runner; or just the runner): the last is the runner.
+    this.runnerPid = tree[tree.length - 1];
   }
   setMemory(mb: number): boolean {
-    if (this.mainPid === undefined) return false;
-    if (mb === this.memoryMb) return true;
-    // The soft limit only: the hard one stays, so the next task may have more again.
-    const out = spawnSync('prlimit', [`--pid=${this.mainPid}`, `--data=${mb * 1024 * 1024}:unlimited`], { stdio: 'ignore', timeout: 5000 });
-    if (out.status !== 0) return false;
-    this.memoryMb = mb;
+    if (this.runnerPid === undefined) return false;
+    const cap = Math.min(mb, this.maxMemoryMb);
+    // As the kernel would see it: a process already holding more than the cap could not allocate at all.
+    const used = dataBytesOf(this.runnerPid);
+    if (used === undefined || used > cap * 1024 * 1024) return false;
+    this.memoryMb = cap;
     return true;
+  }
+  runnerDataLimit(): number | undefined {
+    return this.memoryMb ? this.memoryMb * 1024 * 1024 : undefined;
   }
   private tree(): number[] {
     if (this.mainPid === undefined) return [];
@@ -401,7 +435,8 @@ export class TaskLimits implements LimitsInfo {
   constructor(
     readonly mechanism: LimitMechanism,
     private readonly base: string[],
-    private readonly make: (name: string) => ProcessLimits,
+    /** A process's limits, by its cgroup name; `maxMemoryMb` caps any task it runs (the rlimit's hard limit). */
+    private readonly make: (name: string, maxMemoryMb: number) => ProcessLimits,
     private readonly detail: string,
   ) {}
 
@@ -413,16 +448,16 @@ export class TaskLimits implements LimitsInfo {
       if (made) return made;
       if (mode === 'cgroup') throw new LimitConfigError(`task_limits "cgroup" cannot work here: ${why.join('; ')}`);
     }
-    return new TaskLimits('rlimit', [], () => new RlimitProcess(), mode === 'rlimit' ? 'as configured' : `no usable cgroups: ${why.join('; ')}`);
+    return new TaskLimits('rlimit', [], (_name, maxMemoryMb) => new RlimitProcess(maxMemoryMb), mode === 'rlimit' ? 'as configured' : `no usable cgroups: ${why.join('; ')}`);
   }
 
   /** A fresh limits holder for one runtime process. */
-  forProcess(): ProcessLimits {
-    return this.make(`p${this.next++}`);
+  forProcess(maxMemoryMb = DEFAULT_TASK_MEMORY_MB): ProcessLimits {
+    return this.make(`p${this.next++}`, maxMemoryMb);
   }
 
   describe(): string {
-    if (this.mechanism === 'rlimit') return `rlimit (prlimit RLIMIT_DATA per process, process tree by /proc; ${this.detail})`;
+    if (this.mechanism === 'rlimit') return `rlimit (RLIMIT_DATA set by each runtime process on itself, process tree by /proc; ${this.detail})`;
     return `${this.mechanism} (${this.detail})`;
   }
 

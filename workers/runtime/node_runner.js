@@ -6,6 +6,8 @@
  * Protocol (see frames.ts): requests arrive on fd 3, replies leave on fd 4; each frame is a u32be
  * length, a u32be header length, a JSON header and the raw body. fd 1 and 2 belong to the user.
  */
+const { spawnSync } = require('node:child_process');
+const { readFileSync } = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
 const util = require('node:util');
@@ -266,8 +268,43 @@ function errorReply(thrown, codec) {
   return reply;
 }
 
+// --- memory cap without cgroups ----------------------------------------------------------------
+
+/** RLIMIT_DATA's soft limit now, in bytes (Infinity when unlimited), or undefined when unreadable. */
+function dataSoftLimit() {
+  try {
+    const m = /^Max data size\s+(\S+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    if (!m) return undefined;
+    return m[1] === 'unlimited' ? Infinity : Number(m[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Without cgroups the pool sends each task's cap (bytes), and this process lowers (or raises, up
+ * to the hard limit it was started with) its own RLIMIT_DATA soft limit before the task runs. node
+ * has no setrlimit: a prlimit of the same uid, in the same pid namespace, sets it on this pid, which
+ * needs no capability. Only when it differs, so tasks at one cap pay nothing. An error, or undefined.
+ */
+function applyDataLimit(bytes) {
+  if (typeof bytes !== 'number' || !Number.isSafeInteger(bytes) || bytes <= 0) return undefined;
+  if (dataSoftLimit() === bytes) return undefined;
+  const out = spawnSync('prlimit', [`--pid=${process.pid}`, `--data=${bytes}:`], {
+    env: { PATH: '/usr/bin:/bin:/usr/sbin:/sbin' },
+    encoding: 'utf8',
+    stdio: ['ignore', 'ignore', 'pipe'],
+    timeout: 10_000,
+  });
+  if (out.status === 0 && dataSoftLimit() === bytes) return undefined;
+  const why = (out.error && out.error.message) || String(out.stderr || '').trim() || `exit ${out.status}`;
+  return failure('MemoryLimitUnavailable', `the task's memory cap of ${Math.round(bytes / 1048576)} MB could not be set (prlimit: ${why}); the task did not run`);
+}
+
 async function runTask(header, body) {
   const codec = header.codec;
+  const unlimited = applyDataLimit(header.dataLimit);
+  if (unlimited) return unlimited;
   let call;
   try {
     call = decodeArgs(codec, body);

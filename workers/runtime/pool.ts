@@ -508,7 +508,8 @@ export class RuntimePool {
     const { env, cwd } = confined;
     let limits: ProcessLimits;
     try {
-      limits = this.limits!.forProcess();
+      // Its memory cap never goes above the endpoint's (without cgroups: the hard RLIMIT_DATA it starts with).
+      limits = this.limits!.forProcess(this.taskMemoryMb);
     } catch (err) {
       // The cgroup could not be made: a spawn that fails at once reports it as a start failure.
       limits = failedLimits(err as Error);
@@ -773,7 +774,9 @@ export class RuntimePool {
       this.recycle(proc);
       return;
     }
-    const header = { op: 'run', id: proc.jobId, taskId: req.taskId, source: req.source, entrypoint: req.entrypoint, codec: req.codec, endMark: proc.endMark.toString('latin1') };
+    // Without cgroups the runner lowers its own RLIMIT_DATA to the cap before the task runs.
+    const dataLimit = proc.limits.runnerDataLimit();
+    const header = { op: 'run', id: proc.jobId, taskId: req.taskId, source: req.source, entrypoint: req.entrypoint, codec: req.codec, endMark: proc.endMark.toString('latin1'), dataLimit };
     let frame: Buffer;
     try {
       frame = encodeFrame(header, req.args);
@@ -924,6 +927,7 @@ function failedLimits(err: Error): ProcessLimits {
     wrap: () => ({ command: '/bin/sh', args: ['-c', 'echo "$1" >&2; exit 125', 'ferry-limits', `could not set up task limits: ${err.message}`] }),
     settle: () => undefined,
     setMemory: () => false,
+    runnerDataLimit: () => undefined,
     killStrays: () => 0,
     killAll: () => undefined,
     oomKills: () => 0,

@@ -19,6 +19,11 @@ import threading
 import traceback
 import types
 
+try:
+    import resource as _resource
+except ImportError:  # not Unix
+    _resource = None
+
 REQUEST_FD = 3
 REPLY_FD = 4
 MODULE_NAME = "__ferry_function__"
@@ -156,7 +161,33 @@ def exception_payload(exc):
         return None
 
 
+def set_data_limit(limit):
+    """Without cgroups the pool sends each task's cap (bytes): this process lowers its own RLIMIT_DATA
+    soft limit to it before the task runs (never above the hard limit it was started with), and
+    main() raises it back to the hard limit after the reply, so the next request is read uncapped."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit <= 0 or _resource is None:
+        return
+    try:
+        _soft, hard = _resource.getrlimit(_resource.RLIMIT_DATA)
+        if hard != _resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        _resource.setrlimit(_resource.RLIMIT_DATA, (limit, hard))
+    except (OSError, ValueError) as exc:
+        raise FerryTaskError("MemoryLimitUnavailable", f"the task's memory cap of {limit >> 20} MB could not be set ({exc}); the task did not run") from None
+
+
+def reset_data_limit():
+    if _resource is None:
+        return
+    try:
+        _soft, hard = _resource.getrlimit(_resource.RLIMIT_DATA)
+        _resource.setrlimit(_resource.RLIMIT_DATA, (hard, hard))
+    except (OSError, ValueError):
+        pass
+
+
 def call(header, body):
+    set_data_limit(header.get("dataLimit"))
     codec = header["codec"]
     args, kwargs = decode_args(codec, body)
     source = header["source"]
@@ -226,6 +257,7 @@ def main():
         end_output(header.get("endMark"))
         reply.update(op="reply", id=header.get("id"))
         send(reply, payload)
+        reset_data_limit()
 
 
 if __name__ == "__main__":
