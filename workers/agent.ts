@@ -7,7 +7,7 @@ import { makeS3Client, makeSqsClient, sdkCallCounts } from '../core/clients';
 import type { WorkerGrant } from '../core/credentials';
 import { parseBody, taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../core/messages';
 import { sendBatches } from '../core/queues/batch-send';
-import type { Envelope } from '../core/payload';
+import type { Codec, Envelope } from '../core/payload';
 import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
 import { backoffSleep, GrantKeeper } from './grant';
 import { resolveIsolation, type Isolation } from './runtime/isolation';
@@ -21,6 +21,11 @@ export interface AgentOptions {
   apiUrl: string;
   endpointId: string;
   endpointSecret: string;
+  /**
+   * Where tasks come from and results go; default the direct one (SQS, S3 and the Ferry API with
+   * vended credentials). An endpoint manager's relay mode passes its relay client.
+   */
+  source?: TaskSource;
   /** Processes per runtime; default one per core. */
   poolSize?: number;
   runtimes?: RuntimeName[];
@@ -72,6 +77,160 @@ interface QueuedTask {
   task: TaskInMessage;
 }
 
+/** A received task message: its body (JSON of a TaskMessage) and the handle that deletes it. */
+export interface ReceivedMessage {
+  id?: string;
+  receipt: string;
+  body: string | undefined;
+}
+
+/** What a source knows once it has started. */
+export interface SourceInfo {
+  endpointId: string;
+  /** The endpoint's owner: their runtimes start at once. */
+  ownerId: string;
+}
+
+/**
+ * The agent's queue and result transport. The agent owns lanes, the backlog and the rule of
+ * at-least-once (a message is finished only after every result of it was sent); a source moves
+ * messages, reports and payloads.
+ * - direct: SQS, S3 and the Ferry API with vended credentials (`DirectTaskSource`);
+ * - relay: the endpoint manager over the cluster network (workers/manager/relay-client.ts).
+ */
+export interface TaskSource {
+  start(onFatal: (err: Error) => void): Promise<SourceInfo>;
+  /** Up to `max` (≤ 10) messages, invisible to others for `visibilitySeconds`; waits up to `waitSeconds` for one. */
+  receive(max: number, visibilitySeconds: number, waitSeconds: number, signal: AbortSignal): Promise<ReceivedMessage[]>;
+  /** Keep these messages invisible another `seconds`. */
+  extend(receipts: string[], seconds: number): Promise<void>;
+  /** Hand these messages back at once (visibility 0). */
+  release(receipts: string[]): Promise<void>;
+  /** Delete a message whose every result was sent; rejects if it could not. */
+  finish(receipt: string): Promise<void>;
+  /** Delete a message nothing can run (malformed), best effort. */
+  drop(receipt: string): Promise<void>;
+  /** Send one report to the results queue; resolves only once it is there. */
+  send(report: string): Promise<void>;
+  /** A task's argument bytes, verified against their envelope. */
+  readArgs(env: Envelope): Promise<Buffer>;
+  /** An envelope for a result's or exception's bytes: inline when small, else stored first. */
+  storePayload(bytes: Uint8Array, codec: Codec, kind: 'result' | 'exception', taskId: string): Promise<Envelope>;
+  /** Tell the API this agent is alive; 'revoked' when the secret was refused. */
+  heartbeat(body: Record<string, unknown>): Promise<'ok' | 'revoked'>;
+  stop(): Promise<void>;
+}
+
+/** The direct source: the agent itself long-polls SQS, reads and writes S3 and beats to the API. */
+export class DirectTaskSource implements TaskSource {
+  private keeper?: GrantKeeper;
+  private sqs!: SQSClient;
+  private s3!: S3Client;
+  private grant!: WorkerGrant;
+  /** Reports to the results queue (SendMessageBatch). */
+  private outbox!: Batcher<string>;
+  /** Finished task messages (DeleteMessageBatch). */
+  private finished!: Batcher<string>;
+
+  constructor(
+    private readonly apiUrl: string,
+    private readonly endpointId: string,
+    private readonly secret: string,
+    private readonly log: (msg: string, extra?: Record<string, unknown>) => void,
+  ) {}
+
+  async start(onFatal: (err: Error) => void): Promise<SourceInfo> {
+    this.keeper = new GrantKeeper(this.apiUrl, this.endpointId, this.secret, onFatal, this.log);
+    this.grant = await this.keeper.start();
+    const client = { region: this.grant.region, credentials: this.keeper.provider };
+    this.sqs = makeSqsClient(client);
+    this.s3 = makeS3Client(client);
+    this.outbox = new Batcher(async (bodies) => {
+      const failed = await sendBatches(this.sqs, this.grant.results_queue_url, bodies.map((body, i) => ({ id: String(i), body })));
+      return new Set(failed.map(Number));
+    });
+    this.finished = new Batcher(async (receipts) => {
+      const failed = new Set<number>();
+      for (let i = 0; i < receipts.length; i += 10) {
+        const out = await this.sqs.send(
+          new DeleteMessageBatchCommand({ QueueUrl: this.grant.queue_url, Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })) }),
+        );
+        for (const f of out.Failed ?? []) failed.add(Number(f.Id));
+      }
+      return failed;
+    });
+    return { endpointId: this.endpointId, ownerId: this.grant.owner_id };
+  }
+
+  async receive(max: number, visibilitySeconds: number, waitSeconds: number, signal: AbortSignal): Promise<ReceivedMessage[]> {
+    const out = await this.sqs.send(
+      new ReceiveMessageCommand({ QueueUrl: this.grant.queue_url, MaxNumberOfMessages: max, VisibilityTimeout: visibilitySeconds, WaitTimeSeconds: waitSeconds }),
+      { abortSignal: signal },
+    );
+    return (out.Messages ?? []).map((m: Message) => ({ id: m.MessageId, receipt: m.ReceiptHandle!, body: m.Body }));
+  }
+
+  async extend(receipts: string[], seconds: number): Promise<void> {
+    await changeVisibility(this.sqs, this.grant.queue_url, receipts, seconds, (err) => this.log('could not extend visibility', { error: String(err) }));
+  }
+
+  async release(receipts: string[]): Promise<void> {
+    await changeVisibility(this.sqs, this.grant.queue_url, receipts, 0, (err) => this.log('could not hand messages back', { error: String(err) }));
+  }
+
+  finish(receipt: string): Promise<void> {
+    return this.finished.add(receipt);
+  }
+
+  async drop(receipt: string): Promise<void> {
+    await this.sqs.send(new DeleteMessageCommand({ QueueUrl: this.grant.queue_url, ReceiptHandle: receipt })).catch(() => undefined);
+  }
+
+  send(report: string): Promise<void> {
+    return this.outbox.add(report);
+  }
+
+  readArgs(env: Envelope): Promise<Buffer> {
+    return readPayload(env, this.s3, this.grant.bucket);
+  }
+
+  storePayload(bytes: Uint8Array, codec: Codec, kind: 'result' | 'exception', taskId: string): Promise<Envelope> {
+    const key = kind === 'result' ? resultKey(this.endpointId, taskId) : exceptionKey(this.endpointId, taskId);
+    return storePayload(bytes, codec, key, { s3: this.s3, bucket: this.grant.bucket, inlineLimit: this.grant.inline_limit });
+  }
+
+  async heartbeat(body: Record<string, unknown>): Promise<'ok' | 'revoked'> {
+    try {
+      const res = await fetch(`${this.apiUrl}/v1/endpoints/${this.endpointId}/heartbeat`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${this.secret}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      });
+      if (res.status === 401) return 'revoked';
+      if (!res.ok) this.log('heartbeat refused', { status: res.status });
+    } catch (err) {
+      this.log('heartbeat failed', { error: String(err) });
+    }
+    return 'ok';
+  }
+
+  async stop(): Promise<void> {
+    this.keeper?.stop();
+    this.sqs?.destroy();
+    this.s3?.destroy();
+  }
+}
+
+/** ChangeMessageVisibilityBatch in tens; failures are logged, not thrown. */
+export async function changeVisibility(sqs: SQSClient, queueUrl: string, receipts: string[], seconds: number, onError: (err: unknown) => void): Promise<void> {
+  for (let i = 0; i < receipts.length; i += 10) {
+    await sqs
+      .send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: queueUrl, Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(j), ReceiptHandle: r, VisibilityTimeout: seconds })) }))
+      .catch(onError);
+  }
+}
+
 /**
  * The worker agent: long-polls its endpoint's queue with vended, queue-scoped credentials,
  * runs each task in the runtime pool, keeps the message invisible while its tasks run, sends
@@ -81,17 +240,11 @@ interface QueuedTask {
 export class WorkerAgent {
   readonly workerId: string;
   private readonly log: NonNullable<AgentOptions['log']>;
-  private readonly keeper: GrantKeeper;
+  private readonly source: TaskSource;
+  private endpointId: string;
   private pool?: RuntimePool;
   private readonly isolation: Isolation;
   private readonly slots: number;
-  private sqs!: SQSClient;
-  private s3!: S3Client;
-  private grant!: WorkerGrant;
-  /** Reports to the results queue (SendMessageBatch). */
-  private outbox!: Batcher<string>;
-  /** Finished task messages (DeleteMessageBatch). */
-  private finished!: Batcher<string>;
   private readonly bundles = new Set<Bundle>();
   private backlog: QueuedTask[] = [];
   private active = 0;
@@ -116,7 +269,8 @@ export class WorkerAgent {
   constructor(private readonly opts: AgentOptions) {
     this.workerId = opts.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
     this.log = opts.log ?? ((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), worker: this.workerId, msg, ...extra })));
-    this.keeper = new GrantKeeper(opts.apiUrl, opts.endpointId, opts.endpointSecret, (err) => this.die(err), this.log);
+    this.source = opts.source ?? new DirectTaskSource(opts.apiUrl, opts.endpointId, opts.endpointSecret, this.log);
+    this.endpointId = opts.endpointId;
     this.isolation = opts.isolation ?? resolveIsolation({}, { warn: (line) => console.error(line) });
     this.slots = Math.max(1, opts.slots ?? opts.poolSize ?? availableParallelism());
   }
@@ -127,29 +281,13 @@ export class WorkerAgent {
   }
 
   async start(): Promise<void> {
-    this.grant = await this.keeper.start();
-    const client = { region: this.grant.region, credentials: this.keeper.provider };
-    this.sqs = makeSqsClient(client);
-    this.s3 = makeS3Client(client);
-    this.outbox = new Batcher(async (bodies) => {
-      const failed = await sendBatches(this.sqs, this.grant.results_queue_url, bodies.map((body, i) => ({ id: String(i), body })));
-      return new Set(failed.map(Number));
-    });
-    this.finished = new Batcher(async (receipts) => {
-      const failed = new Set<number>();
-      for (let i = 0; i < receipts.length; i += 10) {
-        const out = await this.sqs.send(
-          new DeleteMessageBatchCommand({ QueueUrl: this.grant.queue_url, Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })) }),
-        );
-        for (const f of out.Failed ?? []) failed.add(Number(f.Id));
-      }
-      return failed;
-    });
+    const info = await this.source.start((err) => this.die(err));
+    this.endpointId = info.endpointId;
     // The owner is known from the grant: their runtimes start now, so their first task pays no start.
     this.pool = new RuntimePool({
       size: this.opts.poolSize,
       runtimes: this.opts.runtimes,
-      owner: this.grant.owner_id,
+      owner: info.ownerId,
       isolation: this.isolation,
       maxProcesses: this.opts.maxProcesses,
       idleMs: this.opts.idleMs,
@@ -159,7 +297,7 @@ export class WorkerAgent {
     await this.pool.start();
     const limits = this.pool.limitsInfo();
     this.log('agent started', {
-      endpoint: this.opts.endpointId,
+      endpoint: this.endpointId,
       slots: this.slots,
       runtimes: this.opts.runtimes ?? ['node', 'python'],
       isolation: this.isolation.describe(),
@@ -184,18 +322,10 @@ export class WorkerAgent {
         await new Promise<void>((r) => (this.wake = r));
         continue;
       }
-      let messages: Message[];
+      let messages: ReceivedMessage[];
       try {
-        const out = await this.sqs.send(
-          new ReceiveMessageCommand({
-            QueueUrl: this.grant.queue_url,
-            MaxNumberOfMessages: Math.min(MAX_RECEIVE, Math.max(1, Math.floor(idle / this.tasksPerMessage))),
-            VisibilityTimeout: this.visibility,
-            WaitTimeSeconds: this.opts.waitSeconds ?? 20,
-          }),
-          { abortSignal: this.receiveAbort.signal },
-        );
-        messages = out.Messages ?? [];
+        const max = Math.min(MAX_RECEIVE, Math.max(1, Math.floor(idle / this.tasksPerMessage)));
+        messages = await this.source.receive(max, this.visibility, this.opts.waitSeconds ?? 20, this.receiveAbort.signal);
         errors = 0;
       } catch (err) {
         if (this.stopping) break;
@@ -205,7 +335,7 @@ export class WorkerAgent {
         continue;
       }
       if (this.stopping) {
-        await this.release(messages.map((m) => m.ReceiptHandle!));
+        await this.release(messages.map((m) => m.receipt));
         break;
       }
       for (const m of messages) await this.accept(m);
@@ -213,15 +343,15 @@ export class WorkerAgent {
     }
   }
 
-  private async accept(m: Message): Promise<void> {
-    const parsed = taskMessageSchema.safeParse(parseBody(m.Body));
+  private async accept(m: ReceivedMessage): Promise<void> {
+    const parsed = taskMessageSchema.safeParse(parseBody(m.body));
     if (!parsed.success) {
       // Nothing can run it and no task id can be trusted: drop it rather than let it cycle to the DLQ.
-      this.log('dropping malformed task message', { messageId: m.MessageId });
-      await this.sqs.send(new DeleteMessageCommand({ QueueUrl: this.grant.queue_url, ReceiptHandle: m.ReceiptHandle! })).catch(() => undefined);
+      this.log('dropping malformed task message', { messageId: m.id });
+      await this.source.drop(m.receipt);
       return;
     }
-    const bundle: Bundle = { msg: parsed.data, receipt: m.ReceiptHandle!, remaining: parsed.data.tasks.length, started: 0, broken: false };
+    const bundle: Bundle = { msg: parsed.data, receipt: m.receipt, remaining: parsed.data.tasks.length, started: 0, broken: false };
     this.tasksPerMessage = (this.tasksPerMessage + bundle.remaining) / 2;
     this.bundles.add(bundle);
     for (const task of parsed.data.tasks) this.backlog.push({ bundle, task });
@@ -258,7 +388,7 @@ export class WorkerAgent {
   private async runTask(q: QueuedTask): Promise<{ reported: Promise<void> }> {
     q.bundle.started++;
     // The task starts while its "started" report travels; the results handler orders the two.
-    const started = this.outbox.add(this.report({ kind: 'started', task_id: q.task.task_id }));
+    const started = this.source.send(this.report({ kind: 'started', task_id: q.task.task_id }));
     started.catch(() => undefined);
     const outcome = await this.run(q.bundle.msg, q.task);
     return { reported: this.reportTask(q, started, outcome) };
@@ -267,7 +397,7 @@ export class WorkerAgent {
   private async reportTask({ bundle, task }: QueuedTask, started: Promise<void>, outcome: RunOutcome): Promise<void> {
     try {
       await started;
-      await this.outbox.add(this.report(await this.resultOf(task, outcome)));
+      await this.source.send(this.report(await this.resultOf(task, outcome)));
       this.completed++;
     } catch (err) {
       bundle.broken = true;
@@ -278,7 +408,7 @@ export class WorkerAgent {
     // Only once every result is safely on the results queue may the task message go.
     if (!bundle.broken) {
       // The lane moves on; stop() waits for deletes still in flight.
-      const deleted = this.finished.add(bundle.receipt).catch((err) => this.log('could not delete a finished message; its tasks will run again', { error: String(err) }));
+      const deleted = this.source.finish(bundle.receipt).catch((err) => this.log('could not delete a finished message; its tasks will run again', { error: String(err) }));
       this.deleting.add(deleted);
       void deleted.finally(() => this.deleting.delete(deleted));
     }
@@ -287,7 +417,7 @@ export class WorkerAgent {
   private async run(msg: TaskMessage, task: TaskInMessage): Promise<RunOutcome> {
     let args: Buffer;
     try {
-      args = await readPayload(task.args, this.s3, this.grant.bucket);
+      args = await this.source.readArgs(task.args);
     } catch (err) {
       return { ok: false, error: { type: 'ArgumentsUnavailable', message: String((err as Error).message ?? err), traceback: '' } };
     }
@@ -318,13 +448,12 @@ export class WorkerAgent {
   }
 
   private async outcomeReport(msg: TaskInMessage, outcome: RunOutcome): Promise<ReportBody> {
-    const store = { s3: this.s3, bucket: this.grant.bucket, inlineLimit: this.grant.inline_limit };
     if (outcome.ok) {
-      const result = await storePayload(outcome.result, outcome.codec, resultKey(this.opts.endpointId, msg.task_id), store);
+      const result = await this.source.storePayload(outcome.result, outcome.codec, 'result', msg.task_id);
       return { kind: 'success', task_id: msg.task_id, result };
     }
     let payload: Envelope | undefined;
-    if (outcome.payload) payload = await storePayload(outcome.payload.data, outcome.payload.codec, exceptionKey(this.opts.endpointId, msg.task_id), store);
+    if (outcome.payload) payload = await this.source.storePayload(outcome.payload.data, outcome.payload.codec, 'exception', msg.task_id);
     const e = outcome.error;
     return {
       kind: 'failed',
@@ -334,30 +463,17 @@ export class WorkerAgent {
   }
 
   private report(body: ReportBody): string {
-    return JSON.stringify({ v: 1, endpoint_id: this.opts.endpointId, worker_id: this.workerId, at: new Date().toISOString(), ...body });
+    return JSON.stringify({ v: 1, endpoint_id: this.endpointId, worker_id: this.workerId, at: new Date().toISOString(), ...body });
   }
 
   private async extendVisibility(): Promise<void> {
-    const entries = [...this.bundles].map((b, i) => ({ Id: String(i), ReceiptHandle: b.receipt, VisibilityTimeout: this.visibility }));
-    for (let i = 0; i < entries.length; i += 10) {
-      await this.sqs
-        .send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: this.grant.queue_url, Entries: entries.slice(i, i + 10) }))
-        .catch((err) => this.log('could not extend visibility', { error: String(err) }));
-    }
+    const receipts = [...this.bundles].map((b) => b.receipt);
+    if (receipts.length) await this.source.extend(receipts, this.visibility).catch((err) => this.log('could not extend visibility', { error: String(err) }));
   }
 
   /** Hand messages back at once (visibility 0), so another worker can take them. */
   private async release(receipts: string[]): Promise<void> {
-    for (let i = 0; i < receipts.length; i += 10) {
-      await this.sqs
-        .send(
-          new ChangeMessageVisibilityBatchCommand({
-            QueueUrl: this.grant.queue_url,
-            Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(j), ReceiptHandle: r, VisibilityTimeout: 0 })),
-          }),
-        )
-        .catch((err) => this.log('could not hand messages back', { error: String(err) }));
-    }
+    if (receipts.length) await this.source.release(receipts).catch((err) => this.log('could not hand messages back', { error: String(err) }));
   }
 
   private get visibility(): number {
@@ -388,18 +504,7 @@ export class WorkerAgent {
       heartbeat_ms: this.heartbeatMs,
       stopped,
     };
-    try {
-      const res = await fetch(`${this.opts.apiUrl}/v1/endpoints/${this.opts.endpointId}/heartbeat`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${this.opts.endpointSecret}`, 'content-type': 'application/json' },
-        body: JSON.stringify(body),
-        signal: AbortSignal.timeout(10_000),
-      });
-      if (res.status === 401) return this.die(new Error('the API refused the endpoint secret (revoked?)'));
-      if (!res.ok) this.log('heartbeat refused', { status: res.status });
-    } catch (err) {
-      this.log('heartbeat failed', { error: String(err) });
-    }
+    if ((await this.source.heartbeat(body)) === 'revoked') this.die(new Error('the API refused the endpoint secret (revoked?)'));
   }
 
   private die(err: Error): void {
@@ -437,11 +542,9 @@ export class WorkerAgent {
     await Promise.allSettled([...this.deleting]);
     clearInterval(this.heartbeatTimer);
     clearInterval(this.visibilityTimer);
-    this.keeper.stop();
     if (!this.fatal) await this.beat(true);
+    await this.source.stop();
     await this.pool?.close();
-    this.sqs?.destroy();
-    this.s3?.destroy();
     this.log('agent stopped', { completed: this.completed, aws_calls: Object.fromEntries(sdkCallCounts) });
   }
 }
@@ -451,7 +554,7 @@ export class WorkerAgent {
  * (SQS batch calls take up to 10 entries), so a busy agent pays about one call per ten tasks
  * while a lone item waits no longer than one turn.
  */
-class Batcher<T> {
+export class Batcher<T> {
   private pending: { item: T; done: (err?: Error) => void }[] = [];
   private scheduled = false;
 

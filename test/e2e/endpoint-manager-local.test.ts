@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack } from '../../local/stack';
@@ -53,6 +53,69 @@ it('starts an agent block on demand, releases it when idle, and stops cleanly on
     const ended = await eventually(async () => status()!.blocks.find((b) => b.state === 'ended'), 30_000, 'the idle block to be released', 200);
     expect(ended.drain_reason).toMatch(/^idle/);
     expect(ended.scheduler_state).toBe('COMPLETED');
+  } finally {
+    child.kill('SIGTERM');
+  }
+  expect(await exited).toBe(0);
+});
+
+it('relay mode: agents without AWS or API access run tasks through the manager, large payloads included', async () => {
+  const ep = (await api('POST', '/v1/endpoints', { name: 'local-relay' })).body;
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-ep-relay-'));
+  writeFileSync(join(dir, 'ep.json'), JSON.stringify({ api_url: stack.apiUrl, endpoint_id: ep.endpoint_id, endpoint_secret: ep.endpoint_secret }), { mode: 0o600 });
+  writeFileSync(
+    join(dir, 'endpoint.yaml'),
+    ['credentials: ep.json', 'engine:', '  relay: true', '  address: 127.0.0.1', '  max_workers_per_node: 2', '  max_idletime: 30', '  provider:', '    type: LocalProvider', '    max_blocks: 1'].join('\n'),
+  );
+  const statusFile = join(dir, 'status.json');
+  // The manager reaches AWS and the API; its agents get no AWS_* and no API address (a closed port here, were it passed on).
+  const env: Record<string, string | undefined> = { ...process.env, ...stack.workerEnv, FERRY_API_URL: 'http://127.0.0.1:9' };
+  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID']) delete env[k];
+  const child = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'endpoint', 'start', '--config', join(dir, 'endpoint.yaml'), '--state-dir', join(dir, 'state'), '--status-file', statusFile, '--poll-seconds', '0.5'], {
+    cwd: ROOT,
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  try {
+    await eventually(async () => existsSync(statusFile), 30_000, 'the manager to start');
+    const source = '(s) => ({ got: s.length, big: "r".repeat(100 * 1024) })';
+    const fn = await api('POST', '/v1/functions', { name: 'relay', runtime: 'node', source });
+    const sub = await api('POST', `/v1/endpoints/${ep.endpoint_id}/submit`, { tasks: [{ function_id: fn.body.function_id, args: ['a'.repeat(100 * 1024)] }] });
+    expect(sub.status).toBe(202);
+    const id = sub.body.task_ids[0];
+    const t = await eventually(async () => {
+      const r = await api('GET', `/v1/tasks/${id}`);
+      return ['success', 'failed'].includes(r.body.status) && r.body;
+    }, 40_000, 'the task to run', 200);
+    expect(t.status).toBe('success');
+    // A result over the inline limit went to S3 through the manager: the API hands out a URL.
+    expect(t.result.url).toBeDefined();
+    const value = t.result.value ?? JSON.parse(Buffer.from(await (await fetch(t.result.url)).arrayBuffer()).toString('utf8'));
+    expect(value.got).toBe(100 * 1024);
+    expect(value.big.length).toBe(100 * 1024);
+    // The agent's own environment: nothing that would let it reach AWS or the API, and no secret.
+    const agentEnvs = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .map((p) => {
+        try {
+          return readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
+        } catch {
+          return [];
+        }
+      })
+      .filter((e) => e.includes(`FERRY_MANAGER_FILE=${join(dir, 'state', 'manager.json')}`) && e.includes('FERRY_RELAY=1'));
+    expect(agentEnvs.length).toBeGreaterThan(0);
+    for (const e of agentEnvs) expect(e.filter((v) => /^(AWS_|FERRY_API_URL=|FERRY_ENDPOINT_SECRET=)/.test(v))).toEqual([]);
+    expect(readFileSync(join(dir, 'state', 'agent.json'), 'utf8')).not.toMatch(/api_url|endpoint_secret/);
+    // The manager beats for its relay agents: the endpoint shows their workers.
+    await eventually(async () => (await api('GET', `/v1/endpoints/${ep.endpoint_id}/status`)).body.workers === 2, 20_000, 'the relay workers in the status', 250);
+    expect(out).toContain('"mode":"relay"');
+  } catch (err) {
+    const agentsOut = readdirSync(join(dir, 'state')).filter((f) => f.endsWith('.out')).map((f) => readFileSync(join(dir, 'state', f), 'utf8'));
+    throw new Error(`${String(err)}\nmanager:\n${out.slice(-3000)}\nagents:\n${agentsOut.join('\n').slice(-3000)}`);
   } finally {
     child.kill('SIGTERM');
   }

@@ -2,9 +2,10 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { WorkerAgent } from '../agent';
 import { SecretRefused } from '../grant';
-import { workerConfigFromEnv, workerSettingsFromEnv } from '../main';
+import { workerConfigFromEnv, workerSettingsFromEnv, type WorkerConfig } from '../main';
 import { IsolationConfigError, resolveIsolation } from '../runtime/isolation';
 import type { RuntimeName } from '../runtime/pool';
+import { RelayTaskSource } from './relay-client';
 
 /**
  * A worker agent inside an endpoint manager's block (one per node of a Slurm job, or a local
@@ -16,7 +17,9 @@ import type { RuntimeName } from '../runtime/pool';
  *   seconds), finishes what it holds by then, and exits, so the job ends before the scheduler kills it;
  * - when the manager answers a report with `drain` (an idle block released, the manager stopping)
  *   it drains the same way; SIGTERM in a Slurm job means the scheduler is ending it (see below);
- * - a local block's agent (FERRY_PARENT_PID) drains when its manager dies.
+ * - a local block's agent (FERRY_PARENT_PID) drains when its manager dies;
+ * - in relay mode (FERRY_RELAY=1) it takes tasks from the manager and hands results back to it
+ *   (relay.ts): it needs no AWS access, no Ferry API and no endpoint secret.
  * The rest of its configuration is the agent's: FERRY_WORKER_CONFIG, FERRY_POOL_SIZE, ...
  */
 
@@ -44,9 +47,12 @@ const int = (v: string | undefined) => (v && /^\d+$/.test(v) ? Number(v) : undef
 const log = (msg: string, extra: Record<string, unknown> = {}) => console.error(JSON.stringify({ at: new Date().toISOString(), block: process.env.FERRY_BLOCK_ID, msg, ...extra }));
 
 async function main(env = process.env): Promise<number> {
-  const cfg = workerConfigFromEnv(env);
-  const settings = workerSettingsFromEnv(env);
+  const relay = env.FERRY_RELAY === '1';
   const contact: ManagerContact | undefined = env.FERRY_MANAGER_FILE ? JSON.parse(readFileSync(env.FERRY_MANAGER_FILE, 'utf8')) : undefined;
+  if (relay && !contact) throw new Error('relay mode needs FERRY_MANAGER_FILE');
+  // Relay mode: no secret and no API; the endpoint id comes from the manager.
+  const cfg: WorkerConfig = relay ? { api_url: '', endpoint_id: '', endpoint_secret: '' } : workerConfigFromEnv(env);
+  const settings = workerSettingsFromEnv(env);
   const blockId = env.FERRY_BLOCK_ID ?? 'b?';
   const jobId = env.FERRY_BLOCK_JOB_ID ?? '';
   const endAt = int(env.FERRY_BLOCK_END);
@@ -60,7 +66,9 @@ async function main(env = process.env): Promise<number> {
     console.error(`ferry worker: ${err.message}`);
     return 2;
   }
-  const agent = new WorkerAgent({
+  let workerId = '';
+  const agent: WorkerAgent = new WorkerAgent({
+    source: relay ? new RelayTaskSource(contact!, () => workerId, blockId, log) : undefined,
     apiUrl: cfg.api_url.replace(/\/+$/, ''),
     endpointId: cfg.endpoint_id,
     endpointSecret: cfg.endpoint_secret,
@@ -75,6 +83,7 @@ async function main(env = process.env): Promise<number> {
     maxProcesses: settings.maxProcesses,
     pythonCommand: settings.python,
   });
+  workerId = agent.workerId;
 
   let draining = false;
   let stopped = false;
@@ -136,7 +145,7 @@ async function main(env = process.env): Promise<number> {
     }
     throw err;
   }
-  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId} in block ${blockId} (job ${jobId})`);
+  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id || '(through the manager)'}${relay ? ' (relay mode)' : ''} as ${agent.workerId} in block ${blockId} (job ${jobId})`);
 
   const timers: NodeJS.Timeout[] = [];
   await report();

@@ -74,6 +74,12 @@ const engine = z.strictObject({
   max_idletime: z.number().nonnegative().default(120),
   /** Where agents in blocks reach the manager (its report listener); default this host's name. */
   address: z.string().optional(),
+  /**
+   * Ferry: relay mode, for compute nodes without outbound access. The manager long-polls the
+   * endpoint queue and relays tasks, results and payloads; agents reach only the manager (on
+   * `address`). Default false: agents talk to AWS and the Ferry API themselves.
+   */
+  relay: z.boolean().default(false),
   /** Ferry: seconds before a block's walltime at which its agents stop taking tasks; default a quarter of the walltime, at most 5 minutes. */
   drain_before_walltime: z.number().nonnegative().optional(),
   provider: z.discriminatedUnion('type', [slurmProvider, localProvider]),

@@ -25,7 +25,7 @@ export class LocalProvider implements Provider {
     const jobId = `local-${process.pid}-${this.next++}`;
     const end = Math.floor(Date.now() / 1000) + block.walltimeSeconds;
     const env = { ...process.env };
-    for (const k of SECRET_ENV) delete env[k];
+    for (const k of [...SECRET_ENV, ...(block.unsetEnv ?? [])]) delete env[k];
     const job: LocalJob = { children: [], running: block.nodes };
     for (let node = 0; node < block.nodes; node++) {
       const out = openSync(join(block.dir, `${block.blockId}-${jobId}-${node}.out`), 'a', 0o600);

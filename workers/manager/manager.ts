@@ -4,13 +4,16 @@ import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
 import { join } from 'node:path';
 import { GetQueueAttributesCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { makeSqsClient } from '../../core/clients';
+import type { S3Client } from '@aws-sdk/client-s3';
+import { makeS3Client, makeSqsClient } from '../../core/clients';
+import { TASK_VISIBILITY_SECONDS } from '../../core/queues/endpoint-queue';
 import { AGENT_VERSION } from '../agent';
 import { GrantKeeper } from '../grant';
 import type { WorkerConfig } from '../main';
 import type { BlockReport } from './block-agent';
 import { drainSeconds, walltimeSeconds, type EndpointConfig } from './config';
 import type { JobStatus, Provider } from './provider';
+import { Relay } from './relay';
 
 export type BlockState = 'pending' | 'running' | 'idle' | 'draining' | 'ended';
 
@@ -80,6 +83,8 @@ export interface ManagerOptions {
   /** How long a block asked to drain may take before it is cancelled outright. */
   drainTimeoutMs?: number;
   statusFile?: string;
+  /** Seconds a message handed to a relay agent stays invisible between extensions; default 60. */
+  visibilitySeconds?: number;
   log?: (msg: string, extra?: Record<string, unknown>) => void;
 }
 
@@ -102,6 +107,9 @@ export class EndpointManager {
   private readonly log: NonNullable<ManagerOptions['log']>;
   private readonly keeper: GrantKeeper;
   private sqs?: SQSClient;
+  private s3?: S3Client;
+  /** Relay mode: the agents' tasks, results and payloads go through this manager. */
+  private relay?: Relay;
   private queueUrl = '';
   private server?: Server;
   private timer?: NodeJS.Timeout;
@@ -141,6 +149,19 @@ export class EndpointManager {
     const grant = await this.keeper.start();
     this.queueUrl = grant.queue_url;
     this.sqs = makeSqsClient({ region: grant.region, credentials: this.keeper.provider });
+    if (this.opts.config.engine.relay) {
+      this.s3 = makeS3Client({ region: grant.region, credentials: this.keeper.provider });
+      this.relay = new Relay({
+        endpointId: this.opts.worker.endpoint_id,
+        sqs: this.sqs,
+        s3: this.s3,
+        keeper: this.keeper,
+        visibilitySeconds: this.opts.visibilitySeconds ?? TASK_VISIBILITY_SECONDS,
+        log: this.log,
+      });
+      this.relay.start();
+      this.writeAgentSettings();
+    }
     await this.listen();
     const n = Math.max(this.provider.init_blocks, this.provider.min_blocks);
     for (let i = 0; i < n; i++) await this.submitBlock('init_blocks');
@@ -151,6 +172,7 @@ export class EndpointManager {
       max_blocks: this.provider.max_blocks,
       nodes_per_block: this.provider.nodes_per_block,
       max_idletime: this.opts.config.engine.max_idletime,
+      mode: this.relay ? 'relay' : 'direct',
       walltime_seconds: this.walltime,
       drain_before_walltime: this.drain,
     });
@@ -172,6 +194,7 @@ export class EndpointManager {
       const auth = Buffer.from(req.headers.authorization ?? '');
       const ok = auth.length === expected.length && timingSafeEqual(auth, expected);
       if (!ok) return void res.writeHead(401).end();
+      if (this.relay && req.url?.startsWith('/v1/relay/')) return void this.relay.handle(req, res, new URL(req.url, 'http://relay'));
       if (req.method !== 'POST' || req.url !== '/v1/block-reports') return void res.writeHead(404).end();
       let body = '';
       req.setEncoding('utf8');
@@ -204,6 +227,7 @@ export class EndpointManager {
     // A block this manager does not know (a previous run's job): it has no business serving.
     if (!block || typeof r.worker_id !== 'string') return true;
     block.agents.set(r.worker_id, { ...r, at: Date.now() });
+    if (r.stopped) void this.relay?.agentStopped(r.worker_id);
     if (r.workers > 0) this.slotsPerNode = r.workers;
     this.failedStarts = 0;
     if (block.state === 'pending') this.markRunning(block);
@@ -253,6 +277,13 @@ export class EndpointManager {
       FERRY_BLOCK_REPORT_MS: String(this.reportMs),
       FERRY_ENV_PASSTHROUGH: this.passthrough(),
     };
+    let unsetEnv: string[] | undefined;
+    if (this.relay) {
+      // Relay mode: the agents get the manager's address, no secret, and nothing of AWS or the API.
+      env.FERRY_RELAY = '1';
+      env.FERRY_WORKER_CONFIG = this.agentSettingsFile;
+      unsetEnv = [...new Set([...Object.keys(process.env).filter((k) => k.startsWith('AWS_')), 'FERRY_API_URL', 'FERRY_ENDPOINT_SECRET'])];
+    }
     if (this.opts.config.engine.max_workers_per_node) env.FERRY_POOL_SIZE = String(this.opts.config.engine.max_workers_per_node);
     let jobId: string;
     try {
@@ -262,6 +293,7 @@ export class EndpointManager {
         nodes: this.provider.nodes_per_block,
         walltimeSeconds: this.walltime,
         env,
+        unsetEnv,
         command: this.opts.agentCommand ?? defaultAgentCommand(),
         dir,
       });
@@ -287,6 +319,22 @@ export class EndpointManager {
     }
     const list = typeof own === 'string' ? own.split(',') : (own ?? []);
     return [...new Set([...list.map((s) => s.trim()).filter(Boolean), ...SCHEDULER_ENV])].join(',');
+  }
+
+  private get agentSettingsFile(): string {
+    return join(this.opts.stateDir, 'agent.json');
+  }
+
+  /** Relay mode: the agents' settings (isolation, env_passthrough, ...) without the secret or the API's address. */
+  private writeAgentSettings(): void {
+    let settings: Record<string, unknown> = {};
+    try {
+      settings = JSON.parse(readFileSync(this.opts.credentialsFile, 'utf8')) as Record<string, unknown>;
+    } catch {
+      settings = {};
+    }
+    const { api_url: _a, endpoint_secret: _s, ...rest } = settings;
+    writeFileSync(this.agentSettingsFile, JSON.stringify({ ...rest, endpoint_id: this.opts.worker.endpoint_id }), { mode: 0o600 });
   }
 
   private async readDepth(): Promise<void> {
@@ -377,6 +425,8 @@ export class EndpointManager {
     if (this.ended.length > 50) this.ended.shift();
     const holding = [...b.agents.values()].reduce((n, r) => n + (r.stopped ? 0 : r.running), 0);
     this.setState(b, 'ended');
+    // Relay mode: what its agents held runs again at once rather than after its visibility lapses.
+    void this.relay?.blockEnded(b.blockId);
     if (!expected && b.agents.size === 0) {
       // Its agents never started (bad worker_init, a missing module, a node problem): do not resubmit in a tight loop.
       this.failedStarts++;
@@ -449,22 +499,55 @@ export class EndpointManager {
       // The API keeps a heartbeat small: live blocks and the last few that ended.
       manager: { provider: s.provider, blocks: s.blocks.slice(-200) },
     };
-    const w = this.opts.worker;
+    const agentBeats = this.relay ? this.agentBeats(stopped, every) : [];
     // One at a time, so a periodic beat can never land after the goodbye.
     this.beating = this.beating.then(async () => {
-      try {
-        const res = await fetch(`${w.api_url.replace(/\/+$/, '')}/v1/endpoints/${w.endpoint_id}/heartbeat`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${w.endpoint_secret}`, 'content-type': 'application/json' },
-          body: JSON.stringify(body),
-          signal: AbortSignal.timeout(10_000),
-        });
-        if (!res.ok) this.log('heartbeat refused', { status: res.status });
-      } catch (err) {
-        this.log('heartbeat failed', { error: String(err) });
-      }
+      for (const b of [body, ...agentBeats]) await this.sendBeat(b);
     });
     return this.beating;
+  }
+
+  /** Agents the manager has beaten for (relay mode), so each gets its goodbye once. */
+  private readonly beatenAgents = new Set<string>();
+
+  /**
+   * Relay mode: the agents cannot reach the API, so the manager beats for each of them with its
+   * latest report (workers, idle, running), and says goodbye for agents that stopped or whose
+   * block ended.
+   */
+  private agentBeats(stopped: boolean, every: number): Record<string, unknown>[] {
+    const beats: Record<string, unknown>[] = [];
+    const alive = new Set<string>();
+    const runtimes = process.env.FERRY_RUNTIMES?.split(',').map((r) => r.trim()) ?? ['node', 'python'];
+    for (const b of this.live()) {
+      for (const r of b.agents.values()) {
+        if (r.stopped || stopped) continue;
+        alive.add(r.worker_id);
+        this.beatenAgents.add(r.worker_id);
+        beats.push({ worker_id: r.worker_id.slice(0, 128), workers: r.workers, idle_workers: r.idle_workers, running: r.running, runtimes, agent_version: AGENT_VERSION, heartbeat_ms: every, stopped: false });
+      }
+    }
+    for (const id of [...this.beatenAgents]) {
+      if (alive.has(id)) continue;
+      this.beatenAgents.delete(id);
+      beats.push({ worker_id: id.slice(0, 128), workers: 0, idle_workers: 0, running: 0, runtimes: [], agent_version: AGENT_VERSION, heartbeat_ms: every, stopped: true });
+    }
+    return beats;
+  }
+
+  private async sendBeat(body: Record<string, unknown>): Promise<void> {
+    const w = this.opts.worker;
+    try {
+      const res = await fetch(`${w.api_url.replace(/\/+$/, '')}/v1/endpoints/${w.endpoint_id}/heartbeat`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${w.endpoint_secret}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(10_000),
+      });
+      if (!res.ok) this.log('heartbeat refused', { status: res.status, worker: body.worker_id });
+    } catch (err) {
+      this.log('heartbeat failed', { error: String(err) });
+    }
   }
 
   private writeStatus(): void {
@@ -506,8 +589,10 @@ export class EndpointManager {
     this.writeStatus();
     await this.beat(true);
     await this.opts.provider.close?.();
+    await this.relay?.stop();
     this.keeper.stop();
     this.sqs?.destroy();
+    this.s3?.destroy();
     this.server?.closeAllConnections();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
     this.log('endpoint manager stopped');

@@ -15,6 +15,8 @@ export interface BlockLaunch {
   walltimeSeconds: number;
   /** Environment of each agent (no secrets: those are in files the environment names). */
   env: Record<string, string>;
+  /** Variables the agents must not inherit from the manager (relay mode: AWS_*, the API's address). */
+  unsetEnv?: string[];
   /** The agent's command line: absolute paths, run on every node of the block. */
   command: string[];
   /** Where the block's job script and output go. */

@@ -72,6 +72,7 @@ export class SlurmProvider implements Provider {
       '',
       c.worker_init.trim(),
       '',
+      ...(block.unsetEnv?.length ? [`unset ${block.unsetEnv.filter((k) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k)).join(' ')}`] : []),
       ...exports,
       `export FERRY_BLOCK_JOB_ID="$SLURM_JOB_ID"`,
       // The job's end as its agents count it: they stop taking tasks drain_before_walltime before.

@@ -46,6 +46,7 @@ export async function startEndpointManager(configFile: string, o: StartOptions =
     stateDir: resolve(o.stateDir ?? join(homedir(), '.ferry', 'endpoints', worker.endpoint_id)),
     statusFile: o.statusFile && resolve(o.statusFile),
     pollMs: (o.pollSeconds ?? 5) * 1000,
+    visibilitySeconds: /^\d+$/.test(process.env.FERRY_VISIBILITY_SECONDS ?? '') ? Number(process.env.FERRY_VISIBILITY_SECONDS) : undefined,
   });
   let resolveExit!: (code: number) => void;
   const exit = new Promise<number>((r) => (resolveExit = r));
