@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack } from '../../local/stack';
@@ -33,7 +33,7 @@ async function endpoint(name: string) {
 }
 
 /** `ferry endpoint start` in its own process, with the provider section given. */
-function startManager(ep: { id: string; secret: string }, engine: string): Manager {
+function startManager(ep: { id: string; secret: string }, engine: string, extraEnv: Record<string, string> = {}): Manager {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-ep-'));
   writeFileSync(join(dir, 'ep.json'), JSON.stringify({ api_url: stack.apiUrl, endpoint_id: ep.id, endpoint_secret: ep.secret }), { mode: 0o600 });
   writeFileSync(join(dir, 'endpoint.yaml'), `credentials: ep.json\nengine:\n${engine.replace(/^/gm, '  ')}\n`);
@@ -45,6 +45,7 @@ function startManager(ep: { id: string; secret: string }, engine: string): Manag
     // A task a killed block held comes back after 4 s rather than 60.
     FERRY_VISIBILITY_SECONDS: '4',
     FERRY_GRACE_MS: '20000',
+    ...extraEnv,
   };
   for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID']) delete env[k];
   const child = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'endpoint', 'start', '--config', join(dir, 'endpoint.yaml'), '--state-dir', join(dir, 'state'), '--status-file', statusFile, '--poll-seconds', '1'], {
@@ -236,6 +237,74 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       expect(t2.result.value.job).not.toBe(first.job_id);
       // The old job ended on its own, before the scheduler's limit killed it.
       expect(jobState(first.job_id)).toBe('COMPLETED');
+    });
+  });
+  describe('relay mode: agents reach only the manager', () => {
+    let ep: { id: string; secret: string };
+    let m: Manager;
+    beforeAll(async () => {
+      ep = await endpoint('slurm-relay');
+      // The manager reaches AWS and the API; its agents get no AWS_* variables, no API address (a
+      // closed port here, were it passed on) and no secret, so any direct call of theirs would fail.
+      m = startManager(
+        ep,
+        ['relay: true', 'address: 127.0.0.1', 'max_workers_per_node: 2', 'max_idletime: 60', 'provider:', '  type: SlurmProvider', '  partition: debug', '  exclusive: false', '  max_blocks: 2', '  walltime: "00:10:00"'].join('\n'),
+        { FERRY_API_URL: 'http://127.0.0.1:9' },
+      );
+      managers.push(m);
+      await eventually(async () => m.status(), 30_000, 'the manager to start');
+    });
+    afterAll(async () => {
+      m.child.kill('SIGTERM');
+      await m.exited;
+    });
+
+    const stateDir = () => join(m.statusFile, '..', 'state');
+
+    it('runs tasks in a Slurm job through the manager, with arguments and results over the inline limit', async () => {
+      const fn = await api('POST', '/v1/functions', { name: 'big', runtime: 'node', source: '(s) => ({ got: s.length, job: process.env.SLURM_JOB_ID, big: "r".repeat(100 * 1024) })' });
+      const sub = await api('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id, args: ['a'.repeat(100 * 1024)] }] });
+      expect(sub.status).toBe(202);
+      const t = await finished(sub.body.task_ids[0]);
+      expect(t.status).toBe('success');
+      expect(t.result.url).toBeDefined();
+      const value = t.result.value ?? JSON.parse(Buffer.from(await (await fetch(t.result.url)).arrayBuffer()).toString('utf8'));
+      expect(value.got).toBe(100 * 1024);
+      expect(value.big.length).toBe(100 * 1024);
+      expect(value.job).toMatch(/^\d+$/);
+      // The agents in the job: no way to AWS or the API in their environment.
+      const agentEnvs = readdirSync('/proc')
+        .filter((p) => /^\d+$/.test(p))
+        .map((p) => {
+          try {
+            return readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
+          } catch {
+            return [];
+          }
+        })
+        .filter((e) => e.includes('FERRY_RELAY=1') && e.includes(`FERRY_MANAGER_FILE=${join(stateDir(), 'manager.json')}`) && e.some((v) => v.startsWith('SLURM_JOB_ID=')));
+      expect(agentEnvs.length).toBeGreaterThan(0);
+      for (const e of agentEnvs) expect(e.filter((v) => /^(AWS_|FERRY_API_URL=|FERRY_ENDPOINT_SECRET=)/.test(v))).toEqual([]);
+      // The relay refuses calls without the token.
+      const contact = JSON.parse(readFileSync(join(stateDir(), 'manager.json'), 'utf8')) as { url: string };
+      expect((await fetch(`${contact.url}/v1/relay/tasks?max=1&wait=0`)).status).toBe(401);
+      expect((await fetch(`${contact.url}/v1/relay/hello`, { headers: { authorization: 'Bearer nope' } })).status).toBe(401);
+      // The endpoint shows the relay agents' workers (the manager beats for them).
+      await eventually(async () => (await api('GET', `/v1/endpoints/${ep.id}/status`)).body.workers >= 2, 20_000, 'the relay workers in the status', 250);
+    });
+
+    it('a block cancelled mid-task: the manager hands its task back and it runs again, once, to success', async () => {
+      const id = await submitWhere(ep.id, 6_000);
+      const running = await eventually(async () => live(m).find((b) => b.running > 0), 40_000, 'a block running the task', 250);
+      expect((await api('GET', `/v1/tasks/${id}`)).body.status).toBe('running');
+      expect(spawnSync('scancel', [running.job_id], { env: { ...process.env, ...slurm.env } }).status).toBe(0);
+      const t = await finished(id, 90_000);
+      expect(t.status).toBe('success');
+      expect(t.result.value.job).not.toBe(running.job_id);
+      expect(m.output()).toContain(`block ${running.block_id} ended holding 1 task message(s); handing them back`);
+      // One final state: it stays a success.
+      await new Promise((r) => setTimeout(r, 2_000));
+      expect((await api('GET', `/v1/tasks/${id}`)).body).toMatchObject({ status: 'success' });
     });
   });
 });
