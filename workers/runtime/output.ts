@@ -1,3 +1,4 @@
+import type { TaskOutput } from '../../core/tables/tasks';
 /**
  * A task's stdout or stderr, kept within a cap: the first half and the last half of the cap, and
  * how many bytes fell between them. Memory stays bounded however much a task prints.
@@ -48,15 +49,8 @@ export class CappedStream {
 const MARKER = /\n\[ferry: (\d+) bytes of output cut\]\n/;
 const joinCut = (head: string, cut: number, tail: string) => `${head}\n[ferry: ${cut} bytes of output cut]\n${tail}`;
 
-/** What a task printed, as the result message carries it: `truncated` when a marker is in a stream. */
-export interface TaskOutput {
-  stdout: string;
-  stderr: string;
-  /** Bytes the task wrote to each, kept or not. */
-  stdout_bytes: number;
-  stderr_bytes: number;
-  truncated?: boolean;
-}
+/** What a task printed, as the result message and the task record carry it: `truncated` when a marker is in a stream. */
+export type { TaskOutput };
 
 export function taskOutput(stdout: CappedStream, stderr: CappedStream): TaskOutput | undefined {
   if (!stdout.total && !stderr.total) return undefined;
