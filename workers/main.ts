@@ -106,20 +106,37 @@ export function workerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Worke
   return cfg as WorkerConfig;
 }
 
+/** The isolation the settings ask for; undefined, having said why, when it cannot work here (fail closed). */
+export function isolationOrRefuse(settings: WorkerSettings): ReturnType<typeof resolveIsolation> | undefined {
+  try {
+    return resolveIsolation(settings, { warn: (line) => console.error(line) });
+  } catch (err) {
+    if (!(err instanceof IsolationConfigError)) throw err;
+    console.error(`ferry worker: ${err.message}`);
+    return undefined;
+  }
+}
+
+/** Starts the agent; false, having said why and stopped it, when its secret is refused. */
+export async function startOrRefuse(agent: WorkerAgent): Promise<boolean> {
+  try {
+    await agent.start();
+    return true;
+  } catch (err) {
+    if (!(err instanceof SecretRefused)) throw err;
+    console.error(`ferry worker: ${err.message}`);
+    await agent.stop(0).catch(() => undefined);
+    return false;
+  }
+}
+
 export async function runAgent(
   cfg: WorkerConfig,
   opts: { poolSize?: number; runtimes?: RuntimeName[]; graceMs?: number; heartbeatMs?: number; visibilitySeconds?: number; parentPid?: number } = {},
   settings: WorkerSettings = {},
 ): Promise<number> {
-  let isolation;
-  try {
-    // Fail closed: an isolation that cannot work here stops the agent before it takes any task.
-    isolation = resolveIsolation(settings, { warn: (line) => console.error(line) });
-  } catch (err) {
-    if (!(err instanceof IsolationConfigError)) throw err;
-    console.error(`ferry worker: ${err.message}`);
-    return 2;
-  }
+  const isolation = isolationOrRefuse(settings);
+  if (!isolation) return 2;
   const agent = new WorkerAgent({
     apiUrl: cfg.api_url.replace(/\/+$/, ''),
     endpointId: cfg.endpoint_id,
@@ -156,16 +173,7 @@ export async function runAgent(
   process.on('SIGTERM', () => shutdown('SIGTERM'));
   process.on('SIGINT', () => shutdown('SIGINT'));
   if (opts.parentPid) watchParent(opts.parentPid, () => shutdown(`its parent process ${opts.parentPid} has died`));
-  try {
-    await agent.start();
-  } catch (err) {
-    if (err instanceof SecretRefused) {
-      console.error(`ferry worker: ${err.message}`);
-      await agent.stop(0).catch(() => undefined);
-      return 2;
-    }
-    throw err;
-  }
+  if (!(await startOrRefuse(agent))) return 2;
   console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}`);
   return exit;
 }

@@ -1,9 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { WorkerAgent } from '../agent';
-import { SecretRefused } from '../grant';
-import { workerConfigFromEnv, workerSettingsFromEnv, type WorkerConfig } from '../main';
-import { IsolationConfigError, resolveIsolation } from '../runtime/isolation';
+import { isolationOrRefuse, startOrRefuse, workerConfigFromEnv, workerSettingsFromEnv, type WorkerConfig } from '../main';
 import type { RuntimeName } from '../runtime/pool';
 import { RelayTaskSource } from './relay-client';
 
@@ -58,14 +56,8 @@ async function main(env = process.env): Promise<number> {
   const endAt = int(env.FERRY_BLOCK_END);
   const drainSeconds = int(env.FERRY_BLOCK_DRAIN_SECONDS) ?? 0;
 
-  let isolation;
-  try {
-    isolation = resolveIsolation(settings, { warn: (line) => console.error(line) });
-  } catch (err) {
-    if (!(err instanceof IsolationConfigError)) throw err;
-    console.error(`ferry worker: ${err.message}`);
-    return 2;
-  }
+  const isolation = isolationOrRefuse(settings);
+  if (!isolation) return 2;
   let workerId = '';
   const agent: WorkerAgent = new WorkerAgent({
     source: relay ? new RelayTaskSource(contact!, () => workerId, blockId, log) : undefined,
@@ -135,16 +127,7 @@ async function main(env = process.env): Promise<number> {
     drain('SIGTERM');
   });
   process.on('SIGINT', () => drain('SIGINT'));
-  try {
-    await agent.start();
-  } catch (err) {
-    if (err instanceof SecretRefused) {
-      console.error(`ferry worker: ${err.message}`);
-      await agent.stop(0).catch(() => undefined);
-      return 2;
-    }
-    throw err;
-  }
+  if (!(await startOrRefuse(agent))) return 2;
   console.error(`ferry worker: serving endpoint ${cfg.endpoint_id || '(through the manager)'}${relay ? ' (relay mode)' : ''} as ${agent.workerId} in block ${blockId} (job ${jobId})`);
 
   const timers: NodeJS.Timeout[] = [];

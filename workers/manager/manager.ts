@@ -1,3 +1,4 @@
+import type { ManagerBlock } from '../../core/tables/endpoints';
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type Server } from 'node:http';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -15,7 +16,7 @@ import { drainSeconds, walltimeSeconds, type EndpointConfig } from './config';
 import type { JobStatus, Provider } from './provider';
 import { Relay } from './relay';
 
-export type BlockState = 'pending' | 'running' | 'idle' | 'draining' | 'ended';
+export type BlockState = ManagerBlock['state'];
 
 /** A block as the manager sees it; `blockView` is what the status file (and later the status API) shows. */
 export interface Block {
@@ -38,21 +39,8 @@ export interface Block {
   endedAt?: number;
 }
 
-export interface BlockView {
-  block_id: string;
-  job_id: string;
-  state: BlockState;
-  scheduler_state: string;
-  reason?: string;
-  nodes?: string;
-  agents: number;
-  workers: number;
-  running: number;
-  idle_seconds?: number;
-  drain_reason?: string;
-  submitted_at: string;
-  ends_at?: string;
-}
+/** A block as the manager shows it (status file, its heartbeat, the status API): one shape for all three. */
+export type BlockView = ManagerBlock;
 
 export interface ManagerStatus {
   endpoint_id: string;
