@@ -24,10 +24,12 @@ async function main(): Promise<void> {
       return (await res.json()) as Record<string, string>;
     };
     const { function_id } = await post('/v1/functions', { name: 'noop', runtime: 'node', source: '() => null' });
-    const { endpoint_id } = await post('/v1/endpoints', { name: 'crash' });
-    writeFileSync(`${idsFile}.tmp`, JSON.stringify({ token, function_id, endpoint_id, apiUrl: stack.apiUrl }));
+    const { endpoint_id, endpoint_secret } = await post('/v1/endpoints', { name: 'crash' });
+    writeFileSync(`${idsFile}.tmp`, JSON.stringify({ token, function_id, endpoint_id, endpoint_secret, apiUrl: stack.apiUrl }), { mode: 0o600 });
     renameSync(`${idsFile}.tmp`, idsFile);
   }
+  // What an agent needs to reach this stack (no credentials: it trades the endpoint secret).
+  writeFileSync(join(dataDir, 'worker-env.json'), JSON.stringify(stack.workerEnv));
   process.stdout.write('READY\n');
 }
 

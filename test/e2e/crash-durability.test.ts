@@ -2,6 +2,7 @@
  * Durable before acknowledged: the whole local stack runs in a child process that is killed -9
  * at random moments while submits stream in, then restarted on the same data dir. Every task
  * whose submit was answered 2xx must exist, still queued, with its message on the endpoint queue.
+ * Then agents run them all while being killed -9 mid-task: every task ends, and none twice.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -10,7 +11,8 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DynamoDBClient, GetItemCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { GetObjectCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { ChangeMessageVisibilityBatchCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { spawnAgentProcess, type AgentProcess } from '../../local/agent-process';
 
 const CHILD = resolve(__dirname, 'crash-durability-stack.ts');
 const ROUNDS = 10;
@@ -105,11 +107,20 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
       const sqs = new SQSClient({ region: 'us-east-1', endpoint: admin.endpoints.sqs, credentials: { accessKeyId: admin.access_key_id, secretAccessKey: admin.secret_access_key } });
       const queued = new Set<string>();
       const QueueUrl = `${admin.endpoints.sqs}/000000000000/ferry-local-ep-${ids.endpoint_id}`;
+      const receipts: string[] = [];
       try {
         for (;;) {
           const { Messages } = await sqs.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10, VisibilityTimeout: 600 }));
           if (!Messages) break;
-          for (const m of Messages) for (const t of (JSON.parse(m.Body!) as { tasks: { task_id: string }[] }).tasks) queued.add(t.task_id);
+          for (const m of Messages) {
+            receipts.push(m.ReceiptHandle!);
+            for (const t of (JSON.parse(m.Body!) as { tasks: { task_id: string }[] }).tasks) queued.add(t.task_id);
+          }
+        }
+        // Hand every message back, for the agents of the next part.
+        for (let i = 0; i < receipts.length; i += 10) {
+          const Entries = receipts.slice(i, i + 10).map((ReceiptHandle, j) => ({ Id: String(j), ReceiptHandle, VisibilityTimeout: 0 }));
+          await sqs.send(new ChangeMessageVisibilityBatchCommand({ QueueUrl, Entries }));
         }
       } finally {
         sqs.destroy();
@@ -124,13 +135,64 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
       );
       expect(accepted.size).toBeGreaterThan(ROUNDS);
       expect({ lost, missingRecord: missingRecord.length, missingMessage: missingMessage.length, notQueued: notQueuedState.length }).toEqual({ lost: 0, missingRecord: 0, missingMessage: 0, notQueued: 0 });
+
+      // Every task ends, and ends once, while its agents die: three agents are killed -9 mid-run
+      // (their tasks come back after a 3 s visibility), then one is left to finish.
+      const agentEnv = {
+        ...(JSON.parse(readFileSync(join(dataDir, 'worker-env.json'), 'utf8')) as Record<string, string>),
+        FERRY_API_URL: ids.apiUrl,
+        FERRY_ENDPOINT_ID: ids.endpoint_id,
+        FERRY_ENDPOINT_SECRET: (JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { endpoint_secret: string }).endpoint_secret,
+        FERRY_POOL_SIZE: '2',
+        FERRY_RUNTIMES: 'node',
+        FERRY_VISIBILITY_SECONDS: '3',
+      };
+      let agent: AgentProcess | undefined;
+      let agentKills = 0;
+      try {
+        for (let i = 0; i < 3; i++) {
+          agent = spawnAgentProcess(agentEnv);
+          await agent.ready;
+          await new Promise((r) => setTimeout(r, 500 + Math.random() * 1000));
+          agent.child.kill('SIGKILL');
+          await agent.exited;
+          agentKills++;
+        }
+        agent = spawnAgentProcess(agentEnv);
+        await agent.ready;
+        const views = new Map<string, { status: string; transitions: { state: string }[] }>();
+        const deadline = Date.now() + 90_000;
+        while (Date.now() < deadline) {
+          for (let i = 0; i < all.length; i += 1000) {
+            const res = await fetch(`${ids.apiUrl}/v1/tasks/batch`, {
+              method: 'POST',
+              headers: { authorization: `Bearer ${ids.token}`, 'content-type': 'application/json' },
+              body: JSON.stringify({ task_ids: all.slice(i, i + 1000) }),
+            });
+            for (const t of ((await res.json()) as { tasks: { task_id: string; status: string; transitions: { state: string }[] }[] }).tasks) views.set(t.task_id, t);
+          }
+          if (all.every((id) => ['success', 'failed', 'cancelled'].includes(views.get(id)?.status ?? ''))) break;
+          await new Promise((r) => setTimeout(r, 500));
+        }
+        const FINAL = ['success', 'failed', 'cancelled'];
+        const neverEnded = all.filter((id) => !FINAL.includes(views.get(id)?.status ?? ''));
+        const twoFinals = all.filter((id) => (views.get(id)?.transitions ?? []).filter((t) => FINAL.includes(t.state)).length > 1);
+        const failed = all.filter((id) => views.get(id)?.status !== 'success' && !neverEnded.includes(id));
+        console.log(`crash durability, run: ${all.length} tasks through ${agentKills} agents killed -9 mid-run: never ended ${neverEnded.length}, two final states ${twoFinals.length}, failed ${failed.length}`);
+        expect({ neverEnded: neverEnded.length, twoFinals: twoFinals.length, failed: failed.length }).toEqual({ neverEnded: 0, twoFinals: 0, failed: 0 });
+      } finally {
+        if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
+          agent.child.kill('SIGKILL');
+          await agent.exited;
+        }
+      }
     } finally {
       await kill(stack);
     }
   } finally {
     rmSync(dataDir, { recursive: true, force: true });
   }
-}, 120_000);
+}, 240_000);
 
 it('keeps a SendMessage, a PutItem and a PutObject answered just before kill -9 of the stack', async () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'ferry-crash-ack-'));
