@@ -1,13 +1,10 @@
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack } from '../../local/stack';
-import type { ManagerStatus } from '../../workers/manager/manager';
 import { caller, eventually } from '../helpers/api';
+import { startManager } from '../helpers/manager';
 
 /** `ferry endpoint start` with a LocalProvider: blocks are agent processes on this machine. */
-const ROOT = join(__dirname, '..', '..');
 jest.setTimeout(90_000);
 
 let stack: LocalStack;
@@ -20,27 +17,17 @@ afterAll(async () => stack?.close());
 
 it('starts an agent block on demand, releases it when idle, and stops cleanly on SIGTERM', async () => {
   const ep = (await api('POST', '/v1/endpoints', { name: 'local-blocks' })).body;
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-ep-local-'));
-  writeFileSync(join(dir, 'ep.json'), JSON.stringify({ api_url: stack.apiUrl, endpoint_id: ep.endpoint_id, endpoint_secret: ep.endpoint_secret }), { mode: 0o600 });
-  writeFileSync(
-    join(dir, 'endpoint.yaml'),
-    ['credentials: ep.json', 'amqp_port: 443', 'engine:', '  max_workers_per_node: 1', '  max_idletime: 2', '  provider:', '    type: LocalProvider', '    max_blocks: 1'].join('\n'),
-  );
-  const statusFile = join(dir, 'status.json');
-  const env: Record<string, string | undefined> = { ...process.env, ...stack.workerEnv };
-  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID']) delete env[k];
-  const child = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'endpoint', 'start', '--config', join(dir, 'endpoint.yaml'), '--state-dir', join(dir, 'state'), '--status-file', statusFile, '--poll-seconds', '0.5'], {
-    cwd: ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const m = startManager({
+    apiUrl: stack.apiUrl,
+    endpoint: { id: ep.endpoint_id, secret: ep.endpoint_secret },
+    config: ['amqp_port: 443', 'engine:', '  max_workers_per_node: 1', '  max_idletime: 2', '  provider:', '    type: LocalProvider', '    max_blocks: 1'].join('\n'),
+    env: stack.workerEnv,
+    pollSeconds: 0.5,
   });
-  let out = '';
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  const status = () => (existsSync(statusFile) ? (JSON.parse(readFileSync(statusFile, 'utf8')) as ManagerStatus) : undefined);
+  const { child, exited, status } = m;
   try {
     await eventually(async () => status(), 30_000, 'the manager to start');
-    expect(out).toContain('amqp_port: a Globus Compute setting Ferry ignores');
+    expect(m.output()).toContain('amqp_port: a Globus Compute setting Ferry ignores');
     expect(status()!.blocks).toEqual([]);
     const fn = await api('POST', '/v1/functions', { name: 'pid', runtime: 'node', source: '() => 6 * 7' });
     const sub = await api('POST', `/v1/endpoints/${ep.endpoint_id}/submit`, { tasks: [{ function_id: fn.body.function_id, args: [] }] });
@@ -61,24 +48,15 @@ it('starts an agent block on demand, releases it when idle, and stops cleanly on
 
 it('relay mode: agents without AWS or API access run tasks through the manager, large payloads included', async () => {
   const ep = (await api('POST', '/v1/endpoints', { name: 'local-relay' })).body;
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-ep-relay-'));
-  writeFileSync(join(dir, 'ep.json'), JSON.stringify({ api_url: stack.apiUrl, endpoint_id: ep.endpoint_id, endpoint_secret: ep.endpoint_secret }), { mode: 0o600 });
-  writeFileSync(
-    join(dir, 'endpoint.yaml'),
-    ['credentials: ep.json', 'engine:', '  relay: true', '  address: 127.0.0.1', '  max_workers_per_node: 2', '  max_idletime: 30', '  provider:', '    type: LocalProvider', '    max_blocks: 1'].join('\n'),
-  );
-  const statusFile = join(dir, 'status.json');
   // The manager reaches AWS and the API; its agents get no AWS_* and no API address (a closed port here, were it passed on).
-  const env: Record<string, string | undefined> = { ...process.env, ...stack.workerEnv, FERRY_API_URL: 'http://127.0.0.1:9' };
-  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID']) delete env[k];
-  const child = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'endpoint', 'start', '--config', join(dir, 'endpoint.yaml'), '--state-dir', join(dir, 'state'), '--status-file', statusFile, '--poll-seconds', '0.5'], {
-    cwd: ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+  const m = startManager({
+    apiUrl: stack.apiUrl,
+    endpoint: { id: ep.endpoint_id, secret: ep.endpoint_secret },
+    config: ['engine:', '  relay: true', '  address: 127.0.0.1', '  max_workers_per_node: 2', '  max_idletime: 30', '  provider:', '    type: LocalProvider', '    max_blocks: 1'].join('\n'),
+    env: { ...stack.workerEnv, FERRY_API_URL: 'http://127.0.0.1:9' },
+    pollSeconds: 0.5,
   });
-  let out = '';
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  const { child, exited, dir, statusFile } = m;
   try {
     await eventually(async () => existsSync(statusFile), 30_000, 'the manager to start');
     const source = '(s) => ({ got: s.length, big: "r".repeat(100 * 1024) })';
@@ -112,10 +90,10 @@ it('relay mode: agents without AWS or API access run tasks through the manager, 
     expect(readFileSync(join(dir, 'state', 'agent.json'), 'utf8')).not.toMatch(/api_url|endpoint_secret/);
     // The manager beats for its relay agents: the endpoint shows their workers.
     await eventually(async () => (await api('GET', `/v1/endpoints/${ep.endpoint_id}/status`)).body.workers === 2, 20_000, 'the relay workers in the status', 250);
-    expect(out).toContain('"mode":"relay"');
+    expect(m.output()).toContain('"mode":"relay"');
   } catch (err) {
     const agentsOut = readdirSync(join(dir, 'state')).filter((f) => f.endsWith('.out')).map((f) => readFileSync(join(dir, 'state', f), 'utf8'));
-    throw new Error(`${String(err)}\nmanager:\n${out.slice(-3000)}\nagents:\n${agentsOut.join('\n').slice(-3000)}`);
+    throw new Error(`${String(err)}\nmanager:\n${m.output().slice(-3000)}\nagents:\n${agentsOut.join('\n').slice(-3000)}`);
   } finally {
     child.kill('SIGTERM');
   }

@@ -1,30 +1,22 @@
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack } from '../../local/stack';
-import type { ManagerStatus } from '../../workers/manager/manager';
 import { caller, eventually } from '../helpers/api';
+import { startManager as startSharedManager, type ManagerProcess } from '../helpers/manager';
 import { slurmAvailable, startSlurm, type SlurmCluster } from '../helpers/slurm';
 
 /**
  * The endpoint manager against a real Slurm cluster the test starts (two slurmd on this host):
  * blocks are sbatch jobs whose agents run the tasks, scaled on the queue.
  */
-const ROOT = join(__dirname, '..', '..');
 jest.setTimeout(180_000);
 
 let stack: LocalStack;
 let slurm: SlurmCluster;
 let api: ReturnType<typeof caller>;
 
-interface Manager {
-  child: ChildProcess;
-  statusFile: string;
-  output(): string;
-  exited: Promise<number | null>;
-  status(): ManagerStatus | undefined;
-}
+type Manager = ManagerProcess;
 
 async function endpoint(name: string) {
   const ep = await api('POST', '/v1/endpoints', { name });
@@ -34,36 +26,14 @@ async function endpoint(name: string) {
 
 /** `ferry endpoint start` in its own process, with the provider section given. */
 function startManager(ep: { id: string; secret: string }, engine: string, extraEnv: Record<string, string> = {}): Manager {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-ep-'));
-  writeFileSync(join(dir, 'ep.json'), JSON.stringify({ api_url: stack.apiUrl, endpoint_id: ep.id, endpoint_secret: ep.secret }), { mode: 0o600 });
-  writeFileSync(join(dir, 'endpoint.yaml'), `credentials: ep.json\nengine:\n${engine.replace(/^/gm, '  ')}\n`);
-  const statusFile = join(dir, 'status.json');
-  const env: Record<string, string | undefined> = {
-    ...process.env,
-    ...stack.workerEnv,
-    ...slurm.env,
+  return startSharedManager({
+    apiUrl: stack.apiUrl,
+    endpoint: ep,
+    config: `engine:\n${engine.replace(/^/gm, '  ')}`,
     // A task a killed block held comes back after 4 s rather than 60.
-    FERRY_VISIBILITY_SECONDS: '4',
-    FERRY_GRACE_MS: '20000',
-    ...extraEnv,
-  };
-  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID']) delete env[k];
-  const child = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'endpoint', 'start', '--config', join(dir, 'endpoint.yaml'), '--state-dir', join(dir, 'state'), '--status-file', statusFile, '--poll-seconds', '1'], {
-    cwd: ROOT,
-    env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...stack.workerEnv, ...slurm.env, FERRY_VISIBILITY_SECONDS: '4', FERRY_GRACE_MS: '20000', ...extraEnv },
+    pollSeconds: 1,
   });
-  let out = '';
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-  return {
-    child,
-    statusFile,
-    output: () => out,
-    exited,
-    status: () => (existsSync(statusFile) ? (JSON.parse(readFileSync(statusFile, 'utf8')) as ManagerStatus) : undefined),
-  };
 }
 
 const finished = (taskId: string, timeoutMs = 60_000) =>
