@@ -355,6 +355,9 @@ export function withDataLimit(bytes: number, run: { command: string; args: strin
   return { command: 'prlimit', args: [`--data=${bytes}:${bytes}`, '--', run.command, ...run.args] };
 }
 
+/** For a short synchronous pause between walks of /proc. */
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
+
 class RlimitProcess implements ProcessLimits {
   private mainPid: number | undefined;
   /** The runner itself: the spawned process, or in a sandbox the deepest of bwrap's processes at ready. */
@@ -391,9 +394,17 @@ class RlimitProcess implements ProcessLimits {
   }
   killStrays(): number {
     let killed = 0;
-    for (let round = 0; round < 20; round++) {
+    // A walk of /proc can miss a process whose parent exits during it (a double fork: the child
+    // was read under its old parent, which was then gone): only two clean walks in a row, 5 ms
+    // apart, say nothing is left.
+    for (let round = 0, clean = 0; round < 20 && clean < 2; round++) {
       const strays = this.tree().filter((p) => !this.keep.has(p));
-      if (!strays.length) break;
+      if (!strays.length) {
+        clean++;
+        Atomics.wait(PAUSE, 0, 0, 5);
+        continue;
+      }
+      clean = 0;
       for (const pid of strays) if (killPid(pid)) killed++;
     }
     return killed;
