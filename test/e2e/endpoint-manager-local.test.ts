@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually } from '../helpers/api';
 import { startManager } from '../helpers/manager';
+import { processEnvironments } from '../helpers/proc';
 
 /** `ferry endpoint start` with a LocalProvider: blocks are agent processes on this machine. */
 jest.setTimeout(90_000);
@@ -75,15 +76,7 @@ it('relay mode: agents without AWS or API access run tasks through the manager, 
     expect(value.got).toBe(100 * 1024);
     expect(value.big.length).toBe(100 * 1024);
     // The agent's own environment: nothing that would let it reach AWS or the API, and no secret.
-    const agentEnvs = readdirSync('/proc')
-      .filter((p) => /^\d+$/.test(p))
-      .map((p) => {
-        try {
-          return readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
-        } catch {
-          return [];
-        }
-      })
+    const agentEnvs = processEnvironments()
       .filter((e) => e.includes(`FERRY_MANAGER_FILE=${join(dir, 'state', 'manager.json')}`) && e.includes('FERRY_RELAY=1'));
     expect(agentEnvs.length).toBeGreaterThan(0);
     for (const e of agentEnvs) expect(e.filter((v) => /^(AWS_|FERRY_API_URL=|FERRY_ENDPOINT_SECRET=)/.test(v))).toEqual([]);

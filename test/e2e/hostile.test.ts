@@ -10,7 +10,7 @@ import { API_ROUTES } from '../../lambdas/routes';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { Client, TaskPending } from '../../sdk';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
-import { caller, eventually } from '../helpers/api';
+import { caller, eventually, vendedCredentials } from '../helpers/api';
 
 /**
  * The hostile suite: a second user (mallory) on an endpoint that alice shares with her tries what
@@ -94,9 +94,8 @@ const python = (source: string, entrypoint: string): Spec => ({ runtime: 'python
 
 /** Vended credentials for an endpoint, through the route its worker uses. */
 async function workerCredentials(ep: { endpoint_id: string; endpoint_secret: string }) {
-  const g = (await caller(stack.apiUrl, ep.endpoint_secret)('POST', `/v1/endpoints/${ep.endpoint_id}/credentials`)).body;
-  const credentials = { accessKeyId: g.credentials.access_key_id, secretAccessKey: g.credentials.secret_access_key, sessionToken: g.credentials.session_token };
-  return { grant: g, credentials, region: g.region as string };
+  const { grant, credentials } = await vendedCredentials(stack.apiUrl, ep.endpoint_id, ep.endpoint_secret);
+  return { grant, credentials, region: grant.region as string };
 }
 
 const refusedBy = async (call: Promise<unknown>): Promise<string | undefined> =>

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { resolveIsolation } from '../../workers/runtime/isolation';
 import { RunOutcome, RunRequest, RuntimePool } from '../../workers/runtime/pool';
+import { isRunning } from '../helpers/proc';
 
 // Multi-user isolation with real POSIX accounts: the tests run as root (here and in CI), make
 // two accounts, run each one's tasks as that account, and remove the accounts afterwards.
@@ -139,15 +140,6 @@ describe('multi-user isolation with rlimit task limits', () => {
     await limited?.close();
     rmSync(shared, { recursive: true, force: true });
   });
-  /** Alive and not a zombie (a killed child may wait a moment for its parent to reap it). */
-  const isRunning = (pid: number): boolean => {
-    try {
-      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-    } catch {
-      return false;
-    }
-  };
 
   const NODE_HOG = '() => { const keep = []; for (let i = 0; i < 32; i++) keep.push(Buffer.alloc(64 << 20, 1)); return keep.length; }';
   const PY_HOG = 'def f():\n    keep = []\n    for _ in range(32):\n        keep.append(b"x" * (64 << 20))\n    return len(keep)\n';

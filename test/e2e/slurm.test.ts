@@ -1,9 +1,10 @@
 import { spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually } from '../helpers/api';
 import { startManager as startSharedManager, type ManagerProcess } from '../helpers/manager';
+import { processEnvironments } from '../helpers/proc';
 import { slurmAvailable, startSlurm, type SlurmCluster } from '../helpers/slurm';
 
 /**
@@ -243,15 +244,7 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       expect(value.big.length).toBe(100 * 1024);
       expect(value.job).toMatch(/^\d+$/);
       // The agents in the job: no way to AWS or the API in their environment.
-      const agentEnvs = readdirSync('/proc')
-        .filter((p) => /^\d+$/.test(p))
-        .map((p) => {
-          try {
-            return readFileSync(`/proc/${p}/environ`, 'utf8').split('\0');
-          } catch {
-            return [];
-          }
-        })
+      const agentEnvs = processEnvironments()
         .filter((e) => e.includes('FERRY_RELAY=1') && e.includes(`FERRY_MANAGER_FILE=${join(stateDir(), 'manager.json')}`) && e.some((v) => v.startsWith('SLURM_JOB_ID=')));
       expect(agentEnvs.length).toBeGreaterThan(0);
       for (const e of agentEnvs) expect(e.filter((v) => /^(AWS_|FERRY_API_URL=|FERRY_ENDPOINT_SECRET=)/.test(v))).toEqual([]);

@@ -41,3 +41,14 @@ export async function eventually<T>(check: () => Promise<T | undefined | false>,
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }
+
+/** What a worker agent does first: trade the endpoint secret for credentials scoped to its endpoint, by the real route. */
+export async function vendedCredentials(apiUrl: string, endpointId: string, secret: string) {
+  const answer = await caller(apiUrl, secret)('POST', `/v1/endpoints/${endpointId}/credentials`);
+  if (answer.status !== 200) throw new Error(`credentials refused: ${answer.status} ${JSON.stringify(answer.body)}`);
+  const c = answer.body.credentials;
+  return {
+    grant: answer.body,
+    credentials: { accessKeyId: c.access_key_id as string, secretAccessKey: c.secret_access_key as string, sessionToken: c.session_token as string | undefined },
+  };
+}

@@ -24,7 +24,7 @@ import { resetConfig } from '../../core/config';
 import { putBytes } from '../../core/bucket';
 import type { ResultMessage } from '../../core/messages';
 import { startLocalStack, type AdminCredentialsFile, type LocalStack } from '../../local/stack';
-import { caller, eventually } from '../helpers/api';
+import { caller, eventually, vendedCredentials } from '../helpers/api';
 
 /**
  * The local AWS servers enforce what IAM enforces in AWS: SigV4 against known keys, and for
@@ -55,12 +55,8 @@ async function endpoint(name: string): Promise<Endpoint> {
   const ep = await alice('POST', '/v1/endpoints', { name });
   expect(ep.status).toBe(201);
   const { endpoint_id: id, endpoint_secret: secret } = ep.body;
-  // The real route a worker agent calls: its secret for credentials scoped to its endpoint.
-  const grant = await caller(stack.apiUrl, secret)('POST', `/v1/endpoints/${id}/credentials`);
-  expect(grant.status).toBe(200);
-  const c = grant.body.credentials;
-  const credentials = { accessKeyId: c.access_key_id, secretAccessKey: c.secret_access_key, sessionToken: c.session_token };
-  return { id, secret, grant: grant.body, credentials, sqs: new SQSClient({ region, credentials }), s3: new S3Client({ region, credentials, forcePathStyle: true }) };
+  const { grant, credentials } = await vendedCredentials(stack.apiUrl, id, secret);
+  return { id, secret, grant, credentials, sqs: new SQSClient({ region, credentials }), s3: new S3Client({ region, credentials, forcePathStyle: true }) };
 }
 
 /** The error name (AWS error code) a call is refused with, or undefined if it succeeds. */

@@ -1,10 +1,9 @@
 import { createHash } from 'node:crypto';
 import { DeleteQueueCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient, type Message } from '@aws-sdk/client-sqs';
-import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import type { ResultMessage } from '../../core/messages';
 import { getTask, transitionTask } from '../../core/tables/tasks';
 import { startLocalStack, type LocalStack } from '../../local/stack';
-import { caller, eventually } from '../helpers/api';
+import { caller, eventually, vendedCredentials } from '../helpers/api';
 
 /**
  * Every task ends: a task that can no longer be delivered — its message outlived the queue's
@@ -39,12 +38,8 @@ async function endpoint(name: string): Promise<Endpoint> {
   const ep = await alice('POST', '/v1/endpoints', { name });
   expect(ep.status).toBe(201);
   const { endpoint_id: id, endpoint_secret: secret } = ep.body;
-  // What a worker agent does: trade the secret for credentials scoped to its endpoint.
-  const grant = await caller(stack.apiUrl, secret)('POST', `/v1/endpoints/${id}/credentials`);
-  expect(grant.status).toBe(200);
-  const c = grant.body.credentials;
-  const credentials: AwsCredentialIdentity = { accessKeyId: c.access_key_id, secretAccessKey: c.secret_access_key, sessionToken: c.session_token };
-  const e = { id, secret, queueUrl: grant.body.queue_url, resultsQueueUrl: grant.body.results_queue_url, sqs: new SQSClient({ region, credentials }) };
+  const { grant, credentials } = await vendedCredentials(stack.apiUrl, id, secret);
+  const e = { id, secret, queueUrl: grant.queue_url, resultsQueueUrl: grant.results_queue_url, sqs: new SQSClient({ region, credentials }) };
   endpoints.push(e);
   return e;
 }

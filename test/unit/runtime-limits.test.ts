@@ -1,11 +1,12 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { RunOutcome, RunRequest, RuntimeName, RuntimePool } from '../../workers/runtime/pool';
 import { resolveIsolation } from '../../workers/runtime/isolation';
 import { TaskLimits, type LimitMode } from '../../workers/runtime/limits';
 import { fitOutput, shrinkText, type TaskOutput } from '../../workers/runtime/output';
+import { isRunning } from '../helpers/proc';
 
 // Real runtime processes under real kernel limits, no mocks: a task over its memory cap, a task
 // that leaves a daemon behind, a walltime kill of a task with a forked child, a flood of output.
@@ -24,15 +25,6 @@ const py = (source: string, extra: Partial<RunRequest> = {}) => task('python', s
 const value = (o: RunOutcome) => {
   if (!o.ok) throw new Error(`task failed: ${o.error.type}: ${o.error.message}`);
   return JSON.parse(o.result.toString());
-};
-/** Alive and not a zombie (a killed child may wait a moment for its new parent to reap it). */
-const isRunning = (pid: number): boolean => {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
-  } catch {
-    return false;
-  }
 };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
