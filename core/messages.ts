@@ -1,6 +1,36 @@
 import { z } from 'zod';
 import { envelopeSchema } from './payload';
 
+/** Runtimes a function can have. shell and mpi need no language runtime: the agent runs them with /bin/bash. */
+export const FUNCTION_RUNTIMES = ['node', 'python', 'shell', 'mpi'] as const;
+export type FunctionRuntime = (typeof FUNCTION_RUNTIMES)[number];
+
+/**
+ * Globus Compute's ShellFunction options, kept with the function. `walltime_ms`: past it the command is
+ * killed and its result has returncode 124 (not a failed task); `snippet_lines`: the last lines of
+ * stdout and stderr the ShellResult keeps (default 1000); `stdout`/`stderr`: files, relative to the
+ * task's working directory, that also receive the streams.
+ */
+export const shellOptionsSchema = z
+  .object({
+    walltime_ms: z.number().int().min(1).max(24 * 3600 * 1000).optional(),
+    snippet_lines: z.number().int().min(0).max(100_000).optional(),
+    stdout: z.string().min(1).max(1024).optional(),
+    stderr: z.string().min(1).max(1024).optional(),
+  })
+  .strict();
+export type ShellOptions = z.infer<typeof shellOptionsSchema>;
+
+/** An MPI task's ranks (Globus Compute's resource_specification); the API fills all three. */
+export const resourceSpecificationSchema = z
+  .object({
+    num_nodes: z.number().int().min(1).max(100_000),
+    ranks_per_node: z.number().int().min(1).max(100_000),
+    num_ranks: z.number().int().min(1).max(10_000_000),
+  })
+  .strict();
+export type ResourceSpecification = z.infer<typeof resourceSpecificationSchema>;
+
 /**
  * What a worker receives on its endpoint queue: one function and a bundle of its tasks, with
  * everything needed to run them and no table read. Bundling a large submit's tasks keeps SQS
@@ -13,9 +43,12 @@ export const taskMessageSchema = z.object({
   user_id: z.string().min(1),
   function: z.object({
     function_id: z.string(),
-    runtime: z.enum(['node', 'python']),
+    runtime: z.enum(FUNCTION_RUNTIMES),
+    /** node: a function expression; python: a module defining `entrypoint`; shell, mpi: a command template ({name} from kwargs). */
     source: z.string(),
     entrypoint: z.string().optional(),
+    /** shell and mpi functions only: how Globus Compute's ShellFunction runs the command. */
+    shell: shellOptionsSchema.optional(),
   }),
   tasks: z
     .array(
@@ -25,6 +58,8 @@ export const taskMessageSchema = z.object({
         walltime_ms: z.number().int().positive(),
         /** The task's memory cap in MB; absent: the endpoint's (agent's) default, which also caps it. */
         memory_mb: z.number().int().positive().optional(),
+        /** mpi functions only, always present there: the ranks to launch, filled in by the API. */
+        resource_specification: resourceSpecificationSchema.optional(),
       }),
     )
     .min(1)

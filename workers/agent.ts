@@ -421,10 +421,14 @@ export class WorkerAgent {
     } catch (err) {
       return { ok: false, error: { type: 'ArgumentsUnavailable', message: String((err as Error).message ?? err), traceback: '' } };
     }
+    const runtime = msg.function.runtime;
+    if (runtime === 'shell' || runtime === 'mpi') {
+      return { ok: false, error: { type: 'RuntimeUnavailable', message: `this agent cannot run ${runtime} functions`, traceback: '' } };
+    }
     return this.pool!.run({
       taskId: task.task_id,
       user: msg.user_id,
-      runtime: msg.function.runtime,
+      runtime,
       source: msg.function.source,
       entrypoint: msg.function.entrypoint,
       args,
