@@ -1,7 +1,7 @@
 import { argsKey, endpointPrefix, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
 import { BadRequest, Forbidden, ForeignPayload, ForgedReport, IdempotencyKeyReused, NotFound, PartialSubmitFailure, RequestInProgress } from './errors';
 import { derivedId, newId, sha256Hex } from './ids';
-import type { ResultMessage, TaskMessage } from './messages';
+import { resourceSpecificationSchema, type ResourceSpecification, type ResultMessage, type TaskMessage } from './messages';
 import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } from './payload';
 import { queueTasks } from './queues/endpoint-queue';
 import type { TaskState } from './states';
@@ -24,8 +24,8 @@ import {
 
 export const MAX_TASKS_PER_SUBMIT = 500;
 
-/** The argument codecs each runtime reads (workers/runtime answers in the same codec). */
-const RUNTIME_CODECS: Record<FunctionRecord['runtime'], Codec[]> = { node: ['json', 'node-v8'], python: ['json', 'python-pickle'] };
+/** The argument codecs each runtime reads (workers/runtime answers in the same codec); a command takes JSON kwargs. */
+const RUNTIME_CODECS: Record<FunctionRecord['runtime'], Codec[]> = { node: ['json', 'node-v8'], python: ['json', 'python-pickle'], shell: ['json'], mpi: ['json'] };
 
 export interface SubmitTaskInput {
   function_id: string;
@@ -37,6 +37,8 @@ export interface SubmitTaskInput {
   walltime_ms?: number;
   /** The task's memory cap in MB; the endpoint's agent caps it at its own maximum. */
   memory_mb?: number;
+  /** mpi functions only (required there): the ranks to launch; what is left out is filled in. */
+  resource_specification?: Partial<ResourceSpecification>;
 }
 
 export interface SubmitInput {
@@ -77,12 +79,7 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
     input.taskGroupId ? checkGroupOwner(input.taskGroupId, input.userId) : undefined,
   ]);
-  const misfit = input.tasks.findIndex((t) => t.payload && !RUNTIME_CODECS[functions.get(t.function_id)!.runtime].includes(t.payload.codec));
-  if (misfit >= 0) {
-    const runtime = functions.get(input.tasks[misfit]!.function_id)!.runtime;
-    throw new BadRequest(`tasks.${misfit}: a ${runtime} function reads ${RUNTIME_CODECS[runtime].join(' or ')} arguments, not ${input.tasks[misfit]!.payload!.codec}`);
-  }
-
+  const specs = input.tasks.map((t, i) => taskResources(t, functions.get(t.function_id)!, i));
   let takeover = false;
   if (keyHash) {
     const request_hash = sha256Hex(JSON.stringify([input.endpointId, input.taskGroupId ?? null, input.tasks]));
@@ -118,6 +115,7 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
       args: await argsEnvelope(t, ep.endpoint_id, input.userId, task_id),
       walltime_ms: t.walltime_ms ?? ep.walltime_ms,
       ...(t.memory_mb !== undefined ? { memory_mb: t.memory_mb } : {}),
+      ...(specs[i] ? { resource_specification: specs[i] } : {}),
       created_at: now,
       updated_at: now,
       transitions: [
@@ -153,6 +151,47 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   return response;
 }
 
+/**
+ * Check one task against its function before anything is written: the argument codec its runtime
+ * reads, and the resource specification, which mpi functions need and no other function takes.
+ * Returns the mpi task's full resource specification.
+ */
+function taskResources(t: SubmitTaskInput, fn: FunctionRecord, i: number): ResourceSpecification | undefined {
+  const codecs = RUNTIME_CODECS[fn.runtime];
+  if (t.payload && !codecs.includes(t.payload.codec)) {
+    throw new BadRequest(`tasks.${i}: a ${fn.runtime} function reads ${codecs.join(' or ')} arguments, not ${t.payload.codec}`);
+  }
+  if (fn.runtime !== 'mpi') {
+    if (t.resource_specification) throw new BadRequest(`tasks.${i}.resource_specification: resource_specification applies to mpi functions, not ${fn.runtime}`);
+    return undefined;
+  }
+  if (!t.resource_specification) {
+    throw new BadRequest(`tasks.${i}.resource_specification: an mpi function needs a resource_specification ({num_nodes?, ranks_per_node?, num_ranks?})`);
+  }
+  try {
+    return resourceSpecification(t.resource_specification);
+  } catch (err) {
+    throw new BadRequest(`tasks.${i}.resource_specification: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * An MPI task's ranks with the gaps filled as Globus Compute's MPIFunction reads them: one node
+ * unless told; ranks per node enough to hold num_ranks (else 1); num_ranks every slot of every node.
+ * Throws when num_ranks does not fit num_nodes × ranks_per_node, or a filled-in value is out of range.
+ */
+export function resourceSpecification(given: Partial<ResourceSpecification>): ResourceSpecification {
+  const num_nodes = given.num_nodes ?? 1;
+  const ranks_per_node = given.ranks_per_node ?? (given.num_ranks !== undefined ? Math.ceil(given.num_ranks / num_nodes) : 1);
+  const num_ranks = given.num_ranks ?? num_nodes * ranks_per_node;
+  if (num_ranks > num_nodes * ranks_per_node) {
+    throw new Error(`num_ranks ${num_ranks} does not fit ${num_nodes} node(s) × ${ranks_per_node} ranks_per_node`);
+  }
+  const parsed = resourceSpecificationSchema.safeParse({ num_nodes, ranks_per_node, num_ranks });
+  if (!parsed.success) throw new Error(parsed.error.issues.map((x) => `${x.path.join('.')}: ${x.message}`).join('; '));
+  return parsed.data;
+}
+
 /** A submit still pending after this long has died (API Gateway gives up on a request at 29 s). */
 const REQUEST_DEADLINE_MS = 60_000;
 
@@ -180,11 +219,23 @@ export function bundleTasks(endpointId: string, records: readonly TaskRecord[], 
   const messages: TaskMessage[] = [];
   for (const group of byFunction.values()) {
     const fn = functions.get(group[0]!.function_id)!;
-    const base = { v: 1 as const, endpoint_id: endpointId, user_id: group[0]!.owner, function: { function_id: fn.function_id, runtime: fn.runtime, source: fn.source, entrypoint: fn.entrypoint }, submitted_at: now };
+    const base = {
+      v: 1 as const,
+      endpoint_id: endpointId,
+      user_id: group[0]!.owner,
+      function: { function_id: fn.function_id, runtime: fn.runtime, source: fn.source, entrypoint: fn.entrypoint, shell: fn.shell },
+      submitted_at: now,
+    };
     let bytes = Buffer.byteLength(JSON.stringify(base));
     let tasks: TaskMessage['tasks'] = [];
     for (const r of group) {
-      const task = { task_id: r.task_id, args: r.args, walltime_ms: r.walltime_ms, ...(r.memory_mb !== undefined ? { memory_mb: r.memory_mb } : {}) };
+      const task = {
+        task_id: r.task_id,
+        args: r.args,
+        walltime_ms: r.walltime_ms,
+        ...(r.memory_mb !== undefined ? { memory_mb: r.memory_mb } : {}),
+        ...(r.resource_specification ? { resource_specification: r.resource_specification } : {}),
+      };
       const size = Buffer.byteLength(JSON.stringify(task));
       if (tasks.length && (tasks.length >= perMessage || bytes + size > BUNDLE_BYTES)) {
         messages.push({ ...base, tasks });
@@ -230,6 +281,8 @@ export interface TaskView {
   task_group_id: string;
   function_id: string;
   endpoint_id: string;
+  /** mpi tasks: the ranks they were launched with, as the API filled them in. */
+  resource_specification?: ResourceSpecification;
   created_at: string;
   completed_at?: string;
   transitions: TaskRecord['transitions'];
@@ -264,6 +317,7 @@ export async function taskView(t: TaskRecord): Promise<TaskView> {
     task_group_id: t.task_group_id,
     function_id: t.function_id,
     endpoint_id: t.endpoint_id,
+    resource_specification: t.resource_specification,
     created_at: t.created_at,
     completed_at: t.completed_at,
     transitions: t.transitions,

@@ -1,21 +1,33 @@
 import { z } from 'zod';
 import { UUID_RE } from '../core/ids';
+import { FUNCTION_RUNTIMES, resourceSpecificationSchema, shellOptionsSchema } from '../core/messages';
 import { CODECS } from '../core/payload';
 import { MAX_TASKS_PER_SUBMIT } from '../core/tasks';
 
 const uuid = z.string().regex(UUID_RE, 'must be a lower-case UUID');
 const name = z.string().trim().min(1).max(128);
 
+/** shell and mpi functions: the source is a command template, not code with an entrypoint. */
+const isCommand = (runtime: string): boolean => runtime === 'shell' || runtime === 'mpi';
+
 export const registerFunctionBody = z
   .object({
     name,
-    runtime: z.enum(['node', 'python']),
+    runtime: z.enum(FUNCTION_RUNTIMES),
     // SQS: a task message carries the source, so it is kept well under the 256 KiB message limit.
     source: z.string().min(1).max(64 * 1024),
     entrypoint: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).max(128).optional(),
+    // Globus Compute keeps a function's description beside its name (register_function(description=...)).
+    description: z.string().max(1024).optional(),
+    shell: shellOptionsSchema.optional(),
   })
   .strict()
-  .refine((f) => f.runtime !== 'python' || f.entrypoint, { message: 'python functions need an entrypoint', path: ['entrypoint'] });
+  .refine((f) => f.runtime !== 'python' || f.entrypoint, { message: 'python functions need an entrypoint', path: ['entrypoint'] })
+  .refine((f) => !isCommand(f.runtime) || f.entrypoint === undefined, {
+    message: 'shell and mpi functions take no entrypoint: their source is the command',
+    path: ['entrypoint'],
+  })
+  .refine((f) => isCommand(f.runtime) || f.shell === undefined, { message: 'shell options apply to shell and mpi functions only', path: ['shell'] });
 
 export const registerEndpointBody = z
   .object({
@@ -88,6 +100,8 @@ const taskBody = z
     walltime_ms: z.number().int().min(100).max(24 * 3600 * 1000).optional(),
     // MB; the endpoint's agent caps it at its own maximum (task_memory_mb).
     memory_mb: z.number().int().min(16).max(1024 * 1024).optional(),
+    // mpi functions only; core/tasks.ts fills in what is left out (resourceSpecification).
+    resource_specification: resourceSpecificationSchema.partial().optional(),
   })
   .strict()
   .refine((t) => !(t.payload && (t.args || t.kwargs)), 'give args/kwargs or payload, not both');

@@ -2,6 +2,7 @@ import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } fr
 import { z } from 'zod';
 import { dynamo } from '../clients';
 import { config } from '../config';
+import type { ResourceSpecification } from '../messages';
 import type { Envelope } from '../payload';
 import { FINAL_STATES, statesAllowing, type TaskState } from '../states';
 import { batchGet, batchPut, isConditionFailed } from './batch';
@@ -42,6 +43,8 @@ export interface TaskRecord {
   walltime_ms: number;
   /** The memory cap the submitter asked for (MB); absent: the endpoint's default. */
   memory_mb?: number;
+  /** mpi tasks only: their ranks, filled in by the API (core/tasks.ts resourceSpecification). */
+  resource_specification?: ResourceSpecification;
   created_at: string;
   updated_at: string;
   transitions: Transition[];

@@ -1,13 +1,16 @@
 import { NotFound } from '../../core/errors';
-import { getFunction, listFunctions, registerFunction } from '../../core/tables/functions';
+import { getFunction, listFunctions, registerFunction, type FunctionRecord } from '../../core/tables/functions';
 import { apiHandler, pageOf, pathId, route } from '../http';
 import { registerFunctionBody } from '../schemas';
 
-const functionView = (f: { function_id: string; name: string; runtime: string; entrypoint?: string; source_sha256: string; created_at: string }) => ({
+/** A function as its owner sees it; the source only when one function is read. */
+const functionView = (f: FunctionRecord) => ({
   function_id: f.function_id,
   name: f.name,
+  description: f.description ?? null,
   runtime: f.runtime,
   entrypoint: f.entrypoint,
+  shell: f.runtime === 'shell' || f.runtime === 'mpi' ? (f.shell ?? {}) : undefined,
   source_sha256: f.source_sha256,
   created_at: f.created_at,
 });

@@ -88,16 +88,18 @@ const waitFor = (taskId: string, status: string) =>
   }, 10_000, `task ${taskId} to be ${status}`);
 
 describe('registration', () => {
-  it('gives the same function id for the same source, and a new one for new source', async () => {
+  it('gives the same id to exactly the same function, and a new one for another name or source', async () => {
     const a = await alice('POST', '/v1/functions', { name: 'f', runtime: 'node', source: '() => 1' });
-    const b = await alice('POST', '/v1/functions', { name: 'f again', runtime: 'node', source: '() => 1' });
-    const c = await alice('POST', '/v1/functions', { name: 'g', runtime: 'node', source: '() => 2' });
-    expect(a.status).toBe(201);
-    expect(b.status).toBe(200);
-    expect(b.body.function_id).toBe(a.body.function_id);
+    const same = await alice('POST', '/v1/functions', { name: 'f', runtime: 'node', source: '() => 1' });
+    const renamed = await alice('POST', '/v1/functions', { name: 'f again', runtime: 'node', source: '() => 1' });
+    const c = await alice('POST', '/v1/functions', { name: 'f', runtime: 'node', source: '() => 2' });
+    expect([a.status, same.status, renamed.status, c.status]).toEqual([201, 200, 201, 201]);
+    expect(same.body.function_id).toBe(a.body.function_id);
+    expect(renamed.body.function_id).not.toBe(a.body.function_id);
     expect(c.body.function_id).not.toBe(a.body.function_id);
     const got = await alice('GET', `/v1/functions/${a.body.function_id}`);
     expect(got.body).toMatchObject({ name: 'f', runtime: 'node', source: '() => 1' });
+    expect((await alice('GET', `/v1/functions/${renamed.body.function_id}`)).body.name).toBe('f again');
   });
 
   it('creates the endpoint queue and its DLQ, and shows the secret only once', async () => {
