@@ -6,6 +6,7 @@ export const API_ROUTES = [
   { routeKey: 'POST /v1/functions', module: 'api/functions' },
   { routeKey: 'GET /v1/functions', module: 'api/functions' },
   { routeKey: 'GET /v1/functions/{id}', module: 'api/functions' },
+  { routeKey: 'DELETE /v1/functions/{id}', module: 'api/functions' },
   { routeKey: 'POST /v1/endpoints', module: 'api/endpoints' },
   { routeKey: 'GET /v1/endpoints', module: 'api/endpoints' },
   { routeKey: 'GET /v1/endpoints/{id}', module: 'api/endpoints' },

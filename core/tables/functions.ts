@@ -1,4 +1,4 @@
-import { GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../clients';
 import { config } from '../config';
 import { derivedId, sha256Hex } from '../ids';
@@ -82,6 +82,29 @@ export async function registerFunction(input: FunctionInput): Promise<{ record: 
 export async function getFunction(functionId: string, opts: { consistent?: boolean } = {}): Promise<FunctionRecord | undefined> {
   const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { function_id: functionId }, ConsistentRead: opts.consistent }));
   return out.Item as FunctionRecord | undefined;
+}
+
+/**
+ * Delete a function of `owner`'s, in one conditional write; false when there is no such function
+ * (unknown, already deleted, or another user's). Queued tasks carry their function's source, so
+ * they still run; new submits of it are refused.
+ */
+export async function deleteFunction(functionId: string, owner: string): Promise<boolean> {
+  try {
+    await dynamo().send(
+      new DeleteCommand({
+        TableName: table(),
+        Key: { function_id: functionId },
+        ConditionExpression: '#o = :o',
+        ExpressionAttributeNames: { '#o': 'owner' },
+        ExpressionAttributeValues: { ':o': owner },
+      }),
+    );
+    return true;
+  } catch (err) {
+    if (isConditionFailed(err)) return false;
+    throw err;
+  }
 }
 
 export const getFunctions = (ids: readonly string[]): Promise<FunctionRecord[]> => batchGet<FunctionRecord>(table(), 'function_id', ids);

@@ -83,7 +83,7 @@ export class ServiceStack extends Stack {
 
     // One Lambda per handler module in lambdas/routes.ts; a module added there fails to compile here until it is bound.
     const api: Record<ApiModule, FerryFunction> = {
-      'api/functions': fn('FunctionsApi', 'lambdas/api/functions.ts', 'register and read functions', { timeout: API_TIMEOUT }).bindTable(tables.functions, 'RW'),
+      'api/functions': fn('FunctionsApi', 'lambdas/api/functions.ts', 'register, read and delete functions', { timeout: API_TIMEOUT }).bindTable(tables.functions, 'RW'),
       'api/endpoints': fn('EndpointsApi', 'lambdas/api/endpoints.ts', 'register, share, delete endpoints; heartbeats', { timeout: API_TIMEOUT })
         .bindTable(tables.endpoints, 'RW')
         .bindTable(tables.tokens, 'RW')

@@ -1,5 +1,5 @@
 import { NotFound } from '../../core/errors';
-import { getFunction, listFunctions, registerFunction, type FunctionRecord } from '../../core/tables/functions';
+import { deleteFunction, getFunction, listFunctions, registerFunction, type FunctionRecord } from '../../core/tables/functions';
 import { apiHandler, pageOf, pathId, route } from '../http';
 import { registerFunctionBody } from '../schemas';
 
@@ -32,5 +32,11 @@ export const handler = apiHandler({
     const f = await getFunction(id);
     if (!f || f.owner !== req.caller.userId) throw new NotFound(`function ${id} not found`);
     return { body: { ...functionView(f), source: f.source } };
+  }),
+
+  'DELETE /v1/functions/{id}': route({ auth: 'user' }, async (req) => {
+    const id = pathId(req, 'id', 'function');
+    if (!(await deleteFunction(id, req.caller.userId))) throw new NotFound(`function ${id} not found`);
+    return { body: { function_id: id, deleted: true } };
   }),
 });

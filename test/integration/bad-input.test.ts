@@ -53,6 +53,7 @@ describe('{id} routes', () => {
     type Call = (id: string) => Promise<Answer>;
     const userRoutes: [string, Call][] = [
       ['GET /v1/functions/{id}', (id) => alice('GET', `/v1/functions/${id}`)],
+      ['DELETE /v1/functions/{id}', (id) => alice('DELETE', `/v1/functions/${id}`)],
       ['GET /v1/endpoints/{id}', (id) => alice('GET', `/v1/endpoints/${id}`)],
       ['GET /v1/endpoints/{id}/status', (id) => alice('GET', `/v1/endpoints/${id}/status`)],
       ['POST /v1/endpoints/{id}/share', (id) => alice('POST', `/v1/endpoints/${id}/share`, { public: true })],

@@ -1,8 +1,9 @@
-import { ReceiveMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { inlineEnvelope } from '../../core/payload';
 import { taskMessageSchema, type TaskMessage } from '../../core/messages';
 import { getTask } from '../../core/tables/tasks';
 import { startLocalStack, type LocalStack } from '../../local/stack';
-import { caller, vendedCredentials, type Answer } from '../helpers/api';
+import { caller, eventually, vendedCredentials, type Answer } from '../helpers/api';
 
 /**
  * Functions of every runtime Globus Compute scripts use: node and python code, shell commands and
@@ -43,7 +44,14 @@ async function endpoint() {
         const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: grant.queue_url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
         if (!out.Messages?.length) return all;
         all.push(...out.Messages.map((m) => taskMessageSchema.parse(JSON.parse(m.Body!))));
+        for (const m of out.Messages) await sqs.send(new DeleteMessageCommand({ QueueUrl: grant.queue_url, ReceiptHandle: m.ReceiptHandle! }));
       }
+    },
+    /** Report a task's JSON result as the worker would. */
+    async succeed(taskId: string, value: unknown) {
+      const result = inlineEnvelope(Buffer.from(JSON.stringify(value)), 'json');
+      const at = new Date().toISOString();
+      await sqs.send(new SendMessageCommand({ QueueUrl: grant.results_queue_url, MessageBody: JSON.stringify({ v: 1, kind: 'success', task_id: taskId, endpoint_id: ep.body.endpoint_id, worker_id: 'w', at, result }) }));
     },
     close: () => sqs.destroy(),
   };
@@ -235,5 +243,50 @@ describe('submitting to shell and mpi functions', () => {
     expect(r.status).toBe(202);
     expect((await ep.drain()).map((m) => m.function.runtime).sort()).toEqual(['mpi', 'shell']);
     ep.close();
+  });
+});
+
+describe('deleting a function', () => {
+  it("is the owner's alone; afterwards it is unknown and cannot be submitted, while its queued tasks still run", async () => {
+    const ep = await endpoint();
+    const body = { name: 'doomed', runtime: 'shell', source: 'echo {x}', description: 'short-lived' };
+    const fid = await register(body);
+    const before = await alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fid, kwargs: { x: 1 } }] });
+    expect(before.status).toBe(202);
+
+    // Another user's delete is a 404 and changes nothing.
+    expectError(await bob('DELETE', `/v1/functions/${fid}`), 404, 'NotFound');
+    expect((await alice('GET', `/v1/functions/${fid}`)).status).toBe(200);
+
+    const del = await alice('DELETE', `/v1/functions/${fid}`);
+    expect(del).toEqual({ status: 200, body: { function_id: fid, deleted: true } });
+    expectError(await alice('GET', `/v1/functions/${fid}`), 404, 'NotFound');
+    expectError(await alice('DELETE', `/v1/functions/${fid}`), 404, 'NotFound');
+    const list = await alice('GET', '/v1/functions?limit=1000');
+    expect(list.body.functions.map((f: { function_id: string }) => f.function_id)).not.toContain(fid);
+    const after = await alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fid, kwargs: { x: 2 } }] });
+    expectError(after, 404, 'NotFound', new RegExp(`function not found: ${fid}`));
+    expect(after.body.error.function_ids).toEqual([fid]);
+
+    // The task queued before the delete still carries its command, and its result is taken.
+    const queued = await ep.drain();
+    expect(queued.map((m) => [m.function.source, m.tasks.map((t) => t.task_id)])).toEqual([['echo {x}', before.body.task_ids]]);
+    await ep.succeed(before.body.task_ids[0], { cmd: 'echo 1', returncode: 0, stdout: '1\n', stderr: '', exception_name: null });
+    const done = await eventually(async () => {
+      const t = await alice('GET', `/v1/tasks/${before.body.task_ids[0]}`);
+      return t.body.status === 'success' && t.body;
+    }, 10_000, 'the queued task to succeed');
+    expect(done.result.value).toMatchObject({ returncode: 0, stdout: '1\n' });
+
+    // Registering the same function again brings it back under the same id.
+    const again = await alice('POST', '/v1/functions', body);
+    expect([again.status, again.body.function_id]).toEqual([201, fid]);
+    ep.close();
+  });
+
+  it('answers 404 to an id that is not a UUID or is unknown', async () => {
+    expectError(await alice('DELETE', '/v1/functions/not-a-uuid'), 404, 'NotFound');
+    expectError(await alice('DELETE', '/v1/functions/00000000-0000-4000-8000-000000000000'), 404, 'NotFound');
+    expect((await caller(stack.apiUrl)('DELETE', '/v1/functions/00000000-0000-4000-8000-000000000000')).status).toBe(401);
   });
 });
