@@ -8,33 +8,51 @@ credentials file (FERRY_CREDENTIALS, ./.ferry/credentials.json, ~/.ferry/credent
 """
 
 from ._output import TaskOutput
+from .batch import Batch
 from .client import Client
 from .errors import (
     ChecksumMismatch,
+    ComputeError,
+    DeserializationError,
     FerryApiError,
     FerryConfigError,
     FerryError,
     FunctionNotPortable,
     FunctionSourceUnavailable,
+    MaxResultSizeExceeded,
+    SerdeError,
+    SerializationError,
     TaskExecutionFailed,
     TaskPending,
+    VersionMismatch,
 )
 from .executor import ComputeFuture, Executor
+from .shell_function import MPIFunction, ShellFunction, ShellResult
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
+    "Batch",
     "ChecksumMismatch",
     "Client",
+    "ComputeError",
     "ComputeFuture",
+    "DeserializationError",
     "Executor",
     "FerryApiError",
     "FerryConfigError",
     "FerryError",
     "FunctionNotPortable",
     "FunctionSourceUnavailable",
+    "MPIFunction",
+    "MaxResultSizeExceeded",
+    "SerdeError",
+    "SerializationError",
+    "ShellFunction",
+    "ShellResult",
     "TaskExecutionFailed",
     "TaskOutput",
     "TaskPending",
+    "VersionMismatch",
     "__version__",
 ]

@@ -8,36 +8,40 @@ thread reads the state of every outstanding task in batched requests and settles
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import threading
 import time
 import uuid
+import warnings
 import weakref
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from ._output import TaskOutput, task_output
-from ._payload import CODEC, encode_args
 from ._source import FunctionSource, function_source
-from .client import FINAL_STATES, MAX_TASKS_PER_SUBMIT, Client, _warn_ignored
+from .batch import as_optional_uuid
+from .client import FINAL_STATES, MAX_TASKS_PER_SUBMIT, Client, _warn_ignored, _warn_unknown
 from .errors import FerryApiError, FerryError
+from .shell_function import ShellFunction
 
 # Stays under the API's 5 MB submit body (Lambda takes 6 MB) with room for JSON and base64.
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # The longest a submission waits for others to share its request.
 MAX_LINGER = 0.1
-_GLOBUS_EXECUTOR_OPTIONS = frozenset({"container_id", "resource_specification", "user_endpoint_config", "amqp_port", "api_burst_limit", "api_burst_window_s", "label"})
 
 
 class ComputeFuture(concurrent.futures.Future):
     """A concurrent.futures.Future for one Ferry task; `task_id` is set once the task is submitted."""
 
-    def __init__(self, executor: Optional["Executor"] = None):
+    def __init__(self, task_id: Optional[str] = None):
         super().__init__()
-        self.task_id: Optional[str] = None
+        self.task_id: Optional[str] = task_id
+        self._metadata: Dict[str, Any] = {}
         # The last state the API reported: received, waiting-for-endpoint, running, success...
-        self.ferry_status: str = "unsubmitted"
-        self._executor = executor
+        self.ferry_status: str = "unsubmitted" if task_id is None else "unknown"
+        self._executor: Optional["Executor"] = None
         self._output: Optional[TaskOutput] = None
+        self._return_dict: Optional[bool] = None
 
     def output(self, timeout: Optional[float] = None) -> Optional[TaskOutput]:
         """What the task printed: a TaskOutput (stdout, stderr, capped by the endpoint), or None.
@@ -86,27 +90,45 @@ class _Pending:
 
     __slots__ = ("future", "function_id", "args")
 
-    def __init__(self, future: ComputeFuture, function_id: str, args: bytes):
+    def __init__(self, future: ComputeFuture, function_id: str, args: Tuple[str, bytes]):
         self.future = future
         self.function_id = function_id
         self.args = args
 
 
 class Executor(concurrent.futures.Executor):
-    """Runs Python functions on a Ferry endpoint, like ``globus_compute_sdk.Executor``.
+    """Runs functions on a Ferry endpoint, like ``globus_compute_sdk.Executor``.
 
-        with Executor(endpoint_id=ep) as ex:
+        with Executor(endpoint_id=ep) as ex:          # or Executor(ep, client)
             future = ex.submit(pow, 2, 10)
             print(future.result())
+
+    Globus's options are kept as attributes: ``resource_specification`` goes with MPIFunction
+    tasks; ``label`` and ``batch_size`` are used; ``user_endpoint_config``, ``amqp_port``,
+    ``api_burst_limit`` / ``api_burst_window_s``, ``serializer`` and ``result_serializers`` are
+    accepted and ignored (with a warning when set). Ferry's own, keyword-only: ``api_url``,
+    ``token``, ``walltime_ms``, ``memory_mb``, ``batch_delay``, ``poll_interval``,
+    ``max_poll_interval``.
     """
+
+    # As in Globus Compute: the task group of the last executor that had one, for the next one.
+    _default_task_group_id: Optional[uuid.UUID] = None
 
     def __init__(
         self,
-        endpoint_id: Optional[str] = None,
-        *,
+        endpoint_id: Any = None,
         client: Optional[Client] = None,
-        task_group_id: Optional[str] = None,
+        task_group_id: Any = None,
+        resource_specification: Optional[Dict[str, Any]] = None,
+        user_endpoint_config: Optional[Dict[str, Any]] = None,
+        label: str = "",
         batch_size: int = 128,
+        amqp_port: Optional[int] = None,
+        api_burst_limit: int = 4,
+        api_burst_window_s: int = 16,
+        serializer: Any = None,
+        result_serializers: Optional[Iterable[Any]] = None,
+        *,
         api_url: Optional[str] = None,
         token: Optional[str] = None,
         walltime_ms: Optional[int] = None,
@@ -114,19 +136,42 @@ class Executor(concurrent.futures.Executor):
         batch_delay: float = 0.005,
         poll_interval: float = 0.02,
         max_poll_interval: float = 1.0,
-        **globus_options: Any,
+        **kwargs: Any,
     ):
-        _warn_ignored("Executor", {k: v for k, v in globus_options.items() if k != "label" or v}, _GLOBUS_EXECUTOR_OPTIONS)
-        self.client = client or Client(api_url, token)
+        old_funcx = {k: kwargs.pop(k) for k in ("container_id", "funcx_client") if k in kwargs}
+        if kwargs:
+            raise TypeError(f"{next(iter(kwargs))!r} is an invalid argument for {type(self).__name__}")
+        ignored = {
+            "user_endpoint_config": user_endpoint_config,
+            "amqp_port": amqp_port,
+            "api_burst_limit": None if api_burst_limit == 4 else api_burst_limit,
+            "api_burst_window_s": None if api_burst_window_s == 16 else api_burst_window_s,
+            "serializer": serializer,
+            "result_serializers": result_serializers,
+            **old_funcx,
+        }
+        _warn_ignored("Executor", {k: v for k, v in ignored.items() if v is not None})
+        self.client = client or Client(api_url=api_url, token=token)
         self.endpoint_id = endpoint_id or os.environ.get("FERRY_ENDPOINT_ID") or None
-        self.task_group_id = task_group_id or str(uuid.uuid4())
+        self._task_group_id: Optional[uuid.UUID] = None
+        self.task_group_id = task_group_id or Executor._default_task_group_id
+        self.resource_specification = resource_specification
+        self.user_endpoint_config = user_endpoint_config
+        self.label = label
         self.batch_size = max(1, min(int(batch_size), MAX_TASKS_PER_SUBMIT))
+        self.amqp_port = amqp_port
+        self.api_burst_limit = min(8, max(1, api_burst_limit))
+        self.api_burst_window_s = min(32, max(1, api_burst_window_s))
+        self._serializer = serializer
+        self.result_serializers = result_serializers
+        self.container_id = old_funcx.get("container_id")
         self.walltime_ms = walltime_ms
         # Each task's memory cap (MB); the endpoint's default otherwise, and its maximum caps it.
         self.memory_mb = memory_mb
         self.batch_delay = batch_delay
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.task_count_submitted = 0
         # Requests made, to see the batching at work.
         self.stats = {"submit_requests": 0, "registrations": 0, "polls": 0}
         self._cond = threading.Condition()
@@ -134,28 +179,151 @@ class Executor(concurrent.futures.Executor):
         self._outstanding: Dict[str, ComputeFuture] = {}
         self._futures: "set[ComputeFuture]" = set()
         self._function_ids: Dict[str, str] = {}
+        self._function_registry: Dict[Any, str] = {}
         self._sources: "weakref.WeakKeyDictionary[Callable, tuple[Any, FunctionSource]]" = weakref.WeakKeyDictionary()
-        self._register_lock = threading.Lock()
+        self._register_lock = threading.RLock()
         self._submitter: Optional[threading.Thread] = None
         self._poller: Optional[threading.Thread] = None
         self._shutdown = False
 
+    # --- Globus's attributes -----------------------------------------------------------------
+
+    @property
+    def endpoint_id(self) -> Optional[uuid.UUID]:
+        """Where tasks go; a UUID (set it as a UUID or a string), as in Globus Compute."""
+        return self._endpoint_id
+
+    @endpoint_id.setter
+    def endpoint_id(self, endpoint_id: Any) -> None:
+        self._endpoint_id = as_optional_uuid(endpoint_id, "endpoint_id")
+
+    @property
+    def task_group_id(self) -> Optional[uuid.UUID]:
+        """The task group new tasks join (a UUID); made at the first submit when not given, and
+        then the default of the executors made after this one, as in Globus Compute."""
+        return self._task_group_id
+
+    @task_group_id.setter
+    def task_group_id(self, task_group_id: Any) -> None:
+        tg = as_optional_uuid(task_group_id, "task_group_id")
+        self._task_group_id = tg
+        if tg:
+            Executor._default_task_group_id = tg
+
+    @property
+    def resource_specification(self) -> Optional[Dict[str, Any]]:
+        """``{"num_nodes", "ranks_per_node", "num_ranks"}``: sent with each MPIFunction task."""
+        return self._resource_specification
+
+    @resource_specification.setter
+    def resource_specification(self, val: Optional[Dict[str, Any]]) -> None:
+        _check_json_dict("Resource specification", val)
+        self._resource_specification = val
+
+    @property
+    def user_endpoint_config(self) -> Optional[Dict[str, Any]]:
+        """Accepted and kept; Ferry endpoints have no per-user configuration templates."""
+        return self._user_endpoint_config
+
+    @user_endpoint_config.setter
+    def user_endpoint_config(self, val: Optional[Dict[str, Any]]) -> None:
+        _check_json_dict("Config", val)
+        self._user_endpoint_config = val
+
+    @property
+    def serializer(self) -> Any:
+        """Accepted and kept; Ferry's codecs are fixed (pickle protocol 4 for Python, JSON otherwise)."""
+        return self._serializer
+
+    @serializer.setter
+    def serializer(self, s: Any) -> None:
+        self._serializer = s
+
     # --- submitting --------------------------------------------------------------------------
 
-    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> ComputeFuture:
-        """Run ``fn(*args, **kwargs)`` on the endpoint. `fn` travels as its source: imports go inside its body."""
+    def submit(self, fn: Callable, *args: Any, **kwargs: Any) -> ComputeFuture:
+        """Run ``fn(*args, **kwargs)`` on the endpoint. `fn` travels as its source: imports go inside its body.
+
+        A ShellFunction or MPIFunction runs as a command on the endpoint (keyword arguments fill
+        its ``{name}`` fields) and its future's result is a ShellResult.
+        """
         self._check_open()
-        function_id = self.register_function(fn)
-        return self._enqueue(function_id, encode_args(args, kwargs, CODEC))
+        function_id = self._function_id(fn)
+        future = self._enqueue(function_id, self.client._encode_for(function_id, args, kwargs))
+        if isinstance(fn, ShellFunction):
+            future._return_dict = bool(fn.return_dict)
+        return future
 
     def submit_to_registered_function(self, function_id: str, args: Optional[Sequence[Any]] = None, kwargs: Optional[Dict[str, Any]] = None) -> ComputeFuture:
         """Run a function registered earlier (by this or another client, in any runtime) by its id."""
         self._check_open()
-        codec = "json" if self.client._runtime_of(function_id) == "node" else CODEC
-        return self._enqueue(function_id, encode_args(tuple(args or ()), dict(kwargs or {}), codec))
+        function_id = str(function_id)
+        return self._enqueue(function_id, self.client._encode_for(function_id, tuple(args or ()), dict(kwargs or {})))
 
-    def register_function(self, fn: Callable, **kwargs: Any) -> str:
-        """The function's id, registering its source the first time this executor sees it."""
+    def register_function(self, fn: Callable, function_id: Optional[str] = None, **func_register_kwargs: Any) -> str:
+        """Register `fn` with the API and this executor's cache, as Globus Compute's; returns its id.
+
+        ``submit`` does this by itself. Registering a function this executor already knows raises
+        ValueError (unless `function_id` names the same id); `function_id` associates a known id
+        without a request; other keyword arguments go to ``Client.register_function``.
+        """
+        if self._shutdown:
+            raise RuntimeError(f"{self!r} is shutdown; refusing to register function")
+        with self._register_lock:
+            known = self._registry_get(fn)
+            if known is not None:
+                msg = f"Function already registered as function id: {known}"
+                if function_id and str(function_id) == known:
+                    return known
+                if function_id:
+                    msg += f" (attempted id: {function_id})"
+                raise ValueError(msg)
+            if function_id:
+                self._registry_set(fn, str(function_id))
+                return str(function_id)
+            if func_register_kwargs:
+                fid = self.client.register_function(fn, **func_register_kwargs)
+                self.stats["registrations"] += 1
+                self._registry_set(fn, fid)
+                return fid
+            return self._function_id(fn)
+
+    def register_source_code(self, source: str, function_name: str, **registration_kwargs: Any) -> str:
+        """Register Python source defining `function_name`; then ``submit_to_registered_function`` runs it."""
+        if self._shutdown:
+            raise RuntimeError(f"{self!r} is shutdown; refusing to register function")
+        key = ("source", hash(source))
+        with self._register_lock:
+            if key in self._function_registry:
+                raise ValueError(f"Function already registered as function id: {self._function_registry[key]}")
+            fid = self.client.register_source_code(source, function_name, **registration_kwargs)
+            self._function_registry[key] = fid
+            self.stats["registrations"] += 1
+        return fid
+
+    def _registry_get(self, fn: Any) -> Optional[str]:
+        try:
+            return self._function_registry.get(fn)
+        except TypeError:  # unhashable callable
+            return None
+
+    def _registry_set(self, fn: Any, fid: str) -> None:
+        try:
+            self._function_registry[fn] = fid
+        except TypeError:
+            pass
+
+    def _function_id(self, fn: Callable) -> str:
+        """The function's id, registering it the first time this executor sees it."""
+        with self._register_lock:
+            known = self._registry_get(fn)
+            if known is not None:
+                return known
+            if isinstance(fn, ShellFunction):
+                fid = self.client.register_function(fn)
+                self.stats["registrations"] += 1
+                self._registry_set(fn, fid)
+                return fid
         # Reading and parsing the source once per function keeps a loop of submits quick; keyed by
         # the function (wrappers made by one decorator share a code object), checked against its code.
         code = getattr(fn, "__code__", None)
@@ -174,21 +342,82 @@ class Executor(concurrent.futures.Executor):
         with self._register_lock:
             fid = self._function_ids.get(fs.key)
             if fid is None:
-                fid = self.client._register(fs, kwargs.get("function_name"))
+                import inspect
+
+                fid = self.client._register(fs, None, inspect.getdoc(fn) if callable(fn) and getattr(fn, "__doc__", None) else None)
                 self._function_ids[fs.key] = fid
                 self.stats["registrations"] += 1
+            if getattr(fn, "__code__", None) is not None:
+                self._registry_set(fn, fid)
         return fid
+
+    # --- reattaching -------------------------------------------------------------------------
+
+    def reload_tasks(self, task_group_id: Any = None) -> List[ComputeFuture]:
+        """Futures for every task of the task group (this executor's, or `task_group_id`), in submit order.
+
+        Finished tasks have their result or exception already; the others are watched like
+        submitted ones. A task this executor is already watching keeps its future.
+        """
+        if task_group_id is not None:
+            self.task_group_id = task_group_id
+        if self.task_group_id is None:
+            raise ValueError("must specify a task_group_id in order to reload tasks")
+        group = str(self.task_group_id)
+        try:
+            views = self.client._group_views(group)
+        except FerryApiError as exc:
+            if exc.status != 404:
+                raise
+            warnings.warn(f"Received no tasks for Task Group ID: {group}", stacklevel=2)
+            return []
+        futures: List[ComputeFuture] = []
+        for view in views:
+            task_id = view["task_id"]
+            with self._cond:
+                existing = self._outstanding.get(task_id)
+            if existing is not None:
+                futures.append(existing)
+                continue
+            future = ComputeFuture(task_id)
+            future._executor = self
+            future.ferry_status = view["status"]
+            futures.append(future)
+            if view["status"] in FINAL_STATES:
+                self._finish(future, view)
+                continue
+            with self._cond:
+                self._futures.add(future)
+                future.add_done_callback(self._forget_future)
+            self._watch(future, task_id)
+        return futures
+
+    def get_worker_hardware_details(self) -> str:
+        """A text report of the hardware of one of the endpoint's workers (runs a task and waits for it)."""
+        from .hardware_report import run_hardware_report
+
+        return self.submit(run_hardware_report, "Compute Endpoint worker").result()
 
     def _check_open(self) -> None:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
         if not self.endpoint_id:
-            raise FerryError("no endpoint_id: pass Executor(endpoint_id=...) or set FERRY_ENDPOINT_ID")
+            raise ValueError(
+                "No endpoint_id set.  Did you forget to set it at construction?\n"
+                "  Hint:\n\n"
+                "    gce = Executor(endpoint_id=<ep_id>)\n"
+                "    gce.endpoint_id = <ep_id>    # alternative\n"
+                "  (or set FERRY_ENDPOINT_ID)"
+            )
 
-    def _enqueue(self, function_id: str, args: bytes) -> ComputeFuture:
-        future = ComputeFuture(self)
+    def _enqueue(self, function_id: str, args: Tuple[str, bytes]) -> ComputeFuture:
+        future = ComputeFuture()
+        future._executor = self
         with self._cond:
             self._check_open()
+            if self.task_group_id is None:
+                self.task_group_id = uuid.uuid4()
+            self.task_count_submitted += 1
             self._pending.append(_Pending(future, function_id, args))
             self._futures.add(future)
             future.add_done_callback(self._forget_future)
@@ -236,7 +465,9 @@ class Executor(concurrent.futures.Executor):
         items: List[_Pending] = []
         for p in batch:
             try:
-                spec = self.client._task_spec(self.endpoint_id, p.function_id, (), {}, self.walltime_ms, encoded=p.args)
+                spec = self.client._task_spec(
+                    str(self.endpoint_id), p.function_id, (), {}, self.walltime_ms, encoded=p.args, resource_specification=self.resource_specification
+                )
                 if self.memory_mb is not None:
                     spec["memory_mb"] = self.memory_mb
                 specs.append(spec)
@@ -256,7 +487,7 @@ class Executor(concurrent.futures.Executor):
     def _submit_slice(self, items: List[_Pending], specs: List[Dict[str, Any]]) -> None:
         self.stats["submit_requests"] += 1
         try:
-            out = self.client._submit(self.endpoint_id, specs, self.task_group_id)
+            out = self.client._submit(str(self.endpoint_id), specs, str(self.task_group_id))
             ids, not_queued, error = out["task_ids"], set(), None
         except FerryApiError as exc:
             # A partial failure names the tasks that were not queued; the others are live.
@@ -281,6 +512,9 @@ class Executor(concurrent.futures.Executor):
             except FerryError:
                 pass
             return
+        self._watch(future, task_id)
+
+    def _watch(self, future: ComputeFuture, task_id: str) -> None:
         with self._cond:
             self._outstanding[task_id] = future
             if self._poller is None:
@@ -340,20 +574,24 @@ class Executor(concurrent.futures.Executor):
         with self._cond:
             if self._outstanding.pop(task_id, None) is None:
                 return False  # settled by another thread meanwhile
-        if status == "cancelled":
+        self._finish(future, view)
+        return True
+
+    def _finish(self, future: ComputeFuture, view: Dict[str, Any]) -> None:
+        """Settle a future from its task's final view: result, exception or cancelled."""
+        if view["status"] == "cancelled":
             future._cancel_here()
-            return True
+            return
         future._output = task_output(view)
         try:
-            outcome = self.client._outcome(view)
+            outcome = self.client._outcome(view, future._return_dict)
         except Exception as exc:  # noqa: BLE001 - a result that cannot be read or unpickled fails its future
             _fail(future, exc)
-            return True
+            return
         if "exception" in outcome:
             _fail(future, outcome["exception"])
         else:
             _resolve(future, outcome.get("result"))
-        return True
 
     # --- shutting down -----------------------------------------------------------------------
 
@@ -372,7 +610,20 @@ class Executor(concurrent.futures.Executor):
             concurrent.futures.wait(futures)
 
     def __repr__(self) -> str:
-        return f"Executor(endpoint_id={self.endpoint_id!r}, task_group_id={self.task_group_id!r})"
+        label = f"{self.label}; " if self.label else ""
+        ep_id = f"ep_id:{self.endpoint_id}; " if self.endpoint_id else ""
+        return f"{type(self).__name__}<{label}{ep_id}tg_id:{self.task_group_id}; bs:{self.batch_size}>"
+
+
+def _check_json_dict(what: str, val: Any) -> None:
+    if val is None:
+        return
+    if not isinstance(val, dict):
+        raise TypeError(f"{what} must be of type dict, not {type(val).__name__}")
+    try:
+        json.dumps(val)
+    except Exception as exc:  # noqa: BLE001
+        raise TypeError(f"{what} must be JSON-serializable") from exc
 
 
 def _spec_size(spec: Dict[str, Any]) -> int:

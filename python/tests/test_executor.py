@@ -73,7 +73,7 @@ class ExecutorTests(unittest.TestCase):
         self.assertEqual(len(self.api.calls("POST", "/v1/functions")), 1)
         self.assertTrue(all(isinstance(f, ComputeFuture) and f.task_id for f in futures))
         # Every request names the executor's task group and carries its own Idempotency-Key.
-        self.assertEqual({r[2]["task_group_id"] for r in self.api.submits()}, {ex.task_group_id})
+        self.assertEqual({r[2]["task_group_id"] for r in self.api.submits()}, {str(ex.task_group_id)})
         keys = [r[3] for r in self.api.submits()]
         self.assertEqual(len(set(keys)), len(keys))
         self.assertTrue(all(keys))

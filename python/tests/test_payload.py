@@ -72,8 +72,14 @@ class RemoteExceptionTests(unittest.TestCase):
     def test_a_builtin_exception_is_reraised_as_itself_with_the_remote_traceback(self):
         view = {"type": "ZeroDivisionError", "message": "division by zero", "traceback": self.TB, "payload": view_of(pickle.dumps(ZeroDivisionError("division by zero")))}
         exc = remote_exception(view, "t-1", no_fetch)
-        self.assertIs(type(exc), ZeroDivisionError)
+        # Both `except ZeroDivisionError` and `except TaskExecutionFailed` catch it.
+        self.assertIsInstance(exc, ZeroDivisionError)
+        self.assertIsInstance(exc, TaskExecutionFailed)
+        self.assertEqual(type(exc).__name__, "ZeroDivisionError")
         self.assertEqual(str(exc), "division by zero")
+        self.assertEqual(exc.args, ("division by zero",))
+        self.assertEqual(exc.remote_data, self.TB)
+        self.assertEqual((exc.remote_type, exc.message), ("ZeroDivisionError", "division by zero"))
         self.assertEqual(exc.remote_traceback, self.TB)
         self.assertEqual(exc.ferry_task_id, "t-1")
         self.assertIn("return a / b", exc.__notes__[0])
@@ -83,7 +89,9 @@ class RemoteExceptionTests(unittest.TestCase):
         exc = remote_exception({"type": "TaskTimeout", "message": "over 1000 ms", "traceback": "TaskTimeout: over 1000 ms\n"}, "t-2", no_fetch)
         self.assertIsInstance(exc, TaskExecutionFailed)
         self.assertEqual((exc.remote_type, exc.message, exc.task_id), ("TaskTimeout", "over 1000 ms", "t-2"))
-        self.assertEqual(str(exc), "TaskTimeout: over 1000 ms")
+        # Globus's str(): the remote data, indented, after a newline.
+        self.assertEqual(str(exc), "\n TaskTimeout: over 1000 ms\n")
+        self.assertEqual(exc.remote_data, "TaskTimeout: over 1000 ms\n")
         self.assertEqual(pickle.loads(pickle.dumps(exc)).remote_type, "TaskTimeout")
 
     def test_a_class_the_client_cannot_import_gives_task_execution_failed(self):
@@ -108,7 +116,9 @@ class RemoteExceptionTests(unittest.TestCase):
         data = pickle.dumps(KeyError("k"))
         payload = {"codec": "python-pickle", "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "url": "http://s3/exc"}
         exc = remote_exception({"type": "KeyError", "message": "'k'", "traceback": "tb", "payload": payload}, "t-6", lambda url: data)
-        self.assertIs(type(exc), KeyError)
+        self.assertIsInstance(exc, KeyError)
+        self.assertIsInstance(exc, TaskExecutionFailed)
+        self.assertEqual(str(exc), "'k'")
 
 
 if __name__ == "__main__":
