@@ -82,8 +82,9 @@ class RemoteExceptionTests(unittest.TestCase):
         self.assertEqual((exc.remote_type, exc.message), ("ZeroDivisionError", "division by zero"))
         self.assertEqual(exc.remote_traceback, self.TB)
         self.assertEqual(exc.ferry_task_id, "t-1")
-        self.assertIn("return a / b", exc.__notes__[0])
-        self.assertIn("Remote traceback (Ferry task t-1)", exc.__notes__[0])
+        if hasattr(exc, "add_note"):  # Python 3.11+
+            self.assertIn("return a / b", exc.__notes__[0])
+            self.assertIn("Remote traceback (Ferry task t-1)", exc.__notes__[0])
 
     def test_no_payload_gives_task_execution_failed(self):
         exc = remote_exception({"type": "TaskTimeout", "message": "over 1000 ms", "traceback": "TaskTimeout: over 1000 ms\n"}, "t-2", no_fetch)
