@@ -16,6 +16,8 @@ import {
   putTasks,
   releaseIdempotency,
   queryGroup,
+  submitOrder,
+  submitPrefix,
   transitionTask,
   type RemoteException,
   type TaskOutput,
@@ -74,26 +76,30 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   const response = { task_group_id: taskGroupId, task_ids: taskIds };
 
   // Independent reads, made together: they sit on every submit's critical path.
-  const [ep, functions] = await Promise.all([
+  const [ep, functions, lastInGroup] = await Promise.all([
     usableEndpoint(input.endpointId, input.userId),
     ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
-    input.taskGroupId ? checkGroupOwner(input.taskGroupId, input.userId) : undefined,
+    input.taskGroupId ? lastOfOwnGroup(input.taskGroupId, input.userId) : undefined,
   ]);
   const specs = input.tasks.map((t, i) => taskResources(t, functions.get(t.function_id)!, i));
+  const submittedAt = new Date();
+  let prefix = submitPrefix(submittedAt, lastInGroup);
   let takeover = false;
   if (keyHash) {
     const request_hash = sha256Hex(JSON.stringify([input.endpointId, input.taskGroupId ?? null, input.tasks]));
-    const claim = await claimIdempotency(input.userId, keyHash, { request_hash, response }, REQUEST_DEADLINE_MS);
+    const claim = await claimIdempotency(input.userId, keyHash, { request_hash, response, submit_prefix: prefix }, REQUEST_DEADLINE_MS);
     if (!claim.claimed) {
       if (claim.held.request_hash !== request_hash) throw new IdempotencyKeyReused('this Idempotency-Key was used for a different request');
       if (claim.held.state === 'complete') return claim.held.response;
       throw new RequestInProgress('a request with this Idempotency-Key is still being served; retry shortly');
     }
-    // The claim replaced one whose request died part-way: some of its tasks may exist already.
+    // The claim replaced one whose request died part-way: some of its tasks may exist already,
+    // and the rest take their places beside them.
     takeover = claim.previous !== undefined;
+    prefix = claim.previous?.submit_prefix ?? prefix;
   }
 
-  const now = new Date().toISOString();
+  const now = submittedAt.toISOString();
   const existing = takeover ? new Map((await getTasks(taskIds)).map((t) => [t.task_id, t])) : new Map<string, TaskRecord>();
   const records: TaskRecord[] = [];
   for (const [i, t] of input.tasks.entries()) {
@@ -116,6 +122,7 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
       walltime_ms: t.walltime_ms ?? ep.walltime_ms,
       ...(t.memory_mb !== undefined ? { memory_mb: t.memory_mb } : {}),
       ...(specs[i] ? { resource_specification: specs[i] } : {}),
+      submit_order: submitOrder(prefix, i),
       created_at: now,
       updated_at: now,
       transitions: [
@@ -257,9 +264,11 @@ async function ownedFunctions(userId: string, ids: string[]): Promise<Map<string
   return found;
 }
 
-async function checkGroupOwner(groupId: string, userId: string): Promise<void> {
-  const { items } = await queryGroup(groupId, 1);
+/** The sort key of the last task in a group this user may add to (undefined for a new group); another user's group is refused. */
+async function lastOfOwnGroup(groupId: string, userId: string): Promise<string | undefined> {
+  const { items } = await queryGroup(groupId, 1, undefined, { last: true });
   if (items[0] && items[0].owner !== userId) throw new Forbidden(`task group ${groupId} belongs to another user`);
+  return items[0]?.submit_order;
 }
 
 async function argsEnvelope(t: SubmitTaskInput, endpointId: string, userId: string, taskId: string): Promise<Envelope> {

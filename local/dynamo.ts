@@ -11,6 +11,7 @@ import {
   type CreateTableCommandInput,
 } from '@aws-sdk/client-dynamodb';
 import type { FerryConfig } from '../core/config';
+import { legacySubmitOrder } from '../core/tables/tasks';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import type { LocalIam } from './iam';
@@ -128,16 +129,18 @@ export function tableDefinitions(cfg: FerryConfig): CreateTableCommandInput[] {
       AttributeDefinitions: [
         { AttributeName: 'task_id', AttributeType: S },
         { AttributeName: 'task_group_id', AttributeType: S },
+        { AttributeName: 'submit_order', AttributeType: S },
         { AttributeName: 'created_at', AttributeType: S },
         { AttributeName: 'open_on', AttributeType: S },
       ],
       KeySchema: [{ AttributeName: 'task_id', KeyType: 'HASH' }],
       GlobalSecondaryIndexes: [
         {
-          IndexName: 'group-index',
+          // A group's tasks in submit order (core/tables/tasks.ts submitOrder).
+          IndexName: 'group-order-index',
           KeySchema: [
             { AttributeName: 'task_group_id', KeyType: 'HASH' },
-            { AttributeName: 'created_at', KeyType: 'RANGE' },
+            { AttributeName: 'submit_order', KeyType: 'RANGE' },
           ],
           // Keys and the (never changing) owner only: a task's updates then never rewrite the index.
           Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: ['owner'] },
@@ -192,6 +195,17 @@ export async function deleteTableAndWait(client: DynamoDBClient, tableName: stri
   throw new Error(`table ${tableName} was not deleted`);
 }
 
+/**
+ * What today's indexes need of an item an older Ferry wrote: a task without `submit_order` (from
+ * before tasks were listed in submit order) gets one from its creation time and id, so it stays in
+ * its group's listing. Idempotency records and other tables' items have nothing to add.
+ */
+function upgradeItem(item: Record<string, AttributeValue>): void {
+  const group = item.task_group_id?.S;
+  const created = item.created_at?.S;
+  if (group && created && !item.submit_order) item.submit_order = { S: legacySubmitOrder(created, item.task_id!.S!) };
+}
+
 async function rebuildTable(client: DynamoDBClient, def: CreateTableCommandInput, backupDir?: string): Promise<void> {
   const items: Record<string, AttributeValue>[] = [];
   let start: Record<string, AttributeValue> | undefined;
@@ -201,6 +215,7 @@ async function rebuildTable(client: DynamoDBClient, def: CreateTableCommandInput
     start = page.LastEvaluatedKey;
   } while (start);
   if (backupDir) writeFileSync(`${backupDir}/${def.TableName}.before-rebuild.json`, JSON.stringify(items), { mode: 0o600 });
+  for (const item of items) upgradeItem(item);
   console.error(`local DynamoDB: table ${def.TableName} was made by an older Ferry; rebuilding it with today's indexes (${items.length} items kept)`);
   await deleteTableAndWait(client, def.TableName!);
   await client.send(new CreateTableCommand(def));

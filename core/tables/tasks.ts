@@ -1,4 +1,5 @@
-import { DeleteCommand, GetCommand, PutCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { randomBytes } from 'node:crypto';
+import { DeleteCommand, GetCommand, QueryCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { z } from 'zod';
 import { dynamo } from '../clients';
 import { config } from '../config';
@@ -6,7 +7,7 @@ import type { ResourceSpecification } from '../messages';
 import type { Envelope } from '../payload';
 import { FINAL_STATES, statesAllowing, type TaskState } from '../states';
 import { batchGet, batchPut, isConditionFailed } from './batch';
-import { cursorId, cursorTimestamp, decodeCursor, encodeCursor, invalidCursor, queryPage, type CursorShape } from './cursor';
+import { cursorId, decodeCursor, encodeCursor, invalidCursor, queryPage, type CursorShape } from './cursor';
 
 export interface Transition {
   state: TaskState;
@@ -45,6 +46,8 @@ export interface TaskRecord {
   memory_mb?: number;
   /** mpi tasks only: their ranks, filled in by the API (core/tasks.ts resourceSpecification). */
   resource_specification?: ResourceSpecification;
+  /** The task's place in its group, the sort key of `group-order-index`: its submit, then its position in it (submitOrder). */
+  submit_order: string;
   created_at: string;
   updated_at: string;
   transitions: Transition[];
@@ -73,21 +76,53 @@ export async function getTask(taskId: string): Promise<TaskRecord | undefined> {
 
 export const getTasks = (ids: readonly string[]): Promise<TaskRecord[]> => batchGet<TaskRecord>(table(), 'task_id', ids);
 
-/** A cursor of one group's listing: group-index keys are the group, its sort key and the task id. */
-const groupCursor = (groupId: string): CursorShape =>
-  z.object({ task_id: cursorId, task_group_id: z.literal(groupId), created_at: cursorTimestamp }).strict() as unknown as CursorShape;
+/**
+ * The sort key that lists a group's tasks in submit order: `<submit time>#<submit token>#<position>`.
+ * Tasks of one submit share its time and token (the token keeps two submits made in the same
+ * millisecond apart, each whole) and sort by their position in the request (0000-0499).
+ */
+export const submitOrder = (submitPrefix: string, position: number): string => `${submitPrefix}#${String(position).padStart(4, '0')}`;
 
-/** One page of a group's tasks: the index holds keys and owner only, so the records are read by key. */
-export async function queryGroup(groupId: string, limit: number, cursor?: string): Promise<{ items: { task_id: string; owner: string }[]; next?: string }> {
+/**
+ * The prefix of a new submit's tasks: its time, never earlier than the group's last submit (so a
+ * submit made after another one lists after it, whatever the clocks of two API instances say),
+ * and a random token.
+ */
+export function submitPrefix(now: Date, lastInGroup: string | undefined): string {
+  const previous = lastInGroup ? Date.parse(lastInGroup.slice(0, lastInGroup.indexOf('#'))) : NaN;
+  const at = previous >= now.getTime() ? new Date(previous + 1) : now;
+  return `${at.toISOString()}#${randomBytes(4).toString('hex')}`;
+}
+
+/** Tasks written by an older Ferry (kept local data) carry no submit_order: they sort by creation, then id. */
+export const legacySubmitOrder = (createdAt: string, taskId: string): string => `${createdAt}#00000000#${taskId}`;
+
+const submitOrderShape = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z#[0-9a-f]{8}#(\d{4}|[0-9a-f-]{36})$/);
+
+/** A cursor of one group's listing: group-order-index keys are the group, its sort key and the task id. */
+const groupCursor = (groupId: string): CursorShape =>
+  z.object({ task_id: cursorId, task_group_id: z.literal(groupId), submit_order: submitOrderShape }).strict() as unknown as CursorShape;
+
+/**
+ * One page of a group's tasks in submit order (`last`: just the last task, newest first): the index
+ * holds keys and owner only, so the records are read by key.
+ */
+export async function queryGroup(
+  groupId: string,
+  limit: number,
+  cursor?: string,
+  opts: { last?: boolean } = {},
+): Promise<{ items: { task_id: string; owner: string; submit_order: string }[]; next?: string }> {
   const out = await queryPage({
     TableName: table(),
-    IndexName: 'group-index',
+    IndexName: 'group-order-index',
     KeyConditionExpression: 'task_group_id = :g',
     ExpressionAttributeValues: { ':g': groupId },
     Limit: limit,
+    ScanIndexForward: !opts.last,
     ExclusiveStartKey: decodeCursor(cursor, groupCursor(groupId)),
   });
-  return { items: (out.Items ?? []) as { task_id: string; owner: string }[], next: encodeCursor(out.LastEvaluatedKey) };
+  return { items: (out.Items ?? []) as { task_id: string; owner: string; submit_order: string }[], next: encodeCursor(out.LastEvaluatedKey) };
 }
 
 /**
@@ -100,7 +135,7 @@ export async function checkGroupCursor(groupId: string, owner: string, cursor: s
   const key = decodeCursor(cursor, groupCursor(groupId));
   if (!key) return;
   const t = await getTask(key.task_id!);
-  if (!t || t.owner !== owner || t.task_group_id !== groupId || t.created_at !== key.created_at) throw invalidCursor();
+  if (!t || t.owner !== owner || t.task_group_id !== groupId || t.submit_order !== key.submit_order) throw invalidCursor();
 }
 
 export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<string, unknown>): Promise<{ ids: string[]; next?: Record<string, unknown> }> {
@@ -217,6 +252,8 @@ export interface IdempotencyRecord {
   state: 'pending' | 'complete';
   /** Epoch ms when the request that holds the claim started. */
   started_at: number;
+  /** The submit's order prefix (submitPrefix), kept by every attempt: a retry's tasks sort where the first attempt's did. */
+  submit_prefix?: string;
 }
 
 const idemKey = (owner: string, keyHash: string) => `idempotency#${owner}#${keyHash}`;
@@ -224,25 +261,35 @@ const idemKey = (owner: string, keyHash: string) => `idempotency#${owner}#${keyH
 /**
  * Claim a key for this request in one conditional write: a new key, or one whose holder has been
  * pending for longer than `staleMs` (its request died). Returns what the claim replaced (nothing
- * for a new key), or `{ held }` with the record that stands when the claim is refused.
+ * for a new key), or `{ held }` with the record that stands when the claim is refused. A claim
+ * that replaces a dead one keeps its `submit_prefix`.
  */
 export async function claimIdempotency(
   owner: string,
   keyHash: string,
-  rec: Omit<IdempotencyRecord, 'state' | 'started_at'>,
+  rec: Omit<IdempotencyRecord, 'state' | 'started_at' | 'submit_prefix'> & { submit_prefix: string },
   staleMs: number,
 ): Promise<{ claimed: true; previous?: IdempotencyRecord } | { claimed: false; held: IdempotencyRecord }> {
   const now = Date.now();
-  // Kept one day, like the retry window of any client.
-  const item = { task_id: idemKey(owner, keyHash), ...rec, state: 'pending', started_at: now, expires_at: Math.floor(now / 1000) + 86400 };
   try {
     const out = await dynamo().send(
-      new PutCommand({
+      new UpdateCommand({
         TableName: table(),
-        Item: item,
+        Key: { task_id: idemKey(owner, keyHash) },
+        UpdateExpression:
+          'SET request_hash = :h, #resp = :resp, #st = :pending, started_at = :now, expires_at = :exp, submit_prefix = if_not_exists(submit_prefix, :prefix)',
         ConditionExpression: 'attribute_not_exists(task_id) OR (#st = :pending AND started_at < :stale AND request_hash = :h)',
-        ExpressionAttributeNames: { '#st': 'state' },
-        ExpressionAttributeValues: { ':pending': 'pending', ':stale': now - staleMs, ':h': rec.request_hash },
+        ExpressionAttributeNames: { '#st': 'state', '#resp': 'response' },
+        ExpressionAttributeValues: {
+          ':h': rec.request_hash,
+          ':resp': rec.response,
+          ':pending': 'pending',
+          ':now': now,
+          // Kept one day, like the retry window of any client.
+          ':exp': Math.floor(now / 1000) + 86400,
+          ':prefix': rec.submit_prefix,
+          ':stale': now - staleMs,
+        },
         ReturnValues: 'ALL_OLD',
       }),
     );

@@ -60,10 +60,14 @@ export class DataStack extends Stack {
     endpoints.addGlobalSecondaryIndex(ownerIndex);
     // Finished tasks carry `expires_at` (resultTtlDays after they end), idempotency records one day.
     const tasks = table('TasksTable', 'tasks', 'task_id', 'expires_at');
+    // A group's tasks in submit order: `submit_order` is the submit's time and token, then the
+    // task's position in it (core/tables/tasks.ts submitOrder). It replaced a group-index sorted
+    // on created_at, which every task of one submit shares. A GSI's keys cannot change in place:
+    // on a deployed stage, deploy with both indexes, backfill submit_order, then drop group-index.
     tasks.addGlobalSecondaryIndex({
-      indexName: 'group-index',
+      indexName: 'group-order-index',
       partitionKey: { name: 'task_group_id', type: dynamodb.AttributeType.STRING },
-      sortKey: { name: 'created_at', type: dynamodb.AttributeType.STRING },
+      sortKey: { name: 'submit_order', type: dynamodb.AttributeType.STRING },
       // Keys and the (never changing) owner only: a task's state changes never rewrite the index.
       projectionType: dynamodb.ProjectionType.INCLUDE,
       nonKeyAttributes: ['owner'],
@@ -115,7 +119,7 @@ export class DataStack extends Stack {
     this.tables = {
       functions: ref('functions', 'FERRY_FUNCTIONS_TABLE', ['owner-index']),
       endpoints: ref('endpoints', 'FERRY_ENDPOINTS_TABLE', ['owner-index']),
-      tasks: ref('tasks', 'FERRY_TASKS_TABLE', ['group-index', 'open-since-index']),
+      tasks: ref('tasks', 'FERRY_TASKS_TABLE', ['group-order-index', 'open-since-index']),
       tokens: ref('tokens', 'FERRY_TOKENS_TABLE', []),
     };
 
