@@ -12,8 +12,10 @@ import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
 import { backoffSleep, GrantKeeper } from './grant';
 import { resolveIsolation, type Isolation } from './runtime/isolation';
 import { taskLimitSettingsFromEnv, type TaskLimitSettings } from './runtime/limits';
+import { describeMpiLauncher, resolveMpiLauncher, type MpiLauncher } from './runtime/mpi';
 import { fitOutput } from './runtime/output';
 import { RuntimePool, type RunOutcome, type RuntimeName } from './runtime/pool';
+import { ShellRunner } from './runtime/shell';
 
 export const AGENT_VERSION = '0.1.0';
 
@@ -49,6 +51,8 @@ export interface AgentOptions {
   pythonCommand?: string;
   /** Memory, pids and output caps of tasks, and how they are enforced; default: from FERRY_TASK_* (runtime/limits.ts). */
   taskLimits?: TaskLimitSettings;
+  /** How mpi tasks' ranks start; null: none (mpi tasks fail with MPIUnavailable); default: resolved from mpi_launcher "auto". */
+  mpiLauncher?: MpiLauncher | null;
 }
 
 // SQS: a result message is at most 256 KiB; tracebacks beyond this are cut.
@@ -243,6 +247,9 @@ export class WorkerAgent {
   private readonly source: TaskSource;
   private endpointId: string;
   private pool?: RuntimePool;
+  /** Shell and mpi tasks: run by the agent through the pool, with no runtime process. */
+  private shell?: ShellRunner;
+  private readonly mpi: MpiLauncher | undefined;
   private readonly isolation: Isolation;
   private readonly slots: number;
   private readonly bundles = new Set<Bundle>();
@@ -273,6 +280,7 @@ export class WorkerAgent {
     this.endpointId = opts.endpointId;
     this.isolation = opts.isolation ?? resolveIsolation({}, { warn: (line) => console.error(line) });
     this.slots = Math.max(1, opts.slots ?? opts.poolSize ?? availableParallelism());
+    this.mpi = opts.mpiLauncher === null ? undefined : (opts.mpiLauncher ?? resolveMpiLauncher('auto'));
   }
 
   /** Called when the agent must stop for good (its secret was revoked). */
@@ -295,11 +303,13 @@ export class WorkerAgent {
       ...this.taskLimits(),
     });
     await this.pool.start();
+    this.shell = new ShellRunner(this.pool, this.mpi);
     const limits = this.pool.limitsInfo();
     this.log('agent started', {
       endpoint: this.endpointId,
       slots: this.slots,
-      runtimes: this.opts.runtimes ?? ['node', 'python'],
+      runtimes: this.runtimes,
+      mpi_launcher: describeMpiLauncher(this.mpi),
       isolation: this.isolation.describe(),
       max_processes: this.pool.stats().maxProcesses,
       task_limits: limits && { enforced_by: limits.describe, memory_mb: limits.memoryMb, pids_max: limits.pidsMax, output_bytes: limits.outputBytes },
@@ -423,7 +433,18 @@ export class WorkerAgent {
     }
     const runtime = msg.function.runtime;
     if (runtime === 'shell' || runtime === 'mpi') {
-      return { ok: false, error: { type: 'RuntimeUnavailable', message: `this agent cannot run ${runtime} functions`, traceback: '' } };
+      return this.shell!.run({
+        taskId: task.task_id,
+        user: msg.user_id,
+        runtime,
+        source: msg.function.source,
+        shell: msg.function.shell,
+        args,
+        codec: task.args.codec,
+        walltimeMs: task.walltime_ms,
+        memoryMb: task.memory_mb,
+        resourceSpecification: task.resource_specification,
+      });
     }
     return this.pool!.run({
       taskId: task.task_id,
@@ -436,6 +457,11 @@ export class WorkerAgent {
       walltimeMs: task.walltime_ms,
       memoryMb: task.memory_mb,
     });
+  }
+
+  /** What this agent runs: its runtime processes' languages, shell commands, and mpi when it has a launcher. */
+  get runtimes(): string[] {
+    return [...(this.opts.runtimes ?? ['node', 'python']), 'shell', ...(this.mpi ? ['mpi'] : [])];
   }
 
   private taskLimits(): TaskLimitSettings {
@@ -503,7 +529,7 @@ export class WorkerAgent {
     const body = {
       worker_id: this.workerId,
       ...this.status(),
-      runtimes: this.opts.runtimes ?? ['node', 'python'],
+      runtimes: this.runtimes,
       agent_version: AGENT_VERSION,
       heartbeat_ms: this.heartbeatMs,
       stopped,

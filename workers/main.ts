@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { WorkerAgent } from './agent';
 import { SecretRefused } from './grant';
 import { IsolationConfigError, ISOLATION_MODES, resolveIsolation, type IsolationMode, type IsolationSettings } from './runtime/isolation';
+import { describeMpiLauncher, MpiConfigError, MPI_LAUNCHER_SETTINGS, resolveMpiLauncher, type MpiLauncher, type MpiLauncherSetting } from './runtime/mpi';
 import type { RuntimeName } from './runtime/pool';
 
 /**
@@ -17,6 +18,8 @@ import type { RuntimeName } from './runtime/pool';
  *   FERRY_SANDBOX_NETWORK (true|false; default true), FERRY_OWNER_UNSANDBOXED (default false),
  *   FERRY_IDLE_SECONDS (default 60), FERRY_MAX_PROCESSES (default 2 × pool size × runtimes),
  *   FERRY_PYTHON (default python3).
+ * MPI functions: FERRY_MPI_LAUNCHER / mpi_launcher auto|mpiexec|srun|none (default auto: srun inside a
+ *   Slurm job, else mpiexec on PATH, else none).
  * Exits 0 after a graceful stop (SIGTERM/SIGINT, or its parent process died), 2 if the endpoint secret is refused or the
  * configured isolation cannot work here.
  */
@@ -31,6 +34,7 @@ export interface WorkerSettings extends IsolationSettings {
   idleSeconds?: number;
   maxProcesses?: number;
   python?: string;
+  mpiLauncher?: MpiLauncherSetting;
 }
 
 interface SettingsFile {
@@ -43,6 +47,7 @@ interface SettingsFile {
   idle_seconds?: number | string;
   max_processes?: number | string;
   python?: string;
+  mpi_launcher?: string;
 }
 
 export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerSettings {
@@ -79,6 +84,10 @@ export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Wor
   if (isolation !== undefined && !ISOLATION_MODES.includes(isolation as IsolationMode)) {
     throw new Error(`isolation must be one of ${ISOLATION_MODES.join(', ')}, not ${JSON.stringify(isolation)}`);
   }
+  const mpiLauncher = env.FERRY_MPI_LAUNCHER ?? f.mpi_launcher;
+  if (mpiLauncher !== undefined && !MPI_LAUNCHER_SETTINGS.includes(mpiLauncher as MpiLauncherSetting)) {
+    throw new Error(`mpi_launcher must be one of ${MPI_LAUNCHER_SETTINGS.join(', ')}, not ${JSON.stringify(mpiLauncher)}`);
+  }
   const passthrough = env.FERRY_ENV_PASSTHROUGH ?? f.env_passthrough;
   return {
     isolation: isolation as IsolationMode | undefined,
@@ -90,6 +99,7 @@ export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Wor
     idleSeconds: count('idle_seconds', env.FERRY_IDLE_SECONDS ?? f.idle_seconds),
     maxProcesses: count('max_processes', env.FERRY_MAX_PROCESSES ?? f.max_processes),
     python: env.FERRY_PYTHON ?? f.python,
+    mpiLauncher: mpiLauncher as MpiLauncherSetting | undefined,
   };
 }
 
@@ -117,6 +127,17 @@ export function isolationOrRefuse(settings: WorkerSettings): ReturnType<typeof r
   }
 }
 
+/** The MPI launcher the settings ask for (null: none); false, having said why, when it cannot work here. */
+export function mpiLauncherOrRefuse(settings: WorkerSettings): MpiLauncher | null | false {
+  try {
+    return resolveMpiLauncher(settings.mpiLauncher ?? 'auto') ?? null;
+  } catch (err) {
+    if (!(err instanceof MpiConfigError)) throw err;
+    console.error(`ferry worker: ${err.message}`);
+    return false;
+  }
+}
+
 /** Starts the agent; false, having said why and stopped it, when its secret is refused. */
 export async function startOrRefuse(agent: WorkerAgent): Promise<boolean> {
   try {
@@ -137,6 +158,8 @@ export async function runAgent(
 ): Promise<number> {
   const isolation = isolationOrRefuse(settings);
   if (!isolation) return 2;
+  const mpiLauncher = mpiLauncherOrRefuse(settings);
+  if (mpiLauncher === false) return 2;
   const agent = new WorkerAgent({
     apiUrl: cfg.api_url.replace(/\/+$/, ''),
     endpointId: cfg.endpoint_id,
@@ -146,6 +169,7 @@ export async function runAgent(
     idleMs: settings.idleSeconds === undefined ? undefined : settings.idleSeconds * 1000,
     maxProcesses: settings.maxProcesses,
     pythonCommand: settings.python,
+    mpiLauncher,
   });
   let resolveExit!: (code: number) => void;
   const exit = new Promise<number>((r) => (resolveExit = r));
@@ -174,7 +198,7 @@ export async function runAgent(
   process.on('SIGINT', () => shutdown('SIGINT'));
   if (opts.parentPid) watchParent(opts.parentPid, () => shutdown(`its parent process ${opts.parentPid} has died`));
   if (!(await startOrRefuse(agent))) return 2;
-  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}`);
+  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}; mpi launcher ${describeMpiLauncher(mpiLauncher ?? undefined)}`);
   return exit;
 }
 

@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { WorkerAgent } from '../agent';
-import { isolationOrRefuse, startOrRefuse, workerConfigFromEnv, workerSettingsFromEnv, type WorkerConfig } from '../main';
+import { isolationOrRefuse, mpiLauncherOrRefuse, startOrRefuse, workerConfigFromEnv, workerSettingsFromEnv, type WorkerConfig } from '../main';
 import type { RuntimeName } from '../runtime/pool';
 import { RelayTaskSource } from './relay-client';
 
@@ -37,6 +37,8 @@ export interface BlockReport {
   completed: number;
   draining: boolean;
   stopped: boolean;
+  /** What the agent runs (node, python, shell, and mpi when it has a launcher): the manager beats with it in relay mode. */
+  runtimes?: string[];
   /** The job's end, epoch seconds. */
   end_at?: number;
 }
@@ -58,6 +60,8 @@ async function main(env = process.env): Promise<number> {
 
   const isolation = isolationOrRefuse(settings);
   if (!isolation) return 2;
+  const mpiLauncher = mpiLauncherOrRefuse(settings);
+  if (mpiLauncher === false) return 2;
   let workerId = '';
   const agent: WorkerAgent = new WorkerAgent({
     source: relay ? new RelayTaskSource(contact!, () => workerId, blockId, log) : undefined,
@@ -74,6 +78,7 @@ async function main(env = process.env): Promise<number> {
     idleMs: settings.idleSeconds === undefined ? undefined : settings.idleSeconds * 1000,
     maxProcesses: settings.maxProcesses,
     pythonCommand: settings.python,
+    mpiLauncher,
   });
   workerId = agent.workerId;
 
@@ -81,7 +86,7 @@ async function main(env = process.env): Promise<number> {
   let stopped = false;
   const report = async () => {
     if (!contact) return;
-    const body: BlockReport = { block_id: blockId, job_id: jobId, worker_id: agent.workerId, host: hostname(), ...agent.status(), completed: agent.completed, draining, stopped, end_at: endAt };
+    const body: BlockReport = { block_id: blockId, job_id: jobId, worker_id: agent.workerId, host: hostname(), ...agent.status(), completed: agent.completed, runtimes: agent.runtimes, draining, stopped, end_at: endAt };
     try {
       const res = await fetch(`${contact.url}/v1/block-reports`, {
         method: 'POST',

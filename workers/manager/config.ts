@@ -67,7 +67,9 @@ const localProvider = z.strictObject({
 });
 
 const engine = z.strictObject({
-  type: z.enum(['GlobusComputeEngine', 'HighThroughputEngine']).optional(),
+  type: z.enum(['GlobusComputeEngine', 'HighThroughputEngine', 'GlobusMPIEngine']).optional(),
+  /** How the agents launch mpi tasks' ranks (GlobusMPIEngine's mpi_launcher); default the agents' own setting, auto: srun in a Slurm job. */
+  mpi_launcher: z.enum(['auto', 'srun', 'mpiexec', 'none']).optional(),
   /** Agents' slots per node; default one per core of the node. */
   max_workers_per_node: z.number().int().positive().optional(),
   /** Seconds a block may sit idle before it is released (Globus Compute's default: 120). */

@@ -265,6 +265,8 @@ export class EndpointManager {
       FERRY_BLOCK_REPORT_MS: String(this.reportMs),
       FERRY_ENV_PASSTHROUGH: this.passthrough(),
     };
+    // engine.mpi_launcher (GlobusMPIEngine's name); the agents' own setting otherwise.
+    if (this.opts.config.engine.mpi_launcher) env.FERRY_MPI_LAUNCHER = this.opts.config.engine.mpi_launcher;
     let unsetEnv: string[] | undefined;
     if (this.relay) {
       // Relay mode: the agents get the manager's address, no secret, and nothing of AWS or the API.
@@ -512,7 +514,7 @@ export class EndpointManager {
         if (r.stopped || stopped) continue;
         alive.add(r.worker_id);
         this.beatenAgents.add(r.worker_id);
-        beats.push({ worker_id: r.worker_id.slice(0, 128), workers: r.workers, idle_workers: r.idle_workers, running: r.running, runtimes, agent_version: AGENT_VERSION, heartbeat_ms: every, stopped: false });
+        beats.push({ worker_id: r.worker_id.slice(0, 128), workers: r.workers, idle_workers: r.idle_workers, running: r.running, runtimes: r.runtimes ?? runtimes, agent_version: AGENT_VERSION, heartbeat_ms: every, stopped: false });
       }
     }
     for (const id of [...this.beatenAgents]) {

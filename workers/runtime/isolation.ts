@@ -222,6 +222,8 @@ export interface SandboxLayout {
   /** The user's scratch directory, shown read-write at `scratchInside`. */
   scratch: string | undefined;
   scratchInside?: string;
+  /** A writable /dev/shm of the sandbox's own (MPI ranks on one node share memory through it). */
+  shm?: boolean;
   env: Record<string, string>;
   cwd: string;
 }
@@ -243,6 +245,8 @@ export function sandboxArgs(layout: SandboxLayout): string[] {
     else if (stat.isDirectory()) args.push('--ro-bind', dir, dir);
   }
   args.push('--proc', '/proc', '--dev', '/dev', '--tmpfs', '/tmp');
+  // bwrap's /dev/shm is a directory of root's: a task dropped to nobody could not create a segment in it.
+  if (layout.shm) args.push('--perms', '1777', '--tmpfs', '/dev/shm');
   const made = new Set<string>(['/', '/tmp', '/proc', '/dev', ...SYSTEM_DIRS]);
   const mkdirs = (inside: string) => {
     // bwrap makes missing parents 0700 (root's): the task, dropped to nobody, could not pass them.

@@ -8,6 +8,7 @@ import { encodeFrame, Frame, FrameDecoder } from './frames';
 import { confine, Isolation, resolveIsolation, SANDBOX_SCRATCH, type Confinement } from './isolation';
 import { DEFAULT_TASK_MEMORY_MB, DEFAULT_TASK_OUTPUT_BYTES, DEFAULT_TASK_PIDS_MAX, MIN_TASK_MEMORY_MB, TaskLimits, type LimitMode, type ProcessLimits } from './limits';
 import { CappedStream, taskOutput, type TaskOutput } from './output';
+import { confinedOwner, runCommand, type CommandOutcome, type CommandRequest } from './command';
 
 /**
  * The isolated runtimes the worker agent runs user functions in: long-lived node and python
@@ -119,7 +120,7 @@ const OUTPUT_END_WAIT_MS = 2000;
 // Where the runner files sit inside a sandbox.
 const SANDBOX_RUNNERS = '/opt/ferry-runtime';
 
-const failed = (type: string, message: string, traceback = `${type}: ${message}`): RunOutcome => ({
+const failed = (type: string, message: string, traceback = `${type}: ${message}`): { ok: false; error: TaskError } => ({
   ok: false,
   error: { type, message, traceback },
 });
@@ -273,6 +274,8 @@ export class RuntimePool {
   private scratchRoot: string | undefined;
   private runnerDir: string | undefined;
   private readonly groups = new Map<string, UserRuntime>();
+  /** Commands (shell and mpi tasks) running per user: their scratch stays while any runs. */
+  private readonly commands = new Map<string, number>();
   private starting: Promise<void> | undefined;
   private started = false;
   private closed = false;
@@ -396,6 +399,68 @@ export class RuntimePool {
     });
   }
 
+  /**
+   * Runs one command for a user (a shell or mpi task) with no runtime process, under what the
+   * user's runtime processes get: admission and confinement, their scratch, a cgroup (or rlimit)
+   * of its own with the task's memory cap, the output caps. Never rejects.
+   */
+  async runCommand(req: CommandRequest): Promise<CommandOutcome> {
+    if (!this.started) {
+      try {
+        await this.start();
+      } catch (err) {
+        return failed('RuntimeUnavailable', `the runtime pool could not start: ${(err as Error).message}`);
+      }
+    }
+    if (this.closed) return failed('PoolClosed', 'the runtime pool is closed');
+    if (typeof req.user !== 'string' || !req.user) return failed('InvalidTask', 'a task must name the user who submitted it');
+    const admission = this.isolation.admit(req.user, this.owner);
+    if (!admission.ok) return failed(admission.type, admission.message);
+    if (req.unconfinedOnly && admission.confinement.kind !== 'plain') return failed('MPIUnavailable', req.unconfinedOnly);
+    const memoryMb = Math.max(MIN_TASK_MEMORY_MB, Math.min(this.taskMemoryMb, Math.floor(req.memoryMb ?? this.taskMemoryMb)));
+    let limits: ProcessLimits;
+    try {
+      // Under rlimit the command starts at the task's cap (its hard RLIMIT_DATA); with cgroups the cap is set before it joins.
+      limits = this.limits!.forProcess(memoryMb);
+    } catch (err) {
+      return failed('RuntimeUnavailable', `could not set up task limits: ${(err as Error).message}`);
+    }
+    if (this.limits!.mechanism !== 'rlimit' && !limits.setMemory(memoryMb)) {
+      limits.release();
+      return failed('RuntimeUnavailable', `could not set the task's memory limit of ${memoryMb} MB`);
+    }
+    const user = req.user;
+    this.commands.set(user, (this.commands.get(user) ?? 0) + 1);
+    try {
+      const scratch = this.scratchDir(user, admission.confinement);
+      const python = this.python ?? { command: this.pythonCommand, prefixes: [], binDir: undefined };
+      return await runCommand(
+        {
+          isolation: this.isolation,
+          confinement: admission.confinement,
+          scratch,
+          scratchInside: path.posix.join(SANDBOX_SCRATCH, path.basename(scratch)),
+          binds: [...this.node.prefixes, ...python.prefixes],
+          bins: [this.node.binDir, python.binDir].filter((d): d is string => !!d),
+          limits,
+          memoryMb,
+          mechanism: this.limits!.mechanism,
+          // Without cgroups, bash adopts its orphaned grandchildren, so the /proc walk finds a double-forked daemon.
+          subreaper: this.limits!.mechanism === 'rlimit' && this.python?.binDir ? (run) => asSubreaper(this.python!.command, run) : undefined,
+          outputBytes: this.taskOutputBytes,
+        },
+        req,
+      );
+    } catch (err) {
+      return failed('RuntimeUnavailable', `could not run the command: ${(err as Error).message}`);
+    } finally {
+      const left = (this.commands.get(user) ?? 1) - 1;
+      if (left > 0) this.commands.set(user, left);
+      else this.commands.delete(user);
+      this.dropScratchIfUnused(user);
+    }
+  }
+
   private groupFor(runtime: RuntimeName, user: string, confinement: Confinement): UserRuntime {
     const key = groupKey(runtime, user);
     let group = this.groups.get(key);
@@ -453,11 +518,14 @@ export class RuntimePool {
 
   /** The user's scratch directory (0700, owned by whoever their runtimes run as), made on first use. */
   private scratchFor(group: UserRuntime): string {
-    const dir = path.join(this.scratchRoot!, 'u-' + createHash('sha256').update(group.user).digest('hex').slice(0, 20));
+    return this.scratchDir(group.user, group.confinement);
+  }
+
+  private scratchDir(user: string, confinement: Confinement): string {
+    const dir = path.join(this.scratchRoot!, 'u-' + createHash('sha256').update(user).digest('hex').slice(0, 20));
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     chmodSync(dir, 0o700);
-    const c = group.confinement;
-    const owner = c.kind === 'account' ? c.account : c.kind === 'sandbox' && c.uid !== undefined ? { uid: c.uid, gid: c.gid! } : undefined;
+    const owner = confinedOwner(confinement);
     if (owner) chownSync(dir, owner.uid, owner.gid);
     return dir;
   }
@@ -466,6 +534,7 @@ export class RuntimePool {
   private dropScratchIfUnused(user: string): void {
     if (!this.scratchRoot) return;
     for (const group of this.groups.values()) if (group.user === user && (group.processes.size || group.queue.length)) return;
+    if (this.commands.get(user)) return;
     rmSync(path.join(this.scratchRoot, 'u-' + createHash('sha256').update(user).digest('hex').slice(0, 20)), { recursive: true, force: true });
   }
 

@@ -1,0 +1,237 @@
+import { spawn } from 'node:child_process';
+import { chownSync, closeSync, constants, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { confine, type Confinement, type Isolation } from './isolation';
+import type { LimitMechanism, ProcessLimits } from './limits';
+import { CappedStream, taskOutput, type TaskOutput } from './output';
+
+/**
+ * One command run for a task without a runtime process (shell and mpi functions): `/bin/bash -c`
+ * in a fresh directory of the task's inside its user's scratch, under the confinement, limits and
+ * output caps the user's runtime processes get (the pool lends them: RuntimePool.runCommand).
+ * Whatever the command leaves running ends with it; a walltime kill takes the whole tree.
+ */
+
+export interface CommandRequest {
+  taskId: string;
+  /** The Ferry user who submitted the task. */
+  user: string;
+  /** What bash runs (`bash -c`). */
+  script: string;
+  /** Variables on top of the user's minimal environment, given the task directory as the task sees it. */
+  env?: (taskDir: string) => Record<string, string>;
+  /** The task's walltime: past it the task fails with TaskTimeout. */
+  walltimeMs: number;
+  /** The command's own walltime (ShellFunction's): past it the command is killed and ends with returncode 124. */
+  commandWalltimeMs?: number;
+  /** The task's memory cap in MB; default, and at most, the pool's. */
+  memoryMb?: number;
+  /** Files, relative to the task directory, that also receive stdout and stderr; the directory is then kept. */
+  files?: { stdout?: string; stderr?: string };
+  /** More host directories a sandbox shows read-only (an MPI launcher outside the system directories). */
+  binds?: string[];
+  /** In a sandbox: a writable /dev/shm and a read-only /sys (MPI ranks share memory and read the topology). */
+  mpi?: boolean;
+  /** When set, only a task that runs unconfined (the owner's, as the agent's user) may run; others fail MPIUnavailable with this message. */
+  unconfinedOnly?: string;
+}
+
+export type CommandOutcome =
+  | {
+      ok: true;
+      /** bash's exit status (killed by signal N: -N, as Python's subprocess says it, or 128 + N from a sandbox); 124 past its own walltime. */
+      returncode: number;
+      timedOut: boolean;
+      /** The captured streams as text, capped as task output is. */
+      stdout: string;
+      stderr: string;
+      output?: TaskOutput;
+    }
+  | { ok: false; error: { type: string; message: string; traceback: string }; output?: TaskOutput };
+
+/** What the pool lends a command: the user's confinement and scratch, fresh limits, the caps. */
+export interface CommandContext {
+  isolation: Isolation;
+  confinement: Confinement;
+  /** The user's scratch directory on the host, and where a sandboxed task sees it. */
+  scratch: string;
+  scratchInside: string;
+  /** Read-only binds a sandbox shows (interpreter prefixes, so node and python work from a shell), and their bin directories, first on PATH. */
+  binds: string[];
+  bins: string[];
+  limits: ProcessLimits;
+  /** The task's memory cap the limits hold, MB. */
+  memoryMb: number;
+  mechanism: LimitMechanism;
+  /** rlimit: runs the command as a child subreaper, so the /proc walk finds what it double-forked. */
+  subreaper?: (run: { command: string; args: string[] }) => { command: string; args: string[] };
+  outputBytes: number;
+}
+
+// SIGTERM first (srun passes it to its ranks), then SIGKILL for the whole tree.
+const KILL_GRACE_MS = 1000;
+// After the command exits, how long its pipes may stay open (a stray holding them is killed first).
+const PIPE_CLOSE_WAIT_MS = 2000;
+// setTimeout holds at most a signed 32-bit delay.
+const MAX_TIMER_MS = 0x7fffffff;
+
+const failure = (type: string, message: string, output?: TaskOutput): CommandOutcome => ({ ok: false, error: { type, message, traceback: `${type}: ${message}` }, output });
+
+/** Whose uid owns the task's files: the account's, or nobody's in a root agent's sandbox; else the agent's. */
+export function confinedOwner(c: Confinement): { uid: number; gid: number } | undefined {
+  if (c.kind === 'account') return { uid: c.account.uid, gid: c.account.gid };
+  if (c.kind === 'sandbox' && c.uid !== undefined) return { uid: c.uid, gid: c.gid! };
+  return undefined;
+}
+
+/** A relative path that stays inside the task directory, or undefined. */
+function insideTaskDir(dir: string, name: string): string | undefined {
+  if (path.isAbsolute(name)) return undefined;
+  const full = path.resolve(dir, name);
+  return full.startsWith(dir + path.sep) ? full : undefined;
+}
+
+export async function runCommand(ctx: CommandContext, req: CommandRequest): Promise<CommandOutcome> {
+  const c = ctx.confinement;
+  const sandboxed = c.kind === 'sandbox';
+  const owner = confinedOwner(c);
+  const dirName = 'task-' + req.taskId.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 100);
+  const taskDir = path.join(ctx.scratch, dirName);
+  const taskDirInside = sandboxed ? path.posix.join(ctx.scratchInside, dirName) : taskDir;
+  // Fresh: whatever an earlier delivery of the task left is gone before this one starts.
+  rmSync(taskDir, { recursive: true, force: true });
+  mkdirSync(taskDir, { mode: 0o700 });
+  if (owner) chownSync(taskDir, owner.uid, owner.gid);
+
+  // The files are opened by the agent before the task runs (no symlink the task could plant yet)
+  // and written through these descriptors, so a task can never point them elsewhere.
+  const fds: { stdout?: number; stderr?: number } = {};
+  const opened: number[] = [];
+  try {
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const name = req.files?.[stream];
+      if (name === undefined) continue;
+      const full = insideTaskDir(taskDir, name);
+      if (!full) return failure('ValueError', `ShellFunction ${stream} must be a path relative to the task's directory, not ${JSON.stringify(name)}`);
+      if (stream === 'stderr' && req.files?.stdout !== undefined && insideTaskDir(taskDir, req.files.stdout) === full) {
+        fds.stderr = fds.stdout;
+        continue;
+      }
+      mkdirSync(path.dirname(full), { recursive: true, mode: 0o700 });
+      const fd = openSync(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+      opened.push(fd);
+      fds[stream] = fd;
+      if (owner) {
+        chownSync(full, owner.uid, owner.gid);
+        for (let d = path.dirname(full); d !== taskDir; d = path.dirname(d)) chownSync(d, owner.uid, owner.gid);
+      }
+    }
+    return await spawnCommand(ctx, req, taskDir, taskDirInside, fds);
+  } finally {
+    for (const fd of opened) closeSync(fd);
+    ctx.limits.release();
+    if (!req.files?.stdout && !req.files?.stderr) rmSync(taskDir, { recursive: true, force: true });
+  }
+}
+
+function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string, taskDirInside: string, fds: { stdout?: number; stderr?: number }): Promise<CommandOutcome> {
+  const c = ctx.confinement;
+  const sandboxed = c.kind === 'sandbox';
+  const home = c.kind === 'account' ? c.account.home : taskDirInside;
+  const env = ctx.isolation.environment(home, taskDirInside, ctx.bins);
+  if (c.kind === 'account') Object.assign(env, { USER: c.account.name, LOGNAME: c.account.name });
+  Object.assign(env, req.env?.(taskDirInside) ?? {});
+  const run = { command: '/bin/bash', args: ['-c', req.script] };
+  const confined = confine(c, run, {
+    isRoot: ctx.isolation.agentIsRoot,
+    binds: [...ctx.binds, ...(req.binds ?? []), ...(req.mpi ? ['/sys'] : [])],
+    scratch: ctx.scratch,
+    scratchInside: ctx.scratchInside,
+    shm: req.mpi,
+    env,
+    cwd: taskDirInside,
+  });
+  const launched = ctx.subreaper ? ctx.subreaper(confined) : confined;
+  // The command joins its cgroup (or takes its rlimit) before it execs anything.
+  const { command, args } = ctx.limits.wrap(launched);
+  const stdout = new CappedStream(ctx.outputBytes);
+  const stderr = new CappedStream(ctx.outputBytes);
+
+  return new Promise<CommandOutcome>((resolve) => {
+    // detached: the command leads its own process group, so a kill reaches what it started.
+    const child = spawn(command, args, { cwd: sandboxed ? ctx.scratch : taskDir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    ctx.limits.settle(child.pid);
+    let timedOut: 'task' | 'command' | undefined;
+    let settled = false;
+    const timers: NodeJS.Timeout[] = [];
+    const killTree = () => {
+      ctx.limits.killAll();
+      if (child.pid !== undefined) {
+        try {
+          process.kill(-child.pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    };
+    const stop = (why: 'task' | 'command') => {
+      if (timedOut || settled) return;
+      timedOut = why;
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGTERM');
+      } catch {
+        /* already gone */
+      }
+      timers.push(setTimeout(killTree, KILL_GRACE_MS));
+    };
+    const arm = (ms: number | undefined, why: 'task' | 'command') => {
+      if (ms !== undefined && Number.isFinite(ms) && ms > 0 && ms <= MAX_TIMER_MS) timers.push(setTimeout(() => stop(why), ms));
+    };
+    arm(req.walltimeMs, 'task');
+    arm(req.commandWalltimeMs, 'command');
+
+    for (const stream of ['stdout', 'stderr'] as const) {
+      const capped = stream === 'stdout' ? stdout : stderr;
+      child[stream]!.on('data', (chunk: Buffer) => {
+        capped.write(chunk);
+        const fd = fds[stream];
+        if (fd !== undefined) {
+          try {
+            writeSync(fd, chunk);
+          } catch {
+            /* a full disk costs the file, not the task */
+          }
+        }
+      });
+    }
+    const closed = Promise.all([new Promise((r) => child.stdout!.once('close', r)), new Promise((r) => child.stderr!.once('close', r))]);
+
+    const finish = (outcome: CommandOutcome) => {
+      if (settled) return;
+      settled = true;
+      for (const t of timers) clearTimeout(t);
+      const output = taskOutput(stdout, stderr);
+      resolve(output ? { ...outcome, output } : outcome);
+    };
+    child.on('error', (err) => {
+      killTree();
+      finish(failure('RuntimeUnavailable', `could not start /bin/bash: ${err.message}`));
+    });
+    child.on('exit', async (code, signal) => {
+      // Whatever the command left running (a daemon, a setsid child) ends with it.
+      killTree();
+      let waited: NodeJS.Timeout | undefined;
+      await Promise.race([closed, new Promise((r) => (waited = setTimeout(r, PIPE_CLOSE_WAIT_MS)))]);
+      clearTimeout(waited);
+      if (timedOut === 'task') return finish(failure('TaskTimeout', `task exceeded its walltime of ${req.walltimeMs} ms`));
+      if (ctx.limits.oomKills() > 0) {
+        return finish(failure('MemoryLimitExceeded', `the task exceeded its memory limit of ${ctx.memoryMb} MB: the kernel killed it (${signal ? `signal ${signal}` : `exit code ${code}`})`));
+      }
+      // In a sandbox, bwrap reports its command's death by signal N as exit status 128 + N, as bash does.
+      let returncode = code ?? (signal ? -(os.constants.signals[signal] ?? 0) : -1);
+      if (timedOut === 'command') returncode = 124;
+      finish({ ok: true, returncode, timedOut: timedOut === 'command', stdout: stdout.text(), stderr: stderr.text() });
+    });
+  });
+}
