@@ -133,7 +133,7 @@ export class FormatError extends Error {
 }
 
 /**
- * `template.format(**kwargs)` as Python does it: `{name}`, `{name.attr}`, `{name[key]}`, `!s`/`!r`/`!a`,
+ * `template.format(**kwargs)` as Python does it: `{name}`, `{name[key]}`, `!s`/`!r`/`!a`,
  * a format spec (fill, align, sign, width, grouping, precision; types s d f e g x o b %), `{{` and
  * `}}`. Values are inserted as text with no shell quoting, as Globus Compute does.
  */
@@ -210,17 +210,14 @@ function lookup(name: string, kwargs: Record<string, unknown>): unknown {
     const attr = /^\.([^.[]+)/.exec(rest);
     const item = /^\[([^\]]+)\]/.exec(rest);
     if (attr) {
-      const key = attr[1]!;
-      if (!value || typeof value !== 'object' || Array.isArray(value) || !Object.prototype.hasOwnProperty.call(value, key)) {
-        throw new FormatError('AttributeError', `'${pyType(value)}' object has no attribute ${pyRepr(key)}`);
-      }
-      value = (value as Record<string, unknown>)[key];
-      rest = rest.slice(attr[0].length);
+      // JSON values are str, int, float, bool, None, list or dict in Python: none has a data attribute.
+      throw new FormatError('AttributeError', `'${pyType(value)}' object has no attribute ${pyRepr(attr[1]!)}`);
     } else if (item) {
       const key = item[1]!;
-      if (Array.isArray(value) && /^\d+$/.test(key)) {
-        if (Number(key) >= value.length) throw new FormatError('IndexError', 'list index out of range');
-        value = value[Number(key)];
+      if ((Array.isArray(value) || typeof value === 'string') && /^\d+$/.test(key)) {
+        const seq = typeof value === 'string' ? [...value] : value;
+        if (Number(key) >= seq.length) throw new FormatError('IndexError', `${pyType(value) === 'str' ? 'string' : 'list'} index out of range`);
+        value = seq[Number(key)];
       } else if (value && typeof value === 'object' && !Array.isArray(value)) {
         if (!Object.prototype.hasOwnProperty.call(value, key)) throw new FormatError('KeyError', pyRepr(/^\d+$/.test(key) ? Number(key) : key));
         value = (value as Record<string, unknown>)[key];
@@ -241,7 +238,7 @@ function applySpec(value: unknown, spec: string): string {
   if (!spec) return pyStr(value);
   const m = SPEC.exec(spec);
   if (!m) throw new FormatError('ValueError', `Invalid format specifier '${spec}' for object of type '${pyType(value)}'`);
-  const [, fillChar, alignChar, sign, , zero, widthText, grouping, precisionText, type] = m;
+  const [, fillChar, alignChar, sign, alternate, zero, widthText, grouping, precisionText, type] = m;
   const precision = precisionText === undefined ? undefined : Number(precisionText);
   let body: string;
   let numeric = false;
@@ -281,6 +278,7 @@ function applySpec(value: unknown, spec: string): string {
         if (!Number.isInteger(n)) throw new FormatError('ValueError', `Unknown format code '${type}' for object of type 'float'`);
         body = abs.toString(type === 'o' ? 8 : type === 'b' ? 2 : 16);
         if (type === 'X') body = body.toUpperCase();
+        if (alternate) body = `0${type}${body}`;
         break;
       default:
         throw new FormatError('ValueError', `Unknown format code '${type}' for object of type '${pyType(value)}'`);
