@@ -2,7 +2,7 @@ import { config } from './config';
 import { NotFound } from './errors';
 import { newId } from './ids';
 import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
-import { canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord, type ManagerBlock } from './tables/endpoints';
+import { allowedFunctionList, canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord, type ManagerBlock } from './tables/endpoints';
 import { mapLimit } from './tables/batch';
 import { queryOpenOnEndpoint, transitionTask } from './tables/tasks';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
@@ -23,6 +23,8 @@ export interface RegisterEndpointInput {
   public?: boolean;
   walltime_ms?: number;
   max_attempts?: number;
+  /** Only these functions may be submitted to it (Globus Compute's allowed_functions); none: any. */
+  allowed_functions?: string[];
 }
 
 /** Create an endpoint: its queue and dead-letter queue, its secret (returned once) and its record. */
@@ -43,6 +45,7 @@ export async function registerEndpoint(input: RegisterEndpointInput): Promise<{ 
     created_at: new Date().toISOString(),
     walltime_ms: input.walltime_ms ?? config().defaultWalltimeMs,
     max_attempts: maxAttempts,
+    ...(allowedFunctionList(input.allowed_functions) ? { allowed_functions: allowedFunctionList(input.allowed_functions) } : {}),
     heartbeats: {},
   };
   await putEndpoint(endpoint);
@@ -128,4 +131,13 @@ export const endpointView = (ep: EndpointRecord, userId: string) => ({
   created_at: ep.created_at,
   walltime_ms: ep.walltime_ms,
   max_attempts: ep.max_attempts,
+  /** Only these functions may run on it; empty: any function. */
+  allowed_functions: ep.allowed_functions ?? [],
+});
+
+/** GET /v1/endpoints/{id}/allowed_functions, in Globus Compute's shape plus whether the list applies. */
+export const allowedFunctionsView = (ep: EndpointRecord) => ({
+  endpoint_id: ep.endpoint_id,
+  restricted: Boolean(ep.allowed_functions?.length),
+  functions: ep.allowed_functions ?? [],
 });

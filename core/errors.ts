@@ -31,7 +31,11 @@ export class Unauthorized extends FerryError {
 }
 export class Forbidden extends FerryError {
   override readonly status = 403;
-  override readonly code = 'Forbidden';
+  override readonly code: string = 'Forbidden';
+}
+/** A submit names a function the endpoint's allowed_functions does not list; `details.function_ids` names them. */
+export class FunctionNotAllowed extends Forbidden {
+  override readonly code = 'FunctionNotAllowed';
 }
 export class NotFound extends FerryError {
   override readonly status = 404;

@@ -1,11 +1,11 @@
 import { argsKey, endpointPrefix, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
-import { BadRequest, Forbidden, ForeignPayload, ForgedReport, IdempotencyKeyReused, NotFound, PartialSubmitFailure, RequestInProgress } from './errors';
+import { BadRequest, Forbidden, ForeignPayload, ForgedReport, FunctionNotAllowed, IdempotencyKeyReused, NotFound, PartialSubmitFailure, RequestInProgress } from './errors';
 import { derivedId, newId, sha256Hex } from './ids';
 import { resourceSpecificationSchema, type ResourceSpecification, type ResultMessage, type TaskMessage } from './messages';
 import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } from './payload';
 import { queueTasks } from './queues/endpoint-queue';
 import type { TaskState } from './states';
-import { canUseEndpoint, getEndpoint, type EndpointRecord } from './tables/endpoints';
+import { canUseEndpoint, disallowedFunctions, getEndpoint, type EndpointRecord } from './tables/endpoints';
 import { mapLimit } from './tables/batch';
 import { getFunctions, type FunctionRecord } from './tables/functions';
 import {
@@ -81,6 +81,12 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
     input.taskGroupId ? lastOfOwnGroup(input.taskGroupId, input.userId) : undefined,
   ]);
+  const refused = disallowedFunctions(ep, [...functions.keys()]);
+  if (refused.length) {
+    throw new FunctionNotAllowed(`endpoint ${ep.endpoint_id} does not allow function${refused.length > 1 ? 's' : ''} ${refused.join(', ')}`, {
+      function_ids: refused,
+    });
+  }
   const specs = input.tasks.map((t, i) => taskResources(t, functions.get(t.function_id)!, i));
   const submittedAt = new Date();
   let prefix = submitPrefix(submittedAt, lastInGroup);

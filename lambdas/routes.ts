@@ -12,6 +12,7 @@ export const API_ROUTES = [
   { routeKey: 'GET /v1/endpoints/{id}', module: 'api/endpoints' },
   { routeKey: 'GET /v1/endpoints/{id}/status', module: 'api/endpoints' },
   { routeKey: 'POST /v1/endpoints/{id}/share', module: 'api/endpoints' },
+  { routeKey: 'GET /v1/endpoints/{id}/allowed_functions', module: 'api/endpoints' },
   { routeKey: 'DELETE /v1/endpoints/{id}', module: 'api/endpoints' },
   { routeKey: 'POST /v1/endpoints/{id}/heartbeat', module: 'api/endpoints' },
   { routeKey: 'POST /v1/endpoints/{id}/credentials', module: 'api/credentials' },

@@ -29,17 +29,26 @@ export const registerFunctionBody = z
   })
   .refine((f) => isCommand(f.runtime) || f.shell === undefined, { message: 'shell options apply to shell and mpi functions only', path: ['shell'] });
 
+/** Globus Compute's allowed_functions: only these functions may run on the endpoint (an empty list: any). */
+const allowedFunctions = z.array(uuid).max(1000);
+
 export const registerEndpointBody = z
   .object({
     name,
     public: z.boolean().optional(),
+    allowed_functions: allowedFunctions.optional(),
     walltime_ms: z.number().int().min(1000).max(24 * 3600 * 1000).optional(),
     max_attempts: z.number().int().min(1).max(10).optional(),
   })
   .strict();
 
 export const shareEndpointBody = z
-  .object({ public: z.boolean().optional(), shared_with: z.array(z.string().min(1).max(128)).max(100).optional() })
+  .object({
+    public: z.boolean().optional(),
+    shared_with: z.array(z.string().min(1).max(128)).max(100).optional(),
+    // null or []: any function may run again.
+    allowed_functions: allowedFunctions.nullable().optional(),
+  })
   .strict();
 
 const shortText = z.string().max(256);

@@ -46,6 +46,8 @@ export interface EndpointRecord {
   created_at: string;
   walltime_ms: number;
   max_attempts: number;
+  /** Only these functions may be submitted to the endpoint (sorted, unique); absent: any function. */
+  allowed_functions?: string[];
   /** Latest heartbeat per worker agent, keyed by worker id. */
   heartbeats: Record<string, EndpointHeartbeat & { at: number }>;
   last_heartbeat_at?: number;
@@ -66,27 +68,47 @@ export async function getEndpoint(endpointId: string, opts: { consistent?: boole
 export const listEndpoints = (owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> =>
   queryByOwner<EndpointRecord>(table(), 'endpoint_id', owner, limit, cursor);
 
-/** Returns false, writing nothing, if the endpoint was deleted meanwhile. */
-export async function setSharing(endpointId: string, sharing: { public?: boolean; shared_with?: string[] }): Promise<boolean> {
+/** What the owner may change after registration (POST /v1/endpoints/{id}/share). */
+export interface EndpointSharing {
+  public?: boolean;
+  shared_with?: string[];
+  /** Only these functions may run; null or an empty list lifts the restriction. */
+  allowed_functions?: string[] | null;
+}
+
+/** The allowed_functions kept in a record: sorted and unique, or undefined (any function) for none. */
+export const allowedFunctionList = (ids: readonly string[] | null | undefined): string[] | undefined =>
+  ids && ids.length ? [...new Set(ids)].sort() : undefined;
+
+/** Returns the updated record, or undefined, writing nothing, if the endpoint was deleted meanwhile. */
+export async function setSharing(endpointId: string, sharing: EndpointSharing): Promise<EndpointRecord | undefined> {
   const sets: string[] = [];
+  const removes: string[] = [];
+  const names: Record<string, string> = {};
   const values: Record<string, unknown> = {};
-  if (sharing.public !== undefined) (sets.push('#p = :p'), (values[':p'] = sharing.public));
+  if (sharing.public !== undefined) (sets.push('#p = :p'), (names['#p'] = 'public'), (values[':p'] = sharing.public));
   if (sharing.shared_with !== undefined) (sets.push('shared_with = :s'), (values[':s'] = sharing.shared_with));
-  if (!sets.length) return true;
+  if (sharing.allowed_functions !== undefined) {
+    const allowed = allowedFunctionList(sharing.allowed_functions);
+    if (allowed) (sets.push('allowed_functions = :a'), (values[':a'] = allowed));
+    else removes.push('allowed_functions');
+  }
+  if (!sets.length && !removes.length) return getEndpoint(endpointId, { consistent: true });
   try {
-    await dynamo().send(
+    const out = await dynamo().send(
       new UpdateCommand({
         TableName: table(),
         Key: { endpoint_id: endpointId },
-        UpdateExpression: `SET ${sets.join(', ')}`,
+        UpdateExpression: [sets.length ? `SET ${sets.join(', ')}` : '', removes.length ? `REMOVE ${removes.join(', ')}` : ''].join(' ').trim(),
         ConditionExpression: 'attribute_exists(endpoint_id)',
-        ExpressionAttributeNames: sharing.public !== undefined ? { '#p': 'public' } : undefined,
-        ExpressionAttributeValues: values,
+        ExpressionAttributeNames: Object.keys(names).length ? names : undefined,
+        ExpressionAttributeValues: Object.keys(values).length ? values : undefined,
+        ReturnValues: 'ALL_NEW',
       }),
     );
-    return true;
+    return out.Attributes as EndpointRecord;
   } catch (err) {
-    if (isConditionFailed(err)) return false;
+    if (isConditionFailed(err)) return undefined;
     throw err;
   }
 }
@@ -125,3 +147,10 @@ export async function deleteEndpointRecord(endpointId: string): Promise<void> {
 /** Who may submit to an endpoint and see it: its owner, users it is shared with, anyone if public. */
 export const canUseEndpoint = (ep: EndpointRecord, userId: string): boolean =>
   ep.owner === userId || ep.public || ep.shared_with.includes(userId);
+
+/** The functions of `functionIds` the endpoint does not allow (none when it allows any function). */
+export const disallowedFunctions = (ep: EndpointRecord, functionIds: readonly string[]): string[] => {
+  if (!ep.allowed_functions?.length) return [];
+  const allowed = new Set(ep.allowed_functions);
+  return [...new Set(functionIds)].filter((id) => !allowed.has(id));
+};

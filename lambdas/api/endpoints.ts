@@ -1,4 +1,4 @@
-import { deleteEndpoint, endpointStatus, endpointView, registerEndpoint, visibleEndpoint } from '../../core/endpoints';
+import { allowedFunctionsView, deleteEndpoint, endpointStatus, endpointView, registerEndpoint, visibleEndpoint } from '../../core/endpoints';
 import { NotFound } from '../../core/errors';
 import { getEndpoint, listEndpoints, recordHeartbeat, setSharing } from '../../core/tables/endpoints';
 import { apiHandler, endpointGone, pageOf, pathId, route } from '../http';
@@ -36,8 +36,14 @@ export const handler = apiHandler({
 
   'POST /v1/endpoints/{id}/share': route({ auth: 'user', body: shareEndpointBody }, async (req) => {
     const ep = await ownedEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId);
-    if (!(await setSharing(ep.endpoint_id, req.body))) throw new NotFound(`endpoint ${ep.endpoint_id} not found`);
-    return { body: endpointView({ ...ep, ...req.body }, req.caller.userId) };
+    const updated = await setSharing(ep.endpoint_id, req.body);
+    if (!updated) throw new NotFound(`endpoint ${ep.endpoint_id} not found`);
+    return { body: endpointView(updated, req.caller.userId) };
+  }),
+
+  'GET /v1/endpoints/{id}/allowed_functions': route({ auth: 'user' }, async (req) => {
+    const ep = await visibleEndpoint(pathId(req, 'id', 'endpoint'), req.caller.userId);
+    return { body: allowedFunctionsView(ep) };
   }),
 
   'DELETE /v1/endpoints/{id}': route({ auth: 'user' }, async (req) => {

@@ -56,6 +56,7 @@ describe('{id} routes', () => {
       ['DELETE /v1/functions/{id}', (id) => alice('DELETE', `/v1/functions/${id}`)],
       ['GET /v1/endpoints/{id}', (id) => alice('GET', `/v1/endpoints/${id}`)],
       ['GET /v1/endpoints/{id}/status', (id) => alice('GET', `/v1/endpoints/${id}/status`)],
+      ['GET /v1/endpoints/{id}/allowed_functions', (id) => alice('GET', `/v1/endpoints/${id}/allowed_functions`)],
       ['POST /v1/endpoints/{id}/share', (id) => alice('POST', `/v1/endpoints/${id}/share`, { public: true })],
       ['DELETE /v1/endpoints/{id}', (id) => alice('DELETE', `/v1/endpoints/${id}`)],
       ['POST /v1/endpoints/{id}/submit', (id) => alice('POST', `/v1/endpoints/${id}/submit`, { tasks: [{ function_id: own.functionId }] })],
