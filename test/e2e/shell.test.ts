@@ -223,4 +223,16 @@ describe('MPIFunction', () => {
     expect(status.runtimes).toContain('shell');
     expect(status.runtimes).not.toContain('mpi');
   });
+
+  it('refuses srun to a sandboxed task: slurmd would start its ranks outside the sandbox', async () => {
+    const created = await api('POST', '/v1/endpoints', { name: 'srun-sandboxed' });
+    // An agent that believes it is in a Slurm job; the task never gets as far as srun.
+    const agent = spawnAgent(stack, created.body.endpoint_id, created.body.endpoint_secret, { FERRY_MPI_LAUNCHER: 'srun', SLURM_JOB_ID: '4242', FERRY_POOL_SIZE: '1', FERRY_RUNTIMES: 'node' });
+    agents.push(agent);
+    await agent.ready;
+    const t = await finished(await submit(created.body.endpoint_id, await register('hostname', { runtime: 'mpi' }), { resource_specification: { num_ranks: 2 } }));
+    expect(t.status).toBe('failed');
+    expect(t.exception.type).toBe('MPIUnavailable');
+    expect(t.exception.message).toMatch(/outside this task's isolation.*owner_unsandboxed/);
+  });
 });

@@ -210,6 +210,51 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       expect(jobState(first.job_id)).toBe('COMPLETED');
     });
   });
+  describe('MPI tasks in a block', () => {
+    let ep: { id: string; secret: string };
+    let m: Manager;
+    beforeAll(async () => {
+      ep = await endpoint('slurm-mpi');
+      // srun starts ranks through slurmd as the job's user, outside any sandbox: the agent runs
+      // its owner's tasks unconfined (owner_unsandboxed), which is what lets them use srun.
+      m = startManager(
+        ep,
+        ['max_workers_per_node: 2', 'max_idletime: 60', 'provider:', '  type: SlurmProvider', '  partition: debug', '  exclusive: false', '  max_blocks: 1', '  walltime: "00:10:00"'].join('\n'),
+        { FERRY_OWNER_UNSANDBOXED: 'true' },
+      );
+      managers.push(m);
+      await eventually(async () => m.status(), 30_000, 'the manager to start');
+    });
+    afterAll(async () => {
+      m.child.kill('SIGTERM');
+      await m.exited;
+    });
+
+    it('launches an MPIFunction\'s 2 ranks with srun inside the block\'s job', async () => {
+      const fn = await api('POST', '/v1/functions', {
+        name: 'ranks',
+        runtime: 'mpi',
+        source: `sh -c 'echo "rank $SLURM_PROCID of $SLURM_NTASKS on $SLURMD_NODENAME in job $SLURM_JOB_ID"'; echo "$PARSL_MPI_PREFIX" >&2`,
+      });
+      expect(fn.status).toBe(201);
+      const sub = await api('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id, resource_specification: { num_ranks: 2 } }] });
+      expect(sub.status).toBe(202);
+      const t = await finished(sub.body.task_ids[0], 90_000);
+      expect(t.status).toBe('success');
+      const r = t.result.value;
+      expect(r).toMatchObject({ returncode: 0, exception_name: null });
+      const job = live(m)[0]!.job_id;
+      expect(r.stderr.trim()).toMatch(new RegExp(`srun --jobid=${job} --overlap --nodes=1 --ntasks=2 --ntasks-per-node=2 --nodelist=fn\\d$`));
+      const lines = r.stdout.trim().split('\n').sort();
+      expect(lines).toHaveLength(2);
+      expect(lines[0]).toMatch(new RegExp(`^rank 0 of 2 on fn\\d in job ${job}$`));
+      expect(lines[1]).toMatch(new RegExp(`^rank 1 of 2 on fn\\d in job ${job}$`));
+      // The agents in the block say they run mpi.
+      const status = (await api('GET', `/v1/endpoints/${ep.id}/status`)).body;
+      expect(status.runtimes).toEqual(expect.arrayContaining(['shell', 'mpi']));
+    });
+  });
+
   describe('relay mode: agents reach only the manager', () => {
     let ep: { id: string; secret: string };
     let m: Manager;
