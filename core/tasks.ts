@@ -184,7 +184,8 @@ function taskResources(t: SubmitTaskInput, fn: FunctionRecord, i: number): Resou
   try {
     return resourceSpecification(t.resource_specification);
   } catch (err) {
-    throw new BadRequest(`tasks.${i}.resource_specification: ${(err as Error).message}`);
+    if (err instanceof BadRequest) throw new BadRequest(`tasks.${i}.resource_specification: ${err.message}`);
+    throw err;
   }
 }
 
@@ -198,10 +199,10 @@ export function resourceSpecification(given: Partial<ResourceSpecification>): Re
   const ranks_per_node = given.ranks_per_node ?? (given.num_ranks !== undefined ? Math.ceil(given.num_ranks / num_nodes) : 1);
   const num_ranks = given.num_ranks ?? num_nodes * ranks_per_node;
   if (num_ranks > num_nodes * ranks_per_node) {
-    throw new Error(`num_ranks ${num_ranks} does not fit ${num_nodes} node(s) × ${ranks_per_node} ranks_per_node`);
+    throw new BadRequest(`num_ranks ${num_ranks} does not fit ${num_nodes} node(s) × ${ranks_per_node} ranks_per_node`);
   }
   const parsed = resourceSpecificationSchema.safeParse({ num_nodes, ranks_per_node, num_ranks });
-  if (!parsed.success) throw new Error(parsed.error.issues.map((x) => `${x.path.join('.')}: ${x.message}`).join('; '));
+  if (!parsed.success) throw new BadRequest(parsed.error.issues.map((x) => `${x.path.join('.')}: ${x.message}`).join('; '));
   return parsed.data;
 }
 
