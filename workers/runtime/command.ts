@@ -33,6 +33,8 @@ export interface CommandRequest {
   binds?: string[];
   /** In a sandbox: a writable /dev/shm and a read-only /sys (MPI ranks share memory and read the topology). */
   mpi?: boolean;
+  /** Aborted when the pool closes: the command's tree is killed and the task fails PoolClosed. */
+  signal?: AbortSignal;
   /** When set, only a task that runs unconfined (the owner's, as the agent's user) may run; others fail MPIUnavailable with this message. */
   unconfinedOnly?: string;
 }
@@ -64,10 +66,58 @@ export interface CommandContext {
   /** The task's memory cap the limits hold, MB. */
   memoryMb: number;
   mechanism: LimitMechanism;
-  /** rlimit: runs the command as a child subreaper, so the /proc walk finds what it double-forked. */
-  subreaper?: (run: { command: string; args: string[] }) => { command: string; args: string[] };
+  /** rlimit: the python that runs the command under a reaper (REAPER), so what it leaves running is found without cgroups. */
+  reaperPython?: string;
   outputBytes: number;
 }
+
+/**
+ * Without cgroups, what a command leaves running (a double fork, a setsid daemon) would be
+ * re-parented to init once bash exits, out of reach of the /proc walk. This reaper, a child
+ * subreaper, adopts it instead: it runs the command, and when the command exits it kills what it
+ * adopted (their children come to it in turn) before it exits with the command's status. It
+ * ignores SIGTERM (the walltime's first signal is the command's); SIGKILL takes it with the tree.
+ */
+const REAPER = `import ctypes, os, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+pid = os.fork()
+if pid == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.execvp(sys.argv[1], sys.argv[1:])
+while True:
+    p, status = os.waitpid(-1, 0)
+    if p == pid:
+        break
+me = str(os.getpid())
+def adopted():
+    out = []
+    for e in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/stat' % e) as f:
+                s = f.read()
+        except (OSError, ValueError):
+            continue
+        if s[s.rindex(')') + 2:].split(' ')[1] == me:
+            out.append(int(e))
+    return out
+for _ in range(50):
+    kids = adopted()
+    if not kids:
+        break
+    for k in kids:
+        try:
+            os.kill(k, signal.SIGKILL)
+        except OSError:
+            pass
+    try:
+        while os.waitpid(-1, 0):
+            pass
+    except ChildProcessError:
+        pass
+code = os.waitstatus_to_exitcode(status)
+sys.exit(code if code >= 0 else 128 - code)
+`;
 
 // SIGTERM first (srun passes it to its ranks), then SIGKILL for the whole tree.
 const KILL_GRACE_MS = 1000;
@@ -152,7 +202,7 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string,
     env,
     cwd: taskDirInside,
   });
-  const launched = ctx.subreaper ? ctx.subreaper(confined) : confined;
+  const launched = ctx.reaperPython ? { command: ctx.reaperPython, args: ['-I', '-S', '-c', REAPER, confined.command, ...confined.args] } : confined;
   // The command joins its cgroup (or takes its rlimit) before it execs anything.
   const { command, args } = ctx.limits.wrap(launched);
   const stdout = new CappedStream(ctx.outputBytes);
@@ -190,6 +240,13 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string,
     };
     arm(req.walltimeMs, 'task');
     arm(req.commandWalltimeMs, 'command');
+    let closedByPool = false;
+    const onAbort = () => {
+      closedByPool = true;
+      killTree();
+    };
+    if (req.signal?.aborted) onAbort();
+    else req.signal?.addEventListener('abort', onAbort, { once: true });
 
     for (const stream of ['stdout', 'stderr'] as const) {
       const capped = stream === 'stdout' ? stdout : stderr;
@@ -211,6 +268,7 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string,
       if (settled) return;
       settled = true;
       for (const t of timers) clearTimeout(t);
+      req.signal?.removeEventListener('abort', onAbort);
       const output = taskOutput(stdout, stderr);
       resolve(output ? { ...outcome, output } : outcome);
     };
@@ -224,6 +282,7 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string,
       let waited: NodeJS.Timeout | undefined;
       await Promise.race([closed, new Promise((r) => (waited = setTimeout(r, PIPE_CLOSE_WAIT_MS)))]);
       clearTimeout(waited);
+      if (closedByPool) return finish(failure('PoolClosed', 'the runtime pool closed while the task was running'));
       if (timedOut === 'task') return finish(failure('TaskTimeout', `task exceeded its walltime of ${req.walltimeMs} ms`));
       if (ctx.limits.oomKills() > 0) {
         return finish(failure('MemoryLimitExceeded', `the task exceeded its memory limit of ${ctx.memoryMb} MB: the kernel killed it (${signal ? `signal ${signal}` : `exit code ${code}`})`));

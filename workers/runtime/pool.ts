@@ -1,5 +1,6 @@
 import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -276,6 +277,8 @@ export class RuntimePool {
   private readonly groups = new Map<string, UserRuntime>();
   /** Commands (shell and mpi tasks) running per user: their scratch stays while any runs. */
   private readonly commands = new Map<string, number>();
+  /** Ends every running command when the pool closes (or the agent exits). */
+  private readonly commandsAbort = new AbortController();
   private starting: Promise<void> | undefined;
   private started = false;
   private closed = false;
@@ -283,6 +286,7 @@ export class RuntimePool {
   // Kills the children even when the agent exits without calling close().
   private readonly killAllOnExit = (): void => {
     for (const group of this.groups.values()) for (const proc of group.processes) proc.kill();
+    this.commandsAbort.abort();
     this.limits?.close();
     if (this.scratchRoot) rmSync(this.scratchRoot, { recursive: true, force: true });
   };
@@ -310,6 +314,8 @@ export class RuntimePool {
     this.startTimeoutMs = opts.startTimeoutMs ?? 30_000;
     this.runnerSource = opts.runnerDir ?? __dirname;
     this.scratchParent = opts.scratchParent ?? os.tmpdir();
+    // One listener per running command, as many as the agent has slots.
+    setMaxListeners(0, this.commandsAbort.signal);
   }
 
   /** Prepares scratch space and starts the owner's processes; rejects (and kills what started) if a runtime cannot start. */
@@ -445,11 +451,11 @@ export class RuntimePool {
           limits,
           memoryMb,
           mechanism: this.limits!.mechanism,
-          // Without cgroups, bash adopts its orphaned grandchildren, so the /proc walk finds a double-forked daemon.
-          subreaper: this.limits!.mechanism === 'rlimit' && this.python?.binDir ? (run) => asSubreaper(this.python!.command, run) : undefined,
+          // Without cgroups, a reaper adopts what the command leaves running (command.ts).
+          reaperPython: this.limits!.mechanism === 'rlimit' && this.python?.binDir ? this.python.command : undefined,
           outputBytes: this.taskOutputBytes,
         },
-        req,
+        { ...req, signal: this.commandsAbort.signal },
       );
     } catch (err) {
       return failed('RuntimeUnavailable', `could not run the command: ${(err as Error).message}`);
@@ -489,6 +495,7 @@ export class RuntimePool {
     if (this.closed) return;
     this.closed = true;
     process.removeListener('exit', this.killAllOnExit);
+    this.commandsAbort.abort();
     const exits: Promise<void>[] = [];
     for (const group of this.groups.values()) {
       for (const job of group.queue.splice(0)) job.resolve(failed('PoolClosed', 'the runtime pool closed before the task started'));

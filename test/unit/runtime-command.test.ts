@@ -1,0 +1,74 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { resolveIsolation } from '../../workers/runtime/isolation';
+import { RuntimePool } from '../../workers/runtime/pool';
+import type { CommandOutcome } from '../../workers/runtime/command';
+
+// Commands (shell and mpi tasks) through a real pool, real bash, in each limit mechanism: no mocks.
+
+jest.setTimeout(30_000);
+
+const OWNER = 'owner';
+const pools: RuntimePool[] = [];
+async function pool(limits: 'auto' | 'rlimit'): Promise<RuntimePool> {
+  const p = new RuntimePool({ size: 1, owner: OWNER, runtimes: ['node'], isolation: resolveIsolation({ isolation: 'none' }), limits });
+  pools.push(p);
+  await p.start();
+  return p;
+}
+afterEach(async () => {
+  await Promise.all(pools.splice(0).map((p) => p.close()));
+});
+
+let n = 0;
+const run = (p: RuntimePool, script: string, extra: { walltimeMs?: number; commandWalltimeMs?: number } = {}) =>
+  p.runCommand({ taskId: `c-${++n}`, user: OWNER, script, walltimeMs: extra.walltimeMs ?? 10_000, commandWalltimeMs: extra.commandWalltimeMs });
+
+const withMarker = (marker: string) =>
+  readdirSync('/proc').filter((pid) => {
+    try {
+      return /^\d+$/.test(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(marker);
+    } catch {
+      return false;
+    }
+  });
+
+const ok = (o: CommandOutcome) => {
+  if (!o.ok) throw new Error(`${o.error.type}: ${o.error.message}`);
+  return o;
+};
+
+describe.each(['auto', 'rlimit'] as const)('commands with limits %s', (limits) => {
+  it('runs bash in a fresh task directory and kills what it leaves running, daemons included', async () => {
+    const p = await pool(limits);
+    const marker = `${process.pid}${limits.length}.5`;
+    const r = ok(await run(p, `setsid sleep ${marker} >/dev/null 2>&1 & (sleep ${marker} >/dev/null 2>&1 &); basename "$PWD"; echo $HOME`));
+    const [dir, home] = r.stdout.trim().split('\n');
+    expect(dir).toMatch(/^task-c-\d+$/);
+    expect(home!.endsWith(dir!)).toBe(true);
+    expect(r.returncode).toBe(0);
+    expect(withMarker(marker)).toEqual([]);
+  });
+
+  it('kills the whole tree at either walltime', async () => {
+    const p = await pool(limits);
+    const marker = `${process.pid}${limits.length}.75`;
+    const started = Date.now();
+    const soft = ok(await run(p, `sleep ${marker} & sleep ${marker}`, { commandWalltimeMs: 300 }));
+    expect(soft).toMatchObject({ returncode: 124, timedOut: true });
+    const hard = await run(p, `sleep ${marker} & sleep ${marker}`, { walltimeMs: 300 });
+    expect(hard).toMatchObject({ ok: false, error: { type: 'TaskTimeout' } });
+    expect(Date.now() - started).toBeLessThan(6_000);
+    expect(withMarker(marker)).toEqual([]);
+  });
+});
+
+it('ends a running command when the pool closes', async () => {
+  const p = await pool('auto');
+  const marker = `${process.pid}.125`;
+  const running = run(p, `sleep ${marker}`);
+  await new Promise((r) => setTimeout(r, 300));
+  expect(withMarker(marker).length).toBeGreaterThan(0);
+  await p.close();
+  expect(await running).toMatchObject({ ok: false, error: { type: 'PoolClosed' } });
+  expect(withMarker(marker)).toEqual([]);
+});
