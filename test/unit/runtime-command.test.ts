@@ -1,3 +1,4 @@
+import { execFileSync, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { resolveIsolation } from '../../workers/runtime/isolation';
 import { RuntimePool } from '../../workers/runtime/pool';
@@ -71,4 +72,30 @@ it('ends a running command when the pool closes', async () => {
   await p.close();
   expect(await running).toMatchObject({ ok: false, error: { type: 'PoolClosed' } });
   expect(withMarker(marker)).toEqual([]);
+});
+
+describe('multi-user', () => {
+  // Real POSIX accounts (the tests run as root, as CI does), made here and removed afterwards.
+  const ACCOUNTS = ['ferry-cmd-alice', 'ferry-cmd-bob'];
+  const exists = (name: string) => spawnSync('getent', ['passwd', name]).status === 0;
+  beforeAll(() => {
+    for (const name of ACCOUNTS) if (!exists(name)) execFileSync('useradd', ['--create-home', '--shell', '/bin/sh', name]);
+  });
+  afterAll(() => {
+    for (const name of ACCOUNTS) if (exists(name)) spawnSync('userdel', ['--remove', name]);
+  });
+
+  it("runs a user's command as her account, in a task directory of hers that another account cannot enter", async () => {
+    const p = new RuntimePool({ size: 1, owner: 'alice', runtimes: ['node'], isolation: resolveIsolation({ isolation: 'multi-user', userMap: { alice: ACCOUNTS[0]!, bob: ACCOUNTS[1]! } }) });
+    pools.push(p);
+    await p.start();
+    const alice = ok(await p.runCommand({ taskId: 'mu-1', user: 'alice', script: 'id -un; echo "$HOME"; pwd; echo secret > ../mine.txt; readlink -f ../mine.txt', walltimeMs: 10_000 }));
+    const [name, home, cwd, file] = alice.stdout.trim().split('\n');
+    expect(name).toBe(ACCOUNTS[0]);
+    expect(home).toBe(`/home/${ACCOUNTS[0]}`);
+    expect(cwd).toMatch(/\/task-mu-1$/);
+    const bob = ok(await p.runCommand({ taskId: 'mu-2', user: 'bob', script: `id -un; cat ${file} || echo unreadable`, walltimeMs: 10_000 }));
+    expect(bob.stdout.trim().split('\n')).toEqual([ACCOUNTS[1], 'unreadable']);
+    expect(await p.runCommand({ taskId: 'mu-3', user: 'mallory', script: 'true', walltimeMs: 10_000 })).toMatchObject({ ok: false, error: { type: 'UserNotMapped' } });
+  });
 });
