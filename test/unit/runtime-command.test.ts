@@ -1,5 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
 import { resolveIsolation } from '../../workers/runtime/isolation';
 import { RuntimePool } from '../../workers/runtime/pool';
 import type { CommandOutcome } from '../../workers/runtime/command';
@@ -42,12 +43,14 @@ describe.each(['auto', 'rlimit'] as const)('commands with limits %s', (limits) =
   it('runs bash in a fresh task directory and kills what it leaves running, daemons included', async () => {
     const p = await pool(limits);
     const marker = `${process.pid}${limits.length}.5`;
-    const r = ok(await run(p, `setsid sleep ${marker} >/dev/null 2>&1 & (sleep ${marker} >/dev/null 2>&1 &); basename "$PWD"; echo $HOME`));
+    const r = ok(await run(p, `setsid sleep ${marker} >/dev/null 2>&1 & (sleep ${marker} >/dev/null 2>&1 &); echo "$PWD"; echo $HOME`));
     const [dir, home] = r.stdout.trim().split('\n');
-    expect(dir).toMatch(/^task-c-\d+$/);
-    expect(home!.endsWith(dir!)).toBe(true);
+    expect(path.basename(dir!)).toMatch(/^task-c-\d+$/);
+    expect(home).toBe(dir);
     expect(r.returncode).toBe(0);
     expect(withMarker(marker)).toEqual([]);
+    // The task's directory goes with the task.
+    expect(existsSync(dir!)).toBe(false);
   });
 
   it('kills the whole tree at either walltime', async () => {
@@ -96,6 +99,19 @@ describe('multi-user', () => {
     expect(cwd).toMatch(/\/task-mu-1$/);
     const bob = ok(await p.runCommand({ taskId: 'mu-2', user: 'bob', script: `id -un; cat ${file} || echo unreadable`, walltimeMs: 10_000 }));
     expect(bob.stdout.trim().split('\n')).toEqual([ACCOUNTS[1], 'unreadable']);
+    expect(existsSync(cwd!)).toBe(false);
+    // A symlink planted where a task's directory will be is replaced, as Alice: what it pointed at stays.
+    const victim = path.join('/var/tmp', `ferry-cmd-victim-${process.pid}`);
+    mkdirSync(victim, { recursive: true });
+    writeFileSync(path.join(victim, 'keep.txt'), 'root');
+    try {
+      ok(await p.runCommand({ taskId: 'mu-0', user: 'alice', script: `ln -s ${victim} ../task-mu-9`, walltimeMs: 10_000 }));
+      const again = ok(await p.runCommand({ taskId: 'mu-9', user: 'alice', script: 'touch made.txt; ls; readlink -f .', walltimeMs: 10_000 }));
+      expect(again.stdout.trim().split('\n')[0]).toBe('made.txt');
+      expect(readdirSync(victim)).toEqual(['keep.txt']);
+    } finally {
+      rmSync(victim, { recursive: true, force: true });
+    }
     expect(await p.runCommand({ taskId: 'mu-3', user: 'mallory', script: 'true', walltimeMs: 10_000 })).toMatchObject({ ok: false, error: { type: 'UserNotMapped' } });
   });
 });

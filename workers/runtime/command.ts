@@ -1,8 +1,8 @@
 import { spawn } from 'node:child_process';
-import { chownSync, closeSync, constants, mkdirSync, openSync, rmSync, writeSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { confine, type Confinement, type Isolation } from './isolation';
+import { confine, SANE_PATH, type Confinement, type Isolation } from './isolation';
 import type { LimitMechanism, ProcessLimits } from './limits';
 import { CappedStream, taskOutput, type TaskOutput } from './output';
 
@@ -135,64 +135,70 @@ export function confinedOwner(c: Confinement): { uid: number; gid: number } | un
   return undefined;
 }
 
-/** A relative path that stays inside the task directory, or undefined. */
-function insideTaskDir(dir: string, name: string): string | undefined {
-  if (path.isAbsolute(name)) return undefined;
-  const full = path.resolve(dir, name);
-  return full.startsWith(dir + path.sep) ? full : undefined;
-}
+/** A relative path that stays inside the task directory. */
+const staysInside = (name: string): boolean => !path.isAbsolute(name) && !path.posix.normalize(name).startsWith('..') && path.posix.normalize(name) !== '.';
+
+/**
+ * What the confined bash runs first, as the task's own user: the task directory (made afresh: an
+ * earlier delivery's is removed) and the stream files. The user owns the scratch they sit in, so
+ * the agent never creates, opens or removes anything there itself as root: a task could swap a
+ * path for a symlink in between. $0 is the command, $1 the directory, $2 and $3 the files or ''.
+ */
+const SETUP = [
+  'd=$1 out=$2 err=$3',
+  'rm -rf -- "$d" && mkdir -m 700 -- "$d" && cd -- "$d" || exit 125',
+  'if [ -n "$out" ]; then mkdir -p -- "$(dirname -- "$out")" && exec > >(exec tee -a -- "$out") || exit 125; fi',
+  'if [ -n "$err" ]; then mkdir -p -- "$(dirname -- "$err")" && exec 2> >(exec tee -a -- "$err" >&2) || exit 125; fi',
+  'exec /bin/bash -c "$0"',
+].join('\n');
 
 export async function runCommand(ctx: CommandContext, req: CommandRequest): Promise<CommandOutcome> {
+  for (const stream of ['stdout', 'stderr'] as const) {
+    const name = req.files?.[stream];
+    if (name !== undefined && !staysInside(name)) {
+      ctx.limits.release();
+      return failure('ValueError', `ShellFunction ${stream} must be a path relative to the task's directory, not ${JSON.stringify(name)}`);
+    }
+  }
   const c = ctx.confinement;
-  const sandboxed = c.kind === 'sandbox';
-  const owner = confinedOwner(c);
   const dirName = 'task-' + req.taskId.replace(/[^A-Za-z0-9_.-]/g, '_').slice(0, 100);
   const taskDir = path.join(ctx.scratch, dirName);
-  const taskDirInside = sandboxed ? path.posix.join(ctx.scratchInside, dirName) : taskDir;
-  // Fresh: whatever an earlier delivery of the task left is gone before this one starts.
-  rmSync(taskDir, { recursive: true, force: true });
-  mkdirSync(taskDir, { mode: 0o700 });
-  if (owner) chownSync(taskDir, owner.uid, owner.gid);
-
-  // The files are opened by the agent before the task runs (no symlink the task could plant yet)
-  // and written through these descriptors, so a task can never point them elsewhere.
-  const fds: { stdout?: number; stderr?: number } = {};
-  const opened: number[] = [];
+  const taskDirInside = c.kind === 'sandbox' ? path.posix.join(ctx.scratchInside, dirName) : taskDir;
   try {
-    for (const stream of ['stdout', 'stderr'] as const) {
-      const name = req.files?.[stream];
-      if (name === undefined) continue;
-      const full = insideTaskDir(taskDir, name);
-      if (!full) return failure('ValueError', `ShellFunction ${stream} must be a path relative to the task's directory, not ${JSON.stringify(name)}`);
-      if (stream === 'stderr' && req.files?.stdout !== undefined && insideTaskDir(taskDir, req.files.stdout) === full) {
-        fds.stderr = fds.stdout;
-        continue;
-      }
-      mkdirSync(path.dirname(full), { recursive: true, mode: 0o700 });
-      const fd = openSync(full, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-      opened.push(fd);
-      fds[stream] = fd;
-      if (owner) {
-        chownSync(full, owner.uid, owner.gid);
-        for (let d = path.dirname(full); d !== taskDir; d = path.dirname(d)) chownSync(d, owner.uid, owner.gid);
-      }
-    }
-    return await spawnCommand(ctx, req, taskDir, taskDirInside, fds);
+    return await spawnCommand(ctx, req, taskDirInside);
   } finally {
-    for (const fd of opened) closeSync(fd);
     ctx.limits.release();
-    if (!req.files?.stdout && !req.files?.stderr) rmSync(taskDir, { recursive: true, force: true });
+    // Kept when the function names files in it, as Globus Compute keeps its task sandboxes; gone with the user's scratch.
+    if (!req.files?.stdout && !req.files?.stderr) await removeTaskDir(ctx, taskDir, taskDirInside);
   }
 }
 
-function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string, taskDirInside: string, fds: { stdout?: number; stderr?: number }): Promise<CommandOutcome> {
+/** rm -rf as the task's user, in its confinement (the agent's own uid, unconfined, needs no helper). */
+function removeTaskDir(ctx: CommandContext, taskDir: string, taskDirInside: string): Promise<void> {
+  const c = ctx.confinement;
+  if (c.kind === 'plain') {
+    rmSync(taskDir, { recursive: true, force: true });
+    return Promise.resolve();
+  }
+  const env = { PATH: SANE_PATH };
+  const cwd = c.kind === 'sandbox' ? ctx.scratchInside : ctx.scratch;
+  const rm = confine(c, { command: 'rm', args: ['-rf', '--', taskDirInside] }, { isRoot: ctx.isolation.agentIsRoot, binds: [], scratch: ctx.scratch, scratchInside: ctx.scratchInside, env, cwd });
+  return new Promise((resolve) => {
+    const child = spawn(rm.command, rm.args, { cwd: ctx.scratch, env, stdio: 'ignore' });
+    child.on('error', () => resolve());
+    child.on('exit', () => resolve());
+  });
+}
+
+function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDirInside: string): Promise<CommandOutcome> {
   const c = ctx.confinement;
   const sandboxed = c.kind === 'sandbox';
   const home = c.kind === 'account' ? c.account.home : taskDirInside;
   const env = ctx.isolation.environment(home, taskDirInside, ctx.bins);
   if (c.kind === 'account') Object.assign(env, { USER: c.account.name, LOGNAME: c.account.name });
   Object.assign(env, req.env?.(taskDirInside) ?? {});
-  const run = { command: '/bin/bash', args: ['-c', req.script] };
+  const run = { command: '/bin/bash', args: ['-c', SETUP, req.script, taskDirInside, req.files?.stdout ?? '', req.files?.stderr ?? ''] };
+  const scratchSeen = sandboxed ? ctx.scratchInside : ctx.scratch;
   const confined = confine(c, run, {
     isRoot: ctx.isolation.agentIsRoot,
     binds: [...ctx.binds, ...(req.binds ?? []), ...(req.mpi ? ['/sys'] : [])],
@@ -200,17 +206,19 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string,
     scratchInside: ctx.scratchInside,
     shm: req.mpi,
     env,
-    cwd: taskDirInside,
+    cwd: scratchSeen,
   });
   const launched = ctx.reaperPython ? { command: ctx.reaperPython, args: ['-I', '-S', '-c', REAPER, confined.command, ...confined.args] } : confined;
   // The command joins its cgroup (or takes its rlimit) before it execs anything.
   const { command, args } = ctx.limits.wrap(launched);
   const stdout = new CappedStream(ctx.outputBytes);
   const stderr = new CappedStream(ctx.outputBytes);
+  // With stream files, tee writes them: it must drain before the tree is killed.
+  const teeing = req.files?.stdout !== undefined || req.files?.stderr !== undefined;
 
   return new Promise<CommandOutcome>((resolve) => {
     // detached: the command leads its own process group, so a kill reaches what it started.
-    const child = spawn(command, args, { cwd: sandboxed ? ctx.scratch : taskDir, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, { cwd: ctx.scratch, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     ctx.limits.settle(child.pid);
     let timedOut: 'task' | 'command' | undefined;
     let settled = false;
@@ -250,17 +258,7 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string,
 
     for (const stream of ['stdout', 'stderr'] as const) {
       const capped = stream === 'stdout' ? stdout : stderr;
-      child[stream]!.on('data', (chunk: Buffer) => {
-        capped.write(chunk);
-        const fd = fds[stream];
-        if (fd !== undefined) {
-          try {
-            writeSync(fd, chunk);
-          } catch {
-            /* a full disk costs the file, not the task */
-          }
-        }
-      });
+      child[stream]!.on('data', (chunk: Buffer) => capped.write(chunk));
     }
     const closed = Promise.all([new Promise((r) => child.stdout!.once('close', r)), new Promise((r) => child.stderr!.once('close', r))]);
 
@@ -277,11 +275,12 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDir: string,
       finish(failure('RuntimeUnavailable', `could not start /bin/bash: ${err.message}`));
     });
     child.on('exit', async (code, signal) => {
-      // Whatever the command left running (a daemon, a setsid child) ends with it.
-      killTree();
+      // Whatever the command left running (a daemon, a setsid child) ends with it; tee first finishes its files.
+      if (!teeing) killTree();
       let waited: NodeJS.Timeout | undefined;
       await Promise.race([closed, new Promise((r) => (waited = setTimeout(r, PIPE_CLOSE_WAIT_MS)))]);
       clearTimeout(waited);
+      if (teeing) killTree();
       if (closedByPool) return finish(failure('PoolClosed', 'the runtime pool closed while the task was running'));
       if (timedOut === 'task') return finish(failure('TaskTimeout', `task exceeded its walltime of ${req.walltimeMs} ms`));
       if (ctx.limits.oomKills() > 0) {
