@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { confine, SANE_PATH, type Confinement, type Isolation } from './isolation';
@@ -42,7 +42,7 @@ export interface CommandRequest {
 export type CommandOutcome =
   | {
       ok: true;
-      /** bash's exit status (killed by signal N: -N, as Python's subprocess says it, or 128 + N from a sandbox); 124 past its own walltime. */
+      /** bash's exit status (a command killed by signal N: 128 + N); 124 past its own walltime. */
       returncode: number;
       timedOut: boolean;
       /** The captured streams as text, capped as task output is. */
@@ -143,13 +143,19 @@ const staysInside = (name: string): boolean => !path.isAbsolute(name) && !path.p
  * earlier delivery's is removed) and the stream files. The user owns the scratch they sit in, so
  * the agent never creates, opens or removes anything there itself as root: a task could swap a
  * path for a symlink in between. $0 is the command, $1 the directory, $2 and $3 the files or ''.
+ * Without files the directory is removed at the end the same way (a command killed before that
+ * leaves it to removeTaskDir); bash reports a command killed by signal N as 128 + N.
  */
 const SETUP = [
   'd=$1 out=$2 err=$3',
   'rm -rf -- "$d" && mkdir -m 700 -- "$d" && cd -- "$d" || exit 125',
   'if [ -n "$out" ]; then mkdir -p -- "$(dirname -- "$out")" && exec > >(exec tee -a -- "$out") || exit 125; fi',
   'if [ -n "$err" ]; then mkdir -p -- "$(dirname -- "$err")" && exec 2> >(exec tee -a -- "$err" >&2) || exit 125; fi',
-  'exec /bin/bash -c "$0"',
+  'if [ -n "$out$err" ]; then exec /bin/bash -c "$0"; fi',
+  '/bin/bash -c "$0"',
+  'rc=$?',
+  'cd .. && rm -rf -- "$d"',
+  'exit $rc',
 ].join('\n');
 
 export async function runCommand(ctx: CommandContext, req: CommandRequest): Promise<CommandOutcome> {
@@ -169,7 +175,7 @@ export async function runCommand(ctx: CommandContext, req: CommandRequest): Prom
   } finally {
     ctx.limits.release();
     // Kept when the function names files in it, as Globus Compute keeps its task sandboxes; gone with the user's scratch.
-    if (!req.files?.stdout && !req.files?.stderr) await removeTaskDir(ctx, taskDir, taskDirInside);
+    if (!req.files?.stdout && !req.files?.stderr && existsSync(taskDir)) await removeTaskDir(ctx, taskDir, taskDirInside);
   }
 }
 
