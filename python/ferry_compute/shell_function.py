@@ -193,7 +193,7 @@ class ShellFunction:
                 if os.path.dirname(path):
                     os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(out_path, "a+") as out, open(err_path, "a+") as err:
-                proc = subprocess.Popen(cmd, shell=True, executable="/bin/bash", stdout=out, stderr=err)
+                proc = subprocess.Popen(cmd, shell=True, executable="/bin/bash", stdin=subprocess.DEVNULL, stdout=out, stderr=err)
                 try:
                     returncode = proc.wait(timeout=self.walltime)
                     if returncode != 0:

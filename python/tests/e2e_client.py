@@ -194,8 +194,11 @@ class ClientTests(unittest.TestCase):
                 time.sleep(0.1)
         self.assertEqual(result, "Hi, Globus.")
         failing = gcc.run(1, 0, endpoint_id=ENDPOINT, function_id=gcc.register_function(divide))
-        while gcc.get_task(failing)["pending"]:
+        # As in Globus Compute, get_task raises a failed task's exception; get_batch_result lists it.
+        while gcc.get_batch_result([failing])[failing]["pending"]:
             time.sleep(0.1)
+        with self.assertRaises(ZeroDivisionError):
+            gcc.get_task(failing)
         batch = gcc.get_batch_result([task_id, failing])
         self.assertEqual(batch[task_id]["result"], "Hi, Globus.")
         self.assertIsInstance(batch[failing]["exception"], ZeroDivisionError)

@@ -154,7 +154,7 @@ class FakeApi:
         if fn["runtime"] == "mpi":
             cmd = "$PARSL_MPI_PREFIX " + cmd
         env = {"PATH": "/usr/bin:/bin", "PARSL_MPI_PREFIX": "", "PARSL_NUM_RANKS": str(view["resource_specification"].get("num_ranks", 1)) if fn["runtime"] == "mpi" else ""}
-        out = subprocess.run(["/bin/bash", "-c", cmd], capture_output=True, text=True, env=env)
+        out = subprocess.run(["/bin/bash", "-c", cmd], stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env)
         value = {
             "cmd": cmd,
             "returncode": out.returncode,
