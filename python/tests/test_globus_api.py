@@ -348,6 +348,37 @@ class ExecutorTests(unittest.TestCase):
                 ex.submit(square, 1)
 
 
+class ModulePathTests(unittest.TestCase):
+    def test_globus_module_paths_and_top_level_names(self):
+        for name in ("Client", "Executor", "MPIFunction", "ShellFunction", "ShellResult"):
+            self.assertIn(name, ferry_compute.__all__)
+        from ferry_compute.sdk.asynchronous.compute_future import ComputeFuture as CF
+        from ferry_compute.sdk.batch import Batch as B
+        from ferry_compute.sdk.client import Client as C
+        from ferry_compute.sdk.executor import Executor as E
+        from ferry_compute.sdk.hardware_report import run_hardware_report
+        from ferry_compute.sdk.mpi_function import MPIFunction as M
+        from ferry_compute.sdk.shell_function import ShellFunction as S, ShellResult as R
+
+        self.assertEqual((CF, B, C, E, M, S, R), (ComputeFuture, Batch, Client, Executor, MPIFunction, ShellFunction, ShellResult))
+        self.assertTrue(callable(run_hardware_report))
+
+    def test_serialization_strategies_are_accepted_and_ignored(self):
+        from ferry_compute.serialize import CombinedCode, ComputeSerializer
+
+        serde = ComputeSerializer(strategy_code=CombinedCode())
+        with self.assertRaises(NotImplementedError):
+            serde.serialize(1)
+        api = FakeApi()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ex = Executor(EP, make(api), serializer=serde)
+        self.assertIs(ex.serializer, serde)
+        self.assertIn("serializer", str(caught[0].message))
+        self.assertEqual(ex.submit(square, 5).result(timeout=10), 25)
+        ex.shutdown()
+
+
 class ShellTests(unittest.TestCase):
     def test_shell_function_options_and_text(self):
         sf = ShellFunction("sleep {t}", stdout="out.txt", walltime=1.5, snippet_lines=20, name="nap")

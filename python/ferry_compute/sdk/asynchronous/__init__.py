@@ -1,0 +1,1 @@
+"""``globus_compute_sdk.sdk.asynchronous``'s module path."""
