@@ -3,7 +3,7 @@ import { existsSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { confine, SANE_PATH, type Confinement, type Isolation } from './isolation';
-import type { LimitMechanism, ProcessLimits } from './limits';
+import type { ProcessLimits } from './limits';
 import { CappedStream, taskOutput, type TaskOutput } from './output';
 
 /**
@@ -65,7 +65,6 @@ export interface CommandContext {
   limits: ProcessLimits;
   /** The task's memory cap the limits hold, MB. */
   memoryMb: number;
-  mechanism: LimitMechanism;
   /** rlimit: the python that runs the command under a reaper (REAPER), so what it leaves running is found without cgroups. */
   reaperPython?: string;
   outputBytes: number;

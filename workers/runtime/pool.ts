@@ -450,7 +450,6 @@ export class RuntimePool {
           bins: [this.node.binDir, python.binDir].filter((d): d is string => !!d),
           limits,
           memoryMb,
-          mechanism: this.limits!.mechanism,
           // Without cgroups, a reaper adopts what the command leaves running (command.ts).
           reaperPython: this.limits!.mechanism === 'rlimit' && this.python?.binDir ? this.python.command : undefined,
           outputBytes: this.taskOutputBytes,
