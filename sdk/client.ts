@@ -2,7 +2,8 @@ import { decodePayload, encodeArgs, sha256 } from './codec';
 import { resolveCredentials, type Credentials } from './config';
 import { RemoteError, TaskCancelled, TaskPending } from './errors';
 import { Http } from './http';
-import type { Codec, EndpointInfo, EndpointStatus, FunctionInfo, Runtime, TaskOutput, TaskSpec, TaskView } from './types';
+import { checkResourceSpecification, isWireShellResult, ShellFunction, ShellResult } from './shell';
+import type { AllowedFunctions, Codec, EndpointInfo, EndpointStatus, FunctionInfo, ResourceSpecification, Runtime, ShellOptions, TaskOutput, TaskSpec, TaskView } from './types';
 
 export interface ClientOptions extends Partial<Credentials> {
   maxAttempts?: number;
@@ -11,9 +12,20 @@ export interface ClientOptions extends Partial<Credentials> {
 export interface FunctionSpec {
   name?: string;
   runtime?: Runtime;
+  /** node: a function expression; python: a module defining `entrypoint`; shell, mpi: the command template. */
   source: string;
   entrypoint?: string;
+  description?: string;
+  /** shell and mpi only (see ShellFunction). */
+  shell?: ShellOptions;
 }
+
+/** Options of a submit that depend on the function: mpi functions need their ranks. */
+export interface RunOptions {
+  resourceSpecification?: Partial<ResourceSpecification>;
+}
+
+type AnyFunction = (...args: never[]) => unknown;
 
 /** Arguments above this go to S3 by presigned PUT instead of in the submit body (API Gateway: 10 MB, Lambda: 6 MB per request). */
 export const UPLOAD_THRESHOLD = 256 * 1024;
@@ -21,6 +33,8 @@ export const UPLOAD_THRESHOLD = 256 * 1024;
 /** A typed wrapper over every route of the Ferry API. */
 export class Client {
   readonly http: Http;
+  // A function's runtime decides how its arguments are encoded and its result is read; it never changes.
+  private readonly runtimes = new Map<string, Promise<Runtime>>();
 
   constructor(opts: ClientOptions = {}) {
     const creds = resolveCredentials(opts);
@@ -31,15 +45,23 @@ export class Client {
     return this.http.apiUrl;
   }
 
-  /** Register a function (a JS function, or source for any runtime); the same source gives the same id. */
-  async registerFunction(fn: ((...args: never[]) => unknown) | FunctionSpec, name?: string): Promise<string> {
-    const spec: FunctionSpec = typeof fn === 'function' ? { source: fn.toString(), name: name ?? (fn.name || 'anonymous') } : fn;
+  /**
+   * Register a function: a JS function, a ShellFunction or MPIFunction, or source for any runtime.
+   * The same function with the same name and description gives the same id.
+   */
+  async registerFunction(fn: AnyFunction | ShellFunction | FunctionSpec, name?: string): Promise<string> {
+    const spec: FunctionSpec =
+      typeof fn === 'function' ? { source: fn.toString(), name: name ?? (fn.name || 'anonymous') } : fn instanceof ShellFunction ? { ...fn.toFunctionSpec(), name: name ?? fn.name } : fn;
+    const runtime = spec.runtime ?? 'node';
     const out = await this.http.request<FunctionInfo>('POST', '/v1/functions', {
       name: spec.name ?? name ?? 'function',
-      runtime: spec.runtime ?? 'node',
+      runtime,
       source: spec.source,
       entrypoint: spec.entrypoint,
+      description: spec.description,
+      shell: spec.shell,
     });
+    this.runtimes.set(out.function_id, Promise.resolve(runtime));
     return out.function_id;
   }
 
@@ -47,11 +69,33 @@ export class Client {
     return this.http.request('GET', `/v1/functions/${encodeURIComponent(functionId)}`);
   }
 
+  /** A function's runtime, read once per client (registering it tells the client already). */
+  functionRuntime(functionId: string): Promise<Runtime> {
+    let runtime = this.runtimes.get(functionId);
+    if (!runtime) {
+      runtime = this.getFunction(functionId).then((f) => f.runtime);
+      runtime.catch(() => this.runtimes.delete(functionId));
+      this.runtimes.set(functionId, runtime);
+    }
+    return runtime;
+  }
+
+  /** Delete one of your functions; submitting it afterwards is 404. Tasks already queued still run. */
+  async deleteFunction(functionId: string): Promise<{ function_id: string; deleted: boolean }> {
+    const out = await this.http.request<{ function_id: string; deleted: boolean }>('DELETE', `/v1/functions/${encodeURIComponent(functionId)}`);
+    this.runtimes.delete(functionId);
+    return out;
+  }
+
   async listFunctions(): Promise<FunctionInfo[]> {
     return (await this.http.request<{ functions: FunctionInfo[] }>('GET', '/v1/functions')).functions;
   }
 
-  registerEndpoint(name: string, opts: { public?: boolean; walltime_ms?: number; max_attempts?: number } = {}): Promise<EndpointInfo & { endpoint_secret: string }> {
+  /** `allowed_functions`: the only function ids the endpoint will run (others are refused at submit with 403 FunctionNotAllowed). */
+  registerEndpoint(
+    name: string,
+    opts: { public?: boolean; walltime_ms?: number; max_attempts?: number; allowed_functions?: string[] } = {},
+  ): Promise<EndpointInfo & { endpoint_secret: string }> {
     return this.http.request('POST', '/v1/endpoints', { name, ...opts });
   }
 
@@ -74,24 +118,39 @@ export class Client {
     return this.http.request('GET', `/v1/endpoints/${encodeURIComponent(endpointId)}/status`);
   }
 
-  shareEndpoint(endpointId: string, sharing: { public?: boolean; shared_with?: string[] }): Promise<EndpointInfo> {
+  /** Owner only; `allowed_functions` replaces the endpoint's list of the functions it runs. */
+  shareEndpoint(endpointId: string, sharing: { public?: boolean; shared_with?: string[]; allowed_functions?: string[] }): Promise<EndpointInfo> {
     return this.http.request('POST', `/v1/endpoints/${encodeURIComponent(endpointId)}/share`, sharing);
+  }
+
+  /** The functions an endpoint runs: `restricted: false` means any. */
+  getAllowedFunctions(endpointId: string): Promise<AllowedFunctions> {
+    return this.http.request('GET', `/v1/endpoints/${encodeURIComponent(endpointId)}/allowed_functions`);
   }
 
   deleteEndpoint(endpointId: string): Promise<{ endpoint_id: string; deleted: boolean; failed_tasks: number }> {
     return this.http.request('DELETE', `/v1/endpoints/${encodeURIComponent(endpointId)}`);
   }
 
-  /** Encode node arguments as a task spec, uploading them to S3 first when they are large. */
+  /**
+   * Encode arguments as a task spec for the function's runtime (looked up if not given), uploading
+   * node arguments to S3 first when they are large. mpi functions need `resourceSpecification`.
+   */
   async taskSpec(
     endpointId: string,
     functionId: string,
     args: unknown[] = [],
     kwargs: Record<string, unknown> = {},
     walltimeMs?: number,
-    runtime: Runtime = 'node',
+    runtime?: Runtime,
+    opts: RunOptions = {},
   ): Promise<TaskSpec> {
-    // Python functions cannot read v8's format: their arguments travel as JSON, and so do their results.
+    runtime ??= await this.functionRuntime(functionId);
+    if (runtime === 'mpi') {
+      if (!opts.resourceSpecification) throw new TypeError('an MPIFunction needs a resource specification: set executor.resourceSpecification = { num_nodes, ranks_per_node, num_ranks }');
+      return { function_id: functionId, args, kwargs, walltime_ms: walltimeMs, resource_specification: checkResourceSpecification(opts.resourceSpecification) };
+    }
+    // Python functions cannot read v8's format, and commands take JSON keyword arguments: their arguments travel as JSON, and so do their results.
     if (runtime !== 'node') return { function_id: functionId, args, kwargs, walltime_ms: walltimeMs };
     const bytes = encodeArgs(args, kwargs);
     const payload = bytes.length > UPLOAD_THRESHOLD ? await this.uploadPayload(endpointId, bytes) : { codec: 'node-v8' as const, data: bytes.toString('base64') };
@@ -108,8 +167,8 @@ export class Client {
   }
 
   /** Submit one task; returns its id. */
-  async run(functionId: string, endpointId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}): Promise<string> {
-    const out = await this.batchRun(endpointId, [await this.taskSpec(endpointId, functionId, args, kwargs)]);
+  async run(functionId: string, endpointId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: RunOptions = {}): Promise<string> {
+    const out = await this.batchRun(endpointId, [await this.taskSpec(endpointId, functionId, args, kwargs, undefined, undefined, opts)]);
     return out.task_ids[0]!;
   }
 
@@ -119,10 +178,14 @@ export class Client {
   }
 
   /** A batch to fill with `add` and send with `batchRun`, in the style of Globus Compute's `create_batch`. */
-  createBatch(endpointId: string, taskGroupId?: string) {
+  createBatch(endpointId: string, taskGroupId?: string, opts: RunOptions = {}) {
     const specs: Promise<TaskSpec>[] = [];
     return {
-      add: (functionId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}) => void specs.push(this.taskSpec(endpointId, functionId, args, kwargs)),
+      add: (functionId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}) => {
+        const spec = this.taskSpec(endpointId, functionId, args, kwargs, undefined, undefined, opts);
+        spec.catch(() => undefined); // reported by submit()
+        specs.push(spec);
+      },
       submit: async () => this.batchRun(endpointId, await Promise.all(specs), taskGroupId),
     };
   }
@@ -136,9 +199,22 @@ export class Client {
     return (await this.getTask(taskId)).output;
   }
 
-  /** The result of a finished task; a remote failure throws RemoteError, an unfinished task TaskPending. */
+  /**
+   * The result of a finished task (a ShellResult for shell and mpi functions); a remote failure
+   * throws RemoteError, an unfinished task TaskPending.
+   */
   async getResult(taskId: string): Promise<unknown> {
-    return resultOf(await this.getTask(taskId));
+    return this.resultOf(await this.getTask(taskId));
+  }
+
+  /** A task view's value, or the error it ended with, read as its function's runtime answers. */
+  async resultOf(t: TaskView, runtime?: Runtime): Promise<unknown> {
+    if (t.status !== 'success') return resultOf(t, runtime);
+    const value = await decodePayload(t.result!);
+    // Only a value shaped like a command's result needs the function's runtime to tell.
+    if (!isWireShellResult(value)) return value;
+    runtime ??= await this.functionRuntime(t.function_id).catch(() => undefined);
+    return asRuntimeResult(value, runtime);
   }
 
   /** Views of up to 1,000 tasks per request (more are split); unknown ids are listed apart. */
@@ -159,7 +235,7 @@ export class Client {
     for (const t of tasks) {
       const entry: (typeof out)[string] = { status: t.status, pending: !['success', 'failed', 'cancelled'].includes(t.status) };
       if (t.output) entry.output = t.output;
-      if (t.status === 'success') entry.result = await decodePayload(t.result!);
+      if (t.status === 'success') entry.result = await this.resultOf(t);
       if (t.status === 'failed') entry.exception = remoteErrorOf(t);
       out[t.task_id] = entry;
     }
@@ -185,11 +261,17 @@ export class Client {
   }
 }
 
+/** A failed task's exception: a built-in error class where its type names one (RemoteError.of), else a plain RemoteError. */
 export const remoteErrorOf = (t: TaskView): RemoteError =>
-  new RemoteError(t.task_id, t.exception?.type ?? 'Error', t.exception?.message ?? 'the task failed', t.exception?.traceback ?? '', t.output);
+  RemoteError.of(t.task_id, t.exception?.type ?? 'Error', t.exception?.message ?? 'the task failed', t.exception?.traceback ?? '', t.output);
 
-export async function resultOf(t: TaskView): Promise<unknown> {
-  if (t.status === 'success') return decodePayload(t.result!);
+/** A shell or mpi function answers `{cmd, returncode, stdout, stderr, exception_name}`: a ShellResult. */
+export const asRuntimeResult = (value: unknown, runtime: Runtime | undefined): unknown =>
+  (runtime === 'shell' || runtime === 'mpi') && isWireShellResult(value) ? ShellResult.fromJSON(value) : value;
+
+/** The value of a finished task whose function's runtime is known, or the error it ended with. */
+export async function resultOf(t: TaskView, runtime?: Runtime): Promise<unknown> {
+  if (t.status === 'success') return asRuntimeResult(await decodePayload(t.result!), runtime);
   if (t.status === 'failed') throw remoteErrorOf(t);
   if (t.status === 'cancelled') throw new TaskCancelled(t.task_id);
   throw new TaskPending(t.task_id, t.status);

@@ -3,7 +3,8 @@ import { Client, resultOf, type ClientOptions } from './client';
 import { sha256 } from './codec';
 import { FerryApiError, TaskCancelled } from './errors';
 import { ComputeFuture } from './future';
-import { FINAL, type Runtime, type TaskSpec, type TaskView } from './types';
+import { checkResourceSpecification, ShellFunction, type ShellResult } from './shell';
+import { FINAL, type ResourceSpecification, type Runtime, type TaskSpec, type TaskView } from './types';
 
 export interface ExecutorOptions extends ClientOptions {
   endpointId: string;
@@ -19,6 +20,8 @@ export interface ExecutorOptions extends ClientOptions {
   walltimeMs?: number;
   /** Memory cap of each task in MB; the endpoint's default otherwise (and the endpoint's maximum caps it). */
   memoryMb?: number;
+  /** The ranks of each MPIFunction task (see `Executor.resourceSpecification`). */
+  resourceSpecification?: Partial<ResourceSpecification>;
   /**
    * Results are polled every pollMinMs (default 10) while tasks were submitted or finished in
    * the last pollFastMs (default 250), then the interval grows by half each quiet poll up to
@@ -29,11 +32,31 @@ export interface ExecutorOptions extends ClientOptions {
   pollMaxMs?: number;
 }
 
+interface FunctionRef {
+  id: string;
+  runtime: Runtime | undefined;
+}
+
 interface Pending {
   future: ComputeFuture<any>;
-  functionId: Promise<{ id: string; runtime: Runtime }>;
+  functionId: Promise<FunctionRef>;
   args: unknown[];
   kwargs: Record<string, unknown>;
+  /** The executor's resource specification when this task was submitted. */
+  resourceSpecification?: Partial<ResourceSpecification>;
+}
+
+/** A pending task with its encoded spec, ready for a submit request. */
+interface Encoded {
+  p: Pending;
+  spec: TaskSpec;
+  runtime: Runtime | undefined;
+}
+
+/** A submitted task's future, and its function's runtime, which says how to read its result. */
+interface Tracked {
+  future: ComputeFuture<any>;
+  runtime: Runtime | undefined;
 }
 
 // Stays under Lambda's 6 MB request payload with room for JSON and base64.
@@ -52,6 +75,12 @@ export class Executor {
   readonly client: Client;
   readonly endpointId: string;
   readonly taskGroupId: string;
+  /**
+   * Globus Compute's `resource_specification`: the ranks of each MPIFunction task submitted from
+   * now on, `{ num_nodes, ranks_per_node, num_ranks }` (what is left out, the API fills in: one
+   * node, ranks enough for num_ranks). Other functions' tasks do not carry it.
+   */
+  resourceSpecification?: Partial<ResourceSpecification>;
   /** Requests made, for those who want to see the batching at work. */
   readonly stats = { submitRequests: 0, registrations: 0, polls: 0 };
   private readonly batchSize: number;
@@ -59,9 +88,8 @@ export class Executor {
   private pending: Pending[] = [];
   private flushTimer?: NodeJS.Timeout | NodeJS.Immediate;
   private readonly sending = new Set<Promise<void>>();
-  private readonly functionIds = new Map<string, Promise<{ id: string; runtime: Runtime }>>();
-  private readonly registeredInfo = new Map<string, Promise<{ id: string; runtime: Runtime }>>();
-  private readonly outstanding = new Map<string, ComputeFuture<any>>();
+  private readonly functionIds = new Map<string, Promise<FunctionRef>>();
+  private readonly outstanding = new Map<string, Tracked>();
   private polling = false;
   private lastActivity = 0;
   private closed = false;
@@ -72,10 +100,24 @@ export class Executor {
     this.taskGroupId = opts.taskGroupId ?? randomUUID();
     this.batchSize = Math.min(Math.max(1, opts.batchSize ?? 100), MAX_BATCH);
     this.batchDelayMs = opts.batchDelayMs ?? 0;
+    if (opts.resourceSpecification) this.resourceSpecification = opts.resourceSpecification;
   }
 
+  /**
+   * Run a ShellFunction or MPIFunction with keyword arguments for its `{name}` placeholders; the
+   * future resolves to a ShellResult, whatever the command's exit code.
+   */
+  submit(fn: ShellFunction, kwargs?: Record<string, unknown>): ComputeFuture<ShellResult>;
   /** Run `fn(...args)` on the endpoint; the function must be self-contained (it travels as source). */
-  submit<F extends AnyFn>(fn: F, ...args: Parameters<F>): ComputeFuture<Awaited<ReturnType<F>>> {
+  submit<F extends AnyFn>(fn: F, ...args: Parameters<F>): ComputeFuture<Awaited<ReturnType<F>>>;
+  submit(fn: AnyFn | ShellFunction, ...args: unknown[]): ComputeFuture<any> {
+    if (fn instanceof ShellFunction) {
+      const kwargs = args[0] ?? {};
+      if (typeof kwargs !== 'object' || Array.isArray(kwargs) || args.length > 1) {
+        throw new TypeError(`a ${fn.constructor.name} takes keyword arguments only: submit(fn, { name: value })`);
+      }
+      return this.enqueue(this.functionIdOf(fn), [], kwargs as Record<string, unknown>);
+    }
     return this.enqueue(this.functionIdOf(fn), args, {});
   }
 
@@ -84,15 +126,41 @@ export class Executor {
     return this.enqueue(this.registered(functionId), args, kwargs);
   }
 
-  /** A registered function's runtime decides how its arguments are encoded; looked up once. */
-  private registered(functionId: string): Promise<{ id: string; runtime: Runtime }> {
-    let info = this.registeredInfo.get(functionId);
-    if (!info) {
-      info = this.client.getFunction(functionId).then((f) => ({ id: f.function_id, runtime: f.runtime }));
-      info.catch(() => this.registeredInfo.delete(functionId));
-      this.registeredInfo.set(functionId, info);
+  /** Register a function (a JS function, ShellFunction or MPIFunction) once per executor; its id. */
+  async registerFunction(fn: AnyFn | ShellFunction): Promise<string> {
+    return (await this.functionIdOf(fn)).id;
+  }
+
+  /**
+   * Futures for every task of a task group (this executor's by default), finished or not, in
+   * submit order: Globus Compute's `reload_tasks`. Tasks this executor still tracks keep their
+   * future; the others get new ones, polled like any other.
+   */
+  async reloadTasks(taskGroupId: string = this.taskGroupId): Promise<ComputeFuture<any>[]> {
+    const views = await this.client.getTaskGroup(taskGroupId);
+    const runtimes = new Map<string, Promise<Runtime | undefined>>();
+    for (const v of views) if (!runtimes.has(v.function_id)) runtimes.set(v.function_id, this.client.functionRuntime(v.function_id).catch(() => undefined));
+    const futures: ComputeFuture<any>[] = [];
+    for (const view of views) {
+      const known = this.outstanding.get(view.task_id);
+      if (known) {
+        futures.push(known.future);
+        continue;
+      }
+      // A deleted function's runtime cannot be read: its results come back as their JSON.
+      const runtime = await runtimes.get(view.function_id)!;
+      const future = new ComputeFuture<any>((f) => this.cancelFuture(f));
+      this.track(future, view.task_id, runtime);
+      await this.settle(view);
+      futures.push(future);
     }
-    return info;
+    this.ensurePolling();
+    return futures;
+  }
+
+  /** A registered function's runtime decides how its arguments are encoded and its result read; looked up once. */
+  private registered(functionId: string): Promise<FunctionRef> {
+    return this.client.functionRuntime(functionId).then((runtime) => ({ id: functionId, runtime }));
   }
 
   /** `fn(item)` for every item, submitted together; resolves to the results in order. */
@@ -110,22 +178,22 @@ export class Executor {
     if (opts.cancelFutures) {
       for (const p of this.pending) p.future._reject(new TaskCancelled(undefined));
       this.pending = [];
-      await Promise.all([...this.outstanding.values()].map((f) => f.cancel().catch(() => false)));
+      await Promise.all([...this.outstanding.values()].map((t) => t.future.cancel().catch(() => false)));
     }
     this.flush();
     if (opts.wait ?? true) {
       await Promise.allSettled([...this.sending]);
-      await Promise.allSettled([...this.outstanding.values()].map((f) => f.result()));
+      await Promise.allSettled([...this.outstanding.values()].map((t) => t.future.result()));
     }
   }
 
-  private functionIdOf(fn: AnyFn): Promise<{ id: string; runtime: Runtime }> {
-    const source = fn.toString();
-    const key = sha256(Buffer.from(source));
+  private functionIdOf(fn: AnyFn | ShellFunction): Promise<FunctionRef> {
+    const spec = fn instanceof ShellFunction ? fn.toFunctionSpec() : { name: fn.name || 'anonymous', runtime: 'node' as const, source: fn.toString() };
+    const key = sha256(Buffer.from(JSON.stringify(spec)));
     let id = this.functionIds.get(key);
     if (!id) {
       this.stats.registrations++;
-      id = this.client.registerFunction({ name: fn.name || 'anonymous', runtime: 'node', source }).then((fid) => ({ id: fid, runtime: 'node' as const }));
+      id = this.client.registerFunction(spec).then((fid) => ({ id: fid, runtime: spec.runtime }));
       // A failed registration is retried by the next submit, not cached.
       id.catch(() => this.functionIds.delete(key));
       this.functionIds.set(key, id);
@@ -133,10 +201,12 @@ export class Executor {
     return id;
   }
 
-  private enqueue<T>(functionId: Promise<{ id: string; runtime: Runtime }>, args: unknown[], kwargs: Record<string, unknown>): ComputeFuture<T> {
+  private enqueue<T>(functionId: Promise<FunctionRef>, args: unknown[], kwargs: Record<string, unknown>): ComputeFuture<T> {
     if (this.closed) throw new Error('this Executor is shut down');
+    // Checked now, so a bad one fails this submit rather than the batch it would travel in.
+    const resourceSpecification = this.resourceSpecification && checkResourceSpecification(this.resourceSpecification);
     const future: ComputeFuture<T> = new ComputeFuture<T>((f) => this.cancelFuture(f));
-    this.pending.push({ future, functionId, args, kwargs });
+    this.pending.push({ future, functionId, args, kwargs, resourceSpecification });
     if (this.pending.length >= this.batchSize) this.flush();
     else this.flushTimer ??= this.batchDelayMs > 0 ? setTimeout(() => this.flush(), this.batchDelayMs) : setImmediate(() => this.flush());
     return future;
@@ -153,55 +223,57 @@ export class Executor {
     }
   }
 
-  private async send(batch: Pending[]): Promise<void> {
-    let specs: TaskSpec[];
-    try {
-      specs = await Promise.all(
-        batch.map(async (p) => {
-          const fn = await p.functionId;
-          const spec = await this.client.taskSpec(this.endpointId, fn.id, p.args, p.kwargs, this.opts.walltimeMs, fn.runtime);
-          return this.opts.memoryMb === undefined ? spec : { ...spec, memory_mb: this.opts.memoryMb };
-        }),
-      );
-    } catch (err) {
-      for (const p of batch) p.future._reject(err);
-      return;
-    }
+  private async send(all: Pending[]): Promise<void> {
+    // A task whose function cannot be registered, or whose arguments cannot be encoded, fails alone.
+    const prepared = await Promise.allSettled(
+      all.map(async (p) => {
+        const fn = await p.functionId;
+        const spec = await this.client.taskSpec(this.endpointId, fn.id, p.args, p.kwargs, this.opts.walltimeMs, fn.runtime, {
+          resourceSpecification: p.resourceSpecification,
+        });
+        return { spec: this.opts.memoryMb === undefined ? spec : { ...spec, memory_mb: this.opts.memoryMb }, runtime: fn.runtime };
+      }),
+    );
+    const batch: Encoded[] = [];
+    prepared.forEach((r, i) => {
+      if (r.status === 'rejected') all[i]!.future._reject(r.reason);
+      else batch.push({ p: all[i]!, ...r.value });
+    });
     // Split further only if the encoded arguments would not fit in one request body.
     let start = 0;
     while (start < batch.length) {
       let end = start;
       let bytes = 0;
-      while (end < batch.length && (end === start || bytes + specSize(specs[end]!) <= MAX_REQUEST_BYTES)) bytes += specSize(specs[end++]!);
-      await this.submitSlice(batch.slice(start, end), specs.slice(start, end));
+      while (end < batch.length && (end === start || bytes + specSize(batch[end]!.spec) <= MAX_REQUEST_BYTES)) bytes += specSize(batch[end++]!.spec);
+      await this.submitSlice(batch.slice(start, end));
       start = end;
     }
   }
 
-  private async submitSlice(items: Pending[], specs: TaskSpec[]): Promise<void> {
-    const live = items.map((p, i) => ({ p, spec: specs[i]! })).filter(({ p }) => !p.future.done());
+  private async submitSlice(items: Encoded[]): Promise<void> {
+    const live = items.filter(({ p }) => !p.future.done());
     if (!live.length) return;
     this.stats.submitRequests++;
     try {
       const out = await this.client.batchRun(this.endpointId, live.map((l) => l.spec), this.taskGroupId);
-      live.forEach(({ p }, i) => this.track(p.future, out.task_ids[i]!));
+      live.forEach(({ p, runtime }, i) => this.track(p.future, out.task_ids[i]!, runtime));
       this.lastActivity = Date.now();
     } catch (err) {
       const notQueued = err instanceof FerryApiError ? (err.details.not_queued as string[] | undefined) : undefined;
       const ids = err instanceof FerryApiError ? (err.details.task_ids as string[] | undefined) : undefined;
-      live.forEach(({ p }, i) => {
+      live.forEach(({ p, runtime }, i) => {
         const id = ids?.[i];
-        if (id && notQueued && !notQueued.includes(id)) this.track(p.future, id);
+        if (id && notQueued && !notQueued.includes(id)) this.track(p.future, id, runtime);
         else p.future._reject(err);
       });
     }
     this.ensurePolling();
   }
 
-  private track(future: ComputeFuture<any>, taskId: string): void {
+  private track(future: ComputeFuture<any>, taskId: string, runtime: Runtime | undefined): void {
     future.taskId = taskId;
     future._setStatus('waiting-for-endpoint');
-    if (!future.done()) this.outstanding.set(taskId, future);
+    if (!future.done()) this.outstanding.set(taskId, { future, runtime });
   }
 
   private async cancelFuture(f: ComputeFuture<any>): Promise<boolean> {
@@ -240,7 +312,7 @@ export class Executor {
         const { tasks, unknown } = await this.client.getTasks([...this.outstanding.keys()]);
         for (const view of tasks) if (await this.settle(view)) finished++;
         for (const id of unknown) {
-          this.outstanding.get(id)?._reject(new FerryApiError(404, 'NotFound', `task ${id} is no longer known`));
+          this.outstanding.get(id)?.future._reject(new FerryApiError(404, 'NotFound', `task ${id} is no longer known`));
           this.outstanding.delete(id);
         }
         failures = 0;
@@ -255,14 +327,15 @@ export class Executor {
   }
 
   private async settle(view: TaskView): Promise<boolean> {
-    const f = this.outstanding.get(view.task_id);
-    if (!f) return false;
+    const tracked = this.outstanding.get(view.task_id);
+    if (!tracked) return false;
+    const f = tracked.future;
     f._setStatus(view.status);
     if (!FINAL.includes(view.status)) return false;
     this.outstanding.delete(view.task_id);
     f._setOutput(view.output);
     try {
-      f._resolve(await resultOf(view));
+      f._resolve(await resultOf(view, tracked.runtime));
     } catch (err) {
       f._reject(err, view.status);
     }
