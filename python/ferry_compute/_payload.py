@@ -94,6 +94,8 @@ def remote_exception(exception: Mapping[str, Any], task_id: Optional[str], fetch
         if isinstance(candidate, Exception):
             exc = as_task_execution_failed(candidate)
     if exc is None:
+        exc = _builtin_exception(remote_type, message)
+    if exc is None:
         return TaskExecutionFailed(remote_data, completion_t, remote_type=remote_type, message=message, task_id=task_id)
     attrs = {
         "remote_data": remote_data,
@@ -113,6 +115,22 @@ def remote_exception(exception: Mapping[str, Any], task_id: Optional[str], fetch
     if tb and hasattr(exc, "add_note"):
         exc.add_note(f"\nRemote traceback (Ferry task {task_id}):\n{tb.rstrip()}")
     return exc
+
+
+def _builtin_exception(remote_type: str, message: str) -> Optional[BaseException]:
+    """A remote exception without a usable pickle whose type is a Python builtin (the KeyError of a
+    shell command's missing field, say): rebuilt from its name and message."""
+    import builtins
+
+    cls = getattr(builtins, remote_type, None)
+    if not (isinstance(cls, type) and issubclass(cls, Exception)):
+        return None
+    if cls is KeyError and len(message) >= 2 and message[0] == message[-1] and message[0] in "'\"":
+        message = message[1:-1]  # str(KeyError('x')) is "'x'"
+    try:
+        return as_task_execution_failed(cls(message))
+    except Exception:  # noqa: BLE001 - a builtin with another constructor (UnicodeDecodeError...)
+        return None
 
 
 # One subclass per remote exception class (None: that class cannot be combined with TaskExecutionFailed).

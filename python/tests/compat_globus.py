@@ -250,6 +250,17 @@ class ShellAndMpiPatterns(unittest.TestCase):
         self.assertEqual((slow.returncode, slow.exception_name), (124, "subprocess.TimeoutExpired"))
         self.assertEqual(lines.stdout, "46\n47\n48\n49\n50\n")
 
+    def test_shell_function_template_errors(self):
+        with Executor(endpoint_id=ENDPOINT) as gce:
+            missing = gce.submit(ShellFunction("echo {name}"))
+            positional = gce.submit(ShellFunction("echo hi"), "unexpected")
+            with self.assertRaises(KeyError) as caught:
+                missing.result(timeout=60)
+            self.assertIsInstance(caught.exception, TaskExecutionFailed)
+            with self.assertRaises(TaskExecutionFailed) as caught_positional:
+                positional.result(timeout=60)
+            self.assertIsInstance(caught_positional.exception, TypeError)
+
     @unittest.skipUnless(MPI, "FERRY_COMPAT_MPI=1: the agent has a real mpiexec")
     def test_mpi_function_with_two_ranks(self):
         func = MPIFunction("bash -c 'echo rank $PMI_RANK of $PMI_SIZE'")

@@ -124,6 +124,13 @@ class ErrorsTests(unittest.TestCase):
         with self.assertRaises(TaskExecutionFailed):
             raise key
 
+    def test_a_builtin_type_without_a_pickle_is_rebuilt_from_its_name(self):
+        exc = remote_exception({"type": "KeyError", "message": "'name'", "traceback": "KeyError: 'name'\n"}, "t", None)
+        self.assertIsInstance(exc, KeyError)
+        self.assertIsInstance(exc, TaskExecutionFailed)
+        self.assertEqual((str(exc), exc.remote_type), ("'name'", "KeyError"))
+        self.assertIs(type(remote_exception({"type": "TaskTimeout", "message": "late"}, "t", None)), TaskExecutionFailed)
+
     def test_what_cannot_be_rebuilt_is_a_plain_task_execution_failed(self):
         self.assertIsNone(as_task_execution_failed(SystemExit(3)))
         self.assertIsNone(as_task_execution_failed(RefusesSubclasses("x")))
