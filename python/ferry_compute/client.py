@@ -35,6 +35,13 @@ _NO_GLOBUS_AUTH = (
 )
 
 
+class ArgumentsNotSerializable(SerializationError, TypeError):
+    """Arguments that cannot be encoded: Globus's SerializationError, and a TypeError as Ferry raised before."""
+
+    def __init__(self, reason: str):
+        SerializationError.__init__(self, reason)
+
+
 def _warn_ignored(owner: str, options: Mapping[str, Any], stacklevel: int = 3) -> None:
     """Options Globus Compute accepts that mean nothing to Ferry: kept, and named in one warning."""
     names = sorted(options)
@@ -236,14 +243,14 @@ class Client:
     def _encode_for(self, function_id: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> Tuple[str, bytes]:
         """The codec and bytes of a task's arguments, for its function's runtime."""
         runtime = self._runtime_of(function_id)
-        if runtime in SHELL_RUNTIMES:
-            return "json", encode_args(tuple(args), shell_kwargs(dict(kwargs)), "json")
-        if runtime in JSON_RUNTIMES:
-            return "json", encode_args(args, kwargs, "json")
         try:
+            if runtime in SHELL_RUNTIMES:
+                return "json", encode_args(tuple(args), shell_kwargs(dict(kwargs)), "json")
+            if runtime in JSON_RUNTIMES:
+                return "json", encode_args(args, kwargs, "json")
             return CODEC, encode_args(args, kwargs, CODEC)
         except TypeError as exc:
-            raise SerializationError(str(exc)) from exc
+            raise ArgumentsNotSerializable(str(exc)) from exc
 
     # --- tasks -------------------------------------------------------------------------------
 

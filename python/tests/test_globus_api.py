@@ -221,6 +221,15 @@ class ClientTests(unittest.TestCase):
             self.client.get_result(tid)
         self.assertIsInstance(self.client.get_batch_result([tid])[tid]["exception"], TaskExecutionFailed)
 
+    def test_arguments_that_cannot_be_pickled(self):
+        fid = self.client.register_function(square)
+        import threading
+
+        with self.assertRaises(errors.SerializationError) as caught:
+            self.client.run(threading.Lock(), endpoint_id=EP, function_id=fid)
+        self.assertIsInstance(caught.exception, TypeError)
+        self.assertIn("cannot be pickled", str(caught.exception))
+
     def test_task_pending(self):
         self.api.run = False
         tid = self.client.run(2, endpoint_id=EP, function_id=self.client.register_function(square))
