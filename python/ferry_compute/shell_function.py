@@ -211,6 +211,24 @@ class ShellFunction:
         file_obj.seek(0, 0)
         return "".join(file_obj.readlines()[-self.snippet_lines :])
 
+    # Globus's helpers of the same names (used when the command runs here).
+    get_snippet = _snippet
+
+    def open_std_fd(self, fname: Optional[str], mode: str = "a+") -> Any:
+        import os
+
+        if fname is None:
+            return None
+        if os.path.dirname(fname):
+            os.makedirs(os.path.dirname(fname), exist_ok=True)
+        return open(fname, mode)
+
+    def get_and_close_streams(self, stdout: Any, stderr: Any) -> "tuple[str, str]":
+        snippets = self._snippet(stdout), self._snippet(stderr)
+        stdout.close()
+        stderr.close()
+        return snippets
+
 
 class MPIFunction(ShellFunction):
     """A ShellFunction run under the endpoint's MPI launcher (``$PARSL_MPI_PREFIX <cmd>``).
