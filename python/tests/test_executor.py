@@ -187,8 +187,9 @@ class ExecutorTests(unittest.TestCase):
 
     def test_a_registered_node_function_gets_json_arguments(self):
         ex = self.executor(run=False)
-        self.api.functions["f-node"] = {"runtime": "node", "source": "(a, b) => a + b"}
-        ex.submit_to_registered_function("f-node", args=(40, 2))
+        node = "00000000-0000-4000-8000-00000000000f"
+        self.api.functions[node] = {"runtime": "node", "source": "(a, b) => a + b"}
+        ex.submit_to_registered_function(node, args=(40, 2))
         ex.shutdown(wait=False)
         while not self.api.submits():
             concurrent.futures.wait([], timeout=0.01)
