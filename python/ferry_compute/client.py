@@ -583,6 +583,29 @@ class Client:
     def get_result_amqp_url(self) -> Dict[str, str]:
         raise NotImplementedError("Ferry has no AMQP result queue: results are read over HTTPS (the Executor polls GET /v1/tasks in batches)")
 
+    # Globus Compute's container registry: Ferry runs functions in the endpoint's own environment.
+    def register_container(self, location: str, container_type: str, name: str = "", description: str = "") -> str:
+        raise NotImplementedError(_NO_CONTAINERS)
+
+    def get_container(self, container_uuid: Any, container_type: str) -> Dict[str, Any]:
+        raise NotImplementedError(_NO_CONTAINERS)
+
+    def get_containers(self, name: str, description: Optional[str] = None) -> Any:
+        raise NotImplementedError(_NO_CONTAINERS)
+
+    def build_container(self, container_spec: Any) -> str:
+        raise NotImplementedError(_NO_CONTAINERS)
+
+    def get_container_build_status(self, container_id: Any) -> str:
+        raise NotImplementedError(_NO_CONTAINERS)
+
+
+_NO_CONTAINERS = (
+    "Ferry has no container registry: a function runs in its endpoint's own environment. Install what it needs "
+    "in the worker image (workers/Dockerfile) or the block's worker_init (endpoint.yaml), e.g. `module load`, "
+    "`conda activate` or `apptainer exec` inside a ShellFunction"
+)
+
 
 def _put(url: str, data: bytes) -> None:
     _http.transfer("PUT", url, data)

@@ -164,6 +164,20 @@ class ClientTests(unittest.TestCase):
         with self.assertRaises(NotImplementedError):
             c.get_result_amqp_url()
 
+    def test_container_methods_say_what_to_use_instead(self):
+        calls = [
+            lambda: self.client.register_container("docker://python:3.12", "docker"),
+            lambda: self.client.get_container("0c5f7d2e-0000-4000-8000-000000000000", "docker"),
+            lambda: self.client.get_containers("ep"),
+            lambda: self.client.build_container(object()),
+            lambda: self.client.get_container_build_status("0c5f7d2e-0000-4000-8000-000000000000"),
+        ]
+        for call in calls:
+            with self.assertRaises(NotImplementedError) as caught:
+                call()
+            self.assertIn("worker_init", str(caught.exception))
+        self.assertEqual(self.api.calls("POST", "/v1/functions"), [])
+
     def test_register_function_takes_the_description_second_and_registers_every_time(self):
         fid = self.client.register_function(square, "squares a number")
         self.assertEqual(self.client.register_function(square, "squares a number"), fid)
