@@ -14,6 +14,12 @@ export interface ExecutorOptions extends ClientOptions {
   batchSize?: number;
   /** How long a submission waits for others to share its request; default 0: those made in the same turn of the event loop. */
   batchDelayMs?: number;
+  /**
+   * Submit requests in flight at once. Default 1: each leaves when the one before is answered, so
+   * the task group lists its tasks in submit order (reloadTasks). More send a large burst sooner,
+   * but the API orders requests that overlap as they arrive.
+   */
+  submitConcurrency?: number;
   /** Group every task of this executor under this id (a new one by default). */
   taskGroupId?: string;
   /** Walltime for each task; the endpoint's default otherwise. */
@@ -90,6 +96,10 @@ export class Executor {
   private readonly sending = new Set<Promise<void>>();
   private readonly functionIds = new Map<string, Promise<FunctionRef>>();
   private readonly outstanding = new Map<string, Tracked>();
+  // The answers of the last submitConcurrency requests, oldest first: request i waits for request
+  // i - submitConcurrency, so with 1 they reach the API in submit order (encoding and uploads still overlap).
+  private readonly inFlight: Promise<void>[] = [];
+  private readonly submitConcurrency: number;
   private polling = false;
   private lastActivity = 0;
   private closed = false;
@@ -100,6 +110,7 @@ export class Executor {
     this.taskGroupId = opts.taskGroupId ?? randomUUID();
     this.batchSize = Math.min(Math.max(1, opts.batchSize ?? 100), MAX_BATCH);
     this.batchDelayMs = opts.batchDelayMs ?? 0;
+    this.submitConcurrency = Math.max(1, Math.floor(opts.submitConcurrency ?? 1));
     if (opts.resourceSpecification) this.resourceSpecification = opts.resourceSpecification;
   }
 
@@ -224,6 +235,18 @@ export class Executor {
   }
 
   private async send(all: Pending[]): Promise<void> {
+    const previous = this.inFlight.length >= this.submitConcurrency ? this.inFlight[0]! : Promise.resolve();
+    let release!: () => void;
+    this.inFlight.push(new Promise((resolve) => (release = resolve)));
+    if (this.inFlight.length > this.submitConcurrency) this.inFlight.shift();
+    try {
+      await this.sendInTurn(all, previous);
+    } finally {
+      release();
+    }
+  }
+
+  private async sendInTurn(all: Pending[], previous: Promise<void>): Promise<void> {
     // A task whose function cannot be registered, or whose arguments cannot be encoded, fails alone.
     const prepared = await Promise.allSettled(
       all.map(async (p) => {
@@ -239,6 +262,7 @@ export class Executor {
       if (r.status === 'rejected') all[i]!.future._reject(r.reason);
       else batch.push({ p: all[i]!, ...r.value });
     });
+    await previous;
     // Split further only if the encoded arguments would not fit in one request body.
     let start = 0;
     while (start < batch.length) {
