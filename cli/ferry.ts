@@ -2,9 +2,10 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, extname, join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { Client } from '../sdk/client';
+import { Client, type FunctionSpec } from '../sdk/client';
 import { decodePayload } from '../sdk/codec';
 import { FerryApiError } from '../sdk/errors';
+import { MPIFunction, ShellFunction } from '../sdk/shell';
 import { FINAL, type TaskView } from '../sdk/types';
 import { keyValues, table } from './output';
 import { addTokenCommands } from './token';
@@ -182,13 +183,22 @@ export function buildProgram(): Command {
     });
 
   const fn = program.command('function').description('register and list functions');
-  fn.command('register <file>')
-    .description('register a function from a file (.py: python, needs --entrypoint; otherwise node, the file holds one function expression)')
+  fn.command('register [file]')
+    .description(
+      'register a function from a file (.py: python, needs --entrypoint; otherwise node, the file holds one function expression), ' +
+        'or a command (--runtime shell|mpi: the file or --command holds the template, {name} filled from the task\'s kwargs)',
+    )
     .option('--name <name>')
+    .option('--description <text>')
     .option('--entrypoint <name>', 'python: the function to call')
-    .addOption(new Option('--runtime <runtime>').choices(['node', 'python']))
-    .action(async (file: string, o: { name?: string; entrypoint?: string; runtime?: 'node' | 'python' }) => {
-      const spec = functionFromFile(file, o);
+    .addOption(new Option('--runtime <runtime>').choices(['node', 'python', 'shell', 'mpi']))
+    .option('--command <cmd>', 'shell, mpi: the command template, instead of a file')
+    .option('--walltime <seconds>', 'shell, mpi: kill the command after this long (its result: returncode 124)')
+    .option('--snippet-lines <n>', 'shell, mpi: lines of stdout and stderr kept in the result (default 1000)')
+    .option('--stdout <file>', 'shell, mpi: also write stdout to this file, in the task\'s directory on the endpoint')
+    .option('--stderr <file>', 'shell, mpi: also write stderr to this file')
+    .action(async (file: string | undefined, o: FunctionOptions) => {
+      const spec = functionSpecOf(file, o);
       const id = await client().registerFunction(spec);
       print(id, { function_id: id, ...spec, source: undefined });
     });
@@ -250,6 +260,43 @@ export function buildProgram(): Command {
     });
 
   return program;
+}
+
+interface FunctionOptions {
+  name?: string;
+  description?: string;
+  entrypoint?: string;
+  runtime?: 'node' | 'python' | 'shell' | 'mpi';
+  command?: string;
+  walltime?: string;
+  snippetLines?: string;
+  stdout?: string;
+  stderr?: string;
+}
+
+/** `ferry function register`: code from a file, or a shell/mpi command template from a file or --command. */
+function functionSpecOf(file: string | undefined, o: FunctionOptions): FunctionSpec {
+  const shellOnly = (['command', 'walltime', 'snippetLines', 'stdout', 'stderr'] as const).filter((k) => o[k] !== undefined);
+  if (o.runtime !== 'shell' && o.runtime !== 'mpi') {
+    if (shellOnly.length) throw new CliError(`--${shellOnly[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} is for --runtime shell or mpi`, EXIT.usage);
+    if (file === undefined) throw new CliError('name the file that holds the function', EXIT.usage);
+    return { ...functionFromFile(file, { ...o, runtime: o.runtime }), description: o.description };
+  }
+  if ((file === undefined) === (o.command === undefined)) throw new CliError('give the command in a file or with --command (one of them)', EXIT.usage);
+  if (o.entrypoint) throw new CliError(`${o.runtime} functions take no --entrypoint`, EXIT.usage);
+  const number = (v: string | undefined, what: string) => {
+    if (v === undefined) return undefined;
+    const n = Number(v);
+    if (!Number.isFinite(n)) throw new CliError(`${what} must be a number`, EXIT.usage);
+    return n;
+  };
+  const cmd = o.command ?? readFileSync(file!, 'utf8').replace(/\n+$/, '');
+  try {
+    const Kind = o.runtime === 'mpi' ? MPIFunction : ShellFunction;
+    return new Kind(cmd, { name: o.name, description: o.description, walltime: number(o.walltime, '--walltime'), snippetLines: number(o.snippetLines, '--snippet-lines'), stdout: o.stdout, stderr: o.stderr }).toFunctionSpec();
+  } catch (err) {
+    throw new CliError((err as Error).message, EXIT.usage);
+  }
 }
 
 function functionFromFile(file: string, o: { name?: string; entrypoint?: string; runtime?: 'node' | 'python' }) {
