@@ -137,6 +137,11 @@ describe('ShellFunction', () => {
     expect(t.status).toBe('success');
     // The command read its own files back while it ran: what reached them by then.
     expect(t.result.value.stdout).toBe('out\nout\nerr\n');
+    // The last lines, printed as the command ends, reach both the file and the ShellResult (the tees drain first).
+    const many = await run('seq 1 300000; seq 1 3 >&2', {}, { shell: { stdout: 'seq.txt', stderr: 'seq.err', snippet_lines: 2 } });
+    expect(many.result.value).toMatchObject({ stdout: '299999\n300000\n', stderr: '2\n3\n', returncode: 0 });
+    const counted = await run(`wc -l < ../task-${many.task_id}/seq.txt; cat ../task-${many.task_id}/seq.err`);
+    expect(counted.result.value.stdout).toBe('300000\n1\n2\n3\n');
     const bad = await run('true', {}, { shell: { stdout: '../elsewhere.txt' } });
     expect(bad.status).toBe('failed');
     expect(bad.exception.type).toBe('ValueError');

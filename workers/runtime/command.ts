@@ -144,13 +144,21 @@ const staysInside = (name: string): boolean => !path.isAbsolute(name) && !path.p
  * path for a symlink in between. $0 is the command, $1 the directory, $2 and $3 the files or ''.
  * Without files the directory is removed at the end the same way (a command killed before that
  * leaves it to removeTaskDir); bash reports a command killed by signal N as 128 + N.
+ * With files, bash outlives the command until its tees have drained (up to 2 s, in case something
+ * the command left running still holds the streams): in a sandbox, the pid namespace ends, and
+ * kills every tee in it, the moment bash does.
  */
 const SETUP = [
-  'd=$1 out=$2 err=$3',
+  'd=$1 out=$2 err=$3 tees=',
   'rm -rf -- "$d" && mkdir -m 700 -- "$d" && cd -- "$d" || exit 125',
-  'if [ -n "$out" ]; then mkdir -p -- "$(dirname -- "$out")" && exec > >(exec tee -a -- "$out") || exit 125; fi',
-  'if [ -n "$err" ]; then mkdir -p -- "$(dirname -- "$err")" && exec 2> >(exec tee -a -- "$err" >&2) || exit 125; fi',
-  'if [ -n "$out$err" ]; then exec /bin/bash -c "$0"; fi',
+  'if [ -n "$out" ]; then mkdir -p -- "$(dirname -- "$out")" && exec > >(exec tee -a -- "$out") || exit 125; tees="$tees $!"; fi',
+  'if [ -n "$err" ]; then mkdir -p -- "$(dirname -- "$err")" && exec 2> >(exec tee -a -- "$err" >&2) || exit 125; tees="$tees $!"; fi',
+  'if [ -n "$out$err" ]; then',
+  '  /bin/bash -c "$0"; rc=$?',
+  '  exec >&- 2>&-',
+  '  for p in $tees; do i=0; while [ $i -lt 40 ] && kill -0 "$p" 2>/dev/null; do sleep 0.05; i=$((i+1)); done; done',
+  '  exit $rc',
+  'fi',
   '/bin/bash -c "$0"',
   'rc=$?',
   'cd .. && rm -rf -- "$d"',
