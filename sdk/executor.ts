@@ -10,7 +10,10 @@ export interface ExecutorOptions extends ClientOptions {
   endpointId: string;
   /** A client to share; otherwise one is made from the credentials options. */
   client?: Client;
-  /** Tasks per submit request (the API takes at most 500); default 100. */
+  /**
+   * Tasks per submit request (the API takes at most 500); default 100, and up to 500 for tasks that
+   * waited while an earlier request was under way.
+   */
   batchSize?: number;
   /** How long a submission waits for others to share its request; default 0: those made in the same turn of the event loop. */
   batchDelayMs?: number;
@@ -90,15 +93,17 @@ export class Executor {
   /** Requests made, for those who want to see the batching at work. */
   readonly stats = { submitRequests: 0, registrations: 0, polls: 0 };
   private readonly batchSize: number;
+  // The batch of tasks that waited behind a request: a burst leaves in few, full requests.
+  private readonly backlogBatchSize: number;
   private readonly batchDelayMs: number;
   private pending: Pending[] = [];
   private flushTimer?: NodeJS.Timeout | NodeJS.Immediate;
   private readonly sending = new Set<Promise<void>>();
   private readonly functionIds = new Map<string, Promise<FunctionRef>>();
   private readonly outstanding = new Map<string, Tracked>();
-  // The answers of the last submitConcurrency requests, oldest first: request i waits for request
-  // i - submitConcurrency, so with 1 they reach the API in submit order (encoding and uploads still overlap).
-  private readonly inFlight: Promise<void>[] = [];
+  // Submit requests under way: at most submitConcurrency. With 1 (the default) they reach the API
+  // in submit order, and what is submitted meanwhile waits to leave together in the next ones.
+  private active = 0;
   private readonly submitConcurrency: number;
   private polling = false;
   private lastActivity = 0;
@@ -109,6 +114,7 @@ export class Executor {
     this.endpointId = opts.endpointId;
     this.taskGroupId = opts.taskGroupId ?? randomUUID();
     this.batchSize = Math.min(Math.max(1, opts.batchSize ?? 100), MAX_BATCH);
+    this.backlogBatchSize = opts.batchSize === undefined ? MAX_BATCH : this.batchSize;
     this.batchDelayMs = opts.batchDelayMs ?? 0;
     this.submitConcurrency = Math.max(1, Math.floor(opts.submitConcurrency ?? 1));
     if (opts.resourceSpecification) this.resourceSpecification = opts.resourceSpecification;
@@ -193,7 +199,8 @@ export class Executor {
     }
     this.flush();
     if (opts.wait ?? true) {
-      await Promise.allSettled([...this.sending]);
+      // A request that ends sends what waited behind it: wait until none is left.
+      while (this.sending.size) await Promise.allSettled([...this.sending]);
       await Promise.allSettled([...this.outstanding.values()].map((t) => t.future.result()));
     }
   }
@@ -223,30 +230,24 @@ export class Executor {
     return future;
   }
 
-  private flush(): void {
+  private flush(backlog = false): void {
     clearTimeout(this.flushTimer as NodeJS.Timeout);
     clearImmediate(this.flushTimer as NodeJS.Immediate);
     this.flushTimer = undefined;
-    while (this.pending.length) {
-      const batch = this.pending.splice(0, this.batchSize);
-      const p = this.send(batch).finally(() => this.sending.delete(p));
+    while (this.pending.length && this.active < this.submitConcurrency) {
+      const batch = this.pending.splice(0, backlog ? this.backlogBatchSize : this.batchSize);
+      this.active++;
+      const p = this.send(batch).finally(() => {
+        this.sending.delete(p);
+        this.active--;
+        // What was submitted while the request was under way leaves now, in full batches.
+        if (this.pending.length) this.flush(true);
+      });
       this.sending.add(p);
     }
   }
 
   private async send(all: Pending[]): Promise<void> {
-    const previous = this.inFlight.length >= this.submitConcurrency ? this.inFlight[0]! : Promise.resolve();
-    let release!: () => void;
-    this.inFlight.push(new Promise((resolve) => (release = resolve)));
-    if (this.inFlight.length > this.submitConcurrency) this.inFlight.shift();
-    try {
-      await this.sendInTurn(all, previous);
-    } finally {
-      release();
-    }
-  }
-
-  private async sendInTurn(all: Pending[], previous: Promise<void>): Promise<void> {
     // A task whose function cannot be registered, or whose arguments cannot be encoded, fails alone.
     const prepared = await Promise.allSettled(
       all.map(async (p) => {
@@ -262,7 +263,6 @@ export class Executor {
       if (r.status === 'rejected') all[i]!.future._reject(r.reason);
       else batch.push({ p: all[i]!, ...r.value });
     });
-    await previous;
     // Split further only if the encoded arguments would not fit in one request body.
     let start = 0;
     while (start < batch.length) {
