@@ -6,6 +6,7 @@ import { parseBody, taskMessageSchema } from './messages';
 import type { TaskState } from './states';
 import { getTasks, queryOpenByAge, transitionTask, type RemoteException, type TaskRecord } from './tables/tasks';
 import { failLostTask } from './tasks';
+import { telemetry } from './telemetry';
 
 /**
  * Drain every endpoint dead-letter queue once: a task message there ran out of deliveries
@@ -55,7 +56,7 @@ async function drainDeadLetterQueue(url: string, endpointId: string): Promise<nu
         done.push({ Id: String(i), ReceiptHandle: m.ReceiptHandle! });
       } catch (err) {
         // Left for the next sweep once its visibility lapses.
-        console.error(JSON.stringify({ level: 'error', message: 'could not fail lost task', error: String(err) }));
+        telemetry().log('error', 'could not fail lost task', { error: err, endpoint_id: endpointId, message_id: m.MessageId });
       }
     }
     if (done.length) await sqsClient().send(new DeleteMessageBatchCommand({ QueueUrl: url, Entries: done }));
@@ -128,7 +129,7 @@ export async function sweepUndeliverable(opts: { now?: number; deadline?: number
       }));
     } catch (err) {
       // One endpoint's trouble (throttling, a missing index) must not stop the others'.
-      console.error(JSON.stringify({ level: 'error', message: 'undeliverable sweep failed for an endpoint', endpoint_id: ep.endpoint_id, error: String(err) }));
+      telemetry().log('error', 'undeliverable sweep failed for an endpoint', { endpoint_id: ep.endpoint_id, error: err });
     }
   }
   for (const id of queueMissingSince.keys()) if (!seen.has(id)) queueMissingSince.delete(id);
@@ -153,7 +154,10 @@ async function failOpenTasks(endpointId: string, before: string | undefined, now
       if (t.state === 'running' && Date.parse(t.updated_at) + t.walltime_ms + margin > now) continue;
       if (!OPEN_WAITING.includes(t.state) && t.state !== 'running') continue;
       const moved = await transitionTask(t.task_id, 'failed', { by: 'sweep', exception: exception(t), from: [t.state], ifUpdatedAt: t.updated_at, endpointId });
-      if (moved) failed++;
+      if (moved) {
+        failed++;
+        telemetry().tasks('lost', endpointId);
+      }
     }
     cursor = page.next;
   } while (cursor);

@@ -8,6 +8,7 @@ import type { TaskState } from './states';
 import { canUseEndpoint, disallowedFunctions, getEndpoint, type EndpointRecord } from './tables/endpoints';
 import { mapLimit } from './tables/batch';
 import { getFunctions, type FunctionRecord } from './tables/functions';
+import { telemetry } from './telemetry';
 import {
   claimIdempotency,
   completeIdempotency,
@@ -161,6 +162,8 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     });
   }
   if (keyHash) await completeIdempotency(input.userId, keyHash);
+  // Counted once: a retry that took over a dead attempt counts only the tasks that attempt had not written.
+  telemetry().tasks('submitted', ep.endpoint_id, records.length - existing.size);
   return response;
 }
 
@@ -370,6 +373,7 @@ export async function groupTasks(groupId: string, userId: string, limit: number,
 export async function cancelTask(taskId: string, userId: string): Promise<TaskRecord> {
   const t = await ownTask(taskId, userId);
   const updated = await transitionTask(taskId, 'cancelled', { by: `user:${userId}` });
+  if (updated) telemetry().tasks('cancelled', updated.endpoint_id);
   return updated ?? (await getTask(taskId)) ?? t;
 }
 
@@ -404,12 +408,21 @@ export async function applyResults(msgs: ResultMessage[], sender: string): Promi
     if (msg.kind === 'started') applied = await transitionTask(msg.task_id, 'running', base);
     else if (msg.kind === 'success') applied = await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result, output: msg.output });
     else applied = await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception, output: msg.output });
+    if (applied) countReport(applied, msg.kind, via !== undefined);
     // The condition failed: a duplicate or late report changes nothing quietly; one about another endpoint's task is refused.
     if (!applied) {
       const task = await getTask(msg.task_id);
       if (task && task.endpoint_id !== sender) throw new ForgedReport(`task ${msg.task_id} is not endpoint ${sender}'s`);
     }
   }
+}
+
+/** Metrics for a report that moved its task: started, and for a result submit-to-final latency (core/telemetry.ts). */
+function countReport(t: TaskRecord, kind: ResultMessage['kind'], startedToo: boolean): void {
+  if (kind === 'started' || startedToo) telemetry().tasks('started', t.endpoint_id);
+  if (kind === 'started') return;
+  telemetry().tasks(kind === 'success' ? 'succeeded' : 'failed', t.endpoint_id);
+  telemetry().taskLatency(Date.parse(t.updated_at) - Date.parse(t.created_at));
 }
 
 /** A task whose message reached the dead-letter queue: every delivery's worker died. */
@@ -419,6 +432,8 @@ export async function failLostTask(taskId: string, endpointId: string): Promise<
     message: 'worker lost: the task reached its maximum deliveries and each time its worker died or was killed before reporting a result',
     traceback: '',
   };
-  return Boolean(await transitionTask(taskId, 'failed', { by: 'dlq', exception, endpointId }));
+  const moved = Boolean(await transitionTask(taskId, 'failed', { by: 'dlq', exception, endpointId }));
+  if (moved) telemetry().tasks('lost', endpointId);
+  return moved;
 }
 
