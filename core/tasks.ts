@@ -311,7 +311,11 @@ export interface TaskView {
   output?: TaskOutput;
 }
 
-/** A payload for a client: inline base64 (and the value itself for JSON), or a presigned GET URL. */
+/**
+ * A payload for a client, in exactly one form: `value` (an inline JSON payload, decoded), `data`
+ * (other inline payloads, base64), or `url` (a presigned GET for a payload stored in S3). An inline
+ * JSON payload is checked against its SHA-256 here, since the client cannot check a re-encoded value.
+ */
 export interface PayloadView {
   codec: Codec;
   size: number;
@@ -324,9 +328,34 @@ export interface PayloadView {
 async function payloadView(env: Envelope): Promise<PayloadView> {
   const base = { codec: env.codec, size: env.size, sha256: env.sha256 };
   if (env.ref !== undefined) return { ...base, url: (await presignGet(env.ref)).url };
-  const view: PayloadView = { ...base, data: env.inline };
-  if (env.codec === 'json') view.value = JSON.parse(inlineBytes(env, 'result').toString('utf8'));
-  return view;
+  if (env.codec === 'json') return { ...base, value: JSON.parse(inlineBytes(env, 'result').toString('utf8')) };
+  return { ...base, data: env.inline };
+}
+
+/**
+ * The JSON bytes a response may spend on task views. Lambda refuses a response over 6 MB
+ * (6,291,456 bytes, counted over the whole serialized result: status, headers and the body as a
+ * JSON string, whose escapes add to it); 5 MB of views leaves room for that. Any one view fits:
+ * a task record is at most 400 KB (DynamoDB's item limit), inline payloads included.
+ */
+export const RESPONSE_BUDGET_BYTES = 5 * 1024 * 1024;
+
+/**
+ * The leading items whose JSON fits in `budget` bytes (at least one, so a reader always makes
+ * progress), and how many were left out.
+ */
+export function withinBudget<T>(items: readonly T[], budget = RESPONSE_BUDGET_BYTES): { fit: T[]; rest: number } {
+  let bytes = 0;
+  let n = 0;
+  for (const item of items) {
+    // A JSON string inside the Lambda result escapes each quote and backslash once more.
+    const text = JSON.stringify(item);
+    const size = Buffer.byteLength(text) + (text.match(/["\\]/g)?.length ?? 0) + 1;
+    if (n > 0 && bytes + size > budget) break;
+    bytes += size;
+    n++;
+  }
+  return { fit: items.slice(0, n), rest: items.length - n };
 }
 
 export async function taskView(t: TaskRecord): Promise<TaskView> {

@@ -12,7 +12,7 @@ import { listenOnLoopback, type LoopbackServer } from './listen';
  * routeKey and pathParameters, the authorizer runs first, and its context reaches the handler —
  * the same handler modules the CDK stack deploys.
  */
-type Handler = (event: ApiEvent, context: Context) => Promise<ApiResult>;
+export type Handler = (event: ApiEvent, context: Context) => Promise<ApiResult>;
 
 const MODULES: Record<ApiModule, () => { handler: Handler }> = {
   'api/functions': () => require('../lambdas/api/functions'),
@@ -27,20 +27,57 @@ interface CompiledRoute {
   method: string;
   pattern: RegExp;
   params: string[];
-  module: ApiModule;
+  handler: Handler;
+  /** The Lambda function that serves it ('test' for a test-only route). */
+  module: ApiModule | 'test';
 }
 
-function compile(): CompiledRoute[] {
-  return API_ROUTES.map(({ routeKey, module }) => {
+function compile(extra: Record<string, Handler> = {}): CompiledRoute[] {
+  const all: { routeKey: string; module?: ApiModule; handler?: Handler }[] = [
+    ...API_ROUTES,
+    ...Object.entries(extra).map(([routeKey, handler]) => ({ routeKey, handler })),
+  ];
+  return all.map(({ routeKey, module, handler }) => {
     const [method, path] = routeKey.split(' ') as [string, string];
     const params: string[] = [];
     const source = path.replace(/\{(\w+)\}/g, (_, name: string) => (params.push(name), '([^/]+)'));
-    return { routeKey, method, pattern: new RegExp(`^${source}$`), params, module };
+    return { routeKey, method, pattern: new RegExp(`^${source}$`), params, handler: handler ?? ((e, c) => MODULES[module!]().handler(e, c)), module: module ?? 'test' };
   });
 }
 
-// API Gateway: 10 MB request payload.
-const MAX_REQUEST_BYTES = 10 * 1024 * 1024;
+// API Gateway (HTTP API): 10 MB request payload.
+export const MAX_REQUEST_BYTES = 10 * 1024 * 1024;
+// Lambda: 6 MB (6,291,456 bytes) response payload for a synchronous invoke, counted over the
+// serialized result object ({statusCode, headers, body}), not just the body.
+export const MAX_RESPONSE_BYTES = 6 * 1024 * 1024;
+// API Gateway (HTTP API): the integration timeout, 30 s at most.
+export const INTEGRATION_TIMEOUT_MS = 30_000;
+
+/** What API Gateway answers when the Lambda integration fails (an error, or a response Lambda refused). */
+const INTEGRATION_FAILED = { status: 500, body: { message: 'Internal Server Error' } };
+/** What API Gateway (HTTP API) answers when the integration runs past its timeout. */
+const INTEGRATION_TIMED_OUT = { status: 503, body: { message: 'Service Unavailable' } };
+
+/** One answered request, as the stand-in saw it: `payloadBytes` is the Lambda response payload's size. */
+export interface ApiResponseRecord {
+  routeKey: string;
+  status: number;
+  /** The serialized Lambda result (what Lambda's 6 MB limit counts); 0 when no handler answered. */
+  payloadBytes: number;
+  /** The HTTP body sent to the client. */
+  bodyBytes: number;
+}
+
+const observers = new Set<(r: ApiResponseRecord) => void>();
+
+/**
+ * Watch every answer of every stand-in API server in this process (tests measure response sizes
+ * with it); returns the function that stops watching.
+ */
+export function observeApiResponses(fn: (r: ApiResponseRecord) => void): () => void {
+  observers.add(fn);
+  return () => observers.delete(fn);
+}
 
 export type ApiServer = LoopbackServer;
 
@@ -52,14 +89,22 @@ export interface ApiServerOptions {
    * authorizer cache does (infra sets 30 s): a revoked token works until its entry lapses.
    */
   authorizerCacheSeconds?: number;
+  /** API Gateway's integration timeout; 30 s as deployed (tests shorten it). */
+  integrationTimeoutMs?: number;
+  /**
+   * Test-only: more routes, by route key, served like the real ones (authorizer first, the same
+   * limits). They exist only in this process; the deployed API has exactly API_ROUTES.
+   */
+  extraRoutes?: Record<string, Handler>;
 }
 
 export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiServer> {
-  const routes = compile();
+  const routes = compile(opts.extraRoutes);
   const authorize = cachedAuthorizer((opts.authorizerCacheSeconds ?? 30) * 1000);
   const host = opts.host ?? '127.0.0.1';
+  const timeoutMs = opts.integrationTimeoutMs ?? INTEGRATION_TIMEOUT_MS;
   const server: Server = createServer((req, res) => {
-    serve(routes, authorize, req, res).catch((err) => {
+    serve(routes, authorize, timeoutMs, req, res).catch((err) => {
       console.error('local API: unhandled', err);
       if (!res.headersSent) sendError(res, new FerryError('internal error'));
     });
@@ -69,10 +114,12 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   return listenOnLoopback(server, opts.port, host);
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}, record?: Omit<ApiResponseRecord, 'status' | 'bodyBytes'>): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
+  const seen: ApiResponseRecord = { routeKey: record?.routeKey ?? '', payloadBytes: record?.payloadBytes ?? 0, status, bodyBytes: Buffer.byteLength(text) };
+  for (const fn of observers) fn(seen);
 }
 
 /**
@@ -125,7 +172,7 @@ function cachedAuthorizer(ttlMs: number): Authorize {
   };
 }
 
-async function serve(routes: CompiledRoute[], authorize: Authorize, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function serve(routes: CompiledRoute[], authorize: Authorize, timeoutMs: number, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const method = req.method ?? 'GET';
   let match: { route: CompiledRoute; values: string[] | undefined } | undefined;
@@ -197,8 +244,52 @@ async function serve(routes: CompiledRoute[], authorize: Authorize, req: Incomin
     isBase64Encoded: !isText,
   } as unknown as APIGatewayProxyEventV2 as ApiEvent;
   const context = { awsRequestId: requestContext.requestId, functionName: `ferry-local-${route.module}` } as Context;
-  const out = await MODULES[route.module]().handler(event, context);
+  const outcome = await invoke(route.handler, event, context, timeoutMs);
+  const where = { routeKey: route.routeKey, requestId: requestContext.requestId };
+  if (outcome.kind === 'timeout') {
+    console.error(JSON.stringify({ level: 'error', message: `local API: ${route.routeKey} ran past API Gateway's ${timeoutMs} ms integration timeout; answered 503 as API Gateway does`, ...where }));
+    return send(res, INTEGRATION_TIMED_OUT.status, INTEGRATION_TIMED_OUT.body, {}, { routeKey: route.routeKey, payloadBytes: 0 });
+  }
+  if (outcome.kind === 'error') {
+    console.error(JSON.stringify({ level: 'error', message: `local API: ${route.routeKey} threw (Lambda reports a function error; API Gateway answers 500)`, error: String(outcome.error), ...where }));
+    return send(res, INTEGRATION_FAILED.status, INTEGRATION_FAILED.body, {}, { routeKey: route.routeKey, payloadBytes: 0 });
+  }
+  const out = outcome.result;
+  const payloadBytes = Buffer.byteLength(JSON.stringify(out) ?? '');
+  if (payloadBytes > MAX_RESPONSE_BYTES) {
+    // What AWS does: Lambda refuses the response (Function.ResponseSizeTooLarge), API Gateway answers 500.
+    console.error(
+      JSON.stringify({
+        level: 'error',
+        message: `local API: RESPONSE TOO LARGE: ${route.routeKey} answered ${payloadBytes} bytes, over Lambda's ${MAX_RESPONSE_BYTES}-byte response limit; on AWS Lambda refuses it and API Gateway answers 500, so the stand-in does too`,
+        payloadBytes,
+        ...where,
+      }),
+    );
+    return send(res, INTEGRATION_FAILED.status, INTEGRATION_FAILED.body, {}, { routeKey: route.routeKey, payloadBytes });
+  }
   const text = out.body ?? '';
   res.writeHead(out.statusCode ?? 200, { 'content-length': Buffer.byteLength(text), ...(out.headers as Record<string, string>) });
   res.end(text);
+  const seen: ApiResponseRecord = { routeKey: route.routeKey, status: out.statusCode ?? 200, payloadBytes, bodyBytes: Buffer.byteLength(text) };
+  for (const fn of observers) fn(seen);
+}
+
+type Outcome = { kind: 'ok'; result: ApiResult } | { kind: 'error'; error: unknown } | { kind: 'timeout' };
+
+/** Run a handler as API Gateway waits on its integration: an answer, a thrown error, or past the timeout (the handler runs on, unheard, as a Lambda does). */
+async function invoke(handler: Handler, event: ApiEvent, context: Context, timeoutMs: number): Promise<Outcome> {
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<Outcome>((resolve) => {
+    timer = setTimeout(() => resolve({ kind: 'timeout' }), timeoutMs);
+  });
+  const ran = handler(event, context).then(
+    (result): Outcome => ({ kind: 'ok', result }),
+    (error): Outcome => ({ kind: 'error', error }),
+  );
+  try {
+    return await Promise.race([ran, timedOut]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

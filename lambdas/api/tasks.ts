@@ -1,6 +1,7 @@
 import { BadRequest } from '../../core/errors';
-import { cancelTask, groupTasks, ownTask, ownTasks, submitBatch, taskView } from '../../core/tasks';
-import { checkGroupCursor } from '../../core/tables/tasks';
+import { cancelTask, groupTasks, ownTask, ownTasks, submitBatch, taskView, withinBudget } from '../../core/tasks';
+import { encodeCursor } from '../../core/tables/cursor';
+import { checkGroupCursor, legacySubmitOrder } from '../../core/tables/tasks';
 import { apiHandler, pageOf, pathId, route } from '../http';
 import { batchTasksBody, submitBody } from '../schemas';
 
@@ -24,9 +25,12 @@ export const handler = apiHandler({
     return { body: await taskView(t) };
   }),
 
+  // Views in the order asked, as many as fit in one response (RESPONSE_BUDGET_BYTES); the ids of
+  // the rest are named in `unread`, for the client to ask again (the SDKs do).
   'POST /v1/tasks/batch': route({ auth: 'user', body: batchTasksBody }, async ({ caller, body }) => {
     const { tasks, unknown } = await ownTasks(body.task_ids, caller.userId);
-    return { body: { tasks: await Promise.all(tasks.map(taskView)), unknown } };
+    const { fit, rest } = withinBudget(await Promise.all(tasks.map(taskView)));
+    return { body: { tasks: fit, unknown, unread: tasks.slice(tasks.length - rest).map((t) => t.task_id) } };
   }),
 
   'GET /v1/task-groups/{id}': route({ auth: 'user' }, async (req) => {
@@ -34,7 +38,11 @@ export const handler = apiHandler({
     const { limit, cursor } = pageOf(req);
     await checkGroupCursor(groupId, req.caller.userId, cursor);
     const page = await groupTasks(groupId, req.caller.userId, limit, cursor);
-    return { body: { task_group_id: groupId, tasks: await Promise.all(page.items.map(taskView)), next_cursor: page.next } };
+    // A page ends early where the budget runs out; its cursor then continues after the last task shown.
+    const { fit, rest } = withinBudget(await Promise.all(page.items.map(taskView)));
+    const last = page.items[fit.length - 1];
+    const next = rest && last ? encodeCursor({ task_id: last.task_id, task_group_id: groupId, submit_order: last.submit_order ?? legacySubmitOrder(last.created_at, last.task_id) }) : page.next;
+    return { body: { task_group_id: groupId, tasks: fit, next_cursor: next } };
   }),
 
   'POST /v1/tasks/{id}/cancel': route({ auth: 'user' }, async (req) => {

@@ -406,7 +406,7 @@ describe('isolation between users', () => {
     const taskId = sub.body.task_ids[0];
     expect((await bob('GET', `/v1/tasks/${taskId}`)).status).toBe(404);
     expect((await bob('POST', `/v1/tasks/${taskId}/cancel`)).status).toBe(404);
-    expect((await bob('POST', '/v1/tasks/batch', { task_ids: [taskId] })).body).toEqual({ tasks: [], unknown: [taskId] });
+    expect((await bob('POST', '/v1/tasks/batch', { task_ids: [taskId] })).body).toEqual({ tasks: [], unknown: [taskId], unread: [] });
     expect((await bob('GET', `/v1/task-groups/${sub.body.task_group_id}`)).status).toBe(404);
     expect((await bob('GET', `/v1/functions/${functionId}`)).status).toBe(404);
     expect((await bob('GET', `/v1/endpoints/${endpointId}`)).status).toBe(404);
