@@ -53,6 +53,8 @@ export interface AgentOptions {
   taskLimits?: TaskLimitSettings;
   /** How mpi tasks' ranks start; null: none (mpi tasks fail with MPIUnavailable); default: resolved from mpi_launcher "auto". */
   mpiLauncher?: MpiLauncher | null;
+  /** Told how many task messages the agent holds whenever that changes (ECS scale-in protection: workers/ecs-protection.ts). */
+  onHeld?: (count: number) => void;
 }
 
 // SQS: a result message is at most 256 KiB; tracebacks beyond this are cut.
@@ -364,6 +366,7 @@ export class WorkerAgent {
     const bundle: Bundle = { msg: parsed.data, receipt: m.receipt, remaining: parsed.data.tasks.length, started: 0, broken: false };
     this.tasksPerMessage = (this.tasksPerMessage + bundle.remaining) / 2;
     this.bundles.add(bundle);
+    this.opts.onHeld?.(this.bundles.size);
     for (const task of parsed.data.tasks) this.backlog.push({ bundle, task });
   }
 
@@ -415,6 +418,7 @@ export class WorkerAgent {
     }
     if (--bundle.remaining > 0) return;
     this.bundles.delete(bundle);
+    this.opts.onHeld?.(this.bundles.size);
     // Only once every result is safely on the results queue may the task message go.
     if (!bundle.broken) {
       // The lane moves on; stop() waits for deletes still in flight.
@@ -558,6 +562,7 @@ export class WorkerAgent {
     const unstarted = [...this.bundles].filter((b) => b.started === 0);
     this.backlog = this.backlog.filter((q) => q.bundle.started > 0);
     for (const b of unstarted) this.bundles.delete(b);
+    this.opts.onHeld?.(this.bundles.size);
     await this.release(unstarted.map((b) => b.receipt));
     this.wakeLanes();
     const drained = await Promise.race([

@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { WorkerAgent } from './agent';
+import { taskProtectionFromEnv } from './ecs-protection';
 import { SecretRefused } from './grant';
 import { IsolationConfigError, ISOLATION_MODES, resolveIsolation, type IsolationMode, type IsolationSettings } from './runtime/isolation';
 import { describeMpiLauncher, MpiConfigError, MPI_LAUNCHER_SETTINGS, resolveMpiLauncher, type MpiLauncher, type MpiLauncherSetting } from './runtime/mpi';
@@ -160,6 +161,8 @@ export async function runAgent(
   if (!isolation) return 2;
   const mpiLauncher = mpiLauncherOrRefuse(settings);
   if (mpiLauncher === false) return 2;
+  // On ECS (ECS_AGENT_URI set): scale-in protection while the agent holds tasks.
+  const protection = taskProtectionFromEnv((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), msg, ...extra })));
   const agent = new WorkerAgent({
     apiUrl: cfg.api_url.replace(/\/+$/, ''),
     endpointId: cfg.endpoint_id,
@@ -170,6 +173,7 @@ export async function runAgent(
     maxProcesses: settings.maxProcesses,
     pythonCommand: settings.python,
     mpiLauncher,
+    onHeld: protection && ((count) => protection.held(count)),
   });
   let resolveExit!: (code: number) => void;
   const exit = new Promise<number>((r) => (resolveExit = r));
@@ -198,8 +202,10 @@ export async function runAgent(
   process.on('SIGINT', () => shutdown('SIGINT'));
   if (opts.parentPid) watchParent(opts.parentPid, () => shutdown(`its parent process ${opts.parentPid} has died`));
   if (!(await startOrRefuse(agent))) return 2;
-  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}; mpi launcher ${describeMpiLauncher(mpiLauncher ?? undefined)}`);
-  return exit;
+  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}; mpi launcher ${describeMpiLauncher(mpiLauncher ?? undefined)}${protection ? '; ECS task scale-in protection while busy' : ''}`);
+  const code = await exit;
+  await protection?.close();
+  return code;
 }
 
 /**

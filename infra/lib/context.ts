@@ -18,6 +18,11 @@ export interface FargateEndpointSpec {
   architecture: 'arm64' | 'x86_64';
   /** FERRY_POOL_SIZE for the agent: runtime processes per language; default one per vCPU. */
   poolSize?: number;
+  /**
+   * A prebuilt agent image (e.g. `<account>.dkr.ecr.<region>.amazonaws.com/ferry-worker:1.2.0`),
+   * from the entry or the global `workerImage` context; none: built from workers/Dockerfile at deploy.
+   */
+  workerImage?: string;
 }
 
 /** Everything the app reads from `cdk.json` context or `-c key=value`. */
@@ -42,6 +47,22 @@ export interface FerryContext {
 const STAGE = /^[a-z][a-z0-9-]{0,19}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$/;
+// An image reference with an explicit tag or digest: [registry[:port]/]repository(:tag|@sha256:digest).
+const IMAGE = /^(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::\d{1,5})?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$/;
+/** A private ECR image: its execution role gets pull rights on that repository only. */
+export const ECR_IMAGE = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([^:@]+)(?::([^@]+)|@(sha256:[0-9a-f]{64}))$/;
+
+/** A workerImage value, or why not. */
+export function checkWorkerImage(value: unknown, where: string): string | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (typeof value !== 'string' || value.length > 512 || !IMAGE.test(value)) {
+    throw new Error(
+      `${where} must be an image URI with a tag or digest, like 123456789012.dkr.ecr.us-east-1.amazonaws.com/ferry-worker:1.0.0 ` +
+        `or ...@sha256:<64 hex>; got ${JSON.stringify(value).slice(0, 200)}`,
+    );
+  }
+  return value;
+}
 
 /** `-c key=value` arrives as a string; cdk.json values arrive typed. Accept both. */
 function parsed(raw: unknown): unknown {
@@ -78,7 +99,7 @@ function retention(days: number): number {
   return days;
 }
 
-function fargateEndpoint(raw: unknown, i: number): FargateEndpointSpec {
+function fargateEndpoint(raw: unknown, i: number, globalImage: string | undefined): FargateEndpointSpec {
   const e = (raw ?? {}) as Record<string, unknown>;
   const where = `fargateEndpoints[${i}]`;
   const need = (ok: boolean, what: string) => {
@@ -99,6 +120,7 @@ function fargateEndpoint(raw: unknown, i: number): FargateEndpointSpec {
     backlogPerTask: num('backlogPerTask', 8),
     architecture: (e.architecture as FargateEndpointSpec['architecture']) ?? 'arm64',
     poolSize: e.poolSize === undefined ? undefined : Number(e.poolSize),
+    workerImage: checkWorkerImage(e.workerImage, `${where}: workerImage`) ?? globalImage,
   };
   need([256, 512, 1024, 2048, 4096, 8192, 16384].includes(spec.cpu), 'cpu must be a Fargate size (256 ... 16384)');
   need(Number.isInteger(spec.memory) && spec.memory >= 512, 'memory must be an integer of MiB');
@@ -127,7 +149,8 @@ export function readContext(node: Node): FerryContext {
 
   const eps = parsed(node.tryGetContext('fargateEndpoints')) ?? [];
   if (!Array.isArray(eps)) throw new Error('context fargateEndpoints must be a JSON list');
-  const fargateEndpoints = eps.map(fargateEndpoint);
+  const workerImage = checkWorkerImage(parsed(node.tryGetContext('workerImage')), 'context workerImage');
+  const fargateEndpoints = eps.map((e, i) => fargateEndpoint(e, i, workerImage));
   for (const key of ['name', 'endpointId'] as const) {
     const seen = new Set<string>();
     for (const e of fargateEndpoints) {

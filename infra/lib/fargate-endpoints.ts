@@ -1,13 +1,15 @@
-import { Duration, IgnoreMode, RemovalPolicy, Validations } from 'aws-cdk-lib';
+import { Arn, ArnFormat, Duration, IgnoreMode, RemovalPolicy, Stack, Validations } from 'aws-cdk-lib';
 import * as appscaling from 'aws-cdk-lib/aws-applicationautoscaling';
 import * as cloudwatch from 'aws-cdk-lib/aws-cloudwatch';
 import * as ec2 from 'aws-cdk-lib/aws-ec2';
+import * as ecr from 'aws-cdk-lib/aws-ecr';
 import * as ecrAssets from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
+import * as iam from 'aws-cdk-lib/aws-iam';
 import * as logs from 'aws-cdk-lib/aws-logs';
 import * as secretsmanager from 'aws-cdk-lib/aws-secretsmanager';
 import { Construct } from 'constructs';
-import { endpointQueueName, type FargateEndpointSpec } from './context';
+import { ECR_IMAGE, endpointQueueName, type FargateEndpointSpec } from './context';
 import { REPO_ROOT } from './ferry-function';
 
 export interface FargateEndpointsProps {
@@ -28,8 +30,14 @@ export interface FargateEndpointService {
 // The Docker build context is the repository root (workers/Dockerfile copies package*.json,
 // tsconfig.json, core/ and workers/); everything else stays out of the staged asset.
 const BUILD_CONTEXT_EXCLUDE = ['*', '!package.json', '!package-lock.json', '!tsconfig.json', '!core', '!workers'];
-// Fargate: SIGTERM, then SIGKILL after at most 120 s; the agent drains running tasks in that window.
-const STOP_TIMEOUT = Duration.seconds(120);
+// Fargate: SIGTERM, then SIGKILL after at most 120 s (the Fargate maximum); the agent drains
+// running tasks in that window. Tasks with longer walltimes are kept safe by task scale-in
+// protection instead: a task that holds work is never chosen by scale-in or a deployment
+// (workers/ecs-protection.ts), so SIGTERM reaches a busy agent only when ECS must stop it anyway.
+export const STOP_TIMEOUT = Duration.seconds(120);
+// The agent drains for a little less than the stop timeout, so it can hand back what it
+// cannot finish and say goodbye before SIGKILL.
+const AGENT_GRACE_MS = STOP_TIMEOUT.toMilliseconds() - 15_000;
 // Application Auto Scaling: at most 40 step adjustments per policy; 20 levels keep the steps readable.
 const MAX_LEVELS = 20;
 
@@ -63,7 +71,24 @@ export class FargateEndpoints extends Construct {
     });
 
     const images = new Map<string, ecs.ContainerImage>();
-    const imageFor = (arch: FargateEndpointSpec['architecture']) => {
+    const imageFor = (spec: FargateEndpointSpec) => (spec.workerImage ? prebuilt(spec.workerImage) : built(spec.architecture));
+    // A prebuilt image (workerImage): no Docker at deploy. A private ECR image gets pull rights on
+    // its repository only; any other registry is pulled as a public image.
+    const prebuilt = (uri: string) => {
+      if (!images.has(uri)) {
+        const ecrImage = ECR_IMAGE.exec(uri);
+        if (ecrImage) {
+          const [, account, region, name, tag, digest] = ecrImage;
+          const repositoryArn = Arn.format({ partition: Stack.of(this).partition, service: 'ecr', account, region, resource: 'repository', resourceName: name, arnFormat: ArnFormat.SLASH_RESOURCE_NAME });
+          const repository = ecr.Repository.fromRepositoryAttributes(this, `WorkerImageRepo${images.size}`, { repositoryArn, repositoryName: name! });
+          images.set(uri, new PrebuiltEcrImage(repository, uri, tag ?? digest!));
+        } else {
+          images.set(uri, ecs.ContainerImage.fromRegistry(uri));
+        }
+      }
+      return images.get(uri)!;
+    };
+    const built = (arch: FargateEndpointSpec['architecture']) => {
       if (!images.has(arch)) {
         const asset = new ecrAssets.DockerImageAsset(this, arch === 'arm64' ? 'AgentImageArm64' : 'AgentImageX86', {
           directory: REPO_ROOT,
@@ -91,10 +116,10 @@ export class FargateEndpoints extends Construct {
       const secret = /-[A-Za-z0-9]{6}$/.test(spec.secretArn)
         ? secretsmanager.Secret.fromSecretCompleteArn(scope, 'EndpointSecret', spec.secretArn)
         : secretsmanager.Secret.fromSecretPartialArn(scope, 'EndpointSecret', spec.secretArn);
-      const environment: Record<string, string> = { FERRY_API_URL: props.apiUrl, FERRY_ENDPOINT_ID: spec.endpointId };
+      const environment: Record<string, string> = { FERRY_API_URL: props.apiUrl, FERRY_ENDPOINT_ID: spec.endpointId, FERRY_GRACE_MS: String(AGENT_GRACE_MS) };
       if (spec.poolSize !== undefined) environment.FERRY_POOL_SIZE = String(spec.poolSize);
       taskDefinition.addContainer('agent', {
-        image: imageFor(spec.architecture),
+        image: imageFor(spec),
         environment,
         secrets: { FERRY_ENDPOINT_SECRET: ecs.Secret.fromSecretsManager(secret, spec.secretJsonField) },
         logging: ecs.LogDrivers.awsLogs({
@@ -103,14 +128,24 @@ export class FargateEndpoints extends Construct {
         }),
         stopTimeout: STOP_TIMEOUT,
       });
-      // The agent needs no AWS rights of its own: it trades the endpoint secret for vended,
-      // endpoint-scoped credentials (the worker role), exactly as an on-prem agent does.
+      // The agent needs no AWS rights of its own for its work: it trades the endpoint secret for
+      // vended, endpoint-scoped credentials (the worker role), exactly as an on-prem agent does.
+      // Its one right: scale-in protection for tasks of this cluster. The ECS container agent
+      // calls ecs:UpdateTaskProtection with the task role when the agent PUTs to $ECS_AGENT_URI.
+      taskDefinition.taskRole.addToPrincipalPolicy(
+        new iam.PolicyStatement({
+          actions: ['ecs:UpdateTaskProtection'],
+          resources: [Stack.of(this).formatArn({ service: 'ecs', resource: 'task', resourceName: `${this.cluster.clusterName}/*`, arnFormat: ArnFormat.SLASH_RESOURCE_NAME })],
+        }),
+      );
 
       const service = new ecs.FargateService(scope, 'Service', {
         cluster: this.cluster,
         taskDefinition,
-        // Starts idle; scaling sets the count from the queue. CloudFormation leaves it alone afterwards.
-        desiredCount: 0,
+        // No desiredCount: the task count belongs to Application Auto Scaling alone, so a deploy
+        // (a new agent image) never resets running endpoints. ECS starts a new service with one
+        // task (which proves the image and the secret: the circuit breaker fails the first deploy
+        // if the agent cannot start); the backlog alarm takes it to zero once the queue reads empty.
         minHealthyPercent: 100,
         maxHealthyPercent: 200,
         assignPublicIp: true,
@@ -142,13 +177,36 @@ export class FargateEndpoints extends Construct {
 
       Validations.of(taskDefinition).acknowledge({
         id: 'AwsSolutions-ECS2',
-        reason: 'Only the API URL, endpoint id and pool size are plain environment variables; the endpoint secret comes from Secrets Manager.',
+        reason: 'Only the API URL, endpoint id, drain period and pool size are plain environment variables; the endpoint secret comes from Secrets Manager.',
+      });
+      Validations.of(taskDefinition).acknowledge({
+        id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${Stack.of(this).getLogicalId(this.cluster.node.defaultChild as ecs.CfnCluster)}>/*]`,
+        reason: 'ecs:UpdateTaskProtection on tasks of this cluster only: task ids are assigned at run time, and the ECS agent only ever asks for the calling task.',
       });
       Validations.of(taskDefinition).acknowledge({
         id: 'AwsSolutions-IAM5[Resource::*]',
         reason: 'Only ecr:GetAuthorizationToken in the execution role, which has no resource-level permissions; image pulls are limited to the CDK assets repository.',
       });
     }
+  }
+}
+
+/**
+ * A prebuilt image in ECR: the execution role may pull from that repository only, and the
+ * task definition names the image exactly as given (the tag or digest is kept).
+ */
+class PrebuiltEcrImage extends ecs.ContainerImage {
+  constructor(
+    private readonly repository: ecr.IRepository,
+    private readonly uri: string,
+    readonly tagOrDigest: string,
+  ) {
+    super();
+  }
+
+  bind(_scope: Construct, containerDefinition: ecs.ContainerDefinition): ecs.ContainerImageConfig {
+    this.repository.grantPull(containerDefinition.taskDefinition.obtainExecutionRole());
+    return { imageName: this.uri };
   }
 }
 

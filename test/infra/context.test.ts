@@ -17,6 +17,7 @@ const endpoint = {
   endpointId: '0b6c7a2e-9f1d-4c3b-8a5e-2d4f6a8b0c1e',
   secretArn: 'arn:aws:secretsmanager:eu-west-1:123456789012:secret:ferry/ep-Ab12Cd',
 };
+const UUID2 = '1b6c7a2e-9f1d-4c3b-8a5e-2d4f6a8b0c1e';
 
 describe('context', () => {
   test('cdk.json runs the app with tsx and holds the defaults', () => {
@@ -56,8 +57,23 @@ describe('context', () => {
     [{ fargateEndpoints: [endpoint, { ...endpoint, name: 'other' }] }, /appears twice/],
     [{ fargateEndpoints: '[{' }, /not valid JSON/],
     [{ alarmTopicArn: 'topic' }, /alarmTopicArn/],
+    [{ workerImage: 'ferry-worker' }, /context workerImage must be an image URI with a tag or digest/],
+    [{ workerImage: 'Ferry/Worker:1' }, /context workerImage/],
+    [{ workerImage: 'repo@sha256:abc' }, /context workerImage/],
+    [{ workerImage: 42 }, /context workerImage/],
+    [{ fargateEndpoints: [{ ...endpoint, workerImage: 'https://example.com/img:1' }] }, /fargateEndpoints\[0\]: workerImage must be an image URI/],
+    [{ fargateEndpoints: [{ ...endpoint, workerImage: 'img: latest' }] }, /fargateEndpoints\[0\]: workerImage/],
   ])('rejects %j', (bad, message) => {
     expect(() => ctx(bad)).toThrow(message);
+  });
+
+  test("workerImage: an entry's own image wins over the global one; none means built at deploy", () => {
+    const ecrUri = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/ferry-worker:1.0.0';
+    const digest = `ghcr.io/example/ferry/worker@sha256:${'0'.repeat(64)}`;
+    expect(ctx({ fargateEndpoints: [endpoint] }).fargateEndpoints[0]!.workerImage).toBeUndefined();
+    const c = ctx({ workerImage: ecrUri, fargateEndpoints: JSON.stringify([endpoint, { ...endpoint, name: 'own', endpointId: UUID2, workerImage: digest }]) });
+    expect(c.fargateEndpoints.map((e) => e.workerImage)).toEqual([ecrUri, digest]);
+    expect(ctx({ workerImage: 'localhost:5000/ferry-worker:dev', fargateEndpoints: [endpoint] }).fargateEndpoints[0]!.workerImage).toBe('localhost:5000/ferry-worker:dev');
   });
 });
 
