@@ -13,6 +13,8 @@ import type { RuntimeName } from './runtime/pool';
  *   optional FERRY_POOL_SIZE, FERRY_RUNTIMES (node,python), FERRY_GRACE_MS, FERRY_HEARTBEAT_MS,
  *   FERRY_VISIBILITY_SECONDS (how long a task a dead agent held stays hidden; default 60),
  *   FERRY_PARENT_PID (set by the Ferry process that spawned it: drain when that process dies).
+ * On ECS (ECS_AGENT_URI, set by ECS): task scale-in protection while tasks are held, each grant
+ *   FERRY_PROTECTION_MINUTES long (default 15), renewed every third of that (workers/ecs-protection.ts).
  * Isolation between the users of a shared endpoint (env, or the same keys in lower case in the file):
  *   FERRY_ISOLATION auto|multi-user|sandbox|none (default auto), FERRY_USER_MAP (JSON {user id: account}),
  *   FERRY_TASK_ENV (JSON {name: value}), FERRY_ENV_PASSTHROUGH (names, comma-separated),
