@@ -14,7 +14,19 @@ export const sdkCallCounts = new Map<string, number>();
 export const resetSdkCallCounts = (): void => sdkCallCounts.clear();
 
 type AnyClient = { middlewareStack: { add: (mw: any, opts: any) => void } };
+
+/**
+ * Called with every client built here, before first use. A Lambda registers the X-Ray tracer's
+ * capture (lambdas/observability.ts), so core stays free of Lambda-only code; elsewhere it is unset.
+ */
+type ClientHook = <C extends AnyClient>(client: C) => C;
+let clientHook: ClientHook | undefined;
+export function onClientCreated(hook: ClientHook | undefined): void {
+  clientHook = hook;
+}
+
 function counted<C extends AnyClient>(client: C, service: string): C {
+  if (clientHook) client = clientHook(client);
   client.middlewareStack.add(
     (next: any, context: any) => (args: any) => {
       const key = `${service}.${String(context.commandName ?? 'Unknown').replace(/Command$/, '')}`;

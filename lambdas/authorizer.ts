@@ -1,6 +1,7 @@
 import type { APIGatewayRequestAuthorizerEventV2, APIGatewaySimpleAuthorizerWithContextResult } from 'aws-lambda';
 import { resolveToken } from '../core/tables/tokens';
 import type { AuthContext } from './http';
+import { logger, observed } from './observability';
 
 /**
  * HTTP API Lambda authorizer (simple responses, cached by the Authorization header).
@@ -9,10 +10,14 @@ import type { AuthContext } from './http';
  * denial with 403, and clients must see 401 for a missing, unknown, expired or revoked token.
  * Every route checks the principal before it does anything (lambdas/http.ts).
  */
-export async function handler(event: APIGatewayRequestAuthorizerEventV2): Promise<APIGatewaySimpleAuthorizerWithContextResult<AuthContext>> {
+export const handler = observed(authorize);
+
+async function authorize(event: APIGatewayRequestAuthorizerEventV2): Promise<APIGatewaySimpleAuthorizerWithContextResult<AuthContext>> {
   const header = event.headers?.authorization ?? event.headers?.Authorization ?? '';
   const token = /^Bearer\s+(\S+)$/i.exec(header)?.[1];
   const principal = token ? await resolveToken(token) : undefined;
+  // Never the token: only what kind of caller it named.
+  logger.debug('authorized', { route: event.routeKey, principal: principal?.kind ?? 'none' });
   if (!principal) {
     return { isAuthorized: true, context: { principal: 'none', reason: token ? 'token is unknown, expired or revoked' : 'a bearer token is required' } };
   }

@@ -1,8 +1,8 @@
-import middy from '@middy/core';
 import type { APIGatewayProxyEventV2WithLambdaAuthorizer, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { z } from 'zod';
 import { UUID_RE } from '../core/ids';
 import { FerryError, Forbidden, MalformedJson, NotFound, PayloadTooLarge, Unauthorized, ValidationFailed } from '../core/errors';
+import { logger, observed } from './observability';
 
 /** What the authorizer puts in the request context (see lambdas/authorizer.ts). */
 export interface AuthContext {
@@ -154,11 +154,16 @@ export function errorReply(err: unknown): ApiResult {
   if (name === 'ThrottlingException' || name === 'ProvisionedThroughputExceededException' || name === 'RequestThrottled') {
     return json(429, { error: { code: 'Throttled', message: 'the service is busy; retry with backoff' } });
   }
-  console.error(JSON.stringify({ level: 'error', message: 'unhandled error', error: String(err), stack: (err as Error)?.stack }));
+  logger.error('unhandled error', { error: err });
   return json(500, { error: { code: 'InternalError', message: 'internal error' } });
 }
 
-/** A Lambda handler serving several routes, dispatched on the API Gateway route key. */
+/**
+ * A Lambda handler serving several routes, dispatched on the API Gateway route key, through the
+ * middy stack every Ferry Lambda shares (lambdas/observability.ts). Each answer is one DEBUG line
+ * (route and status; POWERTOOLS_LOGGER_SAMPLE_RATE samples them); a 4xx is the caller's business,
+ * a 500 is logged at ERROR with its stack.
+ */
 export function apiHandler(routes: Record<string, RouteFn>) {
   const dispatch = async (event: ApiEvent, _context: Context): Promise<ApiResult> => {
     const fn = routes[event.routeKey];
@@ -166,9 +171,14 @@ export function apiHandler(routes: Record<string, RouteFn>) {
     const reply = await fn(event);
     return json(reply.status ?? 200, reply.body);
   };
-  return middy<ApiEvent, ApiResult>(dispatch).use({
+  return observed<ApiEvent, ApiResult>(dispatch).use({
+    after: async (request) => {
+      logger.debug('answered', { route: request.event.routeKey, status: request.response?.statusCode });
+    },
     onError: async (request) => {
       request.response = errorReply(request.error);
+      const err = request.error as { code?: unknown; name?: unknown } | null;
+      logger.debug('answered', { route: request.event.routeKey, status: request.response.statusCode, error_code: err instanceof FerryError ? err.code : err?.name });
     },
   });
 }

@@ -4,12 +4,11 @@ import { senderEndpoint } from '../core/credentials';
 import { ForeignPayload, ForgedReport } from '../core/errors';
 import { parseBody, resultMessageSchema, type ResultMessage } from '../core/messages';
 import { applyResults } from '../core/tasks';
+import { logger, observed } from './observability';
 
 /** A record that is never applied, nor retried: its sender may not report it. */
 function refuse(record: SQSRecord, reason: string, taskId?: string): void {
-  console.warn(
-    JSON.stringify({ level: 'warn', message: 'refused forged result report', reason, messageId: record.messageId, sender: record.attributes?.SenderId, taskId }),
-  );
+  logger.warn('refused forged result report', { reason, correlation_id: record.messageId, sender: record.attributes?.SenderId, task_id: taskId });
 }
 
 /**
@@ -20,7 +19,9 @@ function refuse(record: SQSRecord, reason: string, taskId?: string): void {
  * different tasks go in parallel. A record that cannot parse is dropped with a log line, since
  * retrying cannot help; a group whose write fails is retried whole.
  */
-export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
+export const handler = observed(consume);
+
+async function consume(event: SQSEvent): Promise<SQSBatchResponse> {
   const workerRoleId = config().workerRoleId;
   const groups = new Map<string, { sender: string; items: { record: SQSRecord; msg: ResultMessage }[] }>();
   for (const record of event.Records) {
@@ -31,7 +32,7 @@ export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
     }
     const parsed = resultMessageSchema.safeParse(parseBody(record.body));
     if (!parsed.success) {
-      console.error(JSON.stringify({ level: 'error', message: 'dropping malformed result message', messageId: record.messageId }));
+      logger.error('dropping malformed result message', { correlation_id: record.messageId, sender: record.attributes?.SenderId });
       continue;
     }
     const key = JSON.stringify([sender, parsed.data.task_id]);
@@ -52,7 +53,7 @@ export async function handler(event: SQSEvent): Promise<SQSBatchResponse> {
           for (const g of items) refuse(g.record, err.message, g.msg.task_id);
           return;
         }
-        console.error(JSON.stringify({ level: 'error', message: 'result not applied; will retry', error: String(err) }));
+        logger.error('result not applied; will retry', { error: err, correlation_id: items[0]!.record.messageId, task_id: items[0]!.msg.task_id, endpoint_id: sender });
         failures.push(...items.map((g) => ({ itemIdentifier: g.record.messageId })));
       }
     }),
