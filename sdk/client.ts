@@ -217,13 +217,26 @@ export class Client {
     return asRuntimeResult(value, runtime);
   }
 
-  /** Views of up to 1,000 tasks per request (more are split); unknown ids are listed apart. */
-  async getTasks(taskIds: string[]): Promise<{ tasks: TaskView[]; unknown: string[] }> {
+  /**
+   * Views of any number of tasks, in the order asked; unknown ids are listed apart. One request
+   * reads up to 1,000 ids, and answers as many views as fit in its response (the API names the
+   * rest in `unread`): those are asked for again until every view is read. `onPage` sees each
+   * response's views as they arrive.
+   */
+  async getTasks(taskIds: string[], onPage?: (views: TaskView[]) => unknown): Promise<{ tasks: TaskView[]; unknown: string[] }> {
     const out = { tasks: [] as TaskView[], unknown: [] as string[] };
     for (let i = 0; i < taskIds.length; i += 1000) {
-      const page = await this.http.request<{ tasks: TaskView[]; unknown: string[] }>('POST', '/v1/tasks/batch', { task_ids: taskIds.slice(i, i + 1000) });
-      out.tasks.push(...page.tasks);
-      out.unknown.push(...page.unknown);
+      let ask = taskIds.slice(i, i + 1000);
+      while (ask.length) {
+        const page = await this.http.request<{ tasks: TaskView[]; unknown: string[]; unread?: string[] }>('POST', '/v1/tasks/batch', { task_ids: ask });
+        out.tasks.push(...page.tasks);
+        out.unknown.push(...page.unknown);
+        await onPage?.(page.tasks);
+        const unread = page.unread ?? [];
+        // The API always answers at least one view: a page with none and ids left would never end.
+        if (unread.length && !page.tasks.length) throw new Error(`the API read none of ${unread.length} tasks and named them unread`);
+        ask = unread;
+      }
     }
     return out;
   }

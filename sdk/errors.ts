@@ -13,6 +13,22 @@ export class FerryApiError extends Error {
   }
 }
 
+/**
+ * The executor could not read its tasks' results: the API kept failing (`polls` polls in a row,
+ * each after the client's own retries) or refused the reads outright (`cause`, a FerryApiError for
+ * a 4xx such as a revoked token). The tasks themselves may still finish: read them later with
+ * Client.getTask or Executor.reloadTasks.
+ */
+export class ResultsUnavailable extends Error {
+  constructor(
+    readonly polls: number,
+    override readonly cause: unknown,
+  ) {
+    super(`could not read task results: ${polls} poll${polls === 1 ? '' : 's'} in a row failed; last error: ${(cause as Error)?.message ?? String(cause)}`);
+    this.name = 'ResultsUnavailable';
+  }
+}
+
 /** What every RemoteError carries, whichever built-in class it was rebuilt as. */
 interface RemoteFailure {
   readonly taskId: string;

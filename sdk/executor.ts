@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client, resultOf, type ClientOptions } from './client';
 import { sha256 } from './codec';
-import { FerryApiError, TaskCancelled } from './errors';
+import { FerryApiError, ResultsUnavailable, TaskCancelled } from './errors';
 import { ComputeFuture } from './future';
 import { checkResourceSpecification, ShellFunction, type ShellResult } from './shell';
 import { FINAL, type ResourceSpecification, type Runtime, type TaskSpec, type TaskView } from './types';
@@ -39,6 +39,12 @@ export interface ExecutorOptions extends ClientOptions {
   pollMinMs?: number;
   pollFastMs?: number;
   pollMaxMs?: number;
+  /**
+   * Polls in a row that may fail (each after the client's own retries, see `maxAttempts`) before
+   * every outstanding future fails with ResultsUnavailable; default 5. A poll that succeeds starts
+   * the count again. A refusal no retry can change (a 4xx such as a revoked token) fails them at once.
+   */
+  pollFailureLimit?: number;
 }
 
 interface FunctionRef {
@@ -326,6 +332,7 @@ export class Executor {
     const min = this.opts.pollMinMs ?? 10;
     const fast = this.opts.pollFastMs ?? 250;
     const max = this.opts.pollMaxMs ?? 1000;
+    const limit = Math.max(1, this.opts.pollFailureLimit ?? 5);
     let delay = min;
     let failures = 0;
     while (this.outstanding.size) {
@@ -333,16 +340,25 @@ export class Executor {
       let finished = 0;
       try {
         this.stats.polls++;
-        const { tasks, unknown } = await this.client.getTasks([...this.outstanding.keys()]);
-        for (const view of tasks) if (await this.settle(view)) finished++;
+        // Views settle as each response arrives: a large poll reads its views over several requests.
+        const { unknown } = await this.client.getTasks([...this.outstanding.keys()], async (views) => {
+          for (const view of views) if (await this.settle(view)) finished++;
+        });
         for (const id of unknown) {
           this.outstanding.get(id)?.future._reject(new FerryApiError(404, 'NotFound', `task ${id} is no longer known`));
           this.outstanding.delete(id);
         }
         failures = 0;
-      } catch {
-        // The client already retried; keep polling, slower.
+      } catch (err) {
+        // The client already retried this poll; a transient failure is tried again, slower, but one
+        // that persists (or that no retry can change) fails the futures rather than hang them.
         failures++;
+        if (failures >= limit || isRefusal(err)) {
+          const error = new ResultsUnavailable(failures, err);
+          for (const { future } of this.outstanding.values()) future._reject(error);
+          this.outstanding.clear();
+          break;
+        }
       }
       if (finished) this.lastActivity = Date.now();
       const quiet = Date.now() - this.lastActivity > fast;
@@ -366,5 +382,8 @@ export class Executor {
     return true;
   }
 }
+
+/** A 4xx that another attempt cannot change (429 and 409 are the API asking to come back later). */
+const isRefusal = (err: unknown): boolean => err instanceof FerryApiError && err.status >= 400 && err.status < 500 && ![408, 409, 429].includes(err.status);
 
 const specSize = (s: TaskSpec): number => (s.payload?.data?.length ?? (s.args ? JSON.stringify([s.args, s.kwargs]).length : 0)) + 200;

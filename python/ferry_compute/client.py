@@ -354,14 +354,26 @@ class Client:
         # One key per request, the same on each retry: a retried submit never queues twice.
         return self.http.request("POST", f"/v1/endpoints/{endpoint_id}/submit", body, idempotency_key=self.http.new_idempotency_key())
 
-    def _views(self, task_ids: Sequence[str]) -> Dict[str, Any]:
+    def _views(self, task_ids: Sequence[str], on_page: Optional[Callable[[List[Dict[str, Any]]], Any]] = None) -> Dict[str, Any]:
+        """Views of any number of tasks: up to 1,000 ids a request, and the ids a response names
+        ``unread`` (those that did not fit in it) asked for again until every view is read."""
         tasks: List[Dict[str, Any]] = []
         unknown: List[str] = []
         ids = [str(t) for t in task_ids]
         for i in range(0, len(ids), MAX_IDS_PER_READ):
-            out = self.http.request("POST", "/v1/tasks/batch", {"task_ids": ids[i : i + MAX_IDS_PER_READ]})
-            tasks.extend(out.get("tasks", []))
-            unknown.extend(out.get("unknown", []))
+            ask = ids[i : i + MAX_IDS_PER_READ]
+            while ask:
+                out = self.http.request("POST", "/v1/tasks/batch", {"task_ids": ask})
+                page = out.get("tasks", [])
+                tasks.extend(page)
+                unknown.extend(out.get("unknown", []))
+                if on_page is not None:
+                    on_page(page)
+                unread = out.get("unread") or []
+                # The API always answers at least one view: a page with none and ids left would never end.
+                if unread and not page:
+                    raise FerryError(f"the API read none of {len(unread)} tasks and named them unread")
+                ask = unread
         return {"tasks": tasks, "unknown": unknown}
 
     def _group_views(self, task_group_id: str) -> List[Dict[str, Any]]:

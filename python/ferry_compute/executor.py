@@ -21,7 +21,7 @@ from ._output import TaskOutput, task_output
 from ._source import FunctionSource, function_source
 from .batch import as_optional_uuid
 from .client import FINAL_STATES, MAX_TASKS_PER_SUBMIT, Client, _warn_ignored, _warn_unknown
-from .errors import FerryApiError, FerryError
+from .errors import FerryApiError, FerryError, ResultsUnavailable
 from .shell_function import ShellFunction
 
 # Stays under the API's 5 MB submit body (Lambda takes 6 MB) with room for JSON and base64.
@@ -108,7 +108,8 @@ class Executor(concurrent.futures.Executor):
     ``api_burst_limit`` / ``api_burst_window_s``, ``serializer`` and ``result_serializers`` are
     accepted and ignored (with a warning when set). Ferry's own, keyword-only: ``api_url``,
     ``token``, ``walltime_ms``, ``memory_mb``, ``batch_delay``, ``poll_interval``,
-    ``max_poll_interval``.
+    ``max_poll_interval``, ``poll_failure_limit`` (polls in a row that may fail, each after the
+    client's own retries, before the outstanding futures fail with ResultsUnavailable; default 5).
     """
 
     # As in Globus Compute: the task group of the last executor that had one, for the next one.
@@ -136,6 +137,7 @@ class Executor(concurrent.futures.Executor):
         batch_delay: float = 0.005,
         poll_interval: float = 0.02,
         max_poll_interval: float = 1.0,
+        poll_failure_limit: int = 5,
         **kwargs: Any,
     ):
         old_funcx = {k: kwargs.pop(k) for k in ("container_id", "funcx_client") if k in kwargs}
@@ -171,6 +173,7 @@ class Executor(concurrent.futures.Executor):
         self.batch_delay = batch_delay
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
+        self.poll_failure_limit = max(1, int(poll_failure_limit))
         self.task_count_submitted = 0
         # Requests made, to see the batching at work.
         self.stats = {"submit_requests": 0, "registrations": 0, "polls": 0}
@@ -526,6 +529,7 @@ class Executor(concurrent.futures.Executor):
     def _poll_loop(self) -> None:
         """One loop for every outstanding future: quick while results arrive, slower while none do."""
         delay, last_activity = self.poll_interval, time.monotonic()
+        failures = 0
         while True:
             with self._cond:
                 ids = list(self._outstanding)
@@ -536,23 +540,34 @@ class Executor(concurrent.futures.Executor):
             finished, failed_read = 0, False
             try:
                 self.stats["polls"] += 1
-                views = self.client._views(ids)
-                for view in views["tasks"]:
-                    finished += self._settle(view)
+
+                def settle_page(page: List[Dict[str, Any]]) -> None:
+                    # Views settle as each response arrives: a large poll reads its views over several requests.
+                    nonlocal finished
+                    for view in page:
+                        finished += self._settle(view)
+
+                views = self.client._views(ids, settle_page)
                 for task_id in views["unknown"]:
                     future = self._outstanding.pop(task_id, None)
                     if future is not None:
                         _fail(future, FerryApiError(404, "NotFound", f"task {task_id} is no longer known"))
-            except FerryApiError as exc:
-                if exc.status in (401, 403, 404):
-                    # The token was revoked or expired: no later poll will do better.
-                    for task_id in ids:
-                        future = self._outstanding.pop(task_id, None)
-                        if future is not None:
-                            _fail(future, exc)
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - the client already retried this poll
                 failed_read = True
-            except Exception:  # noqa: BLE001 - the client already retried; keep polling, slower
-                failed_read = True
+                failures += 1
+                # A refusal no retry changes (a revoked token), or a failure that persists, fails the
+                # futures rather than hang them; a transient one is tried again, slower.
+                refused = isinstance(exc, FerryApiError) and 400 <= exc.status < 500 and exc.status not in (408, 409, 429)
+                if refused or failures >= self.poll_failure_limit:
+                    error = ResultsUnavailable(failures, exc)
+                    error.__cause__ = exc
+                    with self._cond:
+                        lost = list(self._outstanding.values())
+                        self._outstanding.clear()
+                    for future in lost:
+                        _fail(future, error)
+                    failures = 0
             now = time.monotonic()
             if finished:
                 last_activity = now

@@ -3,7 +3,7 @@
 Globus Compute's: ComputeError, TaskExecutionFailed, MaxResultSizeExceeded, SerdeError,
 SerializationError, DeserializationError, TaskPending, VersionMismatch.
 Ferry's: FerryError (a ComputeError; every error the client raises itself is one), FerryConfigError,
-FerryApiError, FunctionSourceUnavailable, FunctionNotPortable, ChecksumMismatch.
+FerryApiError, FunctionSourceUnavailable, FunctionNotPortable, ChecksumMismatch, ResultsUnavailable.
 """
 
 from .error_types import (
@@ -16,6 +16,7 @@ from .error_types import (
     FunctionNotPortable,
     FunctionSourceUnavailable,
     MaxResultSizeExceeded,
+    ResultsUnavailable,
     SerdeError,
     SerializationError,
     TaskExecutionFailed,
@@ -38,4 +39,5 @@ __all__ = (
     "FerryError",
     "FunctionNotPortable",
     "FunctionSourceUnavailable",
+    "ResultsUnavailable",
 )

@@ -110,6 +110,23 @@ class FerryApiError(FerryError):
         return (type(self), (self.status, self.code, self.message, self.details))
 
 
+class ResultsUnavailable(FerryError):
+    """The Executor could not read its tasks' results, so it fails the outstanding futures rather than hang them.
+
+    Either ``polls`` polls in a row failed (each after the client's own retries), or the API refused
+    the read in a way no retry changes (a 4xx such as a revoked token); ``__cause__`` is the last
+    error. The tasks may still finish: read them later with ``Client.get_batch_result``.
+    """
+
+    def __init__(self, polls: int, last_error: BaseException):
+        super().__init__(f"could not read task results: {polls} poll{'s' if polls != 1 else ''} in a row failed; last error: {last_error}")
+        self.polls = polls
+        self.last_error = last_error
+
+    def __reduce__(self):
+        return (type(self), (self.polls, self.last_error))
+
+
 class FunctionSourceUnavailable(FerryError):
     """The function's source cannot be found, so it cannot travel to the worker."""
 
@@ -260,6 +277,7 @@ __all__ = [
     "FunctionNotPortable",
     "FunctionSourceUnavailable",
     "MaxResultSizeExceeded",
+    "ResultsUnavailable",
     "SerdeError",
     "SerializationError",
     "TaskExecutionFailed",
