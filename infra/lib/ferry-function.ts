@@ -9,6 +9,7 @@ import type * as s3 from 'aws-cdk-lib/aws-s3';
 import type * as sqs from 'aws-cdk-lib/aws-sqs';
 import { flattenCfnReference } from 'cdk-nag/lib/utils/flatten-cfn-reference';
 import type { Construct } from 'constructs';
+import { METRICS_NAMESPACE, SERVICE_NAME } from '../../core/telemetry';
 import { endpointQueuePrefix } from './context';
 
 /** The repository root: handler entries, package-lock.json and the worker Dockerfile are found from it. */
@@ -24,6 +25,22 @@ export interface FerryFunctionProps {
   timeout?: Duration;
   environment?: Record<string, string>;
 }
+
+/**
+ * Powertools for AWS Lambda (lambdas/observability.ts), the same on every function: one service
+ * name and namespace, so the task metrics of all functions add up per stage; INFO and above, and
+ * all of one invocation in a hundred at DEBUG (an API answer's route and status, the authorizer's
+ * verdict, an idle sweep); the handler's response never copied into its X-Ray segment (an API
+ * answer may be megabytes, a segment holds 64 KB).
+ */
+export const POWERTOOLS_ENVIRONMENT: Readonly<Record<string, string>> = {
+  POWERTOOLS_SERVICE_NAME: SERVICE_NAME,
+  POWERTOOLS_METRICS_NAMESPACE: METRICS_NAMESPACE,
+  POWERTOOLS_LOG_LEVEL: 'INFO',
+  POWERTOOLS_LOGGER_SAMPLE_RATE: '0.01',
+  POWERTOOLS_TRACE_ENABLED: 'true',
+  POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
+};
 
 /** Read; read and write; or read and update existing items only (conditional state moves, never a put or a delete). */
 export type TableAccess = 'RO' | 'RW' | 'RU';
@@ -41,7 +58,7 @@ export interface FerryTable {
 /**
  * Every Ferry Lambda: ARM64, the newest Node runtime Lambda offers, bundled by the local esbuild
  * (no Docker) from the repository's lockfile with source maps, an explicit log group with
- * retention, X-Ray tracing, and a role of its own that starts with nothing but its log group.
+ * retention, X-Ray tracing, Powertools' environment (POWERTOOLS_ENVIRONMENT), and a role of its own that starts with nothing but its log group.
  * The bind helpers grant access and set the environment variable in one call, so a permission
  * and its use cannot drift apart.
  */
@@ -67,11 +84,14 @@ export class FerryFunction extends nodejs.NodejsFunction {
       tracing: lambda.Tracing.ACTIVE,
       logGroup,
       loggingFormat: lambda.LoggingFormat.JSON,
+      // Lambda passes every level and Powertools filters (POWERTOOLS_LOG_LEVEL), so that its debug
+      // sampling works: with a higher level here Lambda would drop the sampled DEBUG lines.
+      applicationLogLevelV2: lambda.ApplicationLogLevel.DEBUG,
       role,
       projectRoot: REPO_ROOT,
       depsLockFilePath: path.join(REPO_ROOT, 'package-lock.json'),
       // Stack traces in the logs point at the TypeScript sources (the bundle ships its source map).
-      environment: { NODE_OPTIONS: '--enable-source-maps', FERRY_STAGE: props.stage, ...props.environment },
+      environment: { NODE_OPTIONS: '--enable-source-maps', FERRY_STAGE: props.stage, ...POWERTOOLS_ENVIRONMENT, ...props.environment },
       bundling: {
         forceDockerBundling: false,
         sourceMap: true,
