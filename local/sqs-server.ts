@@ -268,6 +268,10 @@ const QUEUE_ATTRIBUTES: Record<string, AttributeSpec> = {
   SqsManagedSseEnabled: booleanText('true'), // SQS: SSE-SQS is on for new queues since 2022
   KmsMasterKeyId: { normalize: (value) => value },
   KmsDataKeyReusePeriodSeconds: integerIn(60, 86_400),
+  // Kept and returned as given, not evaluated: the local stack speaks plain HTTP on loopback, so
+  // the TLS-only statement every Ferry queue carries (aws:SecureTransport false -> Deny) would deny
+  // every request here, and treating loopback as "secure" would test nothing. Access is decided by
+  // the identity policies of local/iam.ts, as the deployed worker role's; TLS is AWS's to enforce.
   Policy: jsonText,
   RedriveAllowPolicy: jsonText,
   RedrivePolicy: redrivePolicy,

@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
-import { CreateQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { CreateQueueCommand, DeleteQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { resetClients } from '../core/clients';
 import { config, resetConfig } from '../core/config';
 import { sweepDeadLetters, sweepUndeliverable } from '../core/lost-tasks';
@@ -10,7 +10,7 @@ import { issueUserToken } from '../core/tables/tokens';
 import { handler as resultsHandler } from '../lambdas/results';
 import { startApiServer, type ApiServer } from './api-server';
 import { CredentialRegistry, newAccessKey, type AccessKey } from './credential-registry';
-import { LocalIam } from './iam';
+import { LOCAL_ACCOUNT_ID, LocalIam } from './iam';
 import { startStsServer, type StsServer } from './sts-server';
 import { createTables, startDynamoServer, type DynamoServer } from './dynamo';
 import { startSqsEventSource, type EventSource } from './event-source';
@@ -44,6 +44,15 @@ export interface LocalStack {
   /** The admin credentials file (`aws.json` under the data dir), when there is a data dir. */
   adminCredentialsFile?: string;
   createUser(userId: string, ttlSeconds?: number): Promise<string>;
+  /**
+   * The local equivalent of destroying and deploying the service stack (`cdk destroy` then
+   * `cdk deploy` of Ferry-<stage>-Service): stop the API, the results event source and the sweep,
+   * delete the results queue and its DLQ (the service stack's own queues, with any result still in
+   * them), then make them and start the rest again. What the data stack and the endpoint records
+   * own stays: tables, bucket, endpoint queues and their messages. The API keeps its port (a
+   * redeployed HTTP API gets a new URL; agents must then be pointed at it and restarted).
+   */
+  redeployService(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -139,33 +148,47 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     s3.destroy();
 
     const sqs = new SQSClient({});
-    const resultsDlq = await sqs.send(new CreateQueueCommand({ QueueName: `ferry-${stage}-results-dlq`, Attributes: { MessageRetentionPeriod: String(14 * 86400) } }));
-    const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: resultsDlq.QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
-    const results = await sqs.send(
-      new CreateQueueCommand({
-        QueueName: resultsQueueName,
-        Attributes: { VisibilityTimeout: '30', RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: 5 }) },
-      }),
-    );
-    const resultsArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: results.QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
-    awsEnv.FERRY_RESULTS_QUEUE_URL = workerEnv.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
-    process.env.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
-    resetConfig();
+    const resultsDlqName = `ferry-${stage}-results-dlq`;
+    // What the service stack owns: its results queues, the API, the event source and the sweep.
+    const startService = async (apiPort: number | undefined): Promise<{ api: ApiServer; stop(): Promise<void> }> => {
+      const resultsDlq = await sqs.send(new CreateQueueCommand({ QueueName: resultsDlqName, Attributes: { MessageRetentionPeriod: String(14 * 86400) } }));
+      const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: resultsDlq.QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
+      const results = await sqs.send(
+        new CreateQueueCommand({
+          QueueName: resultsQueueName,
+          Attributes: { VisibilityTimeout: '30', RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: 5 }) },
+        }),
+      );
+      const resultsArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: results.QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
+      awsEnv.FERRY_RESULTS_QUEUE_URL = workerEnv.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
+      process.env.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
+      resetConfig();
 
-    const api: ApiServer = await startApiServer({ port: opts.apiPort, authorizerCacheSeconds: opts.authorizerCacheSeconds });
-    started.push(api);
-    const source: EventSource = startSqsEventSource({ sqs, queueUrl: results.QueueUrl!, queueArn: resultsArn, handler: resultsHandler, waitSeconds: 20 });
-    started.push({ close: () => source.stop() });
+      const parts: { close(): Promise<void> }[] = [];
+      try {
+        const api: ApiServer = await startApiServer({ port: apiPort, authorizerCacheSeconds: opts.authorizerCacheSeconds });
+        parts.push(api);
+        const source: EventSource = startSqsEventSource({ sqs, queueUrl: results.QueueUrl!, queueArn: resultsArn, handler: resultsHandler, waitSeconds: 20 });
+        parts.push({ close: () => source.stop() });
 
-    // The scheduled LostTasksSweep Lambda of infra/: dead letters, then tasks that can no longer be delivered.
-    let sweeping = Promise.resolve();
-    const sweep = setInterval(() => {
-      sweeping = sweeping.then(async () => {
-        await sweepDeadLetters().catch((err) => console.error('dead-letter sweep failed', String(err)));
-        await sweepUndeliverable().catch((err) => console.error('undeliverable-task sweep failed', String(err)));
-      });
-    }, opts.sweepIntervalMs ?? 5000);
-    started.push({ close: async () => (clearInterval(sweep), await sweeping) });
+        // The scheduled LostTasksSweep Lambda of infra/: dead letters, then tasks that can no longer be delivered.
+        let sweeping = Promise.resolve();
+        const sweep = setInterval(() => {
+          sweeping = sweeping.then(async () => {
+            await sweepDeadLetters().catch((err) => console.error('dead-letter sweep failed', String(err)));
+            await sweepUndeliverable().catch((err) => console.error('undeliverable-task sweep failed', String(err)));
+          });
+        }, opts.sweepIntervalMs ?? 5000);
+        parts.push({ close: async () => (clearInterval(sweep), await sweeping) });
+        return { api, stop: async () => { for (const p of parts.reverse()) await p.close(); } };
+      } catch (err) {
+        for (const p of parts.reverse()) await p.close().catch(() => undefined);
+        throw err;
+      }
+    };
+    let service = await startService(opts.apiPort);
+    started.push({ close: () => service.stop() });
+    const api = service.api;
 
     return {
       apiUrl: api.url,
@@ -173,6 +196,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       workerEnv,
       adminCredentialsFile: adminFile,
       createUser: async (userId, ttlSeconds) => (await issueUserToken(userId, ttlSeconds)).token,
+      redeployService: async () => {
+        await service.stop();
+        for (const name of [resultsQueueName, resultsDlqName]) {
+          await sqs.send(new DeleteQueueCommand({ QueueUrl: `${sqsServer.url}/${LOCAL_ACCOUNT_ID}/${name}` }));
+        }
+        service = await startService(service.api.port);
+      },
       close: async () => {
         for (const s of started.reverse()) await s.close();
         resetClients();

@@ -89,10 +89,13 @@ export class ServiceStack extends Stack {
         .bindTable(tables.tokens, 'RW')
         .bindTable(tables.tasks, 'RW')
         .bindEndpointQueues('manage'),
-      'api/credentials': fn('CredentialsApi', 'lambdas/api/credentials.ts', 'vend endpoint-scoped worker credentials', { timeout: API_TIMEOUT })
+      // Makes an endpoint's queues again if they are gone (core/queues/endpoint-queue.ts ensureEndpointQueues),
+      // and deletes what it just made if the endpoint was deleted meanwhile: the same queue rights as registration.
+      'api/credentials': fn('CredentialsApi', 'lambdas/api/credentials.ts', 'vend endpoint-scoped worker credentials; remake missing endpoint queues', { timeout: API_TIMEOUT })
         .bindTable(tables.endpoints, 'RO')
         .bindResultsQueue(this.results.queue, 'url')
-        .bindBucket(bucket, 'name'),
+        .bindBucket(bucket, 'name')
+        .bindEndpointQueues('manage'),
       // Submits of up to 500 tasks encode and queue every task in one request: more memory, more CPU.
       'api/tasks': fn('TasksApi', 'lambdas/api/tasks.ts', 'submit, read, cancel tasks', { timeout: API_TIMEOUT, memorySize: 1024 })
         .bindTable(tables.tasks, 'RW')
@@ -184,17 +187,23 @@ export class ServiceStack extends Stack {
       targets: [new targets.LambdaFunction(sweepFn, { retryAttempts: 0 })],
     });
 
-    // ---------------------------------------------------------------- teardown of run-time queues
-    const reaperFn = fn('EndpointQueueReaper', 'infra/handlers/delete-endpoint-queues.ts', 'on stack deletion, delete the endpoint queues created at run time', {
-      timeout: Duration.minutes(5),
-    }).bindEndpointQueues('delete');
-    const reaper = new CustomResource(this, 'EndpointQueues', {
-      serviceToken: reaperFn.functionArn,
+    // ---------------------------------------------------------------- run-time queues outlive this stack
+    // Endpoint queues belong to their endpoint records (in the data stack): registration makes them,
+    // DELETE /v1/endpoints deletes them, the credentials handler remakes a missing one. Nothing here
+    // deletes them. Releases before this one had a custom resource here whose Delete removed every
+    // ferry-<stage>-ep-* queue; removing it from the template would run that Delete one last time
+    // (CloudFormation deletes a dropped resource with the policy of the template it was made by), so
+    // it stays, retained: CloudFormation never sends it Delete again, and its handler deletes nothing
+    // and holds no SQS rights. A later release may drop both once every stage has deployed this one.
+    const retiredFn = fn('EndpointQueueReaper', 'infra/handlers/delete-endpoint-queues.ts', 'retired: answers CloudFormation for Custom::FerryEndpointQueues and deletes nothing', {
+      timeout: Duration.minutes(1),
+    });
+    new CustomResource(this, 'EndpointQueues', {
+      serviceToken: retiredFn.functionArn,
       resourceType: 'Custom::FerryEndpointQueues',
       properties: { QueueNamePrefix: endpointQueuePrefix(stage) },
+      removalPolicy: RemovalPolicy.RETAIN,
     });
-    // Deleted in reverse: the handlers that create queues go first, then this deletes what they left.
-    for (const f of [api['api/endpoints'], api['api/tasks'], sweepFn]) f.node.addDependency(reaper);
 
     // ---------------------------------------------------------------- Fargate endpoints
     if (ferry.fargateEndpoints.length) {
@@ -210,7 +219,7 @@ export class ServiceStack extends Stack {
       PayloadsApi: api['api/payloads'],
       ResultsConsumer: resultsFn,
       LostTasksSweep: sweepFn,
-      EndpointQueueReaper: reaperFn,
+      EndpointQueueReaper: retiredFn,
     };
     const observability = new Observability(this, 'Observability', {
       stage,
