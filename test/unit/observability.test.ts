@@ -196,3 +196,58 @@ describe('task metrics (EMF) as a user drives tasks through the local stack', ()
     expect(latency[0]).not.toHaveProperty('endpoint');
   });
 });
+
+describe('in a Lambda environment', () => {
+  const LAMBDA_ENV = {
+    AWS_LAMBDA_FUNCTION_NAME: 'ferry-obs-tasks',
+    AWS_EXECUTION_ENV: 'AWS_Lambda_nodejs24.x',
+    // What infra/lib/ferry-function.ts sets: Lambda passes DEBUG, Powertools filters at INFO.
+    AWS_LAMBDA_LOG_LEVEL: 'DEBUG',
+    POWERTOOLS_LOG_LEVEL: 'INFO',
+    POWERTOOLS_LOGGER_SAMPLE_RATE: '0',
+    POWERTOOLS_TRACE_ENABLED: 'false',
+    // The X-Ray SDK wants a daemon address in Lambda; nothing is sent in these tests (no segment is opened).
+    AWS_XRAY_DAEMON_ADDRESS: '127.0.0.1:2000',
+    AWS_XRAY_CONTEXT_MISSING: 'IGNORE_ERROR',
+  };
+  const saved: Record<string, string | undefined> = {};
+  beforeEach(() => {
+    for (const [k, v] of Object.entries(LAMBDA_ENV)) {
+      saved[k] = process.env[k];
+      process.env[k] = v;
+    }
+  });
+  afterEach(() => {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  });
+
+  test('every AWS SDK client core/clients.ts builds is captured by the X-Ray tracer', () => {
+    process.env.POWERTOOLS_TRACE_ENABLED = 'true';
+    jest.isolateModules(() => {
+      require('../../lambdas/observability');
+      const clients = require('../../core/clients') as typeof import('../../core/clients');
+      const sqs = clients.makeSqsClient({ region: 'us-east-1' });
+      const s3 = clients.makeS3Client({ region: 'us-east-1' });
+      expect(sqs.middlewareStack.identify().join(' ')).toContain('XRaySDKInstrumentation');
+      expect(s3.middlewareStack.identify().join(' ')).toContain('XRaySDKInstrumentation');
+      sqs.destroy();
+      s3.destroy();
+    });
+  });
+
+  test.each([
+    ['0', 0],
+    ['1', 1],
+  ])("Lambda's log level does not pin the Logger: at sample rate %s, %i DEBUG line", async (rate, debugLines) => {
+    process.env.POWERTOOLS_LOGGER_SAMPLE_RATE = rate;
+    let handler!: typeof import('../../lambdas/authorizer').handler;
+    jest.isolateModules(() => {
+      ({ handler } = require('../../lambdas/authorizer') as typeof import('../../lambdas/authorizer'));
+    });
+    await handler({ type: 'REQUEST', routeKey: 'GET /v1/functions', headers: {}, requestContext: { requestId: 'apigw-req-5' } } as never, lambdaContext('lambda-req-5', 'ferry-obs-authorizer'));
+    expect(lines.filter((l) => l.message === 'authorized')).toHaveLength(debugLines);
+  });
+});
