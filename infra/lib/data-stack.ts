@@ -1,8 +1,11 @@
-import { CfnOutput, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
+import { CfnOutput, CustomResource, Duration, RemovalPolicy, Stack, Validations, type StackProps } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
+import * as iam from 'aws-cdk-lib/aws-iam';
+import type * as logs from 'aws-cdk-lib/aws-logs';
 import * as s3 from 'aws-cdk-lib/aws-s3';
 import type { Construct } from 'constructs';
-import { payloadBucketName, tableName, type FerryContext, type TableKey } from './context';
+import { endpointQueuePrefix, payloadBucketName, tableName, type FerryContext, type TableKey } from './context';
+import { FerryFunction } from './ferry-function';
 
 /** How the service stack finds a table: its fixed name, its indexes, and the variable core/config.ts reads. */
 export interface TableRef {
@@ -32,7 +35,7 @@ export class DataStack extends Stack {
 
   constructor(scope: Construct, id: string, props: DataStackProps) {
     super(scope, id, props);
-    const { stage, retainData, resultTtlDays } = props.ferry;
+    const { stage, retainData, resultTtlDays, logRetentionDays } = props.ferry;
     const removalPolicy = retainData ? RemovalPolicy.RETAIN : RemovalPolicy.DESTROY;
 
     // Keys and indexes must match local/dynamo.ts tableDefinitions (a test compares them).
@@ -111,6 +114,34 @@ export class DataStack extends Stack {
       reason:
         'Payloads are short-lived claim-check objects reached only by presigned URLs the API issues (and logs) or by endpoint-scoped worker credentials; turn on CloudTrail S3 data events if object-level audit is required.',
     });
+
+    // A throwaway stage's endpoint queues go with its data. Endpoint queues belong to their endpoint
+    // records, not to the service stack (whose teardown leaves them be): here the records die too.
+    // The tables depend on the resource, so on stack deletion they go first, and its handler deletes
+    // queues only once the endpoints table is gone (infra/handlers/delete-stage-queues.ts).
+    // A retained stage has none: its queues stay with its retained records.
+    if (!retainData) {
+      const reaper = new FerryFunction(this, 'StageQueueReaper', {
+        entry: 'infra/handlers/delete-stage-queues.ts',
+        description: 'when this throwaway stage\'s tables are deleted, delete its endpoint queues',
+        stage,
+        logRetention: logRetentionDays as logs.RetentionDays,
+        timeout: Duration.minutes(5),
+      }).bindEndpointQueues('delete');
+      // By name, not by reference: a reference would make the table's own dependency on this a cycle.
+      reaper.addToRolePolicy(
+        new iam.PolicyStatement({
+          actions: ['dynamodb:DescribeTable'],
+          resources: [this.formatArn({ service: 'dynamodb', resource: 'table', resourceName: tableName(stage, 'endpoints') })],
+        }),
+      );
+      const stageQueues = new CustomResource(this, 'StageEndpointQueues', {
+        serviceToken: reaper.functionArn,
+        resourceType: 'Custom::FerryStageEndpointQueues',
+        properties: { QueueNamePrefix: endpointQueuePrefix(stage), EndpointsTableName: tableName(stage, 'endpoints') },
+      });
+      for (const t of [tokens, functions, endpoints, tasks]) t.node.addDependency(stageQueues);
+    }
 
     this.bucket = bucket;
     this.bucketName = payloadBucketName(stage);

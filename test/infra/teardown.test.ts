@@ -8,14 +8,25 @@
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { CreateTableCommand, DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateQueueCommand, ListQueuesCommand, SQSClient } from '@aws-sdk/client-sqs';
+import { App } from 'aws-cdk-lib';
+import { Template } from 'aws-cdk-lib/assertions';
+import { AwsSolutionsChecks } from 'cdk-nag';
 import type { CloudFormationCustomResourceEvent } from 'aws-lambda';
 import { resetClients } from '../../core/clients';
 import { resetConfig } from '../../core/config';
 import { tlsOnlyQueuePolicy } from '../../core/queues/endpoint-queue';
 import { handler as retired } from '../../infra/handlers/delete-endpoint-queues';
 import { startSqsServer, type SqsServer } from '../../local/sqs-server';
+import { startDynamoServer } from '../../local/dynamo';
+import { deleteQueuesByPrefix, handler as stageQueues } from '../../infra/handlers/delete-stage-queues';
+import { readContext } from '../../infra/lib/context';
+import { DataStack } from '../../infra/lib/data-stack';
 import { synthesize, type Synthesized } from './synth';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const cdkJson = require('../../cdk.json') as { context: Record<string, unknown> };
 
 type Resource = { Type: string; Properties: Record<string, any>; DependsOn?: string[]; DeletionPolicy?: string; UpdateReplacePolicy?: string };
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, unknown>; Principal?: unknown };
@@ -149,6 +160,66 @@ describe('run-time endpoint queues get the stack queues\' policy and encryption'
       const shape = (st: Statement) => ({ Effect: st.Effect, Principal: st.Principal, Action: st.Action, Condition: st.Condition });
       expect(statements.map(shape)).toEqual(runTime.map(shape));
       expect(statements[0]!.Resource).toEqual({ 'Fn::GetAtt': [id, 'Arn'] });
+    }
+  });
+});
+
+describe('a throwaway stage (retainData=false) takes its endpoint queues with its data', () => {
+  const scratch = () => {
+    const app = new App({ outdir: s.app.outdir, context: { ...cdkJson.context, stage: 'scratch', retainData: 'false' } });
+    const stack = new DataStack(app, 'Scratch', { ferry: readContext(app.node) });
+    return { app, resources: Template.fromStack(stack).toJSON().Resources as Record<string, Resource> };
+  };
+
+  test('the data stack of a throwaway stage holds the queue reaper, deleted after the tables; a retained stage has none', () => {
+    const { app, resources } = scratch();
+    const crs = Object.entries(resources).filter(([, r]) => r.Type === 'Custom::FerryStageEndpointQueues');
+    expect(crs).toHaveLength(1);
+    const [crId, cr] = crs[0]!;
+    expect(cr.Properties).toMatchObject({ QueueNamePrefix: 'ferry-scratch-ep-', EndpointsTableName: 'ferry-scratch-endpoints' });
+    // Every table depends on it: CloudFormation deletes the tables first, then the queues.
+    const tables = Object.values(resources).filter((r) => r.Type === 'AWS::DynamoDB::Table');
+    expect(tables).toHaveLength(4);
+    for (const t of tables) expect(t.DependsOn).toContain(crId);
+    expect(new AwsSolutionsChecks().validateScope(app).violations).toEqual([]);
+    expect(Object.values(s.dataTemplate.toJSON().Resources as Record<string, Resource>).filter((r) => r.Type.startsWith('Custom::'))).toEqual([]);
+  });
+
+  test('on Delete it removes the stage\'s endpoint queues only once the endpoints table is gone', async () => {
+    const dynamo = await startDynamoServer({});
+    process.env.AWS_ENDPOINT_URL_DYNAMODB = dynamo.url;
+    try {
+      const sqs = new SQSClient({});
+      for (const q of ['ferry-scratch-ep-a', 'ferry-scratch-ep-a-dlq', 'ferry-prod-ep-c', 'ferry-scratch-results']) await sqs.send(new CreateQueueCommand({ QueueName: q }));
+      const ddb = new DynamoDBClient({});
+      await ddb.send(
+        new CreateTableCommand({
+          TableName: 'ferry-scratch-endpoints',
+          KeySchema: [{ AttributeName: 'endpoint_id', KeyType: 'HASH' }],
+          AttributeDefinitions: [{ AttributeName: 'endpoint_id', AttributeType: 'S' }],
+          BillingMode: 'PAY_PER_REQUEST',
+        }),
+      );
+      const props = { ServiceToken: 'x', QueueNamePrefix: 'ferry-scratch-ep-', EndpointsTableName: 'ferry-scratch-endpoints' };
+      const del: CloudFormationCustomResourceEvent = {
+        RequestType: 'Delete', ServiceToken: 'x', ResponseURL: cfnUrl, StackId: 's', RequestId: 'd1', LogicalResourceId: 'StageEndpointQueues',
+        ResourceType: 'Custom::FerryStageEndpointQueues', PhysicalResourceId: 'stage-queues:ferry-scratch-ep-', ResourceProperties: props,
+      };
+      const names = async () => ((await sqs.send(new ListQueuesCommand({}))).QueueUrls ?? []).map((u) => u.split('/').pop()).sort();
+      // The records still exist: nothing is deleted.
+      await stageQueues(del);
+      expect(responses.pop()).toMatchObject({ Status: 'SUCCESS', Reason: expect.stringContaining('still exists') });
+      expect(await names()).toEqual(expect.arrayContaining(['ferry-scratch-ep-a', 'ferry-scratch-ep-a-dlq']));
+      await ddb.send(new DeleteTableCommand({ TableName: 'ferry-scratch-endpoints' }));
+      await stageQueues({ ...del, RequestId: 'd2' });
+      expect(responses.pop()).toMatchObject({ Status: 'SUCCESS', Reason: 'deleted 2 endpoint queue(s)' });
+      expect((await names()).filter((n) => n!.startsWith('ferry-scratch-ep-'))).toEqual([]);
+      expect(await names()).toEqual(expect.arrayContaining(['ferry-prod-ep-c', 'ferry-scratch-results']));
+      await expect(deleteQueuesByPrefix('ferry-')).rejects.toThrow(/refusing/);
+      ddb.destroy();
+      sqs.destroy();
+    } finally {
+      await dynamo.close();
     }
   });
 });
