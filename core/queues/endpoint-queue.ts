@@ -94,10 +94,20 @@ export async function createEndpointQueues(endpointId: string, maxAttempts: numb
     const dlqPolicy = tlsOnlyQueuePolicy(dlqArn);
     if (dlqAttrs.Policy !== dlqPolicy) await sqsClient().send(new SetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, Attributes: { Policy: dlqPolicy } }));
     const queueArn = dlqArn.slice(0, dlqArn.length - dlqName.length) + queueName;
-    const queue = await sqsClient().send(
-      new CreateQueueCommand({ QueueName: queueName, Attributes: queueAttributes(queueArn, dlqArn, maxAttempts, retentionSeconds), tags }),
-    );
-    return { queueUrl: queue.QueueUrl!, dlqUrl: dlq.QueueUrl! };
+    const attributes = queueAttributes(queueArn, dlqArn, maxAttempts, retentionSeconds);
+    const queueUrl = await sqsClient()
+      .send(new CreateQueueCommand({ QueueName: queueName, Attributes: attributes, tags }))
+      .then((out) => out.QueueUrl!)
+      .catch(async (err) => {
+        // The task queue outlived its DLQ (deleted alone) and differs in some attribute (its
+        // policy as SQS stored it, the new DLQ's redrive): set them on the queue that is there.
+        if ((err as { name?: string }).name !== 'QueueNameExists') throw err;
+        // Its URL is its DLQ's with the other name (no sqs:GetQueueUrl needed).
+        const url = dlq.QueueUrl!.slice(0, dlq.QueueUrl!.length - dlqName.length) + queueName;
+        await sqsClient().send(new SetQueueAttributesCommand({ QueueUrl: url, Attributes: attributes }));
+        return url;
+      });
+    return { queueUrl, dlqUrl: dlq.QueueUrl! };
   } catch (err) {
     if (deletedRecently(err)) throw new EndpointQueueUnavailable(`endpoint ${endpointId}'s queue was deleted less than a minute ago and cannot be made again yet; retry in a minute`);
     throw err;

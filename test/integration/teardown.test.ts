@@ -134,3 +134,21 @@ test('a queue made before queues carried a policy gets it when its agent next as
   expectTlsOnlyAndEncrypted(await attributes(queue));
   expectTlsOnlyAndEncrypted(await attributes(dlq));
 });
+
+test('a dead-letter queue deleted alone is made again, and its task queue, messages kept, redrives to it', async () => {
+  const ep = await register('dlq-lost');
+  const { queue, dlq } = queueUrls(ep.id);
+  const fn = await alice('POST', '/v1/functions', { name: 'two', runtime: 'node', source: 'module.exports = () => 2;' });
+  const sub = await alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id }] });
+  expect(sub.status).toBe(202);
+  // A queue that differs from what registration would make now: another policy as SQS might store it.
+  await admin.send(new SetQueueAttributesCommand({ QueueUrl: queue, Attributes: { Policy: JSON.stringify(JSON.parse((await attributes(queue)).Policy!), null, 1) } }));
+  await admin.send(new DeleteQueueCommand({ QueueUrl: dlq }));
+
+  expect((await caller(stack.apiUrl, ep.secret)('POST', `/v1/endpoints/${ep.id}/credentials`)).status).toBe(200);
+  const q = await attributes(queue);
+  expectTlsOnlyAndEncrypted(q);
+  expectTlsOnlyAndEncrypted(await attributes(dlq));
+  expect(JSON.parse(q.RedrivePolicy!).deadLetterTargetArn).toBe((await attributes(dlq)).QueueArn);
+  expect(q.ApproximateNumberOfMessages).toBe('1');
+});
