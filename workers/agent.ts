@@ -124,6 +124,11 @@ export interface TaskSource {
   storePayload(bytes: Uint8Array, codec: Codec, kind: 'result' | 'exception', taskId: string): Promise<Envelope>;
   /** Tell the API this agent is alive; 'revoked' when the secret was refused. */
   heartbeat(body: Record<string, unknown>): Promise<'ok' | 'revoked'>;
+  /**
+   * The endpoint queue is gone: ask the API for a fresh grant, which makes the queue again while the
+   * endpoint exists (rejects when the endpoint or its secret is gone). Absent: the agent stops.
+   */
+  recoverQueue?(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -144,6 +149,10 @@ export class DirectTaskSource implements TaskSource {
     private readonly secret: string,
     private readonly log: (msg: string, extra?: Record<string, unknown>) => void,
   ) {}
+
+  async recoverQueue(): Promise<void> {
+    await this.keeper!.renew();
+  }
 
   async start(onFatal: (err: Error) => void): Promise<SourceInfo> {
     this.keeper = new GrantKeeper(this.apiUrl, this.endpointId, this.secret, onFatal, this.log);
@@ -273,6 +282,8 @@ export class WorkerAgent {
   private readonly laneWaiters: (() => void)[] = [];
   private fatal?: Error;
   private fatalHandler?: (err: Error) => void;
+  /** When the agent last had its endpoint queue made again (recoverQueue). */
+  private queueRecoveredAt = 0;
   completed = 0;
 
   constructor(private readonly opts: AgentOptions) {
@@ -341,7 +352,13 @@ export class WorkerAgent {
         errors = 0;
       } catch (err) {
         if (this.stopping) break;
-        if ((err as { name?: string }).name === 'QueueDoesNotExist') return this.die(new Error('the endpoint queue no longer exists (endpoint deleted?)'));
+        if ((err as { name?: string }).name === 'QueueDoesNotExist') {
+          // Deleted outside Ferry (or by a stack teardown): the credentials call makes it again, once a
+          // minute at most; an endpoint that is gone refuses the secret, and the agent stops.
+          const recovered = Date.now() - this.queueRecoveredAt > 60_000 && (await this.recoverQueue());
+          if (!recovered) return this.die(new Error('the endpoint queue no longer exists (endpoint deleted?)'));
+          continue;
+        }
         this.log('receive failed; backing off', { error: String(err) });
         await backoffSleep(errors++);
         continue;
@@ -539,6 +556,20 @@ export class WorkerAgent {
       stopped,
     };
     if ((await this.source.heartbeat(body)) === 'revoked') this.die(new Error('the API refused the endpoint secret (revoked?)'));
+  }
+
+  /** The queue is gone: true once the API has made it again (source.recoverQueue). */
+  private async recoverQueue(): Promise<boolean> {
+    if (!this.source.recoverQueue) return false;
+    this.queueRecoveredAt = Date.now();
+    try {
+      await this.source.recoverQueue();
+      this.log('the endpoint queue was gone; the API made it again', {});
+      return true;
+    } catch (err) {
+      this.log('the endpoint queue is gone and could not be made again', { error: String(err) });
+      return false;
+    }
   }
 
   private die(err: Error): void {

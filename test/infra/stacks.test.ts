@@ -304,12 +304,6 @@ describe('queues', () => {
     // The task rights reach the table's indexes too (open-since-index is queried).
     expect(str(dynamo.filter((x) => actions(x).includes('dynamodb:UpdateItem')).map((x) => x.Resource))).toContain('ferry-dev-tasks/index/*');
   });
-
-  test('stack deletion removes the run-time endpoint queues, after the handlers that create them', () => {
-    const [[crId, cr]] = ofType(service, 'Custom::FerryEndpointQueues') as [[string, Resource]];
-    expect(cr.Properties).toMatchObject({ QueueNamePrefix: 'ferry-dev-ep-', ServiceToken: { 'Fn::GetAtt': [logicalId('EndpointQueueReaper', 'AWS::Lambda::Function'), 'Arn'] } });
-    for (const fn of ['EndpointsApi', 'TasksApi', 'LostTasksSweep']) expect(service[logicalId(fn, 'AWS::Lambda::Function')]!.DependsOn).toContain(crId);
-  });
 });
 
 describe('worker identity', () => {
@@ -402,7 +396,7 @@ describe('Fargate endpoints', () => {
       RuntimePlatform: { CpuArchitecture: 'ARM64', OperatingSystemFamily: 'LINUX' },
       ContainerDefinitions: [
         Match.objectLike({
-          Environment: [Match.objectLike({ Name: 'FERRY_API_URL' }), { Name: 'FERRY_ENDPOINT_ID', Value: FARGATE_ENDPOINT.endpointId }],
+          Environment: [Match.objectLike({ Name: 'FERRY_API_URL' }), { Name: 'FERRY_ENDPOINT_ID', Value: FARGATE_ENDPOINT.endpointId }, { Name: 'FERRY_GRACE_MS', Value: '105000' }],
           Secrets: [{ Name: 'FERRY_ENDPOINT_SECRET', ValueFrom: FARGATE_ENDPOINT.secretArn }],
           LogConfiguration: Match.objectLike({ LogDriver: 'awslogs' }),
           StopTimeout: 120,
@@ -411,7 +405,7 @@ describe('Fargate endpoints', () => {
     });
     s.serviceTemplate.hasResourceProperties('AWS::ECS::Service', {
       LaunchType: 'FARGATE',
-      DesiredCount: 0,
+      DesiredCount: Match.absent(),
       NetworkConfiguration: { AwsvpcConfiguration: Match.objectLike({ AssignPublicIp: 'ENABLED' }) },
     });
   });

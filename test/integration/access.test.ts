@@ -248,12 +248,34 @@ describe('SigV4 on the local servers', () => {
 });
 
 describe('results are believed only from the reporting endpoint', () => {
-  let warn: jest.SpyInstance;
+  // The results handler logs through Powertools' Logger, which writes JSON lines to the process's
+  // own stdout/stderr (what Lambda ships to CloudWatch Logs): read them there.
+  let logged: Record<string, unknown>[] = [];
+  const spies: jest.SpyInstance[] = [];
   beforeEach(() => {
-    warn = jest.spyOn(console, 'warn').mockImplementation(() => undefined);
+    logged = [];
+    for (const stream of [process.stdout, process.stderr]) {
+      const write = stream.write.bind(stream);
+      spies.push(
+        jest.spyOn(stream, 'write').mockImplementation(((chunk: unknown, ...rest: unknown[]) => {
+          const lines = String(chunk).split('\n').filter((l) => l.startsWith('{'));
+          const parsed = lines.flatMap((l) => {
+            try {
+              return [JSON.parse(l) as Record<string, unknown>];
+            } catch {
+              return [];
+            }
+          });
+          logged.push(...parsed);
+          return parsed.length ? true : write(chunk as string, ...(rest as []));
+        }) as typeof stream.write),
+      );
+    }
   });
-  afterEach(() => warn.mockRestore());
-  const refusals = () => warn.mock.calls.map((c) => JSON.parse(String(c[0]))).filter((l) => l.message === 'refused forged result report');
+  afterEach(() => {
+    for (const spy of spies.splice(0)) spy.mockRestore();
+  });
+  const refusals = () => logged.filter((l) => l.message === 'refused forged result report');
 
   it("refuses A's worker reporting B's waiting or running task, whichever endpoint the body names", async () => {
     const waiting = await submit(b.id);
@@ -274,8 +296,8 @@ describe('results are believed only from the reporting endpoint', () => {
     const lines = refusals();
     expect(lines).toHaveLength(4);
     for (const line of lines) {
-      expect(line).toMatchObject({ level: 'warn', sender: `AROAFERRYLOCALWORKER:ferry-ep-${a.id}`, messageId: expect.any(String) });
-      expect([waiting, running]).toContain(line.taskId);
+      expect(line).toMatchObject({ level: 'WARN', sender: `AROAFERRYLOCALWORKER:ferry-ep-${a.id}`, correlation_id: expect.any(String) });
+      expect([waiting, running]).toContain(line.task_id);
     }
   });
 
@@ -284,7 +306,7 @@ describe('results are believed only from the reporting endpoint', () => {
     await report(a, { v: 1, kind: 'success', task_id: taskId, endpoint_id: b.id, worker_id: 'a1', at: new Date().toISOString(), result: json(666) });
     await resultsDrained();
     expect((await view(taskId)).status).toBe('waiting-for-endpoint');
-    expect(refusals()).toEqual([expect.objectContaining({ taskId, sender: `AROAFERRYLOCALWORKER:ferry-ep-${a.id}` })]);
+    expect(refusals()).toEqual([expect.objectContaining({ task_id: taskId, sender: `AROAFERRYLOCALWORKER:ferry-ep-${a.id}` })]);
 
     await report(a, { v: 1, kind: 'success', task_id: taskId, endpoint_id: a.id, worker_id: 'a1', at: new Date().toISOString(), result: json(2) });
     const done = await eventually(async () => {

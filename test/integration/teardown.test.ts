@@ -152,3 +152,33 @@ test('a dead-letter queue deleted alone is made again, and its task queue, messa
   expect(JSON.parse(q.RedrivePolicy!).deadLetterTargetArn).toBe((await attributes(dlq)).QueueArn);
   expect(q.ApproximateNumberOfMessages).toBe('1');
 });
+
+test('a running agent whose queue is deleted under it has the API make it again, and goes on serving', async () => {
+  const ep = await register('deleted-under-agent');
+  const agent = spawnAgent(stack, ep.id, ep.secret);
+  agents.push(agent);
+  await agent.ready;
+  const { queue, dlq } = queueUrls(ep.id);
+  for (const url of [queue, dlq]) await admin.send(new DeleteQueueCommand({ QueueUrl: url }));
+
+  // The agent's next receive finds no queue; its credentials call makes it again with its attributes.
+  await eventually(async () => (await attributes(queue)).QueueArn !== undefined, 60_000, 'the queue made again', 250);
+  expectTlsOnlyAndEncrypted(await attributes(queue));
+  const fn = await alice('POST', '/v1/functions', { name: 'seven', runtime: 'node', source: 'module.exports = () => 7;' });
+  const sub = await alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id }] });
+  expect(sub.status).toBe(202);
+  const done = await eventually(
+    async () => {
+      const t = (await alice('GET', `/v1/tasks/${sub.body.task_ids[0]}`)).body;
+      return t.status === 'success' ? t : undefined;
+    },
+    60_000,
+    'the task on the remade queue',
+    250,
+  );
+  expect(done.result.value).toBe(7);
+  // The same agent process served it: it never stopped.
+  expect(agent.child.exitCode).toBeNull();
+  expect(agent.output()).toContain('the API made it again');
+  await stopAgents([agent]);
+});
