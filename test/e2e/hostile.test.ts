@@ -318,7 +318,7 @@ describe('every route with a bad or foreign token', () => {
         const r = await caller(stack.apiUrl, token)(method, path, bodies[routeKey]);
         // Another user: her own collections answer with her own things; anything of alice's is unknown (404).
         const expected = kind === 'another user' ? (FOREIGN[routeKey] ?? [404]) : allowed;
-        if (kind === 'another user' && routeKey === 'POST /v1/tasks/batch') expect(r.body).toEqual({ tasks: [], unknown: [task] });
+        if (kind === 'another user' && routeKey === 'POST /v1/tasks/batch') expect(r.body).toEqual({ tasks: [], unknown: [task], unread: [] });
         const ok = expected.includes(r.status) && (r.status < 300 || typeof r.body?.error?.code === 'string');
         if (!ok) bad++;
         tried(`${routeKey} with ${kind}`, ok, String(r.status));
