@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { createServer, type Server } from 'node:http';
@@ -8,6 +7,7 @@ import { Client, Executor, ResultsUnavailable } from '../../sdk';
 import { MAX_RESPONSE_BYTES, observeApiResponses, type ApiResponseRecord } from '../../local/api-server';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
+import { runCommand } from '../helpers/proc';
 
 /**
  * Results too large to read in one response, through both SDKs against the local stack and a real
@@ -64,17 +64,11 @@ it('80 tasks with ~100 KB results all resolve through the TypeScript SDK, and no
 });
 
 /** A Python script run from a file (the client sends a function's source, which it reads from the file). */
-function python(script: string, env: Record<string, string>): Promise<{ code: number; stdout: string; stderr: string }> {
+function python(script: string, env: Record<string, string>) {
   const file = join(mkdtempSync(join(tmpdir(), 'ferry-limits-')), 'script.py');
   writeFileSync(file, script);
-  return new Promise((resolve) => {
-    execFile(
-      'python3',
-      [file],
-      { cwd: ROOT, timeout: 150_000, maxBuffer: 64 * 1024 * 1024, env: { ...process.env, PYTHONPATH: join(ROOT, 'python'), PYTHONDONTWRITEBYTECODE: '1', FERRY_CREDENTIALS: join(ROOT, 'python', 'tests', 'no-such-credentials.json'), ...env } },
-      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
+  const pythonEnv = { PYTHONPATH: join(ROOT, 'python'), PYTHONDONTWRITEBYTECODE: '1', FERRY_CREDENTIALS: join(ROOT, 'python', 'tests', 'no-such-credentials.json'), ...env };
+  return runCommand('python3', [file], { env: pythonEnv, timeoutMs: 150_000 });
 }
 
 it('50 tasks with ~100 KB results resolve through the Python Executor, and get_batch_result reads them all', async () => {

@@ -1,8 +1,8 @@
-import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller } from '../helpers/api';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
+import { runCommand } from '../helpers/proc';
 
 // Globus Compute scripts on Ferry: python/tests/compat_globus.py uses each public name of
 // globus_compute_sdk as its documentation shows (Executor with as_completed and wait, batches,
@@ -16,20 +16,7 @@ let stack: LocalStack;
 const agents: AgentProcess[] = [];
 let env: NodeJS.ProcessEnv;
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function python(args: string[], timeoutMs = 200_000): Promise<Run> {
-  return new Promise((resolve) => {
-    execFile('python3', args, { cwd: ROOT, env, timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const python = (args: string[], timeoutMs = 200_000) => runCommand('python3', args, { env, timeoutMs });
 
 beforeAll(async () => {
   stack = await startLocalStack({ sweepIntervalMs: 1000 });

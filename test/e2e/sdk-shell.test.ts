@@ -1,10 +1,10 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Executor, FerryApiError, MPIFunction, RemoteError, ShellFunction, ShellResult } from '../../sdk';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
+import { runCommand } from '../helpers/proc';
 
 /**
  * The TypeScript SDK's side of Globus Compute compatibility, against the local stack and a real
@@ -38,11 +38,7 @@ afterAll(async () => {
 
 const executor = (opts: Record<string, unknown> = {}) => new Executor({ endpointId: served.endpoint_id, apiUrl: stack.apiUrl, token, ...opts });
 
-function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { cwd: ROOT, env: { ...process.env, ...env } }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
-  });
-}
+const run = (cmd: string, args: string[], env: Record<string, string> = {}) => runCommand(cmd, args, { env });
 
 describe('ShellFunction and MPIFunction', () => {
   it('runs examples/shell.ts: a command, a failing one, a walltime and two MPI ranks', async () => {

@@ -1,10 +1,11 @@
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Client, Executor, RemoteError, TaskCancelled, TaskTimeout } from '../../sdk';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
+import { runCommand } from '../helpers/proc';
 
 jest.setTimeout(120_000);
 
@@ -34,13 +35,7 @@ afterAll(async () => {
 
 const executor = (endpointId: string, opts: Record<string, unknown> = {}) => new Executor({ endpointId, apiUrl: stack.apiUrl, token, ...opts });
 
-function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const run = (cmd: string, args: string[], env: Record<string, string> = {}) => runCommand(cmd, args, { env });
 
 describe('the tutorial', () => {
   it('runs examples/tutorial.ts against the local stack and prints what the Globus tutorial shows', async () => {

@@ -1,21 +1,15 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller } from '../helpers/api';
+import { runCommand } from '../helpers/proc';
 
 jest.setTimeout(120_000);
 
 const ROOT = join(__dirname, '..', '..');
 
-function ferry(args: string[], env: Record<string, string | undefined>): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [join(ROOT, 'cli', 'bin.js'), ...args], { cwd: ROOT, env: { ...process.env, ...env } }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
-    );
-  });
-}
+const ferry = (args: string[], env: Record<string, string | undefined>) => runCommand(process.execPath, [join(ROOT, 'cli', 'bin.js'), ...args], { env });
 
 describe('ferry token against the local stack (no flags)', () => {
   let stack: LocalStack;
