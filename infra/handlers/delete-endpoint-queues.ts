@@ -10,6 +10,7 @@
  * (and its extra Lambdas) is needed. Deployed by infra/ only; it imports no Ferry runtime code.
  */
 import type { CloudFormationCustomResourceEvent, Context } from 'aws-lambda';
+import { respond } from './cfn-response';
 
 export interface RetiredProperties {
   ServiceToken: string;
@@ -23,19 +24,4 @@ export async function handler(event: CloudFormationCustomResourceEvent, _context
   const reason = 'endpoint queues belong to their endpoints: nothing to do';
   console.log(JSON.stringify({ level: 'info', requestType: event.RequestType, reason }));
   await respond(event, { Status: 'SUCCESS', Reason: reason, PhysicalResourceId: physicalId });
-}
-
-async function respond(event: CloudFormationCustomResourceEvent, r: { Status: string; Reason: string; PhysicalResourceId: string }): Promise<void> {
-  const body = JSON.stringify({ ...r, StackId: event.StackId, RequestId: event.RequestId, LogicalResourceId: event.LogicalResourceId, Data: {} });
-  // The presigned URL was signed without a content type, so none may be sent.
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const res = await fetch(event.ResponseURL, { method: 'PUT', body, headers: { 'content-type': '' } });
-      if (res.ok) return;
-      throw new Error(`HTTP ${res.status}`);
-    } catch (err) {
-      if (attempt >= 4) throw err;
-      await new Promise((ok) => setTimeout(ok, 500 * 2 ** attempt));
-    }
-  }
 }

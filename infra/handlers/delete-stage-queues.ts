@@ -15,6 +15,7 @@
 import { DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DeleteQueueCommand, ListQueuesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { CloudFormationCustomResourceEvent, Context } from 'aws-lambda';
+import { respond } from './cfn-response';
 
 let sqs: SQSClient | undefined;
 let ddb: DynamoDBClient | undefined;
@@ -79,19 +80,4 @@ export async function handler(event: CloudFormationCustomResourceEvent, _context
   }
   console.log(JSON.stringify({ level: status === 'SUCCESS' ? 'info' : 'error', requestType: event.RequestType, reason }));
   await respond(event, { Status: status, Reason: reason, PhysicalResourceId: physicalId });
-}
-
-async function respond(event: CloudFormationCustomResourceEvent, r: { Status: string; Reason: string; PhysicalResourceId: string }): Promise<void> {
-  const body = JSON.stringify({ ...r, StackId: event.StackId, RequestId: event.RequestId, LogicalResourceId: event.LogicalResourceId, Data: {} });
-  // The presigned URL was signed without a content type, so none may be sent.
-  for (let attempt = 0; ; attempt++) {
-    try {
-      const res = await fetch(event.ResponseURL, { method: 'PUT', body, headers: { 'content-type': '' } });
-      if (res.ok) return;
-      throw new Error(`HTTP ${res.status}`);
-    } catch (err) {
-      if (attempt >= 4) throw err;
-      await new Promise((ok) => setTimeout(ok, 500 * 2 ** attempt));
-    }
-  }
 }
