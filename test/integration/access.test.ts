@@ -194,7 +194,9 @@ describe('SigV4 on the local servers', () => {
   };
 
   it('refuses a wrong secret key', async () => {
-    expect(await tryAll(with_({ ...a.credentials, secretAccessKey: 'x' + a.credentials.secretAccessKey.slice(1) }))).toEqual([
+    // One character changed (a secret may already start with 'x').
+    const secret = a.credentials.secretAccessKey;
+    expect(await tryAll(with_({ ...a.credentials, secretAccessKey: (secret[0] === 'x' ? 'y' : 'x') + secret.slice(1) }))).toEqual([
       'SignatureDoesNotMatch',
       'SignatureDoesNotMatch',
       'InvalidSignatureException',
