@@ -8,6 +8,7 @@ import { MAX_RESPONSE_BYTES, observeApiResponses, type ApiResponseRecord } from 
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
 import { runCommand } from '../helpers/proc';
+import { pythonEnv } from '../helpers/python';
 
 /**
  * Results too large to read in one response, through both SDKs against the local stack and a real
@@ -17,7 +18,6 @@ import { runCommand } from '../helpers/proc';
  */
 jest.setTimeout(180_000);
 
-const ROOT = join(__dirname, '..', '..');
 let stack: LocalStack;
 let token: string;
 let endpointId: string;
@@ -67,8 +67,7 @@ it('80 tasks with ~100 KB results all resolve through the TypeScript SDK, and no
 function python(script: string, env: Record<string, string>) {
   const file = join(mkdtempSync(join(tmpdir(), 'ferry-limits-')), 'script.py');
   writeFileSync(file, script);
-  const pythonEnv = { PYTHONPATH: join(ROOT, 'python'), PYTHONDONTWRITEBYTECODE: '1', FERRY_CREDENTIALS: join(ROOT, 'python', 'tests', 'no-such-credentials.json'), ...env };
-  return runCommand('python3', [file], { env: pythonEnv, timeoutMs: 150_000 });
+  return runCommand('python3', [file], { env: pythonEnv(env), timeoutMs: 150_000 });
 }
 
 it('50 tasks with ~100 KB results resolve through the Python Executor, and get_batch_result reads them all', async () => {

@@ -1,43 +1,18 @@
-import { join } from 'node:path';
-import { startLocalStack, type LocalStack } from '../../local/stack';
-import { caller } from '../helpers/api';
-import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
-import { runCommand } from '../helpers/proc';
+import { startPythonStack, type PythonStack } from '../helpers/python';
 
 // The Python client (python/ferry_compute) against a fresh local stack and one real agent:
 // the Globus Compute tutorial with one changed import, then the package's own tests.
 jest.setTimeout(120_000);
 
-const ROOT = join(__dirname, '..', '..');
-let stack: LocalStack;
-const agents: AgentProcess[] = [];
-let env: NodeJS.ProcessEnv;
-
-const python = (args: string[], timeoutMs = 90_000) => runCommand('python3', args, { env, timeoutMs });
+let served: PythonStack;
+const python = (args: string[], timeoutMs = 90_000) => served.python(args, timeoutMs);
 
 beforeAll(async () => {
-  stack = await startLocalStack({ sweepIntervalMs: 1000 });
-  const token = await stack.createUser('python-client');
-  const ep = await caller(stack.apiUrl, token)('POST', '/v1/endpoints', { name: 'python-client' });
-  expect(ep.status).toBe(201);
-  const agent = spawnAgent(stack, ep.body.endpoint_id, ep.body.endpoint_secret, { FERRY_POOL_SIZE: '2' });
-  agents.push(agent);
-  await agent.ready;
-  // No credentials file may leak in: the environment names this stack.
-  env = {
-    ...process.env,
-    PYTHONPATH: join(ROOT, 'python'),
-    PYTHONDONTWRITEBYTECODE: '1',
-    FERRY_API_URL: stack.apiUrl,
-    FERRY_TOKEN: token,
-    FERRY_ENDPOINT_ID: ep.body.endpoint_id,
-    FERRY_CREDENTIALS: join(ROOT, 'python', 'tests', 'no-such-credentials.json'),
-  };
+  served = await startPythonStack('python-client', {}, {});
 });
 
 afterAll(async () => {
-  await stopAgents(agents);
-  await stack?.close();
+  await served?.stop();
 });
 
 it('runs the Globus Compute tutorial with one changed import', async () => {

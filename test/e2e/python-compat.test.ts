@@ -1,8 +1,4 @@
-import { join } from 'node:path';
-import { startLocalStack, type LocalStack } from '../../local/stack';
-import { caller } from '../helpers/api';
-import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
-import { runCommand } from '../helpers/proc';
+import { startPythonStack, type PythonStack } from '../helpers/python';
 
 // Globus Compute scripts on Ferry: python/tests/compat_globus.py uses each public name of
 // globus_compute_sdk as its documentation shows (Executor with as_completed and wait, batches,
@@ -11,37 +7,16 @@ import { runCommand } from '../helpers/proc';
 // examples/shell_and_mpi.py.
 jest.setTimeout(240_000);
 
-const ROOT = join(__dirname, '..', '..');
-let stack: LocalStack;
-const agents: AgentProcess[] = [];
-let env: NodeJS.ProcessEnv;
-
-const python = (args: string[], timeoutMs = 200_000) => runCommand('python3', args, { env, timeoutMs });
+let served: PythonStack;
+const python = (args: string[], timeoutMs = 200_000) => served.python(args, timeoutMs);
 
 beforeAll(async () => {
-  stack = await startLocalStack({ sweepIntervalMs: 1000 });
-  const token = await stack.createUser('python-compat');
-  const ep = await caller(stack.apiUrl, token)('POST', '/v1/endpoints', { name: 'python-compat' });
-  expect(ep.status).toBe(201);
   // The agent finds mpiexec on PATH (Debian's mpich): `auto` picks it outside a Slurm job.
-  const agent = spawnAgent(stack, ep.body.endpoint_id, ep.body.endpoint_secret, { FERRY_POOL_SIZE: '2', FERRY_MPI_LAUNCHER: 'auto' });
-  agents.push(agent);
-  await agent.ready;
-  env = {
-    ...process.env,
-    PYTHONPATH: join(ROOT, 'python'),
-    PYTHONDONTWRITEBYTECODE: '1',
-    FERRY_API_URL: stack.apiUrl,
-    FERRY_TOKEN: token,
-    FERRY_ENDPOINT_ID: ep.body.endpoint_id,
-    FERRY_CREDENTIALS: join(ROOT, 'python', 'tests', 'no-such-credentials.json'),
-    FERRY_COMPAT_MPI: '1',
-  };
+  served = await startPythonStack('python-compat', { FERRY_MPI_LAUNCHER: 'auto' }, { FERRY_COMPAT_MPI: '1' });
 });
 
 afterAll(async () => {
-  await stopAgents(agents);
-  await stack?.close();
+  await served?.stop();
 });
 
 it('runs the Globus Compute API compatibility suite', async () => {
