@@ -1,0 +1,42 @@
+import { EventEmitter } from 'node:events';
+
+/**
+ * Tasks that reached a final state in this process. The results handler (core/tasks.ts
+ * applyResults) and every other final move (cancel, sweep, endpoint deletion) announce the ids
+ * they finished here; a waiting read (POST /v1/tasks/wait) in the same process wakes at once.
+ * Locally the API and the results consumer share one process, so a result reaches a waiting
+ * client without polling. In AWS each Lambda has its own process: a waiting read there finds
+ * nothing announced and re-reads the records at an interval instead (lambdas/api/tasks.ts).
+ */
+const finished = new EventEmitter();
+finished.setMaxListeners(0);
+
+/** Say these tasks reached a final state. */
+export function announceFinished(taskIds: readonly string[]): void {
+  if (taskIds.length && finished.listenerCount('finished')) finished.emit('finished', taskIds);
+}
+
+/**
+ * Resolve with the first announced ids among `taskIds` (an empty list when `ms` passes, or
+ * `signal` aborts, first).
+ */
+export function waitForFinished(taskIds: Iterable<string>, ms: number, signal?: AbortSignal): Promise<string[]> {
+  const wanted = new Set(taskIds);
+  return new Promise((resolve) => {
+    const done = (ids: string[]) => {
+      clearTimeout(timer);
+      finished.off('finished', listener);
+      signal?.removeEventListener('abort', onAbort);
+      resolve(ids);
+    };
+    const listener = (ids: string[]) => {
+      const hits = ids.filter((id) => wanted.has(id));
+      if (hits.length) done(hits);
+    };
+    const onAbort = () => done([]);
+    const timer = setTimeout(() => done([]), Math.max(0, ms));
+    finished.on('finished', listener);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) done([]);
+  });
+}
