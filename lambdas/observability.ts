@@ -1,7 +1,7 @@
 import { Logger } from '@aws-lambda-powertools/logger';
 import { injectLambdaContext } from '@aws-lambda-powertools/logger/middleware';
 import { Metrics, MetricUnit } from '@aws-lambda-powertools/metrics';
-import { Tracer } from '@aws-lambda-powertools/tracer';
+import type { Tracer } from '@aws-lambda-powertools/tracer';
 import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
@@ -33,10 +33,18 @@ const metricsOn = inLambda ? env.POWERTOOLS_METRICS_DISABLED !== 'true' : env.PO
 if (env.POWERTOOLS_LOG_LEVEL) delete env.AWS_LAMBDA_LOG_LEVEL;
 
 export const logger = new Logger({ serviceName: env.POWERTOOLS_SERVICE_NAME ?? SERVICE_NAME });
-export const tracer = new Tracer({
-  serviceName: env.POWERTOOLS_SERVICE_NAME ?? SERVICE_NAME,
-  enabled: inLambda ? env.POWERTOOLS_TRACE_ENABLED !== 'false' : env.POWERTOOLS_TRACE_ENABLED === 'true',
-});
+const tracingOn = inLambda ? env.POWERTOOLS_TRACE_ENABLED !== 'false' : env.POWERTOOLS_TRACE_ENABLED === 'true';
+/**
+ * Loaded only where tracing is on: the X-Ray SDK tracks context with an async hook on every
+ * promise of the process from the moment it is loaded, which made each `await` of the local
+ * stack (handlers and servers in one process) about ten times dearer with tracing off.
+ */
+export const tracer: Tracer | undefined = tracingOn
+  ? new (require('@aws-lambda-powertools/tracer') as typeof import('@aws-lambda-powertools/tracer')).Tracer({
+      serviceName: env.POWERTOOLS_SERVICE_NAME ?? SERVICE_NAME,
+      enabled: true,
+    })
+  : undefined;
 export const metrics = new Metrics({
   namespace: env.POWERTOOLS_METRICS_NAMESPACE ?? METRICS_NAMESPACE,
   serviceName: env.POWERTOOLS_SERVICE_NAME ?? SERVICE_NAME,
@@ -63,7 +71,7 @@ const ferryTelemetry: Telemetry = {
   },
 };
 setTelemetry(ferryTelemetry);
-onClientCreated((client) => tracer.captureAWSv3Client(client));
+if (tracer) onClientCreated((client) => tracer.captureAWSv3Client(client));
 
 /**
  * One EMF line per endpoint with its task counts under two dimension sets: [service, stage] (one
@@ -114,13 +122,14 @@ const ferryMiddleware = (): middy.MiddlewareObj<unknown, unknown, Error, Context
 };
 
 /**
- * The middy stack every Ferry handler goes through: X-Ray handler subsegment (without the response,
- * which may be megabytes), Lambda context and correlation id on every log line, metrics published
+ * The middy stack every Ferry handler goes through: X-Ray handler subsegment where tracing is on
+ * (without the response, which may be megabytes), Lambda context and correlation id on every log line, metrics published
  * at the end whether the handler returned or threw.
  */
 export function observed<E, R>(handler: (event: E, context: Context) => Promise<R>): Observed<E, R> {
-  return middy<E, R, Error, Context>(handler)
-    .use(captureLambdaHandler(tracer, { captureResponse: false }))
+  const stack = middy<E, R, Error, Context>(handler);
+  if (tracer) stack.use(captureLambdaHandler(tracer, { captureResponse: false }));
+  return stack
     .use(injectLambdaContext(logger, { resetKeys: true }))
     .use(ferryMiddleware() as middy.MiddlewareObj<E, R, Error, Context>) as Observed<E, R>;
 }

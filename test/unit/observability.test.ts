@@ -224,6 +224,18 @@ describe('in a Lambda environment', () => {
     }
   });
 
+  test('with tracing off the X-Ray SDK is not loaded at all (it would track every promise of the process)', () => {
+    process.env.POWERTOOLS_TRACE_ENABLED = 'false';
+    const xray = (k: string) => k.includes(`${require('node:path').sep}aws-xray-sdk-core${require('node:path').sep}`);
+    jest.isolateModules(() => {
+      const before = Object.keys(require.cache).filter(xray).length;
+      const obs = require('../../lambdas/observability') as typeof import('../../lambdas/observability');
+      expect(obs.tracer).toBeUndefined();
+      // jest's module registry is per isolateModules: count what this load added to it.
+      expect(Object.keys(require.cache).filter(xray).length).toBe(before);
+    });
+  });
+
   test('every AWS SDK client core/clients.ts builds is captured by the X-Ray tracer', () => {
     process.env.POWERTOOLS_TRACE_ENABLED = 'true';
     jest.isolateModules(() => {
