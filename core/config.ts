@@ -27,6 +27,12 @@ export interface FerryConfig {
   expiryMarginSeconds: number;
   /** How long an endpoint queue must stay missing before the sweep fails its tasks (SQS is eventually consistent after CreateQueue and DeleteQueue). */
   queueGoneGraceSeconds: number;
+  /**
+   * How often a waiting read (POST /v1/tasks/wait) re-reads its tasks. In AWS each Lambda is its
+   * own process and hears no announcement of a finished task (core/task-events.ts), so this is
+   * how soon it sees one there; locally announcements wake it first.
+   */
+  waitPollMs: number;
 }
 
 const num = (v: string | undefined, d: number): number => (v && Number.isFinite(Number(v)) ? Number(v) : d);
@@ -55,6 +61,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
     queueRetentionSeconds: num(env.FERRY_QUEUE_RETENTION_SECONDS, 14 * 86400),
     expiryMarginSeconds: num(env.FERRY_EXPIRY_MARGIN_SECONDS, 3600),
     queueGoneGraceSeconds: num(env.FERRY_QUEUE_GONE_GRACE_SECONDS, 60),
+    waitPollMs: Math.max(10, num(env.FERRY_WAIT_POLL_MS, 250)),
   };
 }
 

@@ -6,7 +6,7 @@ import { EventEmitter } from 'node:events';
  * they finished here; a waiting read (POST /v1/tasks/wait) in the same process wakes at once.
  * Locally the API and the results consumer share one process, so a result reaches a waiting
  * client without polling. In AWS each Lambda has its own process: a waiting read there finds
- * nothing announced and re-reads the records at an interval instead (lambdas/api/tasks.ts).
+ * nothing announced and re-reads the records at an interval instead (lambdas/api/wait.ts).
  */
 const finished = new EventEmitter();
 finished.setMaxListeners(0);
@@ -17,25 +17,35 @@ export function announceFinished(taskIds: readonly string[]): void {
 }
 
 /**
+ * Hear the announced ids among `taskIds` (each announcement's hits in one call) until the returned
+ * function is called: a waiting read subscribes before it reads, so a task finished while the read
+ * is under way is heard rather than missed.
+ */
+export function onFinished(taskIds: Iterable<string>, hear: (ids: string[]) => void): () => void {
+  const wanted = new Set(taskIds);
+  const listener = (ids: string[]) => {
+    const hits = ids.filter((id) => wanted.has(id));
+    if (hits.length) hear(hits);
+  };
+  finished.on('finished', listener);
+  return () => finished.off('finished', listener);
+}
+
+/**
  * Resolve with the first announced ids among `taskIds` (an empty list when `ms` passes, or
  * `signal` aborts, first).
  */
 export function waitForFinished(taskIds: Iterable<string>, ms: number, signal?: AbortSignal): Promise<string[]> {
-  const wanted = new Set(taskIds);
   return new Promise((resolve) => {
     const done = (ids: string[]) => {
       clearTimeout(timer);
-      finished.off('finished', listener);
+      stop();
       signal?.removeEventListener('abort', onAbort);
       resolve(ids);
     };
-    const listener = (ids: string[]) => {
-      const hits = ids.filter((id) => wanted.has(id));
-      if (hits.length) done(hits);
-    };
     const onAbort = () => done([]);
     const timer = setTimeout(() => done([]), Math.max(0, ms));
-    finished.on('finished', listener);
+    const stop = onFinished(taskIds, done);
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) done([]);
   });

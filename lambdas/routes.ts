@@ -19,6 +19,7 @@ export const API_ROUTES = [
   { routeKey: 'POST /v1/endpoints/{id}/submit', module: 'api/tasks' },
   { routeKey: 'GET /v1/tasks/{id}', module: 'api/tasks' },
   { routeKey: 'POST /v1/tasks/batch', module: 'api/tasks' },
+  { routeKey: 'POST /v1/tasks/wait', module: 'api/tasks' },
   { routeKey: 'GET /v1/task-groups/{id}', module: 'api/tasks' },
   { routeKey: 'POST /v1/tasks/{id}/cancel', module: 'api/tasks' },
   { routeKey: 'POST /v1/payloads', module: 'api/payloads' },

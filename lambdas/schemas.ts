@@ -124,6 +124,12 @@ export const submitBody = z
 
 export const batchTasksBody = z.object({ task_ids: z.array(uuid).min(1).max(1000) }).strict();
 
+/** API Gateway: 30 s per request; a wait of at most 20 s leaves room for its reads. */
+export const MAX_WAIT_MS = 20_000;
+export const waitTasksBody = z
+  .object({ task_ids: z.array(uuid).min(1).max(1000), wait_ms: z.number().int().min(0).max(MAX_WAIT_MS).default(10_000) })
+  .strict();
+
 export const createPayloadBody = z
   .object({ endpoint_id: uuid, codec: z.enum(CODECS), size: z.number().int().positive(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })
   .strict();

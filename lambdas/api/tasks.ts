@@ -4,6 +4,7 @@ import { encodeCursor } from '../../core/tables/cursor';
 import { checkGroupCursor, legacySubmitOrder } from '../../core/tables/tasks';
 import { apiHandler, pageOf, pathId, route } from '../http';
 import { batchTasksBody, submitBody } from '../schemas';
+import { waitForTasks } from './wait';
 
 export const handler = apiHandler({
   // Lambda caps a request payload at 6 MB; large arguments go by POST /v1/payloads instead.
@@ -49,4 +50,7 @@ export const handler = apiHandler({
     const t = await cancelTask(pathId(req, 'id', 'task'), req.caller.userId);
     return { body: await taskView(t) };
   }),
+
+  // Long-poll for results (lambdas/api/wait.ts).
+  'POST /v1/tasks/wait': waitForTasks,
 });

@@ -1,0 +1,123 @@
+import { randomUUID } from 'node:crypto';
+import { startLocalStack, type LocalStack } from '../../local/stack';
+import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
+import { caller, eventually, type Answer } from '../helpers/api';
+
+/**
+ * POST /v1/tasks/wait: results without polling. It answers at once for finished (or unknown)
+ * tasks, wakes when a task finishes, and answers `tasks: []` when `wait_ms` passes first. No
+ * assertion here is about speed: a wait of 20 s that must end within a test's shorter timeout
+ * shows that it woke, however soon.
+ */
+jest.setTimeout(60_000);
+
+let stack: LocalStack;
+let alice: ReturnType<typeof caller>;
+let bob: ReturnType<typeof caller>;
+let sleeper: string;
+let served: string;
+let idle: string;
+const agents: AgentProcess[] = [];
+
+beforeAll(async () => {
+  stack = await startLocalStack();
+  alice = caller(stack.apiUrl, await stack.createUser('alice'));
+  bob = caller(stack.apiUrl, await stack.createUser('bob'));
+  sleeper = (await alice('POST', '/v1/functions', { name: 'sleep', runtime: 'node', source: '(ms) => new Promise((r) => setTimeout(() => r(ms), ms))' })).body.function_id;
+  const ep = (await alice('POST', '/v1/endpoints', { name: 'served' })).body;
+  served = ep.endpoint_id;
+  // An endpoint with no worker: its tasks stay queued.
+  idle = (await alice('POST', '/v1/endpoints', { name: 'idle' })).body.endpoint_id;
+  const agent = spawnAgent(stack, served, ep.endpoint_secret);
+  agents.push(agent);
+  await agent.ready;
+});
+afterAll(async () => {
+  await stopAgents(agents);
+  await stack?.close();
+});
+
+async function submit(endpointId: string, ...sleeps: number[]): Promise<string[]> {
+  const r = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: sleeps.map((ms) => ({ function_id: sleeper, args: [ms] })) });
+  expect(r.status).toBe(202);
+  return r.body.task_ids;
+}
+
+const wait = (who: ReturnType<typeof caller>, body: unknown) => who('POST', '/v1/tasks/wait', body);
+
+const expectError = (r: Answer, status: number, code: string) =>
+  expect({ status: r.status, code: r.body?.error?.code, message: typeof r.body?.error?.message }).toEqual({ status, code, message: 'string' });
+
+it('answers at once with the finished tasks among those asked, in the order asked, and counts the open ones', async () => {
+  const [done] = await submit(served, 0);
+  await eventually(async () => (await alice('GET', `/v1/tasks/${done}`)).body.status === 'success');
+  const [open] = await submit(idle, 0);
+  // A 20 s wait that must end inside this test's 10 s: a finished task is answered without waiting.
+  const r = await wait(alice, { task_ids: [open, done], wait_ms: 20_000 });
+  expect(r.status).toBe(200);
+  expect(r.body).toEqual({ tasks: [expect.objectContaining({ task_id: done, status: 'success', result: expect.objectContaining({ value: 0 }) })], unknown: [], unread: [], pending: 1 });
+}, 10_000);
+
+it('wakes when a task it waits for finishes on a worker', async () => {
+  const [slow, slower] = await submit(served, 1500, 60_000);
+  const r = await wait(alice, { task_ids: [slower, slow], wait_ms: 20_000 });
+  expect(r.status).toBe(200);
+  expect(r.body.tasks).toEqual([expect.objectContaining({ task_id: slow, status: 'success', result: expect.objectContaining({ value: 1500 }) })]);
+  expect(r.body.pending).toBe(1);
+  await alice('POST', `/v1/tasks/${slower}/cancel`);
+}, 15_000);
+
+it('wakes when a task it waits for is cancelled', async () => {
+  const [queued] = await submit(idle, 0);
+  const waiting = wait(alice, { task_ids: [queued], wait_ms: 20_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  expect((await alice('POST', `/v1/tasks/${queued}/cancel`)).status).toBe(200);
+  const r = await waiting;
+  expect(r.status).toBe(200);
+  expect(r.body).toMatchObject({ tasks: [{ task_id: queued, status: 'cancelled' }], unknown: [], pending: 0 });
+}, 10_000);
+
+it('answers tasks: [] when wait_ms passes with nothing finished', async () => {
+  const ids = await submit(idle, 0, 0);
+  const r = await wait(alice, { task_ids: ids, wait_ms: 300 });
+  expect(r.status).toBe(200);
+  expect(r.body).toEqual({ tasks: [], unknown: [], unread: [], pending: 2 });
+  // wait_ms 0: one read, no wait.
+  expect((await wait(alice, { task_ids: ids, wait_ms: 0 })).body).toEqual({ tasks: [], unknown: [], unread: [], pending: 2 });
+});
+
+it("names another user's tasks and ids never seen as unknown, at once", async () => {
+  const [mine] = await submit(idle, 0);
+  const never = randomUUID();
+  const r = await wait(bob, { task_ids: [mine, never], wait_ms: 20_000 });
+  expect(r.status).toBe(200);
+  expect(r.body).toEqual({ tasks: [], unknown: [mine, never], unread: [], pending: 0 });
+  // Alice's own wait still sees hers as open, and the unknown id makes it answer at once.
+  expect((await wait(alice, { task_ids: [mine, never], wait_ms: 20_000 })).body).toEqual({ tasks: [], unknown: [never], unread: [], pending: 1 });
+}, 10_000);
+
+it('refuses bad bodies with 400 in the documented error shape', async () => {
+  const id = randomUUID();
+  for (const body of [
+    {},
+    { task_ids: [] },
+    { task_ids: ['not-a-uuid'] },
+    { task_ids: [id], wait_ms: -1 },
+    { task_ids: [id], wait_ms: 20_001 },
+    { task_ids: [id], wait_ms: 1.5 },
+    { task_ids: [id], wait_ms: '100' },
+    { task_ids: [id], extra: true },
+    { task_ids: Array.from({ length: 1001 }, () => randomUUID()) },
+  ]) {
+    expectError(await wait(alice, body), 400, 'ValidationFailed');
+  }
+  expectError(await wait(alice, '{not json'), 400, 'MalformedJson');
+  expect((await caller(stack.apiUrl)('POST', '/v1/tasks/wait', { task_ids: [id] })).status).toBe(401);
+});
+
+it('takes 1,000 ids at once', async () => {
+  const ids = Array.from({ length: 1000 }, () => randomUUID());
+  const r = await wait(alice, { task_ids: ids, wait_ms: 0 });
+  expect(r.status).toBe(200);
+  expect(r.body.unknown).toHaveLength(1000);
+});
