@@ -90,7 +90,11 @@ export const taskOutputSchema = z.object({
 });
 export type TaskOutput = z.infer<typeof taskOutputSchema>;
 
-/** What a worker (or the dead-letter consumer) sends to the results queue. */
+/**
+ * What a worker (or the dead-letter consumer) sends to the results queue. A task that finishes
+ * within the agent's started-report delay sends only its result, with `started_at`: one message
+ * and one write per task instead of two.
+ */
 export const resultMessageSchema = z.discriminatedUnion('kind', [
   z.object({ v: z.literal(1), kind: z.literal('started'), task_id: z.string(), endpoint_id: z.string(), worker_id: z.string(), at: z.string() }),
   z.object({
@@ -102,6 +106,8 @@ export const resultMessageSchema = z.discriminatedUnion('kind', [
     at: z.string(),
     result: envelopeSchema,
     output: taskOutputSchema.optional(),
+    /** When the task started (ISO), on a task that finished before its separate "started" report was due. */
+    started_at: z.string().optional(),
   }),
   z.object({
     v: z.literal(1),
@@ -112,6 +118,8 @@ export const resultMessageSchema = z.discriminatedUnion('kind', [
     at: z.string(),
     exception: remoteExceptionSchema,
     output: taskOutputSchema.optional(),
+    /** As on success: the start of a task that sent no separate "started" report. */
+    started_at: z.string().optional(),
   }),
 ]);
 export type ResultMessage = z.infer<typeof resultMessageSchema>;

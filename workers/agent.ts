@@ -55,7 +55,16 @@ export interface AgentOptions {
   mpiLauncher?: MpiLauncher | null;
   /** Told how many task messages the agent holds whenever that changes (ECS scale-in protection: workers/ecs-protection.ts). */
   onHeld?: (count: number) => void;
+  /**
+   * A task still running this long after it started gets a separate "started" report; one that
+   * finishes sooner sends only its result, carrying `started_at`. Default 30 ms; 0: always report
+   * "started" at once (as agents before this setting did).
+   */
+  startedReportDelayMs?: number;
 }
+
+/** See AgentOptions.startedReportDelayMs: short tasks then cost one report (and one table write) instead of two. */
+export const STARTED_REPORT_DELAY_MS = 30;
 
 // SQS: a result message is at most 256 KiB; tracebacks beyond this are cut.
 const MAX_TRACEBACK = 64 * 1024;
@@ -417,17 +426,34 @@ export class WorkerAgent {
   /** Runs a task; resolves once it has run, holding the promise of its reports being sent. */
   private async runTask(q: QueuedTask): Promise<{ reported: Promise<void> }> {
     q.bundle.started++;
-    // The task starts while its "started" report travels; the results handler orders the two.
-    const started = this.source.send(this.report({ kind: 'started', task_id: q.task.task_id }));
-    started.catch(() => undefined);
-    const outcome = await this.run(q.bundle.msg, q.task);
-    return { reported: this.reportTask(q, started, outcome) };
+    const startedAt = new Date().toISOString();
+    // A task still running after the delay gets its own "started" report, sent while it runs (the
+    // results handler orders the two); a quicker one folds its start into its result (started_at).
+    let started: Promise<void> | undefined;
+    const sendStarted = () => {
+      started = this.source.send(this.report({ kind: 'started', task_id: q.task.task_id }, startedAt));
+      started.catch(() => undefined);
+    };
+    const delay = this.opts.startedReportDelayMs ?? STARTED_REPORT_DELAY_MS;
+    let timer: NodeJS.Timeout | undefined;
+    if (delay <= 0) sendStarted();
+    else timer = setTimeout(sendStarted, delay).unref();
+    let outcome: RunOutcome;
+    try {
+      outcome = await this.run(q.bundle.msg, q.task);
+    } finally {
+      // Cleared before any result is sent: a "started" never follows its task's result.
+      clearTimeout(timer);
+    }
+    return { reported: this.reportTask(q, started, startedAt, outcome) };
   }
 
-  private async reportTask({ bundle, task }: QueuedTask, started: Promise<void>, outcome: RunOutcome): Promise<void> {
+  private async reportTask({ bundle, task }: QueuedTask, started: Promise<void> | undefined, startedAt: string, outcome: RunOutcome): Promise<void> {
     try {
-      await started;
-      await this.source.send(this.report(await this.resultOf(task, outcome)));
+      // A result goes only after its task's "started" is on the queue, if one was sent.
+      if (started) await started;
+      const body = await this.resultOf(task, outcome, started ? undefined : startedAt);
+      await this.source.send(this.report(body));
       this.completed++;
     } catch (err) {
       bundle.broken = true;
@@ -491,8 +517,9 @@ export class WorkerAgent {
   }
 
   /** The report with the task's output, cut further if need be so the message fits SQS. */
-  private async resultOf(msg: TaskInMessage, outcome: RunOutcome): Promise<ReportBody> {
+  private async resultOf(msg: TaskInMessage, outcome: RunOutcome, startedAt?: string): Promise<ReportBody> {
     const body = await this.outcomeReport(msg, outcome);
+    if (startedAt && body.kind !== 'started') body.started_at = startedAt;
     if (!outcome.output) return body;
     type WithOutput = ReportBody & { output?: RunOutcome['output'] };
     return fitOutput<WithOutput>({ ...body, output: outcome.output }, REPORT_BUDGET, (r) => Buffer.byteLength(this.report(r)));
@@ -513,8 +540,9 @@ export class WorkerAgent {
     };
   }
 
-  private report(body: ReportBody): string {
-    return JSON.stringify({ v: 1, endpoint_id: this.endpointId, worker_id: this.workerId, at: new Date().toISOString(), ...body });
+  /** `at`: when it happened; a delayed "started" report carries the task's real start. */
+  private report(body: ReportBody, at = new Date().toISOString()): string {
+    return JSON.stringify({ v: 1, endpoint_id: this.endpointId, worker_id: this.workerId, at, ...body });
   }
 
   private async extendVisibility(): Promise<void> {

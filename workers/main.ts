@@ -12,6 +12,8 @@ import type { RuntimeName } from './runtime/pool';
  *   FERRY_API_URL, FERRY_ENDPOINT_ID, FERRY_ENDPOINT_SECRET, or FERRY_WORKER_CONFIG=<file>;
  *   optional FERRY_POOL_SIZE, FERRY_RUNTIMES (node,python), FERRY_GRACE_MS, FERRY_HEARTBEAT_MS,
  *   FERRY_VISIBILITY_SECONDS (how long a task a dead agent held stays hidden; default 60),
+ *   FERRY_STARTED_REPORT_MS (a task running this long gets a separate "started" report; a quicker one
+ *   sends only its result; default 30, 0 reports every start at once),
  *   FERRY_PARENT_PID (set by the Ferry process that spawned it: drain when that process dies).
  * On ECS (ECS_AGENT_URI, set by ECS): task scale-in protection while tasks are held, each grant
  *   FERRY_PROTECTION_MINUTES long (default 15), renewed every third of that (workers/ecs-protection.ts).
@@ -156,7 +158,7 @@ export async function startOrRefuse(agent: WorkerAgent): Promise<boolean> {
 
 export async function runAgent(
   cfg: WorkerConfig,
-  opts: { poolSize?: number; runtimes?: RuntimeName[]; graceMs?: number; heartbeatMs?: number; visibilitySeconds?: number; parentPid?: number } = {},
+  opts: { poolSize?: number; runtimes?: RuntimeName[]; graceMs?: number; heartbeatMs?: number; visibilitySeconds?: number; startedReportDelayMs?: number; parentPid?: number } = {},
   settings: WorkerSettings = {},
 ): Promise<number> {
   const isolation = isolationOrRefuse(settings);
@@ -248,6 +250,7 @@ if (require.main === module) {
     graceMs: int(process.env.FERRY_GRACE_MS),
     heartbeatMs: int(process.env.FERRY_HEARTBEAT_MS),
     visibilitySeconds: int(process.env.FERRY_VISIBILITY_SECONDS),
+    startedReportDelayMs: int(process.env.FERRY_STARTED_REPORT_MS),
     parentPid: int(process.env.FERRY_PARENT_PID),
   }, settings).then(
     (code) => process.exit(code),

@@ -2,7 +2,9 @@ import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
+import { encodeJsonArgs, inlineBytes, inlineEnvelope } from '../../core/payload';
 import { startLocalStack, type LocalStack } from '../../local/stack';
+import { WorkerAgent, type TaskSource } from '../../workers/agent';
 import { caller, eventually } from '../helpers/api';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
 
@@ -311,5 +313,71 @@ describe('faults and shutdown', () => {
     const { code } = await agent.exited;
     expect(code).toBe(2);
     expect(agent.output()).toMatch(/refused this endpoint's secret \(HTTP 401\)/);
+  });
+});
+
+describe('started reports', () => {
+  /** A source holding one task message, recording what the agent sends and deletes, in order. */
+  function fakeSource(tasks: { task_id: string; source: string }[]) {
+    const events: { what: 'send' | 'finish'; body?: Record<string, unknown> }[] = [];
+    let given = false;
+    const message = {
+      v: 1,
+      endpoint_id: 'ep',
+      user_id: 'owner',
+      function: { function_id: 'f', runtime: 'node', source: tasks[0]!.source },
+      tasks: tasks.map((t) => ({ task_id: t.task_id, args: inlineEnvelope(encodeJsonArgs([]), 'json'), walltime_ms: 10_000 })),
+      submitted_at: new Date().toISOString(),
+    };
+    const source: TaskSource = {
+      start: async () => ({ endpointId: 'ep', ownerId: 'owner' }),
+      receive: async (_max, _vis, _wait, signal) => {
+        if (!given) {
+          given = true;
+          return [{ id: 'm1', receipt: 'r1', body: JSON.stringify(message) }];
+        }
+        await new Promise((r) => signal.addEventListener('abort', r));
+        return [];
+      },
+      extend: async () => undefined,
+      release: async () => undefined,
+      finish: async () => void events.push({ what: 'finish' }),
+      drop: async () => undefined,
+      send: async (report) => void events.push({ what: 'send', body: JSON.parse(report) }),
+      readArgs: async (env) => inlineBytes(env),
+      storePayload: async (bytes, codec) => inlineEnvelope(bytes, codec),
+      heartbeat: async () => 'ok',
+      stop: async () => undefined,
+    };
+    return { source, events };
+  }
+
+  async function run(source: string, delayMs: number) {
+    const fake = fakeSource([{ task_id: 't1', source }]);
+    const agent = new WorkerAgent({ apiUrl: 'http://unused', endpointId: 'ep', endpointSecret: 's', source: fake.source, poolSize: 1, runtimes: ['node'], startedReportDelayMs: delayMs, log: () => undefined });
+    await agent.start();
+    await eventually(async () => fake.events.some((e) => e.what === 'finish'), 20_000, 'the message to be deleted', 20);
+    await agent.stop(1000);
+    return fake.events;
+  }
+
+  it('a task done within the delay sends only its result, carrying started_at, then its message goes', async () => {
+    const events = await run('() => 1', 5_000);
+    expect(events.map((e) => e.what === 'send' ? e.body!.kind : e.what)).toEqual(['success', 'finish']);
+    const result = events[0]!.body!;
+    expect(Date.parse(result.started_at as string)).toBeLessThanOrEqual(Date.parse(result.at as string));
+  });
+
+  it('a task still running after the delay sends "started" first, and its result without started_at', async () => {
+    const events = await run('() => new Promise((r) => setTimeout(() => r(1), 300))', 20);
+    expect(events.map((e) => e.what === 'send' ? e.body!.kind : e.what)).toEqual(['started', 'success', 'finish']);
+    expect(events[1]!.body!.started_at).toBeUndefined();
+    // The "started" report says when the task started, not when the report was due.
+    expect(Date.parse(events[0]!.body!.at as string)).toBeLessThanOrEqual(Date.parse(events[1]!.body!.at as string) - 250);
+  });
+
+  it('with a delay of 0 every task reports "started" at once, as before', async () => {
+    const events = await run('() => 1', 0);
+    expect(events.map((e) => e.what === 'send' ? e.body!.kind : e.what)).toEqual(['started', 'success', 'finish']);
   });
 });
