@@ -4,7 +4,8 @@ import { newId } from './ids';
 import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
 import { allowedFunctionList, canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord, type ManagerBlock } from './tables/endpoints';
 import { mapLimit } from './tables/batch';
-import { queryOpenOnEndpoint, transitionTask } from './tables/tasks';
+import { deleteMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/tasks';
+import { announceFinished } from './task-events';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
 
 /** How often an agent beats unless it says otherwise in its heartbeat (agents older than `heartbeat_ms`). */
@@ -65,17 +66,23 @@ export async function deleteEndpoint(ep: EndpointRecord): Promise<{ failed_tasks
   await deleteEndpointQueues({ queueUrl: ep.queue_url, dlqUrl: ep.dlq_url });
   let failed = 0;
   let cursor: Record<string, unknown> | undefined;
+  const markers: string[] = [];
   do {
     const page = await queryOpenOnEndpoint(ep.endpoint_id, cursor);
-    const moved = await mapLimit(page.ids, 16, (id) =>
-        transitionTask(id, 'failed', {
-          by: 'api',
-          exception: { type: 'EndpointDeleted', message: `endpoint ${ep.endpoint_id} was deleted before the task finished`, traceback: '' },
-        }),
+    const moved = await mapLimit(await openTaskIds(page.ids), 16, (id) =>
+      transitionTask(id, 'failed', {
+        by: 'api',
+        exception: { type: 'EndpointDeleted', message: `endpoint ${ep.endpoint_id} was deleted before the task finished`, traceback: '' },
+      }),
     );
-    failed += moved.filter(Boolean).length;
+    const ids = moved.flatMap((t) => (t ? [t.task_id] : []));
+    announceFinished(ids);
+    failed += ids.length;
+    markers.push(...page.ids.flatMap((k) => markerShare(k) ?? []));
     cursor = page.next;
   } while (cursor);
+  // Every task of these shares is final now: nothing sweeps a deleted endpoint's markers.
+  await mapLimit(markers, 16, deleteMarker);
   await deleteEndpointRecord(ep.endpoint_id);
   return { failed_tasks: failed };
 }

@@ -3,8 +3,9 @@ import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo, sqsClient } from './clients';
 import { config } from './config';
 import { parseBody, taskMessageSchema } from './messages';
-import type { TaskState } from './states';
-import { getTasks, queryOpenByAge, transitionTask, type RemoteException, type TaskRecord } from './tables/tasks';
+import { isFinal, type TaskState } from './states';
+import { deleteMarker, getTasks, markerShare, openTaskIds, queryOpenByAge, transitionTask, type RemoteException, type TaskRecord } from './tables/tasks';
+import { announceFinished } from './task-events';
 import { failLostTask } from './tasks';
 import { telemetry } from './telemetry';
 
@@ -100,6 +101,7 @@ export async function sweepUndeliverable(opts: { now?: number; deadline?: number
     if (opts.deadline && Date.now() > opts.deadline) break;
     seen.add(ep.endpoint_id);
     try {
+      await closeFinishedShares(ep.endpoint_id, now);
       const [oldest] = (await queryOpenByAge(ep.endpoint_id, { limit: 1 })).items;
       if (!oldest) {
         queueMissingSince.delete(ep.endpoint_id);
@@ -149,19 +151,49 @@ async function failOpenTasks(endpointId: string, before: string | undefined, now
   let cursor: Record<string, unknown> | undefined;
   do {
     const page = await queryOpenByAge(endpointId, { before, cursor, limit: 100 });
-    for (const t of await getTasks(page.items.map((i) => i.task_id))) {
+    for (const t of await getTasks(await openTaskIds(page.items.map((i) => i.task_id)))) {
       // A running task's worker may still report: it is killed at its walltime and reports then.
       if (t.state === 'running' && Date.parse(t.updated_at) + t.walltime_ms + margin > now) continue;
       if (!OPEN_WAITING.includes(t.state) && t.state !== 'running') continue;
       const moved = await transitionTask(t.task_id, 'failed', { by: 'sweep', exception: exception(t), from: [t.state], ifUpdatedAt: t.updated_at, endpointId });
       if (moved) {
         failed++;
+        announceFinished([t.task_id]);
         telemetry().tasks('lost', endpointId);
       }
     }
     cursor = page.next;
   } while (cursor);
   return failed;
+}
+
+/** A share's marker stays this long at least: most shares finish well within it, and are closed in one pass. */
+const CLOSE_AFTER_MS = 60_000;
+
+/**
+ * Delete the markers of an endpoint's shares (older than a minute) whose tasks are all final, so
+ * `open-since-index` holds only shares with open tasks. Reads each such share's task items; one
+ * delete per share closed. A final task never opens again, so a marker deleted here is never
+ * needed again.
+ */
+export async function closeFinishedShares(endpointId: string, now = Date.now()): Promise<number> {
+  const before = new Date(now - CLOSE_AFTER_MS).toISOString();
+  let closed = 0;
+  let cursor: Record<string, unknown> | undefined;
+  do {
+    const page = await queryOpenByAge(endpointId, { before, cursor, limit: 100 });
+    const markers = page.items.map((i) => i.task_id).filter((k) => markerShare(k) !== undefined);
+    for (const key of markers) {
+      const ids = await openTaskIds([key]);
+      const tasks = await getTasks(ids);
+      if (tasks.length === ids.length && tasks.every((t) => isFinal(t.state))) {
+        await deleteMarker(markerShare(key)!);
+        closed++;
+      }
+    }
+    cursor = page.next;
+  } while (cursor);
+  return closed;
 }
 
 /** The queue's MessageRetentionPeriod in seconds, or undefined if the queue does not exist. */

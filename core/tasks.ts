@@ -12,18 +12,31 @@ import { telemetry } from './telemetry';
 import {
   claimIdempotency,
   completeIdempotency,
+  getSharesFresh,
   getTask,
   getTasks,
-  putTasks,
+  lastInGroup,
+  MAX_SHARE_BYTES,
+  MAX_SHARE_TASKS,
+  putShares,
   releaseIdempotency,
   queryGroup,
-  submitOrder,
+  shareIdOf,
+  shareItems,
+  shareOfTask,
+  shareTaskIds,
+  shareTasks,
   submitPrefix,
+  taskIdAt,
   transitionTask,
+  type NewTask,
   type RemoteException,
+  type ShareRecord,
   type TaskOutput,
   type TaskRecord,
 } from './tables/tasks';
+import { announceFinished } from './task-events';
+import { config } from './config';
 
 export const MAX_TASKS_PER_SUBMIT = 500;
 
@@ -65,15 +78,18 @@ export async function usableEndpoint(endpointId: string, userId: string): Promis
 }
 
 /**
- * Accept a batch of tasks: one DynamoDB write per task (BatchWriteItem, 25 a call) and one SQS
- * entry per task (SendMessageBatch, 10 a call). Either every task is queued, or the error names
- * exactly the tasks that were not (those are marked failed, never left waiting forever).
+ * Accept a batch of tasks: one share item (and its open marker) per up to 100 tasks
+ * (BatchWriteItem), and about one SQS message per task or per bundle (SendMessageBatch, 10 a
+ * call). Either every task is queued, or the error names exactly the tasks that were not (those
+ * are marked failed, never left waiting forever).
  */
 export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   const keyHash = input.idempotencyKey ? sha256Hex(input.idempotencyKey) : undefined;
   // With an Idempotency-Key, ids derive from it, so every attempt of one request names the same tasks.
   const taskGroupId = input.taskGroupId ?? (keyHash ? derivedId('group', input.userId, keyHash) : newId());
-  const taskIds = input.tasks.map((_, i) => (keyHash ? derivedId('task', input.userId, keyHash, String(i)) : newId()));
+  const layout = shareLayout(input.tasks);
+  const shareIds = layout.map((_, k) => shareIdOf(keyHash ? derivedId('share', input.userId, keyHash, String(k)) : newId()));
+  const taskIds = layout.flatMap((n, k) => Array.from({ length: n }, (_, p) => taskIdAt(shareIds[k]!, p)));
   const response = { task_group_id: taskGroupId, task_ids: taskIds };
 
   // Independent reads, made together: they sit on every submit's critical path.
@@ -100,61 +116,59 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
       if (claim.held.state === 'complete') return claim.held.response;
       throw new RequestInProgress('a request with this Idempotency-Key is still being served; retry shortly');
     }
-    // The claim replaced one whose request died part-way: some of its tasks may exist already,
+    // The claim replaced one whose request died part-way: some of its shares may exist already,
     // and the rest take their places beside them.
     takeover = claim.previous !== undefined;
     prefix = claim.previous?.submit_prefix ?? prefix;
   }
 
   const now = submittedAt.toISOString();
-  const existing = takeover ? new Map((await getTasks(taskIds)).map((t) => [t.task_id, t])) : new Map<string, TaskRecord>();
-  const records: TaskRecord[] = [];
-  for (const [i, t] of input.tasks.entries()) {
-    const task_id = taskIds[i]!;
-    const found = existing.get(task_id);
-    if (found) {
-      // Queued again only if it never left the queue's hands; a task already past that is left alone.
-      if (found.state === 'waiting-for-endpoint') records.push(found);
-      continue;
-    }
-    records.push({
-      task_id,
-      owner: input.userId,
-      endpoint_id: ep.endpoint_id,
-      function_id: t.function_id,
-      task_group_id: taskGroupId,
-      // Written once, already queued: the record exists before the message, so a result always finds it.
-      state: 'waiting-for-endpoint',
-      args: await argsEnvelope(t, ep.endpoint_id, input.userId, task_id),
-      walltime_ms: t.walltime_ms ?? ep.walltime_ms,
-      ...(t.memory_mb !== undefined ? { memory_mb: t.memory_mb } : {}),
-      ...(specs[i] ? { resource_specification: specs[i] } : {}),
-      submit_order: submitOrder(prefix, i),
-      created_at: now,
-      updated_at: now,
-      transitions: [
-        { state: 'received', at: now, by: 'api' },
-        { state: 'waiting-for-endpoint', at: now, by: 'api' },
-      ],
-      open_on: ep.endpoint_id,
-    });
-  }
-
-  const unwritten = new Set(await putTasks(records.filter((r) => !existing.has(r.task_id))));
-  const messages = bundleTasks(
-    ep.endpoint_id,
-    records.filter((r) => !unwritten.has(r.task_id)),
-    functions,
-    now,
+  const existing = takeover ? await getSharesFresh(shareIds) : new Map<string, ShareRecord>();
+  const firsts = layout.map((_, k) => layout.slice(0, k).reduce((a, n) => a + n, 0));
+  const freshParts = shareIds.flatMap((shareId, k) => (existing.has(shareId) ? [] : [{ shareId, first: firsts[k]!, n: layout[k]! }]));
+  const made: NewTask[] = await mapLimit(
+    freshParts.flatMap((p) => Array.from({ length: p.n }, (_, j) => p.first + j)),
+    16,
+    async (i) => {
+      const t = input.tasks[i]!;
+      return {
+        function_id: t.function_id,
+        args: await argsEnvelope(t, ep.endpoint_id, input.userId, taskIds[i]!),
+        walltime_ms: t.walltime_ms ?? ep.walltime_ms,
+        ...(t.memory_mb !== undefined ? { memory_mb: t.memory_mb } : {}),
+        ...(specs[i] ? { resource_specification: specs[i] } : {}),
+      };
+    },
   );
+  let at = 0;
+  const shares = shareItems(
+    freshParts.map((p) => ({ shareId: p.shareId, first: p.first, tasks: made.slice(at, (at += p.n)) })),
+    { owner: input.userId, endpoint_id: ep.endpoint_id, task_group_id: taskGroupId, prefix, created: submittedAt },
+  );
+  // Written once, already queued: the share exists before the message, so a result always finds it.
+  const unwritten = new Set(await putShares(shares, [...existing.values()]));
+  const records = shares.filter((s) => !unwritten.has(s.share_id)).flatMap(shareTasks);
+  if (existing.size) {
+    // Queued again only if it never left the queue's hands; a task already past that is left alone.
+    const again = await getTasks([...existing.values()].flatMap(shareTaskIds));
+    records.push(...again.filter((t) => t.state === 'waiting-for-endpoint'));
+  }
+  const messages = bundleTasks(ep.endpoint_id, records, functions, now);
   const unqueued = new Set(await queueTasks(ep.queue_url, messages));
-  if (unwritten.size || unqueued.size) {
-    // Tasks written but not queued would wait forever: fail them so their state tells the truth.
-    await mapLimit([...unqueued], 16, (id) =>
-      transitionTask(id, 'failed', { by: 'api', exception: { type: 'NotQueued', message: 'the task could not be queued; submit it again', traceback: '' } }),
+  const notWritten = taskIds.filter((id) => unwritten.has(shareOfTask(id)!.shareId) && !existing.has(shareOfTask(id)!.shareId));
+  if (notWritten.length || unqueued.size) {
+    // Tasks written but not queued would wait forever: fail them so their state tells the truth
+    // (a share written without its marker counts as unwritten: nothing would sweep its tasks).
+    const failed = await mapLimit([...unqueued, ...notWritten], 16, (id) =>
+      transitionTask(id, 'failed', {
+        by: 'api',
+        from: ['waiting-for-endpoint'],
+        exception: { type: 'NotQueued', message: 'the task could not be queued; submit it again', traceback: '' },
+      }),
     );
+    announceFinished(failed.flatMap((t) => (t ? [t.task_id] : [])));
     if (keyHash) await releaseIdempotency(input.userId, keyHash);
-    const notQueued = taskIds.filter((id) => unwritten.has(id) || unqueued.has(id));
+    const notQueued = taskIds.filter((id) => notWritten.includes(id) || unqueued.has(id));
     throw new PartialSubmitFailure(`${notQueued.length} of ${taskIds.length} tasks could not be queued`, {
       task_group_id: taskGroupId,
       task_ids: taskIds,
@@ -163,8 +177,29 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   }
   if (keyHash) await completeIdempotency(input.userId, keyHash);
   // Counted once: a retry that took over a dead attempt counts only the tasks that attempt had not written.
-  telemetry().tasks('submitted', ep.endpoint_id, records.length - existing.size);
+  telemetry().tasks('submitted', ep.endpoint_id, made.length);
   return response;
+}
+
+/**
+ * How many tasks each share of a submit holds, in order: at most MAX_SHARE_TASKS, and about
+ * MAX_SHARE_BYTES of item (DynamoDB: 400 KB an item). A task's size is estimated from its request
+ * (its arguments inline at most the inline limit, base64), generously, since its envelope is made
+ * only once its id (which the layout decides) is known.
+ */
+export function shareLayout(tasks: readonly SubmitTaskInput[]): number[] {
+  const cap = Math.ceil((config().inlineLimit * 4) / 3) + 2048;
+  const layout: number[] = [];
+  let n = 0;
+  let bytes = 0;
+  for (const t of tasks) {
+    const size = Math.min(cap, Math.ceil(Buffer.byteLength(JSON.stringify(t)) * 1.4) + 512);
+    if (n && (n >= MAX_SHARE_TASKS || bytes + size > MAX_SHARE_BYTES)) (layout.push(n), (n = 0), (bytes = 0));
+    n++;
+    bytes += size;
+  }
+  if (n) layout.push(n);
+  return layout;
 }
 
 /**
@@ -276,9 +311,9 @@ async function ownedFunctions(userId: string, ids: string[]): Promise<Map<string
 
 /** The sort key of the last task in a group this user may add to (undefined for a new group); another user's group is refused. */
 async function lastOfOwnGroup(groupId: string, userId: string): Promise<string | undefined> {
-  const { items } = await queryGroup(groupId, 1, undefined, { last: true });
-  if (items[0] && items[0].owner !== userId) throw new Forbidden(`task group ${groupId} belongs to another user`);
-  return items[0]?.submit_order;
+  const last = await lastInGroup(groupId);
+  if (last && last.owner !== userId) throw new Forbidden(`task group ${groupId} belongs to another user`);
+  return last?.submit_order;
 }
 
 async function argsEnvelope(t: SubmitTaskInput, endpointId: string, userId: string, taskId: string): Promise<Envelope> {
@@ -393,16 +428,18 @@ export async function ownTasks(ids: string[], userId: string): Promise<{ tasks: 
 
 export async function groupTasks(groupId: string, userId: string, limit: number, cursor?: string): Promise<{ items: TaskRecord[]; next?: string }> {
   const page = await queryGroup(groupId, limit, cursor);
-  if (page.items.some((t) => t.owner !== userId)) throw new NotFound(`task group ${groupId} not found`);
+  if ([...page.owners].some((o) => o !== userId)) throw new NotFound(`task group ${groupId} not found`);
   if (!cursor && !page.items.length) throw new NotFound(`task group ${groupId} not found`);
-  const byId = new Map((await getTasks(page.items.map((t) => t.task_id))).map((t) => [t.task_id, t]));
-  return { items: page.items.flatMap((t) => byId.get(t.task_id) ?? []), next: page.next };
+  return { items: page.items, next: page.next };
 }
 
 export async function cancelTask(taskId: string, userId: string): Promise<TaskRecord> {
   const t = await ownTask(taskId, userId);
   const updated = await transitionTask(taskId, 'cancelled', { by: `user:${userId}` });
-  if (updated) telemetry().tasks('cancelled', updated.endpoint_id);
+  if (updated) {
+    announceFinished([taskId]);
+    telemetry().tasks('cancelled', updated.endpoint_id);
+  }
   return updated ?? (await getTask(taskId)) ?? t;
 }
 
@@ -432,11 +469,15 @@ export async function applyResults(msgs: ResultMessage[], sender: string): Promi
     const next = ordered[i + 1];
     if (msg.kind === 'started' && next && next.kind !== 'started' && next.worker_id === msg.worker_id) continue;
     const prev = ordered[i - 1];
-    const via = prev?.kind === 'started' && prev.worker_id === msg.worker_id && msg.kind !== 'started' ? [{ state: 'running' as const, at: prev.at, by: base.by }] : undefined;
+    let via = prev?.kind === 'started' && prev.worker_id === msg.worker_id && msg.kind !== 'started' ? [{ state: 'running' as const, at: prev.at, by: base.by }] : undefined;
+    // A result that finished before its agent sent a separate "started" says when it started.
+    const startedAt = msg.kind !== 'started' ? (msg as { started_at?: string }).started_at : undefined;
+    if (!via && startedAt) via = [{ state: 'running' as const, at: startedAt, by: base.by }];
     let applied: TaskRecord | undefined;
     if (msg.kind === 'started') applied = await transitionTask(msg.task_id, 'running', base);
     else if (msg.kind === 'success') applied = await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result, output: msg.output });
     else applied = await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception, output: msg.output });
+    if (applied && msg.kind !== 'started') announceFinished([msg.task_id]);
     if (applied) countReport(applied, msg.kind, via !== undefined);
     // The condition failed: a duplicate or late report changes nothing quietly; one about another endpoint's task is refused.
     if (!applied) {
@@ -462,7 +503,10 @@ export async function failLostTask(taskId: string, endpointId: string): Promise<
     traceback: '',
   };
   const moved = Boolean(await transitionTask(taskId, 'failed', { by: 'dlq', exception, endpointId }));
-  if (moved) telemetry().tasks('lost', endpointId);
+  if (moved) {
+    announceFinished([taskId]);
+    telemetry().tasks('lost', endpointId);
+  }
   return moved;
 }
 

@@ -3,11 +3,37 @@ import { DeleteCommand, GetCommand, QueryCommand, UpdateCommand } from '@aws-sdk
 import { z } from 'zod';
 import { dynamo } from '../clients';
 import { config } from '../config';
+import { UUID_RE } from '../ids';
 import type { ResourceSpecification } from '../messages';
 import type { Envelope } from '../payload';
 import { FINAL_STATES, statesAllowing, type TaskState } from '../states';
 import { batchGet, batchPut, isConditionFailed } from './batch';
 import { cursorId, decodeCursor, encodeCursor, invalidCursor, queryPage, type CursorShape } from './cursor';
+
+/*
+ * The tasks table (key `task_id`) holds these items:
+ *
+ * - `share#<share-id>`: up to 100 tasks of one submit, written once and never changed: owner,
+ *   endpoint_id, task_group_id, submit_order (its first task's, so `group-order-index` lists a
+ *   group's shares in submit order and a share's tasks follow by position), created_at,
+ *   expires_at, the tasks' common function_id and walltime_ms, and `tasks`: per task its args
+ *   and whatever differs from those (function_id, walltime_ms, memory_mb, resource_specification).
+ *   A task's id is its share's id with the last 3 hex digits its position (000-063): a share id
+ *   ends in 000. One put (and one small index entry) covers up to 100 tasks.
+ * - `open#<share-id>`: the share's marker in the sparse `open-since-index` (open_on, created_at),
+ *   with share_id and count. The sweeps and endpoint deletion expand it to its tasks; the periodic
+ *   sweep deletes it once every task of its share is final (core/lost-tasks.ts).
+ * - `<task-id>`: only what changed since the share: state, updated_at, transitions (the share's
+ *   two initial ones, then the later ones), result / exception / output, worker_id, completed_at,
+ *   expires_at. Written at the task's first move (usually its final one, "running" folded in),
+ *   never with task_group_id, submit_order, open_on or created_at, so it costs no index write.
+ *   Until it exists the task is in its share's initial state, waiting-for-endpoint.
+ * - `<task-id>` written by a Ferry older than shares (kept local data): the whole record, with
+ *   `owner`; it is read and moved as it always was.
+ * - `idempotency#<owner>#<key-hash>`: a submit made with an Idempotency-Key (below).
+ *
+ * Callers see one merged TaskRecord either way.
+ */
 
 export interface Transition {
   state: TaskState;
@@ -65,16 +91,225 @@ export interface TaskRecord {
 
 const table = () => config().tables.tasks;
 
-/** Write new task records; returns the ids of those DynamoDB would not take. */
-export const putTasks = (records: readonly TaskRecord[]): Promise<string[]> =>
-  batchPut(table(), records as unknown as Record<string, unknown>[], (r) => r.task_id as string);
+/** DynamoDB's item limit is 400 KB: a share holds at most 100 tasks and about 300 KB of them. */
+export const MAX_SHARE_TASKS = 100;
+export const MAX_SHARE_BYTES = 300 * 1024;
+/** SQS keeps a message at most 14 days: no task of a share is open after that (plus the sweep's margin). */
+const SQS_MAX_RETENTION_S = 14 * 86400;
 
-export async function getTask(taskId: string): Promise<TaskRecord | undefined> {
-  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: taskId } }));
-  return out.Item as TaskRecord | undefined;
+/** One task as its share keeps it: what differs from the share's common values, and its arguments. */
+export interface ShareTask {
+  args: Envelope;
+  function_id?: string;
+  walltime_ms?: number;
+  memory_mb?: number;
+  resource_specification?: ResourceSpecification;
 }
 
-export const getTasks = (ids: readonly string[]): Promise<TaskRecord[]> => batchGet<TaskRecord>(table(), 'task_id', ids);
+export interface ShareRecord {
+  /** `share#<share-id>` */
+  task_id: string;
+  share_id: string;
+  owner: string;
+  endpoint_id: string;
+  task_group_id: string;
+  /** The share's first task's submit order (submitOrder): its tasks follow it by position. */
+  submit_order: string;
+  created_at: string;
+  expires_at: number;
+  function_id: string;
+  walltime_ms: number;
+  tasks: ShareTask[];
+}
+
+/** What a submit gives each new task; the share keeps it. */
+export type NewTask = Pick<TaskRecord, 'function_id' | 'args' | 'walltime_ms' | 'memory_mb' | 'resource_specification'>;
+
+const shareKey = (shareId: string) => `share#${shareId}`;
+const markerKey = (shareId: string) => `open#${shareId}`;
+
+/** A share id from any UUID: its last 3 hex digits are 000, its tasks' ids the positions. */
+export const shareIdOf = (uuid: string): string => `${uuid.slice(0, 33)}000`;
+export const taskIdAt = (shareId: string, position: number): string => `${shareId.slice(0, 33)}${position.toString(16).padStart(3, '0')}`;
+
+/** The share a task id would belong to, and its place there (legacy ids may look like one too: the share is then missing). */
+export function shareOfTask(taskId: string): { shareId: string; position: number } | undefined {
+  if (!UUID_RE.test(taskId)) return undefined;
+  const position = parseInt(taskId.slice(33), 16);
+  return position < MAX_SHARE_TASKS ? { shareId: `${taskId.slice(0, 33)}000`, position } : undefined;
+}
+
+/** When a share (and its marker) expire: after its tasks can no longer be open, plus the results' time to live. */
+export const shareExpiresAt = (createdAt: Date): number =>
+  Math.floor(createdAt.getTime() / 1000) + SQS_MAX_RETENTION_S + config().expiryMarginSeconds + 86400 + config().resultTtlDays * 86400;
+
+const initialTransitions = (at: string): Transition[] => [
+  { state: 'received', at, by: 'api' },
+  { state: 'waiting-for-endpoint', at, by: 'api' },
+];
+
+/**
+ * Shares never change once written: kept in process (bounded, least recently used out), so the
+ * results handler and the readers need no read of a share they have seen. Keyed by table, since
+ * tests run stacks of several stages in one process.
+ */
+const SHARE_CACHE_SIZE = 5000;
+const shareCache = new Map<string, ShareRecord>();
+const cacheKey = (shareId: string) => `${table()}/${shareId}`;
+
+function cached(shareId: string): ShareRecord | undefined {
+  const key = cacheKey(shareId);
+  const s = shareCache.get(key);
+  if (s) shareCache.delete(key), shareCache.set(key, s);
+  return s;
+}
+
+function remember(s: ShareRecord): void {
+  const key = cacheKey(s.share_id);
+  shareCache.delete(key);
+  shareCache.set(key, s);
+  if (shareCache.size > SHARE_CACHE_SIZE) shareCache.delete(shareCache.keys().next().value!);
+}
+
+/** A share by id, from the cache or the table (`consistent`: a strongly consistent read on a miss). */
+export async function getShare(shareId: string, opts: { consistent?: boolean; fresh?: boolean } = {}): Promise<ShareRecord | undefined> {
+  const hit = opts.fresh ? undefined : cached(shareId);
+  if (hit) return hit;
+  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: shareKey(shareId) }, ConsistentRead: opts.consistent || opts.fresh }));
+  const s = out.Item as ShareRecord | undefined;
+  if (s) remember(s);
+  return s;
+}
+
+/** Shares read straight from the table (strongly consistent), for a submit taking over a dead attempt. */
+export async function getSharesFresh(shareIds: readonly string[]): Promise<Map<string, ShareRecord>> {
+  const found = await Promise.all(shareIds.map((id) => getShare(id, { fresh: true })));
+  return new Map(found.flatMap((s) => (s ? [[s.share_id, s] as const] : [])));
+}
+
+/** The tasks of a share in one list (ids by position). */
+export const shareTaskIds = (s: ShareRecord): string[] => s.tasks.map((_, i) => taskIdAt(s.share_id, i));
+
+/** A task's record: its share's part and its own item's (when it has one). */
+function mergeTask(s: ShareRecord, position: number, item?: Record<string, unknown>): TaskRecord {
+  const t = s.tasks[position]!;
+  const cut = s.submit_order.lastIndexOf('#');
+  const first = Number(s.submit_order.slice(cut + 1));
+  const own = (item ?? {}) as Partial<TaskRecord>;
+  return {
+    task_id: taskIdAt(s.share_id, position),
+    owner: s.owner,
+    endpoint_id: s.endpoint_id,
+    function_id: t.function_id ?? s.function_id,
+    task_group_id: s.task_group_id,
+    state: own.state ?? 'waiting-for-endpoint',
+    args: t.args,
+    walltime_ms: t.walltime_ms ?? s.walltime_ms,
+    ...(t.memory_mb !== undefined ? { memory_mb: t.memory_mb } : {}),
+    ...(t.resource_specification ? { resource_specification: t.resource_specification } : {}),
+    submit_order: submitOrder(s.submit_order.slice(0, cut), first + position),
+    created_at: s.created_at,
+    updated_at: own.updated_at ?? s.created_at,
+    transitions: own.transitions ?? initialTransitions(s.created_at),
+    ...(own.result ? { result: own.result } : {}),
+    ...(own.exception ? { exception: own.exception } : {}),
+    ...(own.output ? { output: own.output } : {}),
+    ...(own.completed_at ? { completed_at: own.completed_at } : {}),
+    ...(own.worker_id ? { worker_id: own.worker_id } : {}),
+    expires_at: own.expires_at ?? s.expires_at,
+  };
+}
+
+/** A new share's tasks as records, in their initial state (no read: nothing has moved yet). */
+export const shareTasks = (s: ShareRecord): TaskRecord[] => s.tasks.map((_, p) => mergeTask(s, p));
+
+/**
+ * The share items of a submit's new tasks: per share its id, its first task's position in the
+ * submit and its tasks, in order.
+ */
+export function shareItems(
+  parts: readonly { shareId: string; first: number; tasks: readonly NewTask[] }[],
+  base: { owner: string; endpoint_id: string; task_group_id: string; prefix: string; created: Date },
+): ShareRecord[] {
+  const created_at = base.created.toISOString();
+  return parts.map(({ shareId, first, tasks }) => {
+    const function_id = tasks[0]!.function_id;
+    const walltime_ms = tasks[0]!.walltime_ms;
+    return {
+      task_id: shareKey(shareId),
+      share_id: shareId,
+      owner: base.owner,
+      endpoint_id: base.endpoint_id,
+      task_group_id: base.task_group_id,
+      submit_order: submitOrder(base.prefix, first),
+      created_at,
+      expires_at: shareExpiresAt(base.created),
+      function_id,
+      walltime_ms,
+      tasks: tasks.map((t) => ({
+        args: t.args,
+        ...(t.function_id !== function_id ? { function_id: t.function_id } : {}),
+        ...(t.walltime_ms !== walltime_ms ? { walltime_ms: t.walltime_ms } : {}),
+        ...(t.memory_mb !== undefined ? { memory_mb: t.memory_mb } : {}),
+        ...(t.resource_specification ? { resource_specification: t.resource_specification } : {}),
+      })),
+    };
+  });
+}
+
+/** A share's marker in `open-since-index`. */
+const markerOf = (s: ShareRecord) => ({ task_id: markerKey(s.share_id), share_id: s.share_id, count: s.tasks.length, open_on: s.endpoint_id, created_at: s.created_at, expires_at: s.expires_at });
+
+/**
+ * Write shares and their markers (BatchWriteItem, 25 items a call). `markersOnly`: shares already
+ * written (a retry's), whose marker is put back in case the dead attempt wrote the share alone.
+ * Returns the ids of the shares whose share or marker DynamoDB would not take.
+ */
+export async function putShares(shares: readonly ShareRecord[], markersOnly: readonly ShareRecord[] = []): Promise<string[]> {
+  const items = [...shares.flatMap((s) => [s, markerOf(s)]), ...markersOnly.map(markerOf)] as unknown as Record<string, unknown>[];
+  const unwritten = new Set(await batchPut(table(), items, (i) => i.share_id as string));
+  for (const s of shares) if (!unwritten.has(s.share_id)) remember(s);
+  return [...unwritten];
+}
+
+/** Delete a share's marker: every task of it is final, or its endpoint is gone. */
+export async function deleteMarker(shareId: string): Promise<void> {
+  await dynamo().send(new DeleteCommand({ TableName: table(), Key: { task_id: markerKey(shareId) } }));
+}
+
+export async function getTask(taskId: string): Promise<TaskRecord | undefined> {
+  return (await getTasks([taskId]))[0];
+}
+
+/**
+ * Tasks by id, in one BatchGetItem for the task items and the shares not in cache. A task with an
+ * item of its own from before shares (it has an owner) is that item; otherwise the share and its
+ * item (if any) merged. Unknown ids are left out.
+ */
+export async function getTasks(ids: readonly string[]): Promise<TaskRecord[]> {
+  const unique = [...new Set(ids)];
+  const refs = new Map(unique.map((id) => [id, shareOfTask(id)]));
+  const wanted = new Set<string>();
+  for (const ref of refs.values()) if (ref && !cached(ref.shareId)) wanted.add(ref.shareId);
+  const items = await batchGet<Record<string, unknown>>(table(), 'task_id', [...unique, ...[...wanted].map(shareKey)]);
+  const byKey = new Map(items.map((i) => [i.task_id as string, i]));
+  for (const id of wanted) {
+    const s = byKey.get(shareKey(id));
+    if (s) remember(s as unknown as ShareRecord);
+  }
+  const out: TaskRecord[] = [];
+  for (const id of unique) {
+    const item = byKey.get(id);
+    if (item?.owner !== undefined) {
+      out.push(item as unknown as TaskRecord);
+      continue;
+    }
+    const ref = refs.get(id);
+    const share = ref && cached(ref.shareId);
+    if (share && ref.position < share.tasks.length) out.push(mergeTask(share, ref.position, item));
+  }
+  return out;
+}
 
 /**
  * The sort key that lists a group's tasks in submit order: `<submit time>#<submit token>#<position>`.
@@ -99,37 +334,80 @@ export const legacySubmitOrder = (createdAt: string, taskId: string): string => 
 
 const submitOrderShape = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z#[0-9a-f]{8}#(\d{4}|[0-9a-f-]{36})$/);
 
-/** A cursor of one group's listing: group-order-index keys are the group, its sort key and the task id. */
+/** A cursor of one group's listing: the last task shown, its group and its submit order. */
 const groupCursor = (groupId: string): CursorShape =>
   z.object({ task_id: cursorId, task_group_id: z.literal(groupId), submit_order: submitOrderShape }).strict() as unknown as CursorShape;
 
-/**
- * One page of a group's tasks in submit order (`last`: just the last task, newest first): the index
- * holds keys and owner only, so the records are read by key.
- */
-export async function queryGroup(
-  groupId: string,
-  limit: number,
-  cursor?: string,
-  opts: { last?: boolean } = {},
-): Promise<{ items: { task_id: string; owner: string; submit_order: string }[]; next?: string }> {
+type GroupIndexItem = { task_id: string; owner: string; submit_order: string };
+
+/** The last item of a group in `group-order-index` (a share, or a task from before shares): its owner and submit order. */
+export async function lastInGroup(groupId: string): Promise<GroupIndexItem | undefined> {
   const out = await queryPage({
     TableName: table(),
     IndexName: 'group-order-index',
     KeyConditionExpression: 'task_group_id = :g',
     ExpressionAttributeValues: { ':g': groupId },
-    Limit: limit,
-    ScanIndexForward: !opts.last,
-    ExclusiveStartKey: decodeCursor(cursor, groupCursor(groupId)),
+    Limit: 1,
+    ScanIndexForward: false,
   });
-  return { items: (out.Items ?? []) as { task_id: string; owner: string; submit_order: string }[], next: encodeCursor(out.LastEvaluatedKey) };
+  return out.Items?.[0] as GroupIndexItem | undefined;
 }
 
 /**
- * Refuse a group cursor that is not `owner`'s: the index keys name no owner, so the task the cursor
- * points at is read (one GetItem a page). Without this, another user's cursor past a group's last
- * task would answer an empty page instead of "not found". A cursor whose task expired (TTL) since
- * the previous page is refused too; the client starts the listing again.
+ * One page of a group's tasks in submit order. The index lists shares (and tasks from before
+ * shares); a page may end inside a share, so the cursor names the last task shown and the next
+ * page starts at the first item of that task's submit and skips what sorts up to the cursor.
+ * Returns the tasks' records and the owners of the index items read.
+ */
+export async function queryGroup(groupId: string, limit: number, cursor?: string): Promise<{ items: TaskRecord[]; owners: Set<string>; next?: string }> {
+  const after = decodeCursor(cursor, groupCursor(groupId));
+  const startOfSubmit = after ? after.submit_order!.slice(0, after.submit_order!.lastIndexOf('#') + 1) : undefined;
+  const picked: { id: string; order: string }[] = [];
+  const owners = new Set<string>();
+  let start: Record<string, unknown> | undefined;
+  let more = true;
+  while (picked.length <= limit && more) {
+    const out = await queryPage({
+      TableName: table(),
+      IndexName: 'group-order-index',
+      KeyConditionExpression: startOfSubmit ? 'task_group_id = :g AND submit_order >= :s' : 'task_group_id = :g',
+      ExpressionAttributeValues: startOfSubmit ? { ':g': groupId, ':s': startOfSubmit } : { ':g': groupId },
+      Limit: limit + 1,
+      ExclusiveStartKey: start,
+    });
+    const page = (out.Items ?? []) as GroupIndexItem[];
+    const shares = await Promise.all(page.map((i) => (i.task_id.startsWith('share#') ? getShare(i.task_id.slice('share#'.length)) : undefined)));
+    for (const [k, i] of page.entries()) {
+      owners.add(i.owner);
+      const s = shares[k];
+      const tasks = i.task_id.startsWith('share#')
+        ? s
+          ? shareTaskIds(s).map((id, p) => ({ id, order: mergeOrder(s, p) }))
+          : []
+        : [{ id: i.task_id, order: i.submit_order }];
+      for (const t of tasks) if (!after || t.order > after.submit_order!) picked.push(t);
+    }
+    start = out.LastEvaluatedKey;
+    more = start !== undefined;
+  }
+  const shown = picked.slice(0, limit);
+  const byId = new Map((await getTasks(shown.map((t) => t.id))).map((t) => [t.task_id, t]));
+  const items = shown.flatMap((t) => byId.get(t.id) ?? []);
+  const last = shown[shown.length - 1];
+  const next = picked.length > limit && last ? encodeCursor({ task_id: last.id, task_group_id: groupId, submit_order: last.order }) : undefined;
+  return { items, owners, next };
+}
+
+const mergeOrder = (s: ShareRecord, position: number): string => {
+  const cut = s.submit_order.lastIndexOf('#');
+  return submitOrder(s.submit_order.slice(0, cut), Number(s.submit_order.slice(cut + 1)) + position);
+};
+
+/**
+ * Refuse a group cursor that is not `owner`'s: the cursor's task is read (a share is usually in
+ * cache). Without this, another user's cursor past a group's last task would answer an empty page
+ * instead of "not found". A cursor whose task expired (TTL) since the previous page is refused
+ * too; the client starts the listing again.
  */
 export async function checkGroupCursor(groupId: string, owner: string, cursor: string | undefined): Promise<void> {
   const key = decodeCursor(cursor, groupCursor(groupId));
@@ -138,6 +416,7 @@ export async function checkGroupCursor(groupId: string, owner: string, cursor: s
   if (!t || t.owner !== owner || t.task_group_id !== groupId || t.submit_order !== key.submit_order) throw invalidCursor();
 }
 
+/** One page of an endpoint's open items in `open-since-index`: share markers, and tasks from before shares. */
 export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<string, unknown>): Promise<{ ids: string[]; next?: Record<string, unknown> }> {
   const out = await dynamo().send(
     new QueryCommand({
@@ -153,9 +432,10 @@ export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<st
 }
 
 /**
- * One page of an endpoint's open tasks, oldest first, from the sparse `open-since-index` (open_on,
+ * One page of an endpoint's open items, oldest first, from the sparse `open-since-index` (open_on,
  * created_at; keys only): with `before`, only those created before it, so the sweep for expired
- * tasks reads what it fails and nothing else.
+ * tasks reads what it fails and nothing else. An item is a share's marker or a task from before
+ * shares; openTaskIds expands them.
  */
 export async function queryOpenByAge(
   endpointId: string,
@@ -177,6 +457,15 @@ export async function queryOpenByAge(
   return { items: (out.Items ?? []) as { task_id: string; created_at: string }[], next: out.LastEvaluatedKey };
 }
 
+/** The share a marker key stands for, if it is one. */
+export const markerShare = (key: string): string | undefined => (key.startsWith('open#') ? key.slice('open#'.length) : undefined);
+
+/** The task ids behind `open-since-index` items: a marker's share's tasks, or the (pre-share) task itself. */
+export async function openTaskIds(keys: readonly string[]): Promise<string[]> {
+  const shares = await Promise.all(keys.map((k) => (markerShare(k) ? getShare(markerShare(k)!, { consistent: true }) : undefined)));
+  return keys.flatMap((k, i) => (markerShare(k) ? (shares[i] ? shareTaskIds(shares[i]!) : []) : [k]));
+}
+
 export interface TransitionChange {
   by: string;
   /** Moves that happened on the way, recorded before this one (a "running" that came in the same batch). */
@@ -195,11 +484,67 @@ export interface TransitionChange {
 }
 
 /**
- * Move a task to `to` if its current state allows it, in one conditional update, so a
- * duplicate or late result (SQS is at-least-once) can never overwrite a final state.
+ * Move a task to `to` if its current state allows it, in one conditional write, so a duplicate
+ * or late result (SQS is at-least-once) can never overwrite a final state. A task of a share
+ * gets its own item at its first move: the condition then reads "no item yet (the share's
+ * initial waiting-for-endpoint) or a state that may move". The share says whose task it is:
+ * a report from another endpoint is refused before any write.
  * Returns the updated record, or undefined if the task is unknown or the move not allowed.
  */
 export async function transitionTask(taskId: string, to: TaskState, change: TransitionChange): Promise<TaskRecord | undefined> {
+  const ref = shareOfTask(taskId);
+  // Consistent on a miss: a result may follow its submit faster than a replica.
+  const share = ref ? await getShare(ref.shareId, { consistent: true }) : undefined;
+  if (!share || ref!.position >= share.tasks.length) return transitionLegacy(taskId, to, change);
+  if (change.endpointId && share.endpoint_id !== change.endpointId) return undefined;
+  const at = change.at ?? new Date();
+  const from = change.from ?? statesAllowing(to);
+  const names: Record<string, string> = { '#s': 'state' };
+  const values: Record<string, unknown> = {
+    ':to': to,
+    ':now': at.toISOString(),
+    ':t': [...(change.via ?? []), { state: to, at: at.toISOString(), by: change.by } satisfies Transition],
+    ':initial': initialTransitions(share.created_at),
+  };
+  const sets = ['#s = :to', 'updated_at = :now', 'transitions = list_append(if_not_exists(transitions, :initial), :t)'];
+  from.forEach((s, i) => (values[`:f${i}`] = s));
+  const inFrom = `#s IN (${from.map((_, i) => `:f${i}`).join(', ')})`;
+  // No item yet: the task is still as its share wrote it, waiting for its endpoint.
+  let condition = from.includes('waiting-for-endpoint') ? `(attribute_not_exists(task_id) OR ${inFrom})` : inFrom;
+  if (change.ifUpdatedAt) {
+    condition += change.ifUpdatedAt === share.created_at ? ' AND (attribute_not_exists(task_id) OR updated_at = :seen)' : ' AND updated_at = :seen';
+    values[':seen'] = change.ifUpdatedAt;
+  }
+  if (change.result) (sets.push('#r = :r'), (names['#r'] = 'result'), (values[':r'] = change.result));
+  if (change.exception) (sets.push('#x = :x'), (names['#x'] = 'exception'), (values[':x'] = change.exception));
+  if (change.output) (sets.push('#o = :o'), (names['#o'] = 'output'), (values[':o'] = change.output));
+  if (change.workerId) (sets.push('worker_id = :w'), (values[':w'] = change.workerId));
+  if (FINAL_STATES.includes(to)) {
+    sets.push('completed_at = :now', 'expires_at = :exp');
+    // Never before its share: a task item gone while its share stays would read as waiting again.
+    values[':exp'] = Math.max(Math.floor(at.getTime() / 1000) + config().resultTtlDays * 86400, share.expires_at);
+  }
+  try {
+    const out = await dynamo().send(
+      new UpdateCommand({
+        TableName: table(),
+        Key: { task_id: taskId },
+        UpdateExpression: `SET ${sets.join(', ')}`,
+        ConditionExpression: condition,
+        ExpressionAttributeNames: names,
+        ExpressionAttributeValues: values,
+        ReturnValues: 'ALL_NEW',
+      }),
+    );
+    return mergeTask(share, ref!.position, out.Attributes);
+  } catch (err) {
+    if (isConditionFailed(err)) return undefined;
+    throw err;
+  }
+}
+
+/** A move of a task written whole by a Ferry older than shares (kept local data). */
+async function transitionLegacy(taskId: string, to: TaskState, change: TransitionChange): Promise<TaskRecord | undefined> {
   const at = change.at ?? new Date();
   const from = change.from ?? statesAllowing(to);
   const names: Record<string, string> = { '#s': 'state' };
@@ -211,7 +556,9 @@ export async function transitionTask(taskId: string, to: TaskState, change: Tran
   const sets = ['#s = :to', 'updated_at = :now', 'transitions = list_append(transitions, :t)'];
   const removes: string[] = [];
   from.forEach((s, i) => (values[`:f${i}`] = s));
-  let condition = `attribute_exists(task_id) AND #s IN (${from.map((_, i) => `:f${i}`).join(', ')})`;
+  // `owner`: only a whole task item, never a share's task item whose share is gone.
+  let condition = `attribute_exists(#owner) AND #s IN (${from.map((_, i) => `:f${i}`).join(', ')})`;
+  names['#owner'] = 'owner';
   if (change.endpointId) (condition += ' AND endpoint_id = :ep'), (values[':ep'] = change.endpointId);
   if (change.ifUpdatedAt) (condition += ' AND updated_at = :seen'), (values[':seen'] = change.ifUpdatedAt);
   if (change.result) (sets.push('#r = :r'), (names['#r'] = 'result'), (values[':r'] = change.result));

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../../core/clients';
 import { config } from '../../core/config';
+import { shareOfTask } from '../../core/tables/tasks';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller } from '../helpers/api';
 
@@ -92,11 +93,11 @@ it('puts the tasks a retried submit finishes where the first attempt would have'
   const body = { task_group_id: groupId, tasks: tasks(5, 100) };
   const key = 'retry-order-1';
   const first = await submit(body, { 'idempotency-key': key });
-  // A later submit into the group, then the first one's request "dies" having written only some
-  // tasks: two records are removed and its key is put back as pending since long ago.
+  // A later submit into the group, then the first one's request "dies" having written nothing:
+  // its share (all 5 tasks) is removed and its key is put back as pending since long ago.
   const later = await submit({ task_group_id: groupId, tasks: tasks(2, 200) });
   const table = config().tables.tasks;
-  for (const id of [first.task_ids[1], first.task_ids[3]]) await dynamo().send(new DeleteCommand({ TableName: table, Key: { task_id: id } }));
+  await dynamo().send(new DeleteCommand({ TableName: table, Key: { task_id: `share#${shareOfTask(first.task_ids[0]!)!.shareId}` } }));
   await dynamo().send(
     new UpdateCommand({
       TableName: table,
