@@ -9,10 +9,19 @@
  *   4. Users: what per-user runtime processes cost on a shared endpoint: the round trip of a
  *      user's first task (a process started for her, in the sandbox) next to her steady state
  *      and the owner's, for node and python.
- * Everything runs on loopback; the API handlers run in this process, so their SDK calls are
- * counted here, while each agent counts its own. Agents run from the bundle the container uses.
+ *   (5 sqs, 6 slurm, 7 workload, 8 scaling: see their functions.)
+ * Everything runs on loopback. For sections 1-4 and 6 the API handlers run in this process, so
+ * their SDK calls are counted here; for 7 and 8 the stack runs in its own process, as `npm start`
+ * runs it, and reports its counts over IPC. Each agent counts its own. Agents run from the
+ * bundle the container uses.
+ * Flags: --only=<section> (submit, agent, sdk, users, sqs, slurm, workload, scaling), --quick
+ * (smaller numbers; skips scaling unless asked for), --profile (the stack process, agents and
+ * the BullMQ worker write CPU profiles; bench/profile-summary.ts reads one).
  */
 import { execSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { resetSdkCallCounts, sdkCallCounts } from '../core/clients';
 import { spawnAgentProcess, type AgentProcess } from '../local/agent-process';
@@ -323,24 +332,86 @@ async function benchSlurm(stack: LocalStack, client: Client): Promise<void> {
   }
 }
 
-async function main() {
-  // Agents run as the container runs them: the esbuild bundle under plain node.
-  execSync('npm run -s build:worker', { stdio: 'ignore' });
-  // The dead-letter sweep would add its own SQS calls to the counts; it has nothing to do here.
-  const stack = await startLocalStack({ sweepIntervalMs: 3_600_000 });
-  const client = new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench') });
-  console.log(`# Ferry bench (${quick ? 'quick' : 'full'}), ${new Date().toISOString()}, node ${process.version}`);
+/**
+ * 7. Issue 13's workload (`--only=workload`): the local stack in its own process as `npm start`
+ *    runs it, one Executor here, one agent with 2 runtime processes; 200 sequential no-op round
+ *    trips, then 5,000 at once; next to BullMQ on a private redis-server with the same workload
+ *    where Debian's redis-server is installed.
+ */
+async function benchWorkload(profileDir?: string): Promise<void> {
+  const { spawnStackChild } = await import('./stack-child');
+  const { ferryWorkload, printWorkloadTable } = await import('./workload');
+  const { bullmqWorkload, redisServerAvailable } = await import('./bullmq-baseline');
+  console.log('\n## Issue 13 workload: one client, one agent with 2 runtime processes, no-op tasks (the stack in its own process)\n');
+  const rounds = quick ? 50 : 200;
+  const burst = quick ? 1000 : 5000;
+  const stack = await spawnStackChild({ profileDir });
+  const rows: { system: string; figures: Awaited<ReturnType<typeof ferryWorkload>> }[] = [];
+  const skipped: string[] = [];
   try {
-    const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
-    if (!only || only === 'submit') await benchSubmit(stack, client);
-    if (!only || only === 'agent') await benchAgent(stack, client);
-    if (!only || only === 'sdk') await benchSdk(stack, client);
-    if (!only || only === 'users') await benchUsers(stack, client);
-    if (!only || only === 'sqs') await benchSqs();
-    if (only === 'slurm') await benchSlurm(stack, client);
+    rows.push({ system: `Ferry (local stack, ${git('rev-parse --short HEAD')})`, figures: await ferryWorkload(stack, { rounds, burst, profileDir }) });
   } finally {
     await stack.close();
   }
+  if (redisServerAvailable()) rows.push({ system: 'BullMQ (redis-server)', figures: await bullmqWorkload({ rounds, burst, profileDir }) });
+  else skipped.push('BullMQ baseline skipped: no redis-server on this machine (Debian: apt-get install redis-server).\n');
+  printWorkloadTable(rows, skipped);
+}
+
+async function benchScalingSection(profileDir?: string): Promise<void> {
+  const { spawnStackChild } = await import('./stack-child');
+  const { benchScaling } = await import('./workload');
+  const stack = await spawnStackChild({ profileDir });
+  try {
+    await benchScaling(stack, { quick, profileDir });
+  } finally {
+    await stack.close();
+  }
+}
+
+const git = (args: string) => {
+  try {
+    return execSync(`git ${args}`, { cwd: join(__dirname, '..'), stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+  } catch {
+    return 'unknown commit';
+  }
+};
+
+async function main() {
+  const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7);
+  const wants = (section: string, byDefault = true) => (only ? only === section : byDefault);
+  // --profile: the stack process, the agents and the BullMQ worker write .cpuprofile files here.
+  const profileDir = process.argv.includes('--profile') ? mkdtempSync(join(tmpdir(), 'ferry-bench-profile-')) : undefined;
+  // Agents run as the container runs them: the esbuild bundle under plain node.
+  execSync('npm run -s build:worker', { stdio: 'ignore' });
+  console.log(`# Ferry bench (${quick ? 'quick' : 'full'}), ${new Date().toISOString()}, node ${process.version}, commit ${git('rev-parse --short HEAD')}${git('status --porcelain --untracked-files=no') ? ' (with uncommitted changes)' : ''}`);
+  const timings: string[] = [];
+  const timed = async (name: string, run: () => Promise<void>) => {
+    const t0 = performance.now();
+    await run();
+    timings.push(`${name} ${((performance.now() - t0) / 1000).toFixed(0)} s`);
+  };
+  // The older sections run the stack in this process: their handlers' SDK calls are counted here.
+  const inProcess = ['submit', 'agent', 'sdk', 'users', 'slurm'].some((s) => wants(s, s !== 'slurm'));
+  // The dead-letter sweep would add its own SQS calls to the counts; it has nothing to do here.
+  const stack = inProcess ? await startLocalStack({ sweepIntervalMs: 3_600_000 }) : undefined;
+  const client = stack ? new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench') }) : undefined;
+  try {
+    if (wants('workload')) await timed('workload', () => benchWorkload(profileDir));
+    if (wants('scaling', !quick)) await timed('scaling', () => benchScalingSection(profileDir));
+    if (stack && client) {
+      if (wants('submit')) await timed('submit', () => benchSubmit(stack, client));
+      if (wants('agent')) await timed('agent', () => benchAgent(stack, client));
+      if (wants('sdk')) await timed('sdk', () => benchSdk(stack, client));
+      if (wants('users')) await timed('users', () => benchUsers(stack, client));
+      if (wants('slurm', false)) await timed('slurm', () => benchSlurm(stack, client));
+    }
+    if (wants('sqs')) await timed('sqs', () => benchSqs());
+  } finally {
+    await stack?.close();
+  }
+  console.log(`\nSection times: ${timings.join(', ')}.`);
+  if (profileDir) console.log(`CPU profiles (stack process, agents and their runtime processes, BullMQ worker): ${profileDir}\n  summary: npx tsx bench/profile-summary.ts ${profileDir}/stack.*.cpuprofile`);
 }
 
 main().catch((err) => {

@@ -11,7 +11,19 @@ import { config } from './config';
  * calls per task; counting happens in one middleware added to every client built here.
  */
 export const sdkCallCounts = new Map<string, number>();
-export const resetSdkCallCounts = (): void => sdkCallCounts.clear();
+/**
+ * DynamoDB write capacity consumed by this process, counted only with FERRY_COUNT_CAPACITY=1
+ * (the bench): by table name, the table's write plus its indexes'; by "table/index", each
+ * index's share. AWS reports it when a write asks for ReturnConsumedCapacity INDEXES, which
+ * the counting middleware adds, so a production process never asks and pays nothing.
+ * A conditional write that fails consumes capacity on AWS too, but its error carries no
+ * figure: those are counted as "conditional-check-failed" (calls, not units).
+ */
+export const sdkWriteUnits = new Map<string, number>();
+export const resetSdkCallCounts = (): void => {
+  sdkCallCounts.clear();
+  sdkWriteUnits.clear();
+};
 
 type AnyClient = { middlewareStack: { add: (mw: any, opts: any) => void } };
 
@@ -25,8 +37,48 @@ export function onClientCreated(hook: ClientHook | undefined): void {
   clientHook = hook;
 }
 
+const WRITE_COMMANDS = /^(PutItem|UpdateItem|DeleteItem|BatchWriteItem|TransactWriteItems)Command$/;
+
+interface ConsumedCapacity {
+  TableName?: string;
+  CapacityUnits?: number;
+  Table?: { CapacityUnits?: number };
+  GlobalSecondaryIndexes?: Record<string, { CapacityUnits?: number }>;
+  LocalSecondaryIndexes?: Record<string, { CapacityUnits?: number }>;
+}
+
+const addUnits = (key: string, units: number) => sdkWriteUnits.set(key, (sdkWriteUnits.get(key) ?? 0) + units);
+
+function recordCapacity(consumed: ConsumedCapacity | ConsumedCapacity[] | undefined): void {
+  for (const c of consumed === undefined ? [] : Array.isArray(consumed) ? consumed : [consumed]) {
+    const table = c.TableName ?? 'unknown';
+    const indexes = { ...c.GlobalSecondaryIndexes, ...c.LocalSecondaryIndexes };
+    for (const [name, v] of Object.entries(indexes)) addUnits(`${table}/${name}`, v.CapacityUnits ?? 0);
+    // CapacityUnits is the whole write's (table and indexes); Table and the index entries its parts.
+    const indexUnits = Object.values(indexes).reduce((n, v) => n + (v.CapacityUnits ?? 0), 0);
+    addUnits(table, c.CapacityUnits ?? (c.Table?.CapacityUnits ?? 0) + indexUnits);
+  }
+}
+
+/** Asks every write for its consumed capacity (table and indexes) and sums it into sdkWriteUnits. */
+const capacityCounter = (next: any, context: any) => async (args: any) => {
+  if (!WRITE_COMMANDS.test(String(context.commandName))) return next(args);
+  args.input.ReturnConsumedCapacity = 'INDEXES';
+  try {
+    const result = await next(args);
+    recordCapacity(result.output?.ConsumedCapacity);
+    return result;
+  } catch (err: any) {
+    if (/ConditionalCheckFailed|TransactionCanceled/.test(String(err?.name))) addUnits('conditional-check-failed', 1);
+    throw err;
+  }
+};
+
 function counted<C extends AnyClient>(client: C, service: string): C {
   if (clientHook) client = clientHook(client);
+  if (service === 'DynamoDB' && /^(1|true|on|yes)$/i.test(process.env.FERRY_COUNT_CAPACITY ?? '')) {
+    client.middlewareStack.add(capacityCounter, { step: 'initialize', name: 'ferryCapacityCounter' });
+  }
   client.middlewareStack.add(
     (next: any, context: any) => (args: any) => {
       const key = `${service}.${String(context.commandName ?? 'Unknown').replace(/Command$/, '')}`;

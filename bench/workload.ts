@@ -1,0 +1,195 @@
+/**
+ * Issue 13's workload and how Ferry scales, against a local stack in its own process
+ * (bench/stack-child.ts), as a user runs it: the client in this process, worker agents in
+ * theirs (the bundle the container runs). The stack process counts its own AWS SDK calls,
+ * DynamoDB write units and HTTP requests; each agent prints its AWS calls when it stops.
+ */
+import { performance } from 'node:perf_hooks';
+import { spawnAgentProcess, type AgentProcess } from '../local/agent-process';
+import { Client, Executor } from '../sdk';
+import type { WorkloadFigures } from './bullmq-baseline';
+import type { StackChild, StackCounts } from './stack-child';
+
+const fmt = (n: number, d = 1) => n.toFixed(d);
+export const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const FINAL = ['success', 'failed', 'cancelled'];
+
+export function spawnBenchAgent(stack: Pick<StackChild, 'apiUrl' | 'workerEnv'>, ep: { endpoint_id: string; endpoint_secret: string }, poolSize: number, profileDir?: string): AgentProcess {
+  return spawnAgentProcess({
+    ...stack.workerEnv,
+    FERRY_API_URL: stack.apiUrl,
+    FERRY_ENDPOINT_ID: ep.endpoint_id,
+    FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
+    FERRY_POOL_SIZE: String(poolSize),
+    FERRY_RUNTIMES: 'node',
+    // Node writes the profile when the process exits; runtime processes the agent starts inherit it too.
+    ...(profileDir ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profileDir}`.trim() } : {}),
+  }, { bundle: true });
+}
+
+/** The AWS calls an agent counted, from its last log line. */
+export function agentCalls(agent: AgentProcess): Record<string, number> {
+  const line = agent.output().split('\n').find((l) => l.includes('"agent stopped"'));
+  return line ? (JSON.parse(line).aws_calls as Record<string, number>) : {};
+}
+
+export async function stopAgents(agents: AgentProcess[]): Promise<void> {
+  for (const a of agents) a.child.kill('SIGTERM');
+  await Promise.all(agents.map((a) => a.exited));
+}
+
+const sum = (counts: Record<string, number>, prefix: string) => Object.entries(counts).filter(([k]) => k.startsWith(prefix)).reduce((n, [, v]) => n + v, 0);
+/** Write units of whole writes (table plus indexes); "table/index" entries are their parts. */
+const writeUnits = (c: StackCounts) => Object.entries(c.writeUnits).filter(([k]) => !k.includes('/') && k !== 'conditional-check-failed').reduce((n, [, v]) => n + v, 0);
+const perTask = (c: StackCounts, tasks: number) => ({
+  api: (c.requests.API ?? 0) / tasks,
+  ddb: sum(c.calls, 'DynamoDB.') / tasks,
+  wru: writeUnits(c) / tasks,
+  sqs: sum(c.calls, 'SQS.') / tasks,
+});
+
+export async function ferryWorkload(stack: StackChild, opts: { rounds: number; burst: number; profileDir?: string }): Promise<WorkloadFigures> {
+  const client = new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench-workload') });
+  const ep = await client.registerEndpoint('bench-workload');
+  const agent = spawnBenchAgent(stack, ep, 2, opts.profileDir);
+  await agent.ready;
+  const gce = new Executor({ endpointId: ep.endpoint_id, client });
+  const noop = () => null;
+  try {
+    for (let i = 0; i < 20; i++) await gce.submit(noop);
+    await stack.counts(true);
+    const samples: number[] = [];
+    for (let i = 0; i < opts.rounds; i++) {
+      const t0 = performance.now();
+      await gce.submit(noop);
+      samples.push(performance.now() - t0);
+    }
+    const rounds = await stack.counts(true);
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: opts.burst }, () => gce.submit(noop)));
+    const secs = (performance.now() - t0) / 1000;
+    const burst = await stack.counts(true);
+    await gce.shutdown();
+    await stopAgents([agent]);
+    const agentSqs = sum(agentCalls(agent), 'SQS.') / (20 + opts.rounds + opts.burst);
+    const b = perTask(burst, opts.burst);
+    const r = perTask(rounds, opts.rounds);
+    const ops = (c: StackCounts, n: number) => Object.entries(c.calls).filter(([k]) => k.startsWith('DynamoDB.') || k.startsWith('SQS.')).map(([k, v]) => `${k} ${fmt(v / n, 2)}`).join(', ');
+    const units = (c: StackCounts, n: number) => Object.entries(c.writeUnits).map(([k, v]) => `${k} ${fmt(v / n, 2)}`).join(', ');
+    return {
+      samples,
+      tasks: opts.burst,
+      secs,
+      perTask: {
+        api: fmt(b.api, 2),
+        ddb: fmt(b.ddb, 2),
+        wru: fmt(b.wru, 2),
+        sqs: `${fmt(b.sqs + agentSqs, 2)} (stack ${fmt(b.sqs, 2)}, agent ${fmt(agentSqs, 2)})`,
+      },
+      notes: [
+        `Ferry: per-task counts are the stack process's over the ${opts.burst.toLocaleString('en')} tasks, and the agent's over its whole life (${20 + opts.rounds + opts.burst} tasks); ${gce.stats.submitRequests} submit requests, ${gce.stats.polls} polls.`,
+        `Ferry, the ${opts.burst.toLocaleString('en')} tasks, per task: ${ops(burst, opts.burst)}; write units: ${units(burst, opts.burst)}.`,
+        `Ferry, the ${opts.rounds} sequential round trips, per task (stack): API requests ${fmt(r.api, 2)}, DynamoDB calls ${fmt(r.ddb, 2)}, WRU ${fmt(r.wru, 2)}, SQS calls ${fmt(r.sqs, 2)}.`,
+      ],
+    };
+  } finally {
+    await gce.shutdown().catch(() => undefined);
+    if (agent.child.exitCode === null) await stopAgents([agent]);
+    await client.deleteEndpoint(ep.endpoint_id).catch(() => undefined);
+  }
+}
+
+/** Prints the issue-13 table: Ferry's row, then the baseline's (or why it has none). */
+export function printWorkloadTable(rows: { system: string; figures: WorkloadFigures }[], skipped: string[]): void {
+  console.log('| system | round trip p50 | p99 | 5,000 tasks (tasks/s) | API requests/task | DynamoDB calls/task | DynamoDB WRU/task | SQS calls/task |');
+  console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
+  for (const { system, figures: f } of rows) {
+    const p = f.perTask;
+    const rest = p.redis ? `— | — | — | — (${p.redis})` : `${p.api} | ${p.ddb} | ${p.wru} | ${p.sqs}`;
+    console.log(`| ${system} | ${fmt(percentile(f.samples, 50))} ms | ${fmt(percentile(f.samples, 99))} ms | ${fmt(f.tasks / f.secs, 0)} (${f.tasks.toLocaleString('en')} in ${fmt(f.secs, 2)} s) | ${rest} |`);
+  }
+  console.log('');
+  for (const line of skipped) console.log(line);
+  for (const { figures } of rows) for (const n of figures.notes) console.log(`- ${n}`);
+}
+
+/** Polls the tasks until all are final, looking at the last few first (the queue serves in order). */
+async function waitDrained(client: Client, ids: string[]): Promise<void> {
+  const tail = ids.slice(-10);
+  for (;;) {
+    const { tasks } = await client.getTasks(tail);
+    if (tasks.every((t) => FINAL.includes(t.status))) break;
+    await sleep(250);
+  }
+}
+
+async function waitAll(client: Client, ids: string[]): Promise<void> {
+  let pending = ids;
+  while (pending.length) {
+    const { tasks } = await client.getTasks(pending);
+    pending = tasks.filter((t) => !FINAL.includes(t.status)).map((t) => t.task_id);
+    if (pending.length) await sleep(250);
+  }
+}
+
+/**
+ * `--only=scaling`: no-op throughput with 1, 2 and 4 agents (2 runtime processes each) on one
+ * endpoint; then the cost per task of a backlog: tasks queued with no agent running (submits of
+ * 500), then one agent drains them.
+ */
+export async function benchScaling(stack: StackChild, opts: { quick: boolean; profileDir?: string }): Promise<void> {
+  const client = new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench-scaling') });
+  const noop = () => null;
+  console.log('\n## Scaling: agents on one endpoint (each 2 runtime processes), no-op tasks through one Executor\n');
+  const n = opts.quick ? 1000 : 5000;
+  console.log(`| agents | runtime processes | ${n.toLocaleString('en')} tasks (tasks/s) | agent SQS calls/task |`);
+  console.log('| --- | --- | --- | --- |');
+  for (const agents of [1, 2, 4]) {
+    const ep = await client.registerEndpoint(`bench-scaling-${agents}`);
+    const procs = Array.from({ length: agents }, () => spawnBenchAgent(stack, ep, 2, opts.profileDir));
+    await Promise.all(procs.map((a) => a.ready));
+    const gce = new Executor({ endpointId: ep.endpoint_id, client });
+    for (let i = 0; i < 20; i++) await gce.submit(noop);
+    const t0 = performance.now();
+    await Promise.all(Array.from({ length: n }, () => gce.submit(noop)));
+    const secs = (performance.now() - t0) / 1000;
+    await gce.shutdown();
+    await stopAgents(procs);
+    const sqs = procs.reduce((s, a) => s + sum(agentCalls(a), 'SQS.'), 0) / (n + 20);
+    console.log(`| ${agents} | ${agents * 2} | ${fmt(n / secs, 0)} (${fmt(secs, 2)} s) | ${fmt(sqs, 2)} |`);
+    await client.deleteEndpoint(ep.endpoint_id);
+  }
+
+  console.log('\n## Scaling: a backlog queued with no agent running (submits of 500), then one agent (2 runtime processes) drains it\n');
+  console.log('| tasks queued | submit (tasks/s) | drain (tasks/s) | submit: API requests, DynamoDB calls, WRU per task | drain: DynamoDB calls, WRU, SQS calls (stack + agent) per task | WRU per task, total |');
+  console.log('| --- | --- | --- | --- | --- | --- |');
+  const fn = await client.registerFunction(noop);
+  for (const total of opts.quick ? [500, 2000, 5000] : [1000, 10_000, 100_000]) {
+    const ep = await client.registerEndpoint(`bench-backlog-${total}`);
+    await stack.counts(true);
+    const ids: string[] = [];
+    let t0 = performance.now();
+    for (let i = 0; i < total; i += 500) {
+      ids.push(...(await client.batchRun(ep.endpoint_id, Array.from({ length: Math.min(500, total - i) }, () => ({ function_id: fn, args: [] })))).task_ids);
+    }
+    const submitSecs = (performance.now() - t0) / 1000;
+    const submit = perTask(await stack.counts(true), total);
+    const agent = spawnBenchAgent(stack, ep, 2, opts.profileDir);
+    await agent.ready;
+    t0 = performance.now();
+    await waitDrained(client, ids);
+    const drainSecs = (performance.now() - t0) / 1000;
+    const drain = perTask(await stack.counts(true), total);
+    // The last tasks are done; make sure every one is (reads not counted above).
+    await waitAll(client, ids);
+    await stopAgents([agent]);
+    const agentSqs = sum(agentCalls(agent), 'SQS.') / total;
+    console.log(
+      `| ${total.toLocaleString('en')} | ${fmt(total / submitSecs, 0)} (${fmt(submitSecs, 1)} s) | ${fmt(total / drainSecs, 0)} (${fmt(drainSecs, 1)} s) | ` +
+        `${fmt(submit.api, 3)}, ${fmt(submit.ddb, 3)}, ${fmt(submit.wru, 2)} | ${fmt(drain.ddb, 3)}, ${fmt(drain.wru, 2)}, ${fmt(drain.sqs + agentSqs, 3)} (${fmt(drain.sqs, 3)} + ${fmt(agentSqs, 3)}) | ${fmt(submit.wru + drain.wru, 2)} |`,
+    );
+    await client.deleteEndpoint(ep.endpoint_id);
+  }
+  console.log('\nDrain time runs from the agent saying it serves the endpoint to the last tasks being final; the drain counts include this bench\'s polls of the last 10 tasks every 250 ms (about one DynamoDB read call each).');
+}
