@@ -3,7 +3,7 @@ import { resolveCredentials, type Credentials } from './config';
 import { RemoteError, TaskCancelled, TaskPending } from './errors';
 import { Http } from './http';
 import { checkResourceSpecification, isWireShellResult, ShellFunction, ShellResult } from './shell';
-import type { AllowedFunctions, Codec, EndpointInfo, EndpointStatus, FunctionInfo, ResourceSpecification, Runtime, ShellOptions, TaskOutput, TaskSpec, TaskView } from './types';
+import type { AllowedFunctions, Codec, EndpointInfo, EndpointStatus, FunctionInfo, ResourceSpecification, Runtime, ShellOptions, TaskOutput, TaskSpec, TaskView, WaitAnswer } from './types';
 
 export interface ClientOptions extends Partial<Credentials> {
   maxAttempts?: number;
@@ -239,6 +239,16 @@ export class Client {
       }
     }
     return out;
+  }
+
+  /**
+   * Views of the finished tasks among up to 1,000 ids, as soon as one of them is finished, or none
+   * when `waitMs` (at most 20,000) passes first: POST /v1/tasks/wait. `unknown` lists ids that are
+   * not (or no longer) yours; `unread`, finished ones that did not fit in the response (ask again);
+   * `pending`, how many are still open. An API without the route answers 404.
+   */
+  waitForTasks(taskIds: string[], waitMs = 10_000): Promise<WaitAnswer> {
+    return this.http.request('POST', '/v1/tasks/wait', { task_ids: taskIds, wait_ms: waitMs });
   }
 
   /** Status, and result or exception where finished, for each task id. */

@@ -32,17 +32,31 @@ export interface ExecutorOptions extends ClientOptions {
   /** The ranks of each MPIFunction task (see `Executor.resourceSpecification`). */
   resourceSpecification?: Partial<ResourceSpecification>;
   /**
-   * Results are polled every pollMinMs (default 10) while tasks were submitted or finished in
-   * the last pollFastMs (default 250), then the interval grows by half each quiet poll up to
-   * pollMaxMs (default 1000): quick answers for short tasks, few calls for long ones.
+   * Results come by long poll (POST /v1/tasks/wait): a wait names up to 1,000 of the oldest
+   * outstanding tasks and is answered as soon as one of them finishes, or after waitMs (default
+   * 10,000; the API takes at most 20,000). Up to four waits are under way at once, so tasks
+   * submitted while one waits are waited for at once too.
+   */
+  waitMs?: number;
+  /**
+   * How often the tasks not yet seen running are read (POST /v1/tasks/batch), so `future.status()`
+   * follows them while their results are awaited; default 3000.
+   */
+  statusIntervalMs?: number;
+  /**
+   * An API without the wait route (an older deployment answers 404) is polled instead: every
+   * pollMinMs (default 10) while tasks were submitted or finished in the last pollFastMs (default
+   * 250), then the interval grows by half each quiet poll up to pollMaxMs (default 1000). After a
+   * failed wait, the next one leaves after pollMinMs, doubled for each failure, up to pollMaxMs.
    */
   pollMinMs?: number;
   pollFastMs?: number;
   pollMaxMs?: number;
   /**
-   * Polls in a row that may fail (each after the client's own retries, see `maxAttempts`) before
-   * every outstanding future fails with ResultsUnavailable; default 5. A poll that succeeds starts
-   * the count again. A refusal no retry can change (a 4xx such as a revoked token) fails them at once.
+   * Polls (waits) in a row that may fail (each after the client's own retries, see `maxAttempts`)
+   * before every outstanding future fails with ResultsUnavailable; default 5. Waits under way
+   * together count once. A poll that succeeds starts the count again. A refusal no retry can
+   * change (a 4xx such as a revoked token) fails them at once.
    */
   pollFailureLimit?: number;
 }
@@ -77,6 +91,9 @@ interface Tracked {
 // Stays under Lambda's 6 MB request payload with room for JSON and base64.
 const MAX_REQUEST_BYTES = 4 * 1024 * 1024;
 const MAX_BATCH = 500;
+// The API reads at most 1,000 tasks per request (POST /v1/tasks/wait, /v1/tasks/batch).
+const MAX_WAIT_IDS = 1000;
+const MAX_WAITS = 4;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type AnyFn = (...args: any[]) => unknown;
@@ -112,6 +129,13 @@ export class Executor {
   private active = 0;
   private readonly submitConcurrency: number;
   private polling = false;
+  // Long polls: the ids some wait under way names; how many are under way; whether the API has the route.
+  private readonly waiting = new Set<string>();
+  private waits = 0;
+  private waitUnsupported = false;
+  private waitFailures = 0;
+  private lastWaitFailure = 0;
+  private statusTimer?: NodeJS.Timeout;
   private lastActivity = 0;
   private closed = false;
 
@@ -318,16 +342,104 @@ export class Executor {
     return view.status === 'cancelled';
   }
 
+  /** Keep up to MAX_WAITS waits under way over every outstanding task (or poll, where the API cannot wait). */
   private ensurePolling(): void {
+    if (this.waitUnsupported) return this.ensureBatchPolling();
+    while (this.waits < MAX_WAITS && !this.waitUnsupported) {
+      const ids: string[] = [];
+      for (const id of this.outstanding.keys()) {
+        if (this.waiting.has(id)) continue;
+        ids.push(id);
+        if (ids.length === MAX_WAIT_IDS) break;
+      }
+      if (!ids.length) break;
+      this.waits++;
+      for (const id of ids) this.waiting.add(id);
+      void this.waitFor(ids).finally(() => {
+        this.waits--;
+        for (const id of ids) this.waiting.delete(id);
+        this.ensurePolling();
+      });
+    }
+    this.scheduleStatusRead();
+  }
+
+  /** One long poll: settles the futures of the tasks it answers as finished. */
+  private async waitFor(ids: string[]): Promise<void> {
+    const started = Date.now();
+    try {
+      this.stats.polls++;
+      const page = await this.client.waitForTasks(ids, this.opts.waitMs ?? 10_000);
+      this.waitFailures = 0;
+      let finished = 0;
+      for (const view of page.tasks) if (await this.settle(view)) finished++;
+      this.forget(page.unknown);
+      if (finished) this.lastActivity = Date.now();
+    } catch (err) {
+      // An API without the route (an older deployment): poll it as before.
+      if (err instanceof FerryApiError && err.status === 404) {
+        this.waitUnsupported = true;
+        return;
+      }
+      // The client already retried this wait. Waits that failed together count once: one outage is one failure.
+      if (started >= this.lastWaitFailure) {
+        this.waitFailures++;
+        this.lastWaitFailure = Date.now();
+      }
+      if (this.waitFailures >= Math.max(1, this.opts.pollFailureLimit ?? 5) || isRefusal(err)) {
+        this.failOutstanding(new ResultsUnavailable(this.waitFailures, err));
+        this.waitFailures = 0;
+        return;
+      }
+      await sleep(Math.min(this.opts.pollMaxMs ?? 1000, (this.opts.pollMinMs ?? 10) * 2 ** this.waitFailures));
+    }
+  }
+
+  /** Now and then, the status of tasks not yet seen running: a wait answers only finished ones. */
+  private scheduleStatusRead(): void {
+    if (this.statusTimer || this.waitUnsupported || !this.outstanding.size) return;
+    this.statusTimer = setTimeout(async () => {
+      try {
+        const ids = [...this.outstanding].filter(([, t]) => t.future.status() !== 'running').map(([id]) => id);
+        if (ids.length) {
+          this.stats.polls++;
+          await this.client.getTasks(ids, async (views) => {
+            for (const view of views) if (await this.settle(view)) this.lastActivity = Date.now();
+          });
+        }
+      } catch {
+        // The waits report what fails; a status read is only a courtesy.
+      } finally {
+        this.statusTimer = undefined;
+        this.scheduleStatusRead();
+      }
+    }, this.opts.statusIntervalMs ?? 3000);
+    // The waits under way keep the process alive while results are awaited; this timer need not.
+    this.statusTimer.unref();
+  }
+
+  private forget(unknown: string[]): void {
+    for (const id of unknown) {
+      this.outstanding.get(id)?.future._reject(new FerryApiError(404, 'NotFound', `task ${id} is no longer known`));
+      this.outstanding.delete(id);
+    }
+  }
+
+  private failOutstanding(error: ResultsUnavailable): void {
+    for (const { future } of this.outstanding.values()) future._reject(error);
+    this.outstanding.clear();
+  }
+
+  private ensureBatchPolling(): void {
     if (this.polling || !this.outstanding.size) return;
     this.polling = true;
     void this.poll().finally(() => {
       this.polling = false;
-      this.ensurePolling();
+      this.ensureBatchPolling();
     });
   }
 
-  /** One loop for every outstanding future: batched reads, quick while results arrive, slower while none do. */
+  /** Where the API cannot wait, one loop for every outstanding future: batched reads, quick while results arrive, slower while none do. */
   private async poll(): Promise<void> {
     const min = this.opts.pollMinMs ?? 10;
     const fast = this.opts.pollFastMs ?? 250;
@@ -344,19 +456,14 @@ export class Executor {
         const { unknown } = await this.client.getTasks([...this.outstanding.keys()], async (views) => {
           for (const view of views) if (await this.settle(view)) finished++;
         });
-        for (const id of unknown) {
-          this.outstanding.get(id)?.future._reject(new FerryApiError(404, 'NotFound', `task ${id} is no longer known`));
-          this.outstanding.delete(id);
-        }
+        this.forget(unknown);
         failures = 0;
       } catch (err) {
         // The client already retried this poll; a transient failure is tried again, slower, but one
         // that persists (or that no retry can change) fails the futures rather than hang them.
         failures++;
         if (failures >= limit || isRefusal(err)) {
-          const error = new ResultsUnavailable(failures, err);
-          for (const { future } of this.outstanding.values()) future._reject(error);
-          this.outstanding.clear();
+          this.failOutstanding(new ResultsUnavailable(failures, err));
           break;
         }
       }

@@ -53,4 +53,12 @@ export interface AllowedFunctions {
   functions: string[];
 }
 
+/** POST /v1/tasks/wait: the finished tasks among those asked (see Client.waitForTasks). */
+export interface WaitAnswer {
+  tasks: TaskView[];
+  unknown: string[];
+  unread?: string[];
+  pending: number;
+}
+
 export const FINAL: readonly TaskStatus[] = ['success', 'failed', 'cancelled'];

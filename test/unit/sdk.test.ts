@@ -1,5 +1,5 @@
 import { types } from 'node:util';
-import { Client, ComputeFuture, Executor, MPIFunction, RemoteError, ShellFunction, ShellResult } from '../../sdk';
+import { Client, ComputeFuture, Executor, FerryApiError, MPIFunction, RemoteError, ShellFunction, ShellResult } from '../../sdk';
 import { remoteErrorOf } from '../../sdk/client';
 import { checkResourceSpecification } from '../../sdk/shell';
 import type { TaskView } from '../../sdk/types';
@@ -122,8 +122,13 @@ describe('ShellFunction and MPIFunction', () => {
   });
 });
 
-/** A client whose requests are answered in memory, in the API's shapes: enough to drive an Executor. */
-function fakeClient() {
+const FINAL_STATUSES = ['success', 'failed', 'cancelled'];
+
+/**
+ * A client whose requests are answered in memory, in the API's shapes: enough to drive an Executor.
+ * `noWaitRoute`: the API of an older deployment, which answers 404 for POST /v1/tasks/wait.
+ */
+function fakeClient(opts: { noWaitRoute?: boolean } = {}) {
   const client = new Client({ apiUrl: 'http://fake.invalid', token: 'fry_fake' });
   const functions = new Map<string, { function_id: string; runtime: string; source: string }>();
   const tasks = new Map<string, TaskView & { spec: Record<string, unknown> }>();
@@ -151,6 +156,18 @@ function fakeClient() {
       return { task_group_id: group, task_ids: ids };
     }
     if (method === 'POST' && path === '/v1/tasks/batch') return { tasks: body.task_ids.map((id: string) => tasks.get(id)), unknown: [] };
+    if (method === 'POST' && path === '/v1/tasks/wait') {
+      if (opts.noWaitRoute) throw new FerryApiError(404, 'HttpError', 'Not Found');
+      // Answers once a task is finished, or after wait_ms (at most 50 ms here, so a test ends soon).
+      for (let waited = 0; ; waited += 2) {
+        const known = (body.task_ids as string[]).filter((id) => tasks.has(id)).map((id) => tasks.get(id)!);
+        const done = known.filter((t) => FINAL_STATUSES.includes(t.status));
+        if (done.length || waited >= Math.min(body.wait_ms, 50)) {
+          return { tasks: done, unknown: (body.task_ids as string[]).filter((id) => !tasks.has(id)), unread: [], pending: known.length - done.length };
+        }
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    }
     const task = /^\/v1\/tasks\/([^/]+)$/.exec(path);
     if (method === 'GET' && task) return tasks.get(task[1]!);
     const group = /^\/v1\/task-groups\/([^?]+)/.exec(path);
@@ -263,5 +280,68 @@ describe('Executor with shell and mpi functions', () => {
     expect(await fresh.getResult(taskId)).toBeInstanceOf(ShellResult);
     expect((await fresh.getBatchResult([taskId]))[taskId]!.result).toBeInstanceOf(ShellResult);
     expect(api.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/v1/functions/'))).toHaveLength(1);
+  });
+
+  it('waits for results by long poll, each wait naming at most 1,000 of the oldest outstanding tasks', async () => {
+    const api = fakeClient();
+    const gce = new Executor({ endpointId: 'ep', client: api.client, batchSize: 500 });
+    const futures = Array.from({ length: 1200 }, (_, i) => gce.submit((x: number) => x, i));
+    await until(() => futures.every((f) => f.taskId !== undefined));
+    await until(() => api.requests.some((r) => r.path === '/v1/tasks/wait'));
+    const waits = () => api.requests.filter((r) => r.path === '/v1/tasks/wait');
+    // The oldest tasks come first.
+    expect(waits()[0]!.body.task_ids[0]).toBe(futures[0]!.taskId);
+    futures.forEach((f, i) => api.finish(f.taskId!, i));
+    expect(await Promise.all(futures)).toEqual(futures.map((_, i) => i));
+    expect(waits().every((r) => r.body.task_ids.length <= 1000 && r.body.wait_ms === 10_000)).toBe(true);
+    // Every task was named by some wait, and no batch read was needed.
+    expect(new Set(waits().flatMap((r) => r.body.task_ids)).size).toBe(1200);
+    expect(api.requests.filter((r) => r.path === '/v1/tasks/batch')).toHaveLength(0);
+    await gce.shutdown();
+  });
+
+  it('keeps future.status() truthful by an occasional batch read while the waits hear only finished tasks', async () => {
+    const api = fakeClient();
+    const gce = new Executor({ endpointId: 'ep', client: api.client, statusIntervalMs: 20 });
+    const f = gce.submit(() => 1);
+    await until(() => f.taskId !== undefined);
+    expect(f.status()).toBe('waiting-for-endpoint');
+    api.tasks.get(f.taskId!)!.status = 'running';
+    await until(() => f.status() === 'running');
+    api.finish(f.taskId!, 1);
+    expect(await f).toBe(1);
+    await gce.shutdown();
+  });
+
+  it('polls POST /v1/tasks/batch where the API has no wait route (an older deployment answers 404)', async () => {
+    const api = fakeClient({ noWaitRoute: true });
+    const gce = new Executor({ endpointId: 'ep', client: api.client, pollMinMs: 1 });
+    const f = gce.submit((x: number) => x, 7);
+    await until(() => f.taskId !== undefined);
+    await until(() => api.requests.some((r) => r.path === '/v1/tasks/batch'));
+    api.finish(f.taskId!, 7);
+    expect(await f).toBe(7);
+    // The route is asked once; later tasks are polled at once.
+    const g = gce.submit((x: number) => x, 8);
+    await until(() => g.taskId !== undefined);
+    api.finish(g.taskId!, 8);
+    expect(await g).toBe(8);
+    expect(api.requests.filter((r) => r.path === '/v1/tasks/wait')).toHaveLength(1);
+    await gce.shutdown();
+  });
+
+  it('fails the futures with ResultsUnavailable after pollFailureLimit failed waits in a row', async () => {
+    const api = fakeClient();
+    const gce = new Executor({ endpointId: 'ep', client: api.client, pollFailureLimit: 3, pollMinMs: 1 });
+    const spy = jest.spyOn(api.client.http, 'request');
+    const answer = spy.getMockImplementation()!;
+    spy.mockImplementation(async (method: string, path: string, body?: any) => {
+      if (path === '/v1/tasks/wait') throw new FerryApiError(503, 'HttpError', 'Service Unavailable');
+      return answer(method, path, body);
+    });
+    const f = gce.submit(() => 1);
+    const err = await f.result().catch((e: unknown) => e);
+    expect(err).toMatchObject({ name: 'ResultsUnavailable', polls: 3 });
+    await gce.shutdown();
   });
 });
