@@ -1,4 +1,5 @@
 import { writeFileSync } from 'node:fs';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import {
   BatchWriteItemCommand,
   CreateTableCommand,
@@ -12,34 +13,25 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import type { FerryConfig } from '../core/config';
 import { legacySubmitOrder } from '../core/tables/tasks';
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { Readable } from 'node:stream';
+import { startDynaliteThread, type DynaliteCall } from './dynamo-thread';
 import type { LocalIam } from './iam';
 import { listenOnLoopback, type LoopbackServer } from './listen';
 import { AuthError, type AuthFailure } from './sigv4';
 
-// dynalite ships no type declarations.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const dynalite = require('dynalite') as (opts: Record<string, unknown>) => import('node:http').Server;
-
 export type DynamoServer = LoopbackServer;
 
 /**
- * DynamoDB on loopback (dynalite): in memory, or on disk under `dataDir`. With `iam`, every
- * request must be signed by a known key before dynalite sees it, and only the admin may make
- * any call: the worker role has no DynamoDB statement (infra/lib/worker-role.ts).
+ * DynamoDB on loopback: dynalite, in memory or on disk under `dataDir`, on a thread of its own
+ * (local/dynamo-thread.ts) while this process keeps the socket. With `iam`, every request must be
+ * signed by a known key before dynalite sees it, and only the admin may make any call: the worker
+ * role has no DynamoDB statement (infra/lib/worker-role.ts).
  */
 export async function startDynamoServer(opts: { port?: number; host?: string; dataDir?: string; iam?: LocalIam } = {}): Promise<DynamoServer> {
-  const server = dynalite({ path: opts.dataDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const dynalite = startDynaliteThread({ path: opts.dataDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
   const iam = opts.iam;
-  if (iam) {
-    const dynaliteHandler = server.listeners('request')[0] as (req: IncomingMessage, res: ServerResponse) => void;
-    server.removeAllListeners('request');
-    server.on('request', (req: IncomingMessage, res: ServerResponse) => {
-      void guardDynamo(iam, req, res, dynaliteHandler);
-    });
-  }
-  return listenOnLoopback(server, opts.port, opts.host);
+  const server = createServer((req, res) => void serveDynamo(iam, req, res, dynalite.call));
+  const listening = await listenOnLoopback(server, opts.port, opts.host);
+  return { ...listening, close: async () => (await listening.close(), await dynalite.stop()) };
 }
 
 // The coral exception names DynamoDB answers authentication failures with. AWS sends them as
@@ -53,7 +45,7 @@ const DYNAMO_AUTH_ERRORS: Record<AuthFailure, string> = {
   expired: 'ExpiredTokenException',
 };
 
-async function guardDynamo(iam: LocalIam, req: IncomingMessage, res: ServerResponse, next: (req: IncomingMessage, res: ServerResponse) => void): Promise<void> {
+async function serveDynamo(iam: LocalIam | undefined, req: IncomingMessage, res: ServerResponse, dynalite: DynaliteCall): Promise<void> {
   const chunks: Buffer[] = [];
   try {
     for await (const chunk of req) chunks.push(chunk as Buffer);
@@ -61,9 +53,19 @@ async function guardDynamo(iam: LocalIam, req: IncomingMessage, res: ServerRespo
     return void res.destroy();
   }
   const body = Buffer.concat(chunks);
+  const refusal = iam && (await refusalOf(iam, req, body));
+  if (refusal) {
+    const text = JSON.stringify({ __type: `com.amazon.coral.service#${refusal[0]}`, message: refusal[1] });
+    res.writeHead(403, { 'content-type': 'application/x-amz-json-1.0', 'content-length': String(Buffer.byteLength(text)) });
+    return void res.end(text);
+  }
+  dynalite(req, body, res);
+}
+
+/** Why IAM refuses this request (the coral exception name and message), or undefined when it may go on. */
+async function refusalOf(iam: LocalIam, req: IncomingMessage, body: Buffer): Promise<[string, string] | undefined> {
   const target = String(req.headers['x-amz-target'] ?? '');
   const action = `dynamodb:${target.split('.').pop() ?? ''}`;
-  let refusal: [string, string] | undefined;
   try {
     const caller = await iam.authenticate('dynamodb', { method: req.method ?? 'POST', url: req.url ?? '/', headers: req.headers, body });
     const table = (() => {
@@ -75,20 +77,13 @@ async function guardDynamo(iam: LocalIam, req: IncomingMessage, res: ServerRespo
     })();
     const resource = `arn:aws:dynamodb:${iam.opts.region}:000000000000:table/${table}`;
     if (!iam.allows(caller, action, resource)) {
-      refusal = ['AccessDeniedException', `User: ${caller.principalId} is not authorized to perform: ${action} on resource: ${resource} because no identity-based policy allows the ${action} action`];
+      return ['AccessDeniedException', `User: ${caller.principalId} is not authorized to perform: ${action} on resource: ${resource} because no identity-based policy allows the ${action} action`];
     }
+    return undefined;
   } catch (err) {
     if (!(err instanceof AuthError)) throw err;
-    refusal = [DYNAMO_AUTH_ERRORS[err.reason], err.message];
+    return [DYNAMO_AUTH_ERRORS[err.reason], err.message];
   }
-  if (refusal) {
-    const text = JSON.stringify({ __type: `com.amazon.coral.service#${refusal[0]}`, message: refusal[1] });
-    res.writeHead(403, { 'content-type': 'application/x-amz-json-1.0', 'content-length': String(Buffer.byteLength(text)) });
-    return void res.end(text);
-  }
-  // dynalite reads the body from the request's events: hand it a stream of the bytes already read.
-  const replay = Object.assign(Readable.from([body]), { headers: req.headers, method: req.method, url: req.url });
-  next(replay as unknown as IncomingMessage, res);
 }
 
 const S = 'S' as const;

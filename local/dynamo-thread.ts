@@ -1,0 +1,51 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { join } from 'node:path';
+import { Worker } from 'node:worker_threads';
+
+/** A request for dynalite: already read whole (and, on a stack with IAM, authenticated). */
+export type DynaliteCall = (req: IncomingMessage, body: Buffer, res: ServerResponse) => void;
+
+/**
+ * dynalite on its own thread (local/dynamo-worker.js): the returned call hands it one request and
+ * writes its answer to `res`. Storage work (validation, the LevelDB encodings, expressions) then
+ * runs beside the stack's event loop instead of on it.
+ */
+export function startDynaliteThread(options: Record<string, unknown>): { call: DynaliteCall; stop(): Promise<void> } {
+  const worker = new Worker(join(__dirname, 'dynamo-worker.js'), { workerData: { options } });
+  // Nothing waits on the thread but the requests in flight: it must not keep the process alive alone.
+  worker.unref();
+  const waiting = new Map<number, ServerResponse>();
+  let next = 0;
+  let closed: (() => void) | undefined;
+  worker.on('message', (m: 'closed' | { id: number; status: number; headers: Record<string, string>; body: Uint8Array }) => {
+    if (m === 'closed') return closed?.();
+    const res = waiting.get(m.id);
+    waiting.delete(m.id);
+    if (!res || res.destroyed) return;
+    res.writeHead(m.status, m.headers);
+    res.end(Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength));
+  });
+  worker.on('error', (err) => {
+    console.error('local DynamoDB thread failed', err);
+    for (const res of waiting.values()) res.destroy();
+    waiting.clear();
+  });
+  return {
+    call(req, body, res) {
+      const id = next++;
+      waiting.set(id, res);
+      worker.postMessage({ id, method: req.method, url: req.url, headers: req.headers, body });
+    },
+    /** Close the store (its files and lock, when on disk) and end the thread. */
+    async stop() {
+      await new Promise<void>((resolve) => {
+        closed = resolve;
+        worker.postMessage('close');
+        worker.once('exit', () => resolve());
+      });
+      await worker.terminate();
+      for (const res of waiting.values()) res.destroy();
+      waiting.clear();
+    },
+  };
+}
