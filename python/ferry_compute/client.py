@@ -23,6 +23,9 @@ FINAL_STATES = ("success", "failed", "cancelled")
 # The API takes at most 500 tasks per submit and 1,000 ids per batch read.
 MAX_TASKS_PER_SUBMIT = 500
 MAX_IDS_PER_READ = 1000
+# POST /v1/tasks/wait: the API waits at most 20 s (API Gateway answers within 30 s).
+MAX_WAIT_MS = 20_000
+DEFAULT_WAIT_MS = 10_000
 # Runtimes whose arguments travel as JSON {"args", "kwargs"}; python's as a pickle.
 JSON_RUNTIMES = ("node", "shell", "mpi")
 SHELL_RUNTIMES = ("shell", "mpi")
@@ -375,6 +378,22 @@ class Client:
                     raise FerryError(f"the API read none of {len(unread)} tasks and named them unread")
                 ask = unread
         return {"tasks": tasks, "unknown": unknown}
+
+    def _wait(self, task_ids: Sequence[str], wait_ms: int = DEFAULT_WAIT_MS) -> Dict[str, Any]:
+        """POST /v1/tasks/wait: views of the finished tasks among up to 1,000 ids, as soon as one is
+        finished, or none when ``wait_ms`` passes first; ``unknown`` ids, ``unread`` finished ones that
+        did not fit, and ``pending``, how many are open. An API without the route answers 404."""
+        return self.http.request("POST", "/v1/tasks/wait", {"task_ids": [str(t) for t in task_ids], "wait_ms": int(wait_ms)})
+
+    def wait_for_tasks(self, task_id_list: Iterable[Any], timeout: float = DEFAULT_WAIT_MS / 1000) -> Dict[str, Dict[str, Any]]:
+        """The finished tasks among up to 1,000 ids, in ``get_batch_result``'s shape, as soon as one
+        of them is finished; ``{}`` when ``timeout`` seconds (at most 20) pass first (a Ferry addition)."""
+        ids = [str(t) for t in task_id_list]
+        out = self._wait(ids, min(MAX_WAIT_MS, max(0, int(timeout * 1000))))
+        found = {v["task_id"]: self._outcome(v) for v in out.get("tasks", [])}
+        for tid in out.get("unknown", []):
+            found[tid] = {"task_id": tid, "pending": False, "status": "unknown", "exception": FerryApiError(404, "NotFound", f"task {tid} not found")}
+        return {tid: found[tid] for tid in ids if tid in found}
 
     def _group_views(self, task_group_id: str) -> List[Dict[str, Any]]:
         """Every task of a task group, in submit order (GET /v1/task-groups/{id}, all pages)."""

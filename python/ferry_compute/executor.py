@@ -1,13 +1,15 @@
 """`Executor` and `ComputeFuture`: Globus Compute's Executor, for Ferry.
 
 `submit` returns a future at once. Submissions made close together leave in one request (up to
-`batch_size` tasks); each function's source is registered once per executor; one background
-thread reads the state of every outstanding task in batched requests and settles the futures.
+`batch_size` tasks); each function's source is registered once per executor; background threads
+wait for the outstanding tasks by long poll (POST /v1/tasks/wait, up to four waits of 1,000 tasks
+under way at once) and settle the futures as their tasks finish.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 import json
 import os
 import threading
@@ -20,7 +22,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 from ._output import TaskOutput, task_output
 from ._source import FunctionSource, function_source
 from .batch import as_optional_uuid
-from .client import FINAL_STATES, MAX_TASKS_PER_SUBMIT, Client, _warn_ignored, _warn_unknown
+from .client import DEFAULT_WAIT_MS, FINAL_STATES, MAX_IDS_PER_READ, MAX_TASKS_PER_SUBMIT, Client, _warn_ignored, _warn_unknown
 from .errors import FerryApiError, FerryError, ResultsUnavailable
 from .shell_function import ShellFunction
 
@@ -28,6 +30,8 @@ from .shell_function import ShellFunction
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
 # The longest a submission waits for others to share its request.
 MAX_LINGER = 0.1
+# Long polls under way at once: tasks submitted while one waits are waited for at once too.
+MAX_WAITS = 4
 
 
 class ComputeFuture(concurrent.futures.Future):
@@ -107,9 +111,13 @@ class Executor(concurrent.futures.Executor):
     tasks; ``label`` and ``batch_size`` are used; ``user_endpoint_config``, ``amqp_port``,
     ``api_burst_limit`` / ``api_burst_window_s``, ``serializer`` and ``result_serializers`` are
     accepted and ignored (with a warning when set). Ferry's own, keyword-only: ``api_url``,
-    ``token``, ``walltime_ms``, ``memory_mb``, ``batch_delay``, ``poll_interval``,
-    ``max_poll_interval``, ``poll_failure_limit`` (polls in a row that may fail, each after the
-    client's own retries, before the outstanding futures fail with ResultsUnavailable; default 5).
+    ``token``, ``walltime_ms``, ``memory_mb``, ``batch_delay``, ``wait_ms`` (how long one long
+    poll for results may wait, default 10,000, at most 20,000), ``status_interval`` (seconds
+    between reads of the tasks not yet seen running, so ``ferry_status`` follows them; default 3),
+    ``poll_interval`` and ``max_poll_interval`` (the polling of an older API without the wait
+    route, and the pause after a failed wait), ``poll_failure_limit`` (polls in a row that may
+    fail, each after the client's own retries, before the outstanding futures fail with
+    ResultsUnavailable; waits that fail together count once; default 5).
     """
 
     # As in Globus Compute: the task group of the last executor that had one, for the next one.
@@ -135,6 +143,8 @@ class Executor(concurrent.futures.Executor):
         walltime_ms: Optional[int] = None,
         memory_mb: Optional[int] = None,
         batch_delay: float = 0.005,
+        wait_ms: int = DEFAULT_WAIT_MS,
+        status_interval: float = 3.0,
         poll_interval: float = 0.02,
         max_poll_interval: float = 1.0,
         poll_failure_limit: int = 5,
@@ -171,6 +181,8 @@ class Executor(concurrent.futures.Executor):
         # Each task's memory cap (MB); the endpoint's default otherwise, and its maximum caps it.
         self.memory_mb = memory_mb
         self.batch_delay = batch_delay
+        self.wait_ms = wait_ms
+        self.status_interval = status_interval
         self.poll_interval = poll_interval
         self.max_poll_interval = max_poll_interval
         self.poll_failure_limit = max(1, int(poll_failure_limit))
@@ -187,6 +199,13 @@ class Executor(concurrent.futures.Executor):
         self._register_lock = threading.RLock()
         self._submitter: Optional[threading.Thread] = None
         self._poller: Optional[threading.Thread] = None
+        # Long polls: the ids some wait under way names, how many are under way, whether the API has the route.
+        self._waiting: "set[str]" = set()
+        self._waits = 0
+        self._wait_unsupported = False
+        self._wait_failures = 0
+        self._last_wait_failure = 0.0
+        self._status_reader: Optional[threading.Thread] = None
         self._shutdown = False
 
     # --- Globus's attributes -----------------------------------------------------------------
@@ -520,14 +539,98 @@ class Executor(concurrent.futures.Executor):
     def _watch(self, future: ComputeFuture, task_id: str) -> None:
         with self._cond:
             self._outstanding[task_id] = future
-            if self._poller is None:
-                self._poller = threading.Thread(target=self._poll_loop, name="ferry-poll", daemon=True)
-                self._poller.start()
+            self._pump()
 
     # --- results -----------------------------------------------------------------------------
 
+    def _pump(self) -> None:
+        """Keep up to MAX_WAITS waits under way over the outstanding tasks, oldest first (or one
+        poller, where the API cannot wait). Called holding ``self._cond``."""
+        if self._wait_unsupported:
+            if self._poller is None and self._outstanding:
+                self._poller = threading.Thread(target=self._poll_loop, name="ferry-poll", daemon=True)
+                self._poller.start()
+            return
+        while self._waits < MAX_WAITS:
+            ids = list(itertools.islice((t for t in self._outstanding if t not in self._waiting), MAX_IDS_PER_READ))
+            if not ids:
+                break
+            self._waits += 1
+            self._waiting.update(ids)
+            threading.Thread(target=self._wait_once, args=(ids,), name="ferry-wait", daemon=True).start()
+        if self._status_reader is None and self._outstanding:
+            self._status_reader = threading.Thread(target=self._status_loop, name="ferry-status", daemon=True)
+            self._status_reader.start()
+
+    def _wait_once(self, ids: List[str]) -> None:
+        """One long poll: settles the futures of the tasks it answers as finished."""
+        started = time.monotonic()
+        try:
+            self.stats["polls"] += 1
+            out = self.client._wait(ids, self.wait_ms)
+            with self._cond:
+                self._wait_failures = 0
+            for view in out.get("tasks", []):
+                self._settle(view)
+            self._forget(out.get("unknown", []))
+        except Exception as exc:  # noqa: BLE001 - the client already retried this wait
+            if isinstance(exc, FerryApiError) and exc.status == 404:
+                # An API without the route (an older deployment): poll it as before.
+                with self._cond:
+                    self._wait_unsupported = True
+                return
+            with self._cond:
+                # Waits that failed together count once: one outage is one failure.
+                if started >= self._last_wait_failure:
+                    self._wait_failures += 1
+                    self._last_wait_failure = time.monotonic()
+                failures = self._wait_failures
+            if _refused(exc) or failures >= self.poll_failure_limit:
+                self._fail_outstanding(ResultsUnavailable(failures, exc), exc)
+                with self._cond:
+                    self._wait_failures = 0
+            else:
+                time.sleep(min(self.max_poll_interval, self.poll_interval * 2**failures))
+        finally:
+            with self._cond:
+                self._waits -= 1
+                self._waiting.difference_update(ids)
+                self._pump()
+
+    def _status_loop(self) -> None:
+        """Now and then, the status of the tasks not yet seen running: a wait answers only finished ones."""
+        while True:
+            time.sleep(self.status_interval)
+            with self._cond:
+                if not self._outstanding or self._wait_unsupported:
+                    self._status_reader = None
+                    return
+                ids = [t for t, f in self._outstanding.items() if f.ferry_status != "running"]
+            if not ids:
+                continue
+            try:
+                self.stats["polls"] += 1
+                self.client._views(ids, lambda page: [self._settle(v) for v in page])
+            except Exception:  # noqa: BLE001 - the waits report what fails; a status read is only a courtesy
+                pass
+
+    def _forget(self, unknown: Iterable[str]) -> None:
+        for task_id in unknown:
+            with self._cond:
+                future = self._outstanding.pop(task_id, None)
+            if future is not None:
+                _fail(future, FerryApiError(404, "NotFound", f"task {task_id} is no longer known"))
+
+    def _fail_outstanding(self, error: ResultsUnavailable, cause: BaseException) -> None:
+        error.__cause__ = cause
+        with self._cond:
+            lost = list(self._outstanding.values())
+            self._outstanding.clear()
+        for future in lost:
+            _fail(future, error)
+
     def _poll_loop(self) -> None:
-        """One loop for every outstanding future: quick while results arrive, slower while none do."""
+        """Where the API cannot wait, one loop for every outstanding future: quick while results arrive, slower while none do."""
         delay, last_activity = self.poll_interval, time.monotonic()
         failures = 0
         while True:
@@ -548,25 +651,15 @@ class Executor(concurrent.futures.Executor):
                         finished += self._settle(view)
 
                 views = self.client._views(ids, settle_page)
-                for task_id in views["unknown"]:
-                    future = self._outstanding.pop(task_id, None)
-                    if future is not None:
-                        _fail(future, FerryApiError(404, "NotFound", f"task {task_id} is no longer known"))
+                self._forget(views["unknown"])
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - the client already retried this poll
                 failed_read = True
                 failures += 1
                 # A refusal no retry changes (a revoked token), or a failure that persists, fails the
                 # futures rather than hang them; a transient one is tried again, slower.
-                refused = isinstance(exc, FerryApiError) and 400 <= exc.status < 500 and exc.status not in (408, 409, 429)
-                if refused or failures >= self.poll_failure_limit:
-                    error = ResultsUnavailable(failures, exc)
-                    error.__cause__ = exc
-                    with self._cond:
-                        lost = list(self._outstanding.values())
-                        self._outstanding.clear()
-                    for future in lost:
-                        _fail(future, error)
+                if _refused(exc) or failures >= self.poll_failure_limit:
+                    self._fail_outstanding(ResultsUnavailable(failures, exc), exc)
                     failures = 0
             now = time.monotonic()
             if finished:
@@ -643,6 +736,11 @@ def _check_json_dict(what: str, val: Any) -> None:
 
 def _spec_size(spec: Dict[str, Any]) -> int:
     return len(spec["payload"].get("data") or "") + 300
+
+
+def _refused(exc: BaseException) -> bool:
+    """A 4xx that another attempt cannot change (429 and 409 are the API asking to come back later)."""
+    return isinstance(exc, FerryApiError) and 400 <= exc.status < 500 and exc.status not in (408, 409, 429)
 
 
 def _fail(future: ComputeFuture, exc: BaseException) -> None:

@@ -10,6 +10,7 @@ import pickle
 import re
 import subprocess
 import threading
+import time
 import traceback
 import types
 import uuid
@@ -20,8 +21,10 @@ from ferry_compute.errors import FerryApiError
 class FakeApi:
     api_url = "http://fake"
 
-    def __init__(self, run=True):
+    def __init__(self, run=True, no_wait_route=False):
         self.run = run
+        # An older deployment: POST /v1/tasks/wait answers 404, and the executor polls /v1/tasks/batch.
+        self.no_wait_route = no_wait_route
         self.lock = threading.Lock()
         self.functions = {}
         self.tasks = {}
@@ -84,6 +87,10 @@ class FakeApi:
             with self.lock:
                 views = [dict(self.tasks[t]) for t in body["task_ids"] if t in self.tasks]
             return {"tasks": views, "unknown": [t for t in body["task_ids"] if t not in self.tasks]}
+        if method == "POST" and path == "/v1/tasks/wait":
+            if self.no_wait_route:
+                raise FerryApiError(404, "HttpError", "Not Found")
+            return self.wait(body)
         m = re.match(r"^/v1/tasks/([^/]+)$", path)
         if method == "GET" and m:
             with self.lock:
@@ -96,6 +103,18 @@ class FakeApi:
                     view["status"] = "cancelled"
                 return dict(view)
         raise AssertionError(f"unexpected {method} {path}")
+
+    def wait(self, body):
+        """As the API's long poll: the finished tasks asked for, once there is one, or none after wait_ms (at most 50 ms here, so tests end soon)."""
+        ids = body["task_ids"]
+        deadline = time.monotonic() + min(body.get("wait_ms", 10_000), 50) / 1000
+        while True:
+            with self.lock:
+                known = [dict(self.tasks[t]) for t in ids if t in self.tasks]
+            done = [v for v in known if v["status"] in ("success", "failed", "cancelled")]
+            if done or time.monotonic() >= deadline:
+                return {"tasks": done, "unknown": [t for t in ids if t not in self.tasks], "unread": [], "pending": len(known) - len(done)}
+            time.sleep(0.002)
 
     def submit(self, body):
         ids = [str(uuid.UUID(int=next(self.ids))) for _ in body["tasks"]]

@@ -55,8 +55,8 @@ def minus_one(x):
 
 
 class ExecutorTests(unittest.TestCase):
-    def executor(self, run=True, **opts):
-        self.api = FakeApi(run=run)
+    def executor(self, run=True, no_wait_route=False, **opts):
+        self.api = FakeApi(run=run, no_wait_route=no_wait_route)
         client = Client(http=self.api, upload=self.api.upload, fetch=lambda url: self.fail(f"fetch {url}"))
         ex = Executor(endpoint_id=EP, client=client, poll_interval=0.001, **opts)
         self.addCleanup(ex.shutdown, wait=False, cancel_futures=True)
@@ -78,13 +78,36 @@ class ExecutorTests(unittest.TestCase):
         self.assertEqual(len(set(keys)), len(keys))
         self.assertTrue(all(keys))
 
-    def test_results_are_polled_in_batches(self):
+    def test_results_are_awaited_by_long_poll_in_batches(self):
         ex = self.executor()
         futures = [ex.submit(square, i) for i in range(30)]
-        concurrent.futures.wait(futures, timeout=10)
+        self.assertEqual([f.result(timeout=10) for f in futures], [i * i for i in range(30)])
+        waits = self.api.calls("POST", "/v1/tasks/wait")
+        self.assertLess(len(waits), 30)
+        self.assertTrue(all(len(r[2]["task_ids"]) <= 1000 and r[2]["wait_ms"] == 10_000 for r in waits))
+        self.assertEqual(self.api.calls("POST", "/v1/tasks/batch"), [])
+
+    def test_an_api_without_the_wait_route_is_polled_in_batches(self):
+        ex = self.executor(no_wait_route=True)
+        futures = [ex.submit(square, i) for i in range(30)]
+        self.assertEqual([f.result(timeout=10) for f in futures], [i * i for i in range(30)])
         reads = self.api.calls("POST", "/v1/tasks/batch")
         self.assertLess(len(reads), 30)
         self.assertTrue(all(len(r[2]["task_ids"]) <= 1000 for r in reads))
+        # The route is asked once (or once per wait under way when the first answer came).
+        self.assertLessEqual(len(self.api.calls("POST", "/v1/tasks/wait")), 4)
+
+    def test_the_status_of_a_waiting_task_follows_the_service(self):
+        ex = self.executor(run=False, status_interval=0.01)
+        f = ex.submit(square, 3)
+        while not f.task_id:
+            concurrent.futures.wait([f], timeout=0.01)
+        self.api.tasks[f.task_id]["status"] = "running"
+        for _ in range(500):
+            if f.ferry_status == "running":
+                break
+            concurrent.futures.wait([f], timeout=0.01)
+        self.assertEqual(f.ferry_status, "running")
 
     def test_args_kwargs_and_the_remote_exception(self):
         ex = self.executor()
