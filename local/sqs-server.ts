@@ -7,10 +7,14 @@
  *
  * State lives in memory. With `dataFile` every change a client is told about — a sent,
  * received, deleted or re-timed message, a queue made, changed, purged or deleted — is
- * appended to a log (local/sqs-log.ts) before the answer, and fdatasync'ed first unless
- * `fsync: false`; a restart replays it, so queues, messages and receipt handles survive
- * kill -9 (and, with fsync, a machine crash). The log sits next to `dataFile` as `<name>.log`;
- * an old whole-state snapshot at `dataFile` (`sqs.json`) is migrated into it once.
+ * appended to a log (local/sqs-log.ts) before the answer; a restart replays it, so queues,
+ * messages and receipt handles survive kill -9. Unless `fsync: false`, a sent message and a
+ * queue change are also fdatasync'ed before the answer, so they survive a machine crash too.
+ * A receive, delete or visibility change is not waited for (an fdatasync costs milliseconds on
+ * the path of every task): a machine crash can undo only the last of those, which makes a
+ * message visible again, i.e. delivers it once more, as at-least-once allows. The log sits next
+ * to `dataFile` as `<name>.log`; an old whole-state snapshot at `dataFile` (`sqs.json`) is
+ * migrated into it once.
  */
 import { createHash, createHmac, randomBytes, randomUUID, timingSafeEqual } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
@@ -859,6 +863,12 @@ class Queue {
 type Action = (params: Params, signal: AbortSignal, caller?: Caller) => Json | Promise<Json>;
 
 const READ_ONLY_ACTIONS = new Set(['GetQueueUrl', 'ListQueues', 'GetQueueAttributes', 'ListQueueTags', 'ListDeadLetterSourceQueues']);
+/**
+ * Changes whose loss in a machine crash would lose a message or a queue: fdatasync'ed before
+ * the answer. The others (receive, delete, visibility) reach the OS before the answer, and a
+ * crash that undoes one only delivers a message again.
+ */
+const SYNCED_ACTIONS = new Set(['CreateQueue', 'DeleteQueue', 'SetQueueAttributes', 'TagQueue', 'UntagQueue', 'PurgeQueue', 'SendMessage', 'SendMessageBatch']);
 const QUEUE_NAME = /^[A-Za-z0-9_-]{1,80}$/; // SQS: up to 80 alphanumerics, hyphens, underscores
 const BATCH_ENTRY_ID = /^[A-Za-z0-9_-]{1,80}$/;
 const SYSTEM_ATTRIBUTE_NAMES = [
@@ -991,7 +1001,7 @@ class LocalSqsServer implements SqsServer {
         throw new SqsError('AccessDenied', `User: ${caller.principalId} is not authorized to perform: sqs:${action} on resource: ${this.resourceOf(action, params)} because no identity-based policy allows the sqs:${action} action`);
       }
       const output = await run(params, aborted.signal, caller);
-      if (!READ_ONLY_ACTIONS.has(action)) await this.commit();
+      if (!READ_ONLY_ACTIONS.has(action)) await this.commit(SYNCED_ACTIONS.has(action));
       await respond(res, 200, requestId, output);
     } catch (err) {
       const error =
@@ -1002,7 +1012,7 @@ class LocalSqsServer implements SqsServer {
             : new SqsError('InternalError', 'The request processing has failed because of an unknown error.');
       if (!(err instanceof SqsError) && !(err instanceof AuthError)) console.error('sqs-server: %s failed', action, err);
       // A batch may have changed some entries before one failed: those, too, are on disk before the answer.
-      else if (run && !READ_ONLY_ACTIONS.has(action)) await this.commit().catch(() => undefined);
+      else if (run && !READ_ONLY_ACTIONS.has(action)) await this.commit(SYNCED_ACTIONS.has(action)).catch(() => undefined);
       // Errors every AWS service shares come from the common namespace, the queue's own from SQS's.
       const namespace = COMMON_ERRORS.has(error.shape) ? 'com.amazon.coral.service' : 'com.amazonaws.sqs';
       await respond(res, error.status, requestId, { __type: `${namespace}#${error.shape}`, message: error.message }, {
@@ -1421,11 +1431,11 @@ class LocalSqsServer implements SqsServer {
     if (this.log.recordsSinceRewrite > this.compactAfterRecords && this.log.recordsSinceRewrite > 2 * live) this.compact();
   }
 
-  /** Before an answer: the request's changes (and all earlier ones) are with the OS, and synced if fsync is on. */
-  private async commit(): Promise<void> {
+  /** Before an answer: the request's changes (and all earlier ones) are with the OS, and with `sync` on stable storage if fsync is on. */
+  private async commit(sync: boolean): Promise<void> {
     if (!this.log) return;
     this.flush();
-    await this.log.durable();
+    if (sync) await this.log.durable();
   }
 
   private liveItems(): number {
