@@ -471,7 +471,7 @@ export async function applyResults(msgs: ResultMessage[], sender: string): Promi
     const prev = ordered[i - 1];
     let via = prev?.kind === 'started' && prev.worker_id === msg.worker_id && msg.kind !== 'started' ? [{ state: 'running' as const, at: prev.at, by: base.by }] : undefined;
     // A result that finished before its agent sent a separate "started" says when it started.
-    const startedAt = msg.kind !== 'started' ? (msg as { started_at?: string }).started_at : undefined;
+    const startedAt = msg.kind !== 'started' ? msg.started_at : undefined;
     if (!via && startedAt) via = [{ state: 'running' as const, at: startedAt, by: base.by }];
     let applied: TaskRecord | undefined;
     if (msg.kind === 'started') applied = await transitionTask(msg.task_id, 'running', base);
