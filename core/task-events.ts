@@ -31,6 +31,12 @@ export function onFinished(taskIds: Iterable<string>, hear: (ids: string[]) => v
   return () => finished.off('finished', listener);
 }
 
+/** Hear every announcement, until the returned function is called. */
+export function onAnyFinished(hear: (ids: readonly string[]) => void): () => void {
+  finished.on('finished', hear);
+  return () => finished.off('finished', hear);
+}
+
 /**
  * Resolve with the first announced ids among `taskIds` (an empty list when `ms` passes, or
  * `signal` aborts, first).

@@ -1,7 +1,8 @@
+import { performance } from 'node:perf_hooks';
 import { config } from '../../core/config';
 import { isFinal } from '../../core/states';
-import { onFinished } from '../../core/task-events';
 import type { TaskRecord } from '../../core/tables/tasks';
+import { onAnyFinished, onFinished } from '../../core/task-events';
 import { ownTasks, taskView, withinBudget } from '../../core/tasks';
 import { route } from '../http';
 import { waitTasksBody } from '../schemas';
@@ -16,6 +17,7 @@ import { waitTasksBody } from '../schemas';
  */
 export const waitForTasks = route({ auth: 'user', body: waitTasksBody }, async ({ caller, body }) => {
   const ids = body.task_ids;
+  const user = caller.userId;
   const deadline = Date.now() + body.wait_ms;
   const heard = new Set<string>();
   let wake: (() => void) | undefined;
@@ -36,39 +38,93 @@ export const waitForTasks = route({ auth: 'user', body: waitTasksBody }, async (
       wake = done;
     });
   try {
-    const first = await ownTasks(ids, caller.userId);
-    const known = new Map<string, TaskRecord>(first.tasks.map((t) => [t.task_id, t]));
-    const unknown = new Set(first.unknown);
-    const open = () => [...known.values()].filter((t) => !isFinal(t.state)).map((t) => t.task_id);
-    let anyFinal = first.tasks.some((t) => isFinal(t.state));
-    while (!anyFinal && !unknown.size && open().length && Date.now() < deadline) {
-      await pause(Math.min(config().waitPollMs, deadline - Date.now()));
-      // Announced ids are read alone; with none heard (AWS, or a missed wake), every open task is read again.
-      const ask = heard.size ? [...heard] : open();
-      heard.clear();
-      const again = await ownTasks(ask, caller.userId);
-      for (const t of again.tasks) known.set(t.task_id, t);
+    const open = new Set<string>();
+    const finals = new Map<string, TaskRecord>();
+    const unknown = new Set<string>();
+    const read = async (ask: string[]) => {
+      const out = await readOwn(ask, user);
+      for (const t of out.tasks) {
+        if (isFinal(t.state)) {
+          open.delete(t.task_id);
+          finals.set(t.task_id, t);
+        } else open.add(t.task_id);
+      }
       // A task gone meanwhile (its record expired) is unknown now.
-      for (const id of again.unknown) {
-        known.delete(id);
+      for (const id of out.unknown) {
+        open.delete(id);
         unknown.add(id);
       }
-      anyFinal = again.tasks.some((t) => isFinal(t.state));
+    };
+    // A wait that follows another (the SDKs ask again as soon as they are answered) reads only what it cannot trust.
+    const trusted = recentlyOpen(ids, user);
+    for (const id of trusted) open.add(id);
+    const ask = trusted.size ? ids.filter((id) => !trusted.has(id)) : ids;
+    if (ask.length) await read(ask);
+    while (!finals.size && !unknown.size && open.size && Date.now() < deadline) {
+      await pause(Math.min(config().waitPollMs, deadline - Date.now()));
+      // Announced ids are read alone; with none heard (AWS, or a missed wake), every open task is read again.
+      const again = heard.size ? [...heard] : [...open];
+      heard.clear();
+      await read(again);
     }
-    const finals = ids.flatMap((id) => {
-      const t = known.get(id);
-      return t && isFinal(t.state) ? [t] : [];
-    });
-    const { fit, rest } = withinBudget(await Promise.all(finals.map(taskView)));
+    const done = ids.flatMap((id) => finals.get(id) ?? []);
+    const { fit, rest } = withinBudget(await Promise.all(done.map(taskView)));
     return {
       body: {
         tasks: fit,
         unknown: ids.filter((id) => unknown.has(id)),
-        unread: finals.slice(finals.length - rest).map((t) => t.task_id),
-        pending: open().length,
+        unread: done.slice(done.length - rest).map((t) => t.task_id),
+        pending: open.size,
       },
     };
   } finally {
     unsubscribe();
   }
 });
+
+/**
+ * Tasks this process read as open lately, with their owner and when the read began. A wait trusts
+ * an entry for FERRY_WAIT_POLL_MS, the staleness it accepts anyway where finishes are not announced
+ * (AWS); an announcement drops the entry at once. Bounded: the oldest entries go first.
+ */
+const seenOpen = new Map<string, { owner: string; at: number }>();
+/** When this process last heard each task announced, so a read that began before cannot mark it open again. */
+const heardFinished = new Map<string, number>();
+const SEEN_LIMIT = 100_000;
+
+onAnyFinished((ids) => {
+  const now = performance.now();
+  for (const id of ids) {
+    seenOpen.delete(id);
+    heardFinished.delete(id);
+    heardFinished.set(id, now);
+  }
+  trim(heardFinished);
+});
+
+function trim(map: Map<string, unknown>): void {
+  for (const key of map.keys()) {
+    if (map.size <= SEEN_LIMIT) break;
+    map.delete(key);
+  }
+}
+
+async function readOwn(ids: string[], user: string): ReturnType<typeof ownTasks> {
+  const began = performance.now();
+  const out = await ownTasks(ids, user);
+  for (const t of out.tasks) {
+    seenOpen.delete(t.task_id);
+    if (!isFinal(t.state) && !((heardFinished.get(t.task_id) ?? -1) >= began)) seenOpen.set(t.task_id, { owner: user, at: began });
+  }
+  for (const id of out.unknown) seenOpen.delete(id);
+  trim(seenOpen);
+  return out;
+}
+
+function recentlyOpen(ids: string[], user: string): Set<string> {
+  const since = performance.now() - config().waitPollMs;
+  return new Set(ids.filter((id) => {
+    const seen = seenOpen.get(id);
+    return seen !== undefined && seen.owner === user && seen.at > since;
+  }));
+}

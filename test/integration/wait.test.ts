@@ -77,6 +77,14 @@ it('wakes when a task it waits for is cancelled', async () => {
   expect(r.body).toMatchObject({ tasks: [{ task_id: queued, status: 'cancelled' }], unknown: [], pending: 0 });
 }, 10_000);
 
+it('sees a task finished between two waits at once, though the first wait read it open just before', async () => {
+  const [queued] = await submit(idle, 0);
+  expect((await wait(alice, { task_ids: [queued], wait_ms: 0 })).body.pending).toBe(1);
+  expect((await alice('POST', `/v1/tasks/${queued}/cancel`)).status).toBe(200);
+  const r = await wait(alice, { task_ids: [queued], wait_ms: 20_000 });
+  expect(r.body).toMatchObject({ tasks: [{ task_id: queued, status: 'cancelled' }], pending: 0 });
+}, 10_000);
+
 it('answers tasks: [] when wait_ms passes with nothing finished', async () => {
   const ids = await submit(idle, 0, 0);
   const r = await wait(alice, { task_ids: ids, wait_ms: 300 });
