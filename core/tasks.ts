@@ -15,6 +15,7 @@ import {
   getSharesFresh,
   getTask,
   getTasks,
+  idempotentResponse,
   lastInGroup,
   MAX_SHARE_BYTES,
   MAX_SHARE_TASKS,
@@ -92,34 +93,51 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   const taskIds = layout.flatMap((n, k) => Array.from({ length: n }, (_, p) => taskIdAt(shareIds[k]!, p)));
   const response = { task_group_id: taskGroupId, task_ids: taskIds };
 
-  // Independent reads, made together: they sit on every submit's critical path.
-  const [ep, functions, lastInGroup] = await Promise.all([
-    usableEndpoint(input.endpointId, input.userId),
-    ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
-    input.taskGroupId ? lastOfOwnGroup(input.taskGroupId, input.userId) : undefined,
-  ]);
-  const refused = disallowedFunctions(ep, [...functions.keys()]);
-  if (refused.length) {
-    throw new FunctionNotAllowed(`endpoint ${ep.endpoint_id} does not allow function${refused.length > 1 ? 's' : ''} ${refused.join(', ')}`, {
-      function_ids: refused,
-    });
-  }
-  const specs = input.tasks.map((t, i) => taskResources(t, functions.get(t.function_id)!, i));
   const submittedAt = new Date();
-  let prefix = submitPrefix(submittedAt, lastInGroup);
+  const request_hash = keyHash ? sha256Hex(JSON.stringify([input.endpointId, input.taskGroupId ?? null, input.tasks])) : '';
+  const kept = { task_group_id: taskGroupId, shares: shareIds.map((id, k) => [id, layout[k]!] as [string, number]) };
+  const claim = (prefix: string) => claimIdempotency(input.userId, keyHash!, { request_hash, response: kept, submit_prefix: prefix }, REQUEST_DEADLINE_MS);
+  // Without a group the submit's order prefix needs no read, so the idempotency claim goes out
+  // with the reads instead of after them.
+  const ungrouped = input.taskGroupId ? undefined : submitPrefix(submittedAt, undefined);
+  const early = keyHash && ungrouped ? claim(ungrouped) : undefined;
+  early?.catch(() => undefined);
+  let checked: { ep: EndpointRecord; functions: Map<string, FunctionRecord>; lastInGroup?: string; specs: (ResourceSpecification | undefined)[] };
+  try {
+    // Independent reads, made together: they sit on every submit's critical path.
+    const [ep, functions, lastInGroup] = await Promise.all([
+      usableEndpoint(input.endpointId, input.userId),
+      ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
+      input.taskGroupId ? lastOfOwnGroup(input.taskGroupId, input.userId) : undefined,
+    ]);
+    const refused = disallowedFunctions(ep, [...functions.keys()]);
+    if (refused.length) {
+      throw new FunctionNotAllowed(`endpoint ${ep.endpoint_id} does not allow function${refused.length > 1 ? 's' : ''} ${refused.join(', ')}`, {
+        function_ids: refused,
+      });
+    }
+    checked = { ep, functions, lastInGroup, specs: input.tasks.map((t, i) => taskResources(t, functions.get(t.function_id)!, i)) };
+  } catch (err) {
+    // A refused request leaves no claim behind; one that took over a dead attempt keeps it (its
+    // shares may exist, and the next retry must take them over again).
+    const c = await early?.catch(() => undefined);
+    if (c?.claimed && !c.previous) await releaseIdempotency(input.userId, keyHash!);
+    throw err;
+  }
+  const { ep, functions, specs } = checked;
+  let prefix = ungrouped ?? submitPrefix(submittedAt, checked.lastInGroup);
   let takeover = false;
   if (keyHash) {
-    const request_hash = sha256Hex(JSON.stringify([input.endpointId, input.taskGroupId ?? null, input.tasks]));
-    const claim = await claimIdempotency(input.userId, keyHash, { request_hash, response, submit_prefix: prefix }, REQUEST_DEADLINE_MS);
-    if (!claim.claimed) {
-      if (claim.held.request_hash !== request_hash) throw new IdempotencyKeyReused('this Idempotency-Key was used for a different request');
-      if (claim.held.state === 'complete') return claim.held.response;
+    const out = await (early ?? claim(prefix));
+    if (!out.claimed) {
+      if (out.held.request_hash !== request_hash) throw new IdempotencyKeyReused('this Idempotency-Key was used for a different request');
+      if (out.held.state === 'complete') return idempotentResponse(out.held.response);
       throw new RequestInProgress('a request with this Idempotency-Key is still being served; retry shortly');
     }
     // The claim replaced one whose request died part-way: some of its shares may exist already,
     // and the rest take their places beside them.
-    takeover = claim.previous !== undefined;
-    prefix = claim.previous?.submit_prefix ?? prefix;
+    takeover = out.previous !== undefined;
+    prefix = out.previous?.submit_prefix ?? prefix;
   }
 
   const now = submittedAt.toISOString();

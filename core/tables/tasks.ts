@@ -595,7 +595,12 @@ async function transitionLegacy(taskId: string, to: TaskState, change: Transitio
  */
 export interface IdempotencyRecord {
   request_hash: string;
-  response: { task_group_id: string; task_ids: string[] };
+  /**
+   * The submit's answer: its group and its shares with their task counts (task ids follow from
+   * them, taskIdAt), so the record stays one write unit whatever the submit's size. Records made
+   * before shares list `task_ids` instead.
+   */
+  response: { task_group_id: string; shares?: [string, number][]; task_ids?: string[] };
   state: 'pending' | 'complete';
   /** Epoch ms when the request that holds the claim started. */
   started_at: number;
@@ -604,6 +609,12 @@ export interface IdempotencyRecord {
 }
 
 const idemKey = (owner: string, keyHash: string) => `idempotency#${owner}#${keyHash}`;
+
+/** A submit's answer as its idempotency record keeps it. */
+export const idempotentResponse = (r: IdempotencyRecord['response']): { task_group_id: string; task_ids: string[] } => ({
+  task_group_id: r.task_group_id,
+  task_ids: r.task_ids ?? (r.shares ?? []).flatMap(([shareId, n]) => Array.from({ length: n }, (_, p) => taskIdAt(shareId, p))),
+});
 
 /**
  * Claim a key for this request in one conditional write: a new key, or one whose holder has been
