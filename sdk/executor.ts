@@ -94,6 +94,8 @@ const MAX_BATCH = 500;
 // The API reads at most 1,000 tasks per request (POST /v1/tasks/wait, /v1/tasks/batch).
 const MAX_WAIT_IDS = 1000;
 const MAX_WAITS = 4;
+// Tasks left out of every wait for pollMaxMs (the waits under way name long tasks) get waits of their own, up to this many in all.
+const MAX_WAITS_OVERFLOW = 16;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type AnyFn = (...args: any[]) => unknown;
@@ -136,6 +138,8 @@ export class Executor {
   private waitFailures = 0;
   private lastWaitFailure = 0;
   private statusTimer?: NodeJS.Timeout;
+  private overflowTimer?: NodeJS.Timeout;
+  private overflow = false;
   private lastActivity = 0;
   private closed = false;
 
@@ -342,17 +346,24 @@ export class Executor {
     return view.status === 'cancelled';
   }
 
-  /** Keep up to MAX_WAITS waits under way over every outstanding task (or poll, where the API cannot wait). */
+  /**
+   * Keep up to MAX_WAITS waits under way over every outstanding task, oldest first (or poll, where
+   * the API cannot wait). A wait ends when one of its tasks finishes, and the next takes in what
+   * was left out; tasks left out for pollMaxMs, because the waits under way name only long tasks,
+   * get more waits (up to MAX_WAITS_OVERFLOW), so a short task is not held up behind long ones.
+   */
   private ensurePolling(): void {
     if (this.waitUnsupported) return this.ensureBatchPolling();
-    while (this.waits < MAX_WAITS && !this.waitUnsupported) {
+    let leftOut = false;
+    for (;;) {
       const ids: string[] = [];
       for (const id of this.outstanding.keys()) {
         if (this.waiting.has(id)) continue;
         ids.push(id);
         if (ids.length === MAX_WAIT_IDS) break;
       }
-      if (!ids.length) break;
+      leftOut = ids.length > 0;
+      if (!leftOut || this.waitUnsupported || this.waits >= (this.overflow ? MAX_WAITS_OVERFLOW : MAX_WAITS)) break;
       this.waits++;
       for (const id of ids) this.waiting.add(id);
       void this.waitFor(ids).finally(() => {
@@ -360,6 +371,16 @@ export class Executor {
         for (const id of ids) this.waiting.delete(id);
         this.ensurePolling();
       });
+    }
+    this.overflow = false;
+    if (leftOut && !this.waitUnsupported && !this.overflowTimer && this.waits < MAX_WAITS_OVERFLOW) {
+      this.overflowTimer = setTimeout(() => {
+        this.overflowTimer = undefined;
+        this.overflow = true;
+        this.ensurePolling();
+      }, this.opts.pollMaxMs ?? 1000);
+      // The waits under way keep the process alive while results are awaited; this timer need not.
+      this.overflowTimer.unref();
     }
     this.scheduleStatusRead();
   }

@@ -128,7 +128,7 @@ const FINAL_STATUSES = ['success', 'failed', 'cancelled'];
  * A client whose requests are answered in memory, in the API's shapes: enough to drive an Executor.
  * `noWaitRoute`: the API of an older deployment, which answers 404 for POST /v1/tasks/wait.
  */
-function fakeClient(opts: { noWaitRoute?: boolean } = {}) {
+function fakeClient(opts: { noWaitRoute?: boolean; fullWaits?: boolean } = {}) {
   const client = new Client({ apiUrl: 'http://fake.invalid', token: 'fry_fake' });
   const functions = new Map<string, { function_id: string; runtime: string; source: string }>();
   const tasks = new Map<string, TaskView & { spec: Record<string, unknown> }>();
@@ -158,11 +158,11 @@ function fakeClient(opts: { noWaitRoute?: boolean } = {}) {
     if (method === 'POST' && path === '/v1/tasks/batch') return { tasks: body.task_ids.map((id: string) => tasks.get(id)), unknown: [] };
     if (method === 'POST' && path === '/v1/tasks/wait') {
       if (opts.noWaitRoute) throw new FerryApiError(404, 'HttpError', 'Not Found');
-      // Answers once a task is finished, or after wait_ms (at most 50 ms here, so a test ends soon).
+      // Answers once a task is finished, or after wait_ms (unless `fullWaits`, at most 50 ms here, so a test ends soon).
       for (let waited = 0; ; waited += 2) {
         const known = (body.task_ids as string[]).filter((id) => tasks.has(id)).map((id) => tasks.get(id)!);
         const done = known.filter((t) => FINAL_STATUSES.includes(t.status));
-        if (done.length || waited >= Math.min(body.wait_ms, 50)) {
+        if (done.length || waited >= (opts.fullWaits ? body.wait_ms : Math.min(body.wait_ms, 50))) {
           return { tasks: done, unknown: (body.task_ids as string[]).filter((id) => !tasks.has(id)), unread: [], pending: known.length - done.length };
         }
         await new Promise((r) => setTimeout(r, 2));
@@ -298,6 +298,25 @@ describe('Executor with shell and mpi functions', () => {
     expect(new Set(waits().flatMap((r) => r.body.task_ids)).size).toBe(1200);
     expect(api.requests.filter((r) => r.path === '/v1/tasks/batch')).toHaveLength(0);
     await gce.shutdown();
+  });
+
+  it('gives a task more waits when the waits under way name only long tasks', async () => {
+    const api = fakeClient({ fullWaits: true });
+    const gce = new Executor({ endpointId: 'ep', client: api.client, waitMs: 3000, pollMaxMs: 20 });
+    // Five submits one after another: each task is tracked alone, and four waits name the first four.
+    const long = [];
+    for (let i = 0; i < 4; i++) {
+      const f = gce.submit(() => 'long');
+      await until(() => f.taskId !== undefined && api.requests.filter((r) => r.path === '/v1/tasks/wait').length === i + 1);
+      long.push(f);
+    }
+    const short = gce.submit(() => 'short');
+    await until(() => short.taskId !== undefined);
+    api.finish(short.taskId!, 'short');
+    // Within until()'s 2.5 s, less than any of the 3 s waits under way: a wait of its own answered it.
+    await until(() => short.done());
+    expect(await short).toBe('short');
+    await gce.shutdown({ wait: false, cancelFutures: true });
   });
 
   it('keeps future.status() truthful by an occasional batch read while the waits hear only finished tasks', async () => {
