@@ -61,10 +61,14 @@ export class DataStack extends Stack {
     functions.addGlobalSecondaryIndex(ownerIndex);
     const endpoints = table('EndpointsTable', 'endpoints', 'endpoint_id');
     endpoints.addGlobalSecondaryIndex(ownerIndex);
-    // Finished tasks carry `expires_at` (resultTtlDays after they end), idempotency records one day.
+    // Items (core/tables/tasks.ts): a share of up to 100 tasks of one submit, its open marker, a
+    // task's own item once it moves, idempotency records. Shares and markers expire after their
+    // tasks can no longer be open plus resultTtlDays; task items with them or resultTtlDays after
+    // the task ends, whichever is later; idempotency records after one day.
     const tasks = table('TasksTable', 'tasks', 'task_id', 'expires_at');
     // A group's tasks in submit order: `submit_order` is the submit's time and token, then the
-    // task's position in it (core/tables/tasks.ts submitOrder). It replaced a group-index sorted
+    // task's position in it (core/tables/tasks.ts submitOrder). It holds shares (their first
+    // task's order; their tasks follow by position), and tasks written before shares. It replaced a group-index sorted
     // on created_at, which every task of one submit shares. A GSI's keys cannot change in place:
     // on a deployed stage, deploy with both indexes, backfill submit_order, then drop group-index.
     tasks.addGlobalSecondaryIndex({
@@ -75,7 +79,8 @@ export class DataStack extends Stack {
       projectionType: dynamodb.ProjectionType.INCLUDE,
       nonKeyAttributes: ['owner'],
     });
-    // Sparse (only open tasks carry open_on) and sorted by age: deleting an endpoint finds what to
+    // Sparse (only the open markers of shares with open tasks carry open_on, and tasks written
+    // before shares while open) and sorted by age: deleting an endpoint finds what to
     // fail without a scan, and the undeliverable-task sweep reads only tasks older than a queue's
     // retention (core/lost-tasks.ts). It replaced an unsorted open-index before any stage was
     // deployed; on a live stage a GSI's keys cannot change in place (add the new one, then drop).
