@@ -32,6 +32,8 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_LINGER = 0.1
 # Long polls under way at once: tasks submitted while one waits are waited for at once too.
 MAX_WAITS = 4
+# Tasks left out of every wait for max_poll_interval (the waits under way name long tasks) get waits of their own, up to this many in all.
+MAX_WAITS_OVERFLOW = 16
 
 
 class ComputeFuture(concurrent.futures.Future):
@@ -206,6 +208,8 @@ class Executor(concurrent.futures.Executor):
         self._wait_failures = 0
         self._last_wait_failure = 0.0
         self._status_reader: Optional[threading.Thread] = None
+        self._overflow_timer: Optional[threading.Timer] = None
+        self._overflow = False
         self._shutdown = False
 
     # --- Globus's attributes -----------------------------------------------------------------
@@ -545,22 +549,37 @@ class Executor(concurrent.futures.Executor):
 
     def _pump(self) -> None:
         """Keep up to MAX_WAITS waits under way over the outstanding tasks, oldest first (or one
-        poller, where the API cannot wait). Called holding ``self._cond``."""
+        poller, where the API cannot wait). A wait ends when one of its tasks finishes, and the next
+        takes in what was left out; tasks left out for max_poll_interval, because the waits under
+        way name only long tasks, get more waits (up to MAX_WAITS_OVERFLOW). Called holding ``self._cond``."""
         if self._wait_unsupported:
             if self._poller is None and self._outstanding:
                 self._poller = threading.Thread(target=self._poll_loop, name="ferry-poll", daemon=True)
                 self._poller.start()
             return
-        while self._waits < MAX_WAITS:
+        left_out = False
+        while True:
             ids = list(itertools.islice((t for t in self._outstanding if t not in self._waiting), MAX_IDS_PER_READ))
-            if not ids:
+            left_out = bool(ids)
+            if not left_out or self._waits >= (MAX_WAITS_OVERFLOW if self._overflow else MAX_WAITS):
                 break
             self._waits += 1
             self._waiting.update(ids)
             threading.Thread(target=self._wait_once, args=(ids,), name="ferry-wait", daemon=True).start()
+        self._overflow = False
+        if left_out and self._overflow_timer is None and self._waits < MAX_WAITS_OVERFLOW:
+            self._overflow_timer = threading.Timer(self.max_poll_interval, self._overflow_pump)
+            self._overflow_timer.daemon = True
+            self._overflow_timer.start()
         if self._status_reader is None and self._outstanding:
             self._status_reader = threading.Thread(target=self._status_loop, name="ferry-status", daemon=True)
             self._status_reader.start()
+
+    def _overflow_pump(self) -> None:
+        with self._cond:
+            self._overflow_timer = None
+            self._overflow = True
+            self._pump()
 
     def _wait_once(self, ids: List[str]) -> None:
         """One long poll: settles the futures of the tasks it answers as finished."""

@@ -21,8 +21,10 @@ from ferry_compute.errors import FerryApiError
 class FakeApi:
     api_url = "http://fake"
 
-    def __init__(self, run=True, no_wait_route=False):
+    def __init__(self, run=True, no_wait_route=False, full_waits=False):
         self.run = run
+        # Waits last their whole wait_ms (otherwise at most 50 ms, so tests end soon).
+        self.full_waits = full_waits
         # An older deployment: POST /v1/tasks/wait answers 404, and the executor polls /v1/tasks/batch.
         self.no_wait_route = no_wait_route
         self.lock = threading.Lock()
@@ -107,7 +109,8 @@ class FakeApi:
     def wait(self, body):
         """As the API's long poll: the finished tasks asked for, once there is one, or none after wait_ms (at most 50 ms here, so tests end soon)."""
         ids = body["task_ids"]
-        deadline = time.monotonic() + min(body.get("wait_ms", 10_000), 50) / 1000
+        wait_ms = body.get("wait_ms", 10_000)
+        deadline = time.monotonic() + (wait_ms if self.full_waits else min(wait_ms, 50)) / 1000
         while True:
             with self.lock:
                 known = [dict(self.tasks[t]) for t in ids if t in self.tasks]

@@ -55,8 +55,8 @@ def minus_one(x):
 
 
 class ExecutorTests(unittest.TestCase):
-    def executor(self, run=True, no_wait_route=False, **opts):
-        self.api = FakeApi(run=run, no_wait_route=no_wait_route)
+    def executor(self, run=True, no_wait_route=False, full_waits=False, **opts):
+        self.api = FakeApi(run=run, no_wait_route=no_wait_route, full_waits=full_waits)
         client = Client(http=self.api, upload=self.api.upload, fetch=lambda url: self.fail(f"fetch {url}"))
         ex = Executor(endpoint_id=EP, client=client, poll_interval=0.001, **opts)
         self.addCleanup(ex.shutdown, wait=False, cancel_futures=True)
@@ -96,6 +96,20 @@ class ExecutorTests(unittest.TestCase):
         self.assertTrue(all(len(r[2]["task_ids"]) <= 1000 for r in reads))
         # The route is asked once (or once per wait under way when the first answer came).
         self.assertLessEqual(len(self.api.calls("POST", "/v1/tasks/wait")), 4)
+
+    def test_a_task_gets_more_waits_when_the_waits_under_way_name_only_long_tasks(self):
+        ex = self.executor(run=False, full_waits=True, wait_ms=3000, max_poll_interval=0.02)
+        # Four tasks submitted one after another: each is tracked alone, and four waits name them.
+        for i in range(4):
+            f = ex.submit(square, i)
+            while len(self.api.calls("POST", "/v1/tasks/wait")) < i + 1:
+                concurrent.futures.wait([f], timeout=0.01)
+        short = ex.submit(square, 5)
+        while not short.task_id:
+            concurrent.futures.wait([short], timeout=0.01)
+        self.api.execute(short.task_id)
+        # Sooner than any of the 3 s waits under way ends: a wait of its own answered it.
+        self.assertEqual(short.result(timeout=2.5), 25)
 
     def test_the_status_of_a_waiting_task_follows_the_service(self):
         ex = self.executor(run=False, status_interval=0.01)
