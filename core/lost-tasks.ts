@@ -169,6 +169,8 @@ async function failOpenTasks(endpointId: string, before: string | undefined, now
 
 /** A share's marker stays this long at least: most shares finish well within it, and are closed in one pass. */
 const CLOSE_AFTER_MS = 60_000;
+/** Markers found with open tasks, and when to look at them again (in process; bounded). */
+const recheckAt = new Map<string, number>();
 
 /**
  * Delete the markers of an endpoint's shares (older than a minute) whose tasks are all final, so
@@ -182,13 +184,19 @@ export async function closeFinishedShares(endpointId: string, now = Date.now()):
   let cursor: Record<string, unknown> | undefined;
   do {
     const page = await queryOpenByAge(endpointId, { before, cursor, limit: 100 });
-    const markers = page.items.map((i) => i.task_id).filter((k) => markerShare(k) !== undefined);
+    const markers = page.items.map((i) => i.task_id).filter((k) => markerShare(k) !== undefined && (recheckAt.get(k) ?? 0) <= now);
     for (const key of markers) {
       const ids = await openTaskIds([key]);
       const tasks = await getTasks(ids);
       if (tasks.length === ids.length && tasks.every((t) => isFinal(t.state))) {
         await deleteMarker(markerShare(key)!);
+        recheckAt.delete(key);
         closed++;
+      } else {
+        // A share still open (a backlog) is read again a minute later, not at every sweep.
+        recheckAt.delete(key);
+        recheckAt.set(key, now + CLOSE_AFTER_MS);
+        if (recheckAt.size > 100_000) recheckAt.delete(recheckAt.keys().next().value!);
       }
     }
     cursor = page.next;

@@ -175,11 +175,24 @@ function remember(s: ShareRecord): void {
 export async function getShare(shareId: string, opts: { consistent?: boolean; fresh?: boolean } = {}): Promise<ShareRecord | undefined> {
   const hit = opts.fresh ? undefined : cached(shareId);
   if (hit) return hit;
-  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: shareKey(shareId) }, ConsistentRead: opts.consistent || opts.fresh }));
-  const s = out.Item as ShareRecord | undefined;
-  if (s) remember(s);
-  return s;
+  // The results of one share's tasks arrive together: one read serves them all.
+  const key = `${cacheKey(shareId)}/${opts.fresh || opts.consistent ? 'c' : 'e'}`;
+  const pending = reading.get(key);
+  if (pending && !opts.fresh) return pending;
+  const read = (async () => {
+    const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: shareKey(shareId) }, ConsistentRead: opts.consistent || opts.fresh }));
+    const s = out.Item as ShareRecord | undefined;
+    if (s) remember(s);
+    return s;
+  })();
+  reading.set(key, read);
+  try {
+    return await read;
+  } finally {
+    if (reading.get(key) === read) reading.delete(key);
+  }
 }
+const reading = new Map<string, Promise<ShareRecord | undefined>>();
 
 /** Shares read straight from the table (strongly consistent), for a submit taking over a dead attempt. */
 export async function getSharesFresh(shareIds: readonly string[]): Promise<Map<string, ShareRecord>> {
