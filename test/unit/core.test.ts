@@ -4,9 +4,9 @@ import { derivedId, UUID_RE } from '../../core/ids';
 import { encodeJsonArgs, inlineBytes, inlineEnvelope, verifyPayload } from '../../core/payload';
 import { packBatches } from '../../core/queues/batch-send';
 import { canTransition, isFinal, statesAllowing, TASK_STATES } from '../../core/states';
-import { bundleTasks } from '../../core/tasks';
+import { bundleTasks, shareLayout } from '../../core/tasks';
 import type { FunctionRecord } from '../../core/tables/functions';
-import type { TaskRecord } from '../../core/tables/tasks';
+import { MAX_SHARE_BYTES, shareIdOf, shareOfTask, taskIdAt, type TaskRecord } from '../../core/tables/tasks';
 import { errorReply } from '../../lambdas/http';
 import { encodeArgs } from '../../sdk/codec';
 
@@ -40,6 +40,31 @@ describe('ids', () => {
     expect(derivedId('a', 'b')).toBe(derivedId('a', 'b'));
     expect(derivedId('a', 'b')).not.toBe(derivedId('ab'));
     expect(derivedId('x')).toMatch(UUID_RE);
+  });
+});
+
+describe('shares', () => {
+  it('names a share by a UUID ending in 000 and its tasks by their position (hex)', () => {
+    const share = shareIdOf(derivedId('share', 'u', 'k', '0'));
+    expect(share).toMatch(UUID_RE);
+    expect(share.endsWith('000')).toBe(true);
+    const last = taskIdAt(share, 99);
+    expect(last).toMatch(UUID_RE);
+    expect(last.endsWith('063')).toBe(true);
+    expect(shareOfTask(last)).toEqual({ shareId: share, position: 99 });
+    // Past position 99 an id is no share's (a task from before shares).
+    expect(shareOfTask(`${share.slice(0, 33)}064`)).toBeUndefined();
+    expect(shareOfTask('idempotency#u#k')).toBeUndefined();
+  });
+  it('puts at most 100 tasks, and about 300 KB of them, in one share', () => {
+    expect(shareLayout(Array.from({ length: 250 }, () => ({ function_id: 'f', args: [1] })))).toEqual([100, 100, 50]);
+    expect(shareLayout([{ function_id: 'f' }])).toEqual([1]);
+    const big = Array.from({ length: 20 }, () => ({ function_id: 'f', kwargs: { x: 'y'.repeat(60 * 1024) } }));
+    const layout = shareLayout(big);
+    expect(layout.reduce((a, n) => a + n, 0)).toBe(20);
+    // 60 KB of JSON is about 80 KB of base64 inline: at most 4 a share keeps it under DynamoDB's 400 KB item.
+    expect(Math.max(...layout)).toBeLessThanOrEqual(4);
+    expect(Math.max(...layout) * 80 * 1024).toBeLessThan(MAX_SHARE_BYTES + 100 * 1024);
   });
 });
 
