@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import type { TaskRecord } from './tables/tasks';
 
 /**
  * Tasks that reached a final state in this process. The results handler (core/tasks.ts
@@ -11,9 +12,12 @@ import { EventEmitter } from 'node:events';
 const finished = new EventEmitter();
 finished.setMaxListeners(0);
 
-/** Say these tasks reached a final state. */
-export function announceFinished(taskIds: readonly string[]): void {
-  if (taskIds.length && finished.listenerCount('finished')) finished.emit('finished', taskIds);
+/**
+ * Say these tasks reached a final state. `records`, where the caller has them (the record its
+ * final write returned), spare a waiting read the read of what it was told.
+ */
+export function announceFinished(taskIds: readonly string[], records: readonly TaskRecord[] = []): void {
+  if (taskIds.length && finished.listenerCount('finished')) finished.emit('finished', taskIds, records);
 }
 
 /**
@@ -21,11 +25,11 @@ export function announceFinished(taskIds: readonly string[]): void {
  * function is called: a waiting read subscribes before it reads, so a task finished while the read
  * is under way is heard rather than missed.
  */
-export function onFinished(taskIds: Iterable<string>, hear: (ids: string[]) => void): () => void {
+export function onFinished(taskIds: Iterable<string>, hear: (ids: string[], records: readonly TaskRecord[]) => void): () => void {
   const wanted = new Set(taskIds);
-  const listener = (ids: string[]) => {
+  const listener = (ids: string[], records: readonly TaskRecord[]) => {
     const hits = ids.filter((id) => wanted.has(id));
-    if (hits.length) hear(hits);
+    if (hits.length) hear(hits, records.filter((r) => wanted.has(r.task_id)));
   };
   finished.on('finished', listener);
   return () => finished.off('finished', listener);
@@ -51,7 +55,7 @@ export function waitForFinished(taskIds: Iterable<string>, ms: number, signal?: 
     };
     const onAbort = () => done([]);
     const timer = setTimeout(() => done([]), Math.max(0, ms));
-    const stop = onFinished(taskIds, done);
+    const stop = onFinished(taskIds, (ids) => done(ids));
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) done([]);
   });

@@ -20,10 +20,13 @@ export const waitForTasks = route({ auth: 'user', body: waitTasksBody }, async (
   const user = caller.userId;
   const deadline = Date.now() + body.wait_ms;
   const heard = new Set<string>();
+  // Final records that came with their announcement: they need no read.
+  const told = new Map<string, TaskRecord>();
   let wake: (() => void) | undefined;
   // Subscribed before the first read: a task that finishes while it is under way is heard, not missed.
-  const unsubscribe = onFinished(ids, (hits) => {
+  const unsubscribe = onFinished(ids, (hits, records) => {
     for (const id of hits) heard.add(id);
+    for (const r of records) if (r.owner === user && r.transitions && isFinal(r.state)) told.set(r.task_id, r);
     wake?.();
   });
   const pause = (ms: number) =>
@@ -62,10 +65,17 @@ export const waitForTasks = route({ auth: 'user', body: waitTasksBody }, async (
     if (ask.length) await read(ask);
     while (!finals.size && !unknown.size && open.size && Date.now() < deadline) {
       await pause(Math.min(config().waitPollMs, deadline - Date.now()));
-      // Announced ids are read alone; with none heard (AWS, or a missed wake), every open task is read again.
+      // Announced ids are read alone (unless their records came along); with none heard (AWS, or a
+      // missed wake), every open task is read again.
       const again = heard.size ? [...heard] : [...open];
       heard.clear();
-      await read(again);
+      const unread: string[] = [];
+      for (const id of again) {
+        const t = told.get(id);
+        if (t && open.delete(id)) finals.set(id, t);
+        else if (!t) unread.push(id);
+      }
+      if (unread.length) await read(unread);
     }
     const done = ids.flatMap((id) => finals.get(id) ?? []);
     const { fit, rest } = withinBudget(await Promise.all(done.map(taskView)));

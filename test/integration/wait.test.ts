@@ -1,4 +1,6 @@
 import { randomUUID } from 'node:crypto';
+import { getTask } from '../../core/tables/tasks';
+import { announceFinished } from '../../core/task-events';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
 import { caller, eventually, type Answer } from '../helpers/api';
@@ -83,6 +85,21 @@ it('sees a task finished between two waits at once, though the first wait read i
   expect((await alice('POST', `/v1/tasks/${queued}/cancel`)).status).toBe(200);
   const r = await wait(alice, { task_ids: [queued], wait_ms: 20_000 });
   expect(r.body).toMatchObject({ tasks: [{ task_id: queued, status: 'cancelled' }], pending: 0 });
+}, 10_000);
+
+it("answers from the final record that came with an announcement, and reads for itself when it is another user's", async () => {
+  const [queued, other] = await submit(idle, 0, 0);
+  const record = (await getTask(queued))!;
+  // The stack runs in this process: an announcement made here is what a final write in core/tasks.ts makes.
+  const waiting = wait(alice, { task_ids: [queued], wait_ms: 20_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  announceFinished([queued], [{ ...record, state: 'cancelled' }]);
+  // The table still says queued: the answer came from the record announced.
+  expect((await waiting).body).toMatchObject({ tasks: [{ task_id: queued, status: 'cancelled' }], pending: 0 });
+  const forged = wait(alice, { task_ids: [other], wait_ms: 1000 });
+  await new Promise((r) => setTimeout(r, 300));
+  announceFinished([other], [{ ...(await getTask(other))!, owner: 'bob', state: 'cancelled' }]);
+  expect((await forged).body).toEqual({ tasks: [], unknown: [], unread: [], pending: 1 });
 }, 10_000);
 
 it('answers tasks: [] when wait_ms passes with nothing finished', async () => {
