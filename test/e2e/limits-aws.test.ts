@@ -97,7 +97,7 @@ print("ok", len(results))
 });
 
 describe('a poll that keeps failing', () => {
-  // A real HTTP hop in front of the stack that answers POST /v1/tasks/batch with API Gateway's 500 while told to.
+  // A real HTTP hop in front of the stack that answers the reads of results (POST /v1/tasks/wait, /v1/tasks/batch) with API Gateway's 500 while told to.
   let proxy: Server;
   let proxyUrl: string;
   let failing = 0;
@@ -106,7 +106,7 @@ describe('a poll that keeps failing', () => {
     proxy = createServer(async (req, res) => {
       const chunks: Buffer[] = [];
       for await (const c of req) chunks.push(c as Buffer);
-      if (req.method === 'POST' && req.url === '/v1/tasks/batch' && failing > 0) {
+      if (req.method === 'POST' && (req.url === '/v1/tasks/wait' || req.url === '/v1/tasks/batch') && failing > 0) {
         failing--;
         res.writeHead(500, { 'content-type': 'application/json' }).end('{"message":"Internal Server Error"}');
         return;
