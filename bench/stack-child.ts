@@ -21,7 +21,8 @@ export interface StackChild {
  */
 export async function spawnStackChild(opts: { profileDir?: string } = {}): Promise<StackChild> {
   const prof = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`, '--cpu-prof-name=stack.${pid}.cpuprofile'] : [];
-  const child = spawn(process.execPath, [...prof, '--import', 'tsx', join(__dirname, 'stack-process.ts')], {
+  const preload = ['--require', join(__dirname, 'dynalite-gsi-capacity.js')];
+  const child = spawn(process.execPath, [...prof, ...preload, '--import', 'tsx', join(__dirname, 'stack-process.ts')], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true', FERRY_COUNT_CAPACITY: '1' },
   });

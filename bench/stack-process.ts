@@ -8,13 +8,12 @@
  *                                  since the last reset), then resets them when asked
  *   { type: 'close' }            → closes the stack and exits 0 (so a --cpu-prof profile is written)
  * DynamoDB write capacity is counted (FERRY_COUNT_CAPACITY=1, set by the parent), and dynalite is
- * taught what a GSI write costs (bench/dynalite-capacity.ts).
+ * taught what a GSI write costs (bench/dynalite-gsi-capacity.js, preloaded with --require so that
+ * it reaches dynalite on whichever thread it runs).
  */
 import http from 'node:http';
-import { DescribeTableCommand, DynamoDBClient, ListTablesCommand } from '@aws-sdk/client-dynamodb';
 import { resetSdkCallCounts, sdkCallCounts, sdkWriteUnits } from '../core/clients';
 import { startLocalStack } from '../local/stack';
-import { countIndexWrites, type TableDefinition } from './dynalite-capacity';
 
 export type StackRequest = { type: 'user'; name: string } | { type: 'counts'; reset?: boolean } | { type: 'close' };
 export type StackReply =
@@ -36,13 +35,6 @@ http.Server.prototype.emit = function (this: http.Server, event: string, ...args
 async function main(): Promise<void> {
   const send = (m: StackReply) => process.send!(m);
   const stack = await startLocalStack({ sweepIntervalMs: 3_600_000 });
-  const ddb = new DynamoDBClient({});
-  const tables: TableDefinition[] = [];
-  for (const name of (await ddb.send(new ListTablesCommand({}))).TableNames ?? []) {
-    tables.push((await ddb.send(new DescribeTableCommand({ TableName: name }))).Table as TableDefinition);
-  }
-  ddb.destroy();
-  countIndexWrites(tables);
 
   const portOf = (url: string) => Number(new URL(url).port);
   const names = new Map<number, string>([
