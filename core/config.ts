@@ -28,11 +28,14 @@ export interface FerryConfig {
   /** How long an endpoint queue must stay missing before the sweep fails its tasks (SQS is eventually consistent after CreateQueue and DeleteQueue). */
   queueGoneGraceSeconds: number;
   /**
-   * How often a waiting read (POST /v1/tasks/wait) re-reads its tasks. In AWS each Lambda is its
-   * own process and hears no announcement of a finished task (core/task-events.ts), so this is
-   * how soon it sees one there; locally announcements wake it first.
+   * How often a waiting read (POST /v1/tasks/wait) re-reads its open tasks: first after
+   * waitPollMs, then half as long again after each re-read that found none finished, up to
+   * waitPollMaxMs. In AWS each Lambda is its own process and hears no announcement of a finished
+   * task (core/task-events.ts), so this is how soon it sees one there (and what it spends on
+   * reads while tasks run long); locally announcements wake it first.
    */
   waitPollMs: number;
+  waitPollMaxMs: number;
 }
 
 const num = (v: string | undefined, d: number): number => (v && Number.isFinite(Number(v)) ? Number(v) : d);
@@ -62,6 +65,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
     expiryMarginSeconds: num(env.FERRY_EXPIRY_MARGIN_SECONDS, 3600),
     queueGoneGraceSeconds: num(env.FERRY_QUEUE_GONE_GRACE_SECONDS, 60),
     waitPollMs: Math.max(10, num(env.FERRY_WAIT_POLL_MS, 250)),
+    waitPollMaxMs: Math.max(10, num(env.FERRY_WAIT_POLL_MAX_MS, 1000)),
   };
 }
 

@@ -11,7 +11,8 @@ import { waitTasksBody } from '../schemas';
  * POST /v1/tasks/wait: the finished tasks among those asked, as soon as there is one. It answers
  * at once when any asked task is final or unknown; otherwise it waits for one to be announced
  * (core/task-events.ts: locally the results consumer runs in this process) and re-reads the open
- * ones every FERRY_WAIT_POLL_MS (in AWS nothing is announced across Lambdas), until `wait_ms`.
+ * ones after FERRY_WAIT_POLL_MS, then less often up to FERRY_WAIT_POLL_MAX_MS (in AWS nothing is
+ * announced across Lambdas), until `wait_ms`.
  * Same owner rules as POST /v1/tasks/batch: another user's ids are `unknown`. `pending` counts the
  * asked tasks still open; `unread` names finished ones that did not fit in the response.
  */
@@ -63,10 +64,13 @@ export const waitForTasks = route({ auth: 'user', body: waitTasksBody }, async (
     for (const id of trusted) open.add(id);
     const ask = trusted.size ? ids.filter((id) => !trusted.has(id)) : ids;
     if (ask.length) await read(ask);
+    // A task still open after a few re-reads probably runs long: it is read less often (AWS pays per read).
+    let interval = config().waitPollMs;
     while (!finals.size && !unknown.size && open.size && Date.now() < deadline) {
-      await pause(Math.min(config().waitPollMs, deadline - Date.now()));
+      await pause(Math.min(interval, deadline - Date.now()));
       // Announced ids are read alone (unless their records came along); with none heard (AWS, or a
       // missed wake), every open task is read again.
+      if (!heard.size) interval = Math.min(Math.max(config().waitPollMaxMs, config().waitPollMs), interval * 1.5);
       const again = heard.size ? [...heard] : [...open];
       heard.clear();
       const unread: string[] = [];

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { getTask } from '../../core/tables/tasks';
+import { getTask, transitionTask } from '../../core/tables/tasks';
 import { announceFinished } from '../../core/task-events';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
@@ -100,6 +100,15 @@ it("answers from the final record that came with an announcement, and reads for 
   await new Promise((r) => setTimeout(r, 300));
   announceFinished([other], [{ ...(await getTask(other))!, owner: 'bob', state: 'cancelled' }]);
   expect((await forged).body).toEqual({ tasks: [], unknown: [], unread: [], pending: 1 });
+}, 10_000);
+
+it('sees a task finished where nothing is announced (AWS: another Lambda wrote it) by reading again', async () => {
+  const [queued] = await submit(idle, 0);
+  const waiting = wait(alice, { task_ids: [queued], wait_ms: 20_000 });
+  await new Promise((r) => setTimeout(r, 300));
+  // The table's own write, which announces nothing (core/tasks.ts announces after it).
+  expect(await transitionTask(queued, 'cancelled', { by: 'test' })).toBeDefined();
+  expect((await waiting).body).toMatchObject({ tasks: [{ task_id: queued, status: 'cancelled' }], pending: 0 });
 }, 10_000);
 
 it('answers tasks: [] when wait_ms passes with nothing finished', async () => {
