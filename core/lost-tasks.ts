@@ -92,6 +92,7 @@ const OPEN_WAITING: readonly TaskState[] = ['received', 'waiting-for-endpoint'];
  * one GetQueueAttributes; tasks are read only when they are past the cutoff.
  * A task that a worker is running is failed only once it has shown no progress for its walltime
  * plus the margin: its worker may still report, and a report always wins while it can come.
+ * Each run also deletes the open markers of shares whose tasks have all ended (closeFinishedShares).
  */
 export async function sweepUndeliverable(opts: { now?: number; deadline?: number } = {}): Promise<UndeliverableSweep> {
   const now = opts.now ?? Date.now();
@@ -100,8 +101,11 @@ export async function sweepUndeliverable(opts: { now?: number; deadline?: number
   for await (const ep of endpointQueues()) {
     if (opts.deadline && Date.now() > opts.deadline) break;
     seen.add(ep.endpoint_id);
+    // First, so the oldest open item below is a share with an open task where it can be.
+    await closeFinishedShares(ep.endpoint_id, now, opts.deadline).catch((err) =>
+      telemetry().log('error', 'closing finished shares failed for an endpoint', { endpoint_id: ep.endpoint_id, error: err }),
+    );
     try {
-      await closeFinishedShares(ep.endpoint_id, now);
       const [oldest] = (await queryOpenByAge(ep.endpoint_id, { limit: 1 })).items;
       if (!oldest) {
         queueMissingSince.delete(ep.endpoint_id);
@@ -178,7 +182,7 @@ const recheckAt = new Map<string, number>();
  * delete per share closed. A final task never opens again, so a marker deleted here is never
  * needed again.
  */
-export async function closeFinishedShares(endpointId: string, now = Date.now()): Promise<number> {
+export async function closeFinishedShares(endpointId: string, now = Date.now(), deadline?: number): Promise<number> {
   const before = new Date(now - CLOSE_AFTER_MS).toISOString();
   let closed = 0;
   let cursor: Record<string, unknown> | undefined;
@@ -186,6 +190,8 @@ export async function closeFinishedShares(endpointId: string, now = Date.now()):
     const page = await queryOpenByAge(endpointId, { before, cursor, limit: 100 });
     const markers = page.items.map((i) => i.task_id).filter((k) => markerShare(k) !== undefined && (recheckAt.get(k) ?? 0) <= now);
     for (const key of markers) {
+      // What is left waits for the next run: failing undeliverable tasks matters more.
+      if (deadline && Date.now() > deadline) return closed;
       const ids = await openTaskIds([key]);
       const tasks = await getTasks(ids);
       if (tasks.length === ids.length && tasks.every((t) => isFinal(t.state))) {

@@ -173,8 +173,8 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   }
   const messages = bundleTasks(ep.endpoint_id, records, functions, now);
   const unqueued = new Set(await queueTasks(ep.queue_url, messages));
-  const notWritten = taskIds.filter((id) => unwritten.has(shareOfTask(id)!.shareId) && !existing.has(shareOfTask(id)!.shareId));
-  if (notWritten.length || unqueued.size) {
+  const notWritten = new Set(taskIds.filter((id) => unwritten.has(shareOfTask(id)!.shareId) && !existing.has(shareOfTask(id)!.shareId)));
+  if (notWritten.size || unqueued.size) {
     // Tasks written but not queued would wait forever: fail them so their state tells the truth
     // (a share written without its marker counts as unwritten: nothing would sweep its tasks).
     const failed = await mapLimit([...unqueued, ...notWritten], 16, (id) =>
@@ -186,7 +186,7 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     );
     announceFinished(failed.flatMap((t) => (t ? [t.task_id] : [])));
     if (keyHash) await releaseIdempotency(input.userId, keyHash);
-    const notQueued = taskIds.filter((id) => notWritten.includes(id) || unqueued.has(id));
+    const notQueued = taskIds.filter((id) => notWritten.has(id) || unqueued.has(id));
     throw new PartialSubmitFailure(`${notQueued.length} of ${taskIds.length} tasks could not be queued`, {
       task_group_id: taskGroupId,
       task_ids: taskIds,
