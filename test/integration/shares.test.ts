@@ -1,12 +1,15 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- AWS SDK middleware is typed loosely */
 import { createHash } from 'node:crypto';
-import { DeleteCommand, GetCommand, PutCommand, ScanCommand } from '@aws-sdk/lib-dynamodb';
-import { dynamo } from '../../core/clients';
+import { DeleteCommand, GetCommand, PutCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import { DeleteMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
+import { dynamo, sqsClient } from '../../core/clients';
 import { config } from '../../core/config';
 import { ForgedReport } from '../../core/errors';
 import { closeFinishedShares } from '../../core/lost-tasks';
 import type { ResultMessage } from '../../core/messages';
+import { waitForFinished } from '../../core/task-events';
 import { applyResults, ownTask } from '../../core/tasks';
+import { getEndpoint } from '../../core/tables/endpoints';
 import { getTask, shareOfTask, transitionTask } from '../../core/tables/tasks';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller } from '../helpers/api';
@@ -202,4 +205,82 @@ it('costs fewer than 100 write units to submit 100 no-op tasks, and at most 2 a 
   } finally {
     client.middlewareStack.remove('sharesTestMeter');
   }
+});
+
+it('announces every task that reaches a final state: result, cancel, endpoint deletion', async () => {
+  const { task_ids } = await submit(3);
+  const heard = waitForFinished([task_ids[0]!], 5_000);
+  await applyResults([success(task_ids[0]!, 1)], endpointId);
+  expect(await heard).toEqual([task_ids[0]]);
+  const cancelled = waitForFinished([task_ids[1]!], 5_000);
+  await alice('POST', `/v1/tasks/${task_ids[1]}/cancel`);
+  expect(await cancelled).toEqual([task_ids[1]]);
+  // A doomed endpoint: its open tasks fail, and its markers go with it.
+  const ep = (await alice('POST', '/v1/endpoints', { name: 'doomed' })).body.endpoint_id as string;
+  const doomed = await alice('POST', `/v1/endpoints/${ep}/submit`, { tasks: Array.from({ length: 120 }, () => ({ function_id: functionId })) });
+  const ids = doomed.body.task_ids as string[];
+  await applyResults([{ ...success(ids[0]!, 1), endpoint_id: ep }], ep);
+  const failed = waitForFinished([ids[119]!], 5_000);
+  const del = await alice('DELETE', `/v1/endpoints/${ep}`);
+  expect(del.body.failed_tasks).toBe(119);
+  expect(await failed).toEqual([ids[119]]);
+  for (const s of new Set(ids.map((id) => shareOfTask(id)!.shareId))) expect(await raw(`open#${s}`)).toBeUndefined();
+  const views = (await alice('POST', '/v1/tasks/batch', { task_ids: ids })).body.tasks as { status: string; exception?: { type: string } }[];
+  expect(views[0]!.status).toBe('success');
+  expect(views.slice(1).every((v) => v.status === 'failed' && v.exception?.type === 'EndpointDeleted')).toBe(true);
+});
+
+it('finishes a submit whose request died after writing some of its shares, queueing each task once', async () => {
+  const key = 'died-after-one-share';
+  const ep = (await alice('POST', '/v1/endpoints', { name: 'retried' })).body.endpoint_id as string;
+  const queueUrl = (await getEndpoint(ep))!.queue_url;
+  /** Every task id in the endpoint's queue, taking the messages out. */
+  const drain = async () => {
+    const ids: string[] = [];
+    for (;;) {
+      const out = await sqsClient().send(new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 0 }));
+      if (!out.Messages?.length) return ids;
+      for (const m of out.Messages) {
+        ids.push(...(JSON.parse(m.Body!) as { tasks: { task_id: string }[] }).tasks.map((t) => t.task_id));
+        await sqsClient().send(new DeleteMessageCommand({ QueueUrl: queueUrl, ReceiptHandle: m.ReceiptHandle! }));
+      }
+    }
+  };
+  const submitTo = async () => {
+    const r = await alice('POST', `/v1/endpoints/${ep}/submit`, { tasks: Array.from({ length: 250 }, () => ({ function_id: functionId })) }, { 'idempotency-key': key });
+    expect(r.status).toBe(202);
+    return r.body as { task_group_id: string; task_ids: string[] };
+  };
+  const first = await submitTo();
+  expect((await drain()).sort()).toEqual([...first.task_ids].sort());
+  const [a, b, c] = [...new Set(first.task_ids.map((id) => shareOfTask(id)!.shareId))];
+  // The first share's tasks were queued and one finished; the other two shares were never written.
+  await applyResults([{ ...success(first.task_ids[0]!, 1), endpoint_id: ep }], ep);
+  for (const s of [b, c]) {
+    await dynamo().send(new DeleteCommand({ TableName: table(), Key: { task_id: `share#${s}` } }));
+    await dynamo().send(new DeleteCommand({ TableName: table(), Key: { task_id: `open#${s}` } }));
+  }
+  await dynamo().send(
+    new UpdateCommand({
+      TableName: table(),
+      Key: { task_id: `idempotency#alice#${createHash('sha256').update(key).digest('hex')}` },
+      UpdateExpression: 'SET #s = :p, started_at = :old',
+      ExpressionAttributeNames: { '#s': 'state' },
+      ExpressionAttributeValues: { ':p': 'pending', ':old': Date.now() - 120_000 },
+    }),
+  );
+  const retry = await submitTo();
+  expect(retry).toEqual(first);
+  // Each task not yet finished is queued once more; the finished one is not.
+  expect((await drain()).sort()).toEqual(first.task_ids.slice(1).sort());
+  for (const s of [a, b, c]) expect(await raw(`open#${s}`)).toBeDefined();
+  const views = (await alice('POST', '/v1/tasks/batch', { task_ids: first.task_ids })).body.tasks as { task_id: string; status: string }[];
+  expect(views.map((v) => v.task_id)).toEqual(first.task_ids);
+  expect(views[0]!.status).toBe('success');
+  expect(views.slice(1).every((v) => v.status === 'waiting-for-endpoint')).toBe(true);
+  // A third attempt, the request now complete, answers the same without writing anything.
+  const before = await scan();
+  expect(await submitTo()).toEqual(first);
+  expect((await scan()).length).toBe(before.length);
+  expect(await drain()).toEqual([]);
 });
