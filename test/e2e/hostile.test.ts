@@ -292,6 +292,7 @@ describe('every route with a bad or foreign token', () => {
       'POST /v1/endpoints/{id}/heartbeat': { worker_id: 'w', workers: 1, idle_workers: 1, running: 0 },
       'POST /v1/endpoints/{id}/submit': { tasks: [{ function_id: fn }] },
       'POST /v1/tasks/batch': { task_ids: [task] },
+      'POST /v1/tasks/wait': { task_ids: [task], wait_ms: 0 },
       'POST /v1/payloads': { endpoint_id: idle.endpoint_id, codec: 'node-v8', size: 10, sha256: '0'.repeat(64) },
     };
     const FOREIGN: Record<string, number[]> = {
@@ -300,6 +301,7 @@ describe('every route with a bad or foreign token', () => {
       'POST /v1/endpoints': [200, 201],
       'GET /v1/endpoints': [200],
       'POST /v1/tasks/batch': [200], // alice's id comes back under `unknown`
+      'POST /v1/tasks/wait': [200], // the same
       'POST /v1/endpoints/{id}/heartbeat': [403], // a user token is not an endpoint secret
       'POST /v1/endpoints/{id}/credentials': [403],
     };
@@ -319,6 +321,7 @@ describe('every route with a bad or foreign token', () => {
         // Another user: her own collections answer with her own things; anything of alice's is unknown (404).
         const expected = kind === 'another user' ? (FOREIGN[routeKey] ?? [404]) : allowed;
         if (kind === 'another user' && routeKey === 'POST /v1/tasks/batch') expect(r.body).toEqual({ tasks: [], unknown: [task], unread: [] });
+        if (kind === 'another user' && routeKey === 'POST /v1/tasks/wait') expect(r.body).toEqual({ tasks: [], unknown: [task], unread: [], pending: 0 });
         const ok = expected.includes(r.status) && (r.status < 300 || typeof r.body?.error?.code === 'string');
         if (!ok) bad++;
         tried(`${routeKey} with ${kind}`, ok, String(r.status));
