@@ -311,6 +311,7 @@ export async function getTasks(ids: readonly string[]): Promise<TaskRecord[]> {
     if (s) remember(s as unknown as ShareRecord);
   }
   const out: TaskRecord[] = [];
+  const nowSeconds = Date.now() / 1000;
   for (const id of unique) {
     const item = byKey.get(id);
     if (item?.owner !== undefined) {
@@ -319,7 +320,9 @@ export async function getTasks(ids: readonly string[]): Promise<TaskRecord[]> {
     }
     const ref = refs.get(id);
     const share = ref && cached(ref.shareId);
-    if (share && ref.position < share.tasks.length) out.push(mergeTask(share, ref.position, item));
+    // DynamoDB deletes expired items when it gets to them (within days), in no set order: a share
+    // past its expiry is gone already, or its task could read as waiting again.
+    if (share && ref.position < share.tasks.length && share.expires_at > nowSeconds) out.push(mergeTask(share, ref.position, item));
   }
   return out;
 }
