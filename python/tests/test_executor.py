@@ -243,6 +243,21 @@ class ExecutorTests(unittest.TestCase):
             f.result(timeout=5)
         self.assertEqual(caught.exception.status, 404)
 
+    def test_the_client_waits_for_the_finished_tasks_among_those_asked(self):
+        ex = self.executor(run=False)
+        open_, done = ex.submit(square, 2), ex.submit(square, 3)
+        while not (open_.task_id and done.task_id):
+            concurrent.futures.wait([open_, done], timeout=0.01)
+        self.assertEqual(ex.client.wait_for_tasks([open_.task_id], timeout=0.01), {})
+        self.api.execute(done.task_id)
+        unknown = "00000000-0000-4000-8000-0000000000ff"
+        out = ex.client.wait_for_tasks([open_.task_id, done.task_id, unknown])
+        self.assertEqual(list(out), [done.task_id, unknown])
+        self.assertEqual((out[done.task_id]["status"], out[done.task_id]["result"]), ("success", 9))
+        self.assertEqual(out[unknown]["status"], "unknown")
+        (last,) = self.api.calls("POST", "/v1/tasks/wait")[-1:]
+        self.assertEqual(last[2]["wait_ms"], 10_000)
+
 
 if __name__ == "__main__":
     unittest.main()
