@@ -4,7 +4,7 @@ import { newId } from './ids';
 import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
 import { allowedFunctionList, canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord, type ManagerBlock } from './tables/endpoints';
 import { mapLimit } from './tables/batch';
-import { deleteMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/tasks';
+import { closeMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/tasks';
 import { announceFinished } from './task-events';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
 
@@ -82,7 +82,7 @@ export async function deleteEndpoint(ep: EndpointRecord): Promise<{ failed_tasks
     cursor = page.next;
   } while (cursor);
   // Every task of these shares is final now: nothing sweeps a deleted endpoint's markers.
-  await mapLimit(markers, 16, deleteMarker);
+  await mapLimit(markers, 16, closeMarker);
   await deleteEndpointRecord(ep.endpoint_id);
   return { failed_tasks: failed };
 }

@@ -4,7 +4,7 @@ import { dynamo, sqsClient } from './clients';
 import { config } from './config';
 import { parseBody, taskMessageSchema } from './messages';
 import { isFinal, type TaskState } from './states';
-import { deleteMarker, getTasks, markerShare, openTaskIds, queryOpenByAge, transitionTask, type RemoteException, type TaskRecord } from './tables/tasks';
+import { closeMarker, getTasks, markerShare, openTaskIds, queryOpenByAge, transitionTask, type RemoteException, type TaskRecord } from './tables/tasks';
 import { announceFinished } from './task-events';
 import { failLostTask } from './tasks';
 import { telemetry } from './telemetry';
@@ -177,9 +177,9 @@ const CLOSE_AFTER_MS = 60_000;
 const recheckAt = new Map<string, number>();
 
 /**
- * Delete the markers of an endpoint's shares (older than a minute) whose tasks are all final, so
+ * Close the markers of an endpoint's shares (older than a minute) whose tasks are all final, so
  * `open-since-index` holds only shares with open tasks. Reads each such share's task items; one
- * delete per share closed. A final task never opens again, so a marker deleted here is never
+ * write per share closed. A final task never opens again, so a marker closed here is never
  * needed again.
  */
 export async function closeFinishedShares(endpointId: string, now = Date.now(), deadline?: number): Promise<number> {
@@ -195,7 +195,7 @@ export async function closeFinishedShares(endpointId: string, now = Date.now(), 
       const ids = await openTaskIds([key]);
       const tasks = await getTasks(ids);
       if (tasks.length === ids.length && tasks.every((t) => isFinal(t.state))) {
-        await deleteMarker(markerShare(key)!);
+        await closeMarker(markerShare(key)!);
         recheckAt.delete(key);
         closed++;
       } else {

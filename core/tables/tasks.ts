@@ -22,7 +22,8 @@ import { cursorId, decodeCursor, encodeCursor, invalidCursor, queryPage, type Cu
  *   ends in 000. One put (and one small index entry) covers up to 100 tasks.
  * - `open#<share-id>`: the share's marker in the sparse `open-since-index` (open_on, created_at),
  *   with share_id and count. The sweeps and endpoint deletion expand it to its tasks; the periodic
- *   sweep deletes it once every task of its share is final (core/lost-tasks.ts).
+ *   sweep takes it out of the index (removes open_on) once every task of its share is final
+ *   (core/lost-tasks.ts); it expires with its share.
  * - `<task-id>`: only what changed since the share: state, updated_at, transitions (the share's
  *   two initial ones, then the later ones), result / exception / output, worker_id, completed_at,
  *   expires_at. Written at the task's first move (usually its final one, "running" folded in),
@@ -285,9 +286,24 @@ export async function putShares(shares: readonly ShareRecord[], markersOnly: rea
   return [...unwritten];
 }
 
-/** Delete a share's marker: every task of it is final, or its endpoint is gone. */
-export async function deleteMarker(shareId: string): Promise<void> {
-  await dynamo().send(new DeleteCommand({ TableName: table(), Key: { task_id: markerKey(shareId) } }));
+/**
+ * Take a share's marker out of `open-since-index`: every task of it is final, or its endpoint is
+ * gone. An update (REMOVE open_on), not a delete: it costs the same, and the sweep may update but
+ * not delete items (infra: its table access is read and update); the item goes with its TTL.
+ */
+export async function closeMarker(shareId: string): Promise<void> {
+  try {
+    await dynamo().send(
+      new UpdateCommand({
+        TableName: table(),
+        Key: { task_id: markerKey(shareId) },
+        UpdateExpression: 'REMOVE open_on',
+        ConditionExpression: 'attribute_exists(open_on)',
+      }),
+    );
+  } catch (err) {
+    if (!isConditionFailed(err)) throw err;
+  }
 }
 
 export async function getTask(taskId: string): Promise<TaskRecord | undefined> {

@@ -114,15 +114,15 @@ it("deletes a share's marker once every task of it is final, and only then", asy
   await Promise.all(task_ids.slice(0, 100).map((id) => applyResults([success(id, null)], endpointId)));
   await Promise.all(task_ids.slice(100, 149).map((id) => applyResults([success(id, null)], endpointId)));
   expect(await closeFinishedShares(endpointId, later)).toBeGreaterThanOrEqual(1);
-  expect(await raw(`open#${a}`)).toBeUndefined();
+  expect((await raw(`open#${a}`))?.open_on).toBeUndefined();
   // One task of the second share is still open: its marker stays, and the sweeps still find it.
-  expect(await raw(`open#${b}`)).toBeDefined();
+  expect((await raw(`open#${b}`))?.open_on).toBe(endpointId);
   await alice('POST', `/v1/tasks/${task_ids[149]}/cancel`);
   // A share found open is looked at again a minute later.
   await closeFinishedShares(endpointId, later + 30_000);
-  expect(await raw(`open#${b}`)).toBeDefined();
+  expect((await raw(`open#${b}`))?.open_on).toBe(endpointId);
   await closeFinishedShares(endpointId, later + 61_000);
-  expect(await raw(`open#${b}`)).toBeUndefined();
+  expect((await raw(`open#${b}`))?.open_on).toBeUndefined();
   // The tasks keep their results after the marker is gone.
   expect((await getTask(task_ids[0]!))!.state).toBe('success');
 });
@@ -224,7 +224,7 @@ it('announces every task that reaches a final state: result, cancel, endpoint de
   const del = await alice('DELETE', `/v1/endpoints/${ep}`);
   expect(del.body.failed_tasks).toBe(119);
   expect(await failed).toEqual([ids[119]]);
-  for (const s of new Set(ids.map((id) => shareOfTask(id)!.shareId))) expect(await raw(`open#${s}`)).toBeUndefined();
+  for (const s of new Set(ids.map((id) => shareOfTask(id)!.shareId))) expect((await raw(`open#${s}`))?.open_on).toBeUndefined();
   const views = (await alice('POST', '/v1/tasks/batch', { task_ids: ids })).body.tasks as { status: string; exception?: { type: string } }[];
   expect(views[0]!.status).toBe('success');
   expect(views.slice(1).every((v) => v.status === 'failed' && v.exception?.type === 'EndpointDeleted')).toBe(true);
@@ -273,7 +273,7 @@ it('finishes a submit whose request died after writing some of its shares, queue
   expect(retry).toEqual(first);
   // Each task not yet finished is queued once more; the finished one is not.
   expect((await drain()).sort()).toEqual(first.task_ids.slice(1).sort());
-  for (const s of [a, b, c]) expect(await raw(`open#${s}`)).toBeDefined();
+  for (const s of [a, b, c]) expect((await raw(`open#${s}`))?.open_on).toBe(ep);
   const views = (await alice('POST', '/v1/tasks/batch', { task_ids: first.task_ids })).body.tasks as { task_id: string; status: string }[];
   expect(views.map((v) => v.task_id)).toEqual(first.task_ids);
   expect(views[0]!.status).toBe('success');
