@@ -150,26 +150,36 @@ const initialTransitions = (at: string): Transition[] => [
 ];
 
 /**
- * Shares never change once written: kept in process (bounded, least recently used out), so the
- * results handler and the readers need no read of a share they have seen. Keyed by table, since
- * tests run stacks of several stages in one process.
+ * Shares never change once written: kept in process (at most 5,000 and about 64 MB of them, least
+ * recently used out), so the results handler and the readers need no read of a share they have
+ * seen. Keyed by table, since tests run stacks of several stages in one process.
  */
 const SHARE_CACHE_SIZE = 5000;
-const shareCache = new Map<string, ShareRecord>();
+const SHARE_CACHE_BYTES = 64 * 1024 * 1024;
+const shareCache = new Map<string, { share: ShareRecord; bytes: number }>();
+let shareCacheBytes = 0;
 const cacheKey = (shareId: string) => `${table()}/${shareId}`;
 
 function cached(shareId: string): ShareRecord | undefined {
   const key = cacheKey(shareId);
-  const s = shareCache.get(key);
-  if (s) shareCache.delete(key), shareCache.set(key, s);
-  return s;
+  const hit = shareCache.get(key);
+  if (hit) shareCache.delete(key), shareCache.set(key, hit);
+  return hit?.share;
+}
+
+function forget(key: string): void {
+  shareCacheBytes -= shareCache.get(key)?.bytes ?? 0;
+  shareCache.delete(key);
 }
 
 function remember(s: ShareRecord): void {
   const key = cacheKey(s.share_id);
-  shareCache.delete(key);
-  shareCache.set(key, s);
-  if (shareCache.size > SHARE_CACHE_SIZE) shareCache.delete(shareCache.keys().next().value!);
+  forget(key);
+  // Inline arguments are most of a share's size.
+  const bytes = s.tasks.reduce((n, t) => n + (t.args.inline?.length ?? 0) + 200, 500);
+  shareCache.set(key, { share: s, bytes });
+  shareCacheBytes += bytes;
+  while (shareCache.size > SHARE_CACHE_SIZE || shareCacheBytes > SHARE_CACHE_BYTES) forget(shareCache.keys().next().value!);
 }
 
 /** A share by id, from the cache or the table (`consistent`: a strongly consistent read on a miss). */
