@@ -321,22 +321,49 @@ async function describeTask(t: TaskView): Promise<string> {
   return keyValues(base) + (t.exception?.traceback ? `\n\nremote traceback:\n${t.exception.traceback}` : '');
 }
 
-/** Poll in batches until every task is final or the timeout passes; a progress line on stderr while waiting. */
+/**
+ * Wait until every task is final or the timeout passes, by long poll (POST /v1/tasks/wait, 1,000
+ * ids a wait) where the API has it and by batched reads where it does not; a progress line on
+ * stderr while waiting. Views come back in the order of `ids`.
+ */
 async function waitFor(c: Client, ids: string[], timeoutMs: number | undefined, progress: boolean): Promise<TaskView[]> {
   const deadline = timeoutMs === undefined ? Infinity : Date.now() + timeoutMs;
-  let delay = 50;
   const showProgress = progress && process.stderr.isTTY;
-  for (;;) {
-    const { tasks, unknown } = await c.getTasks(ids);
+  const latest = new Map<string, TaskView>();
+  const read = async (ask: string[]) => {
+    const { tasks, unknown } = await c.getTasks(ask);
     if (unknown.length) throw new CliError(`unknown task ids: ${unknown.join(', ')}`, EXIT.error);
-    const done = tasks.filter((t) => FINAL.includes(t.status)).length;
-    if (showProgress) process.stderr.write(`\r${done}/${ids.length} finished (${tasks.filter((t) => t.status === 'failed').length} failed)`);
-    if (done === ids.length || Date.now() >= deadline) {
-      if (showProgress) process.stderr.write('\n');
-      return tasks;
+    for (const t of tasks) latest.set(t.task_id, t);
+  };
+  await read(ids);
+  let longPoll = true;
+  let delay = 50;
+  for (;;) {
+    const open = ids.filter((id) => !FINAL.includes(latest.get(id)!.status));
+    if (showProgress) {
+      const failed = [...latest.values()].filter((t) => t.status === 'failed').length;
+      process.stderr.write(`\r${ids.length - open.length}/${ids.length} finished (${failed} failed)`);
     }
-    await new Promise((r) => setTimeout(r, Math.min(delay, Math.max(0, deadline - Date.now()))));
+    const left = deadline - Date.now();
+    if (!open.length || left <= 0) {
+      if (showProgress) process.stderr.write('\n');
+      return ids.map((id) => latest.get(id)!);
+    }
+    if (longPoll) {
+      try {
+        const answer = await c.waitForTasks(open.slice(0, 1000), Math.min(20_000, left));
+        for (const t of answer.tasks) latest.set(t.task_id, t);
+        if (answer.unknown.length) throw new CliError(`unknown task ids: ${answer.unknown.join(', ')}`, EXIT.error);
+        continue;
+      } catch (err) {
+        // An API deployed before the wait route answers 404 (the route names unknown ids, never 404s): read in batches instead.
+        if (!(err instanceof FerryApiError && err.status === 404)) throw err;
+        longPoll = false;
+      }
+    }
+    await new Promise((r) => setTimeout(r, Math.min(delay, left)));
     delay = Math.min(1000, delay * 1.5);
+    await read(open);
   }
 }
 
