@@ -284,3 +284,14 @@ it('finishes a submit whose request died after writing some of its shares, queue
   expect((await scan()).length).toBe(before.length);
   expect(await drain()).toEqual([]);
 });
+
+it('splits a submit of large inline arguments into shares that each fit in one DynamoDB item', async () => {
+  const tasks = Array.from({ length: 30 }, (_, i) => ({ function_id: functionId, kwargs: { blob: String(i).repeat(50 * 1024).slice(0, 50 * 1024) } }));
+  const r = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks });
+  expect(r.status).toBe(202);
+  const shares = [...new Set((r.body.task_ids as string[]).map((id) => shareOfTask(id)!.shareId))];
+  expect(shares.length).toBeGreaterThan(1);
+  for (const s of shares) expect(Buffer.byteLength(JSON.stringify(await raw(`share#${s}`)))).toBeLessThan(400 * 1024);
+  const t = (await getTask(r.body.task_ids[29]))!;
+  expect(t.args.inline).toBeDefined();
+});
