@@ -5,7 +5,7 @@ import { dynamo } from '../clients';
 import { config } from '../config';
 import { UUID_RE } from '../ids';
 import type { ResourceSpecification } from '../messages';
-import type { Envelope } from '../payload';
+import { inlineEnvelope, type Envelope } from '../payload';
 import { FINAL_STATES, statesAllowing, type TaskState } from '../states';
 import { batchGet, batchPut, isConditionFailed } from './batch';
 import { cursorId, decodeCursor, encodeCursor, invalidCursor, queryPage, type CursorShape } from './cursor';
@@ -192,7 +192,7 @@ export async function getShare(shareId: string, opts: { consistent?: boolean; fr
   if (pending && !opts.fresh) return pending;
   const read = (async () => {
     const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: shareKey(shareId) }, ConsistentRead: opts.consistent || opts.fresh }));
-    const s = out.Item as ShareRecord | undefined;
+    const s = out.Item ? expandShare(out.Item as unknown as ShareRecord) : undefined;
     if (s) remember(s);
     return s;
   })();
@@ -281,6 +281,25 @@ export function shareItems(
   });
 }
 
+/**
+ * A share as stored: an inline argument keeps its codec and bytes only; its size and SHA-256
+ * follow from the bytes (the API computed them from these very bytes: core/payload.ts
+ * inlineEnvelope), so they are left out (about 90 of the 150 bytes a no-op task takes) and
+ * computed again when the share is read (expandShare), once per share and process.
+ */
+const compactShare = (s: ShareRecord): ShareRecord => ({
+  ...s,
+  tasks: s.tasks.map((t) => (t.args.inline !== undefined ? { ...t, args: { codec: t.args.codec, inline: t.args.inline } as Envelope } : t)),
+});
+
+function expandShare(s: ShareRecord): ShareRecord {
+  if (s.tasks.every((t) => t.args.sha256 !== undefined)) return s;
+  return {
+    ...s,
+    tasks: s.tasks.map((t) => (t.args.sha256 !== undefined ? t : { ...t, args: inlineEnvelope(Buffer.from(t.args.inline!, 'base64'), t.args.codec) })),
+  };
+}
+
 /** A share's marker in `open-since-index`. */
 const markerOf = (s: ShareRecord) => ({ task_id: markerKey(s.share_id), share_id: s.share_id, count: s.tasks.length, open_on: s.endpoint_id, created_at: s.created_at, expires_at: s.expires_at });
 
@@ -290,7 +309,7 @@ const markerOf = (s: ShareRecord) => ({ task_id: markerKey(s.share_id), share_id
  * Returns the ids of the shares whose share or marker DynamoDB would not take.
  */
 export async function putShares(shares: readonly ShareRecord[], markersOnly: readonly ShareRecord[] = []): Promise<string[]> {
-  const items = [...shares.flatMap((s) => [s, markerOf(s)]), ...markersOnly.map(markerOf)] as unknown as Record<string, unknown>[];
+  const items = [...shares.flatMap((s) => [compactShare(s), markerOf(s)]), ...markersOnly.map(markerOf)] as unknown as Record<string, unknown>[];
   const unwritten = new Set(await batchPut(table(), items, (i) => i.share_id as string));
   for (const s of shares) if (!unwritten.has(s.share_id)) remember(s);
   return [...unwritten];
@@ -334,7 +353,7 @@ export async function getTasks(ids: readonly string[]): Promise<TaskRecord[]> {
   const byKey = new Map(items.map((i) => [i.task_id as string, i]));
   for (const id of wanted) {
     const s = byKey.get(shareKey(id));
-    if (s) remember(s as unknown as ShareRecord);
+    if (s) remember(expandShare(s as unknown as ShareRecord));
   }
   const out: TaskRecord[] = [];
   const nowSeconds = Date.now() / 1000;
