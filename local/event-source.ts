@@ -1,13 +1,40 @@
 import { DeleteMessageBatchCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
+import { inProcessQueue } from './sqs-server';
 
 /**
  * A stand-in for Lambda's SQS event source mapping: long-polls a queue, hands batches to the
- * handler as an SQSEvent, deletes what succeeded and leaves `batchItemFailures` (or the whole
- * batch, if the handler throws) to come back after their visibility timeout.
+ * handler as an SQSEvent as soon as messages are there (no batching window), deletes what
+ * succeeded and leaves `batchItemFailures` (or the whole batch, if the handler throws) to come
+ * back after their visibility timeout. A queue served by this process (the local stack's) is
+ * read directly, as Lambda's pollers read SQS from inside AWS: no HTTP, SigV4 or SDK per batch.
  */
 export interface EventSource {
   stop(): Promise<void>;
+}
+
+/** How the pollers reach the queue: in this process, or through the SDK. */
+interface QueueReader {
+  receive(max: number, waitSeconds: number, signal: AbortSignal): Promise<Message[]>;
+  /** Deletes; a failure is logged, never thrown (the message then comes back). */
+  delete(receipts: string[]): Promise<void>;
+}
+
+function sdkReader(sqs: SQSClient, queueUrl: string): QueueReader {
+  return {
+    async receive(max, waitSeconds, signal) {
+      const out = await sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: max, WaitTimeSeconds: waitSeconds, MessageSystemAttributeNames: ['All'], MessageAttributeNames: ['All'] }),
+        { abortSignal: signal },
+      );
+      return out.Messages ?? [];
+    },
+    async delete(receipts) {
+      await sqs
+        .send(new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: receipts.map((r, i) => ({ Id: String(i), ReceiptHandle: r })) }))
+        .catch((err) => console.error('local event source: delete failed', String(err)));
+    },
+  };
 }
 
 export function startSqsEventSource(opts: {
@@ -22,22 +49,27 @@ export function startSqsEventSource(opts: {
 }): EventSource {
   const abort = new AbortController();
   let stopped = false;
+  const direct = inProcessQueue(opts.queueUrl);
+  const reader: QueueReader = direct
+    ? {
+        receive: (max, waitSeconds, signal) => direct.receive(max, waitSeconds, signal),
+        async delete(receipts) {
+          try {
+            direct.delete(receipts);
+          } catch (err) {
+            console.error('local event source: delete failed', String(err));
+          }
+        },
+      }
+    : sdkReader(opts.sqs, opts.queueUrl);
+  /** Deletes still in flight: a poller goes back to the queue without waiting for its own. */
+  const deleting = new Set<Promise<void>>();
 
   const poll = async () => {
     while (!stopped) {
       let messages: Message[] = [];
       try {
-        const out = await opts.sqs.send(
-          new ReceiveMessageCommand({
-            QueueUrl: opts.queueUrl,
-            MaxNumberOfMessages: opts.batchSize ?? 10,
-            WaitTimeSeconds: opts.waitSeconds ?? 20,
-            MessageSystemAttributeNames: ['All'],
-            MessageAttributeNames: ['All'],
-          }),
-          { abortSignal: abort.signal },
-        );
-        messages = out.Messages ?? [];
+        messages = await reader.receive(opts.batchSize ?? 10, opts.waitSeconds ?? 20, abort.signal);
       } catch (err) {
         if (stopped) return;
         console.error('local event source: receive failed', String(err));
@@ -55,9 +87,9 @@ export function startSqsEventSource(opts: {
       }
       const done = messages.filter((m) => !failed.has(m.MessageId!));
       if (done.length) {
-        await opts.sqs
-          .send(new DeleteMessageBatchCommand({ QueueUrl: opts.queueUrl, Entries: done.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle! })) }))
-          .catch((err) => console.error('local event source: delete failed', String(err)));
+        const deleted = reader.delete(done.map((m) => m.ReceiptHandle!));
+        deleting.add(deleted);
+        void deleted.finally(() => deleting.delete(deleted));
       }
     }
   };
@@ -68,6 +100,7 @@ export function startSqsEventSource(opts: {
       stopped = true;
       abort.abort();
       await Promise.allSettled(loops);
+      await Promise.allSettled([...deleting]);
     },
   };
 }

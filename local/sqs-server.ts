@@ -56,6 +56,41 @@ export async function startSqsServer(opts: SqsServerOptions = {}): Promise<SqsSe
   return server;
 }
 
+/** A received message as ReceiveMessage answers it (the AWS SDK's `Message`). */
+export interface ReceivedSqsMessage {
+  MessageId: string;
+  ReceiptHandle: string;
+  MD5OfBody: string;
+  Body: string;
+  Attributes?: Record<string, string>;
+}
+
+/**
+ * A queue of a server running in this process, read without HTTP, SigV4 or the SDK: the local
+ * results event source's way, as Lambda's pollers read SQS from inside AWS. Same semantics as
+ * ReceiveMessage (all attributes) and DeleteMessageBatch, journal included.
+ */
+export interface InProcessQueue {
+  receive(max: number, waitSeconds: number, signal: AbortSignal): Promise<ReceivedSqsMessage[]>;
+  /** Deletes by receipt handle; returns the indexes that failed. */
+  delete(receiptHandles: string[]): Set<number>;
+}
+
+/** Servers of this process by URL origin (`http://127.0.0.1:<port>`). */
+const inProcessServers = new Map<string, LocalSqsServer>();
+
+/** The queue at `queueUrl` when a server in this process serves it; undefined otherwise. */
+export function inProcessQueue(queueUrl: string): InProcessQueue | undefined {
+  let origin: string;
+  try {
+    origin = new URL(queueUrl).origin;
+  } catch {
+    return undefined;
+  }
+  const server = inProcessServers.get(origin);
+  return server && server.inProcessQueue(queueUrl);
+}
+
 // ---------------------------------------------------------------- limits (AWS quotas)
 
 const MAX_BATCH_ENTRIES = 10; // SQS: 10 entries per batch request
@@ -952,6 +987,7 @@ class LocalSqsServer implements SqsServer {
     });
     this.port = (this.http.address() as AddressInfo).port;
     this.url = `http://${host.includes(':') ? `[${host}]` : host}:${this.port}`;
+    inProcessServers.set(new URL(this.url).origin, this);
   }
 
   close(): Promise<void> {
@@ -961,6 +997,7 @@ class LocalSqsServer implements SqsServer {
 
   private async shutdown(): Promise<void> {
     this.closing = true;
+    if (inProcessServers.get(new URL(this.url).origin) === this) inProcessServers.delete(new URL(this.url).origin);
     // Long polls answer (empty) at once; then the sockets, idle keep-alive ones included, go.
     // The grace period only matters for a client stuck sending its request body.
     for (const queue of this.queues.values()) queue.wake();
@@ -979,6 +1016,24 @@ class LocalSqsServer implements SqsServer {
       this.log = undefined;
       await log.close();
     }
+  }
+
+  /** See `inProcessQueue`: ReceiveMessage and DeleteMessageBatch without the HTTP request. */
+  inProcessQueue(queueUrl: string): InProcessQueue {
+    return {
+      receive: async (max, waitSeconds, signal) => {
+        const params = new Params({ QueueUrl: queueUrl, MaxNumberOfMessages: max, WaitTimeSeconds: waitSeconds, MessageSystemAttributeNames: ['All'] });
+        const out = await this.receiveMessage(params, signal);
+        await this.commit(false);
+        return (out.Messages ?? []) as ReceivedSqsMessage[];
+      },
+      delete: (receiptHandles) => {
+        const entries = receiptHandles.map((handle, i) => ({ Id: String(i), ReceiptHandle: handle }));
+        const out = this.deleteMessageBatch(new Params({ QueueUrl: queueUrl, Entries: entries }));
+        this.flush();
+        return new Set((out.Failed as { Id: string }[]).map((f) => Number(f.Id)));
+      },
+    };
   }
 
   // ------------------------------------------------------------ HTTP
