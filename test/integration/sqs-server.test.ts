@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -27,6 +27,10 @@ import {
   TagQueueCommand,
   UntagQueueCommand,
 } from '@aws-sdk/client-sqs';
+import { SignatureV4 } from '@smithy/signature-v4';
+import type { SourceData } from '@smithy/types';
+import { CredentialRegistry, newAccessKey } from '../../local/credential-registry';
+import { verifySigV4 } from '../../local/sigv4';
 import { startSqsServer, type SqsServer } from '../../local/sqs-server';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -612,3 +616,47 @@ async function counts_(client: SQSClient, QueueUrl: string) {
   const { Attributes } = await client.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
   return { visible: Number(Attributes?.ApproximateNumberOfMessages), inFlight: Number(Attributes?.ApproximateNumberOfMessagesNotVisible) };
 }
+
+describe('SigV4 of a header-signed POST to "/" (checked without the SDK signer)', () => {
+  class Sha256 {
+    private readonly h;
+    constructor(key?: SourceData) {
+      this.h = key === undefined ? createHash('sha256') : createHmac('sha256', typeof key === 'string' ? key : Buffer.from(key as Uint8Array));
+    }
+    update(d: SourceData) {
+      this.h.update(typeof d === 'string' ? d : Buffer.from(d as Uint8Array));
+    }
+    async digest() {
+      return new Uint8Array(this.h.digest());
+    }
+  }
+  const admin = newAccessKey();
+  const registry = new CredentialRegistry(admin, {});
+  const variants = ['plain', 'declared-sha', 'whitespace', 'wrong-secret', 'wrong-sha', 'changed-body', 'date-unsigned'] as const;
+
+  it.each(['sqs', 'dynamodb', 'sts'].flatMap((service) => variants.map((variant) => [service, variant] as const)))(
+    '%s, %s: the same answer as the SDK signer gives (the query path)',
+    async (service, variant) => {
+      const body = JSON.stringify({ a: 1, b: 'x y' });
+      const credentials = variant === 'wrong-secret' ? { ...admin, secretAccessKey: 'not-the-secret' } : admin;
+      const applyChecksum = variant === 'declared-sha' || variant === 'wrong-sha';
+      const signer = new SignatureV4({ service, region: 'us-east-1', credentials, sha256: Sha256, applyChecksum });
+      const headers = { host: '127.0.0.1:4567', 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'X.Y', 'x-odd': variant === 'whitespace' ? '  a   b \t c  ' : 'v' };
+      const signed = await signer.sign({ method: 'POST', protocol: 'http:', hostname: '127.0.0.1', port: 4567, path: '/', query: {}, headers, body });
+      const h: Record<string, string> = {};
+      for (const [k, v] of Object.entries(signed.headers)) h[k.toLowerCase()] = v;
+      if (variant === 'wrong-sha') h['x-amz-content-sha256'] = 'f'.repeat(64);
+      if (variant === 'date-unsigned') h.authorization = h.authorization!.replace('x-amz-date;', '');
+      const bytes = Buffer.from(variant === 'changed-body' ? `${body} ` : body);
+      const answer = (url: string) =>
+        verifySigV4(registry, service, 'us-east-1', { method: 'POST', url, headers: h, body: bytes }).then(
+          () => 'ok',
+          (err: { reason: string; message: string }) => `${err.reason}: ${err.message}`,
+        );
+      // "/?" (an empty query) takes the SDK signer's path, "/" the direct one.
+      const direct = await answer('/');
+      expect(direct).toBe(await answer('/?'));
+      expect(direct === 'ok').toBe(['plain', 'declared-sha', 'whitespace'].includes(variant));
+    },
+  );
+});
