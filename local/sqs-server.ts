@@ -469,10 +469,15 @@ interface ReceiptRef {
 
 /** Receipt handles carry the message they belong to, signed so a forged or mangled handle is refused. */
 class ReceiptHandles {
+  /** Makes each handle unique: random per start, then counted (the signature makes it unforgeable, not the nonce). */
+  private readonly noncePrefix = randomBytes(6).toString('hex');
+  private issued = 0;
+
   constructor(private readonly key: Buffer) {}
 
   issue(queue: string, messageId: string): string {
-    const payload = Buffer.from(JSON.stringify({ q: queue, m: messageId, n: randomBytes(8).toString('hex') })).toString('base64url');
+    const n = `${this.noncePrefix}${(this.issued++).toString(16)}`;
+    const payload = Buffer.from(JSON.stringify({ q: queue, m: messageId, n })).toString('base64url');
     return `${payload}.${this.sign(payload)}`;
   }
 
@@ -925,6 +930,7 @@ class LocalSqsServer implements SqsServer {
   private readonly http: Server;
   private readonly queues = new Map<string, Queue>();
   private readonly inFlightRequests = new Set<Promise<void>>();
+  private readonly parsedUrls = new Map<string, string[]>();
   private readonly fsync: boolean;
   private readonly compactAfterRecords: number;
   private receiptHandleKey = randomBytes(32).toString('hex');
@@ -1089,7 +1095,7 @@ class LocalSqsServer implements SqsServer {
     let name: string | undefined;
     try {
       const url = params.string('QueueUrl');
-      if (url !== undefined) name = decodeURIComponent(new URL(url, this.url).pathname.split('/').filter(Boolean).pop() ?? '');
+      if (url !== undefined) name = decodeURIComponent(this.urlSegments(url).at(-1) ?? '');
       else name = params.string('QueueName');
     } catch {
       name = undefined;
@@ -1110,17 +1116,27 @@ class LocalSqsServer implements SqsServer {
   /** The queue a request's QueueUrl names: `<any origin>/<account>/<name>`. */
   private queueFor(params: Params): Queue {
     const queueUrl = params.requiredString('QueueUrl');
-    let segments: string[];
-    try {
-      segments = new URL(queueUrl, this.url).pathname.split('/').filter(Boolean);
-    } catch {
-      segments = [];
-    }
+    const segments = this.urlSegments(queueUrl);
     if (segments.length !== 2) throw new SqsError('InvalidAddress', `The address ${queueUrl} is not valid for this endpoint.`);
     const [account, name] = segments;
     const queue = account === this.accountId ? this.queues.get(decodeURIComponent(name)) : undefined;
     if (!queue) throw queueDoesNotExist();
     return queue;
+  }
+
+  /** A QueueUrl's path segments; the few URLs clients use are parsed once. */
+  private urlSegments(queueUrl: string): string[] {
+    let segments = this.parsedUrls.get(queueUrl);
+    if (!segments) {
+      try {
+        segments = new URL(queueUrl, this.url).pathname.split('/').filter(Boolean);
+      } catch {
+        segments = [];
+      }
+      if (this.parsedUrls.size >= 10_000) this.parsedUrls.clear();
+      this.parsedUrls.set(queueUrl, segments);
+    }
+    return segments;
   }
 
   private queueByArn(arn: string): Queue | undefined {
