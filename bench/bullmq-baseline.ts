@@ -39,7 +39,7 @@ export async function bullmqWorkload(opts: { rounds: number; burst: number; prof
   const redisExited = new Promise((r) => redis.once('exit', r));
   let queue: Queue | undefined;
   let events: QueueEvents | undefined;
-  const prof = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`, '--cpu-prof-name=bullmq-worker.${pid}.cpuprofile'] : [];
+  const prof = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(opts.profileDir, 'bullmq-worker')}`] : [];
   const worker = spawn(process.execPath, [...prof, '--import', 'tsx', join(__dirname, 'bullmq-worker.ts')], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     env: { ...process.env, BENCH_REDIS_PORT: String(port), BENCH_CONCURRENCY: '2' },

@@ -32,9 +32,13 @@ for (const file of files) {
   });
 }
 
-console.log(`${files.length} profile(s), ${(totalMs / 1000).toFixed(2)} s of samples\n`);
-console.log('| self ms | % | function |');
+// Shares are of the busy time: a thread waiting for work shows as (idle).
+const idleMs = selfMs.get('(idle)') ?? 0;
+selfMs.delete('(idle)');
+const busyMs = totalMs - idleMs;
+console.log(`${files.length} profile(s) (a file per thread): ${(totalMs / 1000).toFixed(2)} s sampled, ${(busyMs / 1000).toFixed(2)} s busy\n`);
+console.log('| self ms | % of busy | function |');
 console.log('| --- | --- | --- |');
 for (const [name, ms] of [...selfMs].sort((a, b) => b[1] - a[1]).slice(0, top)) {
-  console.log(`| ${ms.toFixed(0)} | ${((100 * ms) / totalMs).toFixed(1)} | ${name.replace(/\|/g, '\\|')} |`);
+  console.log(`| ${ms.toFixed(0)} | ${((100 * ms) / busyMs).toFixed(1)} | ${name.replace(/\|/g, '\\|')} |`);
 }

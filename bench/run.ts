@@ -345,7 +345,7 @@ async function benchWorkload(profileDir?: string): Promise<void> {
   console.log('\n## Issue 13 workload: one client, one agent with 2 runtime processes, no-op tasks (the stack in its own process)\n');
   const rounds = quick ? 50 : 200;
   const burst = quick ? 1000 : 5000;
-  const stack = await spawnStackChild({ profileDir });
+  const stack = await spawnStackChild({ profileDir, label: 'workload' });
   const rows: { system: string; figures: Awaited<ReturnType<typeof ferryWorkload>> }[] = [];
   const skipped: string[] = [];
   try {
@@ -361,7 +361,7 @@ async function benchWorkload(profileDir?: string): Promise<void> {
 async function benchScalingSection(profileDir?: string): Promise<void> {
   const { spawnStackChild } = await import('./stack-child');
   const { benchScaling } = await import('./workload');
-  const stack = await spawnStackChild({ profileDir });
+  const stack = await spawnStackChild({ profileDir, label: 'scaling' });
   try {
     await benchScaling(stack, { quick, profileDir });
   } finally {
@@ -411,7 +411,7 @@ async function main() {
     await stack?.close();
   }
   console.log(`\nSection times: ${timings.join(', ')}.`);
-  if (profileDir) console.log(`CPU profiles (stack process, agents and their runtime processes, BullMQ worker): ${profileDir}\n  summary: npx tsx bench/profile-summary.ts ${profileDir}/stack.*.cpuprofile`);
+  if (profileDir) console.log(`CPU profiles, a directory per process (stack-workload, stack-scaling, agent-<n>, bullmq-worker): ${profileDir}\n  summary (a process and its threads): npx tsx bench/profile-summary.ts ${profileDir}/stack-workload/*.cpuprofile`);
 }
 
 main().catch((err) => {

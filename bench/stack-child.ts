@@ -17,10 +17,11 @@ export interface StackChild {
 
 /**
  * Starts the local stack in a child process under tsx, as `npm start` does. With `profileDir`,
- * node writes the child's CPU profile there when it exits (--cpu-prof).
+ * node writes the child's CPU profiles there when it exits (--cpu-prof; a file per thread), under
+ * stack-<label>/.
  */
-export async function spawnStackChild(opts: { profileDir?: string } = {}): Promise<StackChild> {
-  const prof = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`, '--cpu-prof-name=stack.${pid}.cpuprofile'] : [];
+export async function spawnStackChild(opts: { profileDir?: string; label?: string } = {}): Promise<StackChild> {
+  const prof = opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(opts.profileDir, `stack-${opts.label ?? 'bench'}`)}`] : [];
   const preload = ['--require', join(__dirname, 'dynalite-gsi-capacity.js')];
   const child = spawn(process.execPath, [...prof, ...preload, '--import', 'tsx', join(__dirname, 'stack-process.ts')], {
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],

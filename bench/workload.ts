@@ -4,6 +4,7 @@
  * theirs (the bundle the container runs). The stack process counts its own AWS SDK calls,
  * DynamoDB write units and HTTP requests; each agent prints its AWS calls when it stops.
  */
+import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { spawnAgentProcess, type AgentProcess } from '../local/agent-process';
 import { Client, Executor } from '../sdk';
@@ -23,9 +24,16 @@ export function spawnBenchAgent(stack: Pick<StackChild, 'apiUrl' | 'workerEnv'>,
     FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
     FERRY_POOL_SIZE: String(poolSize),
     FERRY_RUNTIMES: 'node',
-    // Node writes the profile when the process exits; runtime processes the agent starts inherit it too.
-    ...(profileDir ? { NODE_OPTIONS: `${process.env.NODE_OPTIONS ?? ''} --cpu-prof --cpu-prof-dir=${profileDir}`.trim() } : {}),
-  }, { bundle: true });
+    // Node writes the profile when the process exits (the agent's runtime processes are not profiled).
+  }, { bundle: true, nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `agent-${++agentsStarted}`)}`] : [] });
+}
+let agentsStarted = 0;
+
+/** Waits until the agents serve their endpoint; one that exited instead fails the bench with its output. */
+export async function agentsReady(agents: AgentProcess[]): Promise<void> {
+  await Promise.all(agents.map((a) => a.ready));
+  const dead = agents.find((a) => a.child.exitCode !== null || a.child.signalCode !== null);
+  if (dead) throw new Error(`a worker agent exited before serving its endpoint:\n${dead.output()}`);
 }
 
 /** The AWS calls an agent counted, from its last log line. */
@@ -58,7 +66,7 @@ export async function ferryWorkload(stack: StackChild, opts: { rounds: number; b
   const client = new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench-workload') });
   const ep = await client.registerEndpoint('bench-workload');
   const agent = spawnBenchAgent(stack, ep, 2, opts.profileDir);
-  await agent.ready;
+  await agentsReady([agent]);
   const gce = new Executor({ endpointId: ep.endpoint_id, client });
   const noop = () => null;
   try {
@@ -153,7 +161,7 @@ export async function benchScaling(stack: StackChild, opts: { quick: boolean; pr
   for (const agents of [1, 2, 4]) {
     const ep = await client.registerEndpoint(`bench-scaling-${agents}`);
     const procs = Array.from({ length: agents }, () => spawnBenchAgent(stack, ep, 2, opts.profileDir));
-    await Promise.all(procs.map((a) => a.ready));
+    await agentsReady(procs);
     const gce = new Executor({ endpointId: ep.endpoint_id, client });
     for (let i = 0; i < 20; i++) await gce.submit(noop);
     const t0 = performance.now();
@@ -181,7 +189,7 @@ export async function benchScaling(stack: StackChild, opts: { quick: boolean; pr
     const submitSecs = (performance.now() - t0) / 1000;
     const submit = perTask(await stack.counts(true), total);
     const agent = spawnBenchAgent(stack, ep, 2, opts.profileDir);
-    await agent.ready;
+    await agentsReady([agent]);
     t0 = performance.now();
     await waitDrained(client, ids);
     const drainSecs = (performance.now() - t0) / 1000;

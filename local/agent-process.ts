@@ -21,9 +21,10 @@ export interface AgentProcess {
  */
 export function spawnAgentProcess(
   env: Record<string, string | undefined>,
-  opts: { inherit?: boolean; bundle?: boolean; detached?: boolean } = {},
+  opts: { inherit?: boolean; bundle?: boolean; detached?: boolean; nodeArgs?: string[] } = {},
 ): AgentProcess {
-  const args = opts.bundle ? [join(ROOT, 'dist', 'worker', 'main.js')] : ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')];
+  // nodeArgs: options for node itself, e.g. the bench's --cpu-prof (which NODE_OPTIONS may not carry).
+  const args = [...(opts.nodeArgs ?? []), ...(opts.bundle ? [join(ROOT, 'dist', 'worker', 'main.js')] : ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')])];
   // An agent works with the credentials vended to its endpoint, never with whatever this process
   // (the local stack, which runs as the account's admin) holds: those are left out of what it inherits.
   const inherited = { ...process.env };
