@@ -393,12 +393,12 @@ async function main() {
   };
   // The older sections run the stack in this process: their handlers' SDK calls are counted here.
   const inProcess = ['submit', 'agent', 'sdk', 'users', 'slurm'].some((s) => wants(s, s !== 'slurm'));
+  if (wants('workload')) await timed('workload', () => benchWorkload(profileDir));
+  if (wants('scaling', !quick)) await timed('scaling', () => benchScalingSection(profileDir));
   // The dead-letter sweep would add its own SQS calls to the counts; it has nothing to do here.
   const stack = inProcess ? await startLocalStack({ sweepIntervalMs: 3_600_000 }) : undefined;
   const client = stack ? new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench') }) : undefined;
   try {
-    if (wants('workload')) await timed('workload', () => benchWorkload(profileDir));
-    if (wants('scaling', !quick)) await timed('scaling', () => benchScalingSection(profileDir));
     if (stack && client) {
       if (wants('submit')) await timed('submit', () => benchSubmit(stack, client));
       if (wants('agent')) await timed('agent', () => benchAgent(stack, client));
