@@ -94,7 +94,8 @@ export function startSqsEventSource(opts: {
     }
   };
 
-  const loops = Array.from({ length: opts.concurrency ?? 2 }, poll);
+  // Lambda: an SQS event source mapping starts with five concurrent batches (pollers), and scales up from there.
+  const loops = Array.from({ length: opts.concurrency ?? 5 }, poll);
   return {
     async stop() {
       stopped = true;
