@@ -96,11 +96,12 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   const submittedAt = new Date();
   const request_hash = keyHash ? sha256Hex(JSON.stringify([input.endpointId, input.taskGroupId ?? null, input.tasks])) : '';
   const kept = { task_group_id: taskGroupId, shares: shareIds.map((id, k) => [id, layout[k]!] as [string, number]) };
-  const claim = (prefix: string) => claimIdempotency(input.userId, keyHash!, { request_hash, response: kept, submit_prefix: prefix }, REQUEST_DEADLINE_MS);
-  // Without a group the submit's order prefix needs no read, so the idempotency claim goes out
-  // with the reads instead of after them.
-  const ungrouped = input.taskGroupId ? undefined : submitPrefix(submittedAt, undefined);
-  const early = keyHash && ungrouped ? claim(ungrouped) : undefined;
+  // The idempotency claim goes out with the reads, not after them, with the submit's own time as
+  // its order prefix: a takeover puts the tasks of an attempt that died before writing any share
+  // there, and those of one that wrote some beside them (their shares hold the prefix it used).
+  const early = keyHash
+    ? claimIdempotency(input.userId, keyHash, { request_hash, response: kept, submit_prefix: submitPrefix(submittedAt, undefined) }, REQUEST_DEADLINE_MS)
+    : undefined;
   early?.catch(() => undefined);
   let checked: { ep: EndpointRecord; functions: Map<string, FunctionRecord>; lastInGroup?: string; specs: (ResourceSpecification | undefined)[] };
   try {
@@ -125,10 +126,10 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     throw err;
   }
   const { ep, functions, specs } = checked;
-  let prefix = ungrouped ?? submitPrefix(submittedAt, checked.lastInGroup);
+  let prefix = submitPrefix(submittedAt, checked.lastInGroup);
   let takeover = false;
-  if (keyHash) {
-    const out = await (early ?? claim(prefix));
+  if (early) {
+    const out = await early;
     if (!out.claimed) {
       if (out.held.request_hash !== request_hash) throw new IdempotencyKeyReused('this Idempotency-Key was used for a different request');
       if (out.held.state === 'complete') return idempotentResponse(out.held.response);
@@ -142,6 +143,9 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
 
   const now = submittedAt.toISOString();
   const existing = takeover ? await getSharesFresh(shareIds) : new Map<string, ShareRecord>();
+  // Shares a dead attempt wrote fix where the whole submit sorts: the rest take their places beside them.
+  const written = [...existing.values()][0];
+  if (written) prefix = written.submit_order.slice(0, written.submit_order.lastIndexOf('#'));
   const firsts = layout.map((_, k) => layout.slice(0, k).reduce((a, n) => a + n, 0));
   const freshParts = shareIds.flatMap((shareId, k) => (existing.has(shareId) ? [] : [{ shareId, first: firsts[k]!, n: layout[k]! }]));
   const made: NewTask[] = await mapLimit(
