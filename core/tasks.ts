@@ -459,7 +459,7 @@ export async function cancelTask(taskId: string, userId: string): Promise<TaskRe
   const t = await ownTask(taskId, userId);
   const updated = await transitionTask(taskId, 'cancelled', { by: `user:${userId}` });
   if (updated) {
-    announceFinished([taskId]);
+    announceFinished([taskId], [updated]);
     telemetry().tasks('cancelled', updated.endpoint_id);
   }
   return updated ?? (await getTask(taskId)) ?? t;
@@ -499,7 +499,7 @@ export async function applyResults(msgs: ResultMessage[], sender: string): Promi
     if (msg.kind === 'started') applied = await transitionTask(msg.task_id, 'running', base);
     else if (msg.kind === 'success') applied = await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result, output: msg.output });
     else applied = await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception, output: msg.output });
-    if (applied && msg.kind !== 'started') announceFinished([msg.task_id]);
+    if (applied && msg.kind !== 'started') announceFinished([msg.task_id], [applied]);
     if (applied) countReport(applied, msg.kind, via !== undefined);
     // The condition failed: a duplicate or late report changes nothing quietly; one about another endpoint's task is refused.
     if (!applied) {
