@@ -74,6 +74,7 @@ async function main(env = process.env): Promise<number> {
     graceMs: int(env.FERRY_GRACE_MS),
     heartbeatMs: int(env.FERRY_HEARTBEAT_MS),
     visibilitySeconds: int(env.FERRY_VISIBILITY_SECONDS),
+    startedReportDelayMs: int(env.FERRY_STARTED_REPORT_MS),
     isolation,
     idleMs: settings.idleSeconds === undefined ? undefined : settings.idleSeconds * 1000,
     maxProcesses: settings.maxProcesses,
