@@ -47,7 +47,10 @@ export async function spawnStackChild(opts: { profileDir?: string; label?: strin
     counts: (reset) => ask({ type: 'counts', reset }, 'counts'),
     close: async () => {
       if (child.exitCode === null) child.send({ type: 'close' } satisfies StackRequest);
+      // A request still running in the stack (say, a long endpoint delete) must not hold the bench.
+      const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
       await exited;
+      clearTimeout(timer);
     },
   };
 }
