@@ -55,6 +55,7 @@ export function waitForFinished(taskIds: Iterable<string>, ms: number, signal?: 
     };
     const onAbort = () => done([]);
     const timer = setTimeout(() => done([]), Math.max(0, ms));
+    timer.unref();
     const stop = onFinished(taskIds, (ids) => done(ids));
     signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) done([]);

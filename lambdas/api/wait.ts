@@ -38,7 +38,9 @@ export const waitForTasks = route({ auth: 'user', body: waitTasksBody }, async (
         wake = undefined;
         resolve();
       };
+      // A wait holds nothing open by itself: a stack that closes (or a test that ends) need not outlast it.
       const timer = setTimeout(done, ms);
+      timer.unref();
       wake = done;
     });
   try {
