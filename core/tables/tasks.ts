@@ -552,6 +552,29 @@ export interface TransitionChange {
  * a report from another endpoint is refused before any write.
  * Returns the updated record, or undefined if the task is unknown or the move not allowed.
  */
+/**
+ * What every move writes, shared by task items and whole (pre-share) items: the new state and
+ * time, the transitions to append (`:t`), the `from` states (`:f0`…, and `inFrom` to test them),
+ * and the result, exception, output and worker that came with it. Callers add their condition,
+ * how transitions are appended, and the expiry.
+ */
+function moveParts(to: TaskState, change: TransitionChange, at: Date) {
+  const from = change.from ?? statesAllowing(to);
+  const names: Record<string, string> = { '#s': 'state' };
+  const values: Record<string, unknown> = {
+    ':to': to,
+    ':now': at.toISOString(),
+    ':t': [...(change.via ?? []), { state: to, at: at.toISOString(), by: change.by } satisfies Transition],
+  };
+  const sets = ['#s = :to', 'updated_at = :now'];
+  from.forEach((s, i) => (values[`:f${i}`] = s));
+  if (change.result) (sets.push('#r = :r'), (names['#r'] = 'result'), (values[':r'] = change.result));
+  if (change.exception) (sets.push('#x = :x'), (names['#x'] = 'exception'), (values[':x'] = change.exception));
+  if (change.output) (sets.push('#o = :o'), (names['#o'] = 'output'), (values[':o'] = change.output));
+  if (change.workerId) (sets.push('worker_id = :w'), (values[':w'] = change.workerId));
+  return { from, names, values, sets, inFrom: `#s IN (${from.map((_, i) => `:f${i}`).join(', ')})` };
+}
+
 export async function transitionTask(taskId: string, to: TaskState, change: TransitionChange): Promise<TaskRecord | undefined> {
   const ref = shareOfTask(taskId);
   // Consistent on a miss: a result may follow its submit faster than a replica.
@@ -559,27 +582,15 @@ export async function transitionTask(taskId: string, to: TaskState, change: Tran
   if (!share || ref!.position >= share.tasks.length) return transitionLegacy(taskId, to, change);
   if (change.endpointId && share.endpoint_id !== change.endpointId) return undefined;
   const at = change.at ?? new Date();
-  const from = change.from ?? statesAllowing(to);
-  const names: Record<string, string> = { '#s': 'state' };
-  const values: Record<string, unknown> = {
-    ':to': to,
-    ':now': at.toISOString(),
-    ':t': [...(change.via ?? []), { state: to, at: at.toISOString(), by: change.by } satisfies Transition],
-    ':initial': initialTransitions(share.created_at),
-  };
-  const sets = ['#s = :to', 'updated_at = :now', 'transitions = list_append(if_not_exists(transitions, :initial), :t)'];
-  from.forEach((s, i) => (values[`:f${i}`] = s));
-  const inFrom = `#s IN (${from.map((_, i) => `:f${i}`).join(', ')})`;
+  const { from, names, values, sets, inFrom } = moveParts(to, change, at);
+  values[':initial'] = initialTransitions(share.created_at);
+  sets.push('transitions = list_append(if_not_exists(transitions, :initial), :t)');
   // No item yet: the task is still as its share wrote it, waiting for its endpoint.
   let condition = from.includes('waiting-for-endpoint') ? `(attribute_not_exists(task_id) OR ${inFrom})` : inFrom;
   if (change.ifUpdatedAt) {
     condition += change.ifUpdatedAt === share.created_at ? ' AND (attribute_not_exists(task_id) OR updated_at = :seen)' : ' AND updated_at = :seen';
     values[':seen'] = change.ifUpdatedAt;
   }
-  if (change.result) (sets.push('#r = :r'), (names['#r'] = 'result'), (values[':r'] = change.result));
-  if (change.exception) (sets.push('#x = :x'), (names['#x'] = 'exception'), (values[':x'] = change.exception));
-  if (change.output) (sets.push('#o = :o'), (names['#o'] = 'output'), (values[':o'] = change.output));
-  if (change.workerId) (sets.push('worker_id = :w'), (values[':w'] = change.workerId));
   if (FINAL_STATES.includes(to)) {
     sets.push('completed_at = :now', 'expires_at = :exp');
     // Never before its share: a task item gone while its share stays would read as waiting again.
@@ -607,25 +618,14 @@ export async function transitionTask(taskId: string, to: TaskState, change: Tran
 /** A move of a task written whole by a Ferry older than shares (kept local data). */
 async function transitionLegacy(taskId: string, to: TaskState, change: TransitionChange): Promise<TaskRecord | undefined> {
   const at = change.at ?? new Date();
-  const from = change.from ?? statesAllowing(to);
-  const names: Record<string, string> = { '#s': 'state' };
-  const values: Record<string, unknown> = {
-    ':to': to,
-    ':now': at.toISOString(),
-    ':t': [...(change.via ?? []), { state: to, at: at.toISOString(), by: change.by } satisfies Transition],
-  };
-  const sets = ['#s = :to', 'updated_at = :now', 'transitions = list_append(transitions, :t)'];
+  const { names, values, sets, inFrom } = moveParts(to, change, at);
+  sets.push('transitions = list_append(transitions, :t)');
   const removes: string[] = [];
-  from.forEach((s, i) => (values[`:f${i}`] = s));
   // `owner`: only a whole task item, never a share's task item whose share is gone.
-  let condition = `attribute_exists(#owner) AND #s IN (${from.map((_, i) => `:f${i}`).join(', ')})`;
+  let condition = `attribute_exists(#owner) AND ${inFrom}`;
   names['#owner'] = 'owner';
   if (change.endpointId) (condition += ' AND endpoint_id = :ep'), (values[':ep'] = change.endpointId);
   if (change.ifUpdatedAt) (condition += ' AND updated_at = :seen'), (values[':seen'] = change.ifUpdatedAt);
-  if (change.result) (sets.push('#r = :r'), (names['#r'] = 'result'), (values[':r'] = change.result));
-  if (change.exception) (sets.push('#x = :x'), (names['#x'] = 'exception'), (values[':x'] = change.exception));
-  if (change.output) (sets.push('#o = :o'), (names['#o'] = 'output'), (values[':o'] = change.output));
-  if (change.workerId) (sets.push('worker_id = :w'), (values[':w'] = change.workerId));
   if (FINAL_STATES.includes(to)) {
     sets.push('completed_at = :now', 'expires_at = :exp');
     values[':exp'] = Math.floor(at.getTime() / 1000) + config().resultTtlDays * 86400;
