@@ -24,7 +24,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { resetSdkCallCounts, sdkCallCounts } from '../core/clients';
-import { spawnAgentProcess, type AgentProcess } from '../local/agent-process';
+import type { AgentProcess } from '../local/agent-process';
+import { percentile, spawnBenchAgent } from './workload';
 import { startLocalStack, type LocalStack } from '../local/stack';
 import { Client, Executor } from '../sdk';
 import { RuntimePool } from '../workers/runtime/pool';
@@ -34,7 +35,6 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 const quick = process.argv.includes('--quick');
 
 const fmt = (n: number, d = 1) => n.toFixed(d);
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 
 async function waitAll(client: Client, ids: string[]): Promise<void> {
   let pending = ids;
@@ -45,16 +45,8 @@ async function waitAll(client: Client, ids: string[]): Promise<void> {
   }
 }
 
-function agentFor(stack: LocalStack, ep: { endpoint_id: string; endpoint_secret: string }, poolSize: number, runtimes = ['node']): AgentProcess {
-  return spawnAgentProcess({
-    ...stack.workerEnv,
-    FERRY_API_URL: stack.apiUrl,
-    FERRY_ENDPOINT_ID: ep.endpoint_id,
-    FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
-    FERRY_POOL_SIZE: String(poolSize),
-    FERRY_RUNTIMES: runtimes.join(','),
-  }, { bundle: true });
-}
+const agentFor = (stack: LocalStack, ep: { endpoint_id: string; endpoint_secret: string }, poolSize: number, runtimes = ['node']): AgentProcess =>
+  spawnBenchAgent(stack, ep, poolSize, undefined, runtimes);
 
 /** The AWS calls an agent counted, from its last log line. */
 function agentCalls(agent: AgentProcess): Record<string, number> {

@@ -16,14 +16,21 @@ export const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FINAL = ['success', 'failed', 'cancelled'];
 
-export function spawnBenchAgent(stack: Pick<StackChild, 'apiUrl' | 'workerEnv'>, ep: { endpoint_id: string; endpoint_secret: string }, poolSize: number, profileDir?: string): AgentProcess {
+/** An agent for `ep` from the bundle the container runs, with `poolSize` runtime processes of each of `runtimes`. */
+export function spawnBenchAgent(
+  stack: Pick<StackChild, 'apiUrl' | 'workerEnv'>,
+  ep: { endpoint_id: string; endpoint_secret: string },
+  poolSize: number,
+  profileDir?: string,
+  runtimes = ['node'],
+): AgentProcess {
   return spawnAgentProcess({
     ...stack.workerEnv,
     FERRY_API_URL: stack.apiUrl,
     FERRY_ENDPOINT_ID: ep.endpoint_id,
     FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
     FERRY_POOL_SIZE: String(poolSize),
-    FERRY_RUNTIMES: 'node',
+    FERRY_RUNTIMES: runtimes.join(','),
     // Node writes the profile when the process exits (the agent's runtime processes are not profiled).
   }, { bundle: true, nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `agent-${++agentsStarted}`)}`] : [] });
 }
