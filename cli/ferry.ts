@@ -2,6 +2,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, extname, join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
+import { version } from '../package.json';
 import { Client, type FunctionSpec } from '../sdk/client';
 import { decodePayload } from '../sdk/codec';
 import { FerryApiError } from '../sdk/errors';
@@ -30,6 +31,7 @@ const writeSecretFile = (file: string, value: unknown) => {
 export function buildProgram(): Command {
   const program = new Command('ferry')
     .description('Ferry: run functions on your own endpoints')
+    .version(version, '-V, --version', 'print the version')
     .option('--json', 'print JSON for scripts instead of tables')
     .option('--api-url <url>', 'the Ferry API (default: FERRY_API_URL or the credentials file)')
     .option('--token <token>', 'a user token (default: FERRY_TOKEN or the credentials file)')

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Command } from 'commander';
 import { resetClients } from '../core/clients';
 import { config, resetConfig } from '../core/config';
+import { localDataDir } from '../core/install';
 import { sha256Hex } from '../core/ids';
 import { findUserTokenHashes, issueUserToken, listUserTokens, resolveToken, revokeTokenHash, tokenIdOf } from '../core/tables/tokens';
 import { table } from './output';
@@ -16,7 +17,6 @@ import { table } from './output';
  */
 
 /** Where `npm start` keeps its data (local/start.ts uses the same rule). */
-export const localDataDir = (): string => process.env.FERRY_HOME ?? join(__dirname, '..', '.ferry');
 
 /** The local stack's admin credentials file, as local/stack.ts writes it. */
 interface LocalAwsFile {

@@ -11,6 +11,14 @@ export type FunctionRuntime = (typeof FUNCTION_RUNTIMES)[number];
  * stdout and stderr the ShellResult keeps (default 1000); `stdout`/`stderr`: files, relative to the
  * task's working directory, that also receive the streams.
  */
+export interface ShellOptions {
+  walltime_ms?: number;
+  snippet_lines?: number;
+  stdout?: string;
+  stderr?: string;
+}
+// Plain interfaces, not z.infer: the SDK's bundled declarations carry them without zod
+// (test/unit/shared-types.test.ts checks each schema gives exactly its interface).
 export const shellOptionsSchema = z
   .object({
     walltime_ms: z.number().int().min(1).max(24 * 3600 * 1000).optional(),
@@ -18,18 +26,21 @@ export const shellOptionsSchema = z
     stdout: z.string().min(1).max(1024).optional(),
     stderr: z.string().min(1).max(1024).optional(),
   })
-  .strict();
-export type ShellOptions = z.infer<typeof shellOptionsSchema>;
+  .strict() satisfies z.ZodType<ShellOptions>;
 
 /** An MPI task's ranks (Globus Compute's resource_specification); the API fills all three. */
+export interface ResourceSpecification {
+  num_nodes: number;
+  ranks_per_node: number;
+  num_ranks: number;
+}
 export const resourceSpecificationSchema = z
   .object({
     num_nodes: z.number().int().min(1).max(100_000),
     ranks_per_node: z.number().int().min(1).max(100_000),
     num_ranks: z.number().int().min(1).max(10_000_000),
   })
-  .strict();
-export type ResourceSpecification = z.infer<typeof resourceSpecificationSchema>;
+  .strict() satisfies z.ZodType<ResourceSpecification>;
 
 /**
  * What a worker receives on its endpoint queue: one function and a bundle of its tasks, with

@@ -9,6 +9,17 @@ import { ChecksumMismatch } from './errors';
 export const CODECS = ['json', 'node-v8', 'python-pickle'] as const;
 export type Codec = (typeof CODECS)[number];
 
+export interface Envelope {
+  v: 1;
+  codec: Codec;
+  size: number;
+  sha256: string;
+  /** base64 bytes; exactly one of inline and ref. */
+  inline?: string;
+  /** An S3 key (claim check). */
+  ref?: string;
+}
+// A plain interface, not z.infer: the SDK's bundled declarations carry it without zod.
 export const envelopeSchema = z
   .object({
     v: z.literal(1),
@@ -18,8 +29,7 @@ export const envelopeSchema = z
     inline: z.string().optional(),
     ref: z.string().min(1).max(1024).optional(),
   })
-  .refine((e) => (e.inline === undefined) !== (e.ref === undefined), 'exactly one of inline or ref');
-export type Envelope = z.infer<typeof envelopeSchema>;
+  .refine((e) => (e.inline === undefined) !== (e.ref === undefined), 'exactly one of inline or ref') satisfies z.ZodType<Envelope>;
 
 export const sha256Of = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 

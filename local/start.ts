@@ -1,6 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { join } from 'node:path';
+import { localDataDir } from '../core/install';
 import { resolveToken } from '../core/tables/tokens';
 import { getEndpoint } from '../core/tables/endpoints';
 import { spawnAgentProcess } from './agent-process';
@@ -8,7 +9,7 @@ import { startLocalStack } from './stack';
 import { AgentSupervisor } from './supervisor';
 
 /**
- * `npm start`: the whole of Ferry on this machine, data under .ferry/, the API on
+ * `npm start`: the whole of Ferry on this machine, data under .ferry/ (~/.ferry/local for `ferry local up` from the CLI package; FERRY_HOME to change), the API on
  * http://127.0.0.1:8080 (FERRY_PORT to change; DynamoDB, SQS, S3 and STS take the four ports after it), a local user's token in .ferry/credentials.json
  * and a default endpoint served by one worker agent with two runtime processes, restarted
  * with backoff if it dies (FERRY_AGENT_RESTART=off to leave it down).
@@ -16,8 +17,7 @@ import { AgentSupervisor } from './supervisor';
  * back to the queue, then the stack closes and the process exits 0. A second Ctrl-C kills the
  * agent and exits at once (130).
  */
-const ROOT = join(__dirname, '..');
-const DATA = process.env.FERRY_HOME ?? join(ROOT, '.ferry');
+const DATA = localDataDir();
 const CREDENTIALS = join(DATA, 'credentials.json');
 const ENDPOINT = join(DATA, 'endpoint.json');
 

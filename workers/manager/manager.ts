@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { GetQueueAttributesCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { makeS3Client, makeSqsClient } from '../../core/clients';
+import { fromBundle } from '../../core/install';
 import { TASK_VISIBILITY_SECONDS } from '../../core/queues/endpoint-queue';
 import { AGENT_VERSION } from '../agent';
 import { GrantKeeper } from '../grant';
@@ -59,7 +60,7 @@ export interface ManagerOptions {
   provider: Provider;
   /** Job scripts, agent output, the manager contact file. */
   stateDir: string;
-  /** The agent's command line (absolute paths); default: this node running block-agent.ts through tsx. */
+  /** The agent's command line (absolute paths); default: defaultAgentCommand(). */
   agentCommand?: string[];
   /** Environment every agent gets on top of the job's. */
   agentEnv?: Record<string, string>;
@@ -589,7 +590,11 @@ export class EndpointManager {
   }
 }
 
-/** This node and tsx's require hook running block-agent.ts: absolute paths, readable on a shared filesystem. */
+/**
+ * This node running block-agent: its bundle beside this one in an installed CLI, else the source
+ * through tsx's require hook. Absolute paths, readable on a shared filesystem.
+ */
 export function defaultAgentCommand(): string[] {
+  if (fromBundle) return [process.execPath, join(__dirname, 'block-agent.js')];
   return [process.execPath, '--require', require.resolve('tsx/cjs'), join(__dirname, 'block-agent.ts')];
 }
