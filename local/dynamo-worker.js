@@ -8,6 +8,8 @@
  */
 const { parentPort, workerData } = require('node:worker_threads');
 const { Readable } = require('node:stream');
+// Before dynalite's first request: its expression parsers reuse the trees of repeated expressions.
+require('./dynamo-fast-paths').install();
 const dynalite = require('dynalite');
 
 const server = dynalite(workerData.options);
