@@ -123,7 +123,7 @@ export function buildProgram(): Command {
     .description('delete an endpoint; its queued tasks fail')
     .action(async (id: string) => {
       const out = await client().deleteEndpoint(id);
-      print(`deleted ${id}; ${out.failed_tasks} open tasks failed`, out);
+      print(`deleted ${id}; ${out.failed_tasks} open tasks failed${out.still_failing ? ', the rest fail within minutes (the sweep)' : ''}`, out);
     });
   endpoint
     .command('share <endpointId>')

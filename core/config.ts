@@ -36,6 +36,11 @@ export interface FerryConfig {
    */
   waitPollMs: number;
   waitPollMaxMs: number;
+  /**
+   * How long DELETE /v1/endpoints fails the endpoint's open tasks itself before it answers (API
+   * Gateway gives a request 30 s); the sweep fails the rest, and then deletes the record.
+   */
+  deleteBudgetMs: number;
 }
 
 const num = (v: string | undefined, d: number): number => (v && Number.isFinite(Number(v)) ? Number(v) : d);
@@ -66,6 +71,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
     queueGoneGraceSeconds: num(env.FERRY_QUEUE_GONE_GRACE_SECONDS, 60),
     waitPollMs: Math.max(10, num(env.FERRY_WAIT_POLL_MS, 250)),
     waitPollMaxMs: Math.max(10, num(env.FERRY_WAIT_POLL_MAX_MS, 1000)),
+    deleteBudgetMs: Math.max(0, num(env.FERRY_DELETE_BUDGET_MS, 10_000)),
   };
 }
 

@@ -2,7 +2,7 @@ import { config } from './config';
 import { NotFound } from './errors';
 import { newId } from './ids';
 import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
-import { allowedFunctionList, canUseEndpoint, deleteEndpointRecord, getEndpoint, putEndpoint, type EndpointRecord, type ManagerBlock } from './tables/endpoints';
+import { allowedFunctionList, canUseEndpoint, deleteEndpointRecord, getEndpoint, markEndpointDeleted, putEndpoint, type EndpointRecord, type ManagerBlock } from './tables/endpoints';
 import { mapLimit } from './tables/batch';
 import { closeMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/tasks';
 import { announceFinished } from './task-events';
@@ -61,30 +61,42 @@ export async function visibleEndpoint(endpointId: string, userId: string, opts: 
 }
 
 /** Delete an endpoint: its queues, its secret, and fail the tasks still open on it. */
-export async function deleteEndpoint(ep: EndpointRecord): Promise<{ failed_tasks: number }> {
+/**
+ * DELETE /v1/endpoints: the endpoint is gone at once (its record marked deleted, its secret and
+ * queues deleted), then its open tasks fail as EndpointDeleted for as long as deleteBudgetMs
+ * allows. What is left (`still_failing`) the sweep fails, and it deletes the record after.
+ */
+export async function deleteEndpoint(ep: EndpointRecord): Promise<{ failed_tasks: number; still_failing: boolean }> {
+  if (!(await markEndpointDeleted(ep.endpoint_id))) throw new NotFound(`endpoint ${ep.endpoint_id} not found`);
   await deleteTokenHash(ep.secret_hash);
   await deleteEndpointQueues({ queueUrl: ep.queue_url, dlqUrl: ep.dlq_url });
+  const out = await finishDeletedEndpoint(ep.endpoint_id, Date.now() + config().deleteBudgetMs, 'api');
+  return { failed_tasks: out.failed, still_failing: !out.done };
+}
+
+/**
+ * Fails a deleted endpoint's open tasks, a page at a time, until `deadline`; once none is left,
+ * deletes its record. Resumable: each page's markers close as soon as its tasks are final, so the
+ * next call (the sweep's) starts where this one stopped.
+ */
+export async function finishDeletedEndpoint(endpointId: string, deadline: number, by: 'api' | 'sweep'): Promise<{ failed: number; done: boolean }> {
+  const exception = { type: 'EndpointDeleted', message: `endpoint ${endpointId} was deleted before the task finished`, traceback: '' };
   let failed = 0;
   let cursor: Record<string, unknown> | undefined;
-  const markers: string[] = [];
   do {
-    const page = await queryOpenOnEndpoint(ep.endpoint_id, cursor);
-    const moved = await mapLimit(await openTaskIds(page.ids), 16, (id) =>
-      transitionTask(id, 'failed', {
-        by: 'api',
-        exception: { type: 'EndpointDeleted', message: `endpoint ${ep.endpoint_id} was deleted before the task finished`, traceback: '' },
-      }),
-    );
+    if (Date.now() >= deadline) return { failed, done: false };
+    // A page of 20 items (markers of up to 100 tasks each): a deadline is overrun by one page at most.
+    const page = await queryOpenOnEndpoint(endpointId, cursor, 20);
+    const moved = await mapLimit(await openTaskIds(page.ids), 16, (id) => transitionTask(id, 'failed', { by, exception }));
     const ids = moved.flatMap((t) => (t ? [t.task_id] : []));
     announceFinished(ids);
     failed += ids.length;
-    markers.push(...page.ids.flatMap((k) => markerShare(k) ?? []));
+    // Every task of these shares is final now: nothing else closes a deleted endpoint's markers.
+    await mapLimit(page.ids.flatMap((k) => markerShare(k) ?? []), 16, closeMarker);
     cursor = page.next;
   } while (cursor);
-  // Every task of these shares is final now: nothing sweeps a deleted endpoint's markers.
-  await mapLimit(markers, 16, closeMarker);
-  await deleteEndpointRecord(ep.endpoint_id);
-  return { failed_tasks: failed };
+  await deleteEndpointRecord(endpointId);
+  return { failed, done: true };
 }
 
 export interface EndpointStatus {

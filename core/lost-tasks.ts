@@ -2,6 +2,7 @@ import { DeleteMessageBatchCommand, GetQueueAttributesCommand, ListQueuesCommand
 import { ScanCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo, sqsClient } from './clients';
 import { config } from './config';
+import { finishDeletedEndpoint } from './endpoints';
 import { parseBody, taskMessageSchema } from './messages';
 import { isFinal, type TaskState } from './states';
 import { closeMarker, getTasks, markerShare, openTaskIds, queryOpenByAge, transitionTask, type RemoteException, type TaskRecord } from './tables/tasks';
@@ -71,6 +72,8 @@ export interface UndeliverableSweep {
   expired: number;
   /** Failed as EndpointQueueGone: their endpoint's queue no longer exists. */
   queueGone: number;
+  /** Failed as EndpointDeleted: left open by a DELETE /v1/endpoints that ran out of time. */
+  deleted: number;
 }
 
 /**
@@ -86,7 +89,9 @@ const OPEN_WAITING: readonly TaskState[] = ['received', 'waiting-for-endpoint'];
 /**
  * Fail the open tasks that can no longer be delivered, so every task ends:
  * - on an endpoint whose queue is gone (deleted behind Ferry's back, or by a teardown), as EndpointQueueGone;
- * - whose message outlived its queue's MessageRetentionPeriod (plus a margin) unread, as TaskExpired.
+ * - whose message outlived its queue's MessageRetentionPeriod (plus a margin) unread, as TaskExpired;
+ * - of an endpoint deleted through the API that had no time to fail them all, as EndpointDeleted
+ *   (then the endpoint's record goes).
  * It works from the task records (the `open-since-index`, oldest first), never from the messages,
  * which are gone by then. Per endpoint and run: one Query (Limit 1) and, when it has open tasks,
  * one GetQueueAttributes; tasks are read only when they are past the cutoff.
@@ -96,10 +101,18 @@ const OPEN_WAITING: readonly TaskState[] = ['received', 'waiting-for-endpoint'];
  */
 export async function sweepUndeliverable(opts: { now?: number; deadline?: number } = {}): Promise<UndeliverableSweep> {
   const now = opts.now ?? Date.now();
-  const done: UndeliverableSweep = { expired: 0, queueGone: 0 };
+  const done: UndeliverableSweep = { expired: 0, queueGone: 0, deleted: 0 };
   const seen = new Set<string>();
   for await (const ep of endpointQueues()) {
     if (opts.deadline && Date.now() > opts.deadline) break;
+    if (ep.deleted_at) {
+      // Deleted through the API, which had no time to fail all its tasks: the rest fail here.
+      await finishDeletedEndpoint(ep.endpoint_id, opts.deadline ?? Infinity, 'sweep').then(
+        (out) => (done.deleted += out.failed),
+        (err) => telemetry().log('error', 'failing a deleted endpoint\'s tasks failed', { endpoint_id: ep.endpoint_id, error: err }),
+      );
+      continue;
+    }
     seen.add(ep.endpoint_id);
     // First, so the oldest open item below is a share with an open task where it can be.
     await closeFinishedShares(ep.endpoint_id, now, opts.deadline).catch((err) =>
@@ -226,13 +239,13 @@ async function queueRetentionSeconds(queueUrl: string): Promise<number | undefin
  * thousands of these projections), so reading them all each run is cheap; their records are owned by
  * core/tables/endpoints.ts, and this reads only the attributes it needs.
  */
-async function* endpointQueues(): AsyncGenerator<{ endpoint_id: string; queue_url: string }> {
+async function* endpointQueues(): AsyncGenerator<{ endpoint_id: string; queue_url: string; deleted_at?: string }> {
   let cursor: Record<string, unknown> | undefined;
   do {
     const out = await dynamo().send(
-      new ScanCommand({ TableName: config().tables.endpoints, ProjectionExpression: 'endpoint_id, queue_url', ExclusiveStartKey: cursor }),
+      new ScanCommand({ TableName: config().tables.endpoints, ProjectionExpression: 'endpoint_id, queue_url, deleted_at', ExclusiveStartKey: cursor }),
     );
-    for (const item of out.Items ?? []) if (item.queue_url) yield item as { endpoint_id: string; queue_url: string };
+    for (const item of out.Items ?? []) if (item.queue_url) yield item as { endpoint_id: string; queue_url: string; deleted_at?: string };
     cursor = out.LastEvaluatedKey;
   } while (cursor);
 }

@@ -128,7 +128,7 @@ export class Client {
     return this.http.request('GET', `/v1/endpoints/${encodeURIComponent(endpointId)}/allowed_functions`);
   }
 
-  deleteEndpoint(endpointId: string): Promise<{ endpoint_id: string; deleted: boolean; failed_tasks: number }> {
+  deleteEndpoint(endpointId: string): Promise<{ endpoint_id: string; deleted: boolean; failed_tasks: number; still_failing: boolean }> {
     return this.http.request('DELETE', `/v1/endpoints/${encodeURIComponent(endpointId)}`);
   }
 

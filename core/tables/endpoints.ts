@@ -51,7 +51,16 @@ export interface EndpointRecord {
   /** Latest heartbeat per worker agent, keyed by worker id. */
   heartbeats: Record<string, EndpointHeartbeat & { at: number }>;
   last_heartbeat_at?: number;
+  /**
+   * Set when DELETE /v1/endpoints began: from then on the endpoint is gone for every reader, and
+   * the record stays only until its open tasks have failed (the sweep finishes what the request
+   * had no time for).
+   */
+  deleted_at?: string;
 }
+
+/** Reads and updates see a live endpoint only: a deleted one's record may linger for its tasks' sake. */
+const LIVE = 'attribute_exists(endpoint_id) AND attribute_not_exists(deleted_at)';
 
 const table = () => config().tables.endpoints;
 
@@ -60,13 +69,40 @@ export async function putEndpoint(record: EndpointRecord): Promise<void> {
 }
 
 /** `consistent`: read every write acknowledged before (a status must show an agent's goodbye at once). */
+/** A live endpoint's record; undefined once it is deleted, even while the record lingers (see deleted_at). */
 export async function getEndpoint(endpointId: string, opts: { consistent?: boolean } = {}): Promise<EndpointRecord | undefined> {
   const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { endpoint_id: endpointId }, ConsistentRead: opts.consistent }));
-  return out.Item as EndpointRecord | undefined;
+  const ep = out.Item as EndpointRecord | undefined;
+  return ep?.deleted_at ? undefined : ep;
 }
 
-export const listEndpoints = (owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> =>
-  queryByOwner<EndpointRecord>(table(), 'endpoint_id', owner, limit, cursor);
+/** An owner's live endpoints (a page may hold fewer than `limit` while deleted ones linger). */
+export async function listEndpoints(owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> {
+  const page = await queryByOwner<EndpointRecord>(table(), 'endpoint_id', owner, limit, cursor);
+  return { ...page, items: page.items.filter((ep) => !ep.deleted_at) };
+}
+
+/**
+ * Marks an endpoint deleted, at once for every reader and writer; returns false, changing
+ * nothing, when it is not live (never was, or another request deleted it first).
+ */
+export async function markEndpointDeleted(endpointId: string, at = new Date()): Promise<boolean> {
+  try {
+    await dynamo().send(
+      new UpdateCommand({
+        TableName: table(),
+        Key: { endpoint_id: endpointId },
+        UpdateExpression: 'SET deleted_at = :at',
+        ConditionExpression: LIVE,
+        ExpressionAttributeValues: { ':at': at.toISOString() },
+      }),
+    );
+    return true;
+  } catch (err) {
+    if (isConditionFailed(err)) return false;
+    throw err;
+  }
+}
 
 /** What the owner may change after registration (POST /v1/endpoints/{id}/share). */
 export interface EndpointSharing {
@@ -100,7 +136,7 @@ export async function setSharing(endpointId: string, sharing: EndpointSharing): 
         TableName: table(),
         Key: { endpoint_id: endpointId },
         UpdateExpression: [sets.length ? `SET ${sets.join(', ')}` : '', removes.length ? `REMOVE ${removes.join(', ')}` : ''].join(' ').trim(),
-        ConditionExpression: 'attribute_exists(endpoint_id)',
+        ConditionExpression: LIVE,
         ExpressionAttributeNames: Object.keys(names).length ? names : undefined,
         ExpressionAttributeValues: Object.keys(values).length ? values : undefined,
         ReturnValues: 'ALL_NEW',
@@ -128,7 +164,7 @@ export async function recordHeartbeat(endpointId: string, workerId: string, hb: 
         TableName: table(),
         Key: { endpoint_id: endpointId },
         UpdateExpression: stopped ? 'REMOVE heartbeats.#w SET last_heartbeat_at = :at' : 'SET heartbeats.#w = :hb, last_heartbeat_at = :at',
-        ConditionExpression: 'attribute_exists(endpoint_id)',
+        ConditionExpression: LIVE,
         ExpressionAttributeNames: { '#w': workerId },
         ExpressionAttributeValues: stopped ? { ':at': at } : { ':hb': { ...hb, at }, ':at': at },
       }),

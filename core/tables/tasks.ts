@@ -478,7 +478,7 @@ export async function checkGroupCursor(groupId: string, owner: string, cursor: s
 }
 
 /** One page of an endpoint's open items in `open-since-index`: share markers, and tasks from before shares. */
-export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<string, unknown>): Promise<{ ids: string[]; next?: Record<string, unknown> }> {
+export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<string, unknown>, limit?: number): Promise<{ ids: string[]; next?: Record<string, unknown> }> {
   const out = await dynamo().send(
     new QueryCommand({
       TableName: table(),
@@ -487,6 +487,7 @@ export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<st
       ExpressionAttributeValues: { ':e': endpointId },
       ProjectionExpression: 'task_id',
       ExclusiveStartKey: cursor,
+      Limit: limit,
     }),
   );
   return { ids: (out.Items ?? []).map((i) => i.task_id as string), next: out.LastEvaluatedKey };

@@ -42,8 +42,11 @@ export const POWERTOOLS_ENVIRONMENT: Readonly<Record<string, string>> = {
   POWERTOOLS_TRACER_CAPTURE_RESPONSE: 'false',
 };
 
-/** Read; read and write; or read and update existing items only (conditional state moves, never a put or a delete). */
-export type TableAccess = 'RO' | 'RW' | 'RU';
+/**
+ * Read; read and write; read and update existing items only (conditional state moves, never a put
+ * or a delete); or read and delete (never a put or an update).
+ */
+export type TableAccess = 'RO' | 'RW' | 'RU' | 'RD';
 /** What a function does with the payload bucket: read and write objects, write only (presigned PUT), or just know its name. */
 export type BucketAccess = 'RW' | 'W' | 'name';
 /** What a function does with the runtime-created endpoint queues `ferry-<stage>-ep-*`. */
@@ -112,6 +115,7 @@ export class FerryFunction extends nodejs.NodejsFunction {
   bindTable(t: FerryTable, access: TableAccess): this {
     if (access === 'RW') t.table.grantReadWriteData(this);
     else if (access === 'RU') t.table.grant(this, 'dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:UpdateItem');
+    else if (access === 'RD') (t.table.grantReadData(this), t.table.grant(this, 'dynamodb:DeleteItem'));
     else t.table.grantReadData(this);
     this.addEnvironment(t.envVar, t.table.tableName);
     this.acknowledgeIam5(`${t.table.tableArn}/index/*`, 'The table\'s own global secondary indexes (table/index/*), which core/tables queries.');

@@ -172,11 +172,12 @@ export class ServiceStack extends Stack {
     // A failed record is retried alone (and reaches the DLQ alone), not with its whole batch.
     resultsFn.addEventSource(new SqsEventSource(this.results.queue, { batchSize: 10, reportBatchItemFailures: true }));
 
-    const sweepFn = fn('LostTasksSweep', 'lambdas/lost-tasks.ts', 'fail tasks that can no longer be delivered: dead-lettered, expired unread, or queue gone', {
+    const sweepFn = fn('LostTasksSweep', 'lambdas/lost-tasks.ts', 'fail tasks that can no longer be delivered: dead-lettered, expired unread, queue gone or endpoint deleted', {
       timeout: Duration.seconds(55),
     })
       .bindTable(tables.tasks, 'RU')
-      .bindTable(tables.endpoints, 'RO')
+      // Deletes the record of an endpoint whose deletion it finished (core/endpoints.ts finishDeletedEndpoint).
+      .bindTable(tables.endpoints, 'RD')
       .bindEndpointQueues('drain-dlq')
       .bindEndpointQueues('inspect');
     // Endpoint queues are created at run time, so no event source can be wired to their DLQs, and an

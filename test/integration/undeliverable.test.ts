@@ -1,6 +1,9 @@
 import { createHash } from 'node:crypto';
 import { DeleteQueueCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient, type Message } from '@aws-sdk/client-sqs';
 import type { ResultMessage } from '../../core/messages';
+import { GetCommand } from '@aws-sdk/lib-dynamodb';
+import { dynamo } from '../../core/clients';
+import { config, resetConfig } from '../../core/config';
 import { getTask, transitionTask } from '../../core/tables/tasks';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually, vendedCredentials } from '../helpers/api';
@@ -205,5 +208,37 @@ describe('a message that outlives its queue\'s retention', () => {
     await report(ep, id!, 'success');
     await new Promise((r) => setTimeout(r, 1_500));
     expect(await view(id!)).toMatchObject({ status: 'failed', exception: { type: 'TaskExpired' } });
+  });
+});
+
+describe('an endpoint deleted through the API with more open tasks than its request has time for', () => {
+  test('is gone at once; the sweep fails the rest as EndpointDeleted, then deletes its record', async () => {
+    const ep = await endpoint('deleted-slowly');
+    const ids = await submit(ep, 250);
+    // No time at all: the request fails nothing itself.
+    process.env.FERRY_DELETE_BUDGET_MS = '0';
+    resetConfig();
+    let del;
+    try {
+      del = await alice('DELETE', `/v1/endpoints/${ep.id}`);
+    } finally {
+      delete process.env.FERRY_DELETE_BUDGET_MS;
+      resetConfig();
+    }
+    expect(del).toMatchObject({ status: 200, body: { endpoint_id: ep.id, deleted: true, failed_tasks: 0, still_failing: true } });
+    // Gone for every reader and writer at once, though its record lingers for the sweep.
+    expect((await alice('GET', `/v1/endpoints/${ep.id}`)).status).toBe(404);
+    expect((await alice('GET', '/v1/endpoints')).body.endpoints.map((e: { endpoint_id: string }) => e.endpoint_id)).not.toContain(ep.id);
+    expect((await alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fnId, args: [1, 2] }] })).status).toBe(404);
+    expect((await alice('DELETE', `/v1/endpoints/${ep.id}`)).status).toBe(404);
+    const record = () => dynamo().send(new GetCommand({ TableName: config().tables.endpoints, Key: { endpoint_id: ep.id } }));
+
+    await eventually(async () => !(await record()).Item, 30_000, 'the sweep to delete the record', 200);
+    const read = await alice('POST', '/v1/tasks/batch', { task_ids: ids });
+    expect(read.body.tasks).toHaveLength(250);
+    for (const t of read.body.tasks) {
+      expect(t).toMatchObject({ status: 'failed', exception: { type: 'EndpointDeleted' } });
+      expect(t.transitions.filter((x: { state: string }) => x.state === 'failed')).toEqual([expect.objectContaining({ by: 'sweep' })]);
+    }
   });
 });

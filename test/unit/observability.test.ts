@@ -135,7 +135,7 @@ describe('every handler goes through the same middy stack', () => {
     const { handler } = require('../../lambdas/lost-tasks') as typeof import('../../lambdas/lost-tasks');
     const ctx = { ...lambdaContext('lambda-req-4', 'ferry-obs-sweep'), getRemainingTimeInMillis: () => 55_000 } as Context;
     const out = await handler({ id: 'eb-event-1', 'detail-type': 'Scheduled Event' }, ctx);
-    expect(out).toEqual({ failed: 0, expired: 0, queue_gone: 0 });
+    expect(out).toEqual({ failed: 0, expired: 0, queue_gone: 0, endpoint_deleted: 0 });
     expect(lines.find((l) => l.message === 'swept lost tasks')).toMatchObject({ correlation_id: 'eb-event-1', function_request_id: 'lambda-req-4' });
   });
 });
