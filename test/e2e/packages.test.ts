@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { version } from '../../package.json';
 import { eventually } from '../helpers/api';
-import { freePorts } from '../helpers/ports';
+import { consecutiveFreePorts } from '../helpers/ports';
 import { runCommand, type CommandRun } from '../helpers/proc';
 
 /**
@@ -47,7 +47,7 @@ beforeAll(async () => {
   mkdirSync(home);
   ok(await npm(['install', '--global', '--prefix', prefix, cliTarball], work), 'npm install -g the CLI');
   // `ferry local up` from the installed package: the whole stack and a supervised agent, data under ~/.ferry/local.
-  const [port] = await freePorts(1);
+  const port = await consecutiveFreePorts(5);
   up = spawn(ferryBin, ['local', 'up'], { cwd: work, env: { ...process.env, HOME: home, FERRY_HOME: '', FERRY_PORT: String(port), FERRY_GRACE_MS: '1000' }, stdio: ['ignore', 'pipe', 'pipe'] });
   up.stdout!.on('data', (c: Buffer) => (upOutput += c.toString()));
   up.stderr!.on('data', (c: Buffer) => (upOutput += c.toString()));
