@@ -12,20 +12,12 @@
  * value's content, BETWEEN's bounds and attribute_type's type name: trees holding them are never
  * reused. Failed parses (a string or a thrown SyntaxError) are never reused either, so every error
  * comes from dynalite's own parser. dynalite rewrites some trees after parsing (a key condition
- * written `:v = key` is turned around), hence a copy per request and a frozen template.
+ * written `:v = key` is turned around), hence a fresh copy per request, which no other request sees.
  * Plain JavaScript: a worker thread runs without the TypeScript loader of its parent.
  */
 
 // Enough for every expression Ferry sends many times over; past it the cache starts again.
 const MAX_TEMPLATES = 1000;
-
-/** Where a request's value goes in a reused tree: ExpressionAttributeValues[key]. */
-class ValueSlot {
-  constructor(key) {
-    this.key = key;
-    Object.freeze(this);
-  }
-}
 
 /** Hook dynalite's three expression parsers (their module objects, which its validations call through). */
 function install() {
@@ -53,7 +45,7 @@ function memoize(parser) {
         const made = templateOf(tree, context.attrVals);
         if (made) {
           if (templates.size >= MAX_TEMPLATES) templates.clear();
-          templates.set(key, { tree: made, usedNames: usedKeys(context.attrNames, seen.unusedAttrNames), usedVals: usedKeys(context.attrVals, seen.unusedAttrVals) });
+          templates.set(key, { build: made, usedNames: usedKeys(context.attrNames, seen.unusedAttrNames), usedVals: usedKeys(context.attrVals, seen.unusedAttrVals) });
         }
       }
       return tree;
@@ -100,34 +92,67 @@ function forget(requestUnused, map, unused) {
 }
 
 /**
- * A frozen copy of `tree` with each of the request's values replaced by its slot, or undefined
- * when it must not be reused: it reads a value's content (BETWEEN, attribute_type) or holds a part
- * of a value other than the whole.
+ * A builder of copies of `tree` (a function of the request's values), each of the request's values
+ * in its slot; or undefined when the tree must not be reused: it reads a value's content (BETWEEN,
+ * attribute_type) or holds a part of a value other than the whole.
  */
 function templateOf(tree, attrVals) {
   const slots = new Map();
   const inner = new Set();
   for (const k in attrVals || {}) {
-    slots.set(attrVals[k], new ValueSlot(k));
+    slots.set(attrVals[k], k);
     collect(attrVals[k], inner, true);
   }
-  const copies = new Map();
+  // The update parser lists each path twice (in its section and in `paths`): a copy shares it too.
+  const seen = new Set();
+  const shared = new Map();
   let reusable = true;
-  const copy = (node) => {
-    if (!node || typeof node !== 'object') return node;
-    const slot = slots.get(node);
-    if (slot) return slot;
-    if (inner.has(node)) return (reusable = false), node;
+  const visit = (node) => {
+    if (!node || typeof node !== 'object' || slots.has(node)) return;
+    if (inner.has(node)) return void (reusable = false);
     if (node.type === 'between' || (node.type === 'function' && node.name === 'attribute_type')) reusable = false;
-    let out = copies.get(node);
-    if (out) return out;
-    out = Array.isArray(node) ? new Array(node.length) : Object.create(Object.getPrototypeOf(node));
-    copies.set(node, out);
-    for (const k of Object.keys(node)) out[k] = copy(node[k]);
-    return Object.freeze(out);
+    if (seen.has(node)) return void (shared.has(node) || shared.set(node, shared.size));
+    seen.add(node);
+    for (const k of Object.keys(node)) visit(node[k]);
   };
-  const made = copy(tree);
-  return reusable ? made : undefined;
+  visit(tree);
+  if (!reusable) return undefined;
+  const builders = new Map();
+  const compile = (node) => {
+    if (!node || typeof node !== 'object') return () => node;
+    if (slots.has(node)) {
+      const key = slots.get(node);
+      return (vals) => vals[key];
+    }
+    if (builders.has(node)) return builders.get(node);
+    let build;
+    if (Array.isArray(node)) {
+      const parts = node.map(compile);
+      build = (vals, memo) => {
+        const out = new Array(parts.length);
+        for (let i = 0; i < parts.length; i++) out[i] = parts[i](vals, memo);
+        return out;
+      };
+    } else {
+      const keys = Object.keys(node);
+      const parts = keys.map((k) => compile(node[k]));
+      const proto = Object.getPrototypeOf(node);
+      build = (vals, memo) => {
+        const out = proto === Object.prototype ? {} : Object.create(proto);
+        for (let i = 0; i < keys.length; i++) out[keys[i]] = parts[i](vals, memo);
+        return out;
+      };
+    }
+    if (shared.has(node)) {
+      const at = shared.get(node);
+      const fresh = build;
+      build = (vals, memo) => memo[at] || (memo[at] = fresh(vals, memo));
+    }
+    builders.set(node, build);
+    return build;
+  };
+  const build = compile(tree);
+  return (vals) => build(vals, new Array(shared.size));
 }
 
 /** Every object inside an attribute value (not the value itself, unless `skipTop` is false). */
@@ -141,25 +166,7 @@ function collect(value, into, skipTop) {
 function reuse(template, context) {
   for (const k of template.usedNames) if (context.unusedAttrNames) delete context.unusedAttrNames[k];
   for (const k of template.usedVals) if (context.unusedAttrVals) delete context.unusedAttrVals[k];
-  const vals = context.attrVals;
-  const copies = new Map();
-  const copy = (node) => {
-    if (!node || typeof node !== 'object') return node;
-    if (node instanceof ValueSlot) return vals[node.key];
-    let out = copies.get(node);
-    if (out) return out;
-    if (Array.isArray(node)) {
-      out = new Array(node.length);
-      copies.set(node, out);
-      for (let i = 0; i < node.length; i++) out[i] = copy(node[i]);
-    } else {
-      out = Object.create(Object.getPrototypeOf(node));
-      copies.set(node, out);
-      for (const k of Object.keys(node)) out[k] = copy(node[k]);
-    }
-    return out;
-  };
-  return copy(template.tree);
+  return template.build(context.attrVals);
 }
 
 module.exports = { install };
