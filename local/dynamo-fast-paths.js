@@ -19,11 +19,17 @@
 // Enough for every expression Ferry sends many times over; past it the cache starts again.
 const MAX_TEMPLATES = 1000;
 
-/** Hook dynalite's three expression parsers (their module objects, which its validations call through). */
+/**
+ * Hook dynalite's three expression parsers (their module objects, which its validations call
+ * through) and the type check of each request (its validations' module object, which its request
+ * handler calls through).
+ */
 function install() {
   for (const name of ['conditionParser', 'updateParser', 'projectionParser']) {
     memoize(require(`dynalite/db/${name}`));
   }
+  const validations = require('dynalite/validations');
+  if (!validations.checkTypes.compiled) validations.checkTypes = compiledCheckTypes(validations.checkTypes);
 }
 
 function memoize(parser) {
@@ -169,4 +175,141 @@ function reuse(template, context) {
   return template.build(context.attrVals);
 }
 
-module.exports = { install };
+/** What a compiled check returns where dynalite's own check would throw or convert a value. */
+const AS_DYNALITE = Symbol('as dynalite');
+
+// dynalite's children of an AttrStruct (validations/index.js checkType).
+const ATTRIBUTE_VALUE_CHILDREN = {
+  S: 'String',
+  B: 'Blob',
+  N: 'String',
+  BOOL: 'Boolean',
+  NULL: 'Boolean',
+  BS: { type: 'List', children: 'Blob' },
+  NS: { type: 'List', children: 'String' },
+  SS: { type: 'List', children: 'String' },
+  L: { type: 'List', children: 'AttrStruct<ValueStruct>' },
+  M: { type: 'Map<AttributeValue>', children: 'AttrStruct<ValueStruct>' },
+};
+
+/**
+ * dynalite's checkTypes (a request's fields by their declared types: unknown and null fields
+ * dropped, integers floored), compiled once per action's declaration instead of reading the
+ * declaration at every node. It answers only requests whose every field already has its JSON
+ * type; anything dynalite would convert ('true' for a Boolean) or refuse goes to dynalite's own
+ * check, untouched, so every conversion and error is still dynalite's.
+ */
+function compiledCheckTypes(checkTypes) {
+  const structs = new WeakMap();
+  const bySpec = new WeakMap();
+  const byName = new Map();
+  const attrStructs = new Map();
+
+  const struct = (types) => {
+    if (!types || typeof types !== 'object') return () => AS_DYNALITE;
+    let check = structs.get(types);
+    if (check) return check;
+    let keys;
+    let checks;
+    check = (data) => {
+      if (!data || typeof data !== 'object' || Array.isArray(data)) return AS_DYNALITE;
+      if (!checks) (keys = Object.keys(types)), (checks = keys.map((k) => spec(types[k])));
+      const out = {};
+      for (let i = 0; i < keys.length; i++) {
+        const v = data[keys[i]];
+        if (v == null) continue;
+        const checked = checks[i](v);
+        if (checked === AS_DYNALITE) return AS_DYNALITE;
+        if (checked != null) out[keys[i]] = checked;
+      }
+      return out;
+    };
+    structs.set(types, check);
+    return check;
+  };
+
+  // A check of one declared type, given a non-null value (dynalite answers null for null first).
+  const spec = (declared) => {
+    const memo = typeof declared === 'string' ? byName : declared && typeof declared === 'object' ? bySpec : undefined;
+    if (!memo) return () => AS_DYNALITE;
+    let check = memo.get(declared);
+    if (check) return check;
+    let impl;
+    check = (v) => impl(v);
+    memo.set(declared, check);
+    impl = compileSpec(declared);
+    return check;
+  };
+
+  const orNull = (check) => (v) => (v == null ? null : check(v));
+
+  const compileSpec = (declared) => {
+    let children = declared.children;
+    if (typeof children === 'string') children = { type: children };
+    let type = declared.type ? declared.type : declared;
+    if (typeof type !== 'string') return () => AS_DYNALITE;
+    let subtype;
+    const parts = type.match(/(.+?)<(.+)>$/);
+    if (parts) (type = parts[1]), (subtype = parts[2]);
+    switch (type) {
+      case 'AttrStruct': {
+        let check = attrStructs.get(subtype);
+        if (!check) {
+          let impl;
+          check = (v) => impl(v);
+          attrStructs.set(subtype, check);
+          impl = spec({ type: `${subtype}<AttributeValue>`, children: ATTRIBUTE_VALUE_CHILDREN });
+        }
+        return check;
+      }
+      case 'Boolean':
+        return (v) => (typeof v === 'boolean' ? v : AS_DYNALITE);
+      case 'Short':
+      case 'Integer':
+      case 'Long':
+        return (v) => (typeof v === 'number' ? Math.floor(v) : AS_DYNALITE);
+      case 'Double':
+        return (v) => (typeof v === 'number' ? v : AS_DYNALITE);
+      case 'String':
+        return (v) => (typeof v === 'string' ? v : AS_DYNALITE);
+      case 'Blob':
+        return (v) => (typeof v === 'string' && v.length % 4 === 0 && Buffer.from(v, 'base64').toString('base64') === v ? v : AS_DYNALITE);
+      case 'List': {
+        if (!children) return () => AS_DYNALITE;
+        const child = orNull(spec(children));
+        return (v) => {
+          if (!Array.isArray(v)) return AS_DYNALITE;
+          const out = new Array(v.length);
+          for (let i = 0; i < v.length; i++) if ((out[i] = child(v[i])) === AS_DYNALITE) return AS_DYNALITE;
+          return out;
+        };
+      }
+      case 'Map': {
+        if (!children) return () => AS_DYNALITE;
+        const child = orNull(spec(children));
+        return (v) => {
+          if (typeof v !== 'object' || Array.isArray(v)) return AS_DYNALITE;
+          const out = {};
+          for (const k of Object.keys(v)) if ((out[k] = child(v[k])) === AS_DYNALITE) return AS_DYNALITE;
+          return out;
+        };
+      }
+      case 'ValueStruct':
+      case 'FieldStruct':
+        return struct(children);
+      default:
+        // ParameterizedList, ParameterizedMap and unknown types: dynalite's own answer.
+        return () => AS_DYNALITE;
+    }
+  };
+
+  const compiled = function (data, types) {
+    const checked = struct(types)(data);
+    return checked === AS_DYNALITE ? checkTypes.call(this, data, types) : checked;
+  };
+  compiled.compiled = true;
+  compiled.AS_DYNALITE = AS_DYNALITE;
+  return compiled;
+}
+
+module.exports = { install, compiledCheckTypes };
