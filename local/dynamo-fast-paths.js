@@ -274,7 +274,8 @@ function compiledCheckTypes(checkTypes) {
         return (v) => (typeof v === 'string' ? v : AS_DYNALITE);
       case 'Blob':
         return (v) => (typeof v === 'string' && v.length % 4 === 0 && Buffer.from(v, 'base64').toString('base64') === v ? v : AS_DYNALITE);
-      case 'List': {
+      case 'List':
+      case 'ParameterizedList': {
         if (!children) return () => AS_DYNALITE;
         const child = orNull(spec(children));
         return (v) => {
@@ -284,7 +285,8 @@ function compiledCheckTypes(checkTypes) {
           return out;
         };
       }
-      case 'Map': {
+      case 'Map':
+      case 'ParameterizedMap': {
         if (!children) return () => AS_DYNALITE;
         const child = orNull(spec(children));
         return (v) => {
@@ -298,7 +300,7 @@ function compiledCheckTypes(checkTypes) {
       case 'FieldStruct':
         return struct(children);
       default:
-        // ParameterizedList, ParameterizedMap and unknown types: dynalite's own answer.
+        // An unknown type: dynalite's own answer (an error).
         return () => AS_DYNALITE;
     }
   };
