@@ -21,8 +21,8 @@ const MAX_TEMPLATES = 1000;
 
 /**
  * Hook dynalite's three expression parsers (their module objects, which its validations call
- * through) and the type check of each request (its validations' module object, which its request
- * handler calls through).
+ * through), the type check of each request (its validations' module object, which its request
+ * handler calls through) and the table lookup of each store it creates from now on.
  */
 function install() {
   for (const name of ['conditionParser', 'updateParser', 'projectionParser']) {
@@ -30,6 +30,66 @@ function install() {
   }
   const validations = require('dynalite/validations');
   if (!validations.checkTypes.compiled) validations.checkTypes = compiledCheckTypes(validations.checkTypes);
+  const db = require('dynalite/db');
+  if (!db.create.keepsTables) {
+    const create = db.create;
+    db.create = function (options) {
+      return keepTables(create.call(this, options));
+    };
+    db.create.keepsTables = true;
+  }
+}
+
+/**
+ * Every item call (GetItem, PutItem, UpdateItem, Query, the batches...) began by reading its
+ * table's definition from the store and decoding its JSON. The store keeps the decoded definition
+ * of an active table for those calls; it reads them only (dynalite's table calls, which change
+ * it, read their own copy as before). Any write of the definition (CreateTable, UpdateTable,
+ * DeleteTable, each status change) drops it, at its start and at its end, and a read that
+ * overlapped a write is not kept. Only while the store is open: closing answers as before.
+ */
+function keepTables(store) {
+  const getTable = store.getTable;
+  const tableDb = store.tableDb;
+  const kept = new Map();
+  let writes = 0;
+  const dropped = () => {
+    writes++;
+    kept.clear();
+  };
+  for (const method of ['put', 'del', 'batch']) {
+    const write = tableDb[method];
+    tableDb[method] = function (...args) {
+      dropped();
+      const done = args[args.length - 1];
+      if (typeof done === 'function') {
+        args[args.length - 1] = function (...out) {
+          dropped();
+          return done.apply(this, out);
+        };
+        return write.apply(this, args);
+      }
+      const pending = write.apply(this, args);
+      if (pending && typeof pending.then === 'function') pending.then(dropped, dropped);
+      return pending;
+    };
+  }
+  const open = () => !!store.lifecycleManager && store.lifecycleManager.getState() === 'open' && store.db.status === 'open';
+  store.getTable = function (name, checkStatus, cb) {
+    const statusArgument = typeof checkStatus !== 'function';
+    const done = statusArgument ? cb : checkStatus;
+    const read = (callback) => (statusArgument ? getTable.call(this, name, checkStatus, callback) : getTable.call(this, name, callback));
+    // A table call (describe, update, delete) asks without the status check, and decodes its own copy.
+    if (!checkStatus || !open()) return read(done);
+    const table = kept.get(name);
+    if (table) return void setImmediate(done, null, table);
+    const before = writes;
+    return read((err, found) => {
+      if (!err && found && writes === before && open()) kept.set(name, found);
+      done(err, found);
+    });
+  };
+  return store;
 }
 
 function memoize(parser) {
