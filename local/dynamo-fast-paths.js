@@ -1,9 +1,12 @@
 'use strict';
 /**
- * Cheaper expressions for the local DynamoDB (dynalite): its PEG parsers (conditions, updates,
- * projections) ran for every request, yet Ferry sends the same few expression strings again and
- * again, only with other values; they were the largest part of the dynalite thread's time.
- * local/dynamo-worker.js installs this before dynalite loads, on its thread only.
+ * A cheaper local DynamoDB (dynalite) for the requests Ferry sends again and again, with the same
+ * answers and errors: local/dynamo-worker.js installs this before dynalite loads, on its thread
+ * only. Per request, dynalite parsed each expression with its PEG parsers (conditions, updates,
+ * projections), walked its declaration of the request's types node by node, and decoded its
+ * table's definition from the store: most of the thread's time on Ferry's workload. Here each
+ * expression's parse is reused (below), the type check is compiled once per operation
+ * (compiledCheckTypes) and an active table's decoded definition is kept for item calls (keepTables).
  *
  * A parse is reused only where it cannot differ: the parse tree of an expression is a function of
  * its text, the whole of ExpressionAttributeNames and the type of each ExpressionAttributeValues
