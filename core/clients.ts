@@ -1,4 +1,4 @@
-import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
@@ -95,6 +95,18 @@ export interface ClientOptions {
   credentials?: AwsCredentialIdentity | AwsCredentialIdentityProvider;
 }
 
+/**
+ * The transport of this process's shared DynamoDB client (dynamo()): set by the local stack
+ * (local/in-process-http.ts), whose handlers then reach its store in this process, without a
+ * socket; unset, the SDK's own HTTP handler. Setting it drops the shared client.
+ */
+let dynamoTransport: DynamoDBClientConfig['requestHandler'];
+export function useDynamoTransport(handler: DynamoDBClientConfig['requestHandler'] | undefined): void {
+  dynamoTransport = handler;
+  ddb?.destroy();
+  ddb = undefined;
+}
+
 export const makeSqsClient = (o: ClientOptions = {}): SQSClient => counted(new SQSClient({ ...o }), 'SQS');
 export const makeS3Client = (o: ClientOptions & { presign?: boolean } = {}): S3Client =>
   counted(
@@ -107,7 +119,7 @@ export const makeS3Client = (o: ClientOptions & { presign?: boolean } = {}): S3C
     }),
     'S3',
   );
-export const makeDynamoClient = (o: ClientOptions = {}): DynamoDBDocumentClient =>
+export const makeDynamoClient = (o: ClientOptions & Pick<DynamoDBClientConfig, 'requestHandler'> = {}): DynamoDBDocumentClient =>
   DynamoDBDocumentClient.from(counted(new DynamoDBClient({ ...o }), 'DynamoDB'), {
     marshallOptions: { removeUndefinedValues: true },
   });
@@ -119,7 +131,7 @@ let sqs: SQSClient | undefined;
 let s3: S3Client | undefined;
 let s3Presign: S3Client | undefined;
 let sts: STSClient | undefined;
-export const dynamo = (): DynamoDBDocumentClient => (ddb ??= makeDynamoClient());
+export const dynamo = (): DynamoDBDocumentClient => (ddb ??= makeDynamoClient(dynamoTransport ? { requestHandler: dynamoTransport } : {}));
 export const sqsClient = (): SQSClient => (sqs ??= makeSqsClient());
 export const s3Client = (): S3Client => (s3 ??= makeS3Client());
 export const s3PresignClient = (): S3Client => (s3Presign ??= makeS3Client({ presign: true }));

@@ -15,10 +15,18 @@ import type { FerryConfig } from '../core/config';
 import { legacySubmitOrder } from '../core/tables/tasks';
 import { startDynaliteThread, type DynaliteCall } from './dynamo-thread';
 import type { LocalIam } from './iam';
+import type { DirectCall } from './in-process-http';
 import { listenOnLoopback, type LoopbackServer } from './listen';
 import { AuthError, type AuthFailure } from './sigv4';
 
-export type DynamoServer = LoopbackServer;
+export interface DynamoServer extends LoopbackServer {
+  /**
+   * A request straight to the store, without socket or signature check: for this process's own
+   * handlers, which hold the admin key anyway (core/clients.ts useDynamoTransport). Every other
+   * caller (a worker, a test's client, `ferry token`) comes over the socket and through IAM.
+   */
+  direct: DirectCall;
+}
 
 /**
  * DynamoDB on loopback: dynalite, in memory or on disk under `dataDir`, on a thread of its own
@@ -31,7 +39,32 @@ export async function startDynamoServer(opts: { port?: number; host?: string; da
   const iam = opts.iam;
   const server = createServer((req, res) => void serveDynamo(iam, req, res, dynalite.call));
   const listening = await listenOnLoopback(server, opts.port, opts.host);
-  return { ...listening, close: async () => (await listening.close(), await dynalite.stop()) };
+  return { ...listening, direct: directCall(dynalite.call), close: async () => (await listening.close(), await dynalite.stop()) };
+}
+
+/** The thread's call, for a request that never was an HTTP message: the parts of one it reads, and a response that collects. */
+function directCall(call: DynaliteCall): DirectCall {
+  return (req) =>
+    new Promise((resolve, reject) => {
+      let status = 200;
+      let headers: Record<string, string> = {};
+      const res = {
+        destroyed: false,
+        writeHead(code: number, more: Record<string, string>) {
+          status = code;
+          headers = { ...headers, ...more };
+          return res;
+        },
+        end(body: Buffer) {
+          resolve({ status, headers, body });
+        },
+        destroy() {
+          res.destroyed = true;
+          reject(new Error('local DynamoDB failed the request'));
+        },
+      };
+      call({ method: req.method, url: req.url, headers: req.headers } as unknown as IncomingMessage, req.body, res as unknown as ServerResponse);
+    });
 }
 
 // The coral exception names DynamoDB answers authentication failures with. AWS sends them as

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, DeleteQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { resetClients } from '../core/clients';
+import { resetClients, useDynamoTransport } from '../core/clients';
 import { config, resetConfig } from '../core/config';
 import { sweepDeadLetters, sweepUndeliverable } from '../core/lost-tasks';
 import { issueUserToken } from '../core/tables/tokens';
@@ -13,6 +13,7 @@ import { CredentialRegistry, newAccessKey, type AccessKey } from './credential-r
 import { LOCAL_ACCOUNT_ID, LocalIam } from './iam';
 import { startStsServer, type StsServer } from './sts-server';
 import { createTables, startDynamoServer, type DynamoServer } from './dynamo';
+import { InProcessHttpHandler } from './in-process-http';
 import { startSqsEventSource, type EventSource } from './event-source';
 import { startS3Server, type S3Server } from './s3-server';
 import { startSqsServer, type SqsServer } from './sqs-server';
@@ -136,6 +137,8 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     delete process.env.AWS_SESSION_TOKEN;
     resetConfig();
     resetClients();
+    // This process's handlers reach the store directly: the admin's calls need no socket or signature check.
+    useDynamoTransport(new InProcessHttpHandler(dynamo.direct));
     const cfg = config();
 
     const ddb = new DynamoDBClient({});
@@ -205,12 +208,14 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       },
       close: async () => {
         for (const s of started.reverse()) await s.close();
+        useDynamoTransport(undefined);
         resetClients();
         sqs.destroy();
       },
     };
   } catch (err) {
     for (const s of started.reverse()) await s.close().catch(() => undefined);
+    useDynamoTransport(undefined);
     throw err;
   }
 }
