@@ -25,13 +25,25 @@ export function startDynaliteThread(options: Record<string, unknown>): { call: D
     res.writeHead(m.status, m.headers);
     res.end(Buffer.from(m.body.buffer, m.body.byteOffset, m.body.byteLength));
   });
-  worker.on('error', (err) => {
-    console.error('local DynamoDB thread failed', err);
+  // A thread that ended (a failure, or stop()) answers nothing: later calls are refused at once, not left waiting.
+  let gone: string | undefined;
+  const fail = (why: string) => {
+    gone ??= why;
     for (const res of waiting.values()) res.destroy();
     waiting.clear();
+  };
+  worker.on('error', (err) => {
+    console.error('local DynamoDB thread failed', err);
+    fail(`the local DynamoDB thread failed: ${String(err)}`);
   });
+  worker.on('exit', () => fail('the local DynamoDB thread has stopped'));
   return {
     call(req, body, res) {
+      if (gone) {
+        const text = JSON.stringify({ __type: 'com.amazonaws.dynamodb.v20120810#InternalServerError', message: gone });
+        res.writeHead(500, { 'content-type': 'application/x-amz-json-1.0', 'content-length': String(Buffer.byteLength(text)) });
+        return void res.end(text);
+      }
       const id = next++;
       waiting.set(id, res);
       worker.postMessage({ id, method: req.method, url: req.url, headers: req.headers, body });

@@ -6,8 +6,8 @@
  * messages `{ id, method, url, headers, body }`; each answer goes back as `{ id, status, headers, body }`.
  * Plain JavaScript: a worker thread runs without the TypeScript loader of its parent.
  */
+const { EventEmitter } = require('node:events');
 const { parentPort, workerData } = require('node:worker_threads');
-const { Readable } = require('node:stream');
 // Before dynalite's first request: its expression parsers reuse the trees of repeated expressions.
 require('./dynamo-fast-paths').install();
 const dynalite = require('dynalite');
@@ -35,14 +35,51 @@ function response(id) {
       return this;
     },
     end(body) {
+      if (this.ended) return;
+      this.ended = true;
       const bytes = body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(body) ? body : Buffer.from(String(body), 'utf8');
       parentPort.postMessage({ id, status: this.statusCode, headers, body: bytes }, [bytes.buffer].filter((b) => b.byteLength === bytes.length));
     },
   };
 }
 
+/** An error answer in DynamoDB's JSON shape. */
+function answer(res, status, type, message) {
+  const body = JSON.stringify({ __type: type, message });
+  res.writeHead(status, { 'content-type': 'application/x-amz-json-1.0', 'content-length': String(Buffer.byteLength(body)) });
+  res.end(body);
+}
+
+/**
+ * A body that is JSON but not an object (`null`, a number, a list): DynamoDB refuses it as a
+ * SerializationException; dynalite would read members of it, and `null` would throw.
+ */
+function notAnObject(body) {
+  let i = 0;
+  while (i < body.length && (body[i] === 0x20 || body[i] === 0x0a || body[i] === 0x0d || body[i] === 0x09)) i++;
+  if (i === body.length || body[i] === 0x7b /* { */) return false;
+  try {
+    JSON.parse(body.toString('utf8'));
+    return true;
+  } catch {
+    return false; // not JSON at all: dynalite's own SerializationException
+  }
+}
+
 parentPort.on('message', (msg) => {
   if (msg === 'close') return server.close(() => parentPort.postMessage('closed'));
-  const req = Object.assign(Readable.from([Buffer.from(msg.body)]), { method: msg.method, url: msg.url, headers: msg.headers });
-  handle(req, response(msg.id));
+  const body = Buffer.from(msg.body);
+  const res = response(msg.id);
+  if (notAnObject(body)) return answer(res, 400, 'com.amazon.coral.service#SerializationException', 'Start of structure or map found where not expected');
+  // The request's events fire here, not a tick later: what dynalite throws while it reads and
+  // checks a request is this request's 500, never the thread's end.
+  const req = Object.assign(new EventEmitter(), { method: msg.method, url: msg.url, headers: msg.headers });
+  try {
+    handle(req, res);
+    req.emit('data', body);
+    req.emit('end');
+  } catch (err) {
+    console.error('local DynamoDB: a request failed inside dynalite', err);
+    if (!res.ended) answer(res, 500, 'com.amazonaws.dynamodb.v20120810#InternalServerError', 'local DynamoDB failed on this request');
+  }
 });

@@ -194,7 +194,7 @@ export function tableDefinitions(cfg: FerryConfig): CreateTableCommandInput[] {
 export async function createTables(client: DynamoDBClient, cfg: FerryConfig, backupDir?: string): Promise<void> {
   for (const def of tableDefinitions(cfg)) {
     try {
-      await client.send(new CreateTableCommand(def));
+      await createTableAndWait(client, def);
       continue;
     } catch (err) {
       if (!(err instanceof ResourceInUseException)) throw err;
@@ -206,6 +206,17 @@ export async function createTables(client: DynamoDBClient, cfg: FerryConfig, bac
     if (have.length === want.size && have.every((i) => want.has(indexKeys(i)))) continue;
     await rebuildTable(client, def, backupDir);
   }
+}
+
+/** CreateTable answers while the table is CREATING (dynalite too, a tick later): wait until it is ACTIVE, so the first write finds it. */
+async function createTableAndWait(client: DynamoDBClient, def: CreateTableCommandInput): Promise<void> {
+  await client.send(new CreateTableCommand(def));
+  for (let i = 0; i < 200; i++) {
+    const status = (await client.send(new DescribeTableCommand({ TableName: def.TableName }))).Table?.TableStatus;
+    if (status === 'ACTIVE') return;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`table ${def.TableName} did not become active`);
 }
 
 /** DeleteTable answers before the table is gone (dynalite too, a tick later): wait until it is. */
@@ -246,7 +257,7 @@ async function rebuildTable(client: DynamoDBClient, def: CreateTableCommandInput
   for (const item of items) upgradeItem(item);
   console.error(`local DynamoDB: table ${def.TableName} was made by an older Ferry; rebuilding it with today's indexes (${items.length} items kept)`);
   await deleteTableAndWait(client, def.TableName!);
-  await client.send(new CreateTableCommand(def));
+  await createTableAndWait(client, def);
   // DynamoDB: at most 25 puts per BatchWriteItem.
   for (let i = 0; i < items.length; i += 25) {
     let pending: Record<string, { PutRequest: { Item: Record<string, AttributeValue> } }[]> | undefined = {
