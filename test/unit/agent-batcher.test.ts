@@ -1,0 +1,60 @@
+import { Batcher } from '../../workers/agent';
+
+/**
+ * The agent's batcher of SQS reports and deletes: how many calls a busy agent makes, and that a
+ * quiet one waits for nothing. `flushItems` stands in for the SQS call and resolves when the test
+ * says so, to hold sends "under way".
+ */
+function recorder(fail: (item: string) => boolean = () => false) {
+  const calls: string[][] = [];
+  const release: (() => void)[] = [];
+  const batcher = new Batcher<string>(
+    (items) =>
+      new Promise((resolve) => {
+        calls.push(items);
+        release.push(() => resolve(new Set(items.flatMap((item, i) => (fail(item) ? [i] : [])))));
+      }),
+  );
+  return { batcher, calls, release };
+}
+const turn = () => new Promise((r) => setImmediate(r));
+
+test('a lone item leaves on the next turn, in a call of its own', async () => {
+  const { batcher, calls, release } = recorder();
+  const done = batcher.add('a');
+  await turn();
+  expect(calls).toEqual([['a']]);
+  release.shift()!();
+  await expect(done).resolves.toBeUndefined();
+});
+
+test('while two sends are under way, what arrives waits and then leaves together', async () => {
+  const { batcher, calls, release } = recorder();
+  const all = [batcher.add('a')];
+  await turn();
+  all.push(batcher.add('b'));
+  await turn();
+  expect(calls).toEqual([['a'], ['b']]);
+  for (const item of ['c', 'd', 'e', 'f']) {
+    all.push(batcher.add(item));
+    await turn();
+  }
+  // Both sends still under way: nothing more has left.
+  expect(calls).toHaveLength(2);
+  release.shift()!();
+  await turn();
+  await turn();
+  expect(calls).toEqual([['a'], ['b'], ['c', 'd', 'e', 'f']]);
+  release.splice(0).forEach((r) => r());
+  await expect(Promise.all(all)).resolves.toHaveLength(6);
+});
+
+test('an item SQS did not take is rejected; the others of its call are not', async () => {
+  const { batcher, release } = recorder((item) => item === 'bad');
+  const good = batcher.add('good');
+  const bad = batcher.add('bad');
+  await turn();
+  release.shift()!();
+  await expect(good).resolves.toBeUndefined();
+  await expect(bad).rejects.toThrow('SQS did not take it');
+});
