@@ -8,6 +8,7 @@ import { decodePayload } from '../sdk/codec';
 import { FerryApiError } from '../sdk/errors';
 import { MPIFunction, ShellFunction } from '../sdk/shell';
 import { FINAL, type TaskView } from '../sdk/types';
+import { localDataDir } from '../core/install';
 import { keyValues, table } from './output';
 import { addTokenCommands } from './token';
 
@@ -51,6 +52,27 @@ export function buildProgram(): Command {
       const { startLocal } = require('../local/start') as typeof import('../local/start');
       await startLocal();
       await new Promise(() => undefined);
+    });
+  local
+    .command('env')
+    .description("what a worker on this machine needs to reach the running local stack's AWS servers: `eval \"$(ferry local env)\"`, then `ferry worker start`")
+    .action(() => {
+      const file = join(localDataDir(), 'aws.json');
+      let aws: { region: string; endpoints: { sqs: string; s3: string; sts: string } };
+      try {
+        aws = JSON.parse(readFileSync(file, 'utf8'));
+      } catch {
+        throw new CliError(`no local stack at ${localDataDir()}: start one with \`ferry local up\` (or npm start)`, EXIT.error);
+      }
+      // Never the admin key: a worker trades its endpoint secret for credentials of its own.
+      const env = {
+        AWS_REGION: aws.region,
+        AWS_ENDPOINT_URL_SQS: aws.endpoints.sqs,
+        AWS_ENDPOINT_URL_S3: aws.endpoints.s3,
+        AWS_ENDPOINT_URL_STS: aws.endpoints.sts,
+        FERRY_S3_FORCE_PATH_STYLE: 'true',
+      };
+      print(Object.entries(env).map(([k, v]) => `export ${k}=${v}`).join('\n'), env);
     });
 
   addTokenCommands(program, print, (message, usage) => {

@@ -39,7 +39,7 @@ let upOutput = '';
 let apiUrl: string;
 let token: string;
 let endpointId: string;
-/** What an agent on this machine needs to reach the local stack's AWS servers (its aws.json names them). */
+/** What an agent on this machine needs to reach the local stack's AWS servers (`ferry local env`). */
 let localAwsEnv: Record<string, string>;
 
 beforeAll(async () => {
@@ -55,16 +55,10 @@ beforeAll(async () => {
   const data = join(home, '.ferry', 'local');
   const creds = JSON.parse(readFileSync(join(data, 'credentials.json'), 'utf8')) as { api_url: string; token: string };
   const ep = JSON.parse(readFileSync(join(data, 'endpoint.json'), 'utf8')) as { endpoint_id: string };
-  const aws = JSON.parse(readFileSync(join(data, 'aws.json'), 'utf8')) as { region: string; endpoints: Record<'sqs' | 's3' | 'sts', string> };
   ({ api_url: apiUrl, token } = creds);
   endpointId = ep.endpoint_id;
-  localAwsEnv = {
-    AWS_REGION: aws.region,
-    AWS_ENDPOINT_URL_SQS: aws.endpoints.sqs,
-    AWS_ENDPOINT_URL_S3: aws.endpoints.s3,
-    AWS_ENDPOINT_URL_STS: aws.endpoints.sts,
-    FERRY_S3_FORCE_PATH_STYLE: 'true',
-  };
+  // What the README tells a user to do for a second worker on the machine: `eval "$(ferry local env)"`.
+  localAwsEnv = JSON.parse(ok(await ferry(['--json', 'local', 'env']), 'ferry local env').stdout);
 }, 300_000);
 
 afterAll(async () => {
@@ -158,6 +152,10 @@ describe('the CLI package', () => {
     const help = ok(await ferry(['--help']), 'ferry --help').stdout;
     for (const command of ['local', 'token', 'login', 'endpoint', 'worker', 'function', 'task', 'run']) expect(help).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
     expect(existsSync(join(home, '.ferry', 'local', 'aws.json'))).toBe(true);
+    // The local stack's servers for a second worker, as shell exports; never its admin key.
+    const env = ok(await ferry(['local', 'env']), 'ferry local env').stdout;
+    expect(env).toMatch(/^export AWS_ENDPOINT_URL_SQS=http:\/\/127\.0\.0\.1:\d+$/m);
+    expect(env).not.toMatch(/SECRET|ACCESS_KEY|TOKEN/);
   });
 
   it('runs a function on the endpoint of its own `ferry local up`', async () => {
