@@ -34,8 +34,16 @@ const npm = (args: string[], cwd: string) => runCommand('npm', [...args, '--no-a
 const ferry = (args: string[], env: Record<string, string | undefined> = {}) =>
   runCommand(ferryBin, args, { cwd: work, timeoutMs: 90_000, env: { HOME: home, FERRY_HOME: undefined, FERRY_API_URL: undefined, FERRY_TOKEN: undefined, ...env } });
 
-let up: ChildProcess | undefined;
-let upOutput = '';
+/** The installed `ferry` left running (a stack, a worker, a manager), its output collected. */
+function ferryRunning(args: string[], env: Record<string, string>): { child: ChildProcess; output(): string; exited: Promise<number | null> } {
+  let out = '';
+  const child = spawn(ferryBin, args, { cwd: work, env: { ...process.env, HOME: home, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+  return { child, output: () => out, exited: new Promise((r) => child.once('exit', r)) };
+}
+
+let up: ReturnType<typeof ferryRunning> | undefined;
 let apiUrl: string;
 let token: string;
 let endpointId: string;
@@ -48,10 +56,8 @@ beforeAll(async () => {
   ok(await npm(['install', '--global', '--prefix', prefix, cliTarball], work), 'npm install -g the CLI');
   // `ferry local up` from the installed package: the whole stack and a supervised agent, data under ~/.ferry/local.
   const port = await consecutiveFreePorts(5);
-  up = spawn(ferryBin, ['local', 'up'], { cwd: work, env: { ...process.env, HOME: home, FERRY_HOME: '', FERRY_PORT: String(port), FERRY_GRACE_MS: '1000' }, stdio: ['ignore', 'pipe', 'pipe'] });
-  up.stdout!.on('data', (c: Buffer) => (upOutput += c.toString()));
-  up.stderr!.on('data', (c: Buffer) => (upOutput += c.toString()));
-  await eventually(async () => /agent started/.test(upOutput) || (up!.exitCode !== null && Promise.reject(new Error(upOutput))), 60_000, 'ferry local up to serve its endpoint', 200);
+  const stack = (up = ferryRunning(['local', 'up'], { FERRY_HOME: '', FERRY_PORT: String(port), FERRY_GRACE_MS: '1000' }));
+  await eventually(async () => /agent started/.test(stack.output()), 60_000, 'ferry local up to serve its endpoint', 200);
   const data = join(home, '.ferry', 'local');
   const creds = JSON.parse(readFileSync(join(data, 'credentials.json'), 'utf8')) as { api_url: string; token: string };
   const ep = JSON.parse(readFileSync(join(data, 'endpoint.json'), 'utf8')) as { endpoint_id: string };
@@ -62,10 +68,9 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  if (up && up.exitCode === null) {
-    const exited = new Promise((r) => up!.once('exit', r));
-    up.kill('SIGTERM');
-    await exited;
+  if (up && up.child.exitCode === null) {
+    up.child.kill('SIGTERM');
+    await up.exited;
   }
   rmSync(work, { recursive: true, force: true });
 });
@@ -169,17 +174,9 @@ describe('the CLI package', () => {
     ok(await ferry(['login', '--url', apiUrl, '--with-token', token]), 'ferry login');
     const reg = ok(await ferry(['--json', 'endpoint', 'register', '--name', 'installed-worker', '--write-config', join(work, 'ep.json')]), 'ferry endpoint register');
     const ep = JSON.parse(reg.stdout) as { endpoint_id: string };
-    let out = '';
-    const worker = spawn(ferryBin, ['worker', 'start', '--config', join(work, 'ep.json'), '--pool-size', '1', '--runtimes', 'python'], {
-      cwd: work,
-      env: { ...process.env, HOME: home, ...localAwsEnv },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    worker.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    worker.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-    const exited = new Promise<number | null>((r) => worker.once('exit', r));
+    const worker = ferryRunning(['worker', 'start', '--config', join(work, 'ep.json'), '--pool-size', '1', '--runtimes', 'python'], localAwsEnv);
     try {
-      await eventually(async () => /agent started/.test(out) || (worker.exitCode !== null && Promise.reject(new Error(out))), 60_000, 'the installed worker to start', 200);
+      await eventually(async () => /agent started/.test(worker.output()), 60_000, 'the installed worker to start', 200);
       writeFileSync(join(work, 'power.py'), 'def power(x, n):\n    return x ** n\n');
       // The saved login stands in for the variables: no FERRY_API_URL or FERRY_TOKEN here.
       const run = ok(await ferry(['run', 'power.py', '--entrypoint', 'power', '--endpoint', ep.endpoint_id, '--args', '[2, 10]', '--timeout', '60']), 'ferry run');
@@ -188,32 +185,24 @@ describe('the CLI package', () => {
       const { status: state, runtimes } = JSON.parse(status.stdout) as { status: string; runtimes: string[] };
       expect({ state, python: runtimes.includes('python'), node: runtimes.includes('node') }).toEqual({ state: 'online', python: true, node: false });
     } finally {
-      worker.kill('SIGTERM');
+      worker.child.kill('SIGTERM');
     }
-    expect(await exited).toBe(0);
+    expect(await worker.exited).toBe(0);
   });
 
   it('runs an endpoint manager with `ferry endpoint start`, whose blocks run the bundled block agent', async () => {
     const reg = ok(await ferry(['--json', 'endpoint', 'register', '--name', 'installed-manager', '--write-config', join(work, 'manager-ep.json')]), 'ferry endpoint register');
     const ep = JSON.parse(reg.stdout) as { endpoint_id: string };
     writeFileSync(join(work, 'endpoint.yaml'), ['credentials: manager-ep.json', 'engine:', '  max_workers_per_node: 1', '  max_idletime: 30', '  provider:', '    type: LocalProvider', '    max_blocks: 1', ''].join('\n'));
-    let out = '';
-    const manager = spawn(ferryBin, ['endpoint', 'start', '--config', join(work, 'endpoint.yaml'), '--state-dir', join(work, 'manager-state'), '--poll-seconds', '0.5'], {
-      cwd: work,
-      env: { ...process.env, HOME: home, ...localAwsEnv },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    manager.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    manager.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-    const exited = new Promise<number | null>((r) => manager.once('exit', r));
+    const manager = ferryRunning(['endpoint', 'start', '--config', join(work, 'endpoint.yaml'), '--state-dir', join(work, 'manager-state'), '--poll-seconds', '0.5'], localAwsEnv);
     try {
       writeFileSync(join(work, 'host.js'), "() => require('node:os').hostname().length > 0\n");
       const run = await ferry(['run', 'host.js', '--endpoint', ep.endpoint_id, '--timeout', '90']);
-      expect({ code: run.code, stdout: run.stdout.trim(), manager: run.code ? out : '' }).toEqual({ code: 0, stdout: 'true', manager: '' });
+      expect({ code: run.code, stdout: run.stdout.trim(), manager: run.code ? manager.output() : '' }).toEqual({ code: 0, stdout: 'true', manager: '' });
     } finally {
-      manager.kill('SIGTERM');
+      manager.child.kill('SIGTERM');
     }
-    expect(await exited).toBe(0);
+    expect(await manager.exited).toBe(0);
   });
 });
 
