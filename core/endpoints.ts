@@ -60,7 +60,6 @@ export async function visibleEndpoint(endpointId: string, userId: string, opts: 
   return ep;
 }
 
-/** Delete an endpoint: its queues, its secret, and fail the tasks still open on it. */
 /**
  * DELETE /v1/endpoints: the endpoint is gone at once (its record marked deleted, its secret and
  * queues deleted), then its open tasks fail as EndpointDeleted for as long as deleteBudgetMs

@@ -68,8 +68,11 @@ export async function putEndpoint(record: EndpointRecord): Promise<void> {
   await dynamo().send(new PutCommand({ TableName: table(), Item: record, ConditionExpression: 'attribute_not_exists(endpoint_id)' }));
 }
 
-/** `consistent`: read every write acknowledged before (a status must show an agent's goodbye at once). */
-/** A live endpoint's record; undefined once it is deleted, even while the record lingers (see deleted_at). */
+/**
+ * A live endpoint's record; undefined once it is deleted, even while the record lingers (see
+ * deleted_at). `consistent`: read every write acknowledged before (a status must show an agent's
+ * goodbye at once).
+ */
 export async function getEndpoint(endpointId: string, opts: { consistent?: boolean } = {}): Promise<EndpointRecord | undefined> {
   const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { endpoint_id: endpointId }, ConsistentRead: opts.consistent }));
   const ep = out.Item as EndpointRecord | undefined;
