@@ -78,3 +78,14 @@ export function isRetryable(err: unknown): boolean {
 }
 
 export const isConditionFailed = (err: unknown): boolean => (err as { name?: string })?.name === 'ConditionalCheckFailedException';
+
+/** A conditional write: true when it was made, false when its condition did not hold (any other error is thrown). */
+export async function conditionHeld(write: Promise<unknown>): Promise<boolean> {
+  try {
+    await write;
+    return true;
+  } catch (err) {
+    if (isConditionFailed(err)) return false;
+    throw err;
+  }
+}

@@ -1,7 +1,7 @@
 import { DeleteCommand, GetCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../clients';
 import { config } from '../config';
-import { isConditionFailed } from './batch';
+import { conditionHeld, isConditionFailed } from './batch';
 import { queryByOwner } from './cursor';
 
 export interface EndpointHeartbeat {
@@ -90,8 +90,8 @@ export async function listEndpoints(owner: string, limit = 100, cursor?: string)
  * nothing, when it is not live (never was, or another request deleted it first).
  */
 export async function markEndpointDeleted(endpointId: string, at = new Date()): Promise<boolean> {
-  try {
-    await dynamo().send(
+  return conditionHeld(
+    dynamo().send(
       new UpdateCommand({
         TableName: table(),
         Key: { endpoint_id: endpointId },
@@ -99,12 +99,8 @@ export async function markEndpointDeleted(endpointId: string, at = new Date()): 
         ConditionExpression: LIVE,
         ExpressionAttributeValues: { ':at': at.toISOString() },
       }),
-    );
-    return true;
-  } catch (err) {
-    if (isConditionFailed(err)) return false;
-    throw err;
-  }
+    ),
+  );
 }
 
 /** What the owner may change after registration (POST /v1/endpoints/{id}/share). */
@@ -161,8 +157,8 @@ export async function setSharing(endpointId: string, sharing: EndpointSharing): 
  */
 export async function recordHeartbeat(endpointId: string, workerId: string, hb: EndpointHeartbeat, stopped = false): Promise<boolean> {
   const at = Date.now();
-  try {
-    await dynamo().send(
+  return conditionHeld(
+    dynamo().send(
       new UpdateCommand({
         TableName: table(),
         Key: { endpoint_id: endpointId },
@@ -171,12 +167,8 @@ export async function recordHeartbeat(endpointId: string, workerId: string, hb: 
         ExpressionAttributeNames: { '#w': workerId },
         ExpressionAttributeValues: stopped ? { ':at': at } : { ':hb': { ...hb, at }, ':at': at },
       }),
-    );
-    return true;
-  } catch (err) {
-    if (isConditionFailed(err)) return false;
-    throw err;
-  }
+    ),
+  );
 }
 
 export async function deleteEndpointRecord(endpointId: string): Promise<void> {

@@ -3,7 +3,7 @@ import { dynamo } from '../clients';
 import { config } from '../config';
 import { derivedId, sha256Hex } from '../ids';
 import type { FunctionRuntime, ShellOptions } from '../messages';
-import { batchGet, isConditionFailed } from './batch';
+import { batchGet, conditionHeld, isConditionFailed } from './batch';
 import { queryByOwner } from './cursor';
 
 export type RuntimeName = FunctionRuntime;
@@ -90,8 +90,8 @@ export async function getFunction(functionId: string, opts: { consistent?: boole
  * they still run; new submits of it are refused.
  */
 export async function deleteFunction(functionId: string, owner: string): Promise<boolean> {
-  try {
-    await dynamo().send(
+  return conditionHeld(
+    dynamo().send(
       new DeleteCommand({
         TableName: table(),
         Key: { function_id: functionId },
@@ -99,12 +99,8 @@ export async function deleteFunction(functionId: string, owner: string): Promise
         ExpressionAttributeNames: { '#o': 'owner' },
         ExpressionAttributeValues: { ':o': owner },
       }),
-    );
-    return true;
-  } catch (err) {
-    if (isConditionFailed(err)) return false;
-    throw err;
-  }
+    ),
+  );
 }
 
 export const getFunctions = (ids: readonly string[]): Promise<FunctionRecord[]> => batchGet<FunctionRecord>(table(), 'function_id', ids);
