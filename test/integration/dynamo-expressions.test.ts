@@ -1,9 +1,9 @@
-import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDynamoServer, type DynamoServer } from '../../local/dynamo';
+import { closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
 
 // dynalite ships no type declarations.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -15,8 +15,6 @@ const dynalite = require('dynalite') as (opts: Record<string, unknown>) => Serve
  * process, which parses every expression afresh: both must answer alike, and the answers that
  * matter (a failed condition, an error from a value's type or content) are also checked as such.
  */
-type Answer = { status: number; body: Record<string, unknown> };
-
 let local: DynamoServer;
 let bare: Server;
 let bareUrl: string;
@@ -26,10 +24,9 @@ beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ferry-dynamo-expressions-'));
   local = await startDynamoServer({ dataDir });
   bare = dynalite({ createTableMs: 0 });
-  await new Promise<void>((r) => bare.listen(0, '127.0.0.1', r));
-  bareUrl = `http://127.0.0.1:${(bare.address() as AddressInfo).port}`;
+  bareUrl = await listenOnFreePort(bare);
   for (const url of [local.url, bareUrl]) {
-    await call(url, 'CreateTable', {
+    await dynamoCall(url, 'CreateTable', {
       TableName: 'things',
       BillingMode: 'PAY_PER_REQUEST',
       AttributeDefinitions: [
@@ -46,34 +43,19 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await local?.close();
-  await new Promise((r) => (bare.closeAllConnections(), bare.close(r)));
+  await closeServer(bare);
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-/** One DynamoDB call as the SDK sends it (dynalite checks the header's form, not the signature). */
-async function call(url: string, operation: string, input: Record<string, unknown>): Promise<Answer> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/x-amz-json-1.0',
-      'x-amz-target': `DynamoDB_20120810.${operation}`,
-      'x-amz-date': '20260101T000000Z',
-      authorization: 'AWS4-HMAC-SHA256 Credential=a/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=b',
-    },
-    body: JSON.stringify(input),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
 /** The same call to both; their answers must be equal. */
-async function both(operation: string, input: Record<string, unknown>): Promise<Answer> {
-  const [fast, fresh] = await Promise.all([call(local.url, operation, input), call(bareUrl, operation, input)]);
+async function both(operation: string, input: Record<string, unknown>): Promise<DynamoAnswer> {
+  const [fast, fresh] = await Promise.all([dynamoCall(local.url, operation, input), dynamoCall(bareUrl, operation, input)]);
   expect({ operation, input, answer: fast }).toEqual({ operation, input, answer: fresh });
   return fast;
 }
 
-const failedCondition = (a: Answer) => a.status === 400 && String(a.body.__type).endsWith('ConditionalCheckFailedException');
-const invalid = (a: Answer, message: RegExp) => a.status === 400 && String(a.body.__type).endsWith('ValidationException') && message.test(String(a.body.message));
+const failedCondition = (a: DynamoAnswer) => a.status === 400 && String(a.body.__type).endsWith('ConditionalCheckFailedException');
+const invalid = (a: DynamoAnswer, message: RegExp) => a.status === 400 && String(a.body.__type).endsWith('ValidationException') && message.test(String(a.body.message));
 
 describe('the local DynamoDB reuses parsed expressions (local/dynamo-fast-paths.js)', () => {
   it('puts each request’s own values and names in a repeated update and condition', async () => {

@@ -1,33 +1,12 @@
-import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { startDynamoServer, type DynamoServer } from '../../local/dynamo';
+import { closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
 
 /**
  * The local DynamoDB's thread keeps each active table's decoded definition for item calls
  * (local/dynamo-fast-paths.js). Here: no item call of dynalite's writes to the kept definition,
  * and a changed, deleted or recreated table is seen at once, as by a bare dynalite.
  */
-type Answer = { status: number; body: Record<string, unknown> };
-
-async function call(url: string, operation: string, input: Record<string, unknown>): Promise<Answer> {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: {
-      'content-type': 'application/x-amz-json-1.0',
-      'x-amz-target': `DynamoDB_20120810.${operation}`,
-      'x-amz-date': '20260101T000000Z',
-      authorization: 'AWS4-HMAC-SHA256 Credential=a/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=b',
-    },
-    body: JSON.stringify(input),
-  });
-  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
-}
-
-const listen = async (server: Server) => {
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-};
-const close = (server: Server) => new Promise((r) => (server.closeAllConnections(), server.close(r)));
 const settle = () => new Promise((r) => setTimeout(r, 30));
 
 const TABLE = {
@@ -51,9 +30,9 @@ const TABLE = {
 };
 
 /** Item calls of every kind, with indexes, conditions, projections, paging and capacity. */
-async function itemCalls(url: string): Promise<Answer[]> {
-  const answers: Answer[] = [];
-  const send = async (op: string, input: Record<string, unknown>) => answers.push(await call(url, op, { ReturnConsumedCapacity: 'INDEXES', ...input }));
+async function itemCalls(url: string): Promise<DynamoAnswer[]> {
+  const answers: DynamoAnswer[] = [];
+  const send = async (op: string, input: Record<string, unknown>) => answers.push(await dynamoCall(url, op, { ReturnConsumedCapacity: 'INDEXES', ...input }));
   for (let i = 0; i < 6; i++) {
     await send('PutItem', { TableName: 'kept', Item: { pk: { S: `p${i % 2}` }, sk: { S: `s${i}` }, g: { S: `g${i % 3}` }, l: { S: `l${5 - i}` }, v: { N: String(i) }, w: { M: { x: { L: [{ S: 'y' }] } } } } });
   }
@@ -118,9 +97,9 @@ describe('the local DynamoDB keeps decoded table definitions for item calls (loc
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const dynalite = require('dynalite') as (opts: Record<string, unknown>) => Server;
     const server = dynalite({ createTableMs: 0 });
-    const url = await listen(server);
+    const url = await listenOnFreePort(server);
     try {
-      expect((await call(url, 'CreateTable', TABLE)).status).toBe(200);
+      expect((await dynamoCall(url, 'CreateTable', TABLE)).status).toBe(200);
       await settle();
       const answers = await itemCalls(url);
       expect(answers.filter((a) => a.status === 200).length).toBeGreaterThanOrEqual(18);
@@ -128,7 +107,7 @@ describe('the local DynamoDB keeps decoded table definitions for item calls (loc
       // Each item call got the one kept definition.
       expect(kept.size).toBe(1);
     } finally {
-      await close(server);
+      await closeServer(server);
       jest.resetModules();
     }
   });
@@ -138,10 +117,10 @@ describe('the local DynamoDB keeps decoded table definitions for item calls (loc
     const dynalite = require('dynalite') as (opts: Record<string, unknown>) => Server;
     const bare = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
     const local: DynamoServer = await startDynamoServer();
-    const urls = [local.url, await listen(bare)];
+    const urls = [local.url, await listenOnFreePort(bare)];
     const both = async (op: string, input: Record<string, unknown>) => {
-      const [fast, fresh] = await Promise.all(urls.map((u) => call(u, op, input)));
-      const strip = (a: Answer) => JSON.parse(JSON.stringify(a).replace(/"(CreationDateTime|LastUpdateToPayPerRequestDateTime|LastIncreaseDateTime|LastDecreaseDateTime)":[0-9.]+/g, '"$1":0').replace(/"TableId":"[^"]+"/g, '"TableId":""'));
+      const [fast, fresh] = await Promise.all(urls.map((u) => dynamoCall(u, op, input)));
+      const strip = (a: DynamoAnswer) => JSON.parse(JSON.stringify(a).replace(/"(CreationDateTime|LastUpdateToPayPerRequestDateTime|LastIncreaseDateTime|LastDecreaseDateTime)":[0-9.]+/g, '"$1":0').replace(/"TableId":"[^"]+"/g, '"TableId":""'));
       expect({ op, input, answer: strip(fast) }).toEqual({ op, input, answer: strip(fresh) });
       return fast;
     };
@@ -170,7 +149,7 @@ describe('the local DynamoDB keeps decoded table definitions for item calls (loc
       expect((await both('GetItem', { TableName: 'kept', Key: { id: { N: '1' } } })).body.Item).toEqual({ id: { N: '1' }, x: { S: 'y' } });
     } finally {
       await local.close();
-      await close(bare);
+      await closeServer(bare);
     }
   });
 });

@@ -1,0 +1,28 @@
+import type { Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/** A DynamoDB answer, status and JSON body, for comparing the local store with a bare dynalite. */
+export type DynamoAnswer = { status: number; body: Record<string, unknown> };
+
+/** One DynamoDB call as the SDK sends it, unsigned (dynalite checks the header's form, not the signature). */
+export async function dynamoCall(url: string, operation: string, input: Record<string, unknown>): Promise<DynamoAnswer> {
+  const res = await fetch(url, {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/x-amz-json-1.0',
+      'x-amz-target': `DynamoDB_20120810.${operation}`,
+      'x-amz-date': '20260101T000000Z',
+      authorization: 'AWS4-HMAC-SHA256 Credential=a/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=b',
+    },
+    body: JSON.stringify(input),
+  });
+  return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+}
+
+/** A bare dynalite server on a free loopback port; its URL. */
+export async function listenOnFreePort(server: Server): Promise<string> {
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+}
+
+export const closeServer = (server: Server): Promise<unknown> => new Promise((r) => (server.closeAllConnections(), server.close(r)));
