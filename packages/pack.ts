@@ -1,6 +1,6 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join, relative } from 'node:path';
+import { basename, join, relative } from 'node:path';
 import { build, type BuildOptions } from 'esbuild';
 import { rollup } from 'rollup';
 import { dts } from 'rollup-plugin-dts';
@@ -93,10 +93,7 @@ async function packCli(): Promise<Artifact> {
   await build({ ...bundle, entryPoints: [join(ROOT, 'local', 'dynamo-worker.js')], format: 'cjs', outfile: join(dist, 'dynamo-worker.js'), external });
   // The agent `ferry local up` supervises runs in a process of its own, from dist/worker/ as under `npm start`.
   await build({ ...bundle, entryPoints: [join(ROOT, 'workers', 'main.ts')], format: 'cjs', outfile: join(dist, 'worker', 'main.js'), external });
-  for (const runner of runners) {
-    copyFileSync(runner, join(dist, runner.split('/').pop()!));
-    copyFileSync(runner, join(dist, 'worker', runner.split('/').pop()!));
-  }
+  for (const runner of runners) for (const dir of [dist, join(dist, 'worker')]) copyFileSync(runner, join(dir, basename(runner)));
   mkdirSync(join(dir, 'bin'), { recursive: true });
   copyFileSync(join(__dirname, 'cli', 'bin', 'ferry.js'), join(dir, 'bin', 'ferry.js'));
   chmodSync(join(dir, 'bin', 'ferry.js'), 0o755);
