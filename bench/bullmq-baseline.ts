@@ -35,7 +35,11 @@ async function freePort(): Promise<number> {
 export async function bullmqWorkload(opts: { rounds: number; burst: number; profileDir?: string }): Promise<WorkloadFigures> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-redis-'));
   const port = await freePort();
-  const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes'], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const redis = spawn(
+    'redis-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, '--protected-mode', 'yes'],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
   const redisExited = new Promise((r) => redis.once('exit', r));
   let queue: Queue | undefined;
   let events: QueueEvents | undefined;
@@ -56,7 +60,10 @@ export async function bullmqWorkload(opts: { rounds: number; burst: number; prof
     events = new QueueEvents('bench', { connection });
     await Promise.all([queue.waitUntilReady(), events.waitUntilReady(), new Promise<unknown>((r) => worker.once('message', r))]);
     const client = await queue.client;
-    const commands = async () => Number(/total_commands_processed:(\d+)/.exec(await (client as unknown as { info(section: string): Promise<string> }).info('stats'))![1]);
+    const commands = async () =>
+      Number(
+        /total_commands_processed:(\d+)/.exec(await (client as unknown as { info(section: string): Promise<string> }).info('stats'))![1],
+      );
 
     const roundTrip = async () => {
       const job = await queue!.add('noop', {});
@@ -92,8 +99,12 @@ export async function bullmqWorkload(opts: { rounds: number; burst: number; prof
       samples,
       tasks: opts.burst,
       secs,
-      perTask: { redis: `${((c2 - c1) / opts.burst).toFixed(1)} Redis commands (${((c1 - c0) / opts.rounds).toFixed(1)} in the round trips)` },
-      notes: [`BullMQ ${require('bullmq/package.json').version} on redis-server ${/v=(\S+)/.exec(spawnSync('redis-server', ['--version']).stdout.toString())?.[1]}, one worker process with concurrency 2, jobs kept after completion (the default).`],
+      perTask: {
+        redis: `${((c2 - c1) / opts.burst).toFixed(1)} Redis commands (${((c1 - c0) / opts.rounds).toFixed(1)} in the round trips)`,
+      },
+      notes: [
+        `BullMQ ${require('bullmq/package.json').version} on redis-server ${/v=(\S+)/.exec(spawnSync('redis-server', ['--version']).stdout.toString())?.[1]}, one worker process with concurrency 2, jobs kept after completion (the default).`,
+      ],
     };
   } finally {
     worker.kill('SIGTERM');

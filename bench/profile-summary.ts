@@ -6,8 +6,18 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 
-interface ProfileNode { id: number; callFrame: { functionName: string; url: string; lineNumber: number }; hitCount?: number }
-interface CpuProfile { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number }
+interface ProfileNode {
+  id: number;
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  hitCount?: number;
+}
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
 
 const top = Number(process.argv.find((a) => a.startsWith('--top='))?.slice(6) ?? 30);
 const files = process.argv.slice(2).filter((a) => !a.startsWith('--'));
@@ -36,7 +46,9 @@ for (const file of files) {
 const idleMs = selfMs.get('(idle)') ?? 0;
 selfMs.delete('(idle)');
 const busyMs = totalMs - idleMs;
-console.log(`${files.length} profile(s) (a file per thread): ${(totalMs / 1000).toFixed(2)} s sampled, ${(busyMs / 1000).toFixed(2)} s busy\n`);
+console.log(
+  `${files.length} profile(s) (a file per thread): ${(totalMs / 1000).toFixed(2)} s sampled, ${(busyMs / 1000).toFixed(2)} s busy\n`,
+);
 console.log('| self ms | % of busy | function |');
 console.log('| --- | --- | --- |');
 for (const [name, ms] of [...selfMs].sort((a, b) => b[1] - a[1]).slice(0, top)) {

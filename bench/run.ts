@@ -45,12 +45,19 @@ async function waitAll(client: Client, ids: string[]): Promise<void> {
   }
 }
 
-const agentFor = (stack: LocalStack, ep: { endpoint_id: string; endpoint_secret: string }, poolSize: number, runtimes = ['node']): AgentProcess =>
-  spawnBenchAgent(stack, ep, poolSize, undefined, runtimes);
+const agentFor = (
+  stack: LocalStack,
+  ep: { endpoint_id: string; endpoint_secret: string },
+  poolSize: number,
+  runtimes = ['node'],
+): AgentProcess => spawnBenchAgent(stack, ep, poolSize, undefined, runtimes);
 
 /** The AWS calls an agent counted, from its last log line. */
 function agentCalls(agent: AgentProcess): Record<string, number> {
-  const line = agent.output().split('\n').find((l) => l.includes('"agent stopped"'));
+  const line = agent
+    .output()
+    .split('\n')
+    .find((l) => l.includes('"agent stopped"'));
   return line ? (JSON.parse(line).aws_calls as Record<string, number>) : {};
 }
 
@@ -75,10 +82,15 @@ async function benchSubmit(stack: LocalStack, client: Client): Promise<void> {
     const secs = (performance.now() - t0) / 1000;
     const tasks = requests * batch;
     const by = (svc: string) => [...sdkCallCounts].filter(([k]) => k.startsWith(svc + '.')).reduce((n, [, v]) => n + v, 0) / tasks;
-    console.log(`| ${batch} | ${tasks} | ${fmt(tasks / secs, 0)} | ${fmt(requests / tasks, 3)} | ${fmt(by('DynamoDB'), 3)} | ${fmt(by('SQS'), 3)} | ${fmt(by('S3'), 3)} |`);
+    console.log(
+      `| ${batch} | ${tasks} | ${fmt(tasks / secs, 0)} | ${fmt(requests / tasks, 3)} | ${fmt(by('DynamoDB'), 3)} | ${fmt(by('SQS'), 3)} | ${fmt(by('S3'), 3)} |`,
+    );
   }
   // Write units per task (with GSIs) are in the workload and scaling sections, whose stack process counts them.
-  console.log('\nDynamoDB calls by operation at the last batch size:', Object.fromEntries([...sdkCallCounts].filter(([k]) => k.startsWith('DynamoDB'))));
+  console.log(
+    '\nDynamoDB calls by operation at the last batch size:',
+    Object.fromEntries([...sdkCallCounts].filter(([k]) => k.startsWith('DynamoDB'))),
+  );
   await client.deleteEndpoint(ep.endpoint_id);
 }
 
@@ -86,17 +98,35 @@ async function benchAgent(stack: LocalStack, client: Client): Promise<void> {
   console.log('\n## One agent, no-op node tasks\n');
   const n = quick ? 200 : 600;
   const fn = await client.registerFunction(() => null);
-  console.log('| runtime processes | tasks | tasks/s | agent time per task, running→success (p50) | agent SQS calls/task | agent S3 calls/task |');
+  console.log(
+    '| runtime processes | tasks | tasks/s | agent time per task, running→success (p50) | agent SQS calls/task | agent S3 calls/task |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- |');
   for (const size of [1, 2]) {
     const ep = await client.registerEndpoint(`bench-agent-${size}`);
     const agent = agentFor(stack, ep, size);
     await agent.ready;
     // Warm up: the first tasks pay for lazy loading in the runtime processes.
-    await waitAll(client, (await client.batchRun(ep.endpoint_id, Array.from({ length: 10 }, () => ({ function_id: fn, args: [] })))).task_ids);
+    await waitAll(
+      client,
+      (
+        await client.batchRun(
+          ep.endpoint_id,
+          Array.from({ length: 10 }, () => ({ function_id: fn, args: [] })),
+        )
+      ).task_ids,
+    );
     const t0 = performance.now();
     const ids: string[] = [];
-    for (let i = 0; i < n; i += 100) ids.push(...(await client.batchRun(ep.endpoint_id, Array.from({ length: Math.min(100, n - i) }, () => ({ function_id: fn, args: [] })))).task_ids);
+    for (let i = 0; i < n; i += 100)
+      ids.push(
+        ...(
+          await client.batchRun(
+            ep.endpoint_id,
+            Array.from({ length: Math.min(100, n - i) }, () => ({ function_id: fn, args: [] })),
+          )
+        ).task_ids,
+      );
     await waitAll(client, ids);
     const secs = (performance.now() - t0) / 1000;
     const { tasks } = await client.getTasks(ids);
@@ -108,7 +138,13 @@ async function benchAgent(stack: LocalStack, client: Client): Promise<void> {
     await stop([agent]);
     const calls = agentCalls(agent);
     const total = n + 10;
-    const perTask = (svc: string) => fmt(Object.entries(calls).filter(([k]) => k.startsWith(svc)).reduce((a, [, v]) => a + v, 0) / total, 3);
+    const perTask = (svc: string) =>
+      fmt(
+        Object.entries(calls)
+          .filter(([k]) => k.startsWith(svc))
+          .reduce((a, [, v]) => a + v, 0) / total,
+        3,
+      );
     console.log(`| ${size} | ${n} | ${fmt(n / secs, 0)} | ${fmt(percentile(spans, 50), 1)} ms | ${perTask('SQS.')} | ${perTask('S3.')} |`);
     if (size === 2) console.log(`\nThe agent's AWS calls by operation (${total} tasks, 100 a submit):`, calls);
     await client.deleteEndpoint(ep.endpoint_id);
@@ -123,13 +159,25 @@ async function benchAgent(stack: LocalStack, client: Client): Promise<void> {
   const pool = new RuntimePool({ size: 1, runtimes: ['node'], owner: 'bench' });
   await pool.start();
   const args = encodeArgs([]);
-  for (let i = 0; i < 50; i++) await pool.run({ taskId: 'w', user: 'bench', runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
+  for (let i = 0; i < 50; i++)
+    await pool.run({ taskId: 'w', user: 'bench', runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
   const poolReps = quick ? 200 : 1000;
   t0 = performance.now();
-  for (let i = 0; i < poolReps; i++) await pool.run({ taskId: String(i), user: 'bench', runtime: 'node', source: noop.toString(), args, codec: 'node-v8', walltimeMs: 10_000 });
+  for (let i = 0; i < poolReps; i++)
+    await pool.run({
+      taskId: String(i),
+      user: 'bench',
+      runtime: 'node',
+      source: noop.toString(),
+      args,
+      codec: 'node-v8',
+      walltimeMs: 10_000,
+    });
   const poolUs = ((performance.now() - t0) * 1000) / poolReps;
   await pool.close();
-  console.log(`\nDirect in-process call: ${fmt(directUs, 3)} µs; through the runtime pool (process hop, codec): ${fmt(poolUs, 0)} µs per task.`);
+  console.log(
+    `\nDirect in-process call: ${fmt(directUs, 3)} µs; through the runtime pool (process hop, codec): ${fmt(poolUs, 0)} µs per task.`,
+  );
 }
 
 async function benchSdk(stack: LocalStack, client: Client): Promise<void> {
@@ -146,16 +194,28 @@ async function benchSdk(stack: LocalStack, client: Client): Promise<void> {
     await gce.submit(noop);
     samples.push(performance.now() - t0);
   }
-  console.log(`Sequential no-op round trip over ${samples.length} tasks: p50 ${fmt(percentile(samples, 50))} ms, p99 ${fmt(percentile(samples, 99))} ms`);
+  console.log(
+    `Sequential no-op round trip over ${samples.length} tasks: p50 ${fmt(percentile(samples, 50))} ms, p99 ${fmt(percentile(samples, 99))} ms`,
+  );
 
   const n = quick ? 1000 : 5000;
   const t0 = performance.now();
   const futures = Array.from({ length: n }, () => gce.submit(noop));
-  await Promise.all(futures.map((f) => new Promise<void>((r) => { const tick = () => (f.taskId ? r() : setTimeout(tick, 5)); tick(); })));
+  await Promise.all(
+    futures.map(
+      (f) =>
+        new Promise<void>((r) => {
+          const tick = () => (f.taskId ? r() : setTimeout(tick, 5));
+          tick();
+        }),
+    ),
+  );
   const accepted = (performance.now() - t0) / 1000;
   await Promise.all(futures);
   const all = (performance.now() - t0) / 1000;
-  console.log(`${n} no-op submits through one Executor (2 agents × 2 runtime processes): accepted in ${fmt(accepted, 2)} s (${fmt(n / accepted, 0)} tasks/s), all results in ${fmt(all, 2)} s (${fmt(n / all, 0)} tasks/s); ${gce.stats.submitRequests} submit requests, ${gce.stats.polls} polls.`);
+  console.log(
+    `${n} no-op submits through one Executor (2 agents × 2 runtime processes): accepted in ${fmt(accepted, 2)} s (${fmt(n / accepted, 0)} tasks/s), all results in ${fmt(all, 2)} s (${fmt(n / all, 0)} tasks/s); ${gce.stats.submitRequests} submit requests, ${gce.stats.polls} polls.`,
+  );
   await gce.shutdown();
   await stop(agents);
 }
@@ -168,7 +228,10 @@ async function benchUsers(stack: LocalStack, owner: Client): Promise<void> {
   await owner.shareEndpoint(ep.endpoint_id, { shared_with: names });
   const agent = agentFor(stack, ep, 2, ['node', 'python']);
   await agent.ready;
-  const clients = [owner, ...(await Promise.all(names.map(async (n) => new Client({ apiUrl: stack.apiUrl, token: await stack.createUser(n) }))))];
+  const clients = [
+    owner,
+    ...(await Promise.all(names.map(async (n) => new Client({ apiUrl: stack.apiUrl, token: await stack.createUser(n) })))),
+  ];
   // JSON arguments, which both runtimes read; the result is polled every 2 ms, so the figure is the trip, not the poll.
   const roundTrip = async (c: Client, fn: string): Promise<number> => {
     const t0 = performance.now();
@@ -176,10 +239,13 @@ async function benchUsers(stack: LocalStack, owner: Client): Promise<void> {
     while (!['success', 'failed'].includes((await c.getTask(id!)).status)) await new Promise((r) => setTimeout(r, 2));
     return performance.now() - t0;
   };
-  console.log('| runtime | owner, steady (p50) | a new user\'s first task (p50 over users) | that user\'s next tasks (p50) |');
+  console.log("| runtime | owner, steady (p50) | a new user's first task (p50 over users) | that user's next tasks (p50) |");
   console.log('| --- | --- | --- | --- |');
   for (const runtime of ['node', 'python'] as const) {
-    const spec = runtime === 'node' ? { name: 'noop', runtime, source: '() => null' } : { name: 'noop', runtime, source: 'def noop():\n    return None\n', entrypoint: 'noop' };
+    const spec =
+      runtime === 'node'
+        ? { name: 'noop', runtime, source: '() => null' }
+        : { name: 'noop', runtime, source: 'def noop():\n    return None\n', entrypoint: 'noop' };
     const fns = await Promise.all(clients.map((c) => c.registerFunction(spec)));
     const ownerSteady: number[] = [];
     for (let i = 0; i < 20; i++) ownerSteady.push(await roundTrip(owner, fns[0]!));
@@ -189,10 +255,14 @@ async function benchUsers(stack: LocalStack, owner: Client): Promise<void> {
       first.push(await roundTrip(clients[u]!, fns[u]!));
       for (let i = 0; i < 10; i++) steady.push(await roundTrip(clients[u]!, fns[u]!));
     }
-    console.log(`| ${runtime} | ${fmt(percentile(ownerSteady, 50))} ms | ${fmt(percentile(first, 50))} ms | ${fmt(percentile(steady, 50))} ms |`);
+    console.log(
+      `| ${runtime} | ${fmt(percentile(ownerSteady, 50))} ms | ${fmt(percentile(first, 50))} ms | ${fmt(percentile(steady, 50))} ms |`,
+    );
   }
   const beat = await owner.getEndpointStatus(ep.endpoint_id);
-  console.log(`\n${users} users besides the owner; the agent's pool caps and reaps idle processes per user (workers reported: ${beat.workers}).`);
+  console.log(
+    `\n${users} users besides the owner; the agent's pool caps and reaps idle processes per user (workers reported: ${beat.workers}).`,
+  );
   await stop([agent]);
   await owner.deleteEndpoint(ep.endpoint_id);
 }
@@ -211,9 +281,15 @@ async function benchSqs(): Promise<void> {
   const sqsSdk = await import('@aws-sdk/client-sqs');
   const { startSqsServer } = await import('../local/sqs-server');
   console.log('\n## Local SQS server: cost per call by messages held (on disk)\n');
-  console.log('| storage | messages held | SendMessage: mean, p50, p99 | ReceiveMessage+DeleteMessage: mean, p50, p99 | fill (SendMessageBatch of 10) | bytes on disk after |');
+  console.log(
+    '| storage | messages held | SendMessage: mean, p50, p99 | ReceiveMessage+DeleteMessage: mean, p50, p99 | fill (SendMessageBatch of 10) | bytes on disk after |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- |');
-  const body = JSON.stringify({ task_id: '00000000-0000-0000-0000-000000000000', function_id: 'f'.repeat(64), args: { v: 1, codec: 'json', inline: 'x'.repeat(300) } });
+  const body = JSON.stringify({
+    task_id: '00000000-0000-0000-0000-000000000000',
+    function_id: 'f'.repeat(64),
+    args: { v: 1, codec: 'json', inline: 'x'.repeat(300) },
+  });
   const ops = quick ? 500 : 2000;
   // Before this log, the server saved its whole state as one JSON file 200 ms after a change:
   // 1,000 held: send 988 µs, receive+delete 1499 µs (means); 100,000 held: send 3317 µs,
@@ -226,16 +302,27 @@ async function benchSqs(): Promise<void> {
     for (const held of quick ? [1000, 20_000] : [1000, 100_000]) {
       const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-sqs-'));
       const server = await startSqsServer({ dataFile: join(dir, 'sqs.json'), ...variant.options });
-      const sqs = new sqsSdk.SQSClient({ region: 'us-east-1', endpoint: server.url, credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' } });
+      const sqs = new sqsSdk.SQSClient({
+        region: 'us-east-1',
+        endpoint: server.url,
+        credentials: { accessKeyId: 'bench', secretAccessKey: 'bench' },
+      });
       try {
-        const { QueueUrl } = await sqs.send(new sqsSdk.CreateQueueCommand({ QueueName: 'bench', Attributes: { VisibilityTimeout: '300' } }));
+        const { QueueUrl } = await sqs.send(
+          new sqsSdk.CreateQueueCommand({ QueueName: 'bench', Attributes: { VisibilityTimeout: '300' } }),
+        );
         const t0 = performance.now();
         let next = 0;
         const filler = async () => {
           while (next < held) {
             const n = Math.min(10, held - next);
             next += n;
-            await sqs.send(new sqsSdk.SendMessageBatchCommand({ QueueUrl, Entries: Array.from({ length: n }, (_, i) => ({ Id: String(i), MessageBody: body })) }));
+            await sqs.send(
+              new sqsSdk.SendMessageBatchCommand({
+                QueueUrl,
+                Entries: Array.from({ length: n }, (_, i) => ({ Id: String(i), MessageBody: body })),
+              }),
+            );
           }
         };
         await Promise.all(Array.from({ length: 8 }, filler));
@@ -255,11 +342,14 @@ async function benchSqs(): Promise<void> {
           takes.push(performance.now() - s);
         }
         const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
-        const cell = (xs: number[]) => `${fmt(mean(xs) * 1000, 0)} µs, ${fmt(percentile(xs, 50) * 1000, 0)} µs, ${fmt(percentile(xs, 99) * 1000, 0)} µs`;
+        const cell = (xs: number[]) =>
+          `${fmt(mean(xs) * 1000, 0)} µs, ${fmt(percentile(xs, 50) * 1000, 0)} µs, ${fmt(percentile(xs, 99) * 1000, 0)} µs`;
         sqs.destroy();
         await server.close();
         const bytes = readdirSync(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);
-        console.log(`| ${variant.label} | ${held.toLocaleString('en')} | ${cell(sends)} | ${cell(takes)} | ${fmt(held / fillSecs, 0)} msgs/s | ${(bytes / 1e6).toFixed(1)} MB |`);
+        console.log(
+          `| ${variant.label} | ${held.toLocaleString('en')} | ${cell(sends)} | ${cell(takes)} | ${fmt(held / fillSecs, 0)} msgs/s | ${(bytes / 1e6).toFixed(1)} MB |`,
+        );
       } finally {
         sqs.destroy();
         await server.close();
@@ -292,10 +382,28 @@ async function benchSlurm(stack: LocalStack, client: Client): Promise<void> {
   const credentialsFile = join(dir, 'ep.json');
   const worker = { api_url: stack.apiUrl, endpoint_id: ep.endpoint_id, endpoint_secret: ep.endpoint_secret };
   writeFileSync(credentialsFile, JSON.stringify(worker), { mode: 0o600 });
-  const yaml = ['credentials: ep.json', 'engine:', '  max_workers_per_node: 2', '  max_idletime: 2', '  provider:', '    type: SlurmProvider', '    nodes_per_block: 1', '    max_blocks: 1', '    walltime: "00:10:00"'];
+  const yaml = [
+    'credentials: ep.json',
+    'engine:',
+    '  max_workers_per_node: 2',
+    '  max_idletime: 2',
+    '  provider:',
+    '    type: SlurmProvider',
+    '    nodes_per_block: 1',
+    '    max_blocks: 1',
+    '    walltime: "00:10:00"',
+  ];
   const { config } = parseEndpointConfig(yaml.join('\n'), join(dir, 'endpoint.yaml'));
   const provider = new SlurmProvider(config.engine.provider as never, { maxWorkersPerNode: 2 });
-  const manager = new EndpointManager({ config, worker, credentialsFile, provider, stateDir: join(dir, 'state'), pollMs: 1_000, log: () => undefined });
+  const manager = new EndpointManager({
+    config,
+    worker,
+    credentialsFile,
+    provider,
+    stateDir: join(dir, 'state'),
+    pollMs: 1_000,
+    log: () => undefined,
+  });
   const fn = await client.registerFunction(() => null);
   try {
     await manager.start();
@@ -309,15 +417,43 @@ async function benchSlurm(stack: LocalStack, client: Client): Promise<void> {
     }
     console.log(`Submit to first result, cold (zero blocks; poll 1 s): ${colds.map((ms) => `${fmt(ms / 1000, 2)} s`).join(', ')}`);
     const n = quick ? 200 : 1000;
-    await waitAll(client, (await client.batchRun(ep.endpoint_id, Array.from({ length: 10 }, () => ({ function_id: fn, args: [] })))).task_ids);
-    const before = new Set(manager.status().blocks.filter((b) => b.state === 'ended').map((b) => b.job_id));
+    await waitAll(
+      client,
+      (
+        await client.batchRun(
+          ep.endpoint_id,
+          Array.from({ length: 10 }, () => ({ function_id: fn, args: [] })),
+        )
+      ).task_ids,
+    );
+    const before = new Set(
+      manager
+        .status()
+        .blocks.filter((b) => b.state === 'ended')
+        .map((b) => b.job_id),
+    );
     const t0 = performance.now();
     const ids: string[] = [];
-    for (let i = 0; i < n; i += 100) ids.push(...(await client.batchRun(ep.endpoint_id, Array.from({ length: Math.min(100, n - i) }, () => ({ function_id: fn, args: [] })))).task_ids);
+    for (let i = 0; i < n; i += 100)
+      ids.push(
+        ...(
+          await client.batchRun(
+            ep.endpoint_id,
+            Array.from({ length: Math.min(100, n - i) }, () => ({ function_id: fn, args: [] })),
+          )
+        ).task_ids,
+      );
     await waitAll(client, ids);
     const secs = (performance.now() - t0) / 1000;
-    const jobs = new Set(manager.status().blocks.filter((b) => !before.has(b.job_id)).map((b) => b.job_id));
-    console.log(`One warm block (1 node, 2 workers): ${n} no-op tasks in ${fmt(secs, 2)} s, ${fmt(n / secs, 0)} tasks/s (Slurm jobs serving the run: ${jobs.size}).`);
+    const jobs = new Set(
+      manager
+        .status()
+        .blocks.filter((b) => !before.has(b.job_id))
+        .map((b) => b.job_id),
+    );
+    console.log(
+      `One warm block (1 node, 2 workers): ${n} no-op tasks in ${fmt(secs, 2)} s, ${fmt(n / secs, 0)} tasks/s (Slurm jobs serving the run: ${jobs.size}).`,
+    );
   } finally {
     await manager.stop(30_000);
     await client.deleteEndpoint(ep.endpoint_id);
@@ -342,7 +478,10 @@ async function benchWorkload(profileDir?: string): Promise<void> {
   const rows: { system: string; figures: Awaited<ReturnType<typeof ferryWorkload>> }[] = [];
   const skipped: string[] = [];
   try {
-    rows.push({ system: `Ferry (local stack, ${git('rev-parse --short HEAD')})`, figures: await ferryWorkload(stack, { rounds, burst, profileDir }) });
+    rows.push({
+      system: `Ferry (local stack, ${git('rev-parse --short HEAD')})`,
+      figures: await ferryWorkload(stack, { rounds, burst, profileDir }),
+    });
   } finally {
     await stack.close();
   }
@@ -364,7 +503,9 @@ async function benchScalingSection(profileDir?: string): Promise<void> {
 
 const git = (args: string) => {
   try {
-    return execSync(`git ${args}`, { cwd: join(__dirname, '..'), stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim();
+    return execSync(`git ${args}`, { cwd: join(__dirname, '..'), stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim();
   } catch {
     return 'unknown commit';
   }
@@ -377,7 +518,9 @@ async function main() {
   const profileDir = process.argv.includes('--profile') ? mkdtempSync(join(tmpdir(), 'ferry-bench-profile-')) : undefined;
   // Agents run as the container runs them: the esbuild bundle under plain node.
   execSync('npm run -s build:worker', { stdio: 'ignore' });
-  console.log(`# Ferry bench (${quick ? 'quick' : 'full'}), ${new Date().toISOString()}, node ${process.version}, commit ${git('rev-parse --short HEAD')}${git('status --porcelain --untracked-files=no') ? ' (with uncommitted changes)' : ''}`);
+  console.log(
+    `# Ferry bench (${quick ? 'quick' : 'full'}), ${new Date().toISOString()}, node ${process.version}, commit ${git('rev-parse --short HEAD')}${git('status --porcelain --untracked-files=no') ? ' (with uncommitted changes)' : ''}`,
+  );
   const timings: string[] = [];
   const timed = async (name: string, run: () => Promise<void>) => {
     const t0 = performance.now();
@@ -404,7 +547,10 @@ async function main() {
     await stack?.close();
   }
   console.log(`\nSection times: ${timings.join(', ')}.`);
-  if (profileDir) console.log(`CPU profiles, a directory per process (stack-workload, stack-scaling, agent-<n>, bullmq-worker): ${profileDir}\n  summary (a process and its threads): npx tsx bench/profile-summary.ts ${profileDir}/stack-workload/*.cpuprofile`);
+  if (profileDir)
+    console.log(
+      `CPU profiles, a directory per process (stack-workload, stack-scaling, agent-<n>, bullmq-worker): ${profileDir}\n  summary (a process and its threads): npx tsx bench/profile-summary.ts ${profileDir}/stack-workload/*.cpuprofile`,
+    );
 }
 
 main().catch((err) => {

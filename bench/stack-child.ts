@@ -29,7 +29,8 @@ export async function spawnStackChild(opts: { profileDir?: string; label?: strin
   });
   // One request at a time of each type: replies come back in order.
   const waiting = new Map<string, ((m: StackReply) => void)[]>();
-  const next = (type: StackReply['type']) => new Promise<StackReply>((resolve) => waiting.set(type, [...(waiting.get(type) ?? []), resolve]));
+  const next = (type: StackReply['type']) =>
+    new Promise<StackReply>((resolve) => waiting.set(type, [...(waiting.get(type) ?? []), resolve]));
   child.on('message', (m: StackReply) => waiting.get(m.type)?.shift()?.(m));
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   const ready = (await Promise.race([next('ready'), exited.then(() => undefined)])) as Extract<StackReply, { type: 'ready' }> | undefined;

@@ -12,7 +12,8 @@ import type { WorkloadFigures } from './bullmq-baseline';
 import type { StackChild, StackCounts } from './stack-child';
 
 const fmt = (n: number, d = 1) => n.toFixed(d);
-export const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
+export const percentile = (xs: number[], p: number) =>
+  [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FINAL = ['success', 'failed', 'cancelled'];
 
@@ -24,15 +25,18 @@ export function spawnBenchAgent(
   profileDir?: string,
   runtimes = ['node'],
 ): AgentProcess {
-  return spawnAgentProcess({
-    ...stack.workerEnv,
-    FERRY_API_URL: stack.apiUrl,
-    FERRY_ENDPOINT_ID: ep.endpoint_id,
-    FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
-    FERRY_POOL_SIZE: String(poolSize),
-    FERRY_RUNTIMES: runtimes.join(','),
-    // Node writes the profile when the process exits (the agent's runtime processes are not profiled).
-  }, { bundle: true, nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `agent-${++agentsStarted}`)}`] : [] });
+  return spawnAgentProcess(
+    {
+      ...stack.workerEnv,
+      FERRY_API_URL: stack.apiUrl,
+      FERRY_ENDPOINT_ID: ep.endpoint_id,
+      FERRY_ENDPOINT_SECRET: ep.endpoint_secret,
+      FERRY_POOL_SIZE: String(poolSize),
+      FERRY_RUNTIMES: runtimes.join(','),
+      // Node writes the profile when the process exits (the agent's runtime processes are not profiled).
+    },
+    { bundle: true, nodeArgs: profileDir ? ['--cpu-prof', `--cpu-prof-dir=${join(profileDir, `agent-${++agentsStarted}`)}`] : [] },
+  );
 }
 let agentsStarted = 0;
 
@@ -45,7 +49,10 @@ export async function agentsReady(agents: AgentProcess[]): Promise<void> {
 
 /** The AWS calls an agent counted, from its last log line. */
 export function agentCalls(agent: AgentProcess): Record<string, number> {
-  const line = agent.output().split('\n').find((l) => l.includes('"agent stopped"'));
+  const line = agent
+    .output()
+    .split('\n')
+    .find((l) => l.includes('"agent stopped"'));
   return line ? (JSON.parse(line).aws_calls as Record<string, number>) : {};
 }
 
@@ -54,9 +61,15 @@ export async function stopAgents(agents: AgentProcess[]): Promise<void> {
   await Promise.all(agents.map((a) => a.exited));
 }
 
-const sum = (counts: Record<string, number>, prefix: string) => Object.entries(counts).filter(([k]) => k.startsWith(prefix)).reduce((n, [, v]) => n + v, 0);
+const sum = (counts: Record<string, number>, prefix: string) =>
+  Object.entries(counts)
+    .filter(([k]) => k.startsWith(prefix))
+    .reduce((n, [, v]) => n + v, 0);
 /** Write units of whole writes (table plus indexes); "table/index" entries are their parts. */
-const writeUnits = (c: StackCounts) => Object.entries(c.writeUnits).filter(([k]) => !k.includes('/') && k !== 'conditional-check-failed').reduce((n, [, v]) => n + v, 0);
+const writeUnits = (c: StackCounts) =>
+  Object.entries(c.writeUnits)
+    .filter(([k]) => !k.includes('/') && k !== 'conditional-check-failed')
+    .reduce((n, [, v]) => n + v, 0);
 /**
  * Per task: requests the API served (the client's and the agents'), the stack's DynamoDB calls,
  * write units, and every SQS request the local SQS server served over HTTP: the handlers' and the
@@ -70,7 +83,10 @@ const perTask = (c: StackCounts, tasks: number) => ({
   sqs: (c.requests.SQS ?? 0) / tasks,
 });
 
-export async function ferryWorkload(stack: StackChild, opts: { rounds: number; burst: number; profileDir?: string }): Promise<WorkloadFigures> {
+export async function ferryWorkload(
+  stack: StackChild,
+  opts: { rounds: number; burst: number; profileDir?: string },
+): Promise<WorkloadFigures> {
   const client = new Client({ apiUrl: stack.apiUrl, token: await stack.createUser('bench-workload') });
   const ep = await client.registerEndpoint('bench-workload');
   const agent = spawnBenchAgent(stack, ep, 2, opts.profileDir);
@@ -96,8 +112,15 @@ export async function ferryWorkload(stack: StackChild, opts: { rounds: number; b
     const agentSqs = sum(agentCalls(agent), 'SQS.') / (20 + opts.rounds + opts.burst);
     const b = perTask(burst, opts.burst);
     const r = perTask(rounds, opts.rounds);
-    const ops = (c: StackCounts, n: number) => Object.entries(c.calls).filter(([k]) => k.startsWith('DynamoDB.') || k.startsWith('SQS.')).map(([k, v]) => `${k} ${fmt(v / n, 2)}`).join(', ');
-    const units = (c: StackCounts, n: number) => Object.entries(c.writeUnits).map(([k, v]) => `${k} ${fmt(v / n, 2)}`).join(', ');
+    const ops = (c: StackCounts, n: number) =>
+      Object.entries(c.calls)
+        .filter(([k]) => k.startsWith('DynamoDB.') || k.startsWith('SQS.'))
+        .map(([k, v]) => `${k} ${fmt(v / n, 2)}`)
+        .join(', ');
+    const units = (c: StackCounts, n: number) =>
+      Object.entries(c.writeUnits)
+        .map(([k, v]) => `${k} ${fmt(v / n, 2)}`)
+        .join(', ');
     return {
       samples,
       tasks: opts.burst,
@@ -123,12 +146,16 @@ export async function ferryWorkload(stack: StackChild, opts: { rounds: number; b
 
 /** Prints the issue-13 table: Ferry's row, then the baseline's (or why it has none). */
 export function printWorkloadTable(rows: { system: string; figures: WorkloadFigures }[], skipped: string[]): void {
-  console.log('| system | round trip p50 | p99 | 5,000 tasks (tasks/s) | API requests/task | DynamoDB calls/task | DynamoDB WRU/task | SQS calls/task |');
+  console.log(
+    '| system | round trip p50 | p99 | 5,000 tasks (tasks/s) | API requests/task | DynamoDB calls/task | DynamoDB WRU/task | SQS calls/task |',
+  );
   console.log('| --- | --- | --- | --- | --- | --- | --- | --- |');
   for (const { system, figures: f } of rows) {
     const p = f.perTask;
     const rest = p.redis ? `— | — | — | — (${p.redis})` : `${p.api} | ${p.ddb} | ${p.wru} | ${p.sqs}`;
-    console.log(`| ${system} | ${fmt(percentile(f.samples, 50))} ms | ${fmt(percentile(f.samples, 99))} ms | ${fmt(f.tasks / f.secs, 0)} (${f.tasks.toLocaleString('en')} in ${fmt(f.secs, 2)} s) | ${rest} |`);
+    console.log(
+      `| ${system} | ${fmt(percentile(f.samples, 50))} ms | ${fmt(percentile(f.samples, 99))} ms | ${fmt(f.tasks / f.secs, 0)} (${f.tasks.toLocaleString('en')} in ${fmt(f.secs, 2)} s) | ${rest} |`,
+    );
   }
   console.log('');
   for (const line of skipped) console.log(line);
@@ -157,7 +184,10 @@ async function waitAll(client: Client, ids: string[]): Promise<void> {
 /** DELETE /v1/endpoints/{id} once (the SDK would retry a 503), timed: figures, not a failure. */
 async function timedDelete(apiUrl: string, token: string, endpointId: string, tasks: number): Promise<string> {
   const t0 = performance.now();
-  const res = await fetch(`${apiUrl}/v1/endpoints/${endpointId}`, { method: 'DELETE', headers: { authorization: `Bearer ${token}` } }).catch((err: Error) => err);
+  const res = await fetch(`${apiUrl}/v1/endpoints/${endpointId}`, {
+    method: 'DELETE',
+    headers: { authorization: `Bearer ${token}` },
+  }).catch((err: Error) => err);
   const secs = fmt((performance.now() - t0) / 1000, 1);
   return `${tasks.toLocaleString('en')} tasks: ${res instanceof Error ? `failed after ${secs} s (${res.message})` : `HTTP ${res.status} in ${secs} s`}`;
 }
@@ -193,7 +223,9 @@ export async function benchScaling(stack: StackChild, opts: { quick: boolean; pr
   }
 
   console.log('\n## Scaling: a backlog queued with no agent running (submits of 500), then one agent (2 runtime processes) drains it\n');
-  console.log('| tasks queued | submit (tasks/s) | drain (tasks/s) | submit: API requests, DynamoDB calls, WRU per task | drain: DynamoDB calls, WRU, SQS requests (all; the agent\'s) per task | WRU per task, total |');
+  console.log(
+    "| tasks queued | submit (tasks/s) | drain (tasks/s) | submit: API requests, DynamoDB calls, WRU per task | drain: DynamoDB calls, WRU, SQS requests (all; the agent's) per task | WRU per task, total |",
+  );
   console.log('| --- | --- | --- | --- | --- | --- |');
   const fn = await client.registerFunction(noop);
   for (const total of opts.quick ? [500, 2000, 5000] : [1000, 10_000, 100_000]) {
@@ -202,7 +234,14 @@ export async function benchScaling(stack: StackChild, opts: { quick: boolean; pr
     const ids: string[] = [];
     let t0 = performance.now();
     for (let i = 0; i < total; i += 500) {
-      ids.push(...(await client.batchRun(ep.endpoint_id, Array.from({ length: Math.min(500, total - i) }, () => ({ function_id: fn, args: [] })))).task_ids);
+      ids.push(
+        ...(
+          await client.batchRun(
+            ep.endpoint_id,
+            Array.from({ length: Math.min(500, total - i) }, () => ({ function_id: fn, args: [] })),
+          )
+        ).task_ids,
+      );
     }
     const submitSecs = (performance.now() - t0) / 1000;
     const submit = perTask(await stack.counts(true), total);
@@ -222,6 +261,10 @@ export async function benchScaling(stack: StackChild, opts: { quick: boolean; pr
     );
     deletes.push(await timedDelete(stack.apiUrl, token, ep.endpoint_id, total));
   }
-  console.log(`\nDeleting each endpoint afterwards (all its tasks final; the bench's stack runs no sweep, so their shares' open markers are still there), one request, no retry: ${deletes.join('; ')}.`);
-  console.log('\nDrain time runs from the agent saying it serves the endpoint to the last tasks being final; the drain counts include this bench\'s polls of the last 10 tasks every 250 ms (about one DynamoDB read call each).');
+  console.log(
+    `\nDeleting each endpoint afterwards (all its tasks final; the bench's stack runs no sweep, so their shares' open markers are still there), one request, no retry: ${deletes.join('; ')}.`,
+  );
+  console.log(
+    "\nDrain time runs from the agent saying it serves the endpoint to the last tasks being final; the drain counts include this bench's polls of the last 10 tasks every 250 ms (about one DynamoDB read call each).",
+  );
 }

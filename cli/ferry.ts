@@ -55,7 +55,9 @@ export function buildProgram(): Command {
     });
   local
     .command('env')
-    .description("what a worker on this machine needs to reach the running local stack's AWS servers: `eval \"$(ferry local env)\"`, then `ferry worker start`")
+    .description(
+      'what a worker on this machine needs to reach the running local stack\'s AWS servers: `eval "$(ferry local env)"`, then `ferry worker start`',
+    )
     .action(() => {
       const file = join(localDataDir(), 'aws.json');
       let aws: { region: string; endpoints: { sqs: string; s3: string; sts: string } };
@@ -72,7 +74,12 @@ export function buildProgram(): Command {
         AWS_ENDPOINT_URL_STS: aws.endpoints.sts,
         FERRY_S3_FORCE_PATH_STYLE: 'true',
       };
-      print(Object.entries(env).map(([k, v]) => `export ${k}=${v}`).join('\n'), env);
+      print(
+        Object.entries(env)
+          .map(([k, v]) => `export ${k}=${v}`)
+          .join('\n'),
+        env,
+      );
     });
 
   addTokenCommands(program, print, (message, usage) => {
@@ -102,11 +109,14 @@ export function buildProgram(): Command {
     .action(async (o: { name: string; public?: boolean; writeConfig?: string }) => {
       const c = client();
       const ep = await c.registerEndpoint(o.name, { public: o.public });
-      if (o.writeConfig) writeSecretFile(o.writeConfig, { api_url: c.apiUrl, endpoint_id: ep.endpoint_id, endpoint_secret: ep.endpoint_secret });
+      if (o.writeConfig)
+        writeSecretFile(o.writeConfig, { api_url: c.apiUrl, endpoint_id: ep.endpoint_id, endpoint_secret: ep.endpoint_secret });
       print(
         keyValues({ endpoint_id: ep.endpoint_id, name: ep.name, endpoint_secret: ep.endpoint_secret, config: o.writeConfig }) +
           '\n\nThe secret is shown only once. Start a worker with:\n  ' +
-          (o.writeConfig ? `ferry worker start --config ${o.writeConfig}` : `FERRY_API_URL=${c.apiUrl} FERRY_ENDPOINT_ID=${ep.endpoint_id} FERRY_ENDPOINT_SECRET=<secret> ferry worker start`),
+          (o.writeConfig
+            ? `ferry worker start --config ${o.writeConfig}`
+            : `FERRY_API_URL=${c.apiUrl} FERRY_ENDPOINT_ID=${ep.endpoint_id} FERRY_ENDPOINT_SECRET=<secret> ferry worker start`),
         ep,
       );
     });
@@ -123,7 +133,9 @@ export function buildProgram(): Command {
     .action(async (id: string) => {
       const s = await client().getEndpointStatus(id);
       const { blocks, ...rest } = s;
-      const blockTable = blocks.length ? `\n\nblocks:\n${table(blocks as never[], ['block_id', 'job_id', 'state', 'scheduler_state', 'agents', 'workers', 'running', 'idle_seconds', 'ends_at'])}` : '';
+      const blockTable = blocks.length
+        ? `\n\nblocks:\n${table(blocks as never[], ['block_id', 'job_id', 'state', 'scheduler_state', 'agents', 'workers', 'running', 'idle_seconds', 'ends_at'])}`
+        : '';
       print(keyValues(rest as never) + blockTable, s);
     });
   endpoint
@@ -145,7 +157,10 @@ export function buildProgram(): Command {
     .description('delete an endpoint; its queued tasks fail')
     .action(async (id: string) => {
       const out = await client().deleteEndpoint(id);
-      print(`deleted ${id}; ${out.failed_tasks} open tasks failed${out.still_failing ? ', the rest fail within minutes (the sweep)' : ''}`, out);
+      print(
+        `deleted ${id}; ${out.failed_tasks} open tasks failed${out.still_failing ? ', the rest fail within minutes (the sweep)' : ''}`,
+        out,
+      );
     });
   endpoint
     .command('share <endpointId>')
@@ -166,7 +181,14 @@ export function buildProgram(): Command {
     .option('--config <file>', 'a file written by `ferry endpoint register --write-config`')
     .option('--pool-size <n>', 'processes per runtime (default: one per core)')
     .option('--runtimes <list>', 'node,python')
-    .addOption(new Option('--isolation <mode>', 'how other users\' tasks are kept apart (default: auto)').choices(['auto', 'multi-user', 'sandbox', 'none']))
+    .addOption(
+      new Option('--isolation <mode>', "how other users' tasks are kept apart (default: auto)").choices([
+        'auto',
+        'multi-user',
+        'sandbox',
+        'none',
+      ]),
+    )
     .option('--user-map <json>', 'multi-user: {"<ferry user id>": "<local account>", ...}')
     .option('--task-env <json>', 'variables every task sees: {"NAME": "value", ...}')
     .option('--env-passthrough <names>', "the agent's variables tasks may see, comma-separated")
@@ -175,42 +197,58 @@ export function buildProgram(): Command {
     .option('--idle-seconds <n>', "stop a user's idle runtime process after this long (default: 60)")
     .option('--max-processes <n>', 'runtime processes of all users at most (default: 2 × pool size × runtimes)')
     .option('--python <command>', 'the python interpreter (default: python3)')
-    .action(async (o: {
-      config?: string; poolSize?: string; runtimes?: string; isolation?: string; userMap?: string; taskEnv?: string; envPassthrough?: string;
-      sandboxNetwork?: string; ownerUnsandboxed?: boolean; idleSeconds?: string; maxProcesses?: string; python?: string;
-    }) => {
-      const { runAgent, workerConfigFromEnv, workerSettingsFromEnv } = require('../workers/main') as typeof import('../workers/main');
-      // Flags win over the environment, which wins over the config file.
-      const flags: Record<string, string | undefined> = {
-        FERRY_WORKER_CONFIG: o.config,
-        FERRY_ISOLATION: o.isolation,
-        FERRY_USER_MAP: o.userMap,
-        FERRY_TASK_ENV: o.taskEnv,
-        FERRY_ENV_PASSTHROUGH: o.envPassthrough,
-        FERRY_SANDBOX_NETWORK: o.sandboxNetwork,
-        FERRY_OWNER_UNSANDBOXED: o.ownerUnsandboxed ? 'true' : undefined,
-        FERRY_IDLE_SECONDS: o.idleSeconds,
-        FERRY_MAX_PROCESSES: o.maxProcesses,
-        FERRY_PYTHON: o.python,
-      };
-      const env = { ...process.env, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
-      let cfg: ReturnType<typeof workerConfigFromEnv>;
-      let settings: ReturnType<typeof workerSettingsFromEnv>;
-      try {
-        cfg = workerConfigFromEnv(env);
-        settings = workerSettingsFromEnv(env);
-      } catch (err) {
-        throw new CliError((err as Error).message, EXIT.usage);
-      }
-      const code = await runAgent(cfg, { poolSize: o.poolSize ? Number(o.poolSize) : undefined, runtimes: o.runtimes?.split(',') as never }, settings);
-      process.exit(code);
-    });
+    .action(
+      async (o: {
+        config?: string;
+        poolSize?: string;
+        runtimes?: string;
+        isolation?: string;
+        userMap?: string;
+        taskEnv?: string;
+        envPassthrough?: string;
+        sandboxNetwork?: string;
+        ownerUnsandboxed?: boolean;
+        idleSeconds?: string;
+        maxProcesses?: string;
+        python?: string;
+      }) => {
+        const { runAgent, workerConfigFromEnv, workerSettingsFromEnv } = require('../workers/main') as typeof import('../workers/main');
+        // Flags win over the environment, which wins over the config file.
+        const flags: Record<string, string | undefined> = {
+          FERRY_WORKER_CONFIG: o.config,
+          FERRY_ISOLATION: o.isolation,
+          FERRY_USER_MAP: o.userMap,
+          FERRY_TASK_ENV: o.taskEnv,
+          FERRY_ENV_PASSTHROUGH: o.envPassthrough,
+          FERRY_SANDBOX_NETWORK: o.sandboxNetwork,
+          FERRY_OWNER_UNSANDBOXED: o.ownerUnsandboxed ? 'true' : undefined,
+          FERRY_IDLE_SECONDS: o.idleSeconds,
+          FERRY_MAX_PROCESSES: o.maxProcesses,
+          FERRY_PYTHON: o.python,
+        };
+        const env = { ...process.env, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
+        let cfg: ReturnType<typeof workerConfigFromEnv>;
+        let settings: ReturnType<typeof workerSettingsFromEnv>;
+        try {
+          cfg = workerConfigFromEnv(env);
+          settings = workerSettingsFromEnv(env);
+        } catch (err) {
+          throw new CliError((err as Error).message, EXIT.usage);
+        }
+        const code = await runAgent(
+          cfg,
+          { poolSize: o.poolSize ? Number(o.poolSize) : undefined, runtimes: o.runtimes?.split(',') as never },
+          settings,
+        );
+        process.exit(code);
+      },
+    );
 
   const fn = program.command('function').description('register and list functions');
   fn.command('register [file]')
     .description(
       'register a function from a file (.py: python, needs --entrypoint; otherwise node, the file holds one function expression), ' +
-        'or a command (--runtime shell|mpi: the file or --command holds the template, {name} filled from the task\'s kwargs)',
+        "or a command (--runtime shell|mpi: the file or --command holds the template, {name} filled from the task's kwargs)",
     )
     .option('--name <name>')
     .option('--description <text>')
@@ -219,7 +257,7 @@ export function buildProgram(): Command {
     .option('--command <cmd>', 'shell, mpi: the command template, instead of a file')
     .option('--walltime <seconds>', 'shell, mpi: kill the command after this long (its result: returncode 124)')
     .option('--snippet-lines <n>', 'shell, mpi: lines of stdout and stderr kept in the result (default 1000)')
-    .option('--stdout <file>', 'shell, mpi: also write stdout to this file, in the task\'s directory on the endpoint')
+    .option('--stdout <file>', "shell, mpi: also write stdout to this file, in the task's directory on the endpoint")
     .option('--stderr <file>', 'shell, mpi: also write stderr to this file')
     .action(async (file: string | undefined, o: FunctionOptions) => {
       const spec = functionSpecOf(file, o);
@@ -234,13 +272,11 @@ export function buildProgram(): Command {
     });
 
   const task = program.command('task').description('read, wait for and cancel tasks');
-  task
-    .command('get <taskId>')
-    .action(async (id: string) => {
-      const t = await client().getTask(id);
-      print(await describeTask(t), t);
-      if (t.status === 'failed' || t.status === 'cancelled') throw new CliError('', EXIT.taskFailed);
-    });
+  task.command('get <taskId>').action(async (id: string) => {
+    const t = await client().getTask(id);
+    print(await describeTask(t), t);
+    if (t.status === 'failed' || t.status === 'cancelled') throw new CliError('', EXIT.taskFailed);
+  });
   task
     .command('wait <taskIds...>')
     .description('wait until every task finishes; exit 3 if any failed, 4 on timeout')
@@ -248,15 +284,14 @@ export function buildProgram(): Command {
     .action(async (ids: string[], o: { timeout?: string }) => {
       const views = await waitFor(client(), ids, o.timeout ? Number(o.timeout) * 1000 : undefined, !globals().json);
       print(table(views as never[], ['task_id', 'status', 'completed_at']), views);
-      if (views.some((v) => v.status !== 'success')) throw new CliError('', views.every((v) => FINAL.includes(v.status)) ? EXIT.taskFailed : EXIT.timeout);
+      if (views.some((v) => v.status !== 'success'))
+        throw new CliError('', views.every((v) => FINAL.includes(v.status)) ? EXIT.taskFailed : EXIT.timeout);
     });
-  task
-    .command('cancel <taskId>')
-    .action(async (id: string) => {
-      const t = await client().cancel(id);
-      print(`${id}: ${t.status}`, t);
-      if (t.status !== 'cancelled') throw new CliError(`task ${id} had already finished (${t.status})`, EXIT.error);
-    });
+  task.command('cancel <taskId>').action(async (id: string) => {
+    const t = await client().cancel(id);
+    print(`${id}: ${t.status}`, t);
+    if (t.status !== 'cancelled') throw new CliError(`task ${id} had already finished (${t.status})`, EXIT.error);
+  });
 
   program
     .command('run <file>')
@@ -302,11 +337,13 @@ interface FunctionOptions {
 function functionSpecOf(file: string | undefined, o: FunctionOptions): FunctionSpec {
   const shellOnly = (['command', 'walltime', 'snippetLines', 'stdout', 'stderr'] as const).filter((k) => o[k] !== undefined);
   if (o.runtime !== 'shell' && o.runtime !== 'mpi') {
-    if (shellOnly.length) throw new CliError(`--${shellOnly[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} is for --runtime shell or mpi`, EXIT.usage);
+    if (shellOnly.length)
+      throw new CliError(`--${shellOnly[0]!.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} is for --runtime shell or mpi`, EXIT.usage);
     if (file === undefined) throw new CliError('name the file that holds the function', EXIT.usage);
     return { ...functionFromFile(file, { ...o, runtime: o.runtime }), description: o.description };
   }
-  if ((file === undefined) === (o.command === undefined)) throw new CliError('give the command in a file or with --command (one of them)', EXIT.usage);
+  if ((file === undefined) === (o.command === undefined))
+    throw new CliError('give the command in a file or with --command (one of them)', EXIT.usage);
   if (o.entrypoint) throw new CliError(`${o.runtime} functions take no --entrypoint`, EXIT.usage);
   const number = (v: string | undefined, what: string) => {
     if (v === undefined) return undefined;
@@ -317,7 +354,14 @@ function functionSpecOf(file: string | undefined, o: FunctionOptions): FunctionS
   const cmd = o.command ?? readFileSync(file!, 'utf8').replace(/\n+$/, '');
   try {
     const Kind = o.runtime === 'mpi' ? MPIFunction : ShellFunction;
-    return new Kind(cmd, { name: o.name, description: o.description, walltime: number(o.walltime, '--walltime'), snippetLines: number(o.snippetLines, '--snippet-lines'), stdout: o.stdout, stderr: o.stderr }).toFunctionSpec();
+    return new Kind(cmd, {
+      name: o.name,
+      description: o.description,
+      walltime: number(o.walltime, '--walltime'),
+      snippetLines: number(o.snippetLines, '--snippet-lines'),
+      stdout: o.stdout,
+      stderr: o.stderr,
+    }).toFunctionSpec();
   } catch (err) {
     throw new CliError((err as Error).message, EXIT.usage);
   }
@@ -339,7 +383,13 @@ function parseJson(text: string, what: string): unknown {
 }
 
 async function describeTask(t: TaskView): Promise<string> {
-  const base: Record<string, unknown> = { task_id: t.task_id, status: t.status, endpoint_id: t.endpoint_id, created_at: t.created_at, completed_at: t.completed_at };
+  const base: Record<string, unknown> = {
+    task_id: t.task_id,
+    status: t.status,
+    endpoint_id: t.endpoint_id,
+    created_at: t.created_at,
+    completed_at: t.completed_at,
+  };
   if (t.status === 'success') base.result = await decodePayload(t.result!).catch((e) => `(${(e as Error).message})`);
   if (t.exception) base.exception = `${t.exception.type}: ${t.exception.message}`;
   return keyValues(base) + (t.exception?.traceback ? `\n\nremote traceback:\n${t.exception.traceback}` : '');

@@ -40,12 +40,14 @@ export const USER_ID = /^[A-Za-z0-9._@+-]{1,128}$/;
 /** Points this process's AWS SDK and Ferry configuration at the chosen tokens table. */
 export async function useTokenTarget(t: TokenTarget): Promise<string> {
   if (t.stage !== undefined) {
-    if (!STAGE.test(t.stage)) throw new TokenTargetError('--stage must be the stage you deployed (-c stage=...): 1-20 lowercase letters, digits and dashes');
+    if (!STAGE.test(t.stage))
+      throw new TokenTargetError('--stage must be the stage you deployed (-c stage=...): 1-20 lowercase letters, digits and dashes');
     process.env.FERRY_STAGE = t.stage;
     if (t.region) process.env.AWS_REGION = t.region;
   } else {
     const file = join(localDataDir(), 'aws.json');
-    if (!existsSync(file)) throw new TokenTargetError(`no local stack at ${localDataDir()} (run npm start first), or pass --stage for a deployed one`);
+    if (!existsSync(file))
+      throw new TokenTargetError(`no local stack at ${localDataDir()} (run npm start first), or pass --stage for a deployed one`);
     const aws = JSON.parse(readFileSync(file, 'utf8')) as LocalAwsFile;
     Object.assign(process.env, {
       FERRY_STAGE: 'local',
@@ -65,9 +67,13 @@ export async function useTokenTarget(t: TokenTarget): Promise<string> {
 /** A hint for the errors an operator meets first. */
 export function tokenErrorHint(err: unknown): string {
   const name = (err as { name?: string })?.name;
-  if (name === 'ResourceNotFoundException') return ' (no such table: is the stage deployed in this region? pass --region or set AWS_REGION)';
+  if (name === 'ResourceNotFoundException')
+    return ' (no such table: is the stage deployed in this region? pass --region or set AWS_REGION)';
   if (name === 'CredentialsProviderError') return ' (no AWS credentials: set AWS_PROFILE or run aws sso login)';
-  if ((err as { code?: string; cause?: { code?: string } })?.cause?.code === 'ECONNREFUSED' || (err as { code?: string })?.code === 'ECONNREFUSED') {
+  if (
+    (err as { code?: string; cause?: { code?: string } })?.cause?.code === 'ECONNREFUSED' ||
+    (err as { code?: string })?.code === 'ECONNREFUSED'
+  ) {
     return ' (the local stack is not running: start it with npm start)';
   }
   return '';
@@ -78,7 +84,9 @@ type Print = (human: string, data: unknown) => void;
 export function addTokenCommands(program: Command, print: Print, fail: (message: string, usage?: boolean) => never): void {
   const token = program.command('token').description('issue, list and revoke user tokens (operator; the local stack unless --stage)');
   const target = (c: Command) =>
-    c.option('--stage <stage>', 'a deployed stage (default: the local stack of npm start)').option('--region <region>', 'the stage\'s AWS region (default: AWS_REGION)');
+    c
+      .option('--stage <stage>', 'a deployed stage (default: the local stack of npm start)')
+      .option('--region <region>', "the stage's AWS region (default: AWS_REGION)");
   const open = async (o: TokenTarget) => {
     try {
       return await useTokenTarget(o);
@@ -107,17 +115,27 @@ export function addTokenCommands(program: Command, print: Print, fail: (message:
     if (!Number.isInteger(days) || days < 1 || days > 3650) fail('--days must be a whole number of days from 1 to 3650', true);
     const tableName = await open(o);
     const out = await guard(() => issueUserToken(o.user, days * 86400));
-    console.error(`Token for user "${o.user}" (table ${tableName}), valid until ${out.expiresAt.toISOString()}. It is shown only this once; store it like a password.`);
-    print(out.token, { token: out.token, token_id: tokenIdOf(sha256Hex(out.token)), user_id: o.user, expires_at: out.expiresAt.toISOString() });
+    console.error(
+      `Token for user "${o.user}" (table ${tableName}), valid until ${out.expiresAt.toISOString()}. It is shown only this once; store it like a password.`,
+    );
+    print(out.token, {
+      token: out.token,
+      token_id: tokenIdOf(sha256Hex(out.token)),
+      user_id: o.user,
+      expires_at: out.expiresAt.toISOString(),
+    });
   });
 
-  target(token.command('list').description('user tokens: id, user, created, expires, status (never the tokens)').option('--user <userId>', 'only this user\'s')).action(
-    async (o: TokenTarget & { user?: string }) => {
-      await open(o);
-      const tokens = await guard(() => listUserTokens(o.user));
-      print(table(tokens as never[], ['token_id', 'user_id', 'status', 'created_at', 'expires_at']), tokens);
-    },
-  );
+  target(
+    token
+      .command('list')
+      .description('user tokens: id, user, created, expires, status (never the tokens)')
+      .option('--user <userId>', "only this user's"),
+  ).action(async (o: TokenTarget & { user?: string }) => {
+    await open(o);
+    const tokens = await guard(() => listUserTokens(o.user));
+    print(table(tokens as never[], ['token_id', 'user_id', 'status', 'created_at', 'expires_at']), tokens);
+  });
 
   target(
     token
@@ -131,7 +149,8 @@ export function addTokenCommands(program: Command, print: Print, fail: (message:
       if (!principal) fail('that token is unknown, expired or already revoked');
       hash = sha256Hex(tokenOrId);
     } else {
-      if (!/^[0-9a-f]{8,64}$/.test(tokenOrId)) fail('give the token (fry_…) or its id (8 or more hex digits, from `ferry token list`)', true);
+      if (!/^[0-9a-f]{8,64}$/.test(tokenOrId))
+        fail('give the token (fry_…) or its id (8 or more hex digits, from `ferry token list`)', true);
       const hashes = await guard(() => findUserTokenHashes(tokenOrId));
       if (!hashes.length) fail(`no user token has id ${tokenOrId}`);
       if (hashes.length > 1) fail(`${hashes.length} tokens have ids starting ${tokenOrId}; give more digits`, true);

@@ -59,12 +59,16 @@ export async function objectSize(key: string): Promise<number | undefined> {
 }
 
 export async function presignPut(key: string): Promise<{ url: string; expiresAt: Date }> {
-  const url = await getSignedUrl(s3PresignClient(), new PutObjectCommand({ Bucket: config().bucket, Key: key }), { expiresIn: PRESIGN_SECONDS });
+  const url = await getSignedUrl(s3PresignClient(), new PutObjectCommand({ Bucket: config().bucket, Key: key }), {
+    expiresIn: PRESIGN_SECONDS,
+  });
   return { url, expiresAt: new Date(Date.now() + PRESIGN_SECONDS * 1000) };
 }
 
 export async function presignGet(key: string): Promise<{ url: string; expiresAt: Date }> {
-  const url = await getSignedUrl(s3PresignClient(), new GetObjectCommand({ Bucket: config().bucket, Key: key }), { expiresIn: PRESIGN_SECONDS });
+  const url = await getSignedUrl(s3PresignClient(), new GetObjectCommand({ Bucket: config().bucket, Key: key }), {
+    expiresIn: PRESIGN_SECONDS,
+  });
   return { url, expiresAt: new Date(Date.now() + PRESIGN_SECONDS * 1000) };
 }
 
@@ -72,7 +76,10 @@ export async function deleteKeys(keys: string[]): Promise<void> {
   for (let i = 0; i < keys.length; i += 1000) {
     // S3: at most 1,000 keys per DeleteObjects.
     await s3Client().send(
-      new DeleteObjectsCommand({ Bucket: config().bucket, Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true } }),
+      new DeleteObjectsCommand({
+        Bucket: config().bucket,
+        Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true },
+      }),
     );
   }
 }

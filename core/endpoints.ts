@@ -2,7 +2,16 @@ import { config } from './config';
 import { NotFound } from './errors';
 import { newId } from './ids';
 import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
-import { allowedFunctionList, canUseEndpoint, deleteEndpointRecord, getEndpoint, markEndpointDeleted, putEndpoint, type EndpointRecord, type ManagerBlock } from './tables/endpoints';
+import {
+  allowedFunctionList,
+  canUseEndpoint,
+  deleteEndpointRecord,
+  getEndpoint,
+  markEndpointDeleted,
+  putEndpoint,
+  type EndpointRecord,
+  type ManagerBlock,
+} from './tables/endpoints';
 import { mapLimit } from './tables/batch';
 import { closeMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/tasks';
 import { announceFinished } from './task-events';
@@ -78,7 +87,11 @@ export async function deleteEndpoint(ep: EndpointRecord): Promise<{ failed_tasks
  * deletes its record. Resumable: each page's markers close as soon as its tasks are final, so the
  * next call (the sweep's) starts where this one stopped.
  */
-export async function finishDeletedEndpoint(endpointId: string, deadline: number, by: 'api' | 'sweep'): Promise<{ failed: number; done: boolean }> {
+export async function finishDeletedEndpoint(
+  endpointId: string,
+  deadline: number,
+  by: 'api' | 'sweep',
+): Promise<{ failed: number; done: boolean }> {
   const exception = { type: 'EndpointDeleted', message: `endpoint ${endpointId} was deleted before the task finished`, traceback: '' };
   let failed = 0;
   let cursor: Record<string, unknown> | undefined;
@@ -91,7 +104,11 @@ export async function finishDeletedEndpoint(endpointId: string, deadline: number
     announceFinished(ids);
     failed += ids.length;
     // Every task of these shares is final now: nothing else closes a deleted endpoint's markers.
-    await mapLimit(page.ids.flatMap((k) => markerShare(k) ?? []), 16, closeMarker);
+    await mapLimit(
+      page.ids.flatMap((k) => markerShare(k) ?? []),
+      16,
+      closeMarker,
+    );
     cursor = page.next;
   } while (cursor);
   await deleteEndpointRecord(endpointId);

@@ -67,7 +67,6 @@ export class ChecksumMismatch extends FerryError {
   override readonly code = 'ChecksumMismatch';
 }
 
-
 /** A worker's message points at a payload outside its own endpoint's prefix; it is never applied. */
 export class ForeignPayload extends FerryError {
   override readonly status = 403;

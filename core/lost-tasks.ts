@@ -5,7 +5,16 @@ import { config } from './config';
 import { finishDeletedEndpoint } from './endpoints';
 import { parseBody, taskMessageSchema } from './messages';
 import { isFinal, type TaskState } from './states';
-import { closeMarker, getTasks, markerShare, openTaskIds, queryOpenByAge, transitionTask, type RemoteException, type TaskRecord } from './tables/tasks';
+import {
+  closeMarker,
+  getTasks,
+  markerShare,
+  openTaskIds,
+  queryOpenByAge,
+  transitionTask,
+  type RemoteException,
+  type TaskRecord,
+} from './tables/tasks';
 import { announceFinished } from './task-events';
 import { failLostTask } from './tasks';
 import { telemetry } from './telemetry';
@@ -45,7 +54,9 @@ export function dlqEndpoint(queueUrl: string, prefix: string): string | undefine
 async function drainDeadLetterQueue(url: string, endpointId: string): Promise<number> {
   let failed = 0;
   for (;;) {
-    const out = await sqsClient().send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 60 }));
+    const out = await sqsClient().send(
+      new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, WaitTimeSeconds: 0, VisibilityTimeout: 60 }),
+    );
     const messages = out.Messages ?? [];
     if (!messages.length) return failed;
     const done: { Id: string; ReceiptHandle: string }[] = [];
@@ -64,7 +75,6 @@ async function drainDeadLetterQueue(url: string, endpointId: string): Promise<nu
     if (done.length) await sqsClient().send(new DeleteMessageBatchCommand({ QueueUrl: url, Entries: done }));
   }
 }
-
 
 /** What an undeliverable-task sweep did. */
 export interface UndeliverableSweep {
@@ -109,7 +119,7 @@ export async function sweepUndeliverable(opts: { now?: number; deadline?: number
       // Deleted through the API, which had no time to fail all its tasks: the rest fail here.
       await finishDeletedEndpoint(ep.endpoint_id, opts.deadline ?? Infinity, 'sweep').then(
         (out) => (done.deleted += out.failed),
-        (err) => telemetry().log('error', 'failing a deleted endpoint\'s tasks failed', { endpoint_id: ep.endpoint_id, error: err }),
+        (err) => telemetry().log('error', "failing a deleted endpoint's tasks failed", { endpoint_id: ep.endpoint_id, error: err }),
       );
       continue;
     }
@@ -162,7 +172,12 @@ export async function sweepUndeliverable(opts: { now?: number; deadline?: number
  * a report that lands after the sweep's write finds a final state and changes nothing. Either
  * way a task has exactly one final state.
  */
-async function failOpenTasks(endpointId: string, before: string | undefined, now: number, exception: (t: TaskRecord) => RemoteException): Promise<number> {
+async function failOpenTasks(
+  endpointId: string,
+  before: string | undefined,
+  now: number,
+  exception: (t: TaskRecord) => RemoteException,
+): Promise<number> {
   const margin = config().expiryMarginSeconds * 1000;
   let failed = 0;
   let cursor: Record<string, unknown> | undefined;
@@ -172,7 +187,13 @@ async function failOpenTasks(endpointId: string, before: string | undefined, now
       // A running task's worker may still report: it is killed at its walltime and reports then.
       if (t.state === 'running' && Date.parse(t.updated_at) + t.walltime_ms + margin > now) continue;
       if (!OPEN_WAITING.includes(t.state) && t.state !== 'running') continue;
-      const moved = await transitionTask(t.task_id, 'failed', { by: 'sweep', exception: exception(t), from: [t.state], ifUpdatedAt: t.updated_at, endpointId });
+      const moved = await transitionTask(t.task_id, 'failed', {
+        by: 'sweep',
+        exception: exception(t),
+        from: [t.state],
+        ifUpdatedAt: t.updated_at,
+        endpointId,
+      });
       if (moved) {
         failed++;
         announceFinished([t.task_id]);
@@ -243,7 +264,11 @@ async function* endpointQueues(): AsyncGenerator<{ endpoint_id: string; queue_ur
   let cursor: Record<string, unknown> | undefined;
   do {
     const out = await dynamo().send(
-      new ScanCommand({ TableName: config().tables.endpoints, ProjectionExpression: 'endpoint_id, queue_url, deleted_at', ExclusiveStartKey: cursor }),
+      new ScanCommand({
+        TableName: config().tables.endpoints,
+        ProjectionExpression: 'endpoint_id, queue_url, deleted_at',
+        ExclusiveStartKey: cursor,
+      }),
     );
     for (const item of out.Items ?? []) if (item.queue_url) yield item as { endpoint_id: string; queue_url: string; deleted_at?: string };
     cursor = out.LastEvaluatedKey;
@@ -251,4 +276,8 @@ async function* endpointQueues(): AsyncGenerator<{ endpoint_id: string; queue_ur
 }
 
 const duration = (seconds: number): string =>
-  seconds % 86400 === 0 ? `${seconds / 86400} day${seconds === 86400 ? '' : 's'}` : seconds % 3600 === 0 ? `${seconds / 3600} h` : `${seconds} s`;
+  seconds % 86400 === 0
+    ? `${seconds / 86400} day${seconds === 86400 ? '' : 's'}`
+    : seconds % 3600 === 0
+      ? `${seconds / 3600} h`
+      : `${seconds} s`;

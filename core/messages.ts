@@ -21,7 +21,12 @@ export interface ShellOptions {
 // (test/unit/shared-types.test.ts checks each schema gives exactly its interface).
 export const shellOptionsSchema = z
   .object({
-    walltime_ms: z.number().int().min(1).max(24 * 3600 * 1000).optional(),
+    walltime_ms: z
+      .number()
+      .int()
+      .min(1)
+      .max(24 * 3600 * 1000)
+      .optional(),
     snippet_lines: z.number().int().min(0).max(100_000).optional(),
     stdout: z.string().min(1).max(1024).optional(),
     stderr: z.string().min(1).max(1024).optional(),
@@ -107,7 +112,14 @@ export type TaskOutput = z.infer<typeof taskOutputSchema>;
  * and one write per task instead of two.
  */
 export const resultMessageSchema = z.discriminatedUnion('kind', [
-  z.object({ v: z.literal(1), kind: z.literal('started'), task_id: z.string(), endpoint_id: z.string(), worker_id: z.string(), at: z.string() }),
+  z.object({
+    v: z.literal(1),
+    kind: z.literal('started'),
+    task_id: z.string(),
+    endpoint_id: z.string(),
+    worker_id: z.string(),
+    at: z.string(),
+  }),
   z.object({
     v: z.literal(1),
     kind: z.literal('success'),

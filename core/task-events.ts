@@ -29,7 +29,11 @@ export function onFinished(taskIds: Iterable<string>, hear: (ids: string[], reco
   const wanted = new Set(taskIds);
   const listener = (ids: string[], records: readonly TaskRecord[]) => {
     const hits = ids.filter((id) => wanted.has(id));
-    if (hits.length) hear(hits, records.filter((r) => wanted.has(r.task_id)));
+    if (hits.length)
+      hear(
+        hits,
+        records.filter((r) => wanted.has(r.task_id)),
+      );
   };
   finished.on('finished', listener);
   return () => finished.off('finished', listener);

@@ -1,5 +1,15 @@
 import { argsKey, endpointPrefix, isUploadKeyOf, objectSize, presignGet, storePayload } from './bucket';
-import { BadRequest, Forbidden, ForeignPayload, ForgedReport, FunctionNotAllowed, IdempotencyKeyReused, NotFound, PartialSubmitFailure, RequestInProgress } from './errors';
+import {
+  BadRequest,
+  Forbidden,
+  ForeignPayload,
+  ForgedReport,
+  FunctionNotAllowed,
+  IdempotencyKeyReused,
+  NotFound,
+  PartialSubmitFailure,
+  RequestInProgress,
+} from './errors';
 import { derivedId, newId, sha256Hex } from './ids';
 import { resourceSpecificationSchema, type ResourceSpecification, type ResultMessage, type TaskMessage } from './messages';
 import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } from './payload';
@@ -42,7 +52,12 @@ import { config } from './config';
 export const MAX_TASKS_PER_SUBMIT = 500;
 
 /** The argument codecs each runtime reads (workers/runtime answers in the same codec); a command takes JSON kwargs. */
-const RUNTIME_CODECS: Record<FunctionRecord['runtime'], Codec[]> = { node: ['json', 'node-v8'], python: ['json', 'python-pickle'], shell: ['json'], mpi: ['json'] };
+const RUNTIME_CODECS: Record<FunctionRecord['runtime'], Codec[]> = {
+  node: ['json', 'node-v8'],
+  python: ['json', 'python-pickle'],
+  shell: ['json'],
+  mpi: ['json'],
+};
 
 export interface SubmitTaskInput {
   function_id: string;
@@ -100,22 +115,38 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   // its order prefix: a takeover puts the tasks of an attempt that died before writing any share
   // there, and those of one that wrote some beside them (their shares hold the prefix it used).
   const early = keyHash
-    ? claimIdempotency(input.userId, keyHash, { request_hash, response: kept, submit_prefix: submitPrefix(submittedAt, undefined) }, REQUEST_DEADLINE_MS)
+    ? claimIdempotency(
+        input.userId,
+        keyHash,
+        { request_hash, response: kept, submit_prefix: submitPrefix(submittedAt, undefined) },
+        REQUEST_DEADLINE_MS,
+      )
     : undefined;
   early?.catch(() => undefined);
-  let checked: { ep: EndpointRecord; functions: Map<string, FunctionRecord>; lastInGroup?: string; specs: (ResourceSpecification | undefined)[] };
+  let checked: {
+    ep: EndpointRecord;
+    functions: Map<string, FunctionRecord>;
+    lastInGroup?: string;
+    specs: (ResourceSpecification | undefined)[];
+  };
   try {
     // Independent reads, made together: they sit on every submit's critical path.
     const [ep, functions, lastInGroup] = await Promise.all([
       usableEndpoint(input.endpointId, input.userId),
-      ownedFunctions(input.userId, input.tasks.map((t) => t.function_id)),
+      ownedFunctions(
+        input.userId,
+        input.tasks.map((t) => t.function_id),
+      ),
       input.taskGroupId ? lastOfOwnGroup(input.taskGroupId, input.userId) : undefined,
     ]);
     const refused = disallowedFunctions(ep, [...functions.keys()]);
     if (refused.length) {
-      throw new FunctionNotAllowed(`endpoint ${ep.endpoint_id} does not allow function${refused.length > 1 ? 's' : ''} ${refused.join(', ')}`, {
-        function_ids: refused,
-      });
+      throw new FunctionNotAllowed(
+        `endpoint ${ep.endpoint_id} does not allow function${refused.length > 1 ? 's' : ''} ${refused.join(', ')}`,
+        {
+          function_ids: refused,
+        },
+      );
     }
     checked = { ep, functions, lastInGroup, specs: input.tasks.map((t, i) => taskResources(t, functions.get(t.function_id)!, i)) };
   } catch (err) {
@@ -235,11 +266,14 @@ function taskResources(t: SubmitTaskInput, fn: FunctionRecord, i: number): Resou
     throw new BadRequest(`tasks.${i}: a ${fn.runtime} function reads ${codecs.join(' or ')} arguments, not ${t.payload.codec}`);
   }
   if (fn.runtime !== 'mpi') {
-    if (t.resource_specification) throw new BadRequest(`tasks.${i}.resource_specification: resource_specification applies to mpi functions, not ${fn.runtime}`);
+    if (t.resource_specification)
+      throw new BadRequest(`tasks.${i}.resource_specification: resource_specification applies to mpi functions, not ${fn.runtime}`);
     return undefined;
   }
   if (!t.resource_specification) {
-    throw new BadRequest(`tasks.${i}.resource_specification: an mpi function needs a resource_specification ({num_nodes?, ranks_per_node?, num_ranks?})`);
+    throw new BadRequest(
+      `tasks.${i}.resource_specification: an mpi function needs a resource_specification ({num_nodes?, ranks_per_node?, num_ranks?})`,
+    );
   }
   try {
     return resourceSpecification(t.resource_specification);
@@ -280,7 +314,12 @@ const MAX_BUNDLE = 10;
  * min(n, 50) messages (at most 10 tasks each), so at batch 100 it takes 5 SendMessageBatch
  * calls, not 10, while small batches still spread across workers one task at a time.
  */
-export function bundleTasks(endpointId: string, records: readonly TaskRecord[], functions: Map<string, FunctionRecord>, now: string): TaskMessage[] {
+export function bundleTasks(
+  endpointId: string,
+  records: readonly TaskRecord[],
+  functions: Map<string, FunctionRecord>,
+  now: string,
+): TaskMessage[] {
   const perMessage = Math.min(MAX_BUNDLE, Math.max(1, Math.ceil(records.length / MESSAGES_PER_SUBMIT)));
   // One function and one submitting user per message: the agent runs a message's tasks as that user.
   const byFunction = new Map<string, TaskRecord[]>();
@@ -448,7 +487,12 @@ export async function ownTasks(ids: string[], userId: string): Promise<{ tasks: 
   return { tasks: ids.filter((id) => byId.has(id)).map((id) => byId.get(id)!), unknown: ids.filter((id) => !byId.has(id)) };
 }
 
-export async function groupTasks(groupId: string, userId: string, limit: number, cursor?: string): Promise<{ items: TaskRecord[]; next?: string }> {
+export async function groupTasks(
+  groupId: string,
+  userId: string,
+  limit: number,
+  cursor?: string,
+): Promise<{ items: TaskRecord[]; next?: string }> {
   const page = await queryGroup(groupId, limit, cursor);
   if ([...page.owners].some((o) => o !== userId)) throw new NotFound(`task group ${groupId} not found`);
   if (!cursor && !page.items.length) throw new NotFound(`task group ${groupId} not found`);
@@ -476,7 +520,9 @@ export async function cancelTask(taskId: string, userId: string): Promise<TaskRe
 export async function applyResults(msgs: ResultMessage[], sender: string): Promise<void> {
   for (const msg of msgs) {
     if (msg.endpoint_id !== sender) {
-      throw new ForgedReport(`report on task ${msg.task_id} names endpoint ${msg.endpoint_id} but was sent with endpoint ${sender}'s credentials`);
+      throw new ForgedReport(
+        `report on task ${msg.task_id} names endpoint ${msg.endpoint_id} but was sent with endpoint ${sender}'s credentials`,
+      );
     }
     // A worker may point only at payloads under its own endpoint's prefix (its credentials can write nowhere else).
     const refs = [msg.kind === 'success' ? msg.result.ref : undefined, msg.kind === 'failed' ? msg.exception.payload?.ref : undefined];
@@ -491,13 +537,17 @@ export async function applyResults(msgs: ResultMessage[], sender: string): Promi
     const next = ordered[i + 1];
     if (msg.kind === 'started' && next && next.kind !== 'started' && next.worker_id === msg.worker_id) continue;
     const prev = ordered[i - 1];
-    let via = prev?.kind === 'started' && prev.worker_id === msg.worker_id && msg.kind !== 'started' ? [{ state: 'running' as const, at: prev.at, by: base.by }] : undefined;
+    let via =
+      prev?.kind === 'started' && prev.worker_id === msg.worker_id && msg.kind !== 'started'
+        ? [{ state: 'running' as const, at: prev.at, by: base.by }]
+        : undefined;
     // A result that finished before its agent sent a separate "started" says when it started.
     const startedAt = msg.kind !== 'started' ? msg.started_at : undefined;
     if (!via && startedAt) via = [{ state: 'running' as const, at: startedAt, by: base.by }];
     let applied: TaskRecord | undefined;
     if (msg.kind === 'started') applied = await transitionTask(msg.task_id, 'running', base);
-    else if (msg.kind === 'success') applied = await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result, output: msg.output });
+    else if (msg.kind === 'success')
+      applied = await transitionTask(msg.task_id, 'success', { ...base, via, result: msg.result, output: msg.output });
     else applied = await transitionTask(msg.task_id, 'failed', { ...base, via, exception: msg.exception, output: msg.output });
     if (applied && msg.kind !== 'started') announceFinished([msg.task_id], [applied]);
     if (applied) countReport(applied, msg.kind, via !== undefined);
@@ -531,4 +581,3 @@ export async function failLostTask(taskId: string, endpointId: string): Promise<
   }
   return moved;
 }
-

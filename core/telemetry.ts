@@ -41,7 +41,8 @@ const WRITE: Record<LogLevel, (line: string) => void> = {
 
 /** Outside a Lambda: a JSON line on stderr for info and above; no metrics. */
 export const plainTelemetry: Telemetry = {
-  log: (level, message, fields) => WRITE[level](JSON.stringify({ level, message, ...fields }, (_k, v: unknown) => (v instanceof Error ? String(v) : v))),
+  log: (level, message, fields) =>
+    WRITE[level](JSON.stringify({ level, message, ...fields }, (_k, v: unknown) => (v instanceof Error ? String(v) : v))),
   tasks: () => undefined,
   taskLatency: () => undefined,
 };
@@ -55,4 +56,3 @@ export const telemetry = (): Telemetry => current;
 export function setTelemetry(t: Telemetry): void {
   current = t;
 }
-

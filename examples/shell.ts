@@ -11,7 +11,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Executor, MPIFunction, ShellFunction } from '../sdk';
 
 const endpointId =
-  process.env.FERRY_ENDPOINT_ID || (existsSync('.ferry/endpoint.json') ? JSON.parse(readFileSync('.ferry/endpoint.json', 'utf8')).endpoint_id : undefined);
+  process.env.FERRY_ENDPOINT_ID ||
+  (existsSync('.ferry/endpoint.json') ? JSON.parse(readFileSync('.ferry/endpoint.json', 'utf8')).endpoint_id : undefined);
 if (!endpointId) throw new Error('set FERRY_ENDPOINT_ID, or run `npm start` first');
 
 // {name} fields of the command are filled from the keyword arguments given to submit().
@@ -41,7 +42,15 @@ async function main() {
   gce.resourceSpecification = { num_nodes: 1, ranks_per_node: 2 };
   const mpi = await gce.submit(ranks);
   console.log('MPI return code:', mpi.returncode);
-  console.log('MPI ranks:', JSON.stringify(mpi.stdout.split('\n').filter((l) => l.startsWith('rank')).sort()));
+  console.log(
+    'MPI ranks:',
+    JSON.stringify(
+      mpi.stdout
+        .split('\n')
+        .filter((l) => l.startsWith('rank'))
+        .sort(),
+    ),
+  );
   console.log(String(mpi));
 
   await gce.shutdown();

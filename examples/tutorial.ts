@@ -6,7 +6,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { Client, Executor, RemoteError } from '../sdk';
 
 const tutorialEndpoint =
-  process.env.FERRY_ENDPOINT_ID || (existsSync('.ferry/endpoint.json') ? JSON.parse(readFileSync('.ferry/endpoint.json', 'utf8')).endpoint_id : undefined);
+  process.env.FERRY_ENDPOINT_ID ||
+  (existsSync('.ferry/endpoint.json') ? JSON.parse(readFileSync('.ferry/endpoint.json', 'utf8')).endpoint_id : undefined);
 if (!tutorialEndpoint) throw new Error('set FERRY_ENDPOINT_ID, or run `npm start` first');
 
 // Functions travel as source: everything they use is inside their body.
@@ -36,7 +37,9 @@ function echo(name: string) {
   const { execSync } = require('node:child_process');
   const { hostname } = require('node:os');
   // Non-login shells often leave HOSTNAME unset.
-  return execSync(`echo Hello ${name} from $HOSTNAME`, { env: { ...process.env, HOSTNAME: process.env.HOSTNAME ?? hostname() } }).toString();
+  return execSync(`echo Hello ${name} from $HOSTNAME`, {
+    env: { ...process.env, HOSTNAME: process.env.HOSTNAME ?? hostname() },
+  }).toString();
 }
 
 function pi(numPoints: number) {

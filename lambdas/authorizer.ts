@@ -19,7 +19,10 @@ async function authorize(event: APIGatewayRequestAuthorizerEventV2): Promise<API
   // Never the token: only what kind of caller it named.
   logger.debug('authorized', { route: event.routeKey, principal: principal?.kind ?? 'none' });
   if (!principal) {
-    return { isAuthorized: true, context: { principal: 'none', reason: token ? 'token is unknown, expired or revoked' : 'a bearer token is required' } };
+    return {
+      isAuthorized: true,
+      context: { principal: 'none', reason: token ? 'token is unknown, expired or revoked' : 'a bearer token is required' },
+    };
   }
   return principal.kind === 'endpoint'
     ? { isAuthorized: true, context: { principal: 'endpoint', userId: principal.userId, endpointId: principal.endpointId } }

@@ -89,7 +89,8 @@ export const endpointGone = (endpointId: string): Unauthorized =>
 
 function parseBody<S extends z.ZodType>(event: ApiEvent, schema: S, maxBytes: number): z.infer<S> {
   const raw = event.body === undefined ? '' : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
-  if (Buffer.byteLength(raw) > maxBytes) throw new PayloadTooLarge(`request body over ${maxBytes} bytes; upload large arguments with POST /v1/payloads`);
+  if (Buffer.byteLength(raw) > maxBytes)
+    throw new PayloadTooLarge(`request body over ${maxBytes} bytes; upload large arguments with POST /v1/payloads`);
   let json: unknown;
   try {
     json = raw === '' ? {} : JSON.parse(raw);
@@ -178,7 +179,11 @@ export function apiHandler(routes: Record<string, RouteFn>) {
     onError: async (request) => {
       request.response = errorReply(request.error);
       const err = request.error as { code?: unknown; name?: unknown } | null;
-      logger.debug('answered', { route: request.event.routeKey, status: request.response.statusCode, error_code: err instanceof FerryError ? err.code : err?.name });
+      logger.debug('answered', {
+        route: request.event.routeKey,
+        status: request.response.statusCode,
+        error_code: err instanceof FerryError ? err.code : err?.name,
+      });
     },
   });
 }

@@ -6,7 +6,15 @@ import { captureLambdaHandler } from '@aws-lambda-powertools/tracer/middleware';
 import middy from '@middy/core';
 import type { Context } from 'aws-lambda';
 import { onClientCreated } from '../core/clients';
-import { METRICS_NAMESPACE, SERVICE_NAME, setTelemetry, TASK_LATENCY_METRIC, TASK_METRICS, type TaskOutcome, type Telemetry } from '../core/telemetry';
+import {
+  METRICS_NAMESPACE,
+  SERVICE_NAME,
+  setTelemetry,
+  TASK_LATENCY_METRIC,
+  TASK_METRICS,
+  type TaskOutcome,
+  type Telemetry,
+} from '../core/telemetry';
 
 /**
  * Powertools for every Ferry Lambda, and the one middy stack they all go through (`observed`):

@@ -8,7 +8,12 @@ import { logger, observed } from './observability';
 
 /** A record that is never applied, nor retried: its sender may not report it. */
 function refuse(record: SQSRecord, reason: string, taskId?: string): void {
-  logger.warn('refused forged result report', { reason, correlation_id: record.messageId, sender: record.attributes?.SenderId, task_id: taskId });
+  logger.warn('refused forged result report', {
+    reason,
+    correlation_id: record.messageId,
+    sender: record.attributes?.SenderId,
+    task_id: taskId,
+  });
 }
 
 /**
@@ -53,7 +58,12 @@ async function consume(event: SQSEvent): Promise<SQSBatchResponse> {
           for (const g of items) refuse(g.record, err.message, g.msg.task_id);
           return;
         }
-        logger.error('result not applied; will retry', { error: err, correlation_id: items[0]!.record.messageId, task_id: items[0]!.msg.task_id, endpoint_id: sender });
+        logger.error('result not applied; will retry', {
+          error: err,
+          correlation_id: items[0]!.record.messageId,
+          task_id: items[0]!.msg.task_id,
+          endpoint_id: sender,
+        });
         failures.push(...items.map((g) => ({ itemIdentifier: g.record.messageId })));
       }
     }),

@@ -15,8 +15,15 @@ export const registerFunctionBody = z
     name,
     runtime: z.enum(FUNCTION_RUNTIMES),
     // SQS: a task message carries the source, so it is kept well under the 256 KiB message limit.
-    source: z.string().min(1).max(64 * 1024),
-    entrypoint: z.string().regex(/^[A-Za-z_][A-Za-z0-9_]*$/).max(128).optional(),
+    source: z
+      .string()
+      .min(1)
+      .max(64 * 1024),
+    entrypoint: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/)
+      .max(128)
+      .optional(),
     // Globus Compute keeps a function's description beside its name (register_function(description=...)).
     description: z.string().max(1024).optional(),
     shell: shellOptionsSchema.optional(),
@@ -27,7 +34,10 @@ export const registerFunctionBody = z
     message: 'shell and mpi functions take no entrypoint: their source is the command',
     path: ['entrypoint'],
   })
-  .refine((f) => isCommand(f.runtime) || f.shell === undefined, { message: 'shell options apply to shell and mpi functions only', path: ['shell'] });
+  .refine((f) => isCommand(f.runtime) || f.shell === undefined, {
+    message: 'shell options apply to shell and mpi functions only',
+    path: ['shell'],
+  });
 
 /** Globus Compute's allowed_functions: only these functions may run on the endpoint (an empty list: any). */
 const allowedFunctions = z.array(uuid).max(1000);
@@ -37,7 +47,12 @@ export const registerEndpointBody = z
     name,
     public: z.boolean().optional(),
     allowed_functions: allowedFunctions.optional(),
-    walltime_ms: z.number().int().min(1000).max(24 * 3600 * 1000).optional(),
+    walltime_ms: z
+      .number()
+      .int()
+      .min(1000)
+      .max(24 * 3600 * 1000)
+      .optional(),
     max_attempts: z.number().int().min(1).max(10).optional(),
   })
   .strict();
@@ -97,18 +112,34 @@ const taskBody = z
     payload: z
       .object({
         codec: z.enum(CODECS),
-        data: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64').optional(),
+        data: z
+          .string()
+          .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64')
+          .optional(),
         ref: z.string().min(1).max(1024).optional(),
         size: z.number().int().nonnegative().optional(),
-        sha256: z.string().regex(/^[0-9a-f]{64}$/).optional(),
+        sha256: z
+          .string()
+          .regex(/^[0-9a-f]{64}$/)
+          .optional(),
       })
       .strict()
       .refine((p) => (p.data === undefined) !== (p.ref === undefined), 'give exactly one of data or ref')
       .refine((p) => p.ref === undefined || (p.size !== undefined && p.sha256 !== undefined), 'a ref needs its size and sha256')
       .optional(),
-    walltime_ms: z.number().int().min(100).max(24 * 3600 * 1000).optional(),
+    walltime_ms: z
+      .number()
+      .int()
+      .min(100)
+      .max(24 * 3600 * 1000)
+      .optional(),
     // MB; the endpoint's agent caps it at its own maximum (task_memory_mb).
-    memory_mb: z.number().int().min(16).max(1024 * 1024).optional(),
+    memory_mb: z
+      .number()
+      .int()
+      .min(16)
+      .max(1024 * 1024)
+      .optional(),
     // mpi functions only; core/tasks.ts fills in what is left out (resourceSpecification).
     resource_specification: resourceSpecificationSchema.partial().optional(),
   })

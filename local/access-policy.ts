@@ -72,7 +72,9 @@ export class AccessPolicy {
     return this.statements.some((s) => {
       const tag = session.tags[s.requiresTag];
       if (!tag) return false;
-      return s.actions.includes(authorised) && s.resources.some((pattern) => resourceMatches(pattern, resourceArn, { [TAG_VARIABLE]: tag }));
+      return (
+        s.actions.includes(authorised) && s.resources.some((pattern) => resourceMatches(pattern, resourceArn, { [TAG_VARIABLE]: tag }))
+      );
     });
   }
 }
@@ -80,7 +82,7 @@ export class AccessPolicy {
 /** IAM resource matching: `*` any run of characters, `?` one; a policy variable's value is literal text. */
 export function resourceMatches(pattern: string, resource: string, variables: Record<string, string>): boolean {
   let regex = '';
-  for (let i = 0; i < pattern.length; ) {
+  for (let i = 0; i < pattern.length;) {
     const variable = Object.keys(variables).find((v) => pattern.startsWith(v, i));
     if (variable) {
       regex += escapeRegex(variables[variable]!);

@@ -2,7 +2,14 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 
 const ROOT = join(__dirname, '..');
-const INHERITED_SECRETS = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID'];
+const INHERITED_SECRETS = [
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_PROFILE',
+  'FERRY_WORKER_ROLE_ARN',
+  'FERRY_WORKER_ROLE_ID',
+];
 
 export interface AgentProcess {
   child: ChildProcess;
@@ -24,7 +31,10 @@ export function spawnAgentProcess(
   opts: { inherit?: boolean; bundle?: boolean; detached?: boolean; nodeArgs?: string[] } = {},
 ): AgentProcess {
   // nodeArgs: options for node itself, e.g. the bench's --cpu-prof (which NODE_OPTIONS may not carry).
-  const args = [...(opts.nodeArgs ?? []), ...(opts.bundle ? [join(ROOT, 'dist', 'worker', 'main.js')] : ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')])];
+  const args = [
+    ...(opts.nodeArgs ?? []),
+    ...(opts.bundle ? [join(ROOT, 'dist', 'worker', 'main.js')] : ['--import', 'tsx', join(ROOT, 'workers', 'main.ts')]),
+  ];
   // An agent works with the credentials vended to its endpoint, never with whatever this process
   // (the local stack, which runs as the account's admin) holds: those are left out of what it inherits.
   const inherited = { ...process.env };

@@ -41,7 +41,14 @@ function compile(extra: Record<string, Handler> = {}): CompiledRoute[] {
     const [method, path] = routeKey.split(' ') as [string, string];
     const params: string[] = [];
     const source = path.replace(/\{(\w+)\}/g, (_, name: string) => (params.push(name), '([^/]+)'));
-    return { routeKey, method, pattern: new RegExp(`^${source}$`), params, handler: handler ?? ((e, c) => MODULES[module!]().handler(e, c)), module: module ?? 'test' };
+    return {
+      routeKey,
+      method,
+      pattern: new RegExp(`^${source}$`),
+      params,
+      handler: handler ?? ((e, c) => MODULES[module!]().handler(e, c)),
+      module: module ?? 'test',
+    };
   });
 }
 
@@ -114,11 +121,22 @@ export async function startApiServer(opts: ApiServerOptions = {}): Promise<ApiSe
   return listenOnLoopback(server, opts.port, host);
 }
 
-function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}, record?: Omit<ApiResponseRecord, 'status' | 'bodyBytes'>): void {
+function send(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+  record?: Omit<ApiResponseRecord, 'status' | 'bodyBytes'>,
+): void {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), ...headers });
   res.end(text);
-  const seen: ApiResponseRecord = { routeKey: record?.routeKey ?? '', payloadBytes: record?.payloadBytes ?? 0, status, bodyBytes: Buffer.byteLength(text) };
+  const seen: ApiResponseRecord = {
+    routeKey: record?.routeKey ?? '',
+    payloadBytes: record?.payloadBytes ?? 0,
+    status,
+    bodyBytes: Buffer.byteLength(text),
+  };
   for (const fn of observers) fn(seen);
 }
 
@@ -172,7 +190,13 @@ function cachedAuthorizer(ttlMs: number): Authorize {
   };
 }
 
-async function serve(routes: CompiledRoute[], authorize: Authorize, timeoutMs: number, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function serve(
+  routes: CompiledRoute[],
+  authorize: Authorize,
+  timeoutMs: number,
+  req: IncomingMessage,
+  res: ServerResponse,
+): Promise<void> {
   const url = new URL(req.url ?? '/', 'http://localhost');
   const method = req.method ?? 'GET';
   let match: { route: CompiledRoute; values: string[] | undefined } | undefined;
@@ -187,13 +211,20 @@ async function serve(routes: CompiledRoute[], authorize: Authorize, timeoutMs: n
   // to an HTTP API: 404), in Ferry's error shape.
   const body = await readBody(req);
   if (!match) return sendError(res, new NotFound(`no route ${method} ${url.pathname.slice(0, 200)}`));
-  if (body === undefined) return sendError(res, new PayloadTooLarge(`request body over ${MAX_REQUEST_BYTES} bytes (API Gateway's limit); upload large arguments with POST /v1/payloads`));
+  if (body === undefined)
+    return sendError(
+      res,
+      new PayloadTooLarge(
+        `request body over ${MAX_REQUEST_BYTES} bytes (API Gateway's limit); upload large arguments with POST /v1/payloads`,
+      ),
+    );
   if (!match.values) return sendError(res, new BadRequest('the path is not valid percent-encoding'));
 
   const headers: Record<string, string> = {};
   for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k.toLowerCase()] = Array.isArray(v) ? v.join(',') : v;
   // API Gateway: a request without the authorizer's identity source (the Authorization header) is refused before the authorizer runs.
-  if (!headers.authorization) return sendError(res, new Unauthorized('the Authorization header is missing; send Authorization: Bearer <token>'));
+  if (!headers.authorization)
+    return sendError(res, new Unauthorized('the Authorization header is missing; send Authorization: Bearer <token>'));
 
   const { route } = match;
   const values = match.values;
@@ -205,7 +236,13 @@ async function serve(routes: CompiledRoute[], authorize: Authorize, timeoutMs: n
     apiId: 'local',
     domainName: headers.host ?? 'localhost',
     domainPrefix: 'local',
-    http: { method, path: url.pathname, protocol: 'HTTP/1.1', sourceIp: req.socket.remoteAddress ?? '127.0.0.1', userAgent: headers['user-agent'] ?? '' },
+    http: {
+      method,
+      path: url.pathname,
+      protocol: 'HTTP/1.1',
+      sourceIp: req.socket.remoteAddress ?? '127.0.0.1',
+      userAgent: headers['user-agent'] ?? '',
+    },
     requestId: randomUUID(),
     routeKey: route.routeKey,
     stage: '$default',
@@ -247,11 +284,24 @@ async function serve(routes: CompiledRoute[], authorize: Authorize, timeoutMs: n
   const outcome = await invoke(route.handler, event, context, timeoutMs);
   const where = { routeKey: route.routeKey, requestId: requestContext.requestId };
   if (outcome.kind === 'timeout') {
-    console.error(JSON.stringify({ level: 'error', message: `local API: ${route.routeKey} ran past API Gateway's ${timeoutMs} ms integration timeout; answered 503 as API Gateway does`, ...where }));
+    console.error(
+      JSON.stringify({
+        level: 'error',
+        message: `local API: ${route.routeKey} ran past API Gateway's ${timeoutMs} ms integration timeout; answered 503 as API Gateway does`,
+        ...where,
+      }),
+    );
     return send(res, INTEGRATION_TIMED_OUT.status, INTEGRATION_TIMED_OUT.body, {}, { routeKey: route.routeKey, payloadBytes: 0 });
   }
   if (outcome.kind === 'error') {
-    console.error(JSON.stringify({ level: 'error', message: `local API: ${route.routeKey} threw (Lambda reports a function error; API Gateway answers 500)`, error: String(outcome.error), ...where }));
+    console.error(
+      JSON.stringify({
+        level: 'error',
+        message: `local API: ${route.routeKey} threw (Lambda reports a function error; API Gateway answers 500)`,
+        error: String(outcome.error),
+        ...where,
+      }),
+    );
     return send(res, INTEGRATION_FAILED.status, INTEGRATION_FAILED.body, {}, { routeKey: route.routeKey, payloadBytes: 0 });
   }
   const out = outcome.result;
@@ -271,7 +321,12 @@ async function serve(routes: CompiledRoute[], authorize: Authorize, timeoutMs: n
   const text = out.body ?? '';
   res.writeHead(out.statusCode ?? 200, { 'content-length': Buffer.byteLength(text), ...(out.headers as Record<string, string>) });
   res.end(text);
-  const seen: ApiResponseRecord = { routeKey: route.routeKey, status: out.statusCode ?? 200, payloadBytes, bodyBytes: Buffer.byteLength(text) };
+  const seen: ApiResponseRecord = {
+    routeKey: route.routeKey,
+    status: out.statusCode ?? 200,
+    payloadBytes,
+    bodyBytes: Buffer.byteLength(text),
+  };
   for (const fn of observers) fn(seen);
 }
 

@@ -38,7 +38,10 @@ function response(id) {
       if (this.ended) return;
       this.ended = true;
       const bytes = body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(body) ? body : Buffer.from(String(body), 'utf8');
-      parentPort.postMessage({ id, status: this.statusCode, headers, body: bytes }, [bytes.buffer].filter((b) => b.byteLength === bytes.length));
+      parentPort.postMessage(
+        { id, status: this.statusCode, headers, body: bytes },
+        [bytes.buffer].filter((b) => b.byteLength === bytes.length),
+      );
     },
   };
 }
@@ -70,7 +73,8 @@ parentPort.on('message', (msg) => {
   if (msg === 'close') return server.close(() => parentPort.postMessage('closed'));
   const body = Buffer.from(msg.body);
   const res = response(msg.id);
-  if (notAnObject(body)) return answer(res, 400, 'com.amazon.coral.service#SerializationException', 'Start of structure or map found where not expected');
+  if (notAnObject(body))
+    return answer(res, 400, 'com.amazon.coral.service#SerializationException', 'Start of structure or map found where not expected');
   // The request's events fire here, not a tick later: what dynalite throws while it reads and
   // checks a request is this request's 500, never the thread's end.
   const req = Object.assign(new EventEmitter(), { method: msg.method, url: msg.url, headers: msg.headers });

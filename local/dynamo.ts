@@ -34,7 +34,9 @@ export interface DynamoServer extends LoopbackServer {
  * signed by a known key before dynalite sees it, and only the admin may make any call: the worker
  * role has no DynamoDB statement (infra/lib/worker-role.ts).
  */
-export async function startDynamoServer(opts: { port?: number; host?: string; dataDir?: string; iam?: LocalIam } = {}): Promise<DynamoServer> {
+export async function startDynamoServer(
+  opts: { port?: number; host?: string; dataDir?: string; iam?: LocalIam } = {},
+): Promise<DynamoServer> {
   const dynalite = startDynaliteThread({ path: opts.dataDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
   const iam = opts.iam;
   const server = createServer((req, res) => void serveDynamo(iam, req, res, dynalite.call));
@@ -63,7 +65,11 @@ function directCall(call: DynaliteCall): DirectCall {
           reject(new Error('local DynamoDB failed the request'));
         },
       };
-      call({ method: req.method, url: req.url, headers: req.headers } as unknown as IncomingMessage, req.body, res as unknown as ServerResponse);
+      call(
+        { method: req.method, url: req.url, headers: req.headers } as unknown as IncomingMessage,
+        req.body,
+        res as unknown as ServerResponse,
+      );
     });
 }
 
@@ -110,7 +116,10 @@ async function refusalOf(iam: LocalIam, req: IncomingMessage, body: Buffer): Pro
     })();
     const resource = `arn:aws:dynamodb:${iam.opts.region}:000000000000:table/${table}`;
     if (!iam.allows(caller, action, resource)) {
-      return ['AccessDeniedException', `User: ${caller.principalId} is not authorized to perform: ${action} on resource: ${resource} because no identity-based policy allows the ${action} action`];
+      return [
+        'AccessDeniedException',
+        `User: ${caller.principalId} is not authorized to perform: ${action} on resource: ${resource} because no identity-based policy allows the ${action} action`,
+      ];
     }
     return undefined;
   } catch (err) {
@@ -120,7 +129,11 @@ async function refusalOf(iam: LocalIam, req: IncomingMessage, body: Buffer): Pro
 }
 
 const S = 'S' as const;
-const byOwner = { IndexName: 'owner-index', KeySchema: [{ AttributeName: 'owner', KeyType: 'HASH' as const }], Projection: { ProjectionType: 'ALL' as const } };
+const byOwner = {
+  IndexName: 'owner-index',
+  KeySchema: [{ AttributeName: 'owner', KeyType: 'HASH' as const }],
+  Projection: { ProjectionType: 'ALL' as const },
+};
 
 /** The tables as the CDK data stack declares them (keys and indexes), for the local stack. */
 export function tableDefinitions(cfg: FerryConfig): CreateTableCommandInput[] {
@@ -255,7 +268,9 @@ async function rebuildTable(client: DynamoDBClient, def: CreateTableCommandInput
   } while (start);
   if (backupDir) writeFileSync(`${backupDir}/${def.TableName}.before-rebuild.json`, JSON.stringify(items), { mode: 0o600 });
   for (const item of items) upgradeItem(item);
-  console.error(`local DynamoDB: table ${def.TableName} was made by an older Ferry; rebuilding it with today's indexes (${items.length} items kept)`);
+  console.error(
+    `local DynamoDB: table ${def.TableName} was made by an older Ferry; rebuilding it with today's indexes (${items.length} items kept)`,
+  );
   await deleteTableAndWait(client, def.TableName!);
   await createTableAndWait(client, def);
   // DynamoDB: at most 25 puts per BatchWriteItem.

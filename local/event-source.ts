@@ -24,7 +24,13 @@ function sdkReader(sqs: SQSClient, queueUrl: string): QueueReader {
   return {
     async receive(max, waitSeconds, signal) {
       const out = await sqs.send(
-        new ReceiveMessageCommand({ QueueUrl: queueUrl, MaxNumberOfMessages: max, WaitTimeSeconds: waitSeconds, MessageSystemAttributeNames: ['All'], MessageAttributeNames: ['All'] }),
+        new ReceiveMessageCommand({
+          QueueUrl: queueUrl,
+          MaxNumberOfMessages: max,
+          WaitTimeSeconds: waitSeconds,
+          MessageSystemAttributeNames: ['All'],
+          MessageAttributeNames: ['All'],
+        }),
         { abortSignal: signal },
       );
       return out.Messages ?? [];

@@ -34,8 +34,17 @@ export class InProcessHttpHandler implements RequestHandler<HttpRequest, HttpRes
     );
     const raw: unknown = request.body;
     const body =
-      raw instanceof Uint8Array ? Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength) : typeof raw === 'string' ? Buffer.from(raw) : Buffer.alloc(0);
-    const out = await this.call({ method: request.method, url: `${request.path}${query.length ? `?${query.join('&')}` : ''}`, headers: lowerCased(request.headers), body });
+      raw instanceof Uint8Array
+        ? Buffer.from(raw.buffer, raw.byteOffset, raw.byteLength)
+        : typeof raw === 'string'
+          ? Buffer.from(raw)
+          : Buffer.alloc(0);
+    const out = await this.call({
+      method: request.method,
+      url: `${request.path}${query.length ? `?${query.join('&')}` : ''}`,
+      headers: lowerCased(request.headers),
+      body,
+    });
     return { response: { statusCode: out.status, headers: out.headers, body: Readable.from([out.body]) } };
   }
 
@@ -49,4 +58,5 @@ export class InProcessHttpHandler implements RequestHandler<HttpRequest, HttpRes
 }
 
 /** Header names as a Node server sees them. */
-const lowerCased = (headers: Record<string, string>): Record<string, string> => Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));
+const lowerCased = (headers: Record<string, string>): Record<string, string> =>
+  Object.fromEntries(Object.entries(headers).map(([k, v]) => [k.toLowerCase(), v]));

@@ -66,15 +66,12 @@ class S3Error extends Error {
   }
 }
 
-const noSuchBucket = (bucket: string) =>
-  new S3Error('NoSuchBucket', 404, 'The specified bucket does not exist', { BucketName: bucket });
+const noSuchBucket = (bucket: string) => new S3Error('NoSuchBucket', 404, 'The specified bucket does not exist', { BucketName: bucket });
 const noSuchKey = (key: string) => new S3Error('NoSuchKey', 404, 'The specified key does not exist.', { Key: key });
-const notImplemented = (what: string) =>
-  new S3Error('NotImplemented', 501, `${what} is not implemented by Ferry's local S3 server.`);
+const notImplemented = (what: string) => new S3Error('NotImplemented', 501, `${what} is not implemented by Ferry's local S3 server.`);
 const invalidArgument = (message: string, name: string, value: string) =>
   new S3Error('InvalidArgument', 400, message, { ArgumentName: name, ArgumentValue: value });
-const badDigest = (what: string) =>
-  new S3Error('BadDigest', 400, `The ${what} you specified did not match the calculated checksum.`);
+const badDigest = (what: string) => new S3Error('BadDigest', 400, `The ${what} you specified did not match the calculated checksum.`);
 
 /** S3's answers to a request it cannot authenticate (HTTP status as S3 gives them). */
 function authError(err: AuthError, presigned: boolean): S3Error {
@@ -87,7 +84,12 @@ function authError(err: AuthError, presigned: boolean): S3Error {
     expired: ['ExpiredToken', 400],
   };
   const [code, status] = table[err.reason];
-  const message = err.reason === 'unknown-key' ? 'The AWS Access Key Id you provided does not exist in our records.' : err.reason === 'expired' ? 'The provided token has expired.' : err.message;
+  const message =
+    err.reason === 'unknown-key'
+      ? 'The AWS Access Key Id you provided does not exist in our records.'
+      : err.reason === 'expired'
+        ? 'The provided token has expired.'
+        : err.message;
   return new S3Error(code, status, message);
 }
 
@@ -103,7 +105,8 @@ function s3Permission(method: string, bucket: string, key: string, query: URLSea
     return { action: 's3:ListBucket', resource: bucketArn };
   }
   const objectArn = `arn:aws:s3:::${bucket}/${key}`;
-  const action = method === 'PUT' ? 's3:PutObject' : method === 'DELETE' ? 's3:DeleteObject' : method === 'HEAD' ? 's3:HeadObject' : 's3:GetObject';
+  const action =
+    method === 'PUT' ? 's3:PutObject' : method === 'DELETE' ? 's3:DeleteObject' : method === 'HEAD' ? 's3:HeadObject' : 's3:GetObject';
   return { action, resource: objectArn };
 }
 
@@ -240,8 +243,7 @@ class AwsChunkedDecoder {
   }
 }
 
-const malformedChunk = (why: string) =>
-  new S3Error('InvalidRequest', 400, `Malformed aws-chunked body: ${why}.`);
+const malformedChunk = (why: string) => new S3Error('InvalidRequest', 400, `Malformed aws-chunked body: ${why}.`);
 
 // ---------------------------------------------------------------------------------------------
 // Storage
@@ -522,7 +524,7 @@ class DiskStore extends ObjectStore<{ meta: ObjectMeta; version: string }> {
     };
     return {
       write: async (chunk) => {
-        for (let offset = 0; offset < chunk.length; ) offset += (await file.write(chunk, offset)).bytesWritten;
+        for (let offset = 0; offset < chunk.length;) offset += (await file.write(chunk, offset)).bytesWritten;
       },
       commit: async (meta) => {
         // Durable before the 200: the bytes, then the sidecar naming them, each synced before its
@@ -602,11 +604,7 @@ class DiskStore extends ObjectStore<{ meta: ObjectMeta; version: string }> {
 const objectId = (key: string) => createHash('sha256').update(key, 'utf8').digest('hex');
 
 function isValidBucketName(name: string): boolean {
-  return (
-    /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(name) &&
-    !name.includes('..') &&
-    !/^\d+\.\d+\.\d+\.\d+$/.test(name)
-  );
+  return /^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/.test(name) && !name.includes('..') && !/^\d+\.\d+\.\d+\.\d+$/.test(name);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -623,14 +621,47 @@ interface Request {
 
 // Sub-resources that select an operation this server does not implement.
 const BUCKET_SUBRESOURCES = new Set([
-  'accelerate', 'acl', 'analytics', 'cors', 'encryption', 'intelligent-tiering', 'inventory', 'lifecycle',
-  'location', 'logging', 'metadataConfiguration', 'metrics', 'notification', 'object-lock', 'ownershipControls',
-  'policy', 'policyStatus', 'publicAccessBlock', 'replication', 'requestPayment', 'session', 'tagging', 'uploads',
-  'versioning', 'versions', 'website',
+  'accelerate',
+  'acl',
+  'analytics',
+  'cors',
+  'encryption',
+  'intelligent-tiering',
+  'inventory',
+  'lifecycle',
+  'location',
+  'logging',
+  'metadataConfiguration',
+  'metrics',
+  'notification',
+  'object-lock',
+  'ownershipControls',
+  'policy',
+  'policyStatus',
+  'publicAccessBlock',
+  'replication',
+  'requestPayment',
+  'session',
+  'tagging',
+  'uploads',
+  'versioning',
+  'versions',
+  'website',
 ]);
 const OBJECT_SUBRESOURCES = new Set([
-  'acl', 'attributes', 'legal-hold', 'partNumber', 'renameObject', 'restore', 'retention', 'select', 'tagging',
-  'torrent', 'uploadId', 'uploads', 'versionId',
+  'acl',
+  'attributes',
+  'legal-hold',
+  'partNumber',
+  'renameObject',
+  'restore',
+  'retention',
+  'select',
+  'tagging',
+  'torrent',
+  'uploadId',
+  'uploads',
+  'versionId',
 ]);
 
 // Headers stored with an object and returned by GET and HEAD.
@@ -801,16 +832,16 @@ function listObjectsV2(store: ObjectStore, { res, bucket, query }: Request): voi
     `<IsTruncated>${truncated}</IsTruncated>`,
     encodingType ? `<EncodingType>${encodingType}</EncodingType>` : '',
     token !== null ? `<ContinuationToken>${xml(token)}</ContinuationToken>` : '',
-    truncated && last
-      ? `<NextContinuationToken>${Buffer.from(JSON.stringify(last)).toString('base64url')}</NextContinuationToken>`
-      : '',
+    truncated && last ? `<NextContinuationToken>${Buffer.from(JSON.stringify(last)).toString('base64url')}</NextContinuationToken>` : '',
     startAfter ? `<StartAfter>${enc(startAfter)}</StartAfter>` : '',
     ...contents.map(
       (o) =>
         `<Contents><Key>${enc(o.key)}</Key><LastModified>${new Date(o.lastModified).toISOString()}</LastModified>` +
         `<ETag>${xml(o.etag)}</ETag><Size>${o.size}</Size><StorageClass>STANDARD</StorageClass>` +
         (query.get('fetch-owner') === 'true' ? '<Owner><ID>ferry</ID><DisplayName>ferry</DisplayName></Owner>' : '') +
-        (o.checksum ? `<ChecksumAlgorithm>${o.checksum.algorithm.toUpperCase()}</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType>` : '') +
+        (o.checksum
+          ? `<ChecksumAlgorithm>${o.checksum.algorithm.toUpperCase()}</ChecksumAlgorithm><ChecksumType>FULL_OBJECT</ChecksumType>`
+          : '') +
         `</Contents>`,
     ),
     ...commonPrefixes.map((p) => `<CommonPrefixes><Prefix>${enc(p)}</Prefix></CommonPrefixes>`),
@@ -1098,11 +1129,7 @@ function checkPresignedExpiry(query: URLSearchParams): void {
     throw new S3Error('AuthorizationQueryParametersError', 400, 'X-Amz-Date and X-Amz-Expires must be present and valid.');
   }
   if (expires > MAX_PRESIGN_EXPIRES_SECONDS) {
-    throw new S3Error(
-      'AuthorizationQueryParametersError',
-      400,
-      'X-Amz-Expires must be less than a week (in seconds) that is; 604800',
-    );
+    throw new S3Error('AuthorizationQueryParametersError', 400, 'X-Amz-Expires must be less than a week (in seconds) that is; 604800');
   }
   const signedAt = Date.UTC(+m[1], +m[2] - 1, +m[3], +m[4], +m[5], +m[6]);
   const expiresAt = signedAt + expires * 1000;
@@ -1206,13 +1233,19 @@ async function handle(store: ObjectStore, req: IncomingMessage, res: ServerRespo
       }
       const { action, resource } = s3Permission(method, bucket, key, query);
       if (!iam.allows(caller, action, resource)) {
-        throw new S3Error('AccessDenied', 403, `User: ${caller.principalId} is not authorized to perform: ${action} on resource: "${resource}" because no identity-based policy allows the ${action} action`);
+        throw new S3Error(
+          'AccessDenied',
+          403,
+          `User: ${caller.principalId} is not authorized to perform: ${action} on resource: "${resource}" because no identity-based policy allows the ${action} action`,
+        );
       }
     }
     await route(store, { req, res, method: req.method ?? 'GET', bucket, key, query });
   } catch (err) {
     const s3err =
-      err instanceof S3Error ? err : new S3Error('InternalError', 500, `We encountered an internal error: ${(err as Error)?.message ?? err}`);
+      err instanceof S3Error
+        ? err
+        : new S3Error('InternalError', 500, `We encountered an internal error: ${(err as Error)?.message ?? err}`);
     sendError(req, res, s3err, requestId, rawPath);
   }
 }

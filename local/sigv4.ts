@@ -36,7 +36,15 @@ export interface SignedRequest {
 const ALGORITHM = 'AWS4-HMAC-SHA256';
 // SigV4: a request's X-Amz-Date may be at most 15 minutes from the server's clock.
 const MAX_SKEW_MS = 15 * 60 * 1000;
-const PRESIGN_AUTH_PARAMS = ['X-Amz-Algorithm', 'X-Amz-Credential', 'X-Amz-Date', 'X-Amz-Expires', 'X-Amz-SignedHeaders', 'X-Amz-Security-Token', 'X-Amz-Signature'];
+const PRESIGN_AUTH_PARAMS = [
+  'X-Amz-Algorithm',
+  'X-Amz-Credential',
+  'X-Amz-Date',
+  'X-Amz-Expires',
+  'X-Amz-SignedHeaders',
+  'X-Amz-Security-Token',
+  'X-Amz-Signature',
+];
 const SHA256_HEADER = 'x-amz-content-sha256';
 const EMPTY_SHA256 = 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855';
 
@@ -82,7 +90,10 @@ export async function verifySigV4(registry: CredentialRegistry, service: string,
   const presented = presentedAuth(req.headers, query);
 
   if (presented.service !== service || presented.region !== region) {
-    throw new AuthError('bad-signature', `Credential should be scoped to a valid region and service: ${region}/${service}, not ${presented.region}/${presented.service}.`);
+    throw new AuthError(
+      'bad-signature',
+      `Credential should be scoped to a valid region and service: ${region}/${service}, not ${presented.region}/${presented.service}.`,
+    );
   }
   const found = registry.lookup(presented.accessKeyId);
   if (found.found === 'none') throw new AuthError('unknown-key', 'The security token included in the request is invalid.');
@@ -95,7 +106,8 @@ export async function verifySigV4(registry: CredentialRegistry, service: string,
   }
 
   const signingDate = parseAmzDate(presented.longDate);
-  if (presented.shortDate !== presented.longDate.slice(0, 8)) throw new AuthError('bad-signature', 'The credential date does not match X-Amz-Date.');
+  if (presented.shortDate !== presented.longDate.slice(0, 8))
+    throw new AuthError('bad-signature', 'The credential date does not match X-Amz-Date.');
   if (presented.expires === undefined && Math.abs(Date.now() - signingDate.getTime()) > MAX_SKEW_MS) {
     throw new AuthError('skewed', `Signature expired: ${presented.longDate} is more than 15 minutes from the server's time.`);
   }
@@ -104,7 +116,10 @@ export async function verifySigV4(registry: CredentialRegistry, service: string,
   // SDK's signer, which costs several times as much per request (it re-derives its cache key with an HMAC, and awaits each hash).
   if (presented.expires === undefined && service !== 's3' && path === '/' && q === -1) {
     if (!sameText(headerSignature(req, presented, found.key.secretAccessKey), presented.signature)) {
-      throw new AuthError('bad-signature', 'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.');
+      throw new AuthError(
+        'bad-signature',
+        'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.',
+      );
     }
     return found.caller;
   }
@@ -113,7 +128,11 @@ export async function verifySigV4(registry: CredentialRegistry, service: string,
   const signer = new SignatureV4({
     service,
     region,
-    credentials: { accessKeyId: found.key.accessKeyId, secretAccessKey: found.key.secretAccessKey, sessionToken: presented.expires !== undefined ? presented.sessionToken : undefined },
+    credentials: {
+      accessKeyId: found.key.accessKeyId,
+      secretAccessKey: found.key.secretAccessKey,
+      sessionToken: presented.expires !== undefined ? presented.sessionToken : undefined,
+    },
     sha256: NodeSha256,
     // SigV4: every service but S3 encodes the path a second time in the canonical request.
     uriEscapePath: service !== 's3',
@@ -133,7 +152,15 @@ export async function verifySigV4(registry: CredentialRegistry, service: string,
     const rest: QueryParameterBag = {};
     for (const [k, v] of Object.entries(query)) if (!PRESIGN_AUTH_PARAMS.includes(k)) rest[k] = v;
     // SigV4 query auth: the payload is never known in advance, so it is signed as UNSIGNED-PAYLOAD.
-    const request: HttpRequest = { method: req.method, protocol: 'http:', hostname: url.hostname, port: Number(url.port) || undefined, path, query: rest, headers: { ...headers, [SHA256_HEADER]: 'UNSIGNED-PAYLOAD' } };
+    const request: HttpRequest = {
+      method: req.method,
+      protocol: 'http:',
+      hostname: url.hostname,
+      port: Number(url.port) || undefined,
+      path,
+      query: rest,
+      headers: { ...headers, [SHA256_HEADER]: 'UNSIGNED-PAYLOAD' },
+    };
     const signed = await signer.presign(request, {
       signingDate,
       expiresIn: presented.expires,
@@ -149,7 +176,16 @@ export async function verifySigV4(registry: CredentialRegistry, service: string,
       const actual = req.body?.length ? createHash('sha256').update(req.body).digest('hex') : EMPTY_SHA256;
       if (declared !== actual) throw new AuthError('bad-signature', 'The x-amz-content-sha256 header does not match the body.');
     }
-    const request: HttpRequest = { method: req.method, protocol: 'http:', hostname: url.hostname, port: Number(url.port) || undefined, path, query, headers, body: req.body };
+    const request: HttpRequest = {
+      method: req.method,
+      protocol: 'http:',
+      hostname: url.hostname,
+      port: Number(url.port) || undefined,
+      path,
+      query,
+      headers,
+      body: req.body,
+    };
     const signed = await signer.sign(request, { signingDate, signableHeaders: signable });
     const match = /Signature=([0-9a-f]+)/.exec(String(signed.headers.authorization));
     expected = match?.[1] ?? '';
@@ -157,7 +193,10 @@ export async function verifySigV4(registry: CredentialRegistry, service: string,
     if (signedList !== presented.signedHeaders.join(';')) expected = '';
   }
   if (!sameText(expected, presented.signature)) {
-    throw new AuthError('bad-signature', 'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.');
+    throw new AuthError(
+      'bad-signature',
+      'The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method.',
+    );
   }
   return found.caller;
 }
@@ -192,17 +231,23 @@ function headerSignature(req: SignedRequest, presented: Presented, secret: strin
   for (const name of sorted) {
     const raw = name === 'x-amz-date' ? presented.longDate : req.headers[name];
     if (raw === undefined) throw new AuthError('bad-signature', `The signed header ${name} is missing from the request.`);
-    const value = (Array.isArray(raw) ? raw.join(',') : raw).replace(/[\r\n]/g, ' ').replace(/[ \t]+/g, ' ').replace(/^ | $/g, '');
+    const value = (Array.isArray(raw) ? raw.join(',') : raw)
+      .replace(/[\r\n]/g, ' ')
+      .replace(/[ \t]+/g, ' ')
+      .replace(/^ | $/g, '');
     headers += `${name}:${value}\n`;
   }
   const payloadHash = req.body?.length ? createHash('sha256').update(req.body).digest('hex') : EMPTY_SHA256;
   // Outside S3 the body is not checked anywhere else: a declared hash must be the body's.
   const declared = headerText(req.headers[SHA256_HEADER]);
-  if (declared !== undefined && declared !== payloadHash) throw new AuthError('bad-signature', 'The x-amz-content-sha256 header does not match the body.');
+  if (declared !== undefined && declared !== payloadHash)
+    throw new AuthError('bad-signature', 'The x-amz-content-sha256 header does not match the body.');
   const canonical = `${req.method}\n/\n\n${headers}\n${sorted.join(';')}\n${payloadHash}`;
   const scope = `${presented.shortDate}/${presented.region}/${presented.service}/aws4_request`;
   const toSign = `${ALGORITHM}\n${presented.longDate}\n${scope}\n${createHash('sha256').update(canonical).digest('hex')}`;
-  return createHmac('sha256', signingKey(secret, presented.shortDate, presented.region, presented.service)).update(toSign).digest('hex');
+  return createHmac('sha256', signingKey(secret, presented.shortDate, presented.region, presented.service))
+    .update(toSign)
+    .digest('hex');
 }
 
 function presentedAuth(headers: IncomingHttpHeaders, query: QueryParameterBag): Presented {
@@ -213,10 +258,20 @@ function presentedAuth(headers: IncomingHttpHeaders, query: QueryParameterBag): 
   }
   if (authorization !== undefined) {
     const m = /^AWS4-HMAC-SHA256 +Credential=([^,]+), *SignedHeaders=([^,]+), *Signature=([0-9a-f]{64})$/.exec(authorization.trim());
-    if (!m) throw new AuthError('malformed', `Authorization header requires the ${ALGORITHM} Credential, SignedHeaders and Signature parameters.`);
+    if (!m)
+      throw new AuthError(
+        'malformed',
+        `Authorization header requires the ${ALGORITHM} Credential, SignedHeaders and Signature parameters.`,
+      );
     const longDate = headerText(headers['x-amz-date']);
     if (!longDate) throw new AuthError('malformed', 'Authorization header requires existence of either an X-Amz-Date or a Date header.');
-    return { ...scopeOf(m[1]!), longDate, signedHeaders: m[2]!.split(';'), signature: m[3]!, sessionToken: headerText(headers['x-amz-security-token']) };
+    return {
+      ...scopeOf(m[1]!),
+      longDate,
+      signedHeaders: m[2]!.split(';'),
+      signature: m[3]!,
+      sessionToken: headerText(headers['x-amz-security-token']),
+    };
   }
   const one = (name: string) => {
     const v = query[name];

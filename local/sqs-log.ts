@@ -89,7 +89,7 @@ export class AppendLog<R> {
     if (records.length === 0) return;
     if (this.closed) throw new Error(`sqs-server: ${this.file} is closed`);
     const bytes = Buffer.from(records.map((r) => JSON.stringify(r) + '\n').join(''), 'utf8');
-    for (let offset = 0; offset < bytes.length; ) offset += writeSync(this.fd, bytes, offset);
+    for (let offset = 0; offset < bytes.length;) offset += writeSync(this.fd, bytes, offset);
     this.appended += 1;
     this.recordsSinceRewrite += records.length;
   }
@@ -123,7 +123,7 @@ export class AppendLog<R> {
       let chunk: string[] = [];
       const flush = () => {
         const bytes = Buffer.from(chunk.join(''), 'utf8');
-        for (let offset = 0; offset < bytes.length; ) offset += writeSync(fd, bytes, offset);
+        for (let offset = 0; offset < bytes.length;) offset += writeSync(fd, bytes, offset);
         chunk = [];
       };
       for (const record of records) {

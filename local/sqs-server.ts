@@ -136,7 +136,14 @@ const ERROR_CODES = {
 } as const satisfies Record<string, readonly [string, number]>;
 
 type ErrorShape = keyof typeof ERROR_CODES;
-const COMMON_ERRORS = new Set<ErrorShape>(['AccessDenied', 'ExpiredToken', 'IncompleteSignature', 'InvalidClientTokenId', 'MissingAuthenticationToken', 'SignatureDoesNotMatch']);
+const COMMON_ERRORS = new Set<ErrorShape>([
+  'AccessDenied',
+  'ExpiredToken',
+  'IncompleteSignature',
+  'InvalidClientTokenId',
+  'MissingAuthenticationToken',
+  'SignatureDoesNotMatch',
+]);
 const AUTH_ERRORS: Record<AuthFailure, ErrorShape> = {
   missing: 'MissingAuthenticationToken',
   malformed: 'IncompleteSignature',
@@ -181,7 +188,8 @@ class Params {
 
   requiredString(name: string): string {
     const value = this.string(name);
-    if (value === undefined || value === '') throw new SqsError('MissingParameterException', `The request must contain the parameter ${name}.`);
+    if (value === undefined || value === '')
+      throw new SqsError('MissingParameterException', `The request must contain the parameter ${name}.`);
     return value;
   }
 
@@ -203,7 +211,8 @@ class Params {
 
   strings(name: string): string[] {
     const value = this.input[name] ?? [];
-    if (!Array.isArray(value) || value.some((v) => typeof v !== 'string')) throw invalidParameter(`Value for parameter ${name} must be a list of strings.`);
+    if (!Array.isArray(value) || value.some((v) => typeof v !== 'string'))
+      throw invalidParameter(`Value for parameter ${name} must be a list of strings.`);
     return value as string[];
   }
 
@@ -246,7 +255,10 @@ const integerIn = (min: number, max: number, initial?: string): AttributeSpec =>
   normalize(value, name) {
     const n = Number(value);
     if (value.trim() === '' || !Number.isInteger(n) || n < min || n > max) {
-      throw new SqsError('InvalidAttributeValue', `Invalid value for the parameter ${name}. Reason: must be an integer from ${min} to ${max}.`);
+      throw new SqsError(
+        'InvalidAttributeValue',
+        `Invalid value for the parameter ${name}. Reason: must be an integer from ${min} to ${max}.`,
+      );
     }
     return String(n);
   },
@@ -293,7 +305,8 @@ const redrivePolicy: AttributeSpec = {
     }
     const count = Number(policy.maxReceiveCount);
     // SQS: maxReceiveCount from 1 to 1000
-    if (!Number.isInteger(count) || count < 1 || count > 1000) throw invalid('Invalid value for maxReceiveCount: must be an integer from 1 to 1000.');
+    if (!Number.isInteger(count) || count < 1 || count > 1000)
+      throw invalid('Invalid value for maxReceiveCount: must be an integer from 1 to 1000.');
     return JSON.stringify({ deadLetterTargetArn: policy.deadLetterTargetArn, maxReceiveCount: count } satisfies RedrivePolicy);
   },
 };
@@ -331,7 +344,8 @@ const COMPUTED_ATTRIBUTES = [
 function normalizeQueueAttributes(attributes: Record<string, string>): Record<string, string> {
   const normalized: Record<string, string> = {};
   for (const [name, value] of Object.entries(attributes)) {
-    if (FIFO_ATTRIBUTES.has(name)) throw new SqsError('UnsupportedOperation', `FIFO queues are not supported by the local SQS server (attribute ${name}).`);
+    if (FIFO_ATTRIBUTES.has(name))
+      throw new SqsError('UnsupportedOperation', `FIFO queues are not supported by the local SQS server (attribute ${name}).`);
     const spec = Object.hasOwn(QUEUE_ATTRIBUTES, name) ? QUEUE_ATTRIBUTES[name] : undefined;
     if (!spec) throw new SqsError('InvalidAttributeName', `Unknown Attribute ${name}.`);
     normalized[name] = spec.normalize(value, name);
@@ -409,7 +423,10 @@ const ATTRIBUTE_DATA_TYPE = /^(String|Number|Binary)(\..+)?$/;
 const NUMBER = /^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
 /** Validates message attributes from a send; returns them and their size in bytes. */
-function parseMessageAttributes(input: Json | undefined, kind: 'user' | 'system'): { attributes: Record<string, MessageAttribute>; size: number } {
+function parseMessageAttributes(
+  input: Json | undefined,
+  kind: 'user' | 'system',
+): { attributes: Record<string, MessageAttribute>; size: number } {
   const attributes: Record<string, MessageAttribute> = {};
   let size = 0;
   const entries = Object.entries(input ?? {});
@@ -439,7 +456,8 @@ function parseMessageAttributes(input: Json | undefined, kind: 'user' | 'system'
       if (dataType.startsWith('Number') && !NUMBER.test(text.trim())) {
         throw invalidParameter(`Can't cast the value of message (${kind}) attribute '${name}' to a number.`);
       }
-      if (FORBIDDEN_CHARACTER.test(text)) throw new SqsError('InvalidMessageContents', `Message (${kind}) attribute '${name}' contains invalid characters.`);
+      if (FORBIDDEN_CHARACTER.test(text))
+        throw new SqsError('InvalidMessageContents', `Message (${kind}) attribute '${name}' contains invalid characters.`);
       attribute.StringValue = text;
       valueBytes = Buffer.byteLength(text, 'utf8');
     }
@@ -678,7 +696,13 @@ class Queue {
       case 'recv': {
         const message = this.messages.get(record.id);
         if (!message) return;
-        Object.assign(message, { receiveCount: record.n, visibleAt: record.v, receiptHandle: record.h, firstReceivedAt: record.f, lastReceivedAt: record.l });
+        Object.assign(message, {
+          receiveCount: record.n,
+          visibleAt: record.v,
+          receiptHandle: record.h,
+          firstReceivedAt: record.f,
+          lastReceivedAt: record.l,
+        });
         this.order.add(message);
         return;
       }
@@ -864,10 +888,13 @@ class Queue {
     if (this.waiters.size === 0) return;
     const next = this.order.nextShowing();
     if (next === undefined) return;
-    this.wakeTimer = setTimeout(() => {
-      this.wakeTimer = undefined;
-      this.wake();
-    }, Math.max(0, next - Date.now()));
+    this.wakeTimer = setTimeout(
+      () => {
+        this.wakeTimer = undefined;
+        this.wake();
+      },
+      Math.max(0, next - Date.now()),
+    );
     this.wakeTimer.unref();
   }
 
@@ -908,7 +935,16 @@ const READ_ONLY_ACTIONS = new Set(['GetQueueUrl', 'ListQueues', 'GetQueueAttribu
  * the answer. The others (receive, delete, visibility) reach the OS before the answer, and a
  * crash that undoes one only delivers a message again.
  */
-const SYNCED_ACTIONS = new Set(['CreateQueue', 'DeleteQueue', 'SetQueueAttributes', 'TagQueue', 'UntagQueue', 'PurgeQueue', 'SendMessage', 'SendMessageBatch']);
+const SYNCED_ACTIONS = new Set([
+  'CreateQueue',
+  'DeleteQueue',
+  'SetQueueAttributes',
+  'TagQueue',
+  'UntagQueue',
+  'PurgeQueue',
+  'SendMessage',
+  'SendMessageBatch',
+]);
 const QUEUE_NAME = /^[A-Za-z0-9_-]{1,80}$/; // SQS: up to 80 alphanumerics, hyphens, underscores
 const BATCH_ENTRY_ID = /^[A-Za-z0-9_-]{1,80}$/;
 const SYSTEM_ATTRIBUTE_NAMES = [
@@ -1028,7 +1064,12 @@ class LocalSqsServer implements SqsServer {
   inProcessQueue(queueUrl: string): InProcessQueue {
     return {
       receive: async (max, waitSeconds, signal) => {
-        const params = new Params({ QueueUrl: queueUrl, MaxNumberOfMessages: max, WaitTimeSeconds: waitSeconds, MessageSystemAttributeNames: ['All'] });
+        const params = new Params({
+          QueueUrl: queueUrl,
+          MaxNumberOfMessages: max,
+          WaitTimeSeconds: waitSeconds,
+          MessageSystemAttributeNames: ['All'],
+        });
         const out = await this.receiveMessage(params, signal);
         await this.commit(false);
         return (out.Messages ?? []) as ReceivedSqsMessage[];
@@ -1056,10 +1097,14 @@ class LocalSqsServer implements SqsServer {
     try {
       const raw = await readBuffer(req);
       const caller = await this.authenticate(req, raw);
-      if (req.method !== 'POST' || !run) throw new SqsError('UnsupportedOperation', `The operation ${String(target ?? req.method)} is not supported.`);
+      if (req.method !== 'POST' || !run)
+        throw new SqsError('UnsupportedOperation', `The operation ${String(target ?? req.method)} is not supported.`);
       const params = new Params(parseJsonObject(raw.toString('utf8')));
       if (caller && !this.iam!.allows(caller, `sqs:${action}`, this.resourceOf(action, params))) {
-        throw new SqsError('AccessDenied', `User: ${caller.principalId} is not authorized to perform: sqs:${action} on resource: ${this.resourceOf(action, params)} because no identity-based policy allows the sqs:${action} action`);
+        throw new SqsError(
+          'AccessDenied',
+          `User: ${caller.principalId} is not authorized to perform: sqs:${action} on resource: ${this.resourceOf(action, params)} because no identity-based policy allows the sqs:${action} action`,
+        );
       }
       const output = await run(params, aborted.signal, caller);
       if (!READ_ONLY_ACTIONS.has(action)) await this.commit(SYNCED_ACTIONS.has(action));
@@ -1076,9 +1121,15 @@ class LocalSqsServer implements SqsServer {
       else if (run && !READ_ONLY_ACTIONS.has(action)) await this.commit(SYNCED_ACTIONS.has(action)).catch(() => undefined);
       // Errors every AWS service shares come from the common namespace, the queue's own from SQS's.
       const namespace = COMMON_ERRORS.has(error.shape) ? 'com.amazon.coral.service' : 'com.amazonaws.sqs';
-      await respond(res, error.status, requestId, { __type: `${namespace}#${error.shape}`, message: error.message }, {
-        'x-amzn-query-error': `${error.queryCode};${error.status >= 500 ? 'Receiver' : 'Sender'}`,
-      });
+      await respond(
+        res,
+        error.status,
+        requestId,
+        { __type: `${namespace}#${error.shape}`, message: error.message },
+        {
+          'x-amzn-query-error': `${error.queryCode};${error.status >= 500 ? 'Receiver' : 'Sender'}`,
+        },
+      );
     }
   }
 
@@ -1155,14 +1206,18 @@ class LocalSqsServer implements SqsServer {
   private createQueue(params: Params): Json {
     const name = params.requiredString('QueueName');
     if (name.endsWith('.fifo')) throw new SqsError('UnsupportedOperation', 'FIFO queues are not supported by the local SQS server.');
-    if (!QUEUE_NAME.test(name)) throw invalidParameter('Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length');
+    if (!QUEUE_NAME.test(name))
+      throw invalidParameter('Can only include alphanumeric characters, hyphens, or underscores. 1 to 80 in length');
     const attributes = normalizeQueueAttributes(params.stringMap('Attributes'));
     const tags = params.stringMap('tags');
     const existing = this.queues.get(name);
     if (existing) {
       for (const [attribute, value] of Object.entries(attributes)) {
         if ((existing.attributes[attribute] ?? '') !== value) {
-          throw new SqsError('QueueNameExists', `A queue already exists with the same name and a different value for attribute ${attribute}`);
+          throw new SqsError(
+            'QueueNameExists',
+            `A queue already exists with the same name and a different value for attribute ${attribute}`,
+          );
         }
       }
       return { QueueUrl: this.urlOf(existing) };
@@ -1170,7 +1225,9 @@ class LocalSqsServer implements SqsServer {
     if (attributes.RedrivePolicy === '') delete attributes.RedrivePolicy;
     this.checkReferences(attributes);
     if (Object.keys(tags).length > MAX_TAGS) throw invalidParameter(`Too many tags added for queue ${name}.`);
-    const initial = Object.entries(QUEUE_ATTRIBUTES).flatMap(([attribute, spec]) => (spec.initial === undefined ? [] : [[attribute, spec.initial]]));
+    const initial = Object.entries(QUEUE_ATTRIBUTES).flatMap(([attribute, spec]) =>
+      spec.initial === undefined ? [] : [[attribute, spec.initial]],
+    );
     const queue = new Queue(name, this.arnOf(name), { ...Object.fromEntries(initial), ...attributes }, tags, this.handles, this.journal);
     this.queues.set(name, queue);
     queue.journalState();
@@ -1338,7 +1395,10 @@ class LocalSqsServer implements SqsServer {
     });
     const total = prepared.reduce((sum, p) => sum + (p instanceof SqsError ? 0 : p.size), 0);
     if (total > MAX_BATCH_PAYLOAD) {
-      throw new SqsError('BatchRequestTooLong', `Batch requests cannot be longer than ${MAX_BATCH_PAYLOAD} bytes. You have sent ${total} bytes.`);
+      throw new SqsError(
+        'BatchRequestTooLong',
+        `Batch requests cannot be longer than ${MAX_BATCH_PAYLOAD} bytes. You have sent ${total} bytes.`,
+      );
     }
     return batchResult(entries, (_entry, index) => {
       const p = prepared[index];
@@ -1376,7 +1436,12 @@ class LocalSqsServer implements SqsServer {
   }
 
   private renderMessage(message: Message, systemNames: string[], attributeNames: string[]): Json {
-    const rendered: Json = { MessageId: message.id, ReceiptHandle: message.receiptHandle, MD5OfBody: message.md5OfBody, Body: message.body };
+    const rendered: Json = {
+      MessageId: message.id,
+      ReceiptHandle: message.receiptHandle,
+      MD5OfBody: message.md5OfBody,
+      Body: message.body,
+    };
     const system: Record<string, string | undefined> = {
       SenderId: message.senderId ?? this.accountId,
       SentTimestamp: String(message.sentAt),
@@ -1578,13 +1643,19 @@ function batchEntries(params: Params): Params[] {
   const entries = params.list('Entries');
   if (entries.length === 0) throw new SqsError('EmptyBatchRequest', 'There should be at least one entry in the request.');
   if (entries.length > MAX_BATCH_ENTRIES) {
-    throw new SqsError('TooManyEntriesInBatchRequest', `Maximum number of entries per request are ${MAX_BATCH_ENTRIES}. You have sent ${entries.length}.`);
+    throw new SqsError(
+      'TooManyEntriesInBatchRequest',
+      `Maximum number of entries per request are ${MAX_BATCH_ENTRIES}. You have sent ${entries.length}.`,
+    );
   }
   const ids = new Set<string>();
   for (const entry of entries) {
     const id = entry.requiredString('Id');
     if (!BATCH_ENTRY_ID.test(id)) {
-      throw new SqsError('InvalidBatchEntryId', 'A batch entry id may hold only alphanumerics, hyphens and underscores, at most 80 of them.');
+      throw new SqsError(
+        'InvalidBatchEntryId',
+        'A batch entry id may hold only alphanumerics, hyphens and underscores, at most 80 of them.',
+      );
     }
     if (ids.has(id)) throw new SqsError('BatchEntryIdsNotDistinct', `Id ${id} repeated.`);
     ids.add(id);

@@ -74,7 +74,8 @@ export interface AdminCredentialsFile {
 function adminKey(file: string | undefined): AccessKey {
   if (file && existsSync(file)) {
     const saved = JSON.parse(readFileSync(file, 'utf8')) as Partial<AdminCredentialsFile>;
-    if (saved.access_key_id && saved.secret_access_key) return { accessKeyId: saved.access_key_id, secretAccessKey: saved.secret_access_key };
+    if (saved.access_key_id && saved.secret_access_key)
+      return { accessKeyId: saved.access_key_id, secretAccessKey: saved.secret_access_key };
   }
   return newAccessKey();
 }
@@ -96,7 +97,12 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const adminFile = disk('aws.json');
     const admin = adminKey(adminFile);
     // One IAM for every server: the admin key, the STS sessions (kept on disk across restarts), the worker role's policy.
-    const iam = new LocalIam(new CredentialRegistry(admin, { sessionsFile: disk('sts-sessions.json') }), { region: REGION, stage, bucket, resultsQueueName });
+    const iam = new LocalIam(new CredentialRegistry(admin, { sessionsFile: disk('sts-sessions.json') }), {
+      region: REGION,
+      stage,
+      bucket,
+      resultsQueueName,
+    });
 
     const dynamo: DynamoServer = await startDynamoServer({ dataDir: disk('dynamodb'), port: opts.ports?.dynamodb, iam });
     started.push(dynamo);
@@ -129,7 +135,11 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       FERRY_BUCKET: bucket,
       ...opts.settings,
     };
-    const awsEnv: Record<string, string> = { ...workerEnv, AWS_ACCESS_KEY_ID: admin.accessKeyId, AWS_SECRET_ACCESS_KEY: admin.secretAccessKey };
+    const awsEnv: Record<string, string> = {
+      ...workerEnv,
+      AWS_ACCESS_KEY_ID: admin.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: admin.secretAccessKey,
+    };
     // This process runs the Lambdas: admin credentials, and the worker role the credentials handler
     // assumes and whose sessions the results handler believes (its unique id, as in AWS).
     Object.assign(process.env, awsEnv, { FERRY_WORKER_ROLE_ARN: iam.workerRole.arn, FERRY_WORKER_ROLE_ID: iam.workerRole.roleId });
@@ -154,15 +164,19 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const resultsDlqName = `ferry-${stage}-results-dlq`;
     // What the service stack owns: its results queues, the API, the event source and the sweep.
     const startService = async (apiPort: number | undefined): Promise<{ api: ApiServer; stop(): Promise<void> }> => {
-      const resultsDlq = await sqs.send(new CreateQueueCommand({ QueueName: resultsDlqName, Attributes: { MessageRetentionPeriod: String(14 * 86400) } }));
-      const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: resultsDlq.QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
+      const resultsDlq = await sqs.send(
+        new CreateQueueCommand({ QueueName: resultsDlqName, Attributes: { MessageRetentionPeriod: String(14 * 86400) } }),
+      );
+      const dlqArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: resultsDlq.QueueUrl, AttributeNames: ['QueueArn'] })))
+        .Attributes!.QueueArn!;
       const results = await sqs.send(
         new CreateQueueCommand({
           QueueName: resultsQueueName,
           Attributes: { VisibilityTimeout: '30', RedrivePolicy: JSON.stringify({ deadLetterTargetArn: dlqArn, maxReceiveCount: 5 }) },
         }),
       );
-      const resultsArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: results.QueueUrl, AttributeNames: ['QueueArn'] }))).Attributes!.QueueArn!;
+      const resultsArn = (await sqs.send(new GetQueueAttributesCommand({ QueueUrl: results.QueueUrl, AttributeNames: ['QueueArn'] })))
+        .Attributes!.QueueArn!;
       awsEnv.FERRY_RESULTS_QUEUE_URL = workerEnv.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
       process.env.FERRY_RESULTS_QUEUE_URL = results.QueueUrl!;
       resetConfig();
@@ -171,7 +185,13 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       try {
         const api: ApiServer = await startApiServer({ port: apiPort, authorizerCacheSeconds: opts.authorizerCacheSeconds });
         parts.push(api);
-        const source: EventSource = startSqsEventSource({ sqs, queueUrl: results.QueueUrl!, queueArn: resultsArn, handler: resultsHandler, waitSeconds: 20 });
+        const source: EventSource = startSqsEventSource({
+          sqs,
+          queueUrl: results.QueueUrl!,
+          queueArn: resultsArn,
+          handler: resultsHandler,
+          waitSeconds: 20,
+        });
         parts.push({ close: () => source.stop() });
 
         // The scheduled LostTasksSweep Lambda of infra/: dead letters, then tasks that can no longer be delivered.
@@ -183,7 +203,12 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
           });
         }, opts.sweepIntervalMs ?? 5000);
         parts.push({ close: async () => (clearInterval(sweep), await sweeping) });
-        return { api, stop: async () => { for (const p of parts.reverse()) await p.close(); } };
+        return {
+          api,
+          stop: async () => {
+            for (const p of parts.reverse()) await p.close();
+          },
+        };
       } catch (err) {
         for (const p of parts.reverse()) await p.close().catch(() => undefined);
         throw err;

@@ -29,7 +29,11 @@ export async function startLocal(): Promise<void> {
   process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
   const port = Number(process.env.FERRY_PORT ?? 8080);
   // The AWS servers sit on the next ports: stored queue URLs name theirs, so they must not move.
-  const stack = await startLocalStack({ dataDir: DATA, apiPort: port, ports: { dynamodb: port + 1, sqs: port + 2, s3: port + 3, sts: port + 4 } });
+  const stack = await startLocalStack({
+    dataDir: DATA,
+    apiPort: port,
+    ports: { dynamodb: port + 1, sqs: port + 2, s3: port + 3, sts: port + 4 },
+  });
   const apiUrl = stack.apiUrl;
 
   let creds = readJson<{ api_url: string; token: string; user_id: string }>(CREDENTIALS);

@@ -60,18 +60,33 @@ async function handle(iam: LocalIam, req: IncomingMessage, res: ServerResponse):
     }
     const form = new URLSearchParams(body.toString('utf8'));
     const action = form.get('Action');
-    if (req.method !== 'POST' || action !== 'AssumeRole') throw new StsError('InvalidAction', 400, `Could not find operation ${action ?? req.method} for version 2011-06-15`);
+    if (req.method !== 'POST' || action !== 'AssumeRole')
+      throw new StsError('InvalidAction', 400, `Could not find operation ${action ?? req.method} for version 2011-06-15`);
     const roleArn = form.get('RoleArn') ?? '';
     if (caller.kind !== 'admin' || roleArn !== iam.workerRole.arn) {
-      throw new StsError('AccessDenied', 403, `User: ${caller.principalId} is not authorized to perform: sts:AssumeRole on resource: ${roleArn}`);
+      throw new StsError(
+        'AccessDenied',
+        403,
+        `User: ${caller.principalId} is not authorized to perform: sts:AssumeRole on resource: ${roleArn}`,
+      );
     }
     const sessionName = form.get('RoleSessionName') ?? '';
-    if (!SESSION_NAME.test(sessionName)) throw new StsError('ValidationError', 400, `1 validation error detected: Value '${sessionName}' at 'roleSessionName' failed to satisfy constraint`);
+    if (!SESSION_NAME.test(sessionName))
+      throw new StsError(
+        'ValidationError',
+        400,
+        `1 validation error detected: Value '${sessionName}' at 'roleSessionName' failed to satisfy constraint`,
+      );
     const tags: Record<string, string> = {};
-    for (let i = 1; form.has(`Tags.member.${i}.Key`); i++) tags[form.get(`Tags.member.${i}.Key`)!] = form.get(`Tags.member.${i}.Value`) ?? '';
+    for (let i = 1; form.has(`Tags.member.${i}.Key`); i++)
+      tags[form.get(`Tags.member.${i}.Key`)!] = form.get(`Tags.member.${i}.Value`) ?? '';
     // The worker role's trust policy: aws:RequestTag/endpointId like "?*", and no other tag key.
     if (!tags[ENDPOINT_TAG] || Object.keys(tags).some((k) => k !== ENDPOINT_TAG)) {
-      throw new StsError('AccessDenied', 403, `User: ${caller.principalId} is not authorized to perform: sts:TagSession on resource: ${roleArn}`);
+      throw new StsError(
+        'AccessDenied',
+        403,
+        `User: ${caller.principalId} is not authorized to perform: sts:TagSession on resource: ${roleArn}`,
+      );
     }
     const asked = form.has('DurationSeconds') ? Number(form.get('DurationSeconds')) : DEFAULT_SESSION_SECONDS;
     if (!Number.isInteger(asked) || asked < 1) throw new StsError('ValidationError', 400, 'DurationSeconds must be a positive integer.');
@@ -87,7 +102,10 @@ async function handle(iam: LocalIam, req: IncomingMessage, res: ServerResponse):
         `<PackedPolicySize>1</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>${requestId}</RequestId></ResponseMetadata></AssumeRoleResponse>`,
     );
   } catch (err) {
-    const e = err instanceof StsError ? err : new StsError('InternalFailure', 500, 'The request processing has failed because of an unknown error.');
+    const e =
+      err instanceof StsError
+        ? err
+        : new StsError('InternalFailure', 500, 'The request processing has failed because of an unknown error.');
     if (!(err instanceof StsError)) console.error('sts-server: request failed', err);
     sendXml(
       res,
@@ -104,4 +122,5 @@ function sendXml(res: ServerResponse, status: number, body: string): void {
   res.end(bytes);
 }
 
-const xml = (s: string): string => s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);
+const xml = (s: string): string =>
+  s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&apos;' })[c]!);

@@ -90,7 +90,9 @@ export class AgentSupervisor {
     const how = `${this.name} (pid ${agent.child.pid}) ${signal ? `was killed by ${signal}` : `exited with code ${code}`} after ${seconds(ranMs)}`;
     if (code === AGENT_CONFIG_EXIT) {
       this._state = 'given-up';
-      this.log(`${how}: its endpoint secret was refused or its configuration cannot work here (see its lines above); not restarting it until that is fixed and this process is started again`);
+      this.log(
+        `${how}: its endpoint secret was refused or its configuration cannot work here (see its lines above); not restarting it until that is fixed and this process is started again`,
+      );
       return;
     }
     if (this.opts.restart === false) {

@@ -49,7 +49,10 @@ async function packSdk(): Promise<Artifact> {
   await build({ ...bundle, entryPoints: [entry], format: 'cjs', outfile: join(dir, 'dist', 'index.cjs') });
   await build({ ...bundle, entryPoints: [entry], format: 'esm', outfile: join(dir, 'dist', 'index.mjs') });
   // One declaration file: the shapes the SDK shares with the server are inlined, so it names no server module.
-  const types = await rollup({ input: entry, plugins: [dts({ tsconfig: join(ROOT, 'tsconfig.json'), compilerOptions: { types: ['node'] } })] });
+  const types = await rollup({
+    input: entry,
+    plugins: [dts({ tsconfig: join(ROOT, 'tsconfig.json'), compilerOptions: { types: ['node'] } })],
+  });
   const { output } = await types.generate({ format: 'es' });
   await types.close();
   // Its signatures name Node's types (Buffer, NodeJS.ProcessEnv): a Node project has @types/node.
@@ -60,7 +63,8 @@ async function packSdk(): Promise<Artifact> {
   writeFileSync(join(dir, 'dist', 'index.d.cts'), declarations);
   writePackage(dir, {
     name: '@ferry-compute/sdk',
-    description: 'TypeScript and JavaScript client for Ferry, a self-hosted function-as-a-service: submit functions to your endpoints, get futures back.',
+    description:
+      'TypeScript and JavaScript client for Ferry, a self-hosted function-as-a-service: submit functions to your endpoints, get futures back.',
     ...common,
     keywords: ['faas', 'globus-compute', 'hpc', 'aws'],
     type: 'commonjs',
@@ -89,10 +93,28 @@ async function packCli(): Promise<Artifact> {
   const runners = ['node_runner.js', 'python_runner.py'].map((f) => join(ROOT, 'workers', 'runtime', f));
   await build({ ...bundle, entryPoints: [join(ROOT, 'cli', 'ferry.ts')], format: 'cjs', outfile: join(dist, 'ferry.js'), external });
   // Beside ferry.js, as the modules bundled into it look for them (their __dirname is dist/).
-  await build({ ...bundle, entryPoints: [join(ROOT, 'workers', 'manager', 'block-agent.ts')], format: 'cjs', outfile: join(dist, 'block-agent.js'), external });
-  await build({ ...bundle, entryPoints: [join(ROOT, 'local', 'dynamo-worker.js')], format: 'cjs', outfile: join(dist, 'dynamo-worker.js'), external });
+  await build({
+    ...bundle,
+    entryPoints: [join(ROOT, 'workers', 'manager', 'block-agent.ts')],
+    format: 'cjs',
+    outfile: join(dist, 'block-agent.js'),
+    external,
+  });
+  await build({
+    ...bundle,
+    entryPoints: [join(ROOT, 'local', 'dynamo-worker.js')],
+    format: 'cjs',
+    outfile: join(dist, 'dynamo-worker.js'),
+    external,
+  });
   // The agent `ferry local up` supervises runs in a process of its own, from dist/worker/ as under `npm start`.
-  await build({ ...bundle, entryPoints: [join(ROOT, 'workers', 'main.ts')], format: 'cjs', outfile: join(dist, 'worker', 'main.js'), external });
+  await build({
+    ...bundle,
+    entryPoints: [join(ROOT, 'workers', 'main.ts')],
+    format: 'cjs',
+    outfile: join(dist, 'worker', 'main.js'),
+    external,
+  });
   for (const runner of runners) for (const dir of [dist, join(dist, 'worker')]) copyFileSync(runner, join(dir, basename(runner)));
   mkdirSync(join(dir, 'bin'), { recursive: true });
   copyFileSync(join(__dirname, 'cli', 'bin', 'ferry.js'), join(dir, 'bin', 'ferry.js'));
@@ -116,7 +138,9 @@ function wheelPython(): string {
   for (const python of candidates) {
     if (spawnSync(python, ['-c', 'import setuptools, wheel'], { stdio: 'ignore' }).status === 0) return python;
   }
-  throw new Error(`no Python with setuptools and wheel among ${candidates.join(', ')}: install Debian's python3-setuptools and python3-wheel, or set FERRY_PACK_PYTHON`);
+  throw new Error(
+    `no Python with setuptools and wheel among ${candidates.join(', ')}: install Debian's python3-setuptools and python3-wheel, or set FERRY_PACK_PYTHON`,
+  );
 }
 
 function packPython(): Artifact {
@@ -161,7 +185,10 @@ export async function pack(): Promise<Artifact[]> {
 if (require.main === module) {
   pack().then(
     (artifacts) => {
-      for (const a of artifacts) console.log(`${relative(ROOT, a.file).padEnd(48)} ${(a.bytes / 1024).toFixed(0).padStart(6)} KiB${a.files ? `  ${a.files.length} files` : ''}`);
+      for (const a of artifacts)
+        console.log(
+          `${relative(ROOT, a.file).padEnd(48)} ${(a.bytes / 1024).toFixed(0).padStart(6)} KiB${a.files ? `  ${a.files.length} files` : ''}`,
+        );
     },
     (err: Error) => {
       console.error(`npm run pack: ${err.message}`);

@@ -3,7 +3,20 @@ import { resolveCredentials, type Credentials } from './config';
 import { RemoteError, TaskCancelled, TaskPending } from './errors';
 import { Http } from './http';
 import { checkResourceSpecification, isWireShellResult, ShellFunction, ShellResult } from './shell';
-import type { AllowedFunctions, Codec, EndpointInfo, EndpointStatus, FunctionInfo, ResourceSpecification, Runtime, ShellOptions, TaskOutput, TaskSpec, TaskView, WaitAnswer } from './types';
+import type {
+  AllowedFunctions,
+  Codec,
+  EndpointInfo,
+  EndpointStatus,
+  FunctionInfo,
+  ResourceSpecification,
+  Runtime,
+  ShellOptions,
+  TaskOutput,
+  TaskSpec,
+  TaskView,
+  WaitAnswer,
+} from './types';
 
 export interface ClientOptions extends Partial<Credentials> {
   maxAttempts?: number;
@@ -51,7 +64,11 @@ export class Client {
    */
   async registerFunction(fn: AnyFunction | ShellFunction | FunctionSpec, name?: string): Promise<string> {
     const spec: FunctionSpec =
-      typeof fn === 'function' ? { source: fn.toString(), name: name ?? (fn.name || 'anonymous') } : fn instanceof ShellFunction ? { ...fn.toFunctionSpec(), name: name ?? fn.name } : fn;
+      typeof fn === 'function'
+        ? { source: fn.toString(), name: name ?? (fn.name || 'anonymous') }
+        : fn instanceof ShellFunction
+          ? { ...fn.toFunctionSpec(), name: name ?? fn.name }
+          : fn;
     const runtime = spec.runtime ?? 'node';
     const out = await this.http.request<FunctionInfo>('POST', '/v1/functions', {
       name: spec.name ?? name ?? 'function',
@@ -82,7 +99,10 @@ export class Client {
 
   /** Delete one of your functions; submitting it afterwards is 404. Tasks already queued still run. */
   async deleteFunction(functionId: string): Promise<{ function_id: string; deleted: boolean }> {
-    const out = await this.http.request<{ function_id: string; deleted: boolean }>('DELETE', `/v1/functions/${encodeURIComponent(functionId)}`);
+    const out = await this.http.request<{ function_id: string; deleted: boolean }>(
+      'DELETE',
+      `/v1/functions/${encodeURIComponent(functionId)}`,
+    );
     this.runtimes.delete(functionId);
     return out;
   }
@@ -103,7 +123,10 @@ export class Client {
     const all: EndpointInfo[] = [];
     let cursor: string | undefined;
     do {
-      const page = await this.http.request<{ endpoints: EndpointInfo[]; next_cursor?: string }>('GET', `/v1/endpoints${cursor ? `?cursor=${cursor}` : ''}`);
+      const page = await this.http.request<{ endpoints: EndpointInfo[]; next_cursor?: string }>(
+        'GET',
+        `/v1/endpoints${cursor ? `?cursor=${cursor}` : ''}`,
+      );
       all.push(...page.endpoints);
       cursor = page.next_cursor;
     } while (cursor);
@@ -119,7 +142,10 @@ export class Client {
   }
 
   /** Owner only; `allowed_functions` replaces the endpoint's list of the functions it runs. */
-  shareEndpoint(endpointId: string, sharing: { public?: boolean; shared_with?: string[]; allowed_functions?: string[] }): Promise<EndpointInfo> {
+  shareEndpoint(
+    endpointId: string,
+    sharing: { public?: boolean; shared_with?: string[]; allowed_functions?: string[] },
+  ): Promise<EndpointInfo> {
     return this.http.request('POST', `/v1/endpoints/${encodeURIComponent(endpointId)}/share`, sharing);
   }
 
@@ -147,34 +173,62 @@ export class Client {
   ): Promise<TaskSpec> {
     runtime ??= await this.functionRuntime(functionId);
     if (runtime === 'mpi') {
-      if (!opts.resourceSpecification) throw new TypeError('an MPIFunction needs a resource specification: set executor.resourceSpecification = { num_nodes, ranks_per_node, num_ranks }');
-      return { function_id: functionId, args, kwargs, walltime_ms: walltimeMs, resource_specification: checkResourceSpecification(opts.resourceSpecification) };
+      if (!opts.resourceSpecification)
+        throw new TypeError(
+          'an MPIFunction needs a resource specification: set executor.resourceSpecification = { num_nodes, ranks_per_node, num_ranks }',
+        );
+      return {
+        function_id: functionId,
+        args,
+        kwargs,
+        walltime_ms: walltimeMs,
+        resource_specification: checkResourceSpecification(opts.resourceSpecification),
+      };
     }
     // Python functions cannot read v8's format, and commands take JSON keyword arguments: their arguments travel as JSON, and so do their results.
     if (runtime !== 'node') return { function_id: functionId, args, kwargs, walltime_ms: walltimeMs };
     const bytes = encodeArgs(args, kwargs);
-    const payload = bytes.length > UPLOAD_THRESHOLD ? await this.uploadPayload(endpointId, bytes) : { codec: 'node-v8' as const, data: bytes.toString('base64') };
+    const payload =
+      bytes.length > UPLOAD_THRESHOLD
+        ? await this.uploadPayload(endpointId, bytes)
+        : { codec: 'node-v8' as const, data: bytes.toString('base64') };
     return { function_id: functionId, payload, walltime_ms: walltimeMs };
   }
 
   /** Upload an encoded payload by presigned PUT; returns what a task's `payload` needs. */
   async uploadPayload(endpointId: string, bytes: Buffer, codec: Codec = 'node-v8') {
     const digest = sha256(bytes);
-    const up = await this.http.request<{ ref: string; url: string }>('POST', '/v1/payloads', { endpoint_id: endpointId, codec, size: bytes.length, sha256: digest });
+    const up = await this.http.request<{ ref: string; url: string }>('POST', '/v1/payloads', {
+      endpoint_id: endpointId,
+      codec,
+      size: bytes.length,
+      sha256: digest,
+    });
     const res = await fetch(up.url, { method: 'PUT', body: bytes });
     if (!res.ok) throw new Error(`payload upload failed (HTTP ${res.status}): ${(await res.text()).slice(0, 300)}`);
     return { codec, ref: up.ref, size: bytes.length, sha256: digest };
   }
 
   /** Submit one task; returns its id. */
-  async run(functionId: string, endpointId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}, opts: RunOptions = {}): Promise<string> {
+  async run(
+    functionId: string,
+    endpointId: string,
+    args: unknown[] = [],
+    kwargs: Record<string, unknown> = {},
+    opts: RunOptions = {},
+  ): Promise<string> {
     const out = await this.batchRun(endpointId, [await this.taskSpec(endpointId, functionId, args, kwargs, undefined, undefined, opts)]);
     return out.task_ids[0]!;
   }
 
   /** Submit up to 500 tasks in one request (the API's limit); safe to retry. */
   batchRun(endpointId: string, tasks: TaskSpec[], taskGroupId?: string): Promise<{ task_group_id: string; task_ids: string[] }> {
-    return this.http.request('POST', `/v1/endpoints/${encodeURIComponent(endpointId)}/submit`, { task_group_id: taskGroupId, tasks }, { idempotent: true });
+    return this.http.request(
+      'POST',
+      `/v1/endpoints/${encodeURIComponent(endpointId)}/submit`,
+      { task_group_id: taskGroupId, tasks },
+      { idempotent: true },
+    );
   }
 
   /** A batch to fill with `add` and send with `batchRun`, in the style of Globus Compute's `create_batch`. */
@@ -228,7 +282,9 @@ export class Client {
     for (let i = 0; i < taskIds.length; i += 1000) {
       let ask = taskIds.slice(i, i + 1000);
       while (ask.length) {
-        const page = await this.http.request<{ tasks: TaskView[]; unknown: string[]; unread?: string[] }>('POST', '/v1/tasks/batch', { task_ids: ask });
+        const page = await this.http.request<{ tasks: TaskView[]; unknown: string[]; unread?: string[] }>('POST', '/v1/tasks/batch', {
+          task_ids: ask,
+        });
         out.tasks.push(...page.tasks);
         out.unknown.push(...page.unknown);
         await onPage?.(page.tasks);
@@ -252,7 +308,9 @@ export class Client {
   }
 
   /** Status, and result or exception where finished, for each task id. */
-  async getBatchResult(taskIds: string[]): Promise<Record<string, { status: string; pending: boolean; result?: unknown; exception?: RemoteError; output?: TaskOutput }>> {
+  async getBatchResult(
+    taskIds: string[],
+  ): Promise<Record<string, { status: string; pending: boolean; result?: unknown; exception?: RemoteError; output?: TaskOutput }>> {
     const { tasks } = await this.getTasks(taskIds);
     const out: Record<string, { status: string; pending: boolean; result?: unknown; exception?: RemoteError; output?: TaskOutput }> = {};
     for (const t of tasks) {
@@ -286,7 +344,13 @@ export class Client {
 
 /** A failed task's exception: a built-in error class where its type names one (RemoteError.of), else a plain RemoteError. */
 export const remoteErrorOf = (t: TaskView): RemoteError =>
-  RemoteError.of(t.task_id, t.exception?.type ?? 'Error', t.exception?.message ?? 'the task failed', t.exception?.traceback ?? '', t.output);
+  RemoteError.of(
+    t.task_id,
+    t.exception?.type ?? 'Error',
+    t.exception?.message ?? 'the task failed',
+    t.exception?.traceback ?? '',
+    t.output,
+  );
 
 /** A shell or mpi function answers `{cmd, returncode, stdout, stderr, exception_name}`: a ShellResult. */
 export const asRuntimeResult = (value: unknown, runtime: Runtime | undefined): unknown =>

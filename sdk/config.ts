@@ -28,7 +28,9 @@ export function resolveCredentials(given: Partial<Credentials> = {}, env: NodeJS
     }
   }
   if (!apiUrl || !token) {
-    throw new Error('no Ferry credentials: pass apiUrl and token, set FERRY_API_URL and FERRY_TOKEN, run `ferry login`, or `npm start` for a local stack');
+    throw new Error(
+      'no Ferry credentials: pass apiUrl and token, set FERRY_API_URL and FERRY_TOKEN, run `ferry login`, or `npm start` for a local stack',
+    );
   }
   return { apiUrl: apiUrl.replace(/\/+$/, ''), token };
 }

@@ -24,7 +24,9 @@ export class ResultsUnavailable extends Error {
     readonly polls: number,
     override readonly cause: unknown,
   ) {
-    super(`could not read task results: ${polls} poll${polls === 1 ? '' : 's'} in a row failed; last error: ${(cause as Error)?.message ?? String(cause)}`);
+    super(
+      `could not read task results: ${polls} poll${polls === 1 ? '' : 's'} in a row failed; last error: ${(cause as Error)?.message ?? String(cause)}`,
+    );
     this.name = 'ResultsUnavailable';
   }
 }
@@ -42,8 +44,13 @@ interface RemoteFailure {
 // Marks every RemoteError, including those built as a TypeError or RangeError, so `instanceof RemoteError` sees them.
 const REMOTE = Symbol.for('ferry.RemoteError');
 
-const setFailure = <E extends Error>(target: E, taskId: string, remoteType: string, remoteTraceback: string, output: TaskOutput | undefined) =>
-  Object.assign(target, { taskId, remoteType, remoteTraceback, ...(output !== undefined ? { output } : {}) });
+const setFailure = <E extends Error>(
+  target: E,
+  taskId: string,
+  remoteType: string,
+  remoteTraceback: string,
+  output: TaskOutput | undefined,
+) => Object.assign(target, { taskId, remoteType, remoteTraceback, ...(output !== undefined ? { output } : {}) });
 
 /**
  * The function raised on the worker; the remote type, message and traceback come from there, and
@@ -72,7 +79,9 @@ export class RemoteError extends Error implements RemoteFailure {
    */
   static of(taskId: string, remoteType: string, message: string, remoteTraceback: string, output?: TaskOutput): RemoteError {
     const rebuilt = rebuiltClass(remoteType, remoteTraceback);
-    const err: Error = rebuilt ? setFailure(new rebuilt(message), taskId, remoteType, remoteTraceback, output) : new RemoteError(taskId, remoteType, message, remoteTraceback, output);
+    const err: Error = rebuilt
+      ? setFailure(new rebuilt(message), taskId, remoteType, remoteTraceback, output)
+      : new RemoteError(taskId, remoteType, message, remoteTraceback, output);
     // The stack starts where the SDK was asked for the result, not inside this factory.
     const stack = String(err.stack);
     const header = stack.slice(0, stack.length - framesOf(stack).length);
@@ -128,7 +137,9 @@ const rebuiltClasses = new Map<string, new (message: string) => Error>();
 
 function rebuiltClass(remoteType: string, remoteTraceback: string): (new (message: string) => Error) | undefined {
   const fromPython = remoteTraceback.startsWith('Traceback (most recent call last)');
-  const base = Object.hasOwn(fromPython ? PYTHON_BUILTINS : JS_BUILTINS, remoteType) ? (fromPython ? PYTHON_BUILTINS : JS_BUILTINS)[remoteType] : undefined;
+  const base = Object.hasOwn(fromPython ? PYTHON_BUILTINS : JS_BUILTINS, remoteType)
+    ? (fromPython ? PYTHON_BUILTINS : JS_BUILTINS)[remoteType]
+    : undefined;
   if (!base) return undefined;
   const key = `${fromPython ? 'python' : 'js'}:${remoteType}`;
   let cls = rebuiltClasses.get(key);

@@ -173,7 +173,11 @@ export class Executor {
   }
 
   /** Run an already registered function (any runtime) with positional and keyword arguments. */
-  submitToRegisteredFunction<T = unknown>(functionId: string, args: unknown[] = [], kwargs: Record<string, unknown> = {}): ComputeFuture<T> {
+  submitToRegisteredFunction<T = unknown>(
+    functionId: string,
+    args: unknown[] = [],
+    kwargs: Record<string, unknown> = {},
+  ): ComputeFuture<T> {
     return this.enqueue(this.registered(functionId), args, kwargs);
   }
 
@@ -190,7 +194,12 @@ export class Executor {
   async reloadTasks(taskGroupId: string = this.taskGroupId): Promise<ComputeFuture<any>[]> {
     const views = await this.client.getTaskGroup(taskGroupId);
     const runtimes = new Map<string, Promise<Runtime | undefined>>();
-    for (const v of views) if (!runtimes.has(v.function_id)) runtimes.set(v.function_id, this.client.functionRuntime(v.function_id).catch(() => undefined));
+    for (const v of views)
+      if (!runtimes.has(v.function_id))
+        runtimes.set(
+          v.function_id,
+          this.client.functionRuntime(v.function_id).catch(() => undefined),
+        );
     const futures: ComputeFuture<any>[] = [];
     for (const view of views) {
       const known = this.outstanding.get(view.task_id);
@@ -240,7 +249,8 @@ export class Executor {
   }
 
   private functionIdOf(fn: AnyFn | ShellFunction): Promise<FunctionRef> {
-    const spec = fn instanceof ShellFunction ? fn.toFunctionSpec() : { name: fn.name || 'anonymous', runtime: 'node' as const, source: fn.toString() };
+    const spec =
+      fn instanceof ShellFunction ? fn.toFunctionSpec() : { name: fn.name || 'anonymous', runtime: 'node' as const, source: fn.toString() };
     const key = sha256(Buffer.from(JSON.stringify(spec)));
     let id = this.functionIds.get(key);
     if (!id) {
@@ -302,7 +312,8 @@ export class Executor {
     while (start < batch.length) {
       let end = start;
       let bytes = 0;
-      while (end < batch.length && (end === start || bytes + specSize(batch[end]!.spec) <= MAX_REQUEST_BYTES)) bytes += specSize(batch[end++]!.spec);
+      while (end < batch.length && (end === start || bytes + specSize(batch[end]!.spec) <= MAX_REQUEST_BYTES))
+        bytes += specSize(batch[end++]!.spec);
       await this.submitSlice(batch.slice(start, end));
       start = end;
     }
@@ -313,7 +324,11 @@ export class Executor {
     if (!live.length) return;
     this.stats.submitRequests++;
     try {
-      const out = await this.client.batchRun(this.endpointId, live.map((l) => l.spec), this.taskGroupId);
+      const out = await this.client.batchRun(
+        this.endpointId,
+        live.map((l) => l.spec),
+        this.taskGroupId,
+      );
       live.forEach(({ p, runtime }, i) => this.track(p.future, out.task_ids[i]!, runtime));
       this.lastActivity = Date.now();
     } catch (err) {
@@ -512,6 +527,7 @@ export class Executor {
 }
 
 /** A 4xx that another attempt cannot change (429 and 409 are the API asking to come back later). */
-const isRefusal = (err: unknown): boolean => err instanceof FerryApiError && err.status >= 400 && err.status < 500 && ![408, 409, 429].includes(err.status);
+const isRefusal = (err: unknown): boolean =>
+  err instanceof FerryApiError && err.status >= 400 && err.status < 500 && ![408, 409, 429].includes(err.status);
 
 const specSize = (s: TaskSpec): number => (s.payload?.data?.length ?? (s.args ? JSON.stringify([s.args, s.kwargs]).length : 0)) + 200;

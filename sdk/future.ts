@@ -26,7 +26,10 @@ export class ComputeFuture<T = unknown> implements PromiseLike<T> {
     this.promise.catch(() => undefined);
   }
 
-  then<R1 = T, R2 = never>(onFulfilled?: ((v: T) => R1 | PromiseLike<R1>) | null, onRejected?: ((e: unknown) => R2 | PromiseLike<R2>) | null): Promise<R1 | R2> {
+  then<R1 = T, R2 = never>(
+    onFulfilled?: ((v: T) => R1 | PromiseLike<R1>) | null,
+    onRejected?: ((e: unknown) => R2 | PromiseLike<R2>) | null,
+  ): Promise<R1 | R2> {
     return this.promise.then(onFulfilled, onRejected);
   }
 

@@ -32,9 +32,17 @@ export class Http {
     for (let attempt = 1; ; attempt++) {
       let res: Response;
       try {
-        res = await fetch(this.opts.apiUrl + path, { method, headers, body: payload, signal: AbortSignal.timeout(this.opts.timeoutMs ?? 60_000) });
+        res = await fetch(this.opts.apiUrl + path, {
+          method,
+          headers,
+          body: payload,
+          signal: AbortSignal.timeout(this.opts.timeoutMs ?? 60_000),
+        });
       } catch (err) {
-        if (attempt >= attempts) throw new Error(`cannot reach the Ferry API at ${this.opts.apiUrl}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`);
+        if (attempt >= attempts)
+          throw new Error(
+            `cannot reach the Ferry API at ${this.opts.apiUrl}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`,
+          );
         await sleep(backoff(attempt));
         continue;
       }
@@ -42,7 +50,8 @@ export class Http {
       if (res.ok) return (text ? JSON.parse(text) : undefined) as T;
       // A partial submit is not retried whole: it names the tasks that were not queued.
       // 409 RequestInProgress: an earlier attempt of this very request is still being served.
-      const retryable = (RETRYABLE.has(res.status) && !text.includes('PartialSubmitFailure')) || (res.status === 409 && text.includes('RequestInProgress'));
+      const retryable =
+        (RETRYABLE.has(res.status) && !text.includes('PartialSubmitFailure')) || (res.status === 409 && text.includes('RequestInProgress'));
       const retry = retryable && attempt < attempts;
       if (retry) {
         const after = Number(res.headers.get('retry-after'));

@@ -37,8 +37,10 @@ export class ShellFunction {
     opts: ShellFunctionOptions = {},
   ) {
     if (typeof cmd !== 'string' || !cmd.trim()) throw new TypeError(`${new.target.name} needs a command`);
-    if (opts.walltime !== undefined && !(Number.isFinite(opts.walltime) && opts.walltime > 0)) throw new RangeError(`walltime must be a positive number of seconds, not ${opts.walltime}`);
-    if (opts.snippetLines !== undefined && !(Number.isInteger(opts.snippetLines) && opts.snippetLines >= 0)) throw new RangeError(`snippetLines must be a whole number >= 0, not ${opts.snippetLines}`);
+    if (opts.walltime !== undefined && !(Number.isFinite(opts.walltime) && opts.walltime > 0))
+      throw new RangeError(`walltime must be a positive number of seconds, not ${opts.walltime}`);
+    if (opts.snippetLines !== undefined && !(Number.isInteger(opts.snippetLines) && opts.snippetLines >= 0))
+      throw new RangeError(`snippetLines must be a whole number >= 0, not ${opts.snippetLines}`);
     this.walltime = opts.walltime;
     this.snippetLines = opts.snippetLines;
     this.stdout = opts.stdout;
@@ -98,7 +100,13 @@ export class ShellResult {
 
   /** Globus Compute's summary: the exception if any, the exit code, and the last ten lines of each stream. */
   toString(): string {
-    const tail = (s: string) => s.slice(-1024).split('\n').filter((l, i, all) => i < all.length - 1 || l !== '').slice(-10).join('\n');
+    const tail = (s: string) =>
+      s
+        .slice(-1024)
+        .split('\n')
+        .filter((l, i, all) => i < all.length - 1 || l !== '')
+        .slice(-10)
+        .join('\n');
     return `${this.exceptionName ? `${this.exceptionName}\n` : ''}exit code: ${this.returncode}\n   stdout:\n${tail(this.stdout)}\n\n   stderr:\n${tail(this.stderr)}`;
   }
 }
@@ -119,17 +127,22 @@ export function isWireShellResult(v: unknown): v is WireShellResult {
 
 /** Check a resource specification before it goes out, so one bad MPI task cannot fail the whole batch it travels in. */
 export function checkResourceSpecification(spec: Partial<ResourceSpecification>): Partial<ResourceSpecification> {
-  if (typeof spec !== 'object' || spec === null) throw new TypeError('resourceSpecification must be an object: { num_nodes?, ranks_per_node?, num_ranks? }');
+  if (typeof spec !== 'object' || spec === null)
+    throw new TypeError('resourceSpecification must be an object: { num_nodes?, ranks_per_node?, num_ranks? }');
   const out: Partial<ResourceSpecification> = {};
   for (const [key, value] of Object.entries(spec)) {
-    if (key !== 'num_nodes' && key !== 'ranks_per_node' && key !== 'num_ranks') throw new TypeError(`resourceSpecification: unknown key ${key} (num_nodes, ranks_per_node, num_ranks)`);
+    if (key !== 'num_nodes' && key !== 'ranks_per_node' && key !== 'num_ranks')
+      throw new TypeError(`resourceSpecification: unknown key ${key} (num_nodes, ranks_per_node, num_ranks)`);
     if (value === undefined) continue;
-    if (!Number.isInteger(value) || (value as number) < 1) throw new RangeError(`resourceSpecification.${key} must be a positive whole number, not ${value}`);
+    if (!Number.isInteger(value) || (value as number) < 1)
+      throw new RangeError(`resourceSpecification.${key} must be a positive whole number, not ${value}`);
     out[key] = value as number;
   }
   const nodes = out.num_nodes ?? 1;
   if (out.num_ranks !== undefined && out.ranks_per_node !== undefined && out.num_ranks > nodes * out.ranks_per_node) {
-    throw new RangeError(`resourceSpecification: num_ranks ${out.num_ranks} does not fit ${nodes} node(s) × ${out.ranks_per_node} ranks_per_node`);
+    throw new RangeError(
+      `resourceSpecification: num_ranks ${out.num_ranks} does not fit ${nodes} node(s) × ${out.ranks_per_node} ranks_per_node`,
+    );
   }
   return out;
 }

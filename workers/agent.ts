@@ -1,6 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import { availableParallelism, hostname } from 'node:os';
-import { ChangeMessageVisibilityBatchCommand, DeleteMessageBatchCommand, DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
+import {
+  ChangeMessageVisibilityBatchCommand,
+  DeleteMessageBatchCommand,
+  DeleteMessageCommand,
+  ReceiveMessageCommand,
+  type Message,
+  type SQSClient,
+} from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { exceptionKey, readPayload, resultKey, storePayload } from '../core/bucket';
 import { makeS3Client, makeSqsClient, sdkCallCounts } from '../core/clients';
@@ -75,7 +82,11 @@ const REPORT_BUDGET = 250 * 1024;
 const MAX_RECEIVE = 10;
 
 /** A result message less what the agent adds to every one. */
-type ReportBody = ResultMessage extends infer M ? (M extends ResultMessage ? Omit<M, 'v' | 'endpoint_id' | 'worker_id' | 'at'> : never) : never;
+type ReportBody = ResultMessage extends infer M
+  ? M extends ResultMessage
+    ? Omit<M, 'v' | 'endpoint_id' | 'worker_id' | 'at'>
+    : never
+  : never;
 
 /** A received message: one function's bundle of tasks, deleted once every task is reported. */
 interface Bundle {
@@ -170,14 +181,21 @@ export class DirectTaskSource implements TaskSource {
     this.sqs = makeSqsClient(client);
     this.s3 = makeS3Client(client);
     this.outbox = new Batcher(async (bodies) => {
-      const failed = await sendBatches(this.sqs, this.grant.results_queue_url, bodies.map((body, i) => ({ id: String(i), body })));
+      const failed = await sendBatches(
+        this.sqs,
+        this.grant.results_queue_url,
+        bodies.map((body, i) => ({ id: String(i), body })),
+      );
       return new Set(failed.map(Number));
     });
     this.finished = new Batcher(async (receipts) => {
       const failed = new Set<number>();
       for (let i = 0; i < receipts.length; i += 10) {
         const out = await this.sqs.send(
-          new DeleteMessageBatchCommand({ QueueUrl: this.grant.queue_url, Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })) }),
+          new DeleteMessageBatchCommand({
+            QueueUrl: this.grant.queue_url,
+            Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })),
+          }),
         );
         for (const f of out.Failed ?? []) failed.add(Number(f.Id));
       }
@@ -188,18 +206,27 @@ export class DirectTaskSource implements TaskSource {
 
   async receive(max: number, visibilitySeconds: number, waitSeconds: number, signal: AbortSignal): Promise<ReceivedMessage[]> {
     const out = await this.sqs.send(
-      new ReceiveMessageCommand({ QueueUrl: this.grant.queue_url, MaxNumberOfMessages: max, VisibilityTimeout: visibilitySeconds, WaitTimeSeconds: waitSeconds }),
+      new ReceiveMessageCommand({
+        QueueUrl: this.grant.queue_url,
+        MaxNumberOfMessages: max,
+        VisibilityTimeout: visibilitySeconds,
+        WaitTimeSeconds: waitSeconds,
+      }),
       { abortSignal: signal },
     );
     return (out.Messages ?? []).map((m: Message) => ({ id: m.MessageId, receipt: m.ReceiptHandle!, body: m.Body }));
   }
 
   async extend(receipts: string[], seconds: number): Promise<void> {
-    await changeVisibility(this.sqs, this.grant.queue_url, receipts, seconds, (err) => this.log('could not extend visibility', { error: String(err) }));
+    await changeVisibility(this.sqs, this.grant.queue_url, receipts, seconds, (err) =>
+      this.log('could not extend visibility', { error: String(err) }),
+    );
   }
 
   async release(receipts: string[]): Promise<void> {
-    await changeVisibility(this.sqs, this.grant.queue_url, receipts, 0, (err) => this.log('could not hand messages back', { error: String(err) }));
+    await changeVisibility(this.sqs, this.grant.queue_url, receipts, 0, (err) =>
+      this.log('could not hand messages back', { error: String(err) }),
+    );
   }
 
   finish(receipt: string): Promise<void> {
@@ -247,10 +274,21 @@ export class DirectTaskSource implements TaskSource {
 }
 
 /** ChangeMessageVisibilityBatch in tens; failures are logged, not thrown. */
-export async function changeVisibility(sqs: SQSClient, queueUrl: string, receipts: string[], seconds: number, onError: (err: unknown) => void): Promise<void> {
+export async function changeVisibility(
+  sqs: SQSClient,
+  queueUrl: string,
+  receipts: string[],
+  seconds: number,
+  onError: (err: unknown) => void,
+): Promise<void> {
   for (let i = 0; i < receipts.length; i += 10) {
     await sqs
-      .send(new ChangeMessageVisibilityBatchCommand({ QueueUrl: queueUrl, Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(j), ReceiptHandle: r, VisibilityTimeout: seconds })) }))
+      .send(
+        new ChangeMessageVisibilityBatchCommand({
+          QueueUrl: queueUrl,
+          Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(j), ReceiptHandle: r, VisibilityTimeout: seconds })),
+        }),
+      )
       .catch(onError);
   }
 }
@@ -297,7 +335,8 @@ export class WorkerAgent {
 
   constructor(private readonly opts: AgentOptions) {
     this.workerId = opts.workerId ?? `${hostname()}-${process.pid}-${randomUUID().slice(0, 8)}`;
-    this.log = opts.log ?? ((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), worker: this.workerId, msg, ...extra })));
+    this.log =
+      opts.log ?? ((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), worker: this.workerId, msg, ...extra })));
     this.source = opts.source ?? new DirectTaskSource(opts.apiUrl, opts.endpointId, opts.endpointSecret, this.log);
     this.endpointId = opts.endpointId;
     this.isolation = opts.isolation ?? resolveIsolation({}, { warn: (line) => console.error(line) });
@@ -334,7 +373,12 @@ export class WorkerAgent {
       mpi_launcher: describeMpiLauncher(this.mpi),
       isolation: this.isolation.describe(),
       max_processes: this.pool.stats().maxProcesses,
-      task_limits: limits && { enforced_by: limits.describe, memory_mb: limits.memoryMb, pids_max: limits.pidsMax, output_bytes: limits.outputBytes },
+      task_limits: limits && {
+        enforced_by: limits.describe,
+        memory_mb: limits.memoryMb,
+        pids_max: limits.pidsMax,
+        output_bytes: limits.outputBytes,
+      },
     });
     await this.beat();
     this.heartbeatTimer = setInterval(() => void this.beat(), this.heartbeatMs);
@@ -448,7 +492,12 @@ export class WorkerAgent {
     return { reported: this.reportTask(q, started, startedAt, outcome) };
   }
 
-  private async reportTask({ bundle, task }: QueuedTask, started: Promise<void> | undefined, startedAt: string, outcome: RunOutcome): Promise<void> {
+  private async reportTask(
+    { bundle, task }: QueuedTask,
+    started: Promise<void> | undefined,
+    startedAt: string,
+    outcome: RunOutcome,
+  ): Promise<void> {
     try {
       // A result goes only after its task's "started" is on the queue, if one was sent.
       if (started) await started;
@@ -465,7 +514,9 @@ export class WorkerAgent {
     // Only once every result is safely on the results queue may the task message go.
     if (!bundle.broken) {
       // The lane moves on; stop() waits for deletes still in flight.
-      const deleted = this.source.finish(bundle.receipt).catch((err) => this.log('could not delete a finished message; its tasks will run again', { error: String(err) }));
+      const deleted = this.source
+        .finish(bundle.receipt)
+        .catch((err) => this.log('could not delete a finished message; its tasks will run again', { error: String(err) }));
       this.deleting.add(deleted);
       void deleted.finally(() => this.deleting.delete(deleted));
     }
@@ -536,7 +587,12 @@ export class WorkerAgent {
     return {
       kind: 'failed',
       task_id: msg.task_id,
-      exception: { type: e.type.slice(0, 1024), message: clip(e.message, MAX_MESSAGE), traceback: clip(e.traceback, MAX_TRACEBACK), payload },
+      exception: {
+        type: e.type.slice(0, 1024),
+        message: clip(e.message, MAX_MESSAGE),
+        traceback: clip(e.traceback, MAX_TRACEBACK),
+        payload,
+      },
     };
   }
 
@@ -547,12 +603,14 @@ export class WorkerAgent {
 
   private async extendVisibility(): Promise<void> {
     const receipts = [...this.bundles].map((b) => b.receipt);
-    if (receipts.length) await this.source.extend(receipts, this.visibility).catch((err) => this.log('could not extend visibility', { error: String(err) }));
+    if (receipts.length)
+      await this.source.extend(receipts, this.visibility).catch((err) => this.log('could not extend visibility', { error: String(err) }));
   }
 
   /** Hand messages back at once (visibility 0), so another worker can take them. */
   private async release(receipts: string[]): Promise<void> {
-    if (receipts.length) await this.source.release(receipts).catch((err) => this.log('could not hand messages back', { error: String(err) }));
+    if (receipts.length)
+      await this.source.release(receipts).catch((err) => this.log('could not hand messages back', { error: String(err) }));
   }
 
   private get visibility(): number {
@@ -687,4 +745,3 @@ export class Batcher<T> {
 }
 
 const clip = (s: string, n: number) => (s.length > n ? `${s.slice(0, n)}\n… (${s.length - n} more characters cut)` : s);
-

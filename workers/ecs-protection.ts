@@ -97,7 +97,8 @@ export class TaskProtection {
         signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
       });
       const text = await res.text();
-      let answer: { protection?: unknown; failure?: { Reason?: string; Detail?: string }; error?: { Code?: string; Message?: string } } = {};
+      let answer: { protection?: unknown; failure?: { Reason?: string; Detail?: string }; error?: { Code?: string; Message?: string } } =
+        {};
       try {
         answer = JSON.parse(text);
       } catch {

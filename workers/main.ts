@@ -3,7 +3,14 @@ import { WorkerAgent } from './agent';
 import { taskProtectionFromEnv } from './ecs-protection';
 import { SecretRefused } from './grant';
 import { IsolationConfigError, ISOLATION_MODES, resolveIsolation, type IsolationMode, type IsolationSettings } from './runtime/isolation';
-import { describeMpiLauncher, MpiConfigError, MPI_LAUNCHER_SETTINGS, resolveMpiLauncher, type MpiLauncher, type MpiLauncherSetting } from './runtime/mpi';
+import {
+  describeMpiLauncher,
+  MpiConfigError,
+  MPI_LAUNCHER_SETTINGS,
+  resolveMpiLauncher,
+  type MpiLauncher,
+  type MpiLauncherSetting,
+} from './runtime/mpi';
 import type { RuntimeName } from './runtime/pool';
 
 /**
@@ -98,7 +105,13 @@ export function workerSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): Wor
     isolation: isolation as IsolationMode | undefined,
     userMap: object('user_map', json('FERRY_USER_MAP', env.FERRY_USER_MAP) ?? f.user_map),
     taskEnv: object('task_env', json('FERRY_TASK_ENV', env.FERRY_TASK_ENV) ?? f.task_env),
-    envPassthrough: typeof passthrough === 'string' ? passthrough.split(',').map((s) => s.trim()).filter(Boolean) : passthrough,
+    envPassthrough:
+      typeof passthrough === 'string'
+        ? passthrough
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : passthrough,
     sandboxNetwork: flag('sandbox_network', env.FERRY_SANDBOX_NETWORK ?? f.sandbox_network),
     ownerUnsandboxed: flag('owner_unsandboxed', env.FERRY_OWNER_UNSANDBOXED ?? f.owner_unsandboxed),
     idleSeconds: count('idle_seconds', env.FERRY_IDLE_SECONDS ?? f.idle_seconds),
@@ -116,7 +129,9 @@ export function workerConfigFromEnv(env: NodeJS.ProcessEnv = process.env): Worke
     endpoint_id: env.FERRY_ENDPOINT_ID ?? fromFile.endpoint_id,
     endpoint_secret: env.FERRY_ENDPOINT_SECRET ?? fromFile.endpoint_secret,
   };
-  const missing = Object.entries(cfg).filter(([, v]) => !v).map(([k]) => `FERRY_${k.toUpperCase()}`);
+  const missing = Object.entries(cfg)
+    .filter(([, v]) => !v)
+    .map(([k]) => `FERRY_${k.toUpperCase()}`);
   if (missing.length) throw new Error(`missing configuration: ${missing.join(', ')} (or FERRY_WORKER_CONFIG=<file>)`);
   return cfg as WorkerConfig;
 }
@@ -158,7 +173,15 @@ export async function startOrRefuse(agent: WorkerAgent): Promise<boolean> {
 
 export async function runAgent(
   cfg: WorkerConfig,
-  opts: { poolSize?: number; runtimes?: RuntimeName[]; graceMs?: number; heartbeatMs?: number; visibilitySeconds?: number; startedReportDelayMs?: number; parentPid?: number } = {},
+  opts: {
+    poolSize?: number;
+    runtimes?: RuntimeName[];
+    graceMs?: number;
+    heartbeatMs?: number;
+    visibilitySeconds?: number;
+    startedReportDelayMs?: number;
+    parentPid?: number;
+  } = {},
   settings: WorkerSettings = {},
 ): Promise<number> {
   const isolation = isolationOrRefuse(settings);
@@ -206,7 +229,9 @@ export async function runAgent(
   process.on('SIGINT', () => shutdown('SIGINT'));
   if (opts.parentPid) watchParent(opts.parentPid, () => shutdown(`its parent process ${opts.parentPid} has died`));
   if (!(await startOrRefuse(agent))) return 2;
-  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}; mpi launcher ${describeMpiLauncher(mpiLauncher ?? undefined)}${protection ? '; ECS task scale-in protection while busy' : ''}`);
+  console.error(
+    `ferry worker: serving endpoint ${cfg.endpoint_id} as ${agent.workerId}; isolation ${isolation.describe()}; mpi launcher ${describeMpiLauncher(mpiLauncher ?? undefined)}${protection ? '; ECS task scale-in protection while busy' : ''}`,
+  );
   const code = await exit;
   await protection?.close();
   return code;
@@ -244,15 +269,19 @@ if (require.main === module) {
     console.error(`ferry worker: ${(err as Error).message}`);
     process.exit(2);
   }
-  runAgent(cfg, {
-    poolSize: int(process.env.FERRY_POOL_SIZE),
-    runtimes: process.env.FERRY_RUNTIMES?.split(',').map((s) => s.trim()) as RuntimeName[] | undefined,
-    graceMs: int(process.env.FERRY_GRACE_MS),
-    heartbeatMs: int(process.env.FERRY_HEARTBEAT_MS),
-    visibilitySeconds: int(process.env.FERRY_VISIBILITY_SECONDS),
-    startedReportDelayMs: int(process.env.FERRY_STARTED_REPORT_MS),
-    parentPid: int(process.env.FERRY_PARENT_PID),
-  }, settings).then(
+  runAgent(
+    cfg,
+    {
+      poolSize: int(process.env.FERRY_POOL_SIZE),
+      runtimes: process.env.FERRY_RUNTIMES?.split(',').map((s) => s.trim()) as RuntimeName[] | undefined,
+      graceMs: int(process.env.FERRY_GRACE_MS),
+      heartbeatMs: int(process.env.FERRY_HEARTBEAT_MS),
+      visibilitySeconds: int(process.env.FERRY_VISIBILITY_SECONDS),
+      startedReportDelayMs: int(process.env.FERRY_STARTED_REPORT_MS),
+      parentPid: int(process.env.FERRY_PARENT_PID),
+    },
+    settings,
+  ).then(
     (code) => process.exit(code),
     (err) => {
       console.error(`ferry worker: ${err?.message ?? err}`);

@@ -35,7 +35,12 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
  * Send messages in batches, retrying the entries SQS reports as failed (when the failure is
  * not the sender's fault). Returns the ids of messages that were not sent.
  */
-export async function sendBatches(sqs: SQSClient, queueUrl: string, messages: readonly OutgoingMessage[], maxAttempts = 4): Promise<string[]> {
+export async function sendBatches(
+  sqs: SQSClient,
+  queueUrl: string,
+  messages: readonly OutgoingMessage[],
+  maxAttempts = 4,
+): Promise<string[]> {
   const notSent: string[] = [];
   // SQS entry ids allow only [A-Za-z0-9_-] up to 80 chars: use the position within the batch.
   await mapLimit(packBatches(messages), 8, async (batch) => {

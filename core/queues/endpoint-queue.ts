@@ -82,17 +82,24 @@ const deletedRecently = (err: unknown) => (err as { name?: string }).name === 'Q
  * exists). CreateQueue is idempotent for equal attributes, so this also makes again a queue that
  * was deleted under a live endpoint.
  */
-export async function createEndpointQueues(endpointId: string, maxAttempts: number, retentionSeconds = config().queueRetentionSeconds): Promise<EndpointQueues> {
+export async function createEndpointQueues(
+  endpointId: string,
+  maxAttempts: number,
+  retentionSeconds = config().queueRetentionSeconds,
+): Promise<EndpointQueues> {
   const { stage } = config();
   const tags = { 'ferry:stage': stage, 'ferry:endpoint': endpointId };
   const dlqName = endpointDlqName(stage, endpointId);
   const queueName = endpointQueueName(stage, endpointId);
   try {
     const dlq = await sqsClient().send(new CreateQueueCommand({ QueueName: dlqName, Attributes: DLQ_ATTRIBUTES, tags }));
-    const dlqAttrs = (await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ['QueueArn', 'Policy'] }))).Attributes!;
+    const dlqAttrs = (
+      await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, AttributeNames: ['QueueArn', 'Policy'] }))
+    ).Attributes!;
     const dlqArn = dlqAttrs.QueueArn!;
     const dlqPolicy = tlsOnlyQueuePolicy(dlqArn);
-    if (dlqAttrs.Policy !== dlqPolicy) await sqsClient().send(new SetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, Attributes: { Policy: dlqPolicy } }));
+    if (dlqAttrs.Policy !== dlqPolicy)
+      await sqsClient().send(new SetQueueAttributesCommand({ QueueUrl: dlq.QueueUrl, Attributes: { Policy: dlqPolicy } }));
     const queueArn = dlqArn.slice(0, dlqArn.length - dlqName.length) + queueName;
     const attributes = queueAttributes(queueArn, dlqArn, maxAttempts, retentionSeconds);
     const queueUrl = await sqsClient()
@@ -109,7 +116,10 @@ export async function createEndpointQueues(endpointId: string, maxAttempts: numb
       });
     return { queueUrl, dlqUrl: dlq.QueueUrl! };
   } catch (err) {
-    if (deletedRecently(err)) throw new EndpointQueueUnavailable(`endpoint ${endpointId}'s queue was deleted less than a minute ago and cannot be made again yet; retry in a minute`);
+    if (deletedRecently(err))
+      throw new EndpointQueueUnavailable(
+        `endpoint ${endpointId}'s queue was deleted less than a minute ago and cannot be made again yet; retry in a minute`,
+      );
     throw err;
   }
 }
@@ -136,7 +146,8 @@ export async function ensureEndpointQueues(ep: EndpointQueueRecord): Promise<'pr
   for (const url of [ep.dlq_url, ep.queue_url]) {
     let attrs: Record<string, string>;
     try {
-      attrs = (await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['QueueArn', 'Policy'] }))).Attributes ?? {};
+      attrs =
+        (await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['QueueArn', 'Policy'] }))).Attributes ?? {};
     } catch (err) {
       if ((err as { name?: string }).name !== 'QueueDoesNotExist') throw err;
       missing = true;
@@ -177,7 +188,10 @@ export async function queueTasks(queueUrl: string, messages: readonly TaskMessag
 
 export async function queueDepth(queueUrl: string): Promise<{ queued: number; inFlight: number }> {
   const out = await sqsClient().send(
-    new GetQueueAttributesCommand({ QueueUrl: queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }),
+    new GetQueueAttributesCommand({
+      QueueUrl: queueUrl,
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+    }),
   );
   return {
     queued: Number(out.Attributes?.ApproximateNumberOfMessages ?? 0),

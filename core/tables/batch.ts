@@ -40,7 +40,9 @@ export async function batchPut<T extends Record<string, unknown>>(
     for (let attempt = 0; pending.length > 0 && attempt < maxAttempts; attempt++) {
       if (attempt > 0) await sleep(backoff(attempt));
       try {
-        const out = await dynamo().send(new BatchWriteCommand({ RequestItems: { [table]: pending.map((Item) => ({ PutRequest: { Item } })) } }));
+        const out = await dynamo().send(
+          new BatchWriteCommand({ RequestItems: { [table]: pending.map((Item) => ({ PutRequest: { Item } })) } }),
+        );
         pending = (out.UnprocessedItems?.[table] ?? []).map((r) => r.PutRequest!.Item!);
       } catch (err) {
         if (!isRetryable(err) || attempt === maxAttempts - 1) break;
@@ -72,8 +74,14 @@ export function isRetryable(err: unknown): boolean {
   const e = err as { name?: string; $retryable?: unknown; $metadata?: { httpStatusCode?: number } };
   return Boolean(
     e?.$retryable ||
-      ['ProvisionedThroughputExceededException', 'ThrottlingException', 'RequestLimitExceeded', 'InternalServerError', 'ServiceUnavailable'].includes(e?.name ?? '') ||
-      (e?.$metadata?.httpStatusCode ?? 0) >= 500,
+    [
+      'ProvisionedThroughputExceededException',
+      'ThrottlingException',
+      'RequestLimitExceeded',
+      'InternalServerError',
+      'ServiceUnavailable',
+    ].includes(e?.name ?? '') ||
+    (e?.$metadata?.httpStatusCode ?? 0) >= 500,
   );
 }
 

@@ -60,7 +60,13 @@ const ownerCursor = (keyName: string, owner: string): CursorShape =>
   z.object({ [keyName]: cursorId, owner: z.literal(owner) }).strict() as unknown as CursorShape;
 
 /** One page of a table's `owner-index` (functions and endpoints list this way); `keyName` is the table's own key. */
-export async function queryByOwner<T>(table: string, keyName: string, owner: string, limit: number, cursor?: string): Promise<{ items: T[]; next?: string }> {
+export async function queryByOwner<T>(
+  table: string,
+  keyName: string,
+  owner: string,
+  limit: number,
+  cursor?: string,
+): Promise<{ items: T[]; next?: string }> {
   const out = await queryPage({
     TableName: table,
     IndexName: 'owner-index',

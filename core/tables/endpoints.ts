@@ -74,7 +74,9 @@ export async function putEndpoint(record: EndpointRecord): Promise<void> {
  * goodbye at once).
  */
 export async function getEndpoint(endpointId: string, opts: { consistent?: boolean } = {}): Promise<EndpointRecord | undefined> {
-  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { endpoint_id: endpointId }, ConsistentRead: opts.consistent }));
+  const out = await dynamo().send(
+    new GetCommand({ TableName: table(), Key: { endpoint_id: endpointId }, ConsistentRead: opts.consistent }),
+  );
   const ep = out.Item as EndpointRecord | undefined;
   return ep?.deleted_at ? undefined : ep;
 }
@@ -134,7 +136,9 @@ export async function setSharing(endpointId: string, sharing: EndpointSharing): 
       new UpdateCommand({
         TableName: table(),
         Key: { endpoint_id: endpointId },
-        UpdateExpression: [sets.length ? `SET ${sets.join(', ')}` : '', removes.length ? `REMOVE ${removes.join(', ')}` : ''].join(' ').trim(),
+        UpdateExpression: [sets.length ? `SET ${sets.join(', ')}` : '', removes.length ? `REMOVE ${removes.join(', ')}` : '']
+          .join(' ')
+          .trim(),
         ConditionExpression: LIVE,
         ExpressionAttributeNames: Object.keys(names).length ? names : undefined,
         ExpressionAttributeValues: Object.keys(values).length ? values : undefined,

@@ -43,7 +43,14 @@ const table = () => config().tables.functions;
  */
 export function functionId(f: FunctionInput): string {
   const shell = f.shell ? SHELL_KEYS.map((k) => f.shell![k] ?? null) : null;
-  return derivedId('function', f.owner, f.runtime, f.entrypoint ?? '', sha256Hex(f.source), JSON.stringify([f.name, f.description ?? '', shell]));
+  return derivedId(
+    'function',
+    f.owner,
+    f.runtime,
+    f.entrypoint ?? '',
+    sha256Hex(f.source),
+    JSON.stringify([f.name, f.description ?? '', shell]),
+  );
 }
 
 // Fixed order, so the id does not depend on the order of keys in a request.
@@ -80,7 +87,9 @@ export async function registerFunction(input: FunctionInput): Promise<{ record: 
 }
 
 export async function getFunction(functionId: string, opts: { consistent?: boolean } = {}): Promise<FunctionRecord | undefined> {
-  const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { function_id: functionId }, ConsistentRead: opts.consistent }));
+  const out = await dynamo().send(
+    new GetCommand({ TableName: table(), Key: { function_id: functionId }, ConsistentRead: opts.consistent }),
+  );
   return out.Item as FunctionRecord | undefined;
 }
 

@@ -163,7 +163,7 @@ const cacheKey = (shareId: string) => `${table()}/${shareId}`;
 function cached(shareId: string): ShareRecord | undefined {
   const key = cacheKey(shareId);
   const hit = shareCache.get(key);
-  if (hit) shareCache.delete(key), shareCache.set(key, hit);
+  if (hit) (shareCache.delete(key), shareCache.set(key, hit));
   return hit?.share;
 }
 
@@ -191,7 +191,9 @@ export async function getShare(shareId: string, opts: { consistent?: boolean; fr
   const pending = reading.get(key);
   if (pending && !opts.fresh) return pending;
   const read = (async () => {
-    const out = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: shareKey(shareId) }, ConsistentRead: opts.consistent || opts.fresh }));
+    const out = await dynamo().send(
+      new GetCommand({ TableName: table(), Key: { task_id: shareKey(shareId) }, ConsistentRead: opts.consistent || opts.fresh }),
+    );
     const s = out.Item ? expandShare(out.Item as unknown as ShareRecord) : undefined;
     if (s) remember(s);
     return s;
@@ -296,12 +298,21 @@ function expandShare(s: ShareRecord): ShareRecord {
   if (s.tasks.every((t) => t.args.sha256 !== undefined)) return s;
   return {
     ...s,
-    tasks: s.tasks.map((t) => (t.args.sha256 !== undefined ? t : { ...t, args: inlineEnvelope(Buffer.from(t.args.inline!, 'base64'), t.args.codec) })),
+    tasks: s.tasks.map((t) =>
+      t.args.sha256 !== undefined ? t : { ...t, args: inlineEnvelope(Buffer.from(t.args.inline!, 'base64'), t.args.codec) },
+    ),
   };
 }
 
 /** A share's marker in `open-since-index`. */
-const markerOf = (s: ShareRecord) => ({ task_id: markerKey(s.share_id), share_id: s.share_id, count: s.tasks.length, open_on: s.endpoint_id, created_at: s.created_at, expires_at: s.expires_at });
+const markerOf = (s: ShareRecord) => ({
+  task_id: markerKey(s.share_id),
+  share_id: s.share_id,
+  count: s.tasks.length,
+  open_on: s.endpoint_id,
+  created_at: s.created_at,
+  expires_at: s.expires_at,
+});
 
 /**
  * Write shares and their markers (BatchWriteItem, 25 items a call). `markersOnly`: shares already
@@ -309,7 +320,10 @@ const markerOf = (s: ShareRecord) => ({ task_id: markerKey(s.share_id), share_id
  * Returns the ids of the shares whose share or marker DynamoDB would not take.
  */
 export async function putShares(shares: readonly ShareRecord[], markersOnly: readonly ShareRecord[] = []): Promise<string[]> {
-  const items = [...shares.flatMap((s) => [compactShare(s), markerOf(s)]), ...markersOnly.map(markerOf)] as unknown as Record<string, unknown>[];
+  const items = [...shares.flatMap((s) => [compactShare(s), markerOf(s)]), ...markersOnly.map(markerOf)] as unknown as Record<
+    string,
+    unknown
+  >[];
   const unwritten = new Set(await batchPut(table(), items, (i) => i.share_id as string));
   for (const s of shares) if (!unwritten.has(s.share_id)) remember(s);
   return [...unwritten];
@@ -420,7 +434,11 @@ export async function lastInGroup(groupId: string): Promise<GroupIndexItem | und
  * page starts at the first item of that task's submit and skips what sorts up to the cursor.
  * Returns the tasks' records and the owners of the index items read.
  */
-export async function queryGroup(groupId: string, limit: number, cursor?: string): Promise<{ items: TaskRecord[]; owners: Set<string>; next?: string }> {
+export async function queryGroup(
+  groupId: string,
+  limit: number,
+  cursor?: string,
+): Promise<{ items: TaskRecord[]; owners: Set<string>; next?: string }> {
   const after = decodeCursor(cursor, groupCursor(groupId));
   const startOfSubmit = after ? after.submit_order!.slice(0, after.submit_order!.lastIndexOf('#') + 1) : undefined;
   const picked: { id: string; order: string }[] = [];
@@ -437,7 +455,9 @@ export async function queryGroup(groupId: string, limit: number, cursor?: string
       ExclusiveStartKey: start,
     });
     const page = (out.Items ?? []) as GroupIndexItem[];
-    const shares = await Promise.all(page.map((i) => (i.task_id.startsWith('share#') ? getShare(i.task_id.slice('share#'.length)) : undefined)));
+    const shares = await Promise.all(
+      page.map((i) => (i.task_id.startsWith('share#') ? getShare(i.task_id.slice('share#'.length)) : undefined)),
+    );
     for (const [k, i] of page.entries()) {
       owners.add(i.owner);
       const s = shares[k];
@@ -455,7 +475,8 @@ export async function queryGroup(groupId: string, limit: number, cursor?: string
   const byId = new Map((await getTasks(shown.map((t) => t.id))).map((t) => [t.task_id, t]));
   const items = shown.flatMap((t) => byId.get(t.id) ?? []);
   const last = shown[shown.length - 1];
-  const next = picked.length > limit && last ? encodeCursor({ task_id: last.id, task_group_id: groupId, submit_order: last.order }) : undefined;
+  const next =
+    picked.length > limit && last ? encodeCursor({ task_id: last.id, task_group_id: groupId, submit_order: last.order }) : undefined;
   return { items, owners, next };
 }
 
@@ -478,7 +499,11 @@ export async function checkGroupCursor(groupId: string, owner: string, cursor: s
 }
 
 /** One page of an endpoint's open items in `open-since-index`: share markers, and tasks from before shares. */
-export async function queryOpenOnEndpoint(endpointId: string, cursor?: Record<string, unknown>, limit?: number): Promise<{ ids: string[]; next?: Record<string, unknown> }> {
+export async function queryOpenOnEndpoint(
+  endpointId: string,
+  cursor?: Record<string, unknown>,
+  limit?: number,
+): Promise<{ ids: string[]; next?: Record<string, unknown> }> {
   const out = await dynamo().send(
     new QueryCommand({
       TableName: table(),
@@ -589,7 +614,8 @@ export async function transitionTask(taskId: string, to: TaskState, change: Tran
   // No item yet: the task is still as its share wrote it, waiting for its endpoint.
   let condition = from.includes('waiting-for-endpoint') ? `(attribute_not_exists(task_id) OR ${inFrom})` : inFrom;
   if (change.ifUpdatedAt) {
-    condition += change.ifUpdatedAt === share.created_at ? ' AND (attribute_not_exists(task_id) OR updated_at = :seen)' : ' AND updated_at = :seen';
+    condition +=
+      change.ifUpdatedAt === share.created_at ? ' AND (attribute_not_exists(task_id) OR updated_at = :seen)' : ' AND updated_at = :seen';
     values[':seen'] = change.ifUpdatedAt;
   }
   if (FINAL_STATES.includes(to)) {
@@ -625,8 +651,8 @@ async function transitionLegacy(taskId: string, to: TaskState, change: Transitio
   // `owner`: only a whole task item, never a share's task item whose share is gone.
   let condition = `attribute_exists(#owner) AND ${inFrom}`;
   names['#owner'] = 'owner';
-  if (change.endpointId) (condition += ' AND endpoint_id = :ep'), (values[':ep'] = change.endpointId);
-  if (change.ifUpdatedAt) (condition += ' AND updated_at = :seen'), (values[':seen'] = change.ifUpdatedAt);
+  if (change.endpointId) ((condition += ' AND endpoint_id = :ep'), (values[':ep'] = change.endpointId));
+  if (change.ifUpdatedAt) ((condition += ' AND updated_at = :seen'), (values[':seen'] = change.ifUpdatedAt));
   if (FINAL_STATES.includes(to)) {
     sets.push('completed_at = :now', 'expires_at = :exp');
     values[':exp'] = Math.floor(at.getTime() / 1000) + config().resultTtlDays * 86400;
@@ -716,7 +742,9 @@ export async function claimIdempotency(
     return { claimed: true, previous: out.Attributes as IdempotencyRecord | undefined };
   } catch (err) {
     if (!isConditionFailed(err)) throw err;
-    const held = await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: idemKey(owner, keyHash) }, ConsistentRead: true }));
+    const held = await dynamo().send(
+      new GetCommand({ TableName: table(), Key: { task_id: idemKey(owner, keyHash) }, ConsistentRead: true }),
+    );
     if (!held.Item) return claimIdempotency(owner, keyHash, rec, staleMs);
     return { claimed: false, held: held.Item as IdempotencyRecord };
   }

@@ -25,7 +25,13 @@ const newSecret = (prefix: string) => `${prefix}_${randomBytes(32).toString('bas
 export async function issueUserToken(userId: string, ttlSeconds = 90 * 24 * 3600): Promise<{ token: string; expiresAt: Date }> {
   const token = newSecret('fry');
   const expires = Math.floor(Date.now() / 1000) + ttlSeconds;
-  const item: TokenItem = { token_hash: sha256Hex(token), kind: 'user', user_id: userId, created_at: new Date().toISOString(), expires_at: expires };
+  const item: TokenItem = {
+    token_hash: sha256Hex(token),
+    kind: 'user',
+    user_id: userId,
+    created_at: new Date().toISOString(),
+    expires_at: expires,
+  };
   await dynamo().send(new PutCommand({ TableName: table(), Item: item, ConditionExpression: 'attribute_not_exists(token_hash)' }));
   return { token, expiresAt: new Date(expires * 1000) };
 }
@@ -34,7 +40,13 @@ export async function issueUserToken(userId: string, ttlSeconds = 90 * 24 * 3600
 export async function issueEndpointSecret(endpointId: string, ownerId: string): Promise<{ secret: string; hash: string }> {
   const secret = newSecret('fes');
   const hash = sha256Hex(secret);
-  const item: TokenItem = { token_hash: hash, kind: 'endpoint', user_id: ownerId, endpoint_id: endpointId, created_at: new Date().toISOString() };
+  const item: TokenItem = {
+    token_hash: hash,
+    kind: 'endpoint',
+    user_id: ownerId,
+    endpoint_id: endpointId,
+    created_at: new Date().toISOString(),
+  };
   await dynamo().send(new PutCommand({ TableName: table(), Item: item, ConditionExpression: 'attribute_not_exists(token_hash)' }));
   return { secret, hash };
 }
@@ -56,17 +68,19 @@ export const revokeToken = (token: string): Promise<void> => revokeTokenHash(sha
 
 /** Marks a token revoked by its hash; an unknown hash is not an error (revoking twice is harmless). */
 export async function revokeTokenHash(hash: string): Promise<void> {
-  await dynamo().send(
-    new UpdateCommand({
-      TableName: table(),
-      Key: { token_hash: hash },
-      UpdateExpression: 'SET revoked_at = :now',
-      ConditionExpression: 'attribute_exists(token_hash)',
-      ExpressionAttributeValues: { ':now': new Date().toISOString() },
-    }),
-  ).catch((err) => {
-    if (err?.name !== 'ConditionalCheckFailedException') throw err;
-  });
+  await dynamo()
+    .send(
+      new UpdateCommand({
+        TableName: table(),
+        Key: { token_hash: hash },
+        UpdateExpression: 'SET revoked_at = :now',
+        ConditionExpression: 'attribute_exists(token_hash)',
+        ExpressionAttributeValues: { ':now': new Date().toISOString() },
+      }),
+    )
+    .catch((err) => {
+      if (err?.name !== 'ConditionalCheckFailedException') throw err;
+    });
 }
 
 /** A user token as an operator sees it: never the token, only an id taken from its hash. */
@@ -111,7 +125,11 @@ export async function listUserTokens(userId?: string): Promise<UserTokenInfo[]> 
       created_at: t.created_at,
       expires_at: t.expires_at !== undefined ? new Date(t.expires_at * 1000).toISOString() : undefined,
       revoked_at: t.revoked_at,
-      status: t.revoked_at ? ('revoked' as const) : t.expires_at !== undefined && t.expires_at * 1000 <= now ? ('expired' as const) : ('active' as const),
+      status: t.revoked_at
+        ? ('revoked' as const)
+        : t.expires_at !== undefined && t.expires_at * 1000 <= now
+          ? ('expired' as const)
+          : ('active' as const),
     }))
     .sort((a, b) => b.created_at.localeCompare(a.created_at))
     .map(({ token_hash: _hash, ...info }) => info);

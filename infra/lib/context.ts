@@ -48,7 +48,8 @@ const STAGE = /^[a-z][a-z0-9-]{0,19}$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const SECRET_ARN = /^arn:aws[a-z-]*:secretsmanager:[a-z0-9-]+:\d{12}:secret:[A-Za-z0-9/_+=.@-]+$/;
 // An image reference with an explicit tag or digest: [registry[:port]/]repository(:tag|@sha256:digest).
-const IMAGE = /^(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::\d{1,5})?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$/;
+const IMAGE =
+  /^(?:[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?(?::\d{1,5})?\/)?[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|@sha256:[0-9a-f]{64})$/;
 /** A private ECR image: its execution role gets pull rights on that repository only. */
 export const ECR_IMAGE = /^(\d{12})\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?\/([^:@]+)(?::([^@]+)|@(sha256:[0-9a-f]{64}))$/;
 
@@ -88,7 +89,8 @@ function bool(node: Node, key: string, dflt: boolean): boolean {
 function int(node: Node, key: string, dflt: number, min: number, max: number): number {
   const v = parsed(node.tryGetContext(key));
   if (v === undefined || v === '') return dflt;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new Error(`context ${key} must be an integer from ${min} to ${max}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw new Error(`context ${key} must be an integer from ${min} to ${max}`);
   return v;
 }
 
@@ -134,9 +136,11 @@ function fargateEndpoint(raw: unknown, i: number, globalImage: string | undefine
 
 export function readContext(node: Node): FerryContext {
   const stage = String(parsed(node.tryGetContext('stage')) ?? 'dev');
-  if (!STAGE.test(stage)) throw new Error(`context stage "${stage}" must be 1-20 lowercase letters, digits or dashes, starting with a letter`);
+  if (!STAGE.test(stage))
+    throw new Error(`context stage "${stage}" must be 1-20 lowercase letters, digits or dashes, starting with a letter`);
   // Stage "a" owns every queue named ferry-a-ep-*; a stage "a-ep-b" would put its queues inside that prefix.
-  if (/-ep(-|$)/.test(stage)) throw new Error(`context stage "${stage}" may not contain an "-ep" segment: it would overlap another stage's endpoint queue names`);
+  if (/-ep(-|$)/.test(stage))
+    throw new Error(`context stage "${stage}" may not contain an "-ep" segment: it would overlap another stage's endpoint queue names`);
 
   const throttle = (parsed(node.tryGetContext('apiThrottle')) ?? {}) as { rateLimit?: unknown; burstLimit?: unknown };
   const apiThrottle = { rateLimit: Number(throttle.rateLimit ?? 100), burstLimit: Number(throttle.burstLimit ?? 200) };
@@ -145,7 +149,8 @@ export function readContext(node: Node): FerryContext {
   }
 
   const cors = parsed(node.tryGetContext('corsAllowOrigins')) ?? [];
-  if (!Array.isArray(cors) || cors.some((o) => typeof o !== 'string')) throw new Error('context corsAllowOrigins must be a list of origins');
+  if (!Array.isArray(cors) || cors.some((o) => typeof o !== 'string'))
+    throw new Error('context corsAllowOrigins must be a list of origins');
 
   const eps = parsed(node.tryGetContext('fargateEndpoints')) ?? [];
   if (!Array.isArray(eps)) throw new Error('context fargateEndpoints must be a JSON list');
@@ -160,7 +165,8 @@ export function readContext(node: Node): FerryContext {
   }
 
   const topic = parsed(node.tryGetContext('alarmTopicArn'));
-  if (topic !== undefined && topic !== '' && (typeof topic !== 'string' || !/^arn:aws[a-z-]*:sns:/.test(topic))) throw new Error('context alarmTopicArn must be an SNS topic ARN');
+  if (topic !== undefined && topic !== '' && (typeof topic !== 'string' || !/^arn:aws[a-z-]*:sns:/.test(topic)))
+    throw new Error('context alarmTopicArn must be an SNS topic ARN');
 
   return {
     stage,

@@ -128,7 +128,7 @@ export class DataStack extends Stack {
     if (!retainData) {
       const reaper = new FerryFunction(this, 'StageQueueReaper', {
         entry: 'infra/handlers/delete-stage-queues.ts',
-        description: 'when this throwaway stage\'s tables are deleted, delete its endpoint queues',
+        description: "when this throwaway stage's tables are deleted, delete its endpoint queues",
         stage,
         logRetention: logRetentionDays as logs.RetentionDays,
         timeout: Duration.minutes(5),
@@ -151,7 +151,11 @@ export class DataStack extends Stack {
     this.bucket = bucket;
     this.bucketName = payloadBucketName(stage);
     this.tableConstructs = { functions, endpoints, tasks, tokens };
-    const ref = (key: TableKey, envVar: string, globalIndexes: string[]): TableRef => ({ tableName: tableName(stage, key), globalIndexes, envVar });
+    const ref = (key: TableKey, envVar: string, globalIndexes: string[]): TableRef => ({
+      tableName: tableName(stage, key),
+      globalIndexes,
+      envVar,
+    });
     this.tables = {
       functions: ref('functions', 'FERRY_FUNCTIONS_TABLE', ['owner-index']),
       endpoints: ref('endpoints', 'FERRY_ENDPOINTS_TABLE', ['owner-index']),
@@ -160,6 +164,9 @@ export class DataStack extends Stack {
     };
 
     new CfnOutput(this, 'PayloadBucketName', { value: bucket.bucketName });
-    new CfnOutput(this, 'TokensTableName', { value: tokens.tableName, description: 'ferry token create --stage <stage> writes user tokens here' });
+    new CfnOutput(this, 'TokensTableName', {
+      value: tokens.tableName,
+      description: 'ferry token create --stage <stage> writes user tokens here',
+    });
   }
 }

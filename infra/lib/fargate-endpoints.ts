@@ -59,7 +59,9 @@ export class FargateEndpoints extends Construct {
       maxAzs: 2,
       natGateways: 0,
       subnetConfiguration: [{ name: 'public', subnetType: ec2.SubnetType.PUBLIC, cidrMask: 24 }],
-      flowLogs: { rejected: { trafficType: ec2.FlowLogTrafficType.REJECT, destination: ec2.FlowLogDestination.toCloudWatchLogs(flowLogs) } },
+      flowLogs: {
+        rejected: { trafficType: ec2.FlowLogTrafficType.REJECT, destination: ec2.FlowLogDestination.toCloudWatchLogs(flowLogs) },
+      },
     });
     this.cluster = new ecs.Cluster(this, 'Cluster', { vpc, containerInsightsV2: ecs.ContainerInsights.ENABLED });
     // No inbound at all. Outbound stays open: besides the API, SQS and S3, the functions users
@@ -79,8 +81,19 @@ export class FargateEndpoints extends Construct {
         const ecrImage = ECR_IMAGE.exec(uri);
         if (ecrImage) {
           const [, account, region, name, tag, digest] = ecrImage;
-          const repositoryArn = Arn.format({ partition: Stack.of(this).partition, service: 'ecr', account, region, resource: 'repository', resourceName: name, arnFormat: ArnFormat.SLASH_RESOURCE_NAME });
-          const repository = ecr.Repository.fromRepositoryAttributes(this, `WorkerImageRepo${images.size}`, { repositoryArn, repositoryName: name! });
+          const repositoryArn = Arn.format({
+            partition: Stack.of(this).partition,
+            service: 'ecr',
+            account,
+            region,
+            resource: 'repository',
+            resourceName: name,
+            arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+          });
+          const repository = ecr.Repository.fromRepositoryAttributes(this, `WorkerImageRepo${images.size}`, {
+            repositoryArn,
+            repositoryName: name!,
+          });
           images.set(uri, new PrebuiltEcrImage(repository, uri, tag ?? digest!));
         } else {
           images.set(uri, ecs.ContainerImage.fromRegistry(uri));
@@ -116,7 +129,11 @@ export class FargateEndpoints extends Construct {
       const secret = /-[A-Za-z0-9]{6}$/.test(spec.secretArn)
         ? secretsmanager.Secret.fromSecretCompleteArn(scope, 'EndpointSecret', spec.secretArn)
         : secretsmanager.Secret.fromSecretPartialArn(scope, 'EndpointSecret', spec.secretArn);
-      const environment: Record<string, string> = { FERRY_API_URL: props.apiUrl, FERRY_ENDPOINT_ID: spec.endpointId, FERRY_GRACE_MS: String(AGENT_GRACE_MS) };
+      const environment: Record<string, string> = {
+        FERRY_API_URL: props.apiUrl,
+        FERRY_ENDPOINT_ID: spec.endpointId,
+        FERRY_GRACE_MS: String(AGENT_GRACE_MS),
+      };
       if (spec.poolSize !== undefined) environment.FERRY_POOL_SIZE = String(spec.poolSize);
       taskDefinition.addContainer('agent', {
         image: imageFor(spec),
@@ -135,7 +152,14 @@ export class FargateEndpoints extends Construct {
       taskDefinition.taskRole.addToPrincipalPolicy(
         new iam.PolicyStatement({
           actions: ['ecs:UpdateTaskProtection'],
-          resources: [Stack.of(this).formatArn({ service: 'ecs', resource: 'task', resourceName: `${this.cluster.clusterName}/*`, arnFormat: ArnFormat.SLASH_RESOURCE_NAME })],
+          resources: [
+            Stack.of(this).formatArn({
+              service: 'ecs',
+              resource: 'task',
+              resourceName: `${this.cluster.clusterName}/*`,
+              arnFormat: ArnFormat.SLASH_RESOURCE_NAME,
+            }),
+          ],
         }),
       );
 
@@ -156,11 +180,20 @@ export class FargateEndpoints extends Construct {
 
       const queueName = endpointQueueName(props.stage, spec.endpointId);
       const sqsMetric = (metricName: string) =>
-        new cloudwatch.Metric({ namespace: 'AWS/SQS', metricName, dimensionsMap: { QueueName: queueName }, statistic: 'Maximum', period: Duration.minutes(1) });
+        new cloudwatch.Metric({
+          namespace: 'AWS/SQS',
+          metricName,
+          dimensionsMap: { QueueName: queueName },
+          statistic: 'Maximum',
+          period: Duration.minutes(1),
+        });
       // Queued plus in flight: a running task's message stays in flight, so a busy queue never reads as idle.
       const backlog = new cloudwatch.MathExpression({
         expression: 'visible + inFlight',
-        usingMetrics: { visible: sqsMetric('ApproximateNumberOfMessagesVisible'), inFlight: sqsMetric('ApproximateNumberOfMessagesNotVisible') },
+        usingMetrics: {
+          visible: sqsMetric('ApproximateNumberOfMessagesVisible'),
+          inFlight: sqsMetric('ApproximateNumberOfMessagesNotVisible'),
+        },
         label: `${spec.name} backlog (queued + running)`,
         period: Duration.minutes(1),
       });
@@ -177,15 +210,18 @@ export class FargateEndpoints extends Construct {
 
       Validations.of(taskDefinition).acknowledge({
         id: 'AwsSolutions-ECS2',
-        reason: 'Only the API URL, endpoint id, drain period and pool size are plain environment variables; the endpoint secret comes from Secrets Manager.',
+        reason:
+          'Only the API URL, endpoint id, drain period and pool size are plain environment variables; the endpoint secret comes from Secrets Manager.',
       });
       Validations.of(taskDefinition).acknowledge({
         id: `AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:<AWS::Region>:<AWS::AccountId>:task/<${Stack.of(this).getLogicalId(this.cluster.node.defaultChild as ecs.CfnCluster)}>/*]`,
-        reason: 'ecs:UpdateTaskProtection on tasks of this cluster only: task ids are assigned at run time, and the ECS agent only ever asks for the calling task.',
+        reason:
+          'ecs:UpdateTaskProtection on tasks of this cluster only: task ids are assigned at run time, and the ECS agent only ever asks for the calling task.',
       });
       Validations.of(taskDefinition).acknowledge({
         id: 'AwsSolutions-IAM5[Resource::*]',
-        reason: 'Only ecr:GetAuthorizationToken in the execution role, which has no resource-level permissions; image pulls are limited to the CDK assets repository.',
+        reason:
+          'Only ecr:GetAuthorizationToken in the execution role, which has no resource-level permissions; image pulls are limited to the CDK assets repository.',
       });
     }
   }
@@ -216,7 +252,11 @@ class PrebuiltEcrImage extends ecs.ContainerImage {
  * between 0 and 1 splits the steps into a scale-to-zero alarm and a scale-out alarm.
  */
 export function backlogSteps(backlogPerTask: number, maxTasks: number): appscaling.ScalingInterval[] {
-  const levels = [...new Set(Array.from({ length: Math.min(maxTasks, MAX_LEVELS) }, (_, i) => Math.ceil(((i + 1) * maxTasks) / Math.min(maxTasks, MAX_LEVELS))))];
+  const levels = [
+    ...new Set(
+      Array.from({ length: Math.min(maxTasks, MAX_LEVELS) }, (_, i) => Math.ceil(((i + 1) * maxTasks) / Math.min(maxTasks, MAX_LEVELS))),
+    ),
+  ];
   const steps: appscaling.ScalingInterval[] = [{ upper: 0, change: 0 }];
   let previous = 0;
   for (const [i, tasks] of levels.entries()) {

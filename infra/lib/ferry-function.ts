@@ -118,7 +118,10 @@ export class FerryFunction extends nodejs.NodejsFunction {
     else if (access === 'RD') (t.table.grantReadData(this), t.table.grant(this, 'dynamodb:DeleteItem'));
     else t.table.grantReadData(this);
     this.addEnvironment(t.envVar, t.table.tableName);
-    this.acknowledgeIam5(`${t.table.tableArn}/index/*`, 'The table\'s own global secondary indexes (table/index/*), which core/tables queries.');
+    this.acknowledgeIam5(
+      `${t.table.tableArn}/index/*`,
+      "The table's own global secondary indexes (table/index/*), which core/tables queries.",
+    );
     return this;
   }
 
@@ -131,7 +134,10 @@ export class FerryFunction extends nodejs.NodejsFunction {
     if (access === 'RW' || access === 'W') {
       const actions = access === 'RW' ? ['s3:GetObject', 's3:PutObject'] : ['s3:PutObject'];
       this.addToRolePolicy(new iam.PolicyStatement({ actions, resources: [objects] }));
-      this.acknowledgeIam5(objects, 'Payload objects are created at run time under payloads/<endpointId>/<taskId>/; the grant stops at that prefix.');
+      this.acknowledgeIam5(
+        objects,
+        'Payload objects are created at run time under payloads/<endpointId>/<taskId>/; the grant stops at that prefix.',
+      );
     }
     this.addEnvironment('FERRY_BUCKET', bucket.bucketName);
     return this;
@@ -190,7 +196,10 @@ export class FerryFunction extends nodejs.NodejsFunction {
     };
     for (const s of statements[access]) this.addToRolePolicy(s);
     if (access === 'drain-dlq' || access === 'delete') {
-      this.acknowledgeIam5('*', 'Only sqs:ListQueues and xray:PutTraceSegments/PutTelemetryRecords, which have no resource-level permissions; listing is by this stage\'s prefix.');
+      this.acknowledgeIam5(
+        '*',
+        "Only sqs:ListQueues and xray:PutTraceSegments/PutTelemetryRecords, which have no resource-level permissions; listing is by this stage's prefix.",
+      );
     }
     const pattern = access === 'drain-dlq' ? `${prefix}*-dlq` : `${prefix}*`;
     this.acknowledgeIam5(

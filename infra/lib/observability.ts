@@ -102,13 +102,25 @@ export class Observability extends Construct {
     }
 
     const fns = Object.entries(props.functions);
-    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', { dashboardName: dashboardName(props.stage, Stack.of(this).region), defaultInterval: Duration.hours(3) });
+    this.dashboard = new cloudwatch.Dashboard(this, 'Dashboard', {
+      dashboardName: dashboardName(props.stage, Stack.of(this).region),
+      defaultInterval: Duration.hours(3),
+    });
     // CloudFormation takes Tags on AWS::CloudWatch::Dashboard (aws-cdk-lib's spec has them); the
     // resource schemas cfn-lint ships (1.51) predate that property and call it E3002.
     (this.dashboard.node.defaultChild as CfnResource).addMetadata('cfn-lint', { config: { ignore_checks: ['E3002'] } });
     this.dashboard.addWidgets(
-      new cloudwatch.GraphWidget({ title: 'API requests', left: [props.api.metricCount({ statistic: 'Sum' })], right: [props.api.metricClientError(), props.api.metricServerError()], width: 8 }),
-      new cloudwatch.GraphWidget({ title: 'API latency p50 / p99', left: [props.api.metricLatency({ statistic: 'p50' }), props.api.metricLatency({ statistic: 'p99' })], width: 8 }),
+      new cloudwatch.GraphWidget({
+        title: 'API requests',
+        left: [props.api.metricCount({ statistic: 'Sum' })],
+        right: [props.api.metricClientError(), props.api.metricServerError()],
+        width: 8,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'API latency p50 / p99',
+        left: [props.api.metricLatency({ statistic: 'p50' }), props.api.metricLatency({ statistic: 'p99' })],
+        width: 8,
+      }),
       new cloudwatch.AlarmStatusWidget({ title: 'Alarms', alarms: this.alarms, width: 8 }),
     );
     const perEndpoint = (outcome: TaskOutcome) =>
@@ -125,17 +137,37 @@ export class Observability extends Construct {
         width: 8,
       }),
       new cloudwatch.GraphWidget({ title: 'Task submit-to-final latency', left: ['p50', 'p90', 'p99'].map(latency), width: 8 }),
-      new cloudwatch.GraphWidget({ title: 'Tasks lost and failed, per endpoint', left: [perEndpoint('lost')], right: [perEndpoint('failed')], width: 8 }),
+      new cloudwatch.GraphWidget({
+        title: 'Tasks lost and failed, per endpoint',
+        left: [perEndpoint('lost')],
+        right: [perEndpoint('failed')],
+        width: 8,
+      }),
     );
     this.dashboard.addWidgets(
-      new cloudwatch.GraphWidget({ title: 'Lambda errors', left: fns.map(([n, f]) => f.metricErrors({ label: n, statistic: 'Sum' })), width: 8 }),
-      new cloudwatch.GraphWidget({ title: 'Lambda duration p99', left: fns.map(([n, f]) => f.metricDuration({ label: n, statistic: 'p99' })), width: 8 }),
-      new cloudwatch.GraphWidget({ title: 'Lambda throttles', left: fns.map(([n, f]) => f.metricThrottles({ label: n, statistic: 'Sum' })), width: 8 }),
+      new cloudwatch.GraphWidget({
+        title: 'Lambda errors',
+        left: fns.map(([n, f]) => f.metricErrors({ label: n, statistic: 'Sum' })),
+        width: 8,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Lambda duration p99',
+        left: fns.map(([n, f]) => f.metricDuration({ label: n, statistic: 'p99' })),
+        width: 8,
+      }),
+      new cloudwatch.GraphWidget({
+        title: 'Lambda throttles',
+        left: fns.map(([n, f]) => f.metricThrottles({ label: n, statistic: 'Sum' })),
+        width: 8,
+      }),
     );
     this.dashboard.addWidgets(
       new cloudwatch.GraphWidget({
         title: 'Results queue',
-        left: [props.resultsQueue.metricApproximateNumberOfMessagesVisible({ label: 'waiting' }), props.resultsDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ label: 'dead letters' })],
+        left: [
+          props.resultsQueue.metricApproximateNumberOfMessagesVisible({ label: 'waiting' }),
+          props.resultsDeadLetterQueue.metricApproximateNumberOfMessagesVisible({ label: 'dead letters' }),
+        ],
         right: [props.resultsQueue.metricApproximateAgeOfOldestMessage({ label: 'oldest (s)' })],
         width: 12,
       }),

@@ -57,7 +57,12 @@ export class ServiceStack extends Stack {
       }),
       envVar: data.tables[key].envVar,
     });
-    const tables = { functions: imported('functions'), endpoints: imported('endpoints'), tasks: imported('tasks'), tokens: imported('tokens') };
+    const tables = {
+      functions: imported('functions'),
+      endpoints: imported('endpoints'),
+      tasks: imported('tasks'),
+      tokens: imported('tokens'),
+    };
     const bucket = s3.Bucket.fromBucketName(this, 'PayloadBucket', data.bucketName);
     const logRetention = ferry.logRetentionDays as logs.RetentionDays;
     const fn = (fnId: string, entry: string, description: string, more: { memorySize?: number; timeout?: Duration } = {}) =>
@@ -75,23 +80,37 @@ export class ServiceStack extends Stack {
         },
       });
 
-    this.results = new ResultsQueue(this, 'Results', { visibilityTimeout: Duration.seconds(RESULTS_TIMEOUT.toSeconds() * 6), maxReceiveCount: 5 });
+    this.results = new ResultsQueue(this, 'Results', {
+      visibilityTimeout: Duration.seconds(RESULTS_TIMEOUT.toSeconds() * 6),
+      maxReceiveCount: 5,
+    });
 
     // ---------------------------------------------------------------- API handlers
-    const authorizerFn = fn('Authorizer', 'lambdas/authorizer.ts', 'bearer token -> principal (HTTP API authorizer)', { timeout: Duration.seconds(10) });
+    const authorizerFn = fn('Authorizer', 'lambdas/authorizer.ts', 'bearer token -> principal (HTTP API authorizer)', {
+      timeout: Duration.seconds(10),
+    });
     authorizerFn.bindTable(tables.tokens, 'RO');
 
     // One Lambda per handler module in lambdas/routes.ts; a module added there fails to compile here until it is bound.
     const api: Record<ApiModule, FerryFunction> = {
-      'api/functions': fn('FunctionsApi', 'lambdas/api/functions.ts', 'register, read and delete functions', { timeout: API_TIMEOUT }).bindTable(tables.functions, 'RW'),
-      'api/endpoints': fn('EndpointsApi', 'lambdas/api/endpoints.ts', 'register, share, delete endpoints; heartbeats', { timeout: API_TIMEOUT })
+      'api/functions': fn('FunctionsApi', 'lambdas/api/functions.ts', 'register, read and delete functions', {
+        timeout: API_TIMEOUT,
+      }).bindTable(tables.functions, 'RW'),
+      'api/endpoints': fn('EndpointsApi', 'lambdas/api/endpoints.ts', 'register, share, delete endpoints; heartbeats', {
+        timeout: API_TIMEOUT,
+      })
         .bindTable(tables.endpoints, 'RW')
         .bindTable(tables.tokens, 'RW')
         .bindTable(tables.tasks, 'RW')
         .bindEndpointQueues('manage'),
       // Makes an endpoint's queues again if they are gone (core/queues/endpoint-queue.ts ensureEndpointQueues),
       // and deletes what it just made if the endpoint was deleted meanwhile: the same queue rights as registration.
-      'api/credentials': fn('CredentialsApi', 'lambdas/api/credentials.ts', 'vend endpoint-scoped worker credentials; remake missing endpoint queues', { timeout: API_TIMEOUT })
+      'api/credentials': fn(
+        'CredentialsApi',
+        'lambdas/api/credentials.ts',
+        'vend endpoint-scoped worker credentials; remake missing endpoint queues',
+        { timeout: API_TIMEOUT },
+      )
         .bindTable(tables.endpoints, 'RO')
         .bindResultsQueue(this.results.queue, 'url')
         .bindBucket(bucket, 'name')
@@ -108,7 +127,12 @@ export class ServiceStack extends Stack {
         .bindBucket(bucket, 'W'),
     };
 
-    this.workerRole = new WorkerRole(this, 'Worker', { stage, bucket, resultsQueue: this.results.queue, vendedBy: api['api/credentials'].role! });
+    this.workerRole = new WorkerRole(this, 'Worker', {
+      stage,
+      bucket,
+      resultsQueue: this.results.queue,
+      vendedBy: api['api/credentials'].role!,
+    });
     api['api/credentials'].bindWorkerRole(this.workerRole.role);
 
     // ---------------------------------------------------------------- HTTP API
@@ -160,7 +184,8 @@ export class ServiceStack extends Stack {
     const integrations = new Map<ApiModule, HttpLambdaIntegration>();
     for (const r of API_ROUTES) {
       const [method, path] = r.routeKey.split(' ') as [keyof typeof apigwv2.HttpMethod, string];
-      if (!integrations.has(r.module)) integrations.set(r.module, new HttpLambdaIntegration(`${api[r.module].node.id}Integration`, api[r.module]));
+      if (!integrations.has(r.module))
+        integrations.set(r.module, new HttpLambdaIntegration(`${api[r.module].node.id}Integration`, api[r.module]));
       this.api.addRoutes({ path, methods: [apigwv2.HttpMethod[method]], integration: integrations.get(r.module)! });
     }
     const apiUrl = this.api.apiEndpoint;
@@ -172,9 +197,14 @@ export class ServiceStack extends Stack {
     // A failed record is retried alone (and reaches the DLQ alone), not with its whole batch.
     resultsFn.addEventSource(new SqsEventSource(this.results.queue, { batchSize: 10, reportBatchItemFailures: true }));
 
-    const sweepFn = fn('LostTasksSweep', 'lambdas/lost-tasks.ts', 'fail tasks that can no longer be delivered: dead-lettered, expired unread, queue gone or endpoint deleted', {
-      timeout: Duration.seconds(55),
-    })
+    const sweepFn = fn(
+      'LostTasksSweep',
+      'lambdas/lost-tasks.ts',
+      'fail tasks that can no longer be delivered: dead-lettered, expired unread, queue gone or endpoint deleted',
+      {
+        timeout: Duration.seconds(55),
+      },
+    )
       .bindTable(tables.tasks, 'RU')
       // Deletes the record of an endpoint whose deletion it finished (core/endpoints.ts finishDeletedEndpoint).
       .bindTable(tables.endpoints, 'RD')
@@ -196,9 +226,14 @@ export class ServiceStack extends Stack {
     // (CloudFormation deletes a dropped resource with the policy of the template it was made by), so
     // it stays, retained: CloudFormation never sends it Delete again, and its handler deletes nothing
     // and holds no SQS rights. A later release may drop both once every stage has deployed this one.
-    const retiredFn = fn('EndpointQueueReaper', 'infra/handlers/delete-endpoint-queues.ts', 'retired: answers CloudFormation for Custom::FerryEndpointQueues and deletes nothing', {
-      timeout: Duration.minutes(1),
-    });
+    const retiredFn = fn(
+      'EndpointQueueReaper',
+      'infra/handlers/delete-endpoint-queues.ts',
+      'retired: answers CloudFormation for Custom::FerryEndpointQueues and deletes nothing',
+      {
+        timeout: Duration.minutes(1),
+      },
+    );
     new CustomResource(this, 'EndpointQueues', {
       serviceToken: retiredFn.functionArn,
       resourceType: 'Custom::FerryEndpointQueues',

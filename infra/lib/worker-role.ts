@@ -45,7 +45,11 @@ export class WorkerRole extends Construct {
     });
 
     const tagged = { StringLike: { [`aws:PrincipalTag/${ENDPOINT_TAG}`]: '?*' } };
-    const queueArn = stack.formatArn({ service: 'sqs', resource: `${endpointQueuePrefix(props.stage)}${TAG}`, arnFormat: ArnFormat.NO_RESOURCE_NAME });
+    const queueArn = stack.formatArn({
+      service: 'sqs',
+      resource: `${endpointQueuePrefix(props.stage)}${TAG}`,
+      arnFormat: ArnFormat.NO_RESOURCE_NAME,
+    });
     // Batch calls (DeleteMessageBatch, ChangeMessageVisibilityBatch) are authorised as their single forms.
     // GetQueueAttributes: an endpoint manager scales its blocks on its own queue's depth.
     this.role.addToPolicy(
@@ -59,7 +63,12 @@ export class WorkerRole extends Construct {
     // One results queue serves all endpoints; the results Lambda accepts a result only for a task
     // of the sender's endpoint and payload refs only under its prefix (core/tasks.applyResults).
     this.role.addToPolicy(
-      new iam.PolicyStatement({ sid: 'SendResults', actions: ['sqs:SendMessage'], resources: [props.resultsQueue.queueArn], conditions: tagged }),
+      new iam.PolicyStatement({
+        sid: 'SendResults',
+        actions: ['sqs:SendMessage'],
+        resources: [props.resultsQueue.queueArn],
+        conditions: tagged,
+      }),
     );
     const payloadObjects = props.bucket.arnForObjects(`payloads/${TAG}/*`);
     this.role.addToPolicy(
@@ -73,8 +82,7 @@ export class WorkerRole extends Construct {
     acknowledgeWildcard(
       this.role,
       payloadObjects,
-      'The prefix is resolved per session by ${aws:PrincipalTag/endpointId} to payloads/<endpointId>/: one endpoint\'s own objects, created at run time.',
+      "The prefix is resolved per session by ${aws:PrincipalTag/endpointId} to payloads/<endpointId>/: one endpoint's own objects, created at run time.",
     );
   }
-
 }

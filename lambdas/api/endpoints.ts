@@ -1,4 +1,11 @@
-import { allowedFunctionsView, deleteEndpoint, endpointStatus, endpointView, registerEndpoint, visibleEndpoint } from '../../core/endpoints';
+import {
+  allowedFunctionsView,
+  deleteEndpoint,
+  endpointStatus,
+  endpointView,
+  registerEndpoint,
+  visibleEndpoint,
+} from '../../core/endpoints';
 import { NotFound } from '../../core/errors';
 import { getEndpoint, listEndpoints, recordHeartbeat, setSharing } from '../../core/tables/endpoints';
 import { apiHandler, endpointGone, pageOf, pathId, route } from '../http';

@@ -10,6 +10,9 @@ export const handler = apiHandler({
     await usableEndpoint(body.endpoint_id, caller.userId);
     const ref = uploadKey(body.endpoint_id, caller.userId, newId());
     const { url, expiresAt } = await presignPut(ref);
-    return { status: 201, body: { ref, url, expires_at: expiresAt.toISOString(), codec: body.codec, size: body.size, sha256: body.sha256 } };
+    return {
+      status: 201,
+      body: { ref, url, expires_at: expiresAt.toISOString(), codec: body.codec, size: body.size, sha256: body.sha256 },
+    };
   }),
 });

@@ -10,7 +10,8 @@ export const handler = apiHandler({
   // Lambda caps a request payload at 6 MB; large arguments go by POST /v1/payloads instead.
   'POST /v1/endpoints/{id}/submit': route({ auth: 'user', body: submitBody, maxBodyBytes: 5 * 1024 * 1024 }, async (req) => {
     const key = req.header('idempotency-key');
-    if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key)) throw new BadRequest('Idempotency-Key must be 1-255 printable ASCII characters');
+    if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key))
+      throw new BadRequest('Idempotency-Key must be 1-255 printable ASCII characters');
     const out = await submitBatch({
       userId: req.caller.userId,
       endpointId: pathId(req, 'id', 'endpoint'),
@@ -42,7 +43,14 @@ export const handler = apiHandler({
     // A page ends early where the budget runs out; its cursor then continues after the last task shown.
     const { fit, rest } = withinBudget(await Promise.all(page.items.map(taskView)));
     const last = page.items[fit.length - 1];
-    const next = rest && last ? encodeCursor({ task_id: last.task_id, task_group_id: groupId, submit_order: last.submit_order ?? legacySubmitOrder(last.created_at, last.task_id) }) : page.next;
+    const next =
+      rest && last
+        ? encodeCursor({
+            task_id: last.task_id,
+            task_group_id: groupId,
+            submit_order: last.submit_order ?? legacySubmitOrder(last.created_at, last.task_id),
+          })
+        : page.next;
     return { body: { task_group_id: groupId, tasks: fit, next_cursor: next } };
   }),
 

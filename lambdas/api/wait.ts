@@ -139,8 +139,10 @@ async function readOwn(ids: string[], user: string): ReturnType<typeof ownTasks>
 
 function recentlyOpen(ids: string[], user: string): Set<string> {
   const since = performance.now() - config().waitPollMs;
-  return new Set(ids.filter((id) => {
-    const seen = seenOpen.get(id);
-    return seen !== undefined && seen.owner === user && seen.at > since;
-  }));
+  return new Set(
+    ids.filter((id) => {
+      const seen = seenOpen.get(id);
+      return seen !== undefined && seen.owner === user && seen.at > since;
+    }),
+  );
 }

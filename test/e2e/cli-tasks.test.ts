@@ -22,7 +22,13 @@ describe('ferry run and ferry task wait against the local stack', () => {
   beforeAll(async () => {
     stack = await startLocalStack();
     const token = await stack.createUser('cli-user');
-    env = { FERRY_API_URL: stack.apiUrl, FERRY_TOKEN: token, FERRY_HOME: dir, AWS_ACCESS_KEY_ID: undefined, AWS_SECRET_ACCESS_KEY: undefined };
+    env = {
+      FERRY_API_URL: stack.apiUrl,
+      FERRY_TOKEN: token,
+      FERRY_HOME: dir,
+      AWS_ACCESS_KEY_ID: undefined,
+      AWS_SECRET_ACCESS_KEY: undefined,
+    };
     client = new Client({ apiUrl: stack.apiUrl, token });
     const ep = await client.registerEndpoint('cli-tasks');
     endpointId = ep.endpoint_id;
@@ -44,7 +50,11 @@ describe('ferry run and ferry task wait against the local stack', () => {
   });
 
   it('ferry task wait gives up at its timeout (exit 4) while a task runs, then reports every task once all finish', async () => {
-    const slow = await client.registerFunction({ name: 'slow', runtime: 'node', source: '(ms) => new Promise((r) => setTimeout(() => r(ms), ms))' });
+    const slow = await client.registerFunction({
+      name: 'slow',
+      runtime: 'node',
+      source: '(ms) => new Promise((r) => setTimeout(() => r(ms), ms))',
+    });
     const { task_ids } = await client.batchRun(endpointId, [
       { function_id: slow, args: [10] },
       { function_id: slow, args: [4000] },

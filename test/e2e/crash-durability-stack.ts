@@ -19,13 +19,19 @@ async function main(): Promise<void> {
   if (!existsSync(idsFile)) {
     const token = await stack.createUser('crash-tester');
     const post = async (path: string, body: unknown) => {
-      const res = await fetch(stack.apiUrl + path, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const res = await fetch(stack.apiUrl + path, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+        body: JSON.stringify(body),
+      });
       if (!res.ok) throw new Error(`${path}: ${res.status} ${await res.text()}`);
       return (await res.json()) as Record<string, string>;
     };
     const { function_id } = await post('/v1/functions', { name: 'noop', runtime: 'node', source: '() => null' });
     const { endpoint_id, endpoint_secret } = await post('/v1/endpoints', { name: 'crash' });
-    writeFileSync(`${idsFile}.tmp`, JSON.stringify({ token, function_id, endpoint_id, endpoint_secret, apiUrl: stack.apiUrl }), { mode: 0o600 });
+    writeFileSync(`${idsFile}.tmp`, JSON.stringify({ token, function_id, endpoint_id, endpoint_secret, apiUrl: stack.apiUrl }), {
+      mode: 0o600,
+    });
     renameSync(`${idsFile}.tmp`, idsFile);
   }
   // What an agent needs to reach this stack (no credentials: it trades the endpoint secret).

@@ -62,7 +62,12 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
   try {
     for (let round = 0; round < ROUNDS; round++) {
       const stack = await startStack(dataDir, ports);
-      const ids = JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { token: string; function_id: string; endpoint_id: string; apiUrl: string };
+      const ids = JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as {
+        token: string;
+        function_id: string;
+        endpoint_id: string;
+        apiUrl: string;
+      };
       let stop = false;
       const submitter = async () => {
         while (!stop) {
@@ -74,7 +79,8 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
               body: JSON.stringify({ tasks: Array.from({ length: size }, (_, i) => ({ function_id: ids.function_id, args: [round, i] })) }),
             });
             const text = await res.text();
-            if (res.status >= 200 && res.status < 300) for (const id of (JSON.parse(text) as { task_ids: string[] }).task_ids) accepted.add(id);
+            if (res.status >= 200 && res.status < 300)
+              for (const id of (JSON.parse(text) as { task_ids: string[] }).task_ids) accepted.add(id);
             else refusedOrCut += 1;
           } catch {
             refusedOrCut += 1; // the connection died with the stack: not acknowledged
@@ -91,7 +97,11 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
     // Restart once more and count.
     const stack = await startStack(dataDir, ports);
     try {
-      const ids = JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { token: string; endpoint_id: string; apiUrl: string };
+      const ids = JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as {
+        token: string;
+        endpoint_id: string;
+        apiUrl: string;
+      };
       const all = [...accepted];
       const states = new Map<string, string>();
       for (let i = 0; i < all.length; i += 1000) {
@@ -103,8 +113,16 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
         expect(res.status).toBe(200);
         for (const t of ((await res.json()) as { tasks: { task_id: string; status: string }[] }).tasks) states.set(t.task_id, t.status);
       }
-      const admin = JSON.parse(readFileSync(join(dataDir, 'aws.json'), 'utf8')) as { access_key_id: string; secret_access_key: string; endpoints: { sqs: string } };
-      const sqs = new SQSClient({ region: 'us-east-1', endpoint: admin.endpoints.sqs, credentials: { accessKeyId: admin.access_key_id, secretAccessKey: admin.secret_access_key } });
+      const admin = JSON.parse(readFileSync(join(dataDir, 'aws.json'), 'utf8')) as {
+        access_key_id: string;
+        secret_access_key: string;
+        endpoints: { sqs: string };
+      };
+      const sqs = new SQSClient({
+        region: 'us-east-1',
+        endpoint: admin.endpoints.sqs,
+        credentials: { accessKeyId: admin.access_key_id, secretAccessKey: admin.secret_access_key },
+      });
       const queued = new Set<string>();
       const QueueUrl = `${admin.endpoints.sqs}/000000000000/ferry-local-ep-${ids.endpoint_id}`;
       const receipts: string[] = [];
@@ -134,7 +152,12 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
           `not queued ${notQueuedState.length}, submits cut or refused ${refusedOrCut}, messages' tasks on the queue ${queued.size}`,
       );
       expect(accepted.size).toBeGreaterThan(ROUNDS);
-      expect({ lost, missingRecord: missingRecord.length, missingMessage: missingMessage.length, notQueued: notQueuedState.length }).toEqual({ lost: 0, missingRecord: 0, missingMessage: 0, notQueued: 0 });
+      expect({
+        lost,
+        missingRecord: missingRecord.length,
+        missingMessage: missingMessage.length,
+        notQueued: notQueuedState.length,
+      }).toEqual({ lost: 0, missingRecord: 0, missingMessage: 0, notQueued: 0 });
 
       // Every task ends, and ends once, while its agents die: three agents are killed -9 mid-run
       // (their tasks come back after a 3 s visibility), then one is left to finish.
@@ -142,7 +165,8 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
         ...(JSON.parse(readFileSync(join(dataDir, 'worker-env.json'), 'utf8')) as Record<string, string>),
         FERRY_API_URL: ids.apiUrl,
         FERRY_ENDPOINT_ID: ids.endpoint_id,
-        FERRY_ENDPOINT_SECRET: (JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { endpoint_secret: string }).endpoint_secret,
+        FERRY_ENDPOINT_SECRET: (JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { endpoint_secret: string })
+          .endpoint_secret,
         FERRY_POOL_SIZE: '2',
         FERRY_RUNTIMES: 'node',
         FERRY_VISIBILITY_SECONDS: '3',
@@ -169,7 +193,9 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
               headers: { authorization: `Bearer ${ids.token}`, 'content-type': 'application/json' },
               body: JSON.stringify({ task_ids: all.slice(i, i + 1000) }),
             });
-            for (const t of ((await res.json()) as { tasks: { task_id: string; status: string; transitions: { state: string }[] }[] }).tasks) views.set(t.task_id, t);
+            for (const t of ((await res.json()) as { tasks: { task_id: string; status: string; transitions: { state: string }[] }[] })
+              .tasks)
+              views.set(t.task_id, t);
           }
           if (all.every((id) => ['success', 'failed', 'cancelled'].includes(views.get(id)?.status ?? ''))) break;
           await new Promise((r) => setTimeout(r, 500));
@@ -178,8 +204,14 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
         const neverEnded = all.filter((id) => !FINAL.includes(views.get(id)?.status ?? ''));
         const twoFinals = all.filter((id) => (views.get(id)?.transitions ?? []).filter((t) => FINAL.includes(t.state)).length > 1);
         const failed = all.filter((id) => views.get(id)?.status !== 'success' && !neverEnded.includes(id));
-        console.log(`crash durability, run: ${all.length} tasks through ${agentKills} agents killed -9 mid-run: never ended ${neverEnded.length}, two final states ${twoFinals.length}, failed ${failed.length}`);
-        expect({ neverEnded: neverEnded.length, twoFinals: twoFinals.length, failed: failed.length }).toEqual({ neverEnded: 0, twoFinals: 0, failed: 0 });
+        console.log(
+          `crash durability, run: ${all.length} tasks through ${agentKills} agents killed -9 mid-run: never ended ${neverEnded.length}, two final states ${twoFinals.length}, failed ${failed.length}`,
+        );
+        expect({ neverEnded: neverEnded.length, twoFinals: twoFinals.length, failed: failed.length }).toEqual({
+          neverEnded: 0,
+          twoFinals: 0,
+          failed: 0,
+        });
       } finally {
         if (agent && agent.child.exitCode === null && agent.child.signalCode === null) {
           agent.child.kill('SIGKILL');
@@ -199,7 +231,11 @@ it('keeps a SendMessage, a PutItem and a PutObject answered just before kill -9 
   const ports = { api: await freePort(), dynamodb: await freePort(), sqs: await freePort(), s3: await freePort(), sts: await freePort() };
   try {
     let stack = await startStack(dataDir, ports);
-    const admin = JSON.parse(readFileSync(join(dataDir, 'aws.json'), 'utf8')) as { access_key_id: string; secret_access_key: string; endpoints: { sqs: string; dynamodb: string; s3: string } };
+    const admin = JSON.parse(readFileSync(join(dataDir, 'aws.json'), 'utf8')) as {
+      access_key_id: string;
+      secret_access_key: string;
+      endpoints: { sqs: string; dynamodb: string; s3: string };
+    };
     const ids = JSON.parse(readFileSync(join(dataDir, 'crash-ids.json'), 'utf8')) as { endpoint_id: string };
     const credentials = { accessKeyId: admin.access_key_id, secretAccessKey: admin.secret_access_key };
     const opts = { region: 'us-east-1', credentials, maxAttempts: 1 };
@@ -222,7 +258,10 @@ it('keeps a SendMessage, a PutItem and a PutObject answered just before kill -9 
 
       const { Messages } = await sqs.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10 }));
       expect(Messages?.map((m) => m.MessageId)).toContain(MessageId);
-      expect((await ddb.send(new GetItemCommand({ TableName: 'ferry-local-tasks', Key: { task_id: { S: marker } }, ConsistentRead: true }))).Item?.note?.S).toBe('acknowledged');
+      expect(
+        (await ddb.send(new GetItemCommand({ TableName: 'ferry-local-tasks', Key: { task_id: { S: marker } }, ConsistentRead: true }))).Item
+          ?.note?.S,
+      ).toBe('acknowledged');
       const object = await s3.send(new GetObjectCommand({ Bucket: 'ferry-local-payloads', Key: `crash/${marker}` }));
       const bytes = Buffer.from(await object.Body!.transformToByteArray());
       expect(bytes.equals(Buffer.alloc(300_000, 7))).toBe(true);

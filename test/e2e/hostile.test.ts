@@ -101,16 +101,27 @@ async function workerCredentials(ep: { endpoint_id: string; endpoint_secret: str
 const refusedBy = async (call: Promise<unknown>): Promise<string | undefined> =>
   call.then(
     () => undefined,
-    (err: { name?: string; $metadata?: { httpStatusCode?: number } }) => (err.$metadata?.httpStatusCode === 403 ? err.name ?? 'AccessDenied' : undefined),
+    (err: { name?: string; $metadata?: { httpStatusCode?: number } }) =>
+      err.$metadata?.httpStatusCode === 403 ? (err.name ?? 'AccessDenied') : undefined,
   );
 
 describe('a shared user inside her task', () => {
   it('finds no secret in the environment', async () => {
     const env = (await run(mallory, shared.endpoint_id, node('() => process.env'))) as Record<string, string>;
     const names = Object.keys(env);
-    const leaked = names.filter((k) => /^(FERRY_|AWS_)/.test(k) || [shared.endpoint_secret, aliceToken].some((s) => String(env[k]).includes(s)));
-    tried('node: read the endpoint secret, tokens or AWS credentials from process.env', leaked.length === 0, `saw ${names.length} variables`);
-    const pyEnv = (await run(mallory, shared.endpoint_id, python('def env():\n    import os\n    return dict(os.environ)\n', 'env'))) as Record<string, string>;
+    const leaked = names.filter(
+      (k) => /^(FERRY_|AWS_)/.test(k) || [shared.endpoint_secret, aliceToken].some((s) => String(env[k]).includes(s)),
+    );
+    tried(
+      'node: read the endpoint secret, tokens or AWS credentials from process.env',
+      leaked.length === 0,
+      `saw ${names.length} variables`,
+    );
+    const pyEnv = (await run(
+      mallory,
+      shared.endpoint_id,
+      python('def env():\n    import os\n    return dict(os.environ)\n', 'env'),
+    )) as Record<string, string>;
     const pyLeaked = Object.keys(pyEnv).filter((k) => /^(FERRY_|AWS_)/.test(k) || String(pyEnv[k]).includes(shared.endpoint_secret));
     tried('python: read secrets from os.environ', pyLeaked.length === 0);
     expect([...leaked, ...pyLeaked]).toEqual([]);
@@ -145,7 +156,10 @@ describe('a shared user inside her task', () => {
       await run(
         mallory,
         shared.endpoint_id,
-        python('def grab(p):\n    try:\n        return open(p).read()\n    except OSError as e:\n        return "refused: " + type(e).__name__\n', 'grab'),
+        python(
+          'def grab(p):\n    try:\n        return open(p).read()\n    except OSError as e:\n        return "refused: " + type(e).__name__\n',
+          'grab',
+        ),
         [agentConfig],
       ),
     );
@@ -164,19 +178,41 @@ describe('a shared user inside her task', () => {
     }`;
     expect(await run(mallory, shared.endpoint_id, node(poison))).toBe('planted');
     const add = node('(a, b) => ({ sum: a + b, mark: globalThis.__ferryMark ?? null, mapped: [1, 2].map((x) => x * 2) })');
-    const results = (await Promise.all([1, 2, 3, 4].map(() => run(alice, shared.endpoint_id, add, [40, 2])))) as { sum: number; mark: string | null; mapped: number[] }[];
+    const results = (await Promise.all([1, 2, 3, 4].map(() => run(alice, shared.endpoint_id, add, [40, 2])))) as {
+      sum: number;
+      mark: string | null;
+      mapped: number[];
+    }[];
     const clean = results.every((r) => r.sum === 42 && r.mapped.join() === '2,4' && r.mark === null);
-    tried("node: patch JSON.stringify and Array.prototype.map to change the owner's results (4 tries)", clean, `owner saw ${results.map((r) => r.sum).join(',')}`);
+    tried(
+      "node: patch JSON.stringify and Array.prototype.map to change the owner's results (4 tries)",
+      clean,
+      `owner saw ${results.map((r) => r.sum).join(',')}`,
+    );
     expect(clean).toBe(true);
 
-    await run(mallory, shared.endpoint_id, python('def poison():\n    import builtins\n    builtins.sum = lambda *a, **k: "pwned"\n    return 1\n', 'poison'));
-    const totals = await Promise.all([1, 2].map(() => run(alice, shared.endpoint_id, python('def total(xs):\n    return sum(xs)\n', 'total'), [[40, 2]])));
-    tried("python: patch builtins.sum to change the owner's results", totals.every((t) => t === 42), `owner saw ${totals.join(',')}`);
+    await run(
+      mallory,
+      shared.endpoint_id,
+      python('def poison():\n    import builtins\n    builtins.sum = lambda *a, **k: "pwned"\n    return 1\n', 'poison'),
+    );
+    const totals = await Promise.all(
+      [1, 2].map(() => run(alice, shared.endpoint_id, python('def total(xs):\n    return sum(xs)\n', 'total'), [[40, 2]])),
+    );
+    tried(
+      "python: patch builtins.sum to change the owner's results",
+      totals.every((t) => t === 42),
+      `owner saw ${totals.join(',')}`,
+    );
     expect(totals).toEqual([42, 42]);
   });
 
   it("cannot read the owner's scratch files", async () => {
-    const where = (await run(alice, shared.endpoint_id, node('() => { require("fs").writeFileSync("notes.txt", "alice private"); return process.cwd(); }'))) as string;
+    const where = (await run(
+      alice,
+      shared.endpoint_id,
+      node('() => { require("fs").writeFileSync("notes.txt", "alice private"); return process.cwd(); }'),
+    )) as string;
     const peek = `(dir) => {
       const fs = require('fs'); const out = [];
       try { out.push(fs.readFileSync(dir + '/notes.txt', 'utf8')); } catch (e) { out.push('refused: ' + e.code); }
@@ -214,7 +250,8 @@ describe("a shared user against the owner's data", () => {
       await as('GET', `/v1/task-groups/${group}`),
       await as('POST', `/v1/tasks/${id}/cancel`),
     ];
-    const refused = answers[0]!.status === 404 && answers[1]!.body.tasks.length === 0 && answers[2]!.status === 404 && answers[3]!.status === 404;
+    const refused =
+      answers[0]!.status === 404 && answers[1]!.body.tasks.length === 0 && answers[2]!.status === 404 && answers[3]!.status === 404;
     tried("API: read, batch-poll, list the group of, and cancel the owner's task", refused, answers.map((a) => a.status).join(','));
     expect(refused).toBe(true);
   });
@@ -232,20 +269,41 @@ describe("a shared user against the owner's data", () => {
         endpoint_id: endpointId,
         worker_id: 'mallory',
         at: new Date().toISOString(),
-        result: { v: 1, codec: 'json', size: 7, sha256: '3b2fdd41d0e52fa3a2b2a7bad2e9b6ec79bc04a3a6a21dca0d5a4ff1d87e0c35', inline: Buffer.from('"forged"').toString('base64') },
+        result: {
+          v: 1,
+          codec: 'json',
+          size: 7,
+          sha256: '3b2fdd41d0e52fa3a2b2a7bad2e9b6ec79bc04a3a6a21dca0d5a4ff1d87e0c35',
+          inline: Buffer.from('"forged"').toString('base64'),
+        },
       });
     // Once claiming her own endpoint, once claiming the task's: the sender decides, not the body.
     await sqs.send(new SendMessageCommand({ QueueUrl: grant.results_queue_url, MessageBody: forged(own.endpoint_id) }));
     await sqs.send(new SendMessageCommand({ QueueUrl: grant.results_queue_url, MessageBody: forged(idle.endpoint_id) }));
     // Wait until the results consumer has taken both (the queue is empty), then look.
     const admin = new SQSClient({});
-    await eventually(async () => {
-      const a = (await admin.send(new GetQueueAttributesCommand({ QueueUrl: grant.results_queue_url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }))).Attributes!;
-      return a.ApproximateNumberOfMessages === '0' && a.ApproximateNumberOfMessagesNotVisible === '0';
-    }, 20_000, 'the results queue to drain');
+    await eventually(
+      async () => {
+        const a = (
+          await admin.send(
+            new GetQueueAttributesCommand({
+              QueueUrl: grant.results_queue_url,
+              AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+            }),
+          )
+        ).Attributes!;
+        return a.ApproximateNumberOfMessages === '0' && a.ApproximateNumberOfMessagesNotVisible === '0';
+      },
+      20_000,
+      'the results queue to drain',
+    );
     admin.destroy();
     const view = await alice.getTask(waiting);
-    tried("results queue: send 'success' for the owner's waiting task, body naming either endpoint (2 tries)", view.status === 'waiting-for-endpoint' && !view.result, view.status);
+    tried(
+      "results queue: send 'success' for the owner's waiting task, body naming either endpoint (2 tries)",
+      view.status === 'waiting-for-endpoint' && !view.result,
+      view.status,
+    );
     expect(view.status).toBe('waiting-for-endpoint');
     sqs.destroy();
   });
@@ -262,7 +320,10 @@ describe("a shared user against the owner's data", () => {
       ["receive from the owner's endpoint queue", () => sqs.send(new ReceiveMessageCommand({ QueueUrl: idleQueue, WaitTimeSeconds: 0 }))],
       ["send a task into the owner's endpoint queue", () => sqs.send(new SendMessageCommand({ QueueUrl: idleQueue, MessageBody: '{}' }))],
       ['list every queue', () => sqs.send(new ListQueuesCommand({}))],
-      ["read the owner's task arguments from S3", () => s3.send(new GetObjectCommand({ Bucket: grant.bucket, Key: argsKey(idle.endpoint_id, big) }))],
+      [
+        "read the owner's task arguments from S3",
+        () => s3.send(new GetObjectCommand({ Bucket: grant.bucket, Key: argsKey(idle.endpoint_id, big) })),
+      ],
       ['scan the tasks table', () => ddb.send(new ScanCommand({ TableName: 'ferry-local-tasks' }))],
       ['scan the tokens table', () => ddb.send(new ScanCommand({ TableName: 'ferry-local-tokens' }))],
     ];
@@ -284,7 +345,12 @@ describe('every route with a bad or foreign token', () => {
     const revoked = await stack.createUser('revoked-user');
     await revokeToken(revoked);
     await new Promise((r) => setTimeout(r, 1100));
-    const ids: Record<string, string> = { '/v1/functions/{id}': fn, '/v1/tasks/{id}': task, '/v1/task-groups/{id}': group, '/v1/tasks/{id}/cancel': task };
+    const ids: Record<string, string> = {
+      '/v1/functions/{id}': fn,
+      '/v1/tasks/{id}': task,
+      '/v1/task-groups/{id}': group,
+      '/v1/tasks/{id}/cancel': task,
+    };
     const bodies: Record<string, unknown> = {
       'POST /v1/functions': { name: 'x', runtime: 'node', source: '() => 1' },
       'POST /v1/endpoints': { name: 'x' },
@@ -320,8 +386,10 @@ describe('every route with a bad or foreign token', () => {
         const r = await caller(stack.apiUrl, token)(method, path, bodies[routeKey]);
         // Another user: her own collections answer with her own things; anything of alice's is unknown (404).
         const expected = kind === 'another user' ? (FOREIGN[routeKey] ?? [404]) : allowed;
-        if (kind === 'another user' && routeKey === 'POST /v1/tasks/batch') expect(r.body).toEqual({ tasks: [], unknown: [task], unread: [] });
-        if (kind === 'another user' && routeKey === 'POST /v1/tasks/wait') expect(r.body).toEqual({ tasks: [], unknown: [task], unread: [], pending: 0 });
+        if (kind === 'another user' && routeKey === 'POST /v1/tasks/batch')
+          expect(r.body).toEqual({ tasks: [], unknown: [task], unread: [] });
+        if (kind === 'another user' && routeKey === 'POST /v1/tasks/wait')
+          expect(r.body).toEqual({ tasks: [], unknown: [task], unread: [], pending: 0 });
         const ok = expected.includes(r.status) && (r.status < 300 || typeof r.body?.error?.code === 'string');
         if (!ok) bad++;
         tried(`${routeKey} with ${kind}`, ok, String(r.status));

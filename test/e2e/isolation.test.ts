@@ -25,7 +25,8 @@ const req = (user: string, runtime: RuntimeName, source: string, entrypoint?: st
   ...extra,
 });
 const node = (user: string, source: string, extra: Partial<RunRequest> = {}) => req(user, 'node', source, undefined, extra);
-const py = (user: string, source: string, entrypoint: string, extra: Partial<RunRequest> = {}) => req(user, 'python', source, entrypoint, extra);
+const py = (user: string, source: string, entrypoint: string, extra: Partial<RunRequest> = {}) =>
+  req(user, 'python', source, entrypoint, extra);
 
 function resultOf(outcome: RunOutcome): any {
   if (!outcome.ok) throw new Error(`task failed: ${outcome.error.type}: ${outcome.error.message}\n${outcome.error.traceback}`);
@@ -42,7 +43,8 @@ let agentDir: string;
 let secretFile: string;
 // The pools' scratch space: apart from that of other agents the e2e suite runs at the same time.
 let scratchParent: string;
-const scratchDirs = () => execFileSync('find', [scratchParent, '-mindepth', '2', '-maxdepth', '2', '-name', 'u-*']).toString().split('\n').filter(Boolean);
+const scratchDirs = () =>
+  execFileSync('find', [scratchParent, '-mindepth', '2', '-maxdepth', '2', '-name', 'u-*']).toString().split('\n').filter(Boolean);
 const savedEnv = { ...process.env };
 
 beforeAll(() => {
@@ -63,7 +65,14 @@ afterAll(() => {
 
 const pools: RuntimePool[] = [];
 async function poolWith(settings: IsolationSettings, opts: Partial<RuntimePoolOptions> = {}): Promise<RuntimePool> {
-  const pool = new RuntimePool({ size: 1, owner: OWNER, isolation: resolveIsolation(settings), onOutput: () => undefined, scratchParent, ...opts });
+  const pool = new RuntimePool({
+    size: 1,
+    owner: OWNER,
+    isolation: resolveIsolation(settings),
+    onOutput: () => undefined,
+    scratchParent,
+    ...opts,
+  });
   pools.push(pool);
   await pool.start();
   return pool;
@@ -126,9 +135,10 @@ describe.each(['sandbox', 'none'] as const)('isolation %s', (mode) => {
     const pool = await poolWith({ isolation: mode }, { maxProcesses: 10 });
     // A spy on JSON.stringify would see every later task's arguments and results.
     const nodePoison =
-      "() => { const real = JSON.stringify; JSON.stringify = function (...a) { globalThis.__seen = (globalThis.__seen || 0) + 1; return real.apply(this, a) }; return (globalThis.__mark ??= Math.random()) }";
+      '() => { const real = JSON.stringify; JSON.stringify = function (...a) { globalThis.__seen = (globalThis.__seen || 0) + 1; return real.apply(this, a) }; return (globalThis.__mark ??= Math.random()) }';
     const nodeProbe = "() => ({ native: String(JSON.stringify).includes('[native code]'), mark: globalThis.__mark ?? null })";
-    const pyPoison = 'import builtins, json, random\n_real = json.dumps\ndef poison():\n    json.dumps = lambda *a, **k: _real(*a, **k)\n    if not hasattr(builtins, "mark"):\n        builtins.mark = random.random()\n    return builtins.mark\n';
+    const pyPoison =
+      'import builtins, json, random\n_real = json.dumps\ndef poison():\n    json.dumps = lambda *a, **k: _real(*a, **k)\n    if not hasattr(builtins, "mark"):\n        builtins.mark = random.random()\n    return builtins.mark\n';
     const pyProbe = 'import builtins, json\ndef probe():\n    return [json.dumps.__module__, getattr(builtins, "mark", None)]\n';
     const markA = resultOf(await pool.run(node(users[0]!, nodePoison)));
     const pyMarkA = resultOf(await pool.run(py(users[0]!, pyPoison, 'poison')));
@@ -158,11 +168,22 @@ describe('isolation sandbox', () => {
     expect(nodeLooked.secretFile).toMatch(/^ERR /);
     expect(nodeLooked.pids).not.toContain(process.pid);
     // Nothing of root's home but the interpreter's own prefix.
-    const root = resultOf(await pool.run(node('alice', "() => { try { return require('fs').readFileSync('/root/.bashrc', 'utf8') } catch (e) { return 'ERR ' + e.code } }")));
+    const root = resultOf(
+      await pool.run(
+        node('alice', "() => { try { return require('fs').readFileSync('/root/.bashrc', 'utf8') } catch (e) { return 'ERR ' + e.code } }"),
+      ),
+    );
     expect(root).toMatch(/^ERR /);
 
     // Alice writes a file in her scratch; Bob cannot find it, nor read it by its host path.
-    const written = resultOf(await pool.run(node('alice', "() => { require('fs').writeFileSync('private.txt', 'alice only'); return require('fs').realpathSync('private.txt') }")));
+    const written = resultOf(
+      await pool.run(
+        node(
+          'alice',
+          "() => { require('fs').writeFileSync('private.txt', 'alice only'); return require('fs').realpathSync('private.txt') }",
+        ),
+      ),
+    );
     const hostPaths = execFileSync('find', [scratchParent, '-name', 'private.txt']).toString().trim().split('\n').filter(Boolean);
     expect(hostPaths.length).toBeGreaterThan(0);
     const bobReads = `() => { const fs = require('fs'); return [${JSON.stringify(written)}, ...${JSON.stringify(hostPaths)}].map((f) => { try { return fs.readFileSync(f, 'utf8') } catch (e) { return 'ERR ' + e.code } }) }`;
@@ -192,7 +213,10 @@ describe('isolation sandbox', () => {
     const error = errorOf(await pool.run(crash));
     expect(error.type).toBe('WorkerProcessDied');
     expect(error.message).toContain(how);
-    const slow = runtime === 'node' ? node('alice', '() => { for (;;) {} }', { walltimeMs: 300 }) : py('alice', 'import time\ndef slow():\n    time.sleep(30)\n', 'slow', { walltimeMs: 300 });
+    const slow =
+      runtime === 'node'
+        ? node('alice', '() => { for (;;) {} }', { walltimeMs: 300 })
+        : py('alice', 'import time\ndef slow():\n    time.sleep(30)\n', 'slow', { walltimeMs: 300 });
     expect(errorOf(await pool.run(slow)).type).toBe('TaskTimeout');
     const ok = runtime === 'node' ? node('alice', "() => 'still here'") : py('alice', "def ok():\n    return 'still here'\n", 'ok');
     expect(resultOf(await pool.run(ok))).toBe('still here');
@@ -231,7 +255,7 @@ describe('per-user processes', () => {
 
   it("at the cap, evicts another user's idle process (least recently used) before a task waits", async () => {
     const pool = await poolWith({ isolation: 'sandbox' }, { runtimes: ['node'], maxProcesses: 3, idleMs: 60_000 });
-    const mark = "() => (globalThis.__mark ??= Math.random())";
+    const mark = '() => (globalThis.__mark ??= Math.random())';
     const a = resultOf(await pool.run(node('alice', mark)));
     const b = resultOf(await pool.run(node('bob', mark)));
     expect(pool.stats().runtimes.node.processes).toBe(3);
@@ -245,7 +269,7 @@ describe('per-user processes', () => {
 
   it('makes a task wait, not share, when every process at the cap is busy', async () => {
     const pool = await poolWith({ isolation: 'sandbox' }, { runtimes: ['node'], maxProcesses: 2 });
-    const slow = "async () => { await new Promise((r) => setTimeout(r, 1500)); return globalThis.__mark ??= Math.random() }";
+    const slow = 'async () => { await new Promise((r) => setTimeout(r, 1500)); return globalThis.__mark ??= Math.random() }';
     const alice = pool.run(node('alice', slow));
     const owner = pool.run(node(OWNER, slow));
     await new Promise((r) => setTimeout(r, 700)); // Alice's process has started and taken her task
@@ -263,7 +287,9 @@ describe('choosing the isolation', () => {
   });
 
   it('fails closed: multi-user needs root and a user map; task_env cannot hand out FERRY_ or AWS_ variables', () => {
-    expect(() => resolveIsolation({ isolation: 'multi-user', userMap: { u: 'nobody' } }, { isRoot: false })).toThrow(/needs the agent to run as root/);
+    expect(() => resolveIsolation({ isolation: 'multi-user', userMap: { u: 'nobody' } }, { isRoot: false })).toThrow(
+      /needs the agent to run as root/,
+    );
     expect(() => resolveIsolation({ isolation: 'multi-user' })).toThrow(/needs a user_map/);
     expect(() => resolveIsolation({ isolation: 'multi-user', userMap: { u: 'no-such-account-ferry' } })).toThrow(/no local account/);
     expect(() => resolveIsolation({ isolation: 'none', taskEnv: { AWS_REGION: 'x' } })).toThrow(IsolationConfigError);

@@ -46,16 +46,30 @@ async function finished(taskId: string) {
 
 const NODE_HOG = '() => { const keep = []; for (let i = 0; i < 32; i++) keep.push(Buffer.alloc(64 << 20, 1)); return keep.length; }';
 const PY_HOG = 'def f():\n    keep = []\n    for _ in range(32):\n        keep.append(b"x" * (64 << 20))\n    return len(keep)\n';
-const NODE_FLOOD = '() => { const line = "y".repeat(1023) + "\\n"; for (let i = 0; i < 10240; i++) process.stdout.write(line); return "flooded"; }';
-const PY_FLOOD = 'import sys\ndef f():\n    line = "y" * 1023 + "\\n"\n    for _ in range(10240):\n        sys.stdout.write(line)\n    return "flooded"\n';
+const NODE_FLOOD =
+  '() => { const line = "y".repeat(1023) + "\\n"; for (let i = 0; i < 10240; i++) process.stdout.write(line); return "flooded"; }';
+const PY_FLOOD =
+  'import sys\ndef f():\n    line = "y" * 1023 + "\\n"\n    for _ in range(10240):\n        sys.stdout.write(line)\n    return "flooded"\n';
 
 it('says at start how limits are enforced', () => {
   expect(agent.output()).toMatch(/"task_limits":\{"enforced_by":"(cgroup1|cgroup2|rlimit)[^"]*","memory_mb":512/);
 });
 
 describe.each([
-  ['node', NODE_HOG, NODE_FLOOD, '() => { console.log("hello from node"); console.error("careful"); return 42; }', '() => { console.log("about to fail"); throw new TypeError("bad"); }'],
-  ['python', PY_HOG, PY_FLOOD, 'import sys\ndef f():\n    print("hello from python")\n    print("careful", file=sys.stderr)\n    return 42\n', 'def f():\n    print("about to fail")\n    raise TypeError("bad")\n'],
+  [
+    'node',
+    NODE_HOG,
+    NODE_FLOOD,
+    '() => { console.log("hello from node"); console.error("careful"); return 42; }',
+    '() => { console.log("about to fail"); throw new TypeError("bad"); }',
+  ],
+  [
+    'python',
+    PY_HOG,
+    PY_FLOOD,
+    'import sys\ndef f():\n    print("hello from python")\n    print("careful", file=sys.stderr)\n    return 42\n',
+    'def f():\n    print("about to fail")\n    raise TypeError("bad")\n',
+  ],
 ] as const)('%s', (runtime, hog, flood, chatty, failing) => {
   it('fails a task over the memory it asked for with MemoryLimitExceeded; the next task runs', async () => {
     const t = await finished(await submit(runtime, hog, { memory_mb: 200 }));

@@ -18,7 +18,15 @@ const SYSTEM_PYTHON = '/usr/bin/python3';
 
 const json = (args: unknown[] = []): Buffer => Buffer.from(JSON.stringify({ args, kwargs: {} }));
 let counter = 0;
-const node = (user: string, source: string): RunRequest => ({ taskId: `mu-${++counter}`, user, runtime: 'node', source, args: json(), codec: 'json', walltimeMs: 10_000 });
+const node = (user: string, source: string): RunRequest => ({
+  taskId: `mu-${++counter}`,
+  user,
+  runtime: 'node',
+  source,
+  args: json(),
+  codec: 'json',
+  walltimeMs: 10_000,
+});
 const py = (user: string, source: string, entrypoint: string, args: unknown[] = []): RunRequest => ({
   taskId: `mu-${++counter}`,
   user,
@@ -81,7 +89,10 @@ describe('multi-user isolation', () => {
     const expected = {
       uid: Number(sh('id', ['-u', account])),
       gid: Number(sh('id', ['-g', account])),
-      groups: sh('id', ['-G', account]).split(' ').map(Number).sort((a, b) => a - b),
+      groups: sh('id', ['-G', account])
+        .split(' ')
+        .map(Number)
+        .sort((a, b) => a - b),
       home: sh('getent', ['passwd', account]).split(':')[5],
     };
     const pyWho = resultOf(await pool.run(py(user, PY_WHO, 'who', [secretFile])));
@@ -105,15 +116,24 @@ describe('multi-user isolation', () => {
   });
 
   it("keeps each user's scratch, owned by their account and mode 0700, from the other", async () => {
-    const written = resultOf(await pool.run(node('alice', "() => { require('fs').writeFileSync('note.txt', 'alice only'); return process.cwd() + '/note.txt' }")));
+    const written = resultOf(
+      await pool.run(node('alice', "() => { require('fs').writeFileSync('note.txt', 'alice only'); return process.cwd() + '/note.txt' }")),
+    );
     const scratch = path.dirname(written);
     expect(sh('stat', ['-c', '%U %a', scratch])).toBe(`${ACCOUNTS[0]} 700`);
-    const bob = resultOf(await pool.run(node('bob', `() => { try { return require('fs').readFileSync(${JSON.stringify(written)}, 'utf8') } catch (e) { return 'ERR ' + e.code } }`)));
+    const bob = resultOf(
+      await pool.run(
+        node(
+          'bob',
+          `() => { try { return require('fs').readFileSync(${JSON.stringify(written)}, 'utf8') } catch (e) { return 'ERR ' + e.code } }`,
+        ),
+      ),
+    );
     expect(bob).toBe('ERR EACCES');
     expect(resultOf(await pool.run(node('bob', '() => process.cwd()')))).not.toBe(scratch);
   });
 
-  it('fails an unmapped user\'s task with UserNotMapped and runs nothing', async () => {
+  it("fails an unmapped user's task with UserNotMapped and runs nothing", async () => {
     const marker = path.join(os.tmpdir(), `ferry-mu-ran-${process.pid}`);
     const outcome = await pool.run(node('mallory', `() => require('fs').writeFileSync(${JSON.stringify(marker)}, 'x')`));
     expect(outcome.ok).toBe(false);
@@ -132,7 +152,15 @@ describe('multi-user isolation with rlimit task limits', () => {
     shared = mkdtempSync(path.join(os.tmpdir(), 'ferry-mu-shared-'));
     chmodSync(shared, 0o1777);
     const isolation = resolveIsolation({ isolation: 'multi-user', userMap: { alice: ACCOUNTS[0]!, bob: ACCOUNTS[1]! } });
-    limited = new RuntimePool({ size: 1, owner: 'alice', isolation, pythonCommand: SYSTEM_PYTHON, taskMemoryMb: 512, limits: 'rlimit', onOutput: () => undefined });
+    limited = new RuntimePool({
+      size: 1,
+      owner: 'alice',
+      isolation,
+      pythonCommand: SYSTEM_PYTHON,
+      taskMemoryMb: 512,
+      limits: 'rlimit',
+      onOutput: () => undefined,
+    });
     await limited.start();
     expect(limited.limitsInfo()!.mechanism).toBe('rlimit');
   });
@@ -147,22 +175,25 @@ describe('multi-user isolation with rlimit task limits', () => {
     limited.run({ ...(runtime === 'node' ? node(user, source) : py(user, source, 'f')), memoryMb });
 
   describe.each(['alice', 'bob'])('%s', (user) => {
-    it.each(['node', 'python'] as const)('%s: a task runs as the account under its own cap; a task past its cap fails with MemoryLimitExceeded', async (runtime) => {
-      const uid = Number(sh('id', ['-u', ACCOUNTS[user === 'alice' ? 0 : 1]!]));
-      const who =
-        runtime === 'node'
-          ? "() => [process.getuid(), ...(/^Max data size\\s+(\\S+)\\s+(\\S+)/m.exec(require('fs').readFileSync('/proc/self/limits', 'utf8')).slice(1).map(Number))]"
-          : 'import os, resource\ndef f():\n    return [os.getuid(), *resource.getrlimit(resource.RLIMIT_DATA)]\n';
-      expect(resultOf(await run(user, runtime, who, 300))).toEqual([uid, 300 << 20, 512 << 20]);
-      const out = await run(user, runtime, runtime === 'node' ? NODE_HOG : PY_HOG, 256);
-      expect(out.ok).toBe(false);
-      if (!out.ok) {
-        expect(out.error.type).toBe('MemoryLimitExceeded');
-        expect(out.error.message).toMatch(/256 MB/);
-        expect(out.error.message).not.toMatch(/needs more than that/);
-      }
-      expect(resultOf(await run(user, runtime, runtime === 'node' ? '() => 40 + 2' : 'def f():\n    return 40 + 2\n'))).toBe(42);
-    });
+    it.each(['node', 'python'] as const)(
+      '%s: a task runs as the account under its own cap; a task past its cap fails with MemoryLimitExceeded',
+      async (runtime) => {
+        const uid = Number(sh('id', ['-u', ACCOUNTS[user === 'alice' ? 0 : 1]!]));
+        const who =
+          runtime === 'node'
+            ? "() => [process.getuid(), ...(/^Max data size\\s+(\\S+)\\s+(\\S+)/m.exec(require('fs').readFileSync('/proc/self/limits', 'utf8')).slice(1).map(Number))]"
+            : 'import os, resource\ndef f():\n    return [os.getuid(), *resource.getrlimit(resource.RLIMIT_DATA)]\n';
+        expect(resultOf(await run(user, runtime, who, 300))).toEqual([uid, 300 << 20, 512 << 20]);
+        const out = await run(user, runtime, runtime === 'node' ? NODE_HOG : PY_HOG, 256);
+        expect(out.ok).toBe(false);
+        if (!out.ok) {
+          expect(out.error.type).toBe('MemoryLimitExceeded');
+          expect(out.error.message).toMatch(/256 MB/);
+          expect(out.error.message).not.toMatch(/needs more than that/);
+        }
+        expect(resultOf(await run(user, runtime, runtime === 'node' ? '() => 40 + 2' : 'def f():\n    return 40 + 2\n'))).toBe(42);
+      },
+    );
 
     it.each(['node', 'python'] as const)('%s: a child in a new session is killed when the task ends', async (runtime) => {
       // In a shared directory: a user's scratch goes when their last process is replaced.

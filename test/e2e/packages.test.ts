@@ -29,13 +29,21 @@ const ok = (run: CommandRun, what: string): CommandRun => {
   if (run.code !== 0) throw new Error(`${what} exited ${run.code}\n${run.stdout}\n${run.stderr}`);
   return run;
 };
-const npm = (args: string[], cwd: string) => runCommand('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, timeoutMs: 120_000 });
+const npm = (args: string[], cwd: string) =>
+  runCommand('npm', [...args, '--no-audit', '--no-fund', '--loglevel=error'], { cwd, timeoutMs: 120_000 });
 /** The installed `ferry`, as a user in `home` with no Ferry variables of the test's own. */
 const ferry = (args: string[], env: Record<string, string | undefined> = {}) =>
-  runCommand(ferryBin, args, { cwd: work, timeoutMs: 90_000, env: { HOME: home, FERRY_HOME: undefined, FERRY_API_URL: undefined, FERRY_TOKEN: undefined, ...env } });
+  runCommand(ferryBin, args, {
+    cwd: work,
+    timeoutMs: 90_000,
+    env: { HOME: home, FERRY_HOME: undefined, FERRY_API_URL: undefined, FERRY_TOKEN: undefined, ...env },
+  });
 
 /** The installed `ferry` left running (a stack, a worker, a manager), its output collected. */
-function ferryRunning(args: string[], env: Record<string, string>): { child: ChildProcess; output(): string; exited: Promise<number | null> } {
+function ferryRunning(
+  args: string[],
+  env: Record<string, string>,
+): { child: ChildProcess; output(): string; exited: Promise<number | null> } {
   let out = '';
   const child = spawn(ferryBin, args, { cwd: work, env: { ...process.env, HOME: home, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -107,7 +115,8 @@ console.log(JSON.stringify({ sum, remote }));
     expect(manifest.dependencies).toBeUndefined();
     const bundle = readFileSync(join(pkgDir, 'dist', 'index.cjs'), 'utf8') + readFileSync(join(pkgDir, 'dist', 'index.mjs'), 'utf8');
     // Server code would bring the AWS SDK, zod schemas, DynamoDB tables or the handlers.
-    for (const serverOnly of ['@aws-sdk', 'zod', 'DynamoDB', 'TableName', 'lambdas/', 'core/tables']) expect(bundle).not.toContain(serverOnly);
+    for (const serverOnly of ['@aws-sdk', 'zod', 'DynamoDB', 'TableName', 'lambdas/', 'core/tables'])
+      expect(bundle).not.toContain(serverOnly);
     const declarations = readFileSync(join(pkgDir, 'dist', 'index.d.mts'), 'utf8');
     expect(declarations).not.toMatch(/^import /m);
     expect(declarations).toContain('declare class Executor');
@@ -119,8 +128,18 @@ console.log(JSON.stringify({ sum, remote }));
     ['CommonJS', 'submit.cjs', "const { Executor, RemoteError } = require('@ferry-compute/sdk');\n(async () => {"],
   ])('runs with plain node from %s: a result and a remote exception', async (_kind, file, imports) => {
     const body = submitScript(imports);
-    writeFileSync(join(project, file), file.endsWith('.cjs') ? `${body}})().catch((e) => { console.error(e); process.exit(1); });\n` : body);
-    const run = ok(await runCommand(process.execPath, [file], { cwd: project, timeoutMs: 60_000, env: { EP: endpointId, API: apiUrl, TOKEN: token, NODE_OPTIONS: '' } }), file);
+    writeFileSync(
+      join(project, file),
+      file.endsWith('.cjs') ? `${body}})().catch((e) => { console.error(e); process.exit(1); });\n` : body,
+    );
+    const run = ok(
+      await runCommand(process.execPath, [file], {
+        cwd: project,
+        timeoutMs: 60_000,
+        env: { EP: endpointId, API: apiUrl, TOKEN: token, NODE_OPTIONS: '' },
+      }),
+      file,
+    );
     expect(JSON.parse(run.stdout.trim())).toEqual({ sum: 42, remote: expect.stringContaining('RangeError: no such value') });
   });
 
@@ -142,9 +161,23 @@ export { views, status };
     for (const module of ['nodenext', 'commonjs']) {
       writeFileSync(
         join(project, 'tsconfig.json'),
-        JSON.stringify({ compilerOptions: { strict: true, noEmit: true, module, moduleResolution: module === 'nodenext' ? 'nodenext' : 'node10', target: 'es2022', types: [], skipLibCheck: false }, files: ['check.ts'] }),
+        JSON.stringify({
+          compilerOptions: {
+            strict: true,
+            noEmit: true,
+            module,
+            moduleResolution: module === 'nodenext' ? 'nodenext' : 'node10',
+            target: 'es2022',
+            types: [],
+            skipLibCheck: false,
+          },
+          files: ['check.ts'],
+        }),
       );
-      const tsc = await runCommand(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], { cwd: project, timeoutMs: 60_000 });
+      const tsc = await runCommand(process.execPath, [join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', 'tsconfig.json'], {
+        cwd: project,
+        timeoutMs: 60_000,
+      });
       expect({ module, out: tsc.stdout.trim() }).toEqual({ module, out: '' });
     }
   });
@@ -155,7 +188,8 @@ describe('the CLI package', () => {
     const v = ok(await ferry(['--version']), 'ferry --version');
     expect(v.stdout.trim()).toBe(version);
     const help = ok(await ferry(['--help']), 'ferry --help').stdout;
-    for (const command of ['local', 'token', 'login', 'endpoint', 'worker', 'function', 'task', 'run']) expect(help).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
+    for (const command of ['local', 'token', 'login', 'endpoint', 'worker', 'function', 'task', 'run'])
+      expect(help).toMatch(new RegExp(`^  ${command}\\b`, 'm'));
     expect(existsSync(join(home, '.ferry', 'local', 'aws.json'))).toBe(true);
     // The local stack's servers for a second worker, as shell exports; never its admin key.
     const env = ok(await ferry(['local', 'env']), 'ferry local env').stdout;
@@ -165,25 +199,44 @@ describe('the CLI package', () => {
 
   it('runs a function on the endpoint of its own `ferry local up`', async () => {
     writeFileSync(join(work, 'add.js'), '(a, b) => a + b\n');
-    const run = ok(await ferry(['run', 'add.js', '--endpoint', endpointId, '--args', '[40, 2]', '--timeout', '60'], { FERRY_API_URL: apiUrl, FERRY_TOKEN: token }), 'ferry run');
+    const run = ok(
+      await ferry(['run', 'add.js', '--endpoint', endpointId, '--args', '[40, 2]', '--timeout', '60'], {
+        FERRY_API_URL: apiUrl,
+        FERRY_TOKEN: token,
+      }),
+      'ferry run',
+    );
     expect(run.stdout.trim()).toBe('42');
   });
 
   it('serves a new endpoint with `ferry worker start`, and runs a python function there', async () => {
     const auth = { FERRY_API_URL: apiUrl, FERRY_TOKEN: token };
     ok(await ferry(['login', '--url', apiUrl, '--with-token', token]), 'ferry login');
-    const reg = ok(await ferry(['--json', 'endpoint', 'register', '--name', 'installed-worker', '--write-config', join(work, 'ep.json')]), 'ferry endpoint register');
+    const reg = ok(
+      await ferry(['--json', 'endpoint', 'register', '--name', 'installed-worker', '--write-config', join(work, 'ep.json')]),
+      'ferry endpoint register',
+    );
     const ep = JSON.parse(reg.stdout) as { endpoint_id: string };
-    const worker = ferryRunning(['worker', 'start', '--config', join(work, 'ep.json'), '--pool-size', '1', '--runtimes', 'python'], localAwsEnv);
+    const worker = ferryRunning(
+      ['worker', 'start', '--config', join(work, 'ep.json'), '--pool-size', '1', '--runtimes', 'python'],
+      localAwsEnv,
+    );
     try {
       await eventually(async () => /agent started/.test(worker.output()), 60_000, 'the installed worker to start', 200);
       writeFileSync(join(work, 'power.py'), 'def power(x, n):\n    return x ** n\n');
       // The saved login stands in for the variables: no FERRY_API_URL or FERRY_TOKEN here.
-      const run = ok(await ferry(['run', 'power.py', '--entrypoint', 'power', '--endpoint', ep.endpoint_id, '--args', '[2, 10]', '--timeout', '60']), 'ferry run');
+      const run = ok(
+        await ferry(['run', 'power.py', '--entrypoint', 'power', '--endpoint', ep.endpoint_id, '--args', '[2, 10]', '--timeout', '60']),
+        'ferry run',
+      );
       expect(run.stdout.trim()).toBe('1024');
       const status = ok(await ferry(['--json', 'endpoint', 'status', ep.endpoint_id], auth), 'ferry endpoint status');
       const { status: state, runtimes } = JSON.parse(status.stdout) as { status: string; runtimes: string[] };
-      expect({ state, python: runtimes.includes('python'), node: runtimes.includes('node') }).toEqual({ state: 'online', python: true, node: false });
+      expect({ state, python: runtimes.includes('python'), node: runtimes.includes('node') }).toEqual({
+        state: 'online',
+        python: true,
+        node: false,
+      });
     } finally {
       worker.child.kill('SIGTERM');
     }
@@ -191,14 +244,36 @@ describe('the CLI package', () => {
   });
 
   it('runs an endpoint manager with `ferry endpoint start`, whose blocks run the bundled block agent', async () => {
-    const reg = ok(await ferry(['--json', 'endpoint', 'register', '--name', 'installed-manager', '--write-config', join(work, 'manager-ep.json')]), 'ferry endpoint register');
+    const reg = ok(
+      await ferry(['--json', 'endpoint', 'register', '--name', 'installed-manager', '--write-config', join(work, 'manager-ep.json')]),
+      'ferry endpoint register',
+    );
     const ep = JSON.parse(reg.stdout) as { endpoint_id: string };
-    writeFileSync(join(work, 'endpoint.yaml'), ['credentials: manager-ep.json', 'engine:', '  max_workers_per_node: 1', '  max_idletime: 30', '  provider:', '    type: LocalProvider', '    max_blocks: 1', ''].join('\n'));
-    const manager = ferryRunning(['endpoint', 'start', '--config', join(work, 'endpoint.yaml'), '--state-dir', join(work, 'manager-state'), '--poll-seconds', '0.5'], localAwsEnv);
+    writeFileSync(
+      join(work, 'endpoint.yaml'),
+      [
+        'credentials: manager-ep.json',
+        'engine:',
+        '  max_workers_per_node: 1',
+        '  max_idletime: 30',
+        '  provider:',
+        '    type: LocalProvider',
+        '    max_blocks: 1',
+        '',
+      ].join('\n'),
+    );
+    const manager = ferryRunning(
+      ['endpoint', 'start', '--config', join(work, 'endpoint.yaml'), '--state-dir', join(work, 'manager-state'), '--poll-seconds', '0.5'],
+      localAwsEnv,
+    );
     try {
       writeFileSync(join(work, 'host.js'), "() => require('node:os').hostname().length > 0\n");
       const run = await ferry(['run', 'host.js', '--endpoint', ep.endpoint_id, '--timeout', '90']);
-      expect({ code: run.code, stdout: run.stdout.trim(), manager: run.code ? manager.output() : '' }).toEqual({ code: 0, stdout: 'true', manager: '' });
+      expect({ code: run.code, stdout: run.stdout.trim(), manager: run.code ? manager.output() : '' }).toEqual({
+        code: 0,
+        stdout: 'true',
+        manager: '',
+      });
     } finally {
       manager.child.kill('SIGTERM');
     }
@@ -210,15 +285,35 @@ describe('the Python wheel', () => {
   it('installs into a fresh virtualenv and runs the Globus Compute tutorial', async () => {
     const venv = join(work, 'venv');
     ok(await runCommand('python3', ['-m', 'venv', venv], { cwd: work, timeoutMs: 120_000 }), 'python3 -m venv');
-    ok(await runCommand(join(venv, 'bin', 'pip'), ['install', '--quiet', '--no-index', '--disable-pip-version-check', wheel], { cwd: work, timeoutMs: 120_000 }), 'pip install the wheel');
-    const show = ok(await runCommand(join(venv, 'bin', 'python'), ['-c', 'import ferry_compute, sys; print(ferry_compute.__version__, ferry_compute.__file__)'], { cwd: work }), 'import');
+    ok(
+      await runCommand(join(venv, 'bin', 'pip'), ['install', '--quiet', '--no-index', '--disable-pip-version-check', wheel], {
+        cwd: work,
+        timeoutMs: 120_000,
+      }),
+      'pip install the wheel',
+    );
+    const show = ok(
+      await runCommand(
+        join(venv, 'bin', 'python'),
+        ['-c', 'import ferry_compute, sys; print(ferry_compute.__version__, ferry_compute.__file__)'],
+        { cwd: work },
+      ),
+      'import',
+    );
     expect(show.stdout).toMatch(new RegExp(`^${version.replace(/\./g, '\\.')} ${venv}/lib/`));
     const script = join(work, 'tutorial.py');
     writeFileSync(script, readFileSync(join(ROOT, 'examples', 'tutorial.py')));
     const run = await runCommand(join(venv, 'bin', 'python'), [script], {
       cwd: work,
       timeoutMs: 120_000,
-      env: { PYTHONPATH: undefined, HOME: home, FERRY_API_URL: apiUrl, FERRY_TOKEN: token, FERRY_ENDPOINT_ID: endpointId, PYTHONDONTWRITEBYTECODE: '1' },
+      env: {
+        PYTHONPATH: undefined,
+        HOME: home,
+        FERRY_API_URL: apiUrl,
+        FERRY_TOKEN: token,
+        FERRY_ENDPOINT_ID: endpointId,
+        PYTHONDONTWRITEBYTECODE: '1',
+      },
     });
     expect(run.stderr).toBe('');
     expect(run.code).toBe(0);

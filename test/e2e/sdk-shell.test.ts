@@ -36,13 +36,18 @@ afterAll(async () => {
   await stack?.close();
 });
 
-const executor = (opts: Record<string, unknown> = {}) => new Executor({ endpointId: served.endpoint_id, apiUrl: stack.apiUrl, token, ...opts });
+const executor = (opts: Record<string, unknown> = {}) =>
+  new Executor({ endpointId: served.endpoint_id, apiUrl: stack.apiUrl, token, ...opts });
 
 const run = (cmd: string, args: string[], env: Record<string, string> = {}) => runCommand(cmd, args, { env });
 
 describe('ShellFunction and MPIFunction', () => {
   it('runs examples/shell.ts: a command, a failing one, a walltime and two MPI ranks', async () => {
-    const out = await run(process.execPath, ['--import', 'tsx', 'examples/shell.ts'], { FERRY_API_URL: stack.apiUrl, FERRY_TOKEN: token, FERRY_ENDPOINT_ID: served.endpoint_id });
+    const out = await run(process.execPath, ['--import', 'tsx', 'examples/shell.ts'], {
+      FERRY_API_URL: stack.apiUrl,
+      FERRY_TOKEN: token,
+      FERRY_ENDPOINT_ID: served.endpoint_id,
+    });
     expect(out.stderr).toBe('');
     expect(out.code).toBe(0);
     expect(out.stdout).toContain('Shell stdout: ["Hello, Ferry!","Linux"]\nShell return code: 0\n');
@@ -114,7 +119,11 @@ describe('remote errors', () => {
       const id = await client.registerFunction({ name: 'f', runtime: 'python', entrypoint: 'f', source: `def f():\n    ${body}\n` });
       return gce.submitToRegisteredFunction(id).exception();
     };
-    const [pyType, pyName, pyValue] = await Promise.all([py("return 1 + 'a'"), py('return undefined_name'), py("raise ValueError('nope')")]);
+    const [pyType, pyName, pyValue] = await Promise.all([
+      py("return 1 + 'a'"),
+      py('return undefined_name'),
+      py("raise ValueError('nope')"),
+    ]);
     expect(pyType).toBeInstanceOf(TypeError);
     expect(pyType).toBeInstanceOf(RemoteError);
     expect(pyName).toBeInstanceOf(ReferenceError);
@@ -176,7 +185,11 @@ describe('functions and endpoints', () => {
     const allowed = await client.registerFunction(new ShellFunction('echo allowed'));
     const other = await client.registerFunction(new ShellFunction('echo other'));
     const ep = await client.registerEndpoint('restricted', { allowed_functions: [allowed] });
-    expect(await client.getAllowedFunctions(ep.endpoint_id)).toEqual({ endpoint_id: ep.endpoint_id, restricted: true, functions: [allowed] });
+    expect(await client.getAllowedFunctions(ep.endpoint_id)).toEqual({
+      endpoint_id: ep.endpoint_id,
+      restricted: true,
+      functions: [allowed],
+    });
     expect(await client.getAllowedFunctions(served.endpoint_id)).toMatchObject({ restricted: false });
     const gce = new Executor({ endpointId: ep.endpoint_id, apiUrl: stack.apiUrl, token });
     const refused = await gce.submitToRegisteredFunction(other).exception();
@@ -194,14 +207,33 @@ describe('functions and endpoints', () => {
 });
 
 describe('ferry function register', () => {
-  const ferry = (args: string[]) => run(process.execPath, [join(ROOT, 'cli', 'bin.js'), ...args], { FERRY_API_URL: stack.apiUrl, FERRY_TOKEN: token });
+  const ferry = (args: string[]) =>
+    run(process.execPath, [join(ROOT, 'cli', 'bin.js'), ...args], { FERRY_API_URL: stack.apiUrl, FERRY_TOKEN: token });
 
   it('registers shell commands from --command or a file, and mpi ones, with their options', async () => {
-    const reg = await ferry(['--json', 'function', 'register', '--runtime', 'shell', '--command', 'echo {who} from cli', '--walltime', '5', '--snippet-lines', '10', '--name', 'cli-echo']);
+    const reg = await ferry([
+      '--json',
+      'function',
+      'register',
+      '--runtime',
+      'shell',
+      '--command',
+      'echo {who} from cli',
+      '--walltime',
+      '5',
+      '--snippet-lines',
+      '10',
+      '--name',
+      'cli-echo',
+    ]);
     expect(reg.stderr).toBe('');
     expect(reg.code).toBe(0);
     const { function_id } = JSON.parse(reg.stdout);
-    expect(await client.getFunction(function_id)).toMatchObject({ name: 'cli-echo', runtime: 'shell', shell: { walltime_ms: 5000, snippet_lines: 10 } });
+    expect(await client.getFunction(function_id)).toMatchObject({
+      name: 'cli-echo',
+      runtime: 'shell',
+      shell: { walltime_ms: 5000, snippet_lines: 10 },
+    });
     const gce = executor();
     const r = await gce.submitToRegisteredFunction<ShellResult>(function_id, [], { who: 'Ferry' });
     expect(r).toBeInstanceOf(ShellResult);
@@ -214,7 +246,9 @@ describe('ferry function register', () => {
     expect(mpi.code).toBe(0);
     expect(await client.getFunction(JSON.parse(mpi.stdout).function_id)).toMatchObject({ runtime: 'mpi', source: 'hostname' });
     // The same command registered the same way gives the same id.
-    expect(JSON.parse((await ferry(['--json', 'function', 'register', join(dir, 'ranks.sh'), '--runtime', 'mpi'])).stdout).function_id).toBe(JSON.parse(mpi.stdout).function_id);
+    expect(
+      JSON.parse((await ferry(['--json', 'function', 'register', join(dir, 'ranks.sh'), '--runtime', 'mpi'])).stdout).function_id,
+    ).toBe(JSON.parse(mpi.stdout).function_id);
 
     expect((await ferry(['function', 'register', '--command', 'echo hi'])).code).toBe(2);
     expect((await ferry(['function', 'register', join(dir, 'ranks.sh'), '--runtime', 'shell', '--command', 'echo hi'])).code).toBe(2);

@@ -33,7 +33,8 @@ afterAll(async () => {
   await stack?.close();
 });
 
-const executor = (endpointId: string, opts: Record<string, unknown> = {}) => new Executor({ endpointId, apiUrl: stack.apiUrl, token, ...opts });
+const executor = (endpointId: string, opts: Record<string, unknown> = {}) =>
+  new Executor({ endpointId, apiUrl: stack.apiUrl, token, ...opts });
 
 const run = (cmd: string, args: string[], env: Record<string, string> = {}) => runCommand(cmd, args, { env });
 
@@ -134,7 +135,12 @@ describe('Executor', () => {
   it('maps over items and runs registered functions with kwargs', async () => {
     const gce = executor(served.endpoint_id);
     expect(await gce.map((x: number) => x * x, [1, 2, 3, 4])).toEqual([1, 4, 9, 16]);
-    const pyId = await client.registerFunction({ name: 'greet', runtime: 'python', entrypoint: 'greet', source: 'def greet(name, greeting="Hello"):\n    return f"{greeting}, {name}"\n' });
+    const pyId = await client.registerFunction({
+      name: 'greet',
+      runtime: 'python',
+      entrypoint: 'greet',
+      source: 'def greet(name, greeting="Hello"):\n    return f"{greeting}, {name}"\n',
+    });
     const f = gce.submitToRegisteredFunction(pyId, ['Ferry'], { greeting: 'Hi' });
     // Python functions take JSON arguments from the TypeScript SDK and answer in JSON.
     expect(await f).toBe('Hi, Ferry');
@@ -166,12 +172,27 @@ describe('ferry CLI', () => {
     const failed = await ferry(['run', join(dir, 'fail.py'), '--entrypoint', 'fail', '--endpoint', served.endpoint_id]);
     expect(failed.code).toBe(3);
     expect(failed.stdout).toContain('ZeroDivisionError');
-    const queued = await ferry(['--json', 'run', join(dir, 'sum.js'), '--endpoint', idle.endpoint_id, '--args', '[1, 1]', '--timeout', '1']);
+    const queued = await ferry([
+      '--json',
+      'run',
+      join(dir, 'sum.js'),
+      '--endpoint',
+      idle.endpoint_id,
+      '--args',
+      '[1, 1]',
+      '--timeout',
+      '1',
+    ]);
     expect(queued.code).toBe(4);
     expect((await ferry(['run', join(dir, 'sum.js')])).code).toBe(2);
     expect((await ferry(['run', join(dir, 'sum.js'), '--endpoint', served.endpoint_id, '--args', '{oops'])).code).toBe(2);
     expect((await ferry(['endpoint', 'list'], { FERRY_TOKEN: 'fry_' + 'z'.repeat(43) })).code).toBe(1);
-    const noCreds = await run(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'endpoint', 'list'], { FERRY_API_URL: '', FERRY_TOKEN: '', HOME: dir, FERRY_CREDENTIALS: '' });
+    const noCreds = await run(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'endpoint', 'list'], {
+      FERRY_API_URL: '',
+      FERRY_TOKEN: '',
+      HOME: dir,
+      FERRY_CREDENTIALS: '',
+    });
     expect(noCreds.code).toBe(2);
     expect(noCreds.stderr).toMatch(/no Ferry credentials/);
   });
@@ -196,16 +217,24 @@ describe('ferry worker start', () => {
   it('serves an endpoint from a config file written by endpoint register, and drains on SIGTERM', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-cli-'));
     const cfg = join(dir, 'ep.json');
-    const reg = await run(process.execPath, [join(ROOT, 'cli', 'bin.js'), '--json', 'endpoint', 'register', '--name', 'cli-worker', '--write-config', cfg], {
-      FERRY_API_URL: stack.apiUrl,
-      FERRY_TOKEN: token,
-    });
+    const reg = await run(
+      process.execPath,
+      [join(ROOT, 'cli', 'bin.js'), '--json', 'endpoint', 'register', '--name', 'cli-worker', '--write-config', cfg],
+      {
+        FERRY_API_URL: stack.apiUrl,
+        FERRY_TOKEN: token,
+      },
+    );
     const ep = JSON.parse(reg.stdout);
-    const worker = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'worker', 'start', '--config', cfg, '--pool-size', '1', '--runtimes', 'node'], {
-      cwd: ROOT,
-      env: { ...process.env, ...stack.workerEnv },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    const worker = spawn(
+      process.execPath,
+      [join(ROOT, 'cli', 'bin.js'), 'worker', 'start', '--config', cfg, '--pool-size', '1', '--runtimes', 'node'],
+      {
+        cwd: ROOT,
+        env: { ...process.env, ...stack.workerEnv },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      },
+    );
     let log = '';
     worker.stderr!.on('data', (c: Buffer) => (log += c.toString()));
     const exited = new Promise<number | null>((r) => worker.once('exit', (code) => r(code)));
@@ -215,7 +244,12 @@ describe('ferry worker start', () => {
     await gce.shutdown();
     worker.kill('SIGTERM');
     expect(await exited).toBe(0);
-    const missing = await run(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'worker', 'start'], { FERRY_API_URL: '', FERRY_ENDPOINT_ID: '', FERRY_ENDPOINT_SECRET: '', FERRY_WORKER_CONFIG: '' });
+    const missing = await run(process.execPath, [join(ROOT, 'cli', 'bin.js'), 'worker', 'start'], {
+      FERRY_API_URL: '',
+      FERRY_ENDPOINT_ID: '',
+      FERRY_ENDPOINT_SECRET: '',
+      FERRY_WORKER_CONFIG: '',
+    });
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/missing configuration/);
   });

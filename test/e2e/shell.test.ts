@@ -51,10 +51,15 @@ async function submit(endpointId: string, functionId: string, task: Record<strin
 }
 
 const finished = (taskId: string, as = api) =>
-  eventually(async () => {
-    const r = await as('GET', `/v1/tasks/${taskId}`);
-    return ['success', 'failed', 'cancelled'].includes(r.body.status) && r.body;
-  }, 30_000, `task ${taskId} to finish`, 100);
+  eventually(
+    async () => {
+      const r = await as('GET', `/v1/tasks/${taskId}`);
+      return ['success', 'failed', 'cancelled'].includes(r.body.status) && r.body;
+    },
+    30_000,
+    `task ${taskId} to finish`,
+    100,
+  );
 
 async function run(source: string, task: Record<string, unknown> = {}, fn: Fn = {}, as = api) {
   return finished(await submit(ep, await register(source, fn, as), task, as), as);
@@ -62,7 +67,9 @@ async function run(source: string, task: Record<string, unknown> = {}, fn: Fn = 
 
 describe('ShellFunction', () => {
   it('returns a ShellResult: the command filled from kwargs, its return code, stdout and stderr; the task sees its own directory', async () => {
-    const t = await run('echo {greeting}, {name}! {{literal}}; echo "$GC_TASK_UUID|$GC_TASK_SANDBOX_DIR|$PWD|$(id -u)"; echo warn >&2', { kwargs: { greeting: 'Hello', name: 'World' } });
+    const t = await run('echo {greeting}, {name}! {{literal}}; echo "$GC_TASK_UUID|$GC_TASK_SANDBOX_DIR|$PWD|$(id -u)"; echo warn >&2', {
+      kwargs: { greeting: 'Hello', name: 'World' },
+    });
     expect(t.status).toBe('success');
     expect(t.result.codec).toBe('json');
     const r = t.result.value;
@@ -86,7 +93,12 @@ describe('ShellFunction', () => {
   it('a non-zero exit is a successful task with its returncode and CalledProcessError', async () => {
     const t = await run('echo failing; exit {code}', { kwargs: { code: 3 } });
     expect(t.status).toBe('success');
-    expect(t.result.value).toMatchObject({ cmd: 'echo failing; exit 3', returncode: 3, stdout: 'failing\n', exception_name: 'subprocess.CalledProcessError' });
+    expect(t.result.value).toMatchObject({
+      cmd: 'echo failing; exit 3',
+      returncode: 3,
+      stdout: 'failing\n',
+      exception_name: 'subprocess.CalledProcessError',
+    });
   });
 
   it("the function's walltime ends the command with 124; the task's walltime fails the task", async () => {
@@ -133,7 +145,11 @@ describe('ShellFunction', () => {
   });
 
   it('writes the streams to the files the function names, in the task directory', async () => {
-    const t = await run('echo out; echo err >&2; for i in $(seq 50); do [ -s logs/out.txt ] && [ -s err.txt ] && break; sleep 0.1; done; kept=$(cat logs/out.txt err.txt); echo "$kept"', {}, { shell: { stdout: 'logs/out.txt', stderr: 'err.txt' } });
+    const t = await run(
+      'echo out; echo err >&2; for i in $(seq 50); do [ -s logs/out.txt ] && [ -s err.txt ] && break; sleep 0.1; done; kept=$(cat logs/out.txt err.txt); echo "$kept"',
+      {},
+      { shell: { stdout: 'logs/out.txt', stderr: 'err.txt' } },
+    );
     expect(t.status).toBe('success');
     // The command read its own files back while it ran: what reached them by then.
     expect(t.result.value.stdout).toBe('out\nout\nerr\n');
@@ -161,7 +177,12 @@ describe('ShellFunction', () => {
     const owner = await run('echo owner-only > ../private.txt; readlink -f ../private.txt');
     expect(owner.status).toBe('success');
     const ownerPath = owner.result.value.stdout.trim();
-    const t = await run(`id -u; cat ${ownerPath} || echo unreadable; ls /scratch; cat /proc/1/environ | tr '\\0' '\\n' | grep -c FERRY_ || true`, {}, {}, bob);
+    const t = await run(
+      `id -u; cat ${ownerPath} || echo unreadable; ls /scratch; cat /proc/1/environ | tr '\\0' '\\n' | grep -c FERRY_ || true`,
+      {},
+      {},
+      bob,
+    );
     expect(t.status).toBe('success');
     const [uid, read, scratches, ferryVars] = t.result.value.stdout.trim().split('\n');
     expect(uid).toBe('65534');
@@ -214,11 +235,17 @@ describe('MPIFunction', () => {
 
   it('fails mpi tasks with MPIUnavailable on an agent without a launcher; shell still runs there', async () => {
     const created = await api('POST', '/v1/endpoints', { name: 'no-mpi' });
-    const agent = spawnAgent(stack, created.body.endpoint_id, created.body.endpoint_secret, { FERRY_MPI_LAUNCHER: 'none', FERRY_POOL_SIZE: '1', FERRY_RUNTIMES: 'node' });
+    const agent = spawnAgent(stack, created.body.endpoint_id, created.body.endpoint_secret, {
+      FERRY_MPI_LAUNCHER: 'none',
+      FERRY_POOL_SIZE: '1',
+      FERRY_RUNTIMES: 'node',
+    });
     agents.push(agent);
     await agent.ready;
     const noMpi = created.body.endpoint_id as string;
-    const t = await finished(await submit(noMpi, await register('hostname', { runtime: 'mpi' }), { resource_specification: { num_ranks: 1 } }));
+    const t = await finished(
+      await submit(noMpi, await register('hostname', { runtime: 'mpi' }), { resource_specification: { num_ranks: 1 } }),
+    );
     expect(t.status).toBe('failed');
     expect(t.exception.type).toBe('MPIUnavailable');
     expect(t.exception.message).toContain('mpich');
@@ -232,10 +259,17 @@ describe('MPIFunction', () => {
   it('refuses srun to a sandboxed task: slurmd would start its ranks outside the sandbox', async () => {
     const created = await api('POST', '/v1/endpoints', { name: 'srun-sandboxed' });
     // An agent that believes it is in a Slurm job; the task never gets as far as srun.
-    const agent = spawnAgent(stack, created.body.endpoint_id, created.body.endpoint_secret, { FERRY_MPI_LAUNCHER: 'srun', SLURM_JOB_ID: '4242', FERRY_POOL_SIZE: '1', FERRY_RUNTIMES: 'node' });
+    const agent = spawnAgent(stack, created.body.endpoint_id, created.body.endpoint_secret, {
+      FERRY_MPI_LAUNCHER: 'srun',
+      SLURM_JOB_ID: '4242',
+      FERRY_POOL_SIZE: '1',
+      FERRY_RUNTIMES: 'node',
+    });
     agents.push(agent);
     await agent.ready;
-    const t = await finished(await submit(created.body.endpoint_id, await register('hostname', { runtime: 'mpi' }), { resource_specification: { num_ranks: 2 } }));
+    const t = await finished(
+      await submit(created.body.endpoint_id, await register('hostname', { runtime: 'mpi' }), { resource_specification: { num_ranks: 2 } }),
+    );
     expect(t.status).toBe('failed');
     expect(t.exception.type).toBe('MPIUnavailable');
     expect(t.exception.message).toMatch(/outside this task's isolation.*owner_unsandboxed/);

@@ -38,16 +38,27 @@ function startManager(ep: { id: string; secret: string }, engine: string, extraE
 }
 
 const finished = (taskId: string, timeoutMs = 60_000) =>
-  eventually(async () => {
-    const r = await api('GET', `/v1/tasks/${taskId}`);
-    return ['success', 'failed', 'cancelled'].includes(r.body.status) && r.body;
-  }, timeoutMs, `task ${taskId} to finish`, 200);
+  eventually(
+    async () => {
+      const r = await api('GET', `/v1/tasks/${taskId}`);
+      return ['success', 'failed', 'cancelled'].includes(r.body.status) && r.body;
+    },
+    timeoutMs,
+    `task ${taskId} to finish`,
+    200,
+  );
 
 const live = (m: Manager) => (m.status()?.blocks ?? []).filter((b) => b.state !== 'ended');
-const jobState = (jobId: string) => slurm.squeue().split('\n').find((l) => l.startsWith(`${jobId} `))?.split(' ')[2];
+const jobState = (jobId: string) =>
+  slurm
+    .squeue()
+    .split('\n')
+    .find((l) => l.startsWith(`${jobId} `))
+    ?.split(' ')[2];
 
 // The task says where it ran: the Slurm job and node its agent is in.
-const WHERE = 'async (ms) => { await new Promise((r) => setTimeout(r, ms ?? 0)); return { job: process.env.SLURM_JOB_ID, node: process.env.SLURMD_NODENAME }; }';
+const WHERE =
+  'async (ms) => { await new Promise((r) => setTimeout(r, ms ?? 0)); return { job: process.env.SLURM_JOB_ID, node: process.env.SLURMD_NODENAME }; }';
 
 async function submitWhere(endpointId: string, ms: number): Promise<string> {
   const fn = await api('POST', '/v1/functions', { name: 'where', runtime: 'node', source: WHERE });
@@ -60,13 +71,19 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
   const managers: Manager[] = [];
   beforeAll(async () => {
     // Fails, never skips: CI installs Slurm (.ci/run), and so must any machine that runs npm test.
-    if (!slurmAvailable()) throw new Error('these tests need root and Debian\'s slurm-wlm and munge: apt-get install slurm-wlm munge');
+    if (!slurmAvailable()) throw new Error("these tests need root and Debian's slurm-wlm and munge: apt-get install slurm-wlm munge");
     slurm = await startSlurm({ nodes: 2, cpus: 2 });
     stack = await startLocalStack({ sweepIntervalMs: 250 });
     api = caller(stack.apiUrl, await stack.createUser('hpc'));
   });
   afterAll(async () => {
-    if (process.env.FERRY_DEBUG_SLURM) for (const m of managers) console.log(m.output(), slurm.squeue(), spawnSync('sh', ['-c', `tail -n 30 ${join(m.statusFile, '..', 'state')}/*.out`], { encoding: 'utf8' }).stdout);
+    if (process.env.FERRY_DEBUG_SLURM)
+      for (const m of managers)
+        console.log(
+          m.output(),
+          slurm.squeue(),
+          spawnSync('sh', ['-c', `tail -n 30 ${join(m.statusFile, '..', 'state')}/*.out`], { encoding: 'utf8' }).stdout,
+        );
     for (const m of managers) if (m.child.exitCode === null) m.child.kill('SIGKILL');
     await slurm?.stop();
     await stack?.close();
@@ -115,7 +132,11 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       const block = m.status()!.blocks.find((b) => b.job_id === where.job)!;
       expect(block).toBeDefined();
       // ... and the API shows that block, with its Slurm job id, next to the workers.
-      const shown = await eventually(async () => (await status()).blocks.find((b: { job_id: string }) => b.job_id === where.job), 20_000, 'the block in the status');
+      const shown = await eventually(
+        async () => (await status()).blocks.find((b: { job_id: string }) => b.job_id === where.job),
+        20_000,
+        'the block in the status',
+      );
       expect(shown).toMatchObject({ provider: 'slurm', block_id: block.block_id });
       // worker_init and scheduler_options went into the job script verbatim.
       const script = readFileSync(join(m.statusFile, '..', 'state', `${block.block_id}.sbatch`), 'utf8');
@@ -197,7 +218,12 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       // A task that starts just before the drain and runs through it finishes in the old block.
       await new Promise((r) => setTimeout(r, Math.max(0, endsAt - 45_000 - 3_000 - Date.now())));
       const spanning = await submitWhere(ep.id, 6_000);
-      await eventually(async () => live(m).find((b) => b.block_id === first.block_id)?.state === 'draining', 30_000, 'the walltime drain', 250);
+      await eventually(
+        async () => live(m).find((b) => b.block_id === first.block_id)?.state === 'draining',
+        30_000,
+        'the walltime drain',
+        250,
+      );
       expect(live(m).find((b) => b.block_id === first.block_id)!.drain_reason).toBe('walltime');
       const late = await submitWhere(ep.id, 0);
       const t1 = await finished(spanning);
@@ -219,7 +245,16 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       // its owner's tasks unconfined (owner_unsandboxed), which is what lets them use srun.
       m = startManager(
         ep,
-        ['max_workers_per_node: 2', 'max_idletime: 60', 'provider:', '  type: SlurmProvider', '  partition: debug', '  exclusive: false', '  max_blocks: 1', '  walltime: "00:10:00"'].join('\n'),
+        [
+          'max_workers_per_node: 2',
+          'max_idletime: 60',
+          'provider:',
+          '  type: SlurmProvider',
+          '  partition: debug',
+          '  exclusive: false',
+          '  max_blocks: 1',
+          '  walltime: "00:10:00"',
+        ].join('\n'),
         { FERRY_OWNER_UNSANDBOXED: 'true' },
       );
       managers.push(m);
@@ -230,21 +265,25 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       await m.exited;
     });
 
-    it('launches an MPIFunction\'s 2 ranks with srun inside the block\'s job', async () => {
+    it("launches an MPIFunction's 2 ranks with srun inside the block's job", async () => {
       const fn = await api('POST', '/v1/functions', {
         name: 'ranks',
         runtime: 'mpi',
         source: `sh -c 'echo "rank $SLURM_PROCID of $SLURM_NTASKS on $SLURMD_NODENAME in job $SLURM_JOB_ID"'; echo "$PARSL_MPI_PREFIX" >&2`,
       });
       expect(fn.status).toBe(201);
-      const sub = await api('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id, resource_specification: { num_ranks: 2 } }] });
+      const sub = await api('POST', `/v1/endpoints/${ep.id}/submit`, {
+        tasks: [{ function_id: fn.body.function_id, resource_specification: { num_ranks: 2 } }],
+      });
       expect(sub.status).toBe(202);
       const t = await finished(sub.body.task_ids[0], 90_000);
       expect(t.status).toBe('success');
       const r = t.result.value;
       expect(r).toMatchObject({ returncode: 0, exception_name: null });
       const job = live(m)[0]!.job_id;
-      expect(r.stderr.trim()).toMatch(new RegExp(`srun --jobid=${job} --overlap --nodes=1 --ntasks=2 --ntasks-per-node=2 --nodelist=fn\\d$`));
+      expect(r.stderr.trim()).toMatch(
+        new RegExp(`srun --jobid=${job} --overlap --nodes=1 --ntasks=2 --ntasks-per-node=2 --nodelist=fn\\d$`),
+      );
       const lines = r.stdout.trim().split('\n').sort();
       expect(lines).toHaveLength(2);
       expect(lines[0]).toMatch(new RegExp(`^rank 0 of 2 on fn\\d in job ${job}$`));
@@ -264,7 +303,18 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       // closed port here, were it passed on) and no secret, so any direct call of theirs would fail.
       m = startManager(
         ep,
-        ['relay: true', 'address: 127.0.0.1', 'max_workers_per_node: 2', 'max_idletime: 60', 'provider:', '  type: SlurmProvider', '  partition: debug', '  exclusive: false', '  max_blocks: 2', '  walltime: "00:10:00"'].join('\n'),
+        [
+          'relay: true',
+          'address: 127.0.0.1',
+          'max_workers_per_node: 2',
+          'max_idletime: 60',
+          'provider:',
+          '  type: SlurmProvider',
+          '  partition: debug',
+          '  exclusive: false',
+          '  max_blocks: 2',
+          '  walltime: "00:10:00"',
+        ].join('\n'),
         { FERRY_API_URL: 'http://127.0.0.1:9' },
       );
       managers.push(m);
@@ -278,8 +328,14 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
     const stateDir = () => join(m.statusFile, '..', 'state');
 
     it('runs tasks in a Slurm job through the manager, with arguments and results over the inline limit', async () => {
-      const fn = await api('POST', '/v1/functions', { name: 'big', runtime: 'node', source: '(s) => ({ got: s.length, job: process.env.SLURM_JOB_ID, big: "r".repeat(100 * 1024) })' });
-      const sub = await api('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id, args: ['a'.repeat(100 * 1024)] }] });
+      const fn = await api('POST', '/v1/functions', {
+        name: 'big',
+        runtime: 'node',
+        source: '(s) => ({ got: s.length, job: process.env.SLURM_JOB_ID, big: "r".repeat(100 * 1024) })',
+      });
+      const sub = await api('POST', `/v1/endpoints/${ep.id}/submit`, {
+        tasks: [{ function_id: fn.body.function_id, args: ['a'.repeat(100 * 1024)] }],
+      });
       expect(sub.status).toBe(202);
       const t = await finished(sub.body.task_ids[0]);
       expect(t.status).toBe('success');
@@ -289,8 +345,12 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       expect(value.big.length).toBe(100 * 1024);
       expect(value.job).toMatch(/^\d+$/);
       // The agents in the job: no way to AWS or the API in their environment.
-      const agentEnvs = processEnvironments()
-        .filter((e) => e.includes('FERRY_RELAY=1') && e.includes(`FERRY_MANAGER_FILE=${join(stateDir(), 'manager.json')}`) && e.some((v) => v.startsWith('SLURM_JOB_ID=')));
+      const agentEnvs = processEnvironments().filter(
+        (e) =>
+          e.includes('FERRY_RELAY=1') &&
+          e.includes(`FERRY_MANAGER_FILE=${join(stateDir(), 'manager.json')}`) &&
+          e.some((v) => v.startsWith('SLURM_JOB_ID=')),
+      );
       expect(agentEnvs.length).toBeGreaterThan(0);
       for (const e of agentEnvs) expect(e.filter((v) => /^(AWS_|FERRY_API_URL=|FERRY_ENDPOINT_SECRET=)/.test(v))).toEqual([]);
       // The relay refuses calls without the token.
@@ -298,7 +358,12 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
       expect((await fetch(`${contact.url}/v1/relay/tasks?max=1&wait=0`)).status).toBe(401);
       expect((await fetch(`${contact.url}/v1/relay/hello`, { headers: { authorization: 'Bearer nope' } })).status).toBe(401);
       // The endpoint shows the relay agents' workers (the manager beats for them).
-      await eventually(async () => (await api('GET', `/v1/endpoints/${ep.id}/status`)).body.workers >= 2, 20_000, 'the relay workers in the status', 250);
+      await eventually(
+        async () => (await api('GET', `/v1/endpoints/${ep.id}/status`)).body.workers >= 2,
+        20_000,
+        'the relay workers in the status',
+        250,
+      );
     });
 
     it('a block cancelled mid-task: the manager hands its task back and it runs again, once, to success', async () => {

@@ -114,7 +114,8 @@ class LocalStart {
     const g = new RegExp(re.source, 'g');
     await eventually(
       async () => {
-        if (this.child.exitCode !== null || this.child.signalCode !== null) throw new Error(`the start process exited; it said:\n${this.out}`);
+        if (this.child.exitCode !== null || this.child.signalCode !== null)
+          throw new Error(`the start process exited; it said:\n${this.out}`);
         return (this.out.match(g)?.length ?? 0) >= n;
       },
       timeoutMs,
@@ -182,7 +183,9 @@ async function submit(start: LocalStart, source: string, args: unknown[] = []): 
   const api = start.api();
   const fn = await api('POST', '/v1/functions', { name: 'f', runtime: 'node', source });
   expect(fn.status).toBeLessThan(300);
-  const sub = await api('POST', `/v1/endpoints/${start.endpoint().endpoint_id}/submit`, { tasks: [{ function_id: fn.body.function_id, args }] });
+  const sub = await api('POST', `/v1/endpoints/${start.endpoint().endpoint_id}/submit`, {
+    tasks: [{ function_id: fn.body.function_id, args }],
+  });
   expect(sub.status).toBe(202);
   return sub.body.task_ids[0];
 }
@@ -282,7 +285,9 @@ describe('AgentSupervisor', () => {
     await eventually(async () => supervisor.state === 'given-up', 20_000, 'the supervisor to give up');
     await new Promise((r) => setTimeout(r, 200));
     expect(spawned).toBe(1);
-    expect(lines.join('\n')).toMatch(/exited with code 2 after [\d.]+ s: its endpoint secret was refused or its configuration cannot work here .*not restarting it/);
+    expect(lines.join('\n')).toMatch(
+      /exited with code 2 after [\d.]+ s: its endpoint secret was refused or its configuration cannot work here .*not restarting it/,
+    );
     // Stopping with no agent alive returns at once.
     await supervisor.stop();
     expect(supervisor.state).toBe('stopped');

@@ -9,7 +9,8 @@ jest.setTimeout(120_000);
 
 const ROOT = join(__dirname, '..', '..');
 
-const ferry = (args: string[], env: Record<string, string | undefined>) => runCommand(process.execPath, [join(ROOT, 'cli', 'bin.js'), ...args], { env });
+const ferry = (args: string[], env: Record<string, string | undefined>) =>
+  runCommand(process.execPath, [join(ROOT, 'cli', 'bin.js'), ...args], { env });
 
 describe('ferry token against the local stack (no flags)', () => {
   let stack: LocalStack;

@@ -55,18 +55,29 @@ async function submit(endpointId: string, source: string, s: Submit = {}, count 
 }
 
 const finished = (taskId: string, timeoutMs = 30_000) =>
-  eventually(async () => {
-    const r = await api('GET', `/v1/tasks/${taskId}`);
-    return ['success', 'failed', 'cancelled'].includes(r.body.status) && r.body;
-  }, timeoutMs, `task ${taskId} to finish`, 100);
+  eventually(
+    async () => {
+      const r = await api('GET', `/v1/tasks/${taskId}`);
+      return ['success', 'failed', 'cancelled'].includes(r.body.status) && r.body;
+    },
+    timeoutMs,
+    `task ${taskId} to finish`,
+    100,
+  );
 
 async function resultBytes(view: { result: { data?: string; url?: string; sha256: string } }): Promise<Buffer> {
-  const bytes = view.result.data !== undefined ? Buffer.from(view.result.data, 'base64') : Buffer.from(await (await fetch(view.result.url!)).arrayBuffer());
+  const bytes =
+    view.result.data !== undefined
+      ? Buffer.from(view.result.data, 'base64')
+      : Buffer.from(await (await fetch(view.result.url!)).arrayBuffer());
   expect(createHash('sha256').update(bytes).digest('hex')).toBe(view.result.sha256);
   return bytes;
 }
 
-const v8Args = (args: unknown[], kwargs: Record<string, unknown> = {}) => ({ codec: 'node-v8', data: serialize({ args, kwargs }).toString('base64') });
+const v8Args = (args: unknown[], kwargs: Record<string, unknown> = {}) => ({
+  codec: 'node-v8',
+  data: serialize({ args, kwargs }).toString('base64'),
+});
 
 describe('node functions on a real agent', () => {
   let ep: { id: string; secret: string };
@@ -86,7 +97,9 @@ describe('node functions on a real agent', () => {
   });
 
   it('reports an exception with its type, message and traceback', async () => {
-    const [id] = await submit(ep.id, 'function divide(a, b) { if (b === 0) throw new RangeError("division by zero"); return a / b; }', { args: [1, 0] });
+    const [id] = await submit(ep.id, 'function divide(a, b) { if (b === 0) throw new RangeError("division by zero"); return a / b; }', {
+      args: [1, 0],
+    });
     const t = await finished(id!);
     expect(t.status).toBe('failed');
     expect(t.exception.type).toBe('RangeError');
@@ -108,9 +121,15 @@ describe('node functions on a real agent', () => {
   });
 
   it('imports a module inside the body and runs an external program', async () => {
-    const [date] = await submit(ep.id, 'async () => { const { format } = await import("node:util"); const os = require("os"); return format("%s|%s", new Date().getUTCFullYear(), typeof os.hostname()); }');
+    const [date] = await submit(
+      ep.id,
+      'async () => { const { format } = await import("node:util"); const os = require("os"); return format("%s|%s", new Date().getUTCFullYear(), typeof os.hostname()); }',
+    );
     expect((await finished(date!)).result.value).toBe(`${new Date().getUTCFullYear()}|string`);
-    const [echo] = await submit(ep.id, '() => require("child_process").execSync("echo Hello World from $HOSTNAME", { env: { ...process.env, HOSTNAME: "ferry-test" } }).toString().trim()');
+    const [echo] = await submit(
+      ep.id,
+      '() => require("child_process").execSync("echo Hello World from $HOSTNAME", { env: { ...process.env, HOSTNAME: "ferry-test" } }).toString().trim()',
+    );
     expect((await finished(echo!)).result.value).toBe('Hello World from ferry-test');
   });
 
@@ -170,11 +189,17 @@ def pi(num_points):
     const nodeIds = await submit(ep.id, PI, { args: [20_000] }, 200);
     const pyIds = await submit(ep.id, PY_PI, { runtime: 'python', entrypoint: 'pi', args: [20_000] }, 200);
     const all = [...nodeIds, ...pyIds];
-    const done = await eventually(async () => {
-      const views: any[] = [];
-      for (let i = 0; i < all.length; i += 1000) views.push(...(await api('POST', '/v1/tasks/batch', { task_ids: all.slice(i, i + 1000) })).body.tasks);
-      return views.every((v) => v.status === 'success') && views;
-    }, 90_000, '400 tasks', 1000);
+    const done = await eventually(
+      async () => {
+        const views: any[] = [];
+        for (let i = 0; i < all.length; i += 1000)
+          views.push(...(await api('POST', '/v1/tasks/batch', { task_ids: all.slice(i, i + 1000) })).body.tasks);
+        return views.every((v) => v.status === 'success') && views;
+      },
+      90_000,
+      '400 tasks',
+      1000,
+    );
     const estimates = done.map((v: any) => v.result.value as number);
     const mean = estimates.reduce((a: number, b: number) => a + b, 0) / estimates.length;
     expect(Math.abs(mean - Math.PI)).toBeLessThan(0.01);
@@ -191,22 +216,44 @@ describe('python functions on a real agent', () => {
   });
 
   it('runs with args and kwargs, imports inside the body and runs echo', async () => {
-    const [sum] = await submit(ep.id, 'def get_sum(a, b, c=0):\n    return a + b + c\n', { runtime: 'python', entrypoint: 'get_sum', args: [40, 1], kwargs: { c: 1 } });
+    const [sum] = await submit(ep.id, 'def get_sum(a, b, c=0):\n    return a + b + c\n', {
+      runtime: 'python',
+      entrypoint: 'get_sum',
+      args: [40, 1],
+      kwargs: { c: 1 },
+    });
     expect((await finished(sum!)).result.value).toBe(42);
-    const [date] = await submit(ep.id, 'def get_date():\n    from datetime import date\n    return str(date.today().year)\n', { runtime: 'python', entrypoint: 'get_date' });
+    const [date] = await submit(ep.id, 'def get_date():\n    from datetime import date\n    return str(date.today().year)\n', {
+      runtime: 'python',
+      entrypoint: 'get_date',
+    });
     expect((await finished(date!)).result.value).toBe(String(new Date().getFullYear()));
-    const [echo] = await submit(ep.id, "def echo():\n    import os\n    return os.popen('echo Hello World').read()\n", { runtime: 'python', entrypoint: 'echo' });
+    const [echo] = await submit(ep.id, "def echo():\n    import os\n    return os.popen('echo Hello World').read()\n", {
+      runtime: 'python',
+      entrypoint: 'echo',
+    });
     expect((await finished(echo!)).result.value).toBe('Hello World\n');
   });
 
   it('fails ZeroDivisionError with the remote traceback, and re-raises it from the pickle', async () => {
-    const pickled = execFileSync('python3', ['-c', 'import pickle,sys,base64; sys.stdout.write(base64.b64encode(pickle.dumps(((1, 0), {}))).decode())']).toString();
-    const [id] = await submit(ep.id, 'def div(a, b):\n    return a / b\n', { runtime: 'python', entrypoint: 'div', payload: { codec: 'python-pickle', data: pickled } });
+    const pickled = execFileSync('python3', [
+      '-c',
+      'import pickle,sys,base64; sys.stdout.write(base64.b64encode(pickle.dumps(((1, 0), {}))).decode())',
+    ]).toString();
+    const [id] = await submit(ep.id, 'def div(a, b):\n    return a / b\n', {
+      runtime: 'python',
+      entrypoint: 'div',
+      payload: { codec: 'python-pickle', data: pickled },
+    });
     const t = await finished(id!);
     expect(t.status).toBe('failed');
     expect(t.exception.type).toBe('ZeroDivisionError');
     expect(t.exception.traceback).toContain('return a / b');
-    const raised = execFileSync('python3', ['-c', 'import pickle,sys,base64\ntry:\n    raise pickle.loads(base64.b64decode(sys.argv[1]))\nexcept ZeroDivisionError as e:\n    print("caught", type(e).__name__, e)', t.exception.payload.data]).toString();
+    const raised = execFileSync('python3', [
+      '-c',
+      'import pickle,sys,base64\ntry:\n    raise pickle.loads(base64.b64decode(sys.argv[1]))\nexcept ZeroDivisionError as e:\n    print("caught", type(e).__name__, e)',
+      t.exception.payload.data,
+    ]).toString();
     expect(raised.trim()).toBe('caught ZeroDivisionError division by zero');
   });
 
@@ -225,16 +272,23 @@ describe('a shared endpoint on a real agent (isolation auto: sandbox here)', () 
     const agent = await agentFor(ep);
     expect(agent.output()).toMatch(/isolation sandbox/);
     const guest = caller(stack.apiUrl, await stack.createUser('e2e-guest'));
-    const look = "() => ({ uid: process.getuid(), env: Object.keys(process.env), mark: (globalThis.__mark ??= Math.random()), pids: require('fs').readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).length })";
+    const look =
+      "() => ({ uid: process.getuid(), env: Object.keys(process.env), mark: (globalThis.__mark ??= Math.random()), pids: require('fs').readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).length })";
     const run = async (as: ReturnType<typeof caller>) => {
       const fn = await as('POST', '/v1/functions', { name: 'look', runtime: 'node', source: look });
       const sub = await as('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id }] });
       expect(sub.status).toBe(202);
       const id = sub.body.task_ids[0];
-      return (await eventually(async () => {
-        const r = await as('GET', `/v1/tasks/${id}`);
-        return ['success', 'failed'].includes(r.body.status) && r.body;
-      }, 30_000, 'the task')).result.value;
+      return (
+        await eventually(
+          async () => {
+            const r = await as('GET', `/v1/tasks/${id}`);
+            return ['success', 'failed'].includes(r.body.status) && r.body;
+          },
+          30_000,
+          'the task',
+        )
+      ).result.value;
     };
     const owner = await run(api);
     const other = await run(guest);
@@ -354,7 +408,16 @@ describe('started reports', () => {
 
   async function run(source: string, delayMs: number) {
     const fake = fakeSource([{ task_id: 't1', source }]);
-    const agent = new WorkerAgent({ apiUrl: 'http://unused', endpointId: 'ep', endpointSecret: 's', source: fake.source, poolSize: 1, runtimes: ['node'], startedReportDelayMs: delayMs, log: () => undefined });
+    const agent = new WorkerAgent({
+      apiUrl: 'http://unused',
+      endpointId: 'ep',
+      endpointSecret: 's',
+      source: fake.source,
+      poolSize: 1,
+      runtimes: ['node'],
+      startedReportDelayMs: delayMs,
+      log: () => undefined,
+    });
     await agent.start();
     await eventually(async () => fake.events.some((e) => e.what === 'finish'), 20_000, 'the message to be deleted', 20);
     await agent.stop(1000);
@@ -363,14 +426,14 @@ describe('started reports', () => {
 
   it('a task done within the delay sends only its result, carrying started_at, then its message goes', async () => {
     const events = await run('() => 1', 5_000);
-    expect(events.map((e) => e.what === 'send' ? e.body!.kind : e.what)).toEqual(['success', 'finish']);
+    expect(events.map((e) => (e.what === 'send' ? e.body!.kind : e.what))).toEqual(['success', 'finish']);
     const result = events[0]!.body!;
     expect(Date.parse(result.started_at as string)).toBeLessThanOrEqual(Date.parse(result.at as string));
   });
 
   it('a task still running after the delay sends "started" first, and its result without started_at', async () => {
     const events = await run('() => new Promise((r) => setTimeout(() => r(1), 300))', 20);
-    expect(events.map((e) => e.what === 'send' ? e.body!.kind : e.what)).toEqual(['started', 'success', 'finish']);
+    expect(events.map((e) => (e.what === 'send' ? e.body!.kind : e.what))).toEqual(['started', 'success', 'finish']);
     expect(events[1]!.body!.started_at).toBeUndefined();
     // The "started" report says when the task started, not when the report was due.
     expect(Date.parse(events[0]!.body!.at as string)).toBeLessThanOrEqual(Date.parse(events[1]!.body!.at as string) - 250);
@@ -378,6 +441,6 @@ describe('started reports', () => {
 
   it('with a delay of 0 every task reports "started" at once, as before', async () => {
     const events = await run('() => 1', 0);
-    expect(events.map((e) => e.what === 'send' ? e.body!.kind : e.what)).toEqual(['started', 'success', 'finish']);
+    expect(events.map((e) => (e.what === 'send' ? e.body!.kind : e.what))).toEqual(['started', 'success', 'finish']);
   });
 });

@@ -4,7 +4,13 @@ import type { LocalStack } from '../../local/stack';
 export type { AgentProcess };
 
 /** A real worker agent process for an endpoint of the stack (two runtime processes unless told). */
-export function spawnAgent(stack: LocalStack, endpointId: string, secret: string, env: Record<string, string> = {}, opts: { bundle?: boolean } = {}): AgentProcess {
+export function spawnAgent(
+  stack: LocalStack,
+  endpointId: string,
+  secret: string,
+  env: Record<string, string> = {},
+  opts: { bundle?: boolean } = {},
+): AgentProcess {
   const agentEnv = {
     // Where the AWS servers are, and no credentials: the agent trades its secret for vended ones.
     ...stack.workerEnv,

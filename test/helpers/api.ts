@@ -5,7 +5,12 @@ export interface Answer<T = any> {
 }
 
 export function caller(baseUrl: string, token?: string) {
-  return async function call<T = any>(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer<T>> {
+  return async function call<T = any>(
+    method: string,
+    path: string,
+    body?: unknown,
+    headers: Record<string, string> = {},
+  ): Promise<Answer<T>> {
     const res = await fetch(baseUrl + path, {
       method,
       headers: {
@@ -27,7 +32,12 @@ export function caller(baseUrl: string, token?: string) {
 }
 
 /** Poll until `check` returns a value, or fail after `timeoutMs`. */
-export async function eventually<T>(check: () => Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition', intervalMs = 50): Promise<T> {
+export async function eventually<T>(
+  check: () => Promise<T | undefined | false>,
+  timeoutMs = 10_000,
+  what = 'condition',
+  intervalMs = 50,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   while (Date.now() < deadline) {
@@ -49,6 +59,10 @@ export async function vendedCredentials(apiUrl: string, endpointId: string, secr
   const c = answer.body.credentials;
   return {
     grant: answer.body,
-    credentials: { accessKeyId: c.access_key_id as string, secretAccessKey: c.secret_access_key as string, sessionToken: c.session_token as string | undefined },
+    credentials: {
+      accessKeyId: c.access_key_id as string,
+      secretAccessKey: c.secret_access_key as string,
+      sessionToken: c.session_token as string | undefined,
+    },
   };
 }

@@ -30,12 +30,28 @@ export function startManager(opts: {
   pollSeconds: number;
 }): ManagerProcess {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-ep-'));
-  writeFileSync(join(dir, 'ep.json'), JSON.stringify({ api_url: opts.apiUrl, endpoint_id: opts.endpoint.id, endpoint_secret: opts.endpoint.secret }), { mode: 0o600 });
+  writeFileSync(
+    join(dir, 'ep.json'),
+    JSON.stringify({ api_url: opts.apiUrl, endpoint_id: opts.endpoint.id, endpoint_secret: opts.endpoint.secret }),
+    { mode: 0o600 },
+  );
   writeFileSync(join(dir, 'endpoint.yaml'), `credentials: ep.json\n${opts.config}\n`);
   const statusFile = join(dir, 'status.json');
   const env: Record<string, string | undefined> = { ...process.env, ...opts.env };
-  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID']) delete env[k];
-  const args = ['endpoint', 'start', '--config', join(dir, 'endpoint.yaml'), '--state-dir', join(dir, 'state'), '--status-file', statusFile, '--poll-seconds', String(opts.pollSeconds)];
+  for (const k of ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID'])
+    delete env[k];
+  const args = [
+    'endpoint',
+    'start',
+    '--config',
+    join(dir, 'endpoint.yaml'),
+    '--state-dir',
+    join(dir, 'state'),
+    '--status-file',
+    statusFile,
+    '--poll-seconds',
+    String(opts.pollSeconds),
+  ];
   const child = spawn(process.execPath, [join(ROOT, 'cli', 'bin.js'), ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));

@@ -35,11 +35,20 @@ export interface CommandRun {
 }
 
 /** Runs a command from the repository root (or `cwd`) to its end, with `env` over this process's environment. */
-export function runCommand(cmd: string, args: string[], opts: { env?: Record<string, string | undefined>; timeoutMs?: number; cwd?: string } = {}): Promise<CommandRun> {
+export function runCommand(
+  cmd: string,
+  args: string[],
+  opts: { env?: Record<string, string | undefined>; timeoutMs?: number; cwd?: string } = {},
+): Promise<CommandRun> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 0, maxBuffer: 64 * 1024 * 1024 }, (err, stdout, stderr) => {
-      const code = (err as { code?: unknown } | null)?.code;
-      resolve({ code: err ? (typeof code === 'number' ? code : 1) : 0, stdout, stderr });
-    });
+    execFile(
+      cmd,
+      args,
+      { cwd: opts.cwd ?? ROOT, env: { ...process.env, ...opts.env }, timeout: opts.timeoutMs ?? 0, maxBuffer: 64 * 1024 * 1024 },
+      (err, stdout, stderr) => {
+        const code = (err as { code?: unknown } | null)?.code;
+        resolve({ code: err ? (typeof code === 'number' ? code : 1) : 0, stdout, stderr });
+      },
+    );
   });
 }

@@ -22,7 +22,11 @@ export interface PythonStack {
 }
 
 /** A fresh local stack, a user, and an endpoint served by one real agent (two runtime processes, `agentEnv` on top). */
-export async function startPythonStack(name: string, agentEnv: Record<string, string> = {}, scriptEnv: Record<string, string> = {}): Promise<PythonStack> {
+export async function startPythonStack(
+  name: string,
+  agentEnv: Record<string, string> = {},
+  scriptEnv: Record<string, string> = {},
+): Promise<PythonStack> {
   const stack = await startLocalStack({ sweepIntervalMs: 1000 });
   const token = await stack.createUser(name);
   const ep = await caller(stack.apiUrl, token)('POST', '/v1/endpoints', { name });

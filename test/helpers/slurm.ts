@@ -22,7 +22,8 @@ export interface SlurmCluster {
 }
 
 export const slurmAvailable = (): boolean =>
-  process.getuid?.() === 0 && ['slurmctld', 'slurmd', 'sbatch', 'munged'].every((c) => spawnSync('sh', ['-c', `command -v ${c}`]).status === 0);
+  process.getuid?.() === 0 &&
+  ['slurmctld', 'slurmd', 'sbatch', 'munged'].every((c) => spawnSync('sh', ['-c', `command -v ${c}`]).status === 0);
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -41,9 +42,15 @@ const mungeAnswers = () => spawnSync('sh', ['-c', 'munge -n | unmunge'], { stdio
 function ensureMunge(): number | undefined {
   if (mungeAnswers()) return undefined;
   if (!existsSync('/etc/munge/munge.key')) {
-    spawnSync('sh', ['-c', 'dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 2>/dev/null && chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key']);
+    spawnSync('sh', [
+      '-c',
+      'dd if=/dev/urandom of=/etc/munge/munge.key bs=1 count=1024 2>/dev/null && chown munge:munge /etc/munge/munge.key && chmod 400 /etc/munge/munge.key',
+    ]);
   }
-  spawnSync('sh', ['-c', 'mkdir -p /run/munge /var/log/munge /var/lib/munge && chown munge:munge /run/munge /var/log/munge /var/lib/munge']);
+  spawnSync('sh', [
+    '-c',
+    'mkdir -p /run/munge /var/log/munge /var/lib/munge && chown munge:munge /run/munge /var/log/munge /var/lib/munge',
+  ]);
   const r = spawnSync('runuser', ['-u', 'munge', '--', '/usr/sbin/munged'], { encoding: 'utf8' });
   if (r.status !== 0 || !mungeAnswers()) throw new Error(`could not start munged: ${r.stderr}`);
   const pidFile = '/run/munge/munged.pid';
@@ -94,7 +101,9 @@ export async function startSlurm(opts: { nodes?: number; cpus?: number } = {}): 
       'KillWait=2',
       'MinJobAge=300',
       'SchedulerParameters=sched_interval=2',
-      ...nodes.map((n, i) => `NodeName=${n} NodeHostname=${host} NodeAddr=127.0.0.1 Port=${nodePorts[i]} CPUs=${cpus} RealMemory=1000 State=UNKNOWN`),
+      ...nodes.map(
+        (n, i) => `NodeName=${n} NodeHostname=${host} NodeAddr=127.0.0.1 Port=${nodePorts[i]} CPUs=${cpus} RealMemory=1000 State=UNKNOWN`,
+      ),
       `PartitionName=debug Nodes=${nodes.join(',')} Default=YES MaxTime=INFINITE State=UP`,
       '',
     ].join('\n'),
@@ -114,7 +123,9 @@ export async function startSlurm(opts: { nodes?: number; cpus?: number } = {}): 
     if (states.length === nodes.length && states.every((l) => / idle$/.test(l))) break;
     if (Date.now() > deadline) {
       for (const d of daemons) d.kill('SIGKILL');
-      throw new Error(`slurm did not come up: ${states.join('; ')}\n${readFileSync(join(dir, 'log', 'slurmctld.log'), 'utf8').slice(-2000)}`);
+      throw new Error(
+        `slurm did not come up: ${states.join('; ')}\n${readFileSync(join(dir, 'log', 'slurmctld.log'), 'utf8').slice(-2000)}`,
+      );
     }
     await new Promise((r) => setTimeout(r, 300));
   }

@@ -38,9 +38,25 @@ describe('context', () => {
   });
 
   test('-c values arrive as strings and are parsed like cdk.json values', () => {
-    const c = ctx({ stage: 'prod', retainData: 'false', logRetentionDays: '90', fargateEndpoints: JSON.stringify([{ ...endpoint, cpu: 2048, memory: 4096, maxTasks: 8 }]) });
+    const c = ctx({
+      stage: 'prod',
+      retainData: 'false',
+      logRetentionDays: '90',
+      fargateEndpoints: JSON.stringify([{ ...endpoint, cpu: 2048, memory: 4096, maxTasks: 8 }]),
+    });
     expect(c).toMatchObject({ stage: 'prod', retainData: false, logRetentionDays: 90 });
-    expect(c.fargateEndpoints).toEqual([{ ...endpoint, cpu: 2048, memory: 4096, maxTasks: 8, backlogPerTask: 8, architecture: 'arm64', poolSize: undefined, secretJsonField: undefined }]);
+    expect(c.fargateEndpoints).toEqual([
+      {
+        ...endpoint,
+        cpu: 2048,
+        memory: 4096,
+        maxTasks: 8,
+        backlogPerTask: 8,
+        architecture: 'arm64',
+        poolSize: undefined,
+        secretJsonField: undefined,
+      },
+    ]);
   });
 
   test.each([
@@ -61,7 +77,10 @@ describe('context', () => {
     [{ workerImage: 'Ferry/Worker:1' }, /context workerImage/],
     [{ workerImage: 'repo@sha256:abc' }, /context workerImage/],
     [{ workerImage: 42 }, /context workerImage/],
-    [{ fargateEndpoints: [{ ...endpoint, workerImage: 'https://example.com/img:1' }] }, /fargateEndpoints\[0\]: workerImage must be an image URI/],
+    [
+      { fargateEndpoints: [{ ...endpoint, workerImage: 'https://example.com/img:1' }] },
+      /fargateEndpoints\[0\]: workerImage must be an image URI/,
+    ],
     [{ fargateEndpoints: [{ ...endpoint, workerImage: 'img: latest' }] }, /fargateEndpoints\[0\]: workerImage/],
   ])('rejects %j', (bad, message) => {
     expect(() => ctx(bad)).toThrow(message);
@@ -71,9 +90,14 @@ describe('context', () => {
     const ecrUri = '123456789012.dkr.ecr.eu-west-1.amazonaws.com/ferry-worker:1.0.0';
     const digest = `ghcr.io/example/ferry/worker@sha256:${'0'.repeat(64)}`;
     expect(ctx({ fargateEndpoints: [endpoint] }).fargateEndpoints[0]!.workerImage).toBeUndefined();
-    const c = ctx({ workerImage: ecrUri, fargateEndpoints: JSON.stringify([endpoint, { ...endpoint, name: 'own', endpointId: UUID2, workerImage: digest }]) });
+    const c = ctx({
+      workerImage: ecrUri,
+      fargateEndpoints: JSON.stringify([endpoint, { ...endpoint, name: 'own', endpointId: UUID2, workerImage: digest }]),
+    });
     expect(c.fargateEndpoints.map((e) => e.workerImage)).toEqual([ecrUri, digest]);
-    expect(ctx({ workerImage: 'localhost:5000/ferry-worker:dev', fargateEndpoints: [endpoint] }).fargateEndpoints[0]!.workerImage).toBe('localhost:5000/ferry-worker:dev');
+    expect(ctx({ workerImage: 'localhost:5000/ferry-worker:dev', fargateEndpoints: [endpoint] }).fargateEndpoints[0]!.workerImage).toBe(
+      'localhost:5000/ferry-worker:dev',
+    );
   });
 });
 

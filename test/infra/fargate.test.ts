@@ -11,7 +11,13 @@ type Statement = { Effect: string; Action: string | string[]; Resource: unknown 
 // its own image in another registry: the deploy then needs no Docker at all.
 const ECR_URI = '123456789012.dkr.ecr.us-east-1.amazonaws.com/ferry-worker:1.4.2';
 const PUBLIC_URI = 'public.ecr.aws/example/ferry-worker@sha256:' + 'a'.repeat(64);
-const X86_ENDPOINT = { ...FARGATE_ENDPOINT, name: 'x86', endpointId: '1b6c7a2e-9f1d-4c3b-8a5e-2d4f6a8b0c1e', architecture: 'x86_64', workerImage: PUBLIC_URI };
+const X86_ENDPOINT = {
+  ...FARGATE_ENDPOINT,
+  name: 'x86',
+  endpointId: '1b6c7a2e-9f1d-4c3b-8a5e-2d4f6a8b0c1e',
+  architecture: 'x86_64',
+  workerImage: PUBLIC_URI,
+};
 
 let s: Synthesized;
 let resources: Record<string, Resource>;
@@ -42,7 +48,11 @@ describe('Fargate endpoints: scaling owns the task count', () => {
     for (const [, svc] of services) expect(svc.Properties.DesiredCount).toBeUndefined();
     s.serviceTemplate.allResourcesProperties('AWS::ECS::Service', { DesiredCount: Match.absent(), LaunchType: 'FARGATE' });
     // The count is Application Auto Scaling's, between zero and maxTasks.
-    s.serviceTemplate.resourcePropertiesCountIs('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 0, MaxCapacity: FARGATE_ENDPOINT.maxTasks, ScalableDimension: 'ecs:service:DesiredCount' }, 2);
+    s.serviceTemplate.resourcePropertiesCountIs(
+      'AWS::ApplicationAutoScaling::ScalableTarget',
+      { MinCapacity: 0, MaxCapacity: FARGATE_ENDPOINT.maxTasks, ScalableDimension: 'ecs:service:DesiredCount' },
+      2,
+    );
   });
 
   test('stop timeout is the Fargate maximum (120 s) and the agent drains for less than that', () => {
@@ -68,7 +78,9 @@ describe('Fargate endpoints: scaling owns the task count', () => {
   });
 
   test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
-    const findings = s.nagViolations.map((v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath ?? r.resourceLogicalId).join(', ')}`);
+    const findings = s.nagViolations.map(
+      (v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath ?? r.resourceLogicalId).join(', ')}`,
+    );
     expect(findings).toEqual([]);
   });
 });
@@ -77,7 +89,10 @@ describe('Fargate endpoints: workerImage', () => {
   test('the task definitions name the given images and the deploy builds no Docker image', () => {
     expect(container(FARGATE_ENDPOINT.endpointId).container.Image).toBe(ECR_URI);
     expect(container(X86_ENDPOINT.endpointId).container.Image).toBe(PUBLIC_URI);
-    expect(container(X86_ENDPOINT.endpointId).taskDefinition.RuntimePlatform).toEqual({ CpuArchitecture: 'X86_64', OperatingSystemFamily: 'LINUX' });
+    expect(container(X86_ENDPOINT.endpointId).taskDefinition.RuntimePlatform).toEqual({
+      CpuArchitecture: 'X86_64',
+      OperatingSystemFamily: 'LINUX',
+    });
     const manifestFile = join(s.app.outdir, `${s.service.artifactId}.assets.json`);
     const manifest = existsSync(manifestFile) ? JSON.parse(readFileSync(manifestFile, 'utf8')) : {};
     expect(Object.keys(manifest.dockerImages ?? {})).toEqual([]);

@@ -56,7 +56,10 @@ test('the bundles carry Powertools and the one middy stack (built by esbuild fro
     const dir = join(assets, `asset.${key.replace(/\.zip$/, '')}`);
     expect(existsSync(join(dir, 'index.js'))).toBe(true);
     const bundle = readFileSync(join(dir, 'index.js'), 'utf8');
-    expect({ id, powertools: /POWERTOOLS_LOGGER_SAMPLE_RATE/.test(bundle) && /captureAWSv3Client/.test(bundle) }).toEqual({ id, powertools: true });
+    expect({ id, powertools: /POWERTOOLS_LOGGER_SAMPLE_RATE/.test(bundle) && /captureAWSv3Client/.test(bundle) }).toEqual({
+      id,
+      powertools: true,
+    });
   }
 });
 
@@ -68,7 +71,8 @@ test('the dashboard name carries the region, so two regions of one account do no
 
 test('the dashboard charts the task metrics: counts, submit-to-final latency, lost and failed per endpoint', () => {
   const body = JSON.stringify(ofType('AWS::CloudWatch::Dashboard')[0]![1].Properties.DashboardBody);
-  for (const name of ['TasksSubmitted', 'TasksStarted', 'TasksSucceeded', 'TasksFailed', 'TasksCancelled', 'TasksLost', 'TaskLatency']) expect(body).toContain(name);
+  for (const name of ['TasksSubmitted', 'TasksStarted', 'TasksSucceeded', 'TasksFailed', 'TasksCancelled', 'TasksLost', 'TaskLatency'])
+    expect(body).toContain(name);
   expect(body).toContain('{Ferry,service,stage,endpoint} MetricName=\\\\\\"TasksLost\\\\\\"');
 });
 

@@ -11,7 +11,13 @@ import { tableDefinitions } from '../../local/dynamo';
 import { workerRoleStatements } from '../../local/access-policy';
 import { FARGATE_ENDPOINT, normalised, synthesize, type Synthesized } from './synth';
 
-type Resource = { Type: string; Properties: Record<string, any>; DependsOn?: string[]; DeletionPolicy?: string; UpdateReplacePolicy?: string };
+type Resource = {
+  Type: string;
+  Properties: Record<string, any>;
+  DependsOn?: string[];
+  DeletionPolicy?: string;
+  UpdateReplacePolicy?: string;
+};
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, unknown> };
 
 const XRAY = ['xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
@@ -51,7 +57,9 @@ describe('synthesis', () => {
   });
 
   test('cdk-nag AwsSolutions reports no unacknowledged finding', () => {
-    const findings = s.nagViolations.map((v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath ?? r.resourceLogicalId).join(', ')}`);
+    const findings = s.nagViolations.map(
+      (v) => `${v.ruleName} at ${v.violatingResources.map((r) => r.constructPath ?? r.resourceLogicalId).join(', ')}`,
+    );
     expect(findings).toEqual([]);
   });
 });
@@ -65,9 +73,13 @@ describe('data stack', () => {
     for (const def of defs) {
       const t = tables.find((x) => x.TableName === def.TableName)!;
       expect(t.KeySchema).toEqual(def.KeySchema);
-      expect(sortedBy(t.AttributeDefinitions, (a: any) => a.AttributeName)).toEqual(sortedBy(def.AttributeDefinitions, (a) => a.AttributeName!));
+      expect(sortedBy(t.AttributeDefinitions, (a: any) => a.AttributeName)).toEqual(
+        sortedBy(def.AttributeDefinitions, (a) => a.AttributeName!),
+      );
       const gsi = (g: any) => ({ IndexName: g.IndexName, KeySchema: g.KeySchema, Projection: g.Projection });
-      expect(sortedBy(t.GlobalSecondaryIndexes, (g: any) => g.IndexName).map(gsi)).toEqual(sortedBy(def.GlobalSecondaryIndexes, (g) => g.IndexName!).map(gsi));
+      expect(sortedBy(t.GlobalSecondaryIndexes, (g: any) => g.IndexName).map(gsi)).toEqual(
+        sortedBy(def.GlobalSecondaryIndexes, (g) => g.IndexName!).map(gsi),
+      );
     }
   });
 
@@ -92,17 +104,34 @@ describe('data stack', () => {
     const b = data.PayloadBucket!;
     expect(b.Type).toBe('AWS::S3::Bucket');
     expect(b.DeletionPolicy).toBe('Retain');
-    expect(b.Properties.PublicAccessBlockConfiguration).toEqual({ BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true });
-    expect(b.Properties.BucketEncryption).toEqual({ ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] });
+    expect(b.Properties.PublicAccessBlockConfiguration).toEqual({
+      BlockPublicAcls: true,
+      BlockPublicPolicy: true,
+      IgnorePublicAcls: true,
+      RestrictPublicBuckets: true,
+    });
+    expect(b.Properties.BucketEncryption).toEqual({
+      ServerSideEncryptionConfiguration: [{ ServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }],
+    });
     expect(b.Properties.VersioningConfiguration).toBeUndefined();
     expect(b.Properties.LifecycleConfiguration.Rules).toEqual([
-      expect.objectContaining({ Prefix: 'payloads/', ExpirationInDays: 15, AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 }, Status: 'Enabled' }),
+      expect.objectContaining({
+        Prefix: 'payloads/',
+        ExpirationInDays: 15,
+        AbortIncompleteMultipartUpload: { DaysAfterInitiation: 1 },
+        Status: 'Enabled',
+      }),
     ]);
     s.dataTemplate.hasResourceProperties('AWS::S3::BucketPolicy', {
       Bucket: { Ref: 'PayloadBucket' },
       PolicyDocument: {
         Statement: Match.arrayWith([
-          Match.objectLike({ Effect: 'Deny', Principal: { AWS: '*' }, Action: 's3:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+          Match.objectLike({
+            Effect: 'Deny',
+            Principal: { AWS: '*' },
+            Action: 's3:*',
+            Condition: { Bool: { 'aws:SecureTransport': 'false' } },
+          }),
         ]),
       },
     });
@@ -137,12 +166,18 @@ describe('API', () => {
     const routes = ofType(service, 'AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
     expect(routes.map((r) => r.RouteKey).sort()).toEqual(API_ROUTES.map((r) => r.routeKey).sort());
     for (const r of routes) {
-      expect({ route: r.RouteKey, type: r.AuthorizationType, authorizer: r.AuthorizerId }).toEqual({ route: r.RouteKey, type: 'CUSTOM', authorizer: { Ref: authorizerId } });
+      expect({ route: r.RouteKey, type: r.AuthorizationType, authorizer: r.AuthorizerId }).toEqual({
+        route: r.RouteKey,
+        type: 'CUSTOM',
+        authorizer: { Ref: authorizerId },
+      });
     }
   });
 
   test('each route reaches the Lambda of its handler module', () => {
-    const integrations = Object.fromEntries(ofType(service, 'AWS::ApiGatewayV2::Integration').map(([id, r]) => [id, str(r.Properties.IntegrationUri)]));
+    const integrations = Object.fromEntries(
+      ofType(service, 'AWS::ApiGatewayV2::Integration').map(([id, r]) => [id, str(r.Properties.IntegrationUri)]),
+    );
     const moduleFn: Record<string, string> = {
       'api/functions': 'FunctionsApi',
       'api/endpoints': 'EndpointsApi',
@@ -190,14 +225,20 @@ describe('Lambdas', () => {
   });
 
   test('environment variables are exactly those core/config.ts reads', () => {
-    const known = new Set([...readFileSync(join(__dirname, '../../core/config.ts'), 'utf8').matchAll(/env\.(FERRY_[A-Z_]+)/g)].map((m) => m[1]));
+    const known = new Set(
+      [...readFileSync(join(__dirname, '../../core/config.ts'), 'utf8').matchAll(/env\.(FERRY_[A-Z_]+)/g)].map((m) => m[1]),
+    );
     for (const [id, f] of fns()) {
       const ferryVars = Object.keys(f.Properties.Environment.Variables).filter((k) => k.startsWith('FERRY_'));
       expect({ id, unknown: ferryVars.filter((k) => !known.has(k)) }).toEqual({ id, unknown: [] });
     }
     const env = (id: string) => service[logicalId(id, 'AWS::Lambda::Function')]!.Properties.Environment.Variables;
-    expect(Object.keys(env('TasksApi'))).toEqual(expect.arrayContaining(['FERRY_TASKS_TABLE', 'FERRY_ENDPOINTS_TABLE', 'FERRY_FUNCTIONS_TABLE', 'FERRY_BUCKET', 'FERRY_INLINE_LIMIT']));
-    expect(Object.keys(env('CredentialsApi'))).toEqual(expect.arrayContaining(['FERRY_WORKER_ROLE_ARN', 'FERRY_RESULTS_QUEUE_URL', 'FERRY_BUCKET', 'FERRY_ENDPOINTS_TABLE']));
+    expect(Object.keys(env('TasksApi'))).toEqual(
+      expect.arrayContaining(['FERRY_TASKS_TABLE', 'FERRY_ENDPOINTS_TABLE', 'FERRY_FUNCTIONS_TABLE', 'FERRY_BUCKET', 'FERRY_INLINE_LIMIT']),
+    );
+    expect(Object.keys(env('CredentialsApi'))).toEqual(
+      expect.arrayContaining(['FERRY_WORKER_ROLE_ARN', 'FERRY_RESULTS_QUEUE_URL', 'FERRY_BUCKET', 'FERRY_ENDPOINTS_TABLE']),
+    );
     expect(env('Authorizer').FERRY_TOKENS_TABLE).toBe('ferry-dev-tokens');
   });
 
@@ -235,7 +276,9 @@ describe('queues', () => {
       expect(q.Properties).toMatchObject({ SqsManagedSseEnabled: true, MaximumMessageSize: 262144 });
       const policy = policies.find((p) => str(p.Queues).includes(`"${id}"`));
       expect(policy?.PolicyDocument.Statement).toEqual(
-        expect.arrayContaining([expect.objectContaining({ Effect: 'Deny', Action: 'sqs:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } } })]),
+        expect.arrayContaining([
+          expect.objectContaining({ Effect: 'Deny', Action: 'sqs:*', Condition: { Bool: { 'aws:SecureTransport': 'false' } } }),
+        ]),
       );
     }
   });
@@ -262,7 +305,12 @@ describe('queues', () => {
 
   test('SQS rights on endpoint queues stop at the stage prefix ferry-dev-ep-*', () => {
     const prefixArn = (suffix: string) =>
-      str({ 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':sqs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, `:ferry-dev-ep-${suffix}`]] });
+      str({
+        'Fn::Join': [
+          '',
+          ['arn:', { Ref: 'AWS::Partition' }, ':sqs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, `:ferry-dev-ep-${suffix}`],
+        ],
+      });
     const ownQueues = ofType(service, 'AWS::SQS::Queue').map(([id]) => str({ 'Fn::GetAtt': [id, 'Arn'] }));
     const fnRoles = Object.fromEntries(
       ofType(service, 'AWS::Lambda::Function')
@@ -274,7 +322,9 @@ describe('queues', () => {
         const resources = [st.Resource].flat().map(str);
         // Only actions without resource-level permissions may take "*" (IAM merges them into one statement).
         if (str(st.Resource) === '"*"') expect({ fn, actions: actions(st) }).toEqual({ fn, actions: ['sqs:ListQueues', ...XRAY] });
-        else for (const r of resources) expect({ fn, ok: [prefixArn('*'), prefixArn('*-dlq'), ...ownQueues].includes(r) }).toEqual({ fn, ok: true });
+        else
+          for (const r of resources)
+            expect({ fn, ok: [prefixArn('*'), prefixArn('*-dlq'), ...ownQueues].includes(r) }).toEqual({ fn, ok: true });
       }
     }
     // The register handler: create, tag, set attributes, delete, by prefix only.
@@ -302,7 +352,9 @@ describe('queues', () => {
     expect(on('tasks')).not.toContain('dynamodb:Scan');
     expect(on('endpoints').filter((a) => /Put|Delete|Update|Write/.test(a))).toEqual(['dynamodb:DeleteItem']);
     // The task rights reach the table's indexes too (open-since-index is queried).
-    expect(str(dynamo.filter((x) => actions(x).includes('dynamodb:UpdateItem')).map((x) => x.Resource))).toContain('ferry-dev-tasks/index/*');
+    expect(str(dynamo.filter((x) => actions(x).includes('dynamodb:UpdateItem')).map((x) => x.Resource))).toContain(
+      'ferry-dev-tasks/index/*',
+    );
   });
 });
 
@@ -331,12 +383,18 @@ describe('worker identity', () => {
     const statements = roleStatements(workerRoleId());
     const tagged = { StringLike: { 'aws:PrincipalTag/endpointId': '?*' } };
     const byActions = Object.fromEntries(statements.map((st) => [actions(st).join(' '), st]));
-    expect(Object.keys(byActions).sort()).toEqual(['s3:GetObject s3:PutObject', 'sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:GetQueueAttributes sqs:ReceiveMessage', 'sqs:SendMessage']);
+    expect(Object.keys(byActions).sort()).toEqual([
+      's3:GetObject s3:PutObject',
+      'sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:GetQueueAttributes sqs:ReceiveMessage',
+      'sqs:SendMessage',
+    ]);
     for (const st of statements) {
       expect(st.Effect).toBe('Allow');
       expect(st.Condition).toEqual(tagged);
     }
-    expect(str(byActions['sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:GetQueueAttributes sqs:ReceiveMessage']!.Resource)).toMatch(/:ferry-dev-ep-\$\{aws:PrincipalTag\/endpointId\}"\]\]\}$/);
+    expect(str(byActions['sqs:ChangeMessageVisibility sqs:DeleteMessage sqs:GetQueueAttributes sqs:ReceiveMessage']!.Resource)).toMatch(
+      /:ferry-dev-ep-\$\{aws:PrincipalTag\/endpointId\}"\]\]\}$/,
+    );
     expect(str(byActions['s3:GetObject s3:PutObject']!.Resource)).toMatch(/\/payloads\/\$\{aws:PrincipalTag\/endpointId\}\/\*"\]\]\}$/);
     expect(byActions['sqs:SendMessage']!.Resource).toEqual({ 'Fn::GetAtt': [logicalId('ResultsQueue', 'AWS::SQS::Queue'), 'Arn'] });
   });
@@ -371,7 +429,7 @@ describe('worker identity', () => {
     expect(local).toEqual(synthesized);
   });
 
-  test('the results consumer believes the worker role\'s sessions: it gets the role\'s unique id', () => {
+  test("the results consumer believes the worker role's sessions: it gets the role's unique id", () => {
     const fn = service[logicalId('ResultsConsumer', 'AWS::Lambda::Function')]!;
     expect(fn.Properties.Environment.Variables.FERRY_WORKER_ROLE_ID).toEqual({ 'Fn::GetAtt': [workerRoleId(), 'RoleId'] });
   });
@@ -396,7 +454,11 @@ describe('Fargate endpoints', () => {
       RuntimePlatform: { CpuArchitecture: 'ARM64', OperatingSystemFamily: 'LINUX' },
       ContainerDefinitions: [
         Match.objectLike({
-          Environment: [Match.objectLike({ Name: 'FERRY_API_URL' }), { Name: 'FERRY_ENDPOINT_ID', Value: FARGATE_ENDPOINT.endpointId }, { Name: 'FERRY_GRACE_MS', Value: '105000' }],
+          Environment: [
+            Match.objectLike({ Name: 'FERRY_API_URL' }),
+            { Name: 'FERRY_ENDPOINT_ID', Value: FARGATE_ENDPOINT.endpointId },
+            { Name: 'FERRY_GRACE_MS', Value: '105000' },
+          ],
           Secrets: [{ Name: 'FERRY_ENDPOINT_SECRET', ValueFrom: FARGATE_ENDPOINT.secretArn }],
           LogConfiguration: Match.objectLike({ LogDriver: 'awslogs' }),
           StopTimeout: 120,
@@ -412,13 +474,18 @@ describe('Fargate endpoints', () => {
 
   test('scales on the endpoint queue backlog, from zero to maxTasks', () => {
     s.serviceTemplate.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 0, MaxCapacity: 4 });
-    const alarms = ofType(service, 'AWS::CloudWatch::Alarm').filter(([, a]) => str(a.Properties.Metrics).includes(`ferry-dev-ep-${FARGATE_ENDPOINT.endpointId}`));
+    const alarms = ofType(service, 'AWS::CloudWatch::Alarm').filter(([, a]) =>
+      str(a.Properties.Metrics).includes(`ferry-dev-ep-${FARGATE_ENDPOINT.endpointId}`),
+    );
     expect(alarms.map(([, a]) => [a.Properties.ComparisonOperator, a.Properties.Threshold]).sort()).toEqual([
       ['GreaterThanOrEqualToThreshold', 1],
       ['LessThanOrEqualToThreshold', 0],
     ]);
-    for (const [, a] of alarms) expect(str(a.Properties.Metrics)).toMatch(/ApproximateNumberOfMessagesVisible.*ApproximateNumberOfMessagesNotVisible/);
-    const policies = ofType(service, 'AWS::ApplicationAutoScaling::ScalingPolicy').map(([, p]) => p.Properties.StepScalingPolicyConfiguration);
+    for (const [, a] of alarms)
+      expect(str(a.Properties.Metrics)).toMatch(/ApproximateNumberOfMessagesVisible.*ApproximateNumberOfMessagesNotVisible/);
+    const policies = ofType(service, 'AWS::ApplicationAutoScaling::ScalingPolicy').map(
+      ([, p]) => p.Properties.StepScalingPolicyConfiguration,
+    );
     const steps = policies.flatMap((p) => p.StepAdjustments.map((a: { ScalingAdjustment: number }) => a.ScalingAdjustment));
     expect(policies.every((p) => p.AdjustmentType === 'ExactCapacity')).toBe(true);
     expect(steps.sort()).toEqual([0, 1, 2, 3, 4]);
@@ -428,7 +495,9 @@ describe('Fargate endpoints', () => {
 describe('observability', () => {
   test('alarms on DLQ depth, Lambda errors and throttles, API 5xx', () => {
     const metrics = ofType(service, 'AWS::CloudWatch::Alarm').map(([, a]) => `${a.Properties.Namespace}/${a.Properties.MetricName}`);
-    expect(metrics).toEqual(expect.arrayContaining(['AWS/SQS/ApproximateNumberOfMessagesVisible', 'AWS/SQS/ApproximateAgeOfOldestMessage', 'AWS/ApiGateway/5xx']));
+    expect(metrics).toEqual(
+      expect.arrayContaining(['AWS/SQS/ApproximateNumberOfMessagesVisible', 'AWS/SQS/ApproximateAgeOfOldestMessage', 'AWS/ApiGateway/5xx']),
+    );
     expect(metrics.filter((m) => m === 'AWS/Lambda/Errors')).toHaveLength(9);
     expect(metrics.filter((m) => m === 'AWS/Lambda/Throttles')).toHaveLength(9);
     s.serviceTemplate.resourceCountIs('AWS::CloudWatch::Dashboard', 1);

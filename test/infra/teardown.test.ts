@@ -28,7 +28,13 @@ import { synthesize, type Synthesized } from './synth';
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const cdkJson = require('../../cdk.json') as { context: Record<string, unknown> };
 
-type Resource = { Type: string; Properties: Record<string, any>; DependsOn?: string[]; DeletionPolicy?: string; UpdateReplacePolicy?: string };
+type Resource = {
+  Type: string;
+  Properties: Record<string, any>;
+  DependsOn?: string[];
+  DeletionPolicy?: string;
+  UpdateReplacePolicy?: string;
+};
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, unknown>; Principal?: unknown };
 
 const saved = { ...process.env };
@@ -42,7 +48,12 @@ let service: Record<string, Resource>;
 beforeAll(async () => {
   jest.spyOn(console, 'log').mockImplementation(() => undefined);
   sqsServer = await startSqsServer();
-  Object.assign(process.env, { AWS_REGION: 'us-east-1', AWS_ACCESS_KEY_ID: 'test', AWS_SECRET_ACCESS_KEY: 'test', AWS_ENDPOINT_URL_SQS: sqsServer.url });
+  Object.assign(process.env, {
+    AWS_REGION: 'us-east-1',
+    AWS_ACCESS_KEY_ID: 'test',
+    AWS_SECRET_ACCESS_KEY: 'test',
+    AWS_ENDPOINT_URL_SQS: sqsServer.url,
+  });
   // Stands in for CloudFormation's presigned response URL.
   cfn = createServer((req, res) => {
     let body = '';
@@ -86,12 +97,26 @@ describe('service stack teardown leaves endpoint queues alone', () => {
   const names = async () => ((await sqs().send(new ListQueuesCommand({}))).QueueUrls ?? []).map((u) => u.split('/').pop()).sort();
 
   test('the retired EndpointQueues handler answers every request SUCCESS and deletes no queue', async () => {
-    for (const q of ['ferry-dev-ep-a', 'ferry-dev-ep-a-dlq', 'ferry-dev-results']) await sqs().send(new CreateQueueCommand({ QueueName: q }));
-    const base = { ServiceToken: 'x', ResponseURL: cfnUrl, StackId: 's', LogicalResourceId: 'EndpointQueues', ResourceType: 'Custom::FerryEndpointQueues' };
+    for (const q of ['ferry-dev-ep-a', 'ferry-dev-ep-a-dlq', 'ferry-dev-results'])
+      await sqs().send(new CreateQueueCommand({ QueueName: q }));
+    const base = {
+      ServiceToken: 'x',
+      ResponseURL: cfnUrl,
+      StackId: 's',
+      LogicalResourceId: 'EndpointQueues',
+      ResourceType: 'Custom::FerryEndpointQueues',
+    };
     const props = { ServiceToken: 'x', QueueNamePrefix: 'ferry-dev-ep-' };
     const events: CloudFormationCustomResourceEvent[] = [
       { ...base, RequestId: 'c', RequestType: 'Create', ResourceProperties: props },
-      { ...base, RequestId: 'u', RequestType: 'Update', PhysicalResourceId: 'endpoint-queues:ferry-dev-ep-', ResourceProperties: props, OldResourceProperties: props },
+      {
+        ...base,
+        RequestId: 'u',
+        RequestType: 'Update',
+        PhysicalResourceId: 'endpoint-queues:ferry-dev-ep-',
+        ResourceProperties: props,
+        OldResourceProperties: props,
+      },
       { ...base, RequestId: 'd', RequestType: 'Delete', PhysicalResourceId: 'endpoint-queues:ferry-dev-ep-', ResourceProperties: props },
     ];
     for (const e of events) await retired(e);
@@ -126,8 +151,13 @@ describe('service stack teardown leaves endpoint queues alone', () => {
   });
 });
 
-describe('run-time endpoint queues get the stack queues\' policy and encryption', () => {
-  const prefixArn = { 'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':sqs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':ferry-dev-ep-*']] };
+describe("run-time endpoint queues get the stack queues' policy and encryption", () => {
+  const prefixArn = {
+    'Fn::Join': [
+      '',
+      ['arn:', { Ref: 'AWS::Partition' }, ':sqs:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, ':ferry-dev-ep-*'],
+    ],
+  };
 
   test('IAM lets the handlers that make queues (register, credentials) create, tag and set attributes, by the stage prefix only', () => {
     for (const fn of ['EndpointsApi', 'CredentialsApi']) {
@@ -182,15 +212,18 @@ describe('a throwaway stage (retainData=false) takes its endpoint queues with it
     expect(tables).toHaveLength(4);
     for (const t of tables) expect(t.DependsOn).toContain(crId);
     expect(new AwsSolutionsChecks().validateScope(app).violations).toEqual([]);
-    expect(Object.values(s.dataTemplate.toJSON().Resources as Record<string, Resource>).filter((r) => r.Type.startsWith('Custom::'))).toEqual([]);
+    expect(
+      Object.values(s.dataTemplate.toJSON().Resources as Record<string, Resource>).filter((r) => r.Type.startsWith('Custom::')),
+    ).toEqual([]);
   });
 
-  test('on Delete it removes the stage\'s endpoint queues only once the endpoints table is gone', async () => {
+  test("on Delete it removes the stage's endpoint queues only once the endpoints table is gone", async () => {
     const dynamo = await startDynamoServer({});
     process.env.AWS_ENDPOINT_URL_DYNAMODB = dynamo.url;
     try {
       const sqs = new SQSClient({});
-      for (const q of ['ferry-scratch-ep-a', 'ferry-scratch-ep-a-dlq', 'ferry-prod-ep-c', 'ferry-scratch-results']) await sqs.send(new CreateQueueCommand({ QueueName: q }));
+      for (const q of ['ferry-scratch-ep-a', 'ferry-scratch-ep-a-dlq', 'ferry-prod-ep-c', 'ferry-scratch-results'])
+        await sqs.send(new CreateQueueCommand({ QueueName: q }));
       const ddb = new DynamoDBClient({});
       await ddb.send(
         new CreateTableCommand({
@@ -202,8 +235,15 @@ describe('a throwaway stage (retainData=false) takes its endpoint queues with it
       );
       const props = { ServiceToken: 'x', QueueNamePrefix: 'ferry-scratch-ep-', EndpointsTableName: 'ferry-scratch-endpoints' };
       const del: CloudFormationCustomResourceEvent = {
-        RequestType: 'Delete', ServiceToken: 'x', ResponseURL: cfnUrl, StackId: 's', RequestId: 'd1', LogicalResourceId: 'StageEndpointQueues',
-        ResourceType: 'Custom::FerryStageEndpointQueues', PhysicalResourceId: 'stage-queues:ferry-scratch-ep-', ResourceProperties: props,
+        RequestType: 'Delete',
+        ServiceToken: 'x',
+        ResponseURL: cfnUrl,
+        StackId: 's',
+        RequestId: 'd1',
+        LogicalResourceId: 'StageEndpointQueues',
+        ResourceType: 'Custom::FerryStageEndpointQueues',
+        PhysicalResourceId: 'stage-queues:ferry-scratch-ep-',
+        ResourceProperties: props,
       };
       const names = async () => ((await sqs.send(new ListQueuesCommand({}))).QueueUrls ?? []).map((u) => u.split('/').pop()).sort();
       // The records still exist: nothing is deleted.

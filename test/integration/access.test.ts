@@ -3,7 +3,14 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DynamoDBClient, GetItemCommand, ListTablesCommand, ScanCommand } from '@aws-sdk/client-dynamodb';
-import { DeleteObjectCommand, GetObjectCommand, HeadObjectCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import {
+  DeleteObjectCommand,
+  GetObjectCommand,
+  HeadObjectCommand,
+  ListObjectsV2Command,
+  PutObjectCommand,
+  S3Client,
+} from '@aws-sdk/client-s3';
 import {
   ChangeMessageVisibilityCommand,
   CreateQueueCommand,
@@ -56,7 +63,14 @@ async function endpoint(name: string): Promise<Endpoint> {
   expect(ep.status).toBe(201);
   const { endpoint_id: id, endpoint_secret: secret } = ep.body;
   const { grant, credentials } = await vendedCredentials(stack.apiUrl, id, secret);
-  return { id, secret, grant, credentials, sqs: new SQSClient({ region, credentials }), s3: new S3Client({ region, credentials, forcePathStyle: true }) };
+  return {
+    id,
+    secret,
+    grant,
+    credentials,
+    sqs: new SQSClient({ region, credentials }),
+    s3: new S3Client({ region, credentials, forcePathStyle: true }),
+  };
 }
 
 /** The error name (AWS error code) a call is refused with, or undefined if it succeeds. */
@@ -71,7 +85,13 @@ async function refusal(call: Promise<unknown>): Promise<string | undefined> {
 
 const json = (value: unknown) => {
   const bytes = Buffer.from(JSON.stringify(value));
-  return { v: 1 as const, codec: 'json' as const, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), inline: bytes.toString('base64') };
+  return {
+    v: 1 as const,
+    codec: 'json' as const,
+    size: bytes.length,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    inline: bytes.toString('base64'),
+  };
 };
 
 const view = async (taskId: string) => (await alice('GET', `/v1/tasks/${taskId}`)).body;
@@ -88,10 +108,19 @@ async function report(from: Endpoint, msg: ResultMessage): Promise<void> {
 
 /** Until the results handler has taken every message off the results queue. */
 async function resultsDrained(): Promise<void> {
-  await eventually(async () => {
-    const q = await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: a.grant.results_queue_url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
-    return Number(q.Attributes!.ApproximateNumberOfMessages) + Number(q.Attributes!.ApproximateNumberOfMessagesNotVisible) === 0;
-  }, 15_000, 'the results queue to drain');
+  await eventually(
+    async () => {
+      const q = await sqsClient().send(
+        new GetQueueAttributesCommand({
+          QueueUrl: a.grant.results_queue_url,
+          AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+        }),
+      );
+      return Number(q.Attributes!.ApproximateNumberOfMessages) + Number(q.Attributes!.ApproximateNumberOfMessagesNotVisible) === 0;
+    },
+    15_000,
+    'the results queue to drain',
+  );
 }
 
 beforeAll(async () => {
@@ -102,7 +131,7 @@ beforeAll(async () => {
   b = await endpoint('b');
 });
 afterAll(async () => {
-  for (const e of [a, b]) e?.sqs.destroy(), e?.s3.destroy();
+  for (const e of [a, b]) (e?.sqs.destroy(), e?.s3.destroy());
   await stack?.close();
 });
 
@@ -119,22 +148,38 @@ describe("an endpoint's vended credentials", () => {
     const own = await a.sqs.send(new ReceiveMessageCommand({ QueueUrl: a.grant.queue_url, WaitTimeSeconds: 5 }));
     expect(own.Messages?.[0]?.Body).toContain(taskId);
     const receipt = own.Messages![0]!.ReceiptHandle!;
-    expect(await refusal(a.sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: a.grant.queue_url, ReceiptHandle: receipt, VisibilityTimeout: 0 })))).toBeUndefined();
-    expect(await refusal(a.sqs.send(new SendMessageCommand({ QueueUrl: a.grant.results_queue_url, MessageBody: '{"not":"a result"}' })))).toBeUndefined();
+    expect(
+      await refusal(
+        a.sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: a.grant.queue_url, ReceiptHandle: receipt, VisibilityTimeout: 0 })),
+      ),
+    ).toBeUndefined();
+    expect(
+      await refusal(a.sqs.send(new SendMessageCommand({ QueueUrl: a.grant.results_queue_url, MessageBody: '{"not":"a result"}' }))),
+    ).toBeUndefined();
     // An endpoint manager reads its own queue's depth to scale its blocks.
-    expect(await refusal(a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: a.grant.queue_url, AttributeNames: ['ApproximateNumberOfMessages'] })))).toBeUndefined();
+    expect(
+      await refusal(
+        a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: a.grant.queue_url, AttributeNames: ['ApproximateNumberOfMessages'] })),
+      ),
+    ).toBeUndefined();
 
     const bQueue = b.grant.queue_url;
     const refused = {
       receiveFromOther: await refusal(a.sqs.send(new ReceiveMessageCommand({ QueueUrl: bQueue, WaitTimeSeconds: 0 }))),
-      deleteOnOther: await refusal(a.sqs.send(new DeleteMessageBatchCommand({ QueueUrl: bQueue, Entries: [{ Id: '0', ReceiptHandle: receipt }] }))),
+      deleteOnOther: await refusal(
+        a.sqs.send(new DeleteMessageBatchCommand({ QueueUrl: bQueue, Entries: [{ Id: '0', ReceiptHandle: receipt }] })),
+      ),
       receiveFromOwnDlq: await refusal(a.sqs.send(new ReceiveMessageCommand({ QueueUrl: a.grant.dlq_url, WaitTimeSeconds: 0 }))),
       sendToOwnQueue: await refusal(a.sqs.send(new SendMessageCommand({ QueueUrl: a.grant.queue_url, MessageBody: '{}' }))),
-      sendBatchToOther: await refusal(a.sqs.send(new SendMessageBatchCommand({ QueueUrl: bQueue, Entries: [{ Id: '0', MessageBody: '{}' }] }))),
+      sendBatchToOther: await refusal(
+        a.sqs.send(new SendMessageBatchCommand({ QueueUrl: bQueue, Entries: [{ Id: '0', MessageBody: '{}' }] })),
+      ),
       listQueues: await refusal(a.sqs.send(new ListQueuesCommand({}))),
       getQueueUrl: await refusal(a.sqs.send(new GetQueueUrlCommand({ QueueName: `ferry-local-ep-${b.id}` }))),
       getOtherQueueAttributes: await refusal(a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: bQueue, AttributeNames: ['All'] }))),
-      getResultsQueueAttributes: await refusal(a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: a.grant.results_queue_url, AttributeNames: ['All'] }))),
+      getResultsQueueAttributes: await refusal(
+        a.sqs.send(new GetQueueAttributesCommand({ QueueUrl: a.grant.results_queue_url, AttributeNames: ['All'] })),
+      ),
       createQueue: await refusal(a.sqs.send(new CreateQueueCommand({ QueueName: 'mine' }))),
     };
     expect(refused).toEqual(Object.fromEntries(Object.keys(refused).map((k) => [k, 'AccessDenied'])));
@@ -152,15 +197,21 @@ describe("an endpoint's vended credentials", () => {
 
     const refused = {
       readOther: await refusal(a.s3.send(new GetObjectCommand({ Bucket: a.grant.bucket, Key: bKey }))),
-      writeOther: await refusal(a.s3.send(new PutObjectCommand({ Bucket: a.grant.bucket, Key: `${endpointPrefix(b.id)}planted`, Body: 'x' }))),
-      writeOutsidePayloads: await refusal(a.s3.send(new PutObjectCommand({ Bucket: a.grant.bucket, Key: `elsewhere/${a.id}/x`, Body: 'x' }))),
+      writeOther: await refusal(
+        a.s3.send(new PutObjectCommand({ Bucket: a.grant.bucket, Key: `${endpointPrefix(b.id)}planted`, Body: 'x' })),
+      ),
+      writeOutsidePayloads: await refusal(
+        a.s3.send(new PutObjectCommand({ Bucket: a.grant.bucket, Key: `elsewhere/${a.id}/x`, Body: 'x' })),
+      ),
       writeSiblingPrefix: await refusal(a.s3.send(new PutObjectCommand({ Bucket: a.grant.bucket, Key: `payloads/${a.id}x/y`, Body: 'x' }))),
       list: await refusal(a.s3.send(new ListObjectsV2Command({ Bucket: a.grant.bucket, Prefix: endpointPrefix(a.id) }))),
       deleteOwn: await refusal(a.s3.send(new DeleteObjectCommand({ Bucket: a.grant.bucket, Key: ownKey }))),
     };
     expect(refused).toEqual(Object.fromEntries(Object.keys(refused).map((k) => [k, 'AccessDenied'])));
     // HEAD answers carry no body, so the SDK knows only the status.
-    const head = await a.s3.send(new HeadObjectCommand({ Bucket: a.grant.bucket, Key: bKey })).catch((err: { $metadata?: { httpStatusCode?: number } }) => err);
+    const head = await a.s3
+      .send(new HeadObjectCommand({ Bucket: a.grant.bucket, Key: bKey }))
+      .catch((err: { $metadata?: { httpStatusCode?: number } }) => err);
     expect(head.$metadata?.httpStatusCode).toBe(403);
   });
 
@@ -169,8 +220,14 @@ describe("an endpoint's vended credentials", () => {
     const sts = new STSClient({ region, credentials: a.credentials });
     expect(await refusal(ddb.send(new ListTablesCommand({})))).toBe('AccessDeniedException');
     expect(await refusal(ddb.send(new ScanCommand({ TableName: 'ferry-local-tasks' })))).toBe('AccessDeniedException');
-    expect(await refusal(ddb.send(new GetItemCommand({ TableName: 'ferry-local-endpoints', Key: { endpoint_id: { S: b.id } } })))).toBe('AccessDeniedException');
-    const assume = new AssumeRoleCommand({ RoleArn: process.env.FERRY_WORKER_ROLE_ARN, RoleSessionName: `ferry-ep-${b.id}`, Tags: [{ Key: 'endpointId', Value: b.id }] });
+    expect(await refusal(ddb.send(new GetItemCommand({ TableName: 'ferry-local-endpoints', Key: { endpoint_id: { S: b.id } } })))).toBe(
+      'AccessDeniedException',
+    );
+    const assume = new AssumeRoleCommand({
+      RoleArn: process.env.FERRY_WORKER_ROLE_ARN,
+      RoleSessionName: `ferry-ep-${b.id}`,
+      Tags: [{ Key: 'endpointId', Value: b.id }],
+    });
     expect(await refusal(sts.send(assume))).toBe('AccessDenied');
     ddb.destroy();
     sts.destroy();
@@ -209,33 +266,55 @@ describe('SigV4 on the local servers', () => {
   });
 
   it('refuses an unknown key, and a session key without its own token', async () => {
-    expect(await tryAll(with_({ accessKeyId: 'ferry-local', secretAccessKey: 'ferry-local' }))).toEqual(['InvalidClientTokenId', 'InvalidAccessKeyId', 'UnrecognizedClientException']);
-    expect(await tryAll(with_({ ...a.credentials, sessionToken: b.credentials.sessionToken }))).toEqual(['InvalidClientTokenId', 'InvalidAccessKeyId', 'UnrecognizedClientException']);
+    expect(await tryAll(with_({ accessKeyId: 'ferry-local', secretAccessKey: 'ferry-local' }))).toEqual([
+      'InvalidClientTokenId',
+      'InvalidAccessKeyId',
+      'UnrecognizedClientException',
+    ]);
+    expect(await tryAll(with_({ ...a.credentials, sessionToken: b.credentials.sessionToken }))).toEqual([
+      'InvalidClientTokenId',
+      'InvalidAccessKeyId',
+      'UnrecognizedClientException',
+    ]);
   });
 
   it('refuses an expired session', async () => {
     // The same AssumeRole the credentials handler makes, asking for a one-second session.
     const sts = new STSClient({});
     const out = await sts.send(
-      new AssumeRoleCommand({ RoleArn: process.env.FERRY_WORKER_ROLE_ARN, RoleSessionName: `ferry-ep-${a.id}`, DurationSeconds: 1, Tags: [{ Key: 'endpointId', Value: a.id }] }),
+      new AssumeRoleCommand({
+        RoleArn: process.env.FERRY_WORKER_ROLE_ARN,
+        RoleSessionName: `ferry-ep-${a.id}`,
+        DurationSeconds: 1,
+        Tags: [{ Key: 'endpointId', Value: a.id }],
+      }),
     );
     sts.destroy();
     const c = out.Credentials!;
     expect(c.Expiration!.getTime() - Date.now()).toBeLessThanOrEqual(1000);
     await new Promise((r) => setTimeout(r, 1100));
-    expect(await tryAll(with_({ accessKeyId: c.AccessKeyId!, secretAccessKey: c.SecretAccessKey!, sessionToken: c.SessionToken }))).toEqual([
-      'ExpiredToken',
-      'ExpiredToken',
-      'ExpiredTokenException',
-    ]);
+    expect(await tryAll(with_({ accessKeyId: c.AccessKeyId!, secretAccessKey: c.SecretAccessKey!, sessionToken: c.SessionToken }))).toEqual(
+      ['ExpiredToken', 'ExpiredToken', 'ExpiredTokenException'],
+    );
   });
 
   it('refuses an unsigned request', async () => {
-    const sqs = await fetch(stack.workerEnv.AWS_ENDPOINT_URL_SQS!, { method: 'POST', headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'AmazonSQS.ListQueues' }, body: '{}' });
-    expect([sqs.status, ((await sqs.json()) as { __type: string }).__type]).toEqual([403, 'com.amazon.coral.service#MissingAuthenticationToken']);
+    const sqs = await fetch(stack.workerEnv.AWS_ENDPOINT_URL_SQS!, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'AmazonSQS.ListQueues' },
+      body: '{}',
+    });
+    expect([sqs.status, ((await sqs.json()) as { __type: string }).__type]).toEqual([
+      403,
+      'com.amazon.coral.service#MissingAuthenticationToken',
+    ]);
     const s3 = await fetch(`${stack.workerEnv.AWS_ENDPOINT_URL_S3}/${a.grant.bucket}/${endpointPrefix(a.id)}t1/result`);
     expect([s3.status, /<Code>(\w+)<\/Code>/.exec(await s3.text())?.[1]]).toEqual([403, 'AccessDenied']);
-    const ddb = await fetch(stack.workerEnv.AWS_ENDPOINT_URL_DYNAMODB!, { method: 'POST', headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'DynamoDB_20120810.ListTables' }, body: '{}' });
+    const ddb = await fetch(stack.workerEnv.AWS_ENDPOINT_URL_DYNAMODB!, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'DynamoDB_20120810.ListTables' },
+      body: '{}',
+    });
     expect(((await ddb.json()) as { __type: string }).__type).toBe('com.amazon.coral.service#MissingAuthenticationTokenException');
   });
 
@@ -243,7 +322,9 @@ describe('SigV4 on the local servers', () => {
     const admin = new SQSClient({});
     const url = (await admin.send(new CreateQueueCommand({ QueueName: 'sender-ids' }))).QueueUrl!;
     await admin.send(new SendMessageCommand({ QueueUrl: url, MessageBody: 'hi' }));
-    const got = await admin.send(new ReceiveMessageCommand({ QueueUrl: url, MessageSystemAttributeNames: ['SenderId'], WaitTimeSeconds: 1 }));
+    const got = await admin.send(
+      new ReceiveMessageCommand({ QueueUrl: url, MessageSystemAttributeNames: ['SenderId'], WaitTimeSeconds: 1 }),
+    );
     expect(got.Messages![0]!.Attributes!.SenderId).toMatch(/^AIDA[A-Z2-7]{16}$/);
     admin.destroy();
   });
@@ -260,7 +341,9 @@ describe('results are believed only from the reporting endpoint', () => {
       const write = stream.write.bind(stream);
       spies.push(
         jest.spyOn(stream, 'write').mockImplementation(((chunk: unknown, ...rest: unknown[]) => {
-          const lines = String(chunk).split('\n').filter((l) => l.startsWith('{'));
+          const lines = String(chunk)
+            .split('\n')
+            .filter((l) => l.startsWith('{'));
           const parsed = lines.flatMap((l) => {
             try {
               return [JSON.parse(l) as Record<string, unknown>];
@@ -288,7 +371,15 @@ describe('results are believed only from the reporting endpoint', () => {
 
     for (const task_id of [waiting, running]) {
       for (const claimed of [a.id, b.id]) {
-        await report(a, { v: 1, kind: 'success', task_id, endpoint_id: claimed, worker_id: 'intruder', at: new Date().toISOString(), result: json('forged') });
+        await report(a, {
+          v: 1,
+          kind: 'success',
+          task_id,
+          endpoint_id: claimed,
+          worker_id: 'intruder',
+          at: new Date().toISOString(),
+          result: json('forged'),
+        });
       }
     }
     await resultsDrained();
@@ -305,16 +396,36 @@ describe('results are believed only from the reporting endpoint', () => {
 
   it("refuses a report on A's own task whose body claims endpoint B, and applies the genuine one", async () => {
     const taskId = await submit(a.id);
-    await report(a, { v: 1, kind: 'success', task_id: taskId, endpoint_id: b.id, worker_id: 'a1', at: new Date().toISOString(), result: json(666) });
+    await report(a, {
+      v: 1,
+      kind: 'success',
+      task_id: taskId,
+      endpoint_id: b.id,
+      worker_id: 'a1',
+      at: new Date().toISOString(),
+      result: json(666),
+    });
     await resultsDrained();
     expect((await view(taskId)).status).toBe('waiting-for-endpoint');
     expect(refusals()).toEqual([expect.objectContaining({ task_id: taskId, sender: `AROAFERRYLOCALWORKER:ferry-ep-${a.id}` })]);
 
-    await report(a, { v: 1, kind: 'success', task_id: taskId, endpoint_id: a.id, worker_id: 'a1', at: new Date().toISOString(), result: json(2) });
-    const done = await eventually(async () => {
-      const t = await view(taskId);
-      return t.status === 'success' && t;
-    }, 10_000, 'the genuine result');
+    await report(a, {
+      v: 1,
+      kind: 'success',
+      task_id: taskId,
+      endpoint_id: a.id,
+      worker_id: 'a1',
+      at: new Date().toISOString(),
+      result: json(2),
+    });
+    const done = await eventually(
+      async () => {
+        const t = await view(taskId);
+        return t.status === 'success' && t;
+      },
+      10_000,
+      'the genuine result',
+    );
     expect(done.result.value).toBe(2);
   });
 
@@ -323,12 +434,22 @@ describe('results are believed only from the reporting endpoint', () => {
     await sqsClient().send(
       new SendMessageCommand({
         QueueUrl: a.grant.results_queue_url,
-        MessageBody: JSON.stringify({ v: 1, kind: 'success', task_id: taskId, endpoint_id: a.id, worker_id: 'op', at: new Date().toISOString(), result: json(1) }),
+        MessageBody: JSON.stringify({
+          v: 1,
+          kind: 'success',
+          task_id: taskId,
+          endpoint_id: a.id,
+          worker_id: 'op',
+          at: new Date().toISOString(),
+          result: json(1),
+        }),
       }),
     );
     await resultsDrained();
     expect((await view(taskId)).status).toBe('waiting-for-endpoint');
-    expect(refusals()).toEqual([expect.objectContaining({ reason: 'the sender is not a worker session', sender: expect.stringMatching(/^AIDA/) })]);
+    expect(refusals()).toEqual([
+      expect.objectContaining({ reason: 'the sender is not a worker session', sender: expect.stringMatching(/^AIDA/) }),
+    ]);
   });
 });
 
@@ -356,8 +477,15 @@ describe('the admin credentials and sessions on disk', () => {
       const second = await startLocalStack({ dataDir: dir, authorizerCacheSeconds: 0 });
       expect(second.awsEnv.AWS_ACCESS_KEY_ID).toBe(file.access_key_id);
       const c = grant.credentials;
-      const s3 = new S3Client({ region, endpoint: second.workerEnv.AWS_ENDPOINT_URL_S3, forcePathStyle: true, credentials: { accessKeyId: c.access_key_id, secretAccessKey: c.secret_access_key, sessionToken: c.session_token } });
-      expect(await refusal(s3.send(new PutObjectCommand({ Bucket: grant.bucket, Key: `${grant.prefix}after-restart`, Body: 'x' })))).toBeUndefined();
+      const s3 = new S3Client({
+        region,
+        endpoint: second.workerEnv.AWS_ENDPOINT_URL_S3,
+        forcePathStyle: true,
+        credentials: { accessKeyId: c.access_key_id, secretAccessKey: c.secret_access_key, sessionToken: c.session_token },
+      });
+      expect(
+        await refusal(s3.send(new PutObjectCommand({ Bucket: grant.bucket, Key: `${grant.prefix}after-restart`, Body: 'x' }))),
+      ).toBeUndefined();
       s3.destroy();
       await second.close();
     } finally {

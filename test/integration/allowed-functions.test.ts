@@ -44,13 +44,19 @@ describe('an endpoint registered with allowed_functions', () => {
     const allowed = [f1, f2].sort();
     expect(ep.body.allowed_functions).toEqual(allowed);
     expect((await alice('GET', `/v1/endpoints/${id}`)).body.allowed_functions).toEqual(allowed);
-    expect(await alice('GET', `/v1/endpoints/${id}/allowed_functions`)).toEqual({ status: 200, body: { endpoint_id: id, restricted: true, functions: allowed } });
+    expect(await alice('GET', `/v1/endpoints/${id}/allowed_functions`)).toEqual({
+      status: 200,
+      body: { endpoint_id: id, restricted: true, functions: allowed },
+    });
 
     const ok = await alice('POST', `/v1/endpoints/${id}/submit`, { tasks: [{ function_id: f1 }, { function_id: f2 }] });
     expect(ok.status).toBe(202);
     expect(await queued(id)).toBe(2);
 
-    const refused = await alice('POST', `/v1/endpoints/${id}/submit`, { task_group_id: ok.body.task_group_id, tasks: [{ function_id: f1 }, { function_id: f3 }, { function_id: f3 }] });
+    const refused = await alice('POST', `/v1/endpoints/${id}/submit`, {
+      task_group_id: ok.body.task_group_id,
+      tasks: [{ function_id: f1 }, { function_id: f3 }, { function_id: f3 }],
+    });
     expectError(refused, 403, 'FunctionNotAllowed', new RegExp(`endpoint ${id} does not allow function ${f3}`));
     expect(refused.body.error.function_ids).toEqual([f3]);
     expect(await queued(id)).toBe(2);
@@ -64,7 +70,11 @@ describe('an endpoint registered with allowed_functions', () => {
     const ep = await alice('POST', '/v1/endpoints', { name: 'shared', allowed_functions: [own] });
     const id = ep.body.endpoint_id;
     expect((await alice('POST', `/v1/endpoints/${id}/share`, { shared_with: ['bob'] })).body.allowed_functions).toEqual([own]);
-    expect((await bob('GET', `/v1/endpoints/${id}/allowed_functions`)).body).toEqual({ endpoint_id: id, restricted: true, functions: [own] });
+    expect((await bob('GET', `/v1/endpoints/${id}/allowed_functions`)).body).toEqual({
+      endpoint_id: id,
+      restricted: true,
+      functions: [own],
+    });
     expectError(await carol('GET', `/v1/endpoints/${id}/allowed_functions`), 404, 'NotFound');
     const refused = await bob('POST', `/v1/endpoints/${id}/submit`, { tasks: [{ function_id: bobs }] });
     expectError(refused, 403, 'FunctionNotAllowed');
@@ -90,7 +100,11 @@ describe('an endpoint registered with allowed_functions', () => {
       expectError(await alice('POST', `/v1/endpoints/${id}/submit`, { tasks: [{ function_id: f2 }] }), 403, 'FunctionNotAllowed');
       const lifted = await alice('POST', `/v1/endpoints/${id}/share`, { allowed_functions: lift });
       expect([lifted.status, lifted.body.allowed_functions]).toEqual([200, []]);
-      expect((await alice('GET', `/v1/endpoints/${id}/allowed_functions`)).body).toEqual({ endpoint_id: id, restricted: false, functions: [] });
+      expect((await alice('GET', `/v1/endpoints/${id}/allowed_functions`)).body).toEqual({
+        endpoint_id: id,
+        restricted: false,
+        functions: [],
+      });
       expect((await alice('POST', `/v1/endpoints/${id}/submit`, { tasks: [{ function_id: f2 }] })).status).toBe(202);
       // A share that does not name the list leaves it as it is.
       await alice('POST', `/v1/endpoints/${id}/share`, { allowed_functions: [f1] });
@@ -122,12 +136,24 @@ describe('bad allowed_functions', () => {
     const id = ep.body.endpoint_id;
     const many = Array.from({ length: 1001 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, '0')}`);
     for (const bad of ['not-a-uuid', [f.toUpperCase()], ['x'], f, [1], many, { f: true }]) {
-      expectError(await alice('POST', '/v1/endpoints', { name: 'bad', allowed_functions: bad }), 400, 'ValidationFailed', /allowed_functions/);
-      expectError(await alice('POST', `/v1/endpoints/${id}/share`, { allowed_functions: bad }), 400, 'ValidationFailed', /allowed_functions/);
+      expectError(
+        await alice('POST', '/v1/endpoints', { name: 'bad', allowed_functions: bad }),
+        400,
+        'ValidationFailed',
+        /allowed_functions/,
+      );
+      expectError(
+        await alice('POST', `/v1/endpoints/${id}/share`, { allowed_functions: bad }),
+        400,
+        'ValidationFailed',
+        /allowed_functions/,
+      );
     }
     expect((await alice('GET', `/v1/endpoints/${id}/allowed_functions`)).body.functions).toEqual([f]);
     // 1,000 is the most a list holds.
-    expect((await alice('POST', `/v1/endpoints/${id}/share`, { allowed_functions: many.slice(0, 1000) })).body.allowed_functions).toHaveLength(1000);
+    expect(
+      (await alice('POST', `/v1/endpoints/${id}/share`, { allowed_functions: many.slice(0, 1000) })).body.allowed_functions,
+    ).toHaveLength(1000);
   });
 
   it('answers 404 to the listing of an unknown endpoint or a non-UUID', async () => {

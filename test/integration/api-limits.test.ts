@@ -35,7 +35,13 @@ afterAll(async () => {
 
 const jsonEnvelope = (value: unknown) => {
   const bytes = Buffer.from(JSON.stringify(value));
-  return { v: 1 as const, codec: 'json' as const, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), inline: bytes.toString('base64') };
+  return {
+    v: 1 as const,
+    codec: 'json' as const,
+    size: bytes.length,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    inline: bytes.toString('base64'),
+  };
 };
 
 /**
@@ -47,7 +53,9 @@ async function finishedTasks(n: number): Promise<{ groupId: string; ids: string[
   const fn = await alice('POST', '/v1/functions', { name: 'big', runtime: 'node', source: '(i) => i' });
   const ep = await alice('POST', '/v1/endpoints', { name: `big-${n}` });
   const endpointId = ep.body.endpoint_id as string;
-  const sub = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: Array.from({ length: n }, (_, i) => ({ function_id: fn.body.function_id, args: [i] })) });
+  const sub = await alice('POST', `/v1/endpoints/${endpointId}/submit`, {
+    tasks: Array.from({ length: n }, (_, i) => ({ function_id: fn.body.function_id, args: [i] })),
+  });
   expect(sub.status).toBe(202);
   const { grant, credentials } = await vendedCredentials(stack.apiUrl, endpointId, ep.body.endpoint_secret);
   const sqs = new SQSClient({ region: grant.region, credentials });
@@ -69,8 +77,13 @@ async function finishedTasks(n: number): Promise<{ groupId: string; ids: string[
           result: jsonEnvelope({ task: t.task_id, text: '"'.repeat(64) + 'x'.repeat(RESULT_CHARS) }),
         }));
         // One report a message: each is ~135 KB, and SQS takes 256 KiB a batch.
-        for (const r of reports) await sqs.send(new SendMessageBatchCommand({ QueueUrl: grant.results_queue_url, Entries: [{ Id: '0', MessageBody: JSON.stringify(r) }] }));
-        await sqs.send(new DeleteMessageBatchCommand({ QueueUrl: grant.queue_url, Entries: [{ Id: '0', ReceiptHandle: m.ReceiptHandle! }] }));
+        for (const r of reports)
+          await sqs.send(
+            new SendMessageBatchCommand({ QueueUrl: grant.results_queue_url, Entries: [{ Id: '0', MessageBody: JSON.stringify(r) }] }),
+          );
+        await sqs.send(
+          new DeleteMessageBatchCommand({ QueueUrl: grant.queue_url, Entries: [{ Id: '0', ReceiptHandle: m.ReceiptHandle! }] }),
+        );
         reported += reports.length;
       }
     }
@@ -79,11 +92,19 @@ async function finishedTasks(n: number): Promise<{ groupId: string; ids: string[
   }
   const ids = sub.body.task_ids as string[];
   // Done when the last one is: the consumer applies them in the order they were sent.
-  await eventually(async () => (await alice('GET', `/v1/tasks/${ids[ids.length - 1]}`)).body.status === 'success', 60_000, 'results applied');
-  await eventually(async () => {
-    const all = await readAll(ids);
-    return all.every((v) => v.status === 'success');
-  }, 60_000, 'every result applied');
+  await eventually(
+    async () => (await alice('GET', `/v1/tasks/${ids[ids.length - 1]}`)).body.status === 'success',
+    60_000,
+    'results applied',
+  );
+  await eventually(
+    async () => {
+      const all = await readAll(ids);
+      return all.every((v) => v.status === 'success');
+    },
+    60_000,
+    'every result applied',
+  );
   return { groupId: sub.body.task_group_id, ids };
 }
 
@@ -133,7 +154,9 @@ describe('the stand-in enforces what API Gateway and Lambda enforce', () => {
       const r = await caller(api.url, token)('GET', `/v1/test/bytes/${7 * 1024 * 1024}`);
       expect(r.status).toBe(500);
       expect(r.body).toEqual({ message: 'Internal Server Error' });
-      expect(errors.mock.calls.map((c) => String(c[0])).join('\n')).toMatch(/RESPONSE TOO LARGE: GET \/v1\/test\/bytes\/\{n\} answered \d+ bytes/);
+      expect(errors.mock.calls.map((c) => String(c[0])).join('\n')).toMatch(
+        /RESPONSE TOO LARGE: GET \/v1\/test\/bytes\/\{n\} answered \d+ bytes/,
+      );
     } finally {
       errors.mockRestore();
     }
@@ -143,7 +166,7 @@ describe('the stand-in enforces what API Gateway and Lambda enforce', () => {
     expect(fits.body.pad.length).toBe(MAX_RESPONSE_BYTES - 1024);
   });
 
-  it("answers 503 {\"message\":\"Service Unavailable\"} past the integration timeout, and 500 when the handler throws", async () => {
+  it('answers 503 {"message":"Service Unavailable"} past the integration timeout, and 500 when the handler throws', async () => {
     const errors = jest.spyOn(console, 'error').mockImplementation(() => undefined);
     try {
       const slow = await caller(api.url, token)('GET', '/v1/test/slow');

@@ -35,7 +35,11 @@ async function workerFor(endpointId: string, secret: string) {
   const grant = await caller(stack.apiUrl, secret)('POST', `/v1/endpoints/${endpointId}/credentials`);
   expect(grant.status).toBe(200);
   const g = grant.body;
-  const credentials = { accessKeyId: g.credentials.access_key_id, secretAccessKey: g.credentials.secret_access_key, sessionToken: g.credentials.session_token };
+  const credentials = {
+    accessKeyId: g.credentials.access_key_id,
+    secretAccessKey: g.credentials.secret_access_key,
+    sessionToken: g.credentials.session_token,
+  };
   const sqs = new SQSClient({ region: g.region, credentials });
   const s3 = new S3Client({ region: g.region, credentials, forcePathStyle: true });
   return {
@@ -58,7 +62,12 @@ async function workerFor(endpointId: string, secret: string) {
     },
     /** Queue depth, read as the operator: the worker role may not read queue attributes. */
     async depth() {
-      const out = await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: g.queue_url, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+      const out = await sqsClient().send(
+        new GetQueueAttributesCommand({
+          QueueUrl: g.queue_url,
+          AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+        }),
+      );
       return Number(out.Attributes!.ApproximateNumberOfMessages) + Number(out.Attributes!.ApproximateNumberOfMessagesNotVisible);
     },
     close() {
@@ -70,7 +79,13 @@ async function workerFor(endpointId: string, secret: string) {
 
 const json = (value: unknown) => {
   const bytes = Buffer.from(JSON.stringify(value));
-  return { v: 1 as const, codec: 'json' as const, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), inline: bytes.toString('base64') };
+  return {
+    v: 1 as const,
+    codec: 'json' as const,
+    size: bytes.length,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    inline: bytes.toString('base64'),
+  };
 };
 
 async function setup(name = 'ep', extra: Record<string, unknown> = {}) {
@@ -78,14 +93,23 @@ async function setup(name = 'ep', extra: Record<string, unknown> = {}) {
   const ep = await alice('POST', '/v1/endpoints', { name, ...extra });
   expect(ep.status).toBe(201);
   const worker = await workerFor(ep.body.endpoint_id, ep.body.endpoint_secret);
-  return { functionId: fn.body.function_id as string, endpointId: ep.body.endpoint_id as string, secret: ep.body.endpoint_secret as string, worker };
+  return {
+    functionId: fn.body.function_id as string,
+    endpointId: ep.body.endpoint_id as string,
+    secret: ep.body.endpoint_secret as string,
+    worker,
+  };
 }
 
 const waitFor = (taskId: string, status: string) =>
-  eventually(async () => {
-    const r = await alice('GET', `/v1/tasks/${taskId}`);
-    return r.body.status === status && r.body;
-  }, 10_000, `task ${taskId} to be ${status}`);
+  eventually(
+    async () => {
+      const r = await alice('GET', `/v1/tasks/${taskId}`);
+      return r.body.status === status && r.body;
+    },
+    10_000,
+    `task ${taskId} to be ${status}`,
+  );
 
 describe('registration', () => {
   it('gives the same id to exactly the same function, and a new one for another name or source', async () => {
@@ -133,7 +157,15 @@ describe('the whole loop with a test consumer playing the worker', () => {
     const { args } = JSON.parse((await readPayload(msg.args, worker.s3, worker.grant.bucket)).toString());
     await worker.report({ v: 1, kind: 'started', task_id: taskId, endpoint_id: endpointId, worker_id: 'w1', at: new Date().toISOString() });
     await waitFor(taskId, 'running');
-    await worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w1', at: new Date().toISOString(), result: json(args[0] + args[1]) });
+    await worker.report({
+      v: 1,
+      kind: 'success',
+      task_id: taskId,
+      endpoint_id: endpointId,
+      worker_id: 'w1',
+      at: new Date().toISOString(),
+      result: json(args[0] + args[1]),
+    });
     await worker.done(receipt);
 
     const done = await waitFor(taskId, 'success');
@@ -148,9 +180,21 @@ describe('the whole loop with a test consumer playing the worker', () => {
     const sub = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [{ function_id: functionId, args: [1, 2] }] });
     const [{ msg, receipt }] = await worker.receive();
     const big = Buffer.alloc(200 * 1024, 7);
-    const result = await storePayload(big, 'node-v8', resultKey(endpointId, msg.task_id), { s3: worker.s3, bucket: worker.grant.bucket, inlineLimit: worker.grant.inline_limit });
+    const result = await storePayload(big, 'node-v8', resultKey(endpointId, msg.task_id), {
+      s3: worker.s3,
+      bucket: worker.grant.bucket,
+      inlineLimit: worker.grant.inline_limit,
+    });
     expect(result.ref).toBe(`payloads/${endpointId}/${msg.task_id}/result`);
-    await worker.report({ v: 1, kind: 'success', task_id: msg.task_id, endpoint_id: endpointId, worker_id: 'w1', at: new Date().toISOString(), result });
+    await worker.report({
+      v: 1,
+      kind: 'success',
+      task_id: msg.task_id,
+      endpoint_id: endpointId,
+      worker_id: 'w1',
+      at: new Date().toISOString(),
+      result,
+    });
     await worker.done(receipt);
     const done = await waitFor(sub.body.task_ids[0], 'success');
     expect(done.result.data).toBeUndefined();
@@ -171,11 +215,21 @@ describe('the whole loop with a test consumer playing the worker', () => {
     await worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w1', at, result: json(2) });
     await waitFor(taskId, 'success');
     await worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w2', at, result: json(99) });
-    await worker.report({ v: 1, kind: 'failed', task_id: taskId, endpoint_id: endpointId, worker_id: 'w2', at, exception: { type: 'Error', message: 'late', traceback: '' } });
+    await worker.report({
+      v: 1,
+      kind: 'failed',
+      task_id: taskId,
+      endpoint_id: endpointId,
+      worker_id: 'w2',
+      at,
+      exception: { type: 'Error', message: 'late', traceback: '' },
+    });
     await worker.report({ v: 1, kind: 'started', task_id: taskId, endpoint_id: endpointId, worker_id: 'w3', at });
     // Wait until the results queue has drained those three, then read.
     await eventually(async () => {
-      const q = await sqsClient().send(new GetQueueAttributesCommand({ QueueUrl: worker.grant.results_queue_url, AttributeNames: ['All'] }));
+      const q = await sqsClient().send(
+        new GetQueueAttributesCommand({ QueueUrl: worker.grant.results_queue_url, AttributeNames: ['All'] }),
+      );
       return Number(q.Attributes!.ApproximateNumberOfMessages) + Number(q.Attributes!.ApproximateNumberOfMessagesNotVisible) === 0;
     });
     const t = (await alice('GET', `/v1/tasks/${taskId}`)).body;
@@ -186,14 +240,38 @@ describe('the whole loop with a test consumer playing the worker', () => {
     worker.close();
   });
 
-  it("ignores a result about a task of another endpoint, whichever endpoint the body names", async () => {
+  it('ignores a result about a task of another endpoint, whichever endpoint the body names', async () => {
     const a = await setup('a');
     const b = await setup('b');
     const sub = await alice('POST', `/v1/endpoints/${a.endpointId}/submit`, { tasks: [{ function_id: a.functionId, args: [1, 1] }] });
     const taskId = sub.body.task_ids[0];
-    await b.worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: b.endpointId, worker_id: 'intruder', at: new Date().toISOString(), result: json(666) });
-    await b.worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: a.endpointId, worker_id: 'intruder', at: new Date().toISOString(), result: json(666) });
-    await a.worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: a.endpointId, worker_id: 'w', at: new Date().toISOString(), result: json(2) });
+    await b.worker.report({
+      v: 1,
+      kind: 'success',
+      task_id: taskId,
+      endpoint_id: b.endpointId,
+      worker_id: 'intruder',
+      at: new Date().toISOString(),
+      result: json(666),
+    });
+    await b.worker.report({
+      v: 1,
+      kind: 'success',
+      task_id: taskId,
+      endpoint_id: a.endpointId,
+      worker_id: 'intruder',
+      at: new Date().toISOString(),
+      result: json(666),
+    });
+    await a.worker.report({
+      v: 1,
+      kind: 'success',
+      task_id: taskId,
+      endpoint_id: a.endpointId,
+      worker_id: 'w',
+      at: new Date().toISOString(),
+      result: json(2),
+    });
     const done = await waitFor(taskId, 'success');
     expect(done.result.value).toBe(2);
     a.worker.close();
@@ -222,7 +300,9 @@ describe('submitting batches', () => {
       cursor = page.body.next_cursor;
     } while (cursor);
     expect(new Set(seen)).toEqual(new Set(sub.body.task_ids));
-    const batch = await alice('POST', '/v1/tasks/batch', { task_ids: [...sub.body.task_ids.slice(0, 3), '00000000-0000-4000-8000-000000000000'] });
+    const batch = await alice('POST', '/v1/tasks/batch', {
+      task_ids: [...sub.body.task_ids.slice(0, 3), '00000000-0000-4000-8000-000000000000'],
+    });
     expect(batch.body.tasks).toHaveLength(3);
     expect(batch.body.unknown).toEqual(['00000000-0000-4000-8000-000000000000']);
     worker.close();
@@ -230,13 +310,23 @@ describe('submitting batches', () => {
 
   it('creates no duplicate tasks when a request is retried with the same Idempotency-Key', async () => {
     const { functionId, endpointId, worker } = await setup();
-    const body = { tasks: [{ function_id: functionId, args: [1, 2] }, { function_id: functionId, args: [3, 4] }] };
+    const body = {
+      tasks: [
+        { function_id: functionId, args: [1, 2] },
+        { function_id: functionId, args: [3, 4] },
+      ],
+    };
     const first = await alice('POST', `/v1/endpoints/${endpointId}/submit`, body, { 'idempotency-key': 'retry-me-1' });
     const second = await alice('POST', `/v1/endpoints/${endpointId}/submit`, body, { 'idempotency-key': 'retry-me-1' });
     expect(second.status).toBe(202);
     expect(second.body).toEqual(first.body);
     expect(await worker.depth()).toBe(2);
-    const reused = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [{ function_id: functionId, args: [9] }] }, { 'idempotency-key': 'retry-me-1' });
+    const reused = await alice(
+      'POST',
+      `/v1/endpoints/${endpointId}/submit`,
+      { tasks: [{ function_id: functionId, args: [9] }] },
+      { 'idempotency-key': 'retry-me-1' },
+    );
     expect(reused.status).toBe(409);
     expect(reused.body.error.code).toBe('IdempotencyKeyReused');
     worker.close();
@@ -270,7 +360,15 @@ describe('submitting batches', () => {
     // Drain the queue and finish one task, then put the key back as a request that died holding
     // it a while ago: a Lambda dying mid-request cannot be produced here, so its trace is written directly.
     for (const { receipt } of await worker.receive(10)) await worker.done(receipt);
-    await worker.report({ v: 1, kind: 'success', task_id: done!, endpoint_id: endpointId, worker_id: 'w', at: new Date().toISOString(), result: json(2) });
+    await worker.report({
+      v: 1,
+      kind: 'success',
+      task_id: done!,
+      endpoint_id: endpointId,
+      worker_id: 'w',
+      at: new Date().toISOString(),
+      result: json(2),
+    });
     await waitFor(done!, 'success');
     await dynamo().send(
       new UpdateCommand({
@@ -298,14 +396,18 @@ describe('submitting batches', () => {
     expect(up.status).toBe(201);
     const put = await fetch(up.body.url, { method: 'PUT', body: bytes });
     expect(put.status).toBe(200);
-    const sub = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [{ function_id: functionId, payload: { codec: 'node-v8', ref: up.body.ref, size: bytes.length, sha256 } }] });
+    const sub = await alice('POST', `/v1/endpoints/${endpointId}/submit`, {
+      tasks: [{ function_id: functionId, payload: { codec: 'node-v8', ref: up.body.ref, size: bytes.length, sha256 } }],
+    });
     expect(sub.status).toBe(202);
     const [{ msg }] = await worker.receive();
     expect(msg.args.ref).toBe(up.body.ref);
     expect((await readPayload(msg.args, worker.s3, worker.grant.bucket)).equals(bytes)).toBe(true);
     // A ref that was never uploaded, or someone else's, is refused.
     const missing = await alice('POST', `/v1/endpoints/${endpointId}/submit`, {
-      tasks: [{ function_id: functionId, payload: { codec: 'node-v8', ref: `payloads/${endpointId}/uploads/alice/nope`, size: 1, sha256 } }],
+      tasks: [
+        { function_id: functionId, payload: { codec: 'node-v8', ref: `payloads/${endpointId}/uploads/alice/nope`, size: 1, sha256 } },
+      ],
     });
     expect(missing.status).toBe(400);
     worker.close();
@@ -331,7 +433,15 @@ describe('cancel, lost workers and deletion', () => {
     const c = await alice('POST', `/v1/tasks/${taskId}/cancel`);
     expect(c.status).toBe(200);
     expect(c.body.status).toBe('cancelled');
-    await worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w', at: new Date().toISOString(), result: json(2) });
+    await worker.report({
+      v: 1,
+      kind: 'success',
+      task_id: taskId,
+      endpoint_id: endpointId,
+      worker_id: 'w',
+      at: new Date().toISOString(),
+      result: json(2),
+    });
     await new Promise((r) => setTimeout(r, 300));
     expect((await alice('GET', `/v1/tasks/${taskId}`)).body.status).toBe('cancelled');
     worker.close();
@@ -343,7 +453,9 @@ describe('cancel, lost workers and deletion', () => {
     const taskId = sub.body.task_ids[0];
     for (let i = 0; i < 2; i++) {
       // A worker takes the task and dies: the message comes back when its visibility lapses.
-      const got = await worker.sqs.send(new ReceiveMessageCommand({ QueueUrl: worker.grant.queue_url, WaitTimeSeconds: 5, VisibilityTimeout: 1 }));
+      const got = await worker.sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: worker.grant.queue_url, WaitTimeSeconds: 5, VisibilityTimeout: 1 }),
+      );
       expect(got.Messages).toHaveLength(1);
     }
     // The third receive finds it over its maxReceiveCount: SQS moves it to the DLQ instead.
@@ -438,7 +550,11 @@ describe('bad input writes nothing', () => {
       [submit({ tasks: Array.from({ length: 501 }, () => ({ function_id: functionId })) }), 400, 'ValidationFailed'],
       [submit({ tasks: [{ function_id: functionId }, { function_id: '00000000-0000-4000-8000-000000000000' }] }), 404, 'NotFound'],
       [submit({ tasks: [{ function_id: functionId, args: ['y'.repeat(6 * 1024 * 1024)] }] }), 413, 'PayloadTooLarge'],
-      [alice('POST', '/v1/endpoints/00000000-0000-4000-8000-000000000000/submit', { tasks: [{ function_id: functionId }] }), 404, 'NotFound'],
+      [
+        alice('POST', '/v1/endpoints/00000000-0000-4000-8000-000000000000/submit', { tasks: [{ function_id: functionId }] }),
+        404,
+        'NotFound',
+      ],
       [submit({ tasks: [{ function_id: functionId, payload: { codec: 'python-pickle', data: 'gAR9lC4=' } }] }), 400, 'BadRequest'],
       [alice('GET', '/v1/tasks/not-a-uuid'), 404, 'NotFound'],
       [alice('GET', '/v1/tasks/00000000-0000-4000-8000-000000000000'), 404, 'NotFound'],

@@ -29,18 +29,34 @@ beforeAll(async () => {
 afterAll(() => stack?.close());
 
 function expectError(r: Answer, status: number, code: string, what = ''): void {
-  expect({ what, status: r.status, code: r.body?.error?.code, message: typeof r.body?.error?.message }).toEqual({ what, status, code, message: 'string' });
+  expect({ what, status: r.status, code: r.body?.error?.code, message: typeof r.body?.error?.message }).toEqual({
+    what,
+    status,
+    code,
+    message: 'string',
+  });
 }
 
 async function register(c: ReturnType<typeof caller>, name: string) {
   const fn = await c('POST', '/v1/functions', { name, runtime: 'node', source: `() => ${JSON.stringify(name)}` });
   const ep = await c('POST', '/v1/endpoints', { name });
   expect([fn.status, ep.status]).toEqual([201, 201]);
-  return { functionId: fn.body.function_id as string, endpointId: ep.body.endpoint_id as string, secret: ep.body.endpoint_secret as string };
+  return {
+    functionId: fn.body.function_id as string,
+    endpointId: ep.body.endpoint_id as string,
+    secret: ep.body.endpoint_secret as string,
+  };
 }
 
-async function submit(c: ReturnType<typeof caller>, endpointId: string, functionId: string, n: number): Promise<{ task_group_id: string; task_ids: string[] }> {
-  const r = await c('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: Array.from({ length: n }, () => ({ function_id: functionId })) });
+async function submit(
+  c: ReturnType<typeof caller>,
+  endpointId: string,
+  functionId: string,
+  n: number,
+): Promise<{ task_group_id: string; task_ids: string[] }> {
+  const r = await c('POST', `/v1/endpoints/${endpointId}/submit`, {
+    tasks: Array.from({ length: n }, () => ({ function_id: functionId })),
+  });
   expect(r.status).toBe(202);
   return r.body;
 }
@@ -99,7 +115,8 @@ describe('limit', () => {
         expectError(r, 400, 'ValidationFailed', `${path}?limit=${bad}`);
         expect(r.body.error.message).toContain(LIMIT_RANGE);
       }
-      for (const good of ['1', '1000']) expect({ path, good, status: (await alice('GET', `${path}?limit=${good}`)).status }).toEqual({ path, good, status: 200 });
+      for (const good of ['1', '1000'])
+        expect({ path, good, status: (await alice('GET', `${path}?limit=${good}`)).status }).toEqual({ path, good, status: 200 });
     }
     const one = await alice('GET', `/v1/task-groups/${task_group_id}?limit=1`);
     expect(one.body.tasks).toHaveLength(1);
@@ -162,7 +179,13 @@ describe('cursors', () => {
     ];
     const listings = ['/v1/functions', '/v1/endpoints', `/v1/task-groups/${groupA.task_group_id}`];
     for (const path of listings) {
-      for (const cursor of garbage) expectError(await alice('GET', `${path}?cursor=${encodeURIComponent(cursor)}`), 400, 'BadRequest', `${path} ${cursor.slice(0, 20)}`);
+      for (const cursor of garbage)
+        expectError(
+          await alice('GET', `${path}?cursor=${encodeURIComponent(cursor)}`),
+          400,
+          'BadRequest',
+          `${path} ${cursor.slice(0, 20)}`,
+        );
     }
 
     const cases: [string, ReturnType<typeof caller>, string, string][] = [
@@ -189,7 +212,12 @@ describe('cursors', () => {
       ['DynamoDB JSON', alice, '/v1/functions', forged({ function_id: { S: aliceFunctionKey.function_id }, owner: { S: 'alice' } })],
       ['group key of bob', alice, `/v1/task-groups/${groupA.task_group_id}`, forged({ ...aliceGroupKey, task_id: groupB.task_ids[0] })],
       ['group key, unknown task', alice, `/v1/task-groups/${groupA.task_group_id}`, forged({ ...aliceGroupKey, task_id: UNKNOWN })],
-      ['group key, wrong time', alice, `/v1/task-groups/${groupA.task_group_id}`, forged({ ...aliceGroupKey, created_at: '2999-01-01T00:00:00.000Z' })],
+      [
+        'group key, wrong time',
+        alice,
+        `/v1/task-groups/${groupA.task_group_id}`,
+        forged({ ...aliceGroupKey, created_at: '2999-01-01T00:00:00.000Z' }),
+      ],
       ['group key, not a time', alice, `/v1/task-groups/${groupA.task_group_id}`, forged({ ...aliceGroupKey, created_at: 'zzz' })],
     ];
     for (const [what, c, path, cursor] of cases) {
@@ -217,7 +245,12 @@ describe('an endpoint deleted while its secret is still cached', () => {
     expect((await alice('DELETE', `/v1/endpoints/${own.endpointId}`)).status).toBe(200);
 
     expectError(await ep('POST', `/v1/endpoints/${own.endpointId}/heartbeat`, hb), 401, 'Unauthorized', 'heartbeat');
-    expectError(await ep('POST', `/v1/endpoints/${own.endpointId}/heartbeat`, { ...hb, stopped: true }), 401, 'Unauthorized', 'last heartbeat');
+    expectError(
+      await ep('POST', `/v1/endpoints/${own.endpointId}/heartbeat`, { ...hb, stopped: true }),
+      401,
+      'Unauthorized',
+      'last heartbeat',
+    );
     expectError(await ep('POST', `/v1/endpoints/${own.endpointId}/credentials`), 401, 'Unauthorized', 'credentials');
 
     expect(await getEndpoint(own.endpointId)).toBeUndefined();
@@ -235,8 +268,18 @@ describe("the API Gateway stand-in's own answers", () => {
     const before = (await alice('GET', '/v1/functions?limit=1000')).body.functions.length;
     const cases: [string, Promise<Answer>, number, string][] = [
       ['no Authorization header', anon('GET', '/v1/endpoints'), 401, 'Unauthorized'],
-      ['no Authorization header, with a body', anon('POST', '/v1/functions', { name: 'x', runtime: 'node', source: '() => 0' }), 401, 'Unauthorized'],
-      ['11 MB body', alice('POST', '/v1/functions', { name: 'big', runtime: 'node', source: 'x'.repeat(11 * 1024 * 1024) }), 413, 'PayloadTooLarge'],
+      [
+        'no Authorization header, with a body',
+        anon('POST', '/v1/functions', { name: 'x', runtime: 'node', source: '() => 0' }),
+        401,
+        'Unauthorized',
+      ],
+      [
+        '11 MB body',
+        alice('POST', '/v1/functions', { name: 'big', runtime: 'node', source: 'x'.repeat(11 * 1024 * 1024) }),
+        413,
+        'PayloadTooLarge',
+      ],
       ['unknown route', alice('GET', '/v1/nothing-here'), 404, 'NotFound'],
       ['unknown route, no header', anon('GET', '/'), 404, 'NotFound'],
       ['wrong method', alice('PUT', '/v1/functions', { name: 'x' }), 404, 'NotFound'],

@@ -55,7 +55,8 @@ async function both(operation: string, input: Record<string, unknown>): Promise<
 }
 
 const failedCondition = (a: DynamoAnswer) => a.status === 400 && String(a.body.__type).endsWith('ConditionalCheckFailedException');
-const invalid = (a: DynamoAnswer, message: RegExp) => a.status === 400 && String(a.body.__type).endsWith('ValidationException') && message.test(String(a.body.message));
+const invalid = (a: DynamoAnswer, message: RegExp) =>
+  a.status === 400 && String(a.body.__type).endsWith('ValidationException') && message.test(String(a.body.message));
 
 describe('the local DynamoDB reuses parsed expressions (local/dynamo-fast-paths.js)', () => {
   it('puts each request’s own values and names in a repeated update and condition', async () => {
@@ -78,7 +79,9 @@ describe('the local DynamoDB reuses parsed expressions (local/dynamo-fast-paths.
       const first = await both('UpdateItem', move(sk, 'running', ['pending']));
       expect((first.body.Attributes as Record<string, unknown>).state).toEqual({ S: 'running' });
       const second = await both('UpdateItem', move(sk, 'done', ['running']));
-      expect((second.body.Attributes as Record<string, unknown>).transitions).toEqual({ L: [{ S: 'created' }, { M: { state: { S: 'running' } } }, { M: { state: { S: 'done' } } }] });
+      expect((second.body.Attributes as Record<string, unknown>).transitions).toEqual({
+        L: [{ S: 'created' }, { M: { state: { S: 'running' } } }, { M: { state: { S: 'done' } } }],
+      });
       // The same strings once more, with values that no longer hold: the condition still fails.
       expect(failedCondition(await both('UpdateItem', move(sk, 'running', ['pending'])))).toBe(true);
       expect(failedCondition(await both('UpdateItem', move(sk, 'failed', ['running'])))).toBe(true);
@@ -101,7 +104,12 @@ describe('the local DynamoDB reuses parsed expressions (local/dynamo-fast-paths.
       ReturnValues: 'UPDATED_NEW',
     });
     expect((await both('UpdateItem', add({ N: '2' }))).body.Attributes).toEqual({ count: { N: '2' } });
-    expect(invalid(await both('UpdateItem', add({ S: '2' })), /Incorrect operand type for operator or function; operator: ADD, operand type: STRING/)).toBe(true);
+    expect(
+      invalid(
+        await both('UpdateItem', add({ S: '2' })),
+        /Incorrect operand type for operator or function; operator: ADD, operand type: STRING/,
+      ),
+    ).toBe(true);
     expect((await both('UpdateItem', add({ N: '3' }))).body.Attributes).toEqual({ count: { N: '5' } });
 
     const between = (lo: string, hi: string) => ({
@@ -150,9 +158,13 @@ describe('the local DynamoDB reuses parsed expressions (local/dynamo-fast-paths.
     expect((await both('PutItem', put({ ':n': { S: 'n' } }))).status).toBe(200);
     expect((await both('PutItem', put({ ':n': { S: 'n' } }))).status).toBe(200);
     expect(failedCondition(await both('PutItem', put({ ':n': { S: 'other' } })))).toBe(true);
-    expect(invalid(await both('PutItem', put({ ':n': { S: 'n' }, ':extra': { S: 'e' } })), /unused in expressions: keys: \{:extra\}/)).toBe(true);
+    expect(invalid(await both('PutItem', put({ ':n': { S: 'n' }, ':extra': { S: 'e' } })), /unused in expressions: keys: \{:extra\}/)).toBe(
+      true,
+    );
     expect(invalid(await both('PutItem', put({ ':m': { S: 'n' } })), /attribute value used in expression is not defined/)).toBe(true);
-    expect(invalid(await both('PutItem', put({ ':n': { S: 'n' } }, { '#n': 'note', '#x': 'x' })), /unused in expressions: keys: \{#x\}/)).toBe(true);
+    expect(
+      invalid(await both('PutItem', put({ ':n': { S: 'n' } }, { '#n': 'note', '#x': 'x' })), /unused in expressions: keys: \{#x\}/),
+    ).toBe(true);
     // A name used by the update only and one used by the condition only: both count as used.
     const update = {
       TableName: 'things',
@@ -163,15 +175,33 @@ describe('the local DynamoDB reuses parsed expressions (local/dynamo-fast-paths.
       ExpressionAttributeValues: { ':a': { M: { deep: { L: [{ S: 'd' }] } } }, ':b': { S: 'n' } },
       ReturnValues: 'ALL_NEW',
     };
-    for (let i = 0; i < 2; i++) expect(((await both('UpdateItem', update)).body.Attributes as Record<string, unknown>).alpha).toEqual({ M: { deep: { L: [{ S: 'd' }] } } });
-    expect((await both('UpdateItem', { ...update, UpdateExpression: 'SET #a = :a, #select = :a', ExpressionAttributeNames: { ...update.ExpressionAttributeNames, '#select': 'select' } })).status).toBe(200);
-    expect(invalid(await both('UpdateItem', { ...update, UpdateExpression: 'SET #a = :a, select = :a' }), /reserved keyword: select/)).toBe(true);
-    expect(invalid(await both('UpdateItem', { ...update, UpdateExpression: 'SET #a = :a, select = :a' }), /reserved keyword: select/)).toBe(true);
+    for (let i = 0; i < 2; i++)
+      expect(((await both('UpdateItem', update)).body.Attributes as Record<string, unknown>).alpha).toEqual({
+        M: { deep: { L: [{ S: 'd' }] } },
+      });
+    expect(
+      (
+        await both('UpdateItem', {
+          ...update,
+          UpdateExpression: 'SET #a = :a, #select = :a',
+          ExpressionAttributeNames: { ...update.ExpressionAttributeNames, '#select': 'select' },
+        })
+      ).status,
+    ).toBe(200);
+    expect(invalid(await both('UpdateItem', { ...update, UpdateExpression: 'SET #a = :a, select = :a' }), /reserved keyword: select/)).toBe(
+      true,
+    );
+    expect(invalid(await both('UpdateItem', { ...update, UpdateExpression: 'SET #a = :a, select = :a' }), /reserved keyword: select/)).toBe(
+      true,
+    );
   });
 
   it('answers repeated key conditions, filters and projections with each request’s values', async () => {
     for (let sk = 1; sk <= 4; sk++) {
-      await both('PutItem', { TableName: 'things', Item: { pk: { S: 'q' }, sk: { N: String(sk) }, colour: { S: sk % 2 ? 'red' : 'blue' }, size: { N: String(sk * 10) } } });
+      await both('PutItem', {
+        TableName: 'things',
+        Item: { pk: { S: 'q' }, sk: { N: String(sk) }, colour: { S: sk % 2 ? 'red' : 'blue' }, size: { N: String(sk * 10) } },
+      });
     }
     // `:g = pk`: dynalite turns such a key condition around after parsing it.
     const query = (g: string, s: string, colour: string, names: Record<string, string>) => ({
@@ -183,14 +213,30 @@ describe('the local DynamoDB reuses parsed expressions (local/dynamo-fast-paths.
       ExpressionAttributeValues: { ':g': { S: g }, ':s': { N: s }, ':c': { S: colour } },
     });
     const items = async (input: Record<string, unknown>) => (await both('Query', input)).body.Items;
-    expect(await items(query('q', '1', 'red', { '#c': 'colour', '#p': 'size' }))).toEqual([{ sk: { N: '1' }, size: { N: '10' } }, { sk: { N: '3' }, size: { N: '30' } }]);
+    expect(await items(query('q', '1', 'red', { '#c': 'colour', '#p': 'size' }))).toEqual([
+      { sk: { N: '1' }, size: { N: '10' } },
+      { sk: { N: '3' }, size: { N: '30' } },
+    ]);
     expect(await items(query('q', '2', 'red', { '#c': 'colour', '#p': 'size' }))).toEqual([{ sk: { N: '3' }, size: { N: '30' } }]);
-    expect(await items(query('q', '1', 'blue', { '#c': 'colour', '#p': 'colour' }))).toEqual([{ sk: { N: '2' }, colour: { S: 'blue' } }, { sk: { N: '4' }, colour: { S: 'blue' } }]);
+    expect(await items(query('q', '1', 'blue', { '#c': 'colour', '#p': 'colour' }))).toEqual([
+      { sk: { N: '2' }, colour: { S: 'blue' } },
+      { sk: { N: '4' }, colour: { S: 'blue' } },
+    ]);
     expect(await items(query('none', '1', 'blue', { '#c': 'colour', '#p': 'colour' }))).toEqual([]);
-    const scan = (size: string) => ({ TableName: 'things', FilterExpression: '#z > :n AND begins_with(pk, :p)', ExpressionAttributeNames: { '#z': 'size' }, ExpressionAttributeValues: { ':n': { N: size }, ':p': { S: 'q' } } });
+    const scan = (size: string) => ({
+      TableName: 'things',
+      FilterExpression: '#z > :n AND begins_with(pk, :p)',
+      ExpressionAttributeNames: { '#z': 'size' },
+      ExpressionAttributeValues: { ':n': { N: size }, ':p': { S: 'q' } },
+    });
     expect(((await both('Scan', scan('15'))).body.Items as unknown[]).length).toBe(3);
     expect(((await both('Scan', scan('35'))).body.Items as unknown[]).length).toBe(1);
-    expect(invalid(await both('Scan', { ...scan('1'), ExpressionAttributeValues: { ':n': { N: '1' }, ':p': { N: '1' } } }), /begins_with, operand type: N/)).toBe(true);
+    expect(
+      invalid(
+        await both('Scan', { ...scan('1'), ExpressionAttributeValues: { ':n': { N: '1' }, ':p': { N: '1' } } }),
+        /begins_with, operand type: N/,
+      ),
+    ).toBe(true);
   });
 
   it('keeps its tables on disk when the stack has a data dir', () => {

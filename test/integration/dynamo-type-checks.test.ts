@@ -8,7 +8,25 @@ const validations = require('dynalite/validations') as { checkTypes: CheckTypes;
 type CheckTypes = (data: unknown, types: Record<string, unknown>) => unknown;
 type Spec = string | { type?: string; children?: Spec | Record<string, Spec> };
 
-const OPERATIONS = ['BatchGetItem', 'BatchWriteItem', 'CreateTable', 'DeleteItem', 'DeleteTable', 'DescribeTable', 'DescribeTimeToLive', 'GetItem', 'ListTables', 'PutItem', 'Query', 'Scan', 'TagResource', 'UntagResource', 'ListTagsOfResource', 'UpdateItem', 'UpdateTable'];
+const OPERATIONS = [
+  'BatchGetItem',
+  'BatchWriteItem',
+  'CreateTable',
+  'DeleteItem',
+  'DeleteTable',
+  'DescribeTable',
+  'DescribeTimeToLive',
+  'GetItem',
+  'ListTables',
+  'PutItem',
+  'Query',
+  'Scan',
+  'TagResource',
+  'UntagResource',
+  'ListTagsOfResource',
+  'UpdateItem',
+  'UpdateTable',
+];
 const typesOf = (op: string) =>
   // eslint-disable-next-line @typescript-eslint/no-require-imports
   (require(`dynalite/validations/${validations.toLowerFirst(op)}`) as { types: Record<string, Spec> }).types;
@@ -31,7 +49,7 @@ function both(data: unknown, types: Record<string, unknown>) {
 /** A small seeded generator, so a failure replays. */
 function random(seed: number) {
   let s = seed >>> 0;
-  return () => ((s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32);
+  return () => (s = (s * 1664525 + 1013904223) >>> 0) / 2 ** 32;
 }
 
 const ATTRIBUTE_TYPES = ['S', 'N', 'B', 'BOOL', 'NULL', 'SS', 'NS', 'BS', 'L', 'M'];
@@ -64,7 +82,11 @@ function generate(spec: Spec | Record<string, Spec>, rnd: () => number, depth: n
       return depth > 3 ? [] : Array.from({ length: Math.floor(rnd() * 3) }, () => generate(children as Spec, rnd, depth + 1, odd));
     case 'Map':
     case 'ParameterizedMap':
-      return depth > 3 ? {} : Object.fromEntries(Array.from({ length: Math.floor(rnd() * 3) }, (_, i) => [`k${i}`, generate(children as Spec, rnd, depth + 1, odd)]));
+      return depth > 3
+        ? {}
+        : Object.fromEntries(
+            Array.from({ length: Math.floor(rnd() * 3) }, (_, i) => [`k${i}`, generate(children as Spec, rnd, depth + 1, odd)]),
+          );
     case 'ValueStruct':
     case 'FieldStruct':
       return generateStruct(children as Record<string, Spec>, rnd, depth + 1, odd, inner);
@@ -118,15 +140,58 @@ describe("the local DynamoDB's compiled type check (local/dynamo-fast-paths.js)"
           UpdateExpression: 'SET #s = :to, transitions = list_append(if_not_exists(transitions, :initial), :t)',
           ConditionExpression: '#s IN (:f0, :f1)',
           ExpressionAttributeNames: { '#s': 'state' },
-          ExpressionAttributeValues: { ':to': { S: 'done' }, ':initial': { L: [] }, ':t': { L: [{ M: { at: { S: 'now' }, n: { N: '1' }, ok: { BOOL: true }, nil: { NULL: true } } }] }, ':f0': { S: 'a' }, ':f1': { S: 'b' } },
+          ExpressionAttributeValues: {
+            ':to': { S: 'done' },
+            ':initial': { L: [] },
+            ':t': { L: [{ M: { at: { S: 'now' }, n: { N: '1' }, ok: { BOOL: true }, nil: { NULL: true } } }] },
+            ':f0': { S: 'a' },
+            ':f1': { S: 'b' },
+          },
           ReturnValues: 'ALL_NEW',
           ReturnConsumedCapacity: 'INDEXES',
         },
       ],
-      ['BatchGetItem', { RequestItems: { shares: { Keys: [{ share_id: { S: 's1' } }, { share_id: { S: 's2' } }], ConsistentRead: true, ProjectionExpression: '#t', ExpressionAttributeNames: { '#t': 'tasks' } } } }],
-      ['Query', { TableName: 'tasks', IndexName: 'open-since-index', KeyConditionExpression: 'open_on = :e AND created_at < :b', ExpressionAttributeValues: { ':e': { S: 'e' }, ':b': { S: 'b' } }, Limit: 100.7, ScanIndexForward: false, ExclusiveStartKey: { task_id: { S: 'x' } } }],
-      ['BatchWriteItem', { RequestItems: { tasks: [{ PutRequest: { Item: { task_id: { S: 'x' }, payload: { B: 'YWJj' }, tags: { SS: ['a', 'b'] } } } }, { DeleteRequest: { Key: { task_id: { S: 'y' } } } }] }, ReturnConsumedCapacity: 'TOTAL' }],
-      ['PutItem', { TableName: 'tasks', Item: { task_id: { S: 'x' }, n: { NS: ['1', '2'] } }, ConditionExpression: 'attribute_not_exists(task_id)' }],
+      [
+        'BatchGetItem',
+        {
+          RequestItems: {
+            shares: {
+              Keys: [{ share_id: { S: 's1' } }, { share_id: { S: 's2' } }],
+              ConsistentRead: true,
+              ProjectionExpression: '#t',
+              ExpressionAttributeNames: { '#t': 'tasks' },
+            },
+          },
+        },
+      ],
+      [
+        'Query',
+        {
+          TableName: 'tasks',
+          IndexName: 'open-since-index',
+          KeyConditionExpression: 'open_on = :e AND created_at < :b',
+          ExpressionAttributeValues: { ':e': { S: 'e' }, ':b': { S: 'b' } },
+          Limit: 100.7,
+          ScanIndexForward: false,
+          ExclusiveStartKey: { task_id: { S: 'x' } },
+        },
+      ],
+      [
+        'BatchWriteItem',
+        {
+          RequestItems: {
+            tasks: [
+              { PutRequest: { Item: { task_id: { S: 'x' }, payload: { B: 'YWJj' }, tags: { SS: ['a', 'b'] } } } },
+              { DeleteRequest: { Key: { task_id: { S: 'y' } } } },
+            ],
+          },
+          ReturnConsumedCapacity: 'TOTAL',
+        },
+      ],
+      [
+        'PutItem',
+        { TableName: 'tasks', Item: { task_id: { S: 'x' }, n: { NS: ['1', '2'] } }, ConditionExpression: 'attribute_not_exists(task_id)' },
+      ],
     ];
     for (const [op, data] of requests) {
       const { dynalite, compiled } = both(data, typesOf(op));

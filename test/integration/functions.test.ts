@@ -44,14 +44,28 @@ async function endpoint() {
         const out = await sqs.send(new ReceiveMessageCommand({ QueueUrl: grant.queue_url, MaxNumberOfMessages: 10, WaitTimeSeconds: 1 }));
         if (!out.Messages?.length) return all;
         all.push(...out.Messages.map((m) => taskMessageSchema.parse(JSON.parse(m.Body!))));
-        for (const m of out.Messages) await sqs.send(new DeleteMessageCommand({ QueueUrl: grant.queue_url, ReceiptHandle: m.ReceiptHandle! }));
+        for (const m of out.Messages)
+          await sqs.send(new DeleteMessageCommand({ QueueUrl: grant.queue_url, ReceiptHandle: m.ReceiptHandle! }));
       }
     },
     /** Report a task's JSON result as the worker would. */
     async succeed(taskId: string, value: unknown) {
       const result = inlineEnvelope(Buffer.from(JSON.stringify(value)), 'json');
       const at = new Date().toISOString();
-      await sqs.send(new SendMessageCommand({ QueueUrl: grant.results_queue_url, MessageBody: JSON.stringify({ v: 1, kind: 'success', task_id: taskId, endpoint_id: ep.body.endpoint_id, worker_id: 'w', at, result }) }));
+      await sqs.send(
+        new SendMessageCommand({
+          QueueUrl: grant.results_queue_url,
+          MessageBody: JSON.stringify({
+            v: 1,
+            kind: 'success',
+            task_id: taskId,
+            endpoint_id: ep.body.endpoint_id,
+            worker_id: 'w',
+            at,
+            result,
+          }),
+        }),
+      );
     },
     close: () => sqs.destroy(),
   };
@@ -87,7 +101,13 @@ describe('registering', () => {
   });
 
   it('derives the id from everything stored: the same function again is 200 with its id, any change is a new function', async () => {
-    const base = { name: 'hostname', runtime: 'shell', source: 'hostname', description: 'where', shell: { snippet_lines: 5, walltime_ms: 1000 } };
+    const base = {
+      name: 'hostname',
+      runtime: 'shell',
+      source: 'hostname',
+      description: 'where',
+      shell: { snippet_lines: 5, walltime_ms: 1000 },
+    };
     const first = await alice('POST', '/v1/functions', base);
     // The same options in another key order are the same function.
     const again = await alice('POST', '/v1/functions', { ...base, shell: { walltime_ms: 1000, snippet_lines: 5 } });
@@ -130,7 +150,10 @@ describe('registering', () => {
     const cases: [Record<string, unknown>, RegExp][] = [
       [{ name: 's', runtime: 'shell', source: 'ls', entrypoint: 'main' }, /entrypoint: shell and mpi functions take no entrypoint/],
       [{ name: 'm', runtime: 'mpi', source: 'hostname', entrypoint: 'main' }, /entrypoint/],
-      [{ name: 'n', runtime: 'node', source: '() => 1', shell: { walltime_ms: 10 } }, /shell: shell options apply to shell and mpi functions only/],
+      [
+        { name: 'n', runtime: 'node', source: '() => 1', shell: { walltime_ms: 10 } },
+        /shell: shell options apply to shell and mpi functions only/,
+      ],
       [{ name: 'p', runtime: 'python', source: 'def f(): pass', entrypoint: 'f', shell: {} }, /shell/],
       [{ name: 'p', runtime: 'python', source: 'def f(): pass' }, /entrypoint: python functions need an entrypoint/],
       [{ name: 's', runtime: 'shell', source: 'ls', shell: { walltime_ms: 0 } }, /shell\.walltime_ms/],
@@ -171,7 +194,7 @@ describe('submitting to shell and mpi functions', () => {
     ep.close();
   });
 
-  it('fills in an mpi task\'s resource specification and keeps it in the message, the record and the task view', async () => {
+  it("fills in an mpi task's resource specification and keeps it in the message, the record and the task view", async () => {
     const ep = await endpoint();
     const fid = await register({ name: 'ranks', runtime: 'mpi', source: 'hostname' });
     const asked = [
@@ -212,11 +235,36 @@ describe('submitting to shell and mpi functions', () => {
     const sh = await register({ name: 'sh-fn', runtime: 'shell', source: 'true' });
     const submit = (...tasks: unknown[]) => alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks });
     const ok = { function_id: mpi, resource_specification: { num_ranks: 2 } };
-    expectError(await submit(ok, { function_id: mpi }), 400, 'BadRequest', /tasks\.1\.resource_specification: an mpi function needs a resource_specification/);
-    expectError(await submit({ function_id: mpi, resource_specification: { num_nodes: 2, ranks_per_node: 2, num_ranks: 5 } }), 400, 'BadRequest', /num_ranks 5 does not fit 2 node\(s\) × 2/);
-    expectError(await submit({ function_id: mpi, resource_specification: { num_nodes: 100_000, ranks_per_node: 100_000 } }), 400, 'BadRequest', /num_ranks/);
-    expectError(await submit({ function_id: node, resource_specification: { num_ranks: 2 } }), 400, 'BadRequest', /resource_specification applies to mpi functions, not node/);
-    expectError(await submit(ok, { function_id: sh, resource_specification: {} }), 400, 'BadRequest', /tasks\.1\.resource_specification: resource_specification applies to mpi functions, not shell/);
+    expectError(
+      await submit(ok, { function_id: mpi }),
+      400,
+      'BadRequest',
+      /tasks\.1\.resource_specification: an mpi function needs a resource_specification/,
+    );
+    expectError(
+      await submit({ function_id: mpi, resource_specification: { num_nodes: 2, ranks_per_node: 2, num_ranks: 5 } }),
+      400,
+      'BadRequest',
+      /num_ranks 5 does not fit 2 node\(s\) × 2/,
+    );
+    expectError(
+      await submit({ function_id: mpi, resource_specification: { num_nodes: 100_000, ranks_per_node: 100_000 } }),
+      400,
+      'BadRequest',
+      /num_ranks/,
+    );
+    expectError(
+      await submit({ function_id: node, resource_specification: { num_ranks: 2 } }),
+      400,
+      'BadRequest',
+      /resource_specification applies to mpi functions, not node/,
+    );
+    expectError(
+      await submit(ok, { function_id: sh, resource_specification: {} }),
+      400,
+      'BadRequest',
+      /tasks\.1\.resource_specification: resource_specification applies to mpi functions, not shell/,
+    );
     for (const spec of [{ num_ranks: 0 }, { num_nodes: -1 }, { num_ranks: 1.5 }, { num_ranks: '2' }, { ranks: 2 }, [2], 'big']) {
       expectError(await submit({ function_id: mpi, resource_specification: spec }), 400, 'ValidationFailed', /resource_specification/);
     }
@@ -228,7 +276,10 @@ describe('submitting to shell and mpi functions', () => {
     const ep = await endpoint();
     const sh = await register({ name: 'sh-codec', runtime: 'shell', source: 'true' });
     const mpi = await register({ name: 'mpi-codec', runtime: 'mpi', source: 'true' });
-    for (const [fid, runtime] of [[sh, 'shell'], [mpi, 'mpi']] as const) {
+    for (const [fid, runtime] of [
+      [sh, 'shell'],
+      [mpi, 'mpi'],
+    ] as const) {
       for (const codec of ['python-pickle', 'node-v8']) {
         const r = await alice('POST', `/v1/endpoints/${ep.id}/submit`, {
           tasks: [{ function_id: fid, payload: { codec, data: 'gAR9lC4=' }, ...(runtime === 'mpi' ? { resource_specification: {} } : {}) }],
@@ -238,7 +289,10 @@ describe('submitting to shell and mpi functions', () => {
     }
     const data = Buffer.from(JSON.stringify({ args: [], kwargs: { x: 1 } })).toString('base64');
     const r = await alice('POST', `/v1/endpoints/${ep.id}/submit`, {
-      tasks: [{ function_id: sh, payload: { codec: 'json', data } }, { function_id: mpi, payload: { codec: 'json', data }, resource_specification: { num_ranks: 2 } }],
+      tasks: [
+        { function_id: sh, payload: { codec: 'json', data } },
+        { function_id: mpi, payload: { codec: 'json', data }, resource_specification: { num_ranks: 2 } },
+      ],
     });
     expect(r.status).toBe(202);
     expect((await ep.drain()).map((m) => m.function.runtime).sort()).toEqual(['mpi', 'shell']);
@@ -272,10 +326,14 @@ describe('deleting a function', () => {
     const queued = await ep.drain();
     expect(queued.map((m) => [m.function.source, m.tasks.map((t) => t.task_id)])).toEqual([['echo {x}', before.body.task_ids]]);
     await ep.succeed(before.body.task_ids[0], { cmd: 'echo 1', returncode: 0, stdout: '1\n', stderr: '', exception_name: null });
-    const done = await eventually(async () => {
-      const t = await alice('GET', `/v1/tasks/${before.body.task_ids[0]}`);
-      return t.body.status === 'success' && t.body;
-    }, 10_000, 'the queued task to succeed');
+    const done = await eventually(
+      async () => {
+        const t = await alice('GET', `/v1/tasks/${before.body.task_ids[0]}`);
+        return t.body.status === 'success' && t.body;
+      },
+      10_000,
+      'the queued task to succeed',
+    );
     expect(done.result.value).toMatchObject({ returncode: 0, stdout: '1\n' });
 
     // Registering the same function again brings it back under the same id.

@@ -38,24 +38,30 @@ test('rebuilds a kept table whose indexes are out of date, keeping its items', a
           ],
           Projection: { ProjectionType: 'INCLUDE', NonKeyAttributes: ['owner'] },
         },
-        { IndexName: 'open-index', KeySchema: [{ AttributeName: 'open_on', KeyType: 'HASH' }], Projection: { ProjectionType: 'KEYS_ONLY' } },
+        {
+          IndexName: 'open-index',
+          KeySchema: [{ AttributeName: 'open_on', KeyType: 'HASH' }],
+          Projection: { ProjectionType: 'KEYS_ONLY' },
+        },
       ],
     }),
   );
-  await ddb.send(new PutItemCommand({ TableName: tasksTable, Item: { task_id: { S: 'kept-task' }, owner: { S: 'alice' }, state: { S: 'success' } } }));
+  await ddb.send(
+    new PutItemCommand({ TableName: tasksTable, Item: { task_id: { S: 'kept-task' }, owner: { S: 'alice' }, state: { S: 'success' } } }),
+  );
   const group = '11111111-2222-4333-8444-555555555555';
   const oldTask = (taskId: string, createdAt: string) => ({
-      task_id: taskId,
-      owner: 'alice',
-      endpoint_id: '99999999-2222-4333-8444-555555555555',
-      function_id: '88888888-2222-4333-8444-555555555555',
-      task_group_id: group,
-      state: 'cancelled',
-      args: { v: 1, codec: 'json', size: 2, sha256: '44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a', inline: 'e30=' },
-      walltime_ms: 1000,
-      created_at: createdAt,
-      updated_at: createdAt,
-      transitions: [{ state: 'received', at: createdAt, by: 'api' }],
+    task_id: taskId,
+    owner: 'alice',
+    endpoint_id: '99999999-2222-4333-8444-555555555555',
+    function_id: '88888888-2222-4333-8444-555555555555',
+    task_group_id: group,
+    state: 'cancelled',
+    args: { v: 1, codec: 'json', size: 2, sha256: '44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a', inline: 'e30=' },
+    walltime_ms: 1000,
+    created_at: createdAt,
+    updated_at: createdAt,
+    transitions: [{ state: 'received', at: createdAt, by: 'api' }],
   });
   const older = ['00000000-0000-4000-8000-00000000000b', '00000000-0000-4000-8000-00000000000a'];
   const doc = DynamoDBDocumentClient.from(ddb);
@@ -66,7 +72,9 @@ test('rebuilds a kept table whose indexes are out of date, keeping its items', a
 
   stack = await startLocalStack(opts);
   const again = new DynamoDBClient({});
-  const indexes = (await again.send(new DescribeTableCommand({ TableName: tasksTable }))).Table!.GlobalSecondaryIndexes!.map((i) => i.IndexName).sort();
+  const indexes = (await again.send(new DescribeTableCommand({ TableName: tasksTable })))
+    .Table!.GlobalSecondaryIndexes!.map((i) => i.IndexName)
+    .sort();
   expect(indexes).toEqual(def.GlobalSecondaryIndexes!.map((i) => i.IndexName).sort());
   expect(await getTask('kept-task')).toMatchObject({ owner: 'alice', state: 'success' });
   expect(existsSync(join(dataDir, `${tasksTable}.before-rebuild.json`))).toBe(true);
@@ -77,7 +85,10 @@ test('rebuilds a kept table whose indexes are out of date, keeping its items', a
   expect(listed.body.tasks.map((t: { task_id: string }) => t.task_id)).toEqual(older);
   const fn = await alice('POST', '/v1/functions', { name: 'one', runtime: 'node', source: '() => 1' });
   const ep = await alice('POST', '/v1/endpoints', { name: 'ep' });
-  const sub = await alice('POST', `/v1/endpoints/${ep.body.endpoint_id}/submit`, { task_group_id: group, tasks: [{ function_id: fn.body.function_id }] });
+  const sub = await alice('POST', `/v1/endpoints/${ep.body.endpoint_id}/submit`, {
+    task_group_id: group,
+    tasks: [{ function_id: fn.body.function_id }],
+  });
   expect(sub.status).toBe(202);
   const after = await alice('GET', `/v1/task-groups/${group}`);
   expect(after.body.tasks.map((t: { task_id: string }) => t.task_id)).toEqual([...older, ...sub.body.task_ids]);

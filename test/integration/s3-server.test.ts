@@ -155,12 +155,14 @@ describe('local S3 server (in memory)', () => {
   });
 
   test('a wrong checksum header or Content-MD5 is BadDigest', async () => {
-    expect(
-      await errorName(s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'x', Body: 'data', ChecksumCRC32: 'AAAAAA==' }))),
-    ).toBe('BadDigest');
+    expect(await errorName(s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'x', Body: 'data', ChecksumCRC32: 'AAAAAA==' })))).toBe(
+      'BadDigest',
+    );
     expect(
       await errorName(
-        s3.send(new PutObjectCommand({ Bucket: BUCKET, Key: 'x', Body: 'data', ContentMD5: createHash('md5').update('other').digest('base64') })),
+        s3.send(
+          new PutObjectCommand({ Bucket: BUCKET, Key: 'x', Body: 'data', ContentMD5: createHash('md5').update('other').digest('base64') }),
+        ),
       ),
     ).toBe('BadDigest');
   });
@@ -243,9 +245,7 @@ describe('local S3 server (in memory)', () => {
     expect(seen).toEqual(keys);
 
     expect(await errorName(s3.send(new DeleteBucketCommand({ Bucket: 'list-test' })))).toBe('BucketNotEmpty');
-    const deleted = await s3.send(
-      new DeleteObjectsCommand({ Bucket: 'list-test', Delete: { Objects: keys.map((Key) => ({ Key })) } }),
-    );
+    const deleted = await s3.send(new DeleteObjectsCommand({ Bucket: 'list-test', Delete: { Objects: keys.map((Key) => ({ Key })) } }));
     expect(deleted.Deleted!.map((d) => d.Key).sort()).toEqual([...keys].sort());
     expect((await s3.send(new ListObjectsV2Command({ Bucket: 'list-test' }))).KeyCount).toBe(0);
     await s3.send(new DeleteBucketCommand({ Bucket: 'list-test' }));

@@ -45,20 +45,41 @@ const scan = async () => {
   } while (start);
   return items;
 };
-const raw = async (key: string) => (await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: key }, ConsistentRead: true }))).Item;
+const raw = async (key: string) =>
+  (await dynamo().send(new GetCommand({ TableName: table(), Key: { task_id: key }, ConsistentRead: true }))).Item;
 
 const submit = async (n: number, headers: Record<string, string> = {}) => {
-  const r = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: Array.from({ length: n }, () => ({ function_id: functionId })) }, headers);
+  const r = await alice(
+    'POST',
+    `/v1/endpoints/${endpointId}/submit`,
+    { tasks: Array.from({ length: n }, () => ({ function_id: functionId })) },
+    headers,
+  );
   expect(r.status).toBe(202);
   return r.body as { task_group_id: string; task_ids: string[] };
 };
 
 const json = (value: unknown) => {
   const bytes = Buffer.from(JSON.stringify(value));
-  return { v: 1 as const, codec: 'json' as const, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), inline: bytes.toString('base64') };
+  return {
+    v: 1 as const,
+    codec: 'json' as const,
+    size: bytes.length,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    inline: bytes.toString('base64'),
+  };
 };
 const success = (taskId: string, value: unknown, extra: Partial<ResultMessage> = {}): ResultMessage =>
-  ({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w1', at: new Date().toISOString(), result: json(value), ...extra }) as ResultMessage;
+  ({
+    v: 1,
+    kind: 'success',
+    task_id: taskId,
+    endpoint_id: endpointId,
+    worker_id: 'w1',
+    at: new Date().toISOString(),
+    result: json(value),
+    ...extra,
+  }) as ResultMessage;
 
 it('writes one share and one marker per 100 tasks, and no item per task until a task moves', async () => {
   const before = new Set((await scan()).map((i) => i.task_id));
@@ -93,7 +114,10 @@ it('lets no duplicate or late report change a final task', async () => {
   await applyResults([success(id!, 1)], endpointId);
   const first = await raw(id!);
   await applyResults([success(id!, 2)], endpointId);
-  await applyResults([{ v: 1, kind: 'started', task_id: id!, endpoint_id: endpointId, worker_id: 'w2', at: new Date().toISOString() }], endpointId);
+  await applyResults(
+    [{ v: 1, kind: 'started', task_id: id!, endpoint_id: endpointId, worker_id: 'w2', at: new Date().toISOString() }],
+    endpointId,
+  );
   expect(await raw(id!)).toEqual(first);
   expect(await transitionTask(id!, 'cancelled', { by: 'user:alice' })).toBeUndefined();
 });
@@ -165,11 +189,21 @@ it('still reads and moves a whole task item written before shares', async () => 
  * one, a marker deleted removes one, an update that sets an index key moves one.
  */
 function indexUnits(command: string, input: Record<string, any>): number {
-  const entries = (item: Record<string, unknown>) => Number(item.task_group_id !== undefined && item.submit_order !== undefined) + Number(item.open_on !== undefined && item.created_at !== undefined);
+  const entries = (item: Record<string, unknown>) =>
+    Number(item.task_group_id !== undefined && item.submit_order !== undefined) +
+    Number(item.open_on !== undefined && item.created_at !== undefined);
   const keyOf = (key: Record<string, any>) => String(key.task_id?.S ?? key.task_id);
   if (command.startsWith('BatchWrite')) {
-    const reqs = Object.values(input.RequestItems as Record<string, { PutRequest?: { Item: Record<string, unknown> }; DeleteRequest?: { Key: Record<string, unknown> } }[]>).flat();
-    return reqs.reduce((n, r) => n + (r.PutRequest ? entries(r.PutRequest.Item) : keyOf(r.DeleteRequest!.Key).startsWith('open#') ? 1 : 0), 0);
+    const reqs = Object.values(
+      input.RequestItems as Record<
+        string,
+        { PutRequest?: { Item: Record<string, unknown> }; DeleteRequest?: { Key: Record<string, unknown> } }[]
+      >,
+    ).flat();
+    return reqs.reduce(
+      (n, r) => n + (r.PutRequest ? entries(r.PutRequest.Item) : keyOf(r.DeleteRequest!.Key).startsWith('open#') ? 1 : 0),
+      0,
+    );
   }
   if (command.startsWith('Put')) return entries(input.Item);
   if (command.startsWith('Delete')) return keyOf(input.Key).startsWith('open#') ? 1 : 0;
@@ -217,7 +251,9 @@ it('announces every task that reaches a final state: result, cancel, endpoint de
   expect(await cancelled).toEqual([task_ids[1]]);
   // A doomed endpoint: its open tasks fail, and its markers go with it.
   const ep = (await alice('POST', '/v1/endpoints', { name: 'doomed' })).body.endpoint_id as string;
-  const doomed = await alice('POST', `/v1/endpoints/${ep}/submit`, { tasks: Array.from({ length: 120 }, () => ({ function_id: functionId })) });
+  const doomed = await alice('POST', `/v1/endpoints/${ep}/submit`, {
+    tasks: Array.from({ length: 120 }, () => ({ function_id: functionId })),
+  });
   const ids = doomed.body.task_ids as string[];
   await applyResults([{ ...success(ids[0]!, 1), endpoint_id: ep }], ep);
   const failed = waitForFinished([ids[119]!], 5_000);
@@ -225,7 +261,10 @@ it('announces every task that reaches a final state: result, cancel, endpoint de
   expect(del.body.failed_tasks).toBe(119);
   expect(await failed).toEqual([ids[119]]);
   for (const s of new Set(ids.map((id) => shareOfTask(id)!.shareId))) expect((await raw(`open#${s}`))?.open_on).toBeUndefined();
-  const views = (await alice('POST', '/v1/tasks/batch', { task_ids: ids })).body.tasks as { status: string; exception?: { type: string } }[];
+  const views = (await alice('POST', '/v1/tasks/batch', { task_ids: ids })).body.tasks as {
+    status: string;
+    exception?: { type: string };
+  }[];
   expect(views[0]!.status).toBe('success');
   expect(views.slice(1).every((v) => v.status === 'failed' && v.exception?.type === 'EndpointDeleted')).toBe(true);
 });
@@ -247,7 +286,12 @@ it('finishes a submit whose request died after writing some of its shares, queue
     }
   };
   const submitTo = async () => {
-    const r = await alice('POST', `/v1/endpoints/${ep}/submit`, { tasks: Array.from({ length: 250 }, () => ({ function_id: functionId })) }, { 'idempotency-key': key });
+    const r = await alice(
+      'POST',
+      `/v1/endpoints/${ep}/submit`,
+      { tasks: Array.from({ length: 250 }, () => ({ function_id: functionId })) },
+      { 'idempotency-key': key },
+    );
     expect(r.status).toBe(202);
     return r.body as { task_group_id: string; task_ids: string[] };
   };
@@ -286,7 +330,14 @@ it('finishes a submit whose request died after writing some of its shares, queue
 });
 
 it('splits a submit of large inline arguments into shares that each fit in one DynamoDB item', async () => {
-  const tasks = Array.from({ length: 30 }, (_, i) => ({ function_id: functionId, kwargs: { blob: String(i).repeat(50 * 1024).slice(0, 50 * 1024) } }));
+  const tasks = Array.from({ length: 30 }, (_, i) => ({
+    function_id: functionId,
+    kwargs: {
+      blob: String(i)
+        .repeat(50 * 1024)
+        .slice(0, 50 * 1024),
+    },
+  }));
   const r = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks });
   expect(r.status).toBe(202);
   const shares = [...new Set((r.body.task_ids as string[]).map((id) => shareOfTask(id)!.shareId))];

@@ -107,7 +107,9 @@ describe('queues', () => {
     expect((await errorOf(sqs.send(new GetQueueUrlCommand({ QueueName: 'nope' })))).name).toBe('QueueDoesNotExist');
     const QueueUrl = `${server.url}/000000000000/nope`;
     expect((await errorOf(sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'x' })))).name).toBe('QueueDoesNotExist');
-    expect((await errorOf(sqs.send(new SendMessageCommand({ QueueUrl: `${server.url}/not-a-queue-url`, MessageBody: 'x' })))).name).toBe('InvalidAddress');
+    expect((await errorOf(sqs.send(new SendMessageCommand({ QueueUrl: `${server.url}/not-a-queue-url`, MessageBody: 'x' })))).name).toBe(
+      'InvalidAddress',
+    );
   });
 
   it('deletes a queue', async () => {
@@ -156,7 +158,9 @@ describe('queues', () => {
   it('sets attributes, tags and purges', async () => {
     const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: 'tagged', tags: { team: 'ferry' } }));
     await sqs.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: { VisibilityTimeout: '120', DelaySeconds: '5' } }));
-    const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['VisibilityTimeout', 'DelaySeconds'] }));
+    const { Attributes } = await sqs.send(
+      new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['VisibilityTimeout', 'DelaySeconds'] }),
+    );
     expect(Attributes).toEqual({ VisibilityTimeout: '120', DelaySeconds: '5' });
 
     await sqs.send(new TagQueueCommand({ QueueUrl, Tags: { stage: 'dev', owner: 'me' } }));
@@ -196,7 +200,10 @@ describe('messages', () => {
         },
         md5: 'd53f3b558fe951154770f25cb63dbba9',
       },
-      { attributes: { test_attribute_name: { DataType: 'Binary', BinaryValue: Buffer.from('test_attribute_value') } }, md5: '23f6bd27ea87aab7dfeadcc9aebee495' },
+      {
+        attributes: { test_attribute_name: { DataType: 'Binary', BinaryValue: Buffer.from('test_attribute_value') } },
+        md5: '23f6bd27ea87aab7dfeadcc9aebee495',
+      },
       {
         attributes: { ordinal: { DataType: 'Number', StringValue: '1' }, category: { DataType: 'String', StringValue: 'test' } },
         md5: 'd21ae90c49061e927f57df5f5d72be1f',
@@ -212,7 +219,10 @@ describe('messages', () => {
       expect(message.MD5OfMessageAttributes).toBe(md5);
       expect(message.MessageAttributes).toEqual(
         Object.fromEntries(
-          Object.entries(attributes).map(([name, value]) => [name, value.BinaryValue ? { ...value, BinaryValue: new Uint8Array(value.BinaryValue) } : value]),
+          Object.entries(attributes).map(([name, value]) => [
+            name,
+            value.BinaryValue ? { ...value, BinaryValue: new Uint8Array(value.BinaryValue) } : value,
+          ]),
         ),
       );
       expect(message.Attributes).toMatchObject({ ApproximateReceiveCount: '1', SenderId: '000000000000' });
@@ -251,7 +261,9 @@ describe('messages', () => {
     const QueueUrl = await createQueue('batch-rules');
     const entries = (n: number) => Array.from({ length: n }, (_, i) => ({ Id: `m${i}`, MessageBody: `message ${i}` }));
     expect((await errorOf(sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: [] })))).name).toBe('EmptyBatchRequest');
-    expect((await errorOf(sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: entries(11) })))).name).toBe('TooManyEntriesInBatchRequest');
+    expect((await errorOf(sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: entries(11) })))).name).toBe(
+      'TooManyEntriesInBatchRequest',
+    );
     const twins = [...entries(2), { Id: 'm0', MessageBody: 'again' }];
     expect((await errorOf(sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: twins })))).name).toBe('BatchEntryIdsNotDistinct');
     expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
@@ -259,12 +271,23 @@ describe('messages', () => {
 
   it('deletes in batches, failing only the bad handle', async () => {
     const QueueUrl = await createQueue('delete-batch');
-    await sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: [{ Id: '1', MessageBody: 'one' }, { Id: '2', MessageBody: 'two' }] }));
+    await sqs.send(
+      new SendMessageBatchCommand({
+        QueueUrl,
+        Entries: [
+          { Id: '1', MessageBody: 'one' },
+          { Id: '2', MessageBody: 'two' },
+        ],
+      }),
+    );
     const messages = await receive({ QueueUrl, MaxNumberOfMessages: 10 });
     const result = await sqs.send(
       new DeleteMessageBatchCommand({
         QueueUrl,
-        Entries: [...messages.map((m, i) => ({ Id: `ok${i}`, ReceiptHandle: m.ReceiptHandle })), { Id: 'bad', ReceiptHandle: 'not-a-handle' }],
+        Entries: [
+          ...messages.map((m, i) => ({ Id: `ok${i}`, ReceiptHandle: m.ReceiptHandle })),
+          { Id: 'bad', ReceiptHandle: 'not-a-handle' },
+        ],
       }),
     );
     expect(result.Successful).toHaveLength(2);
@@ -281,7 +304,9 @@ describe('messages', () => {
       expect((await errorOf(sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle })))).name).toBe('ReceiptHandleIsInvalid');
     }
     const other = await createQueue('handles-elsewhere');
-    expect((await errorOf(sqs.send(new DeleteMessageCommand({ QueueUrl: other, ReceiptHandle: message.ReceiptHandle })))).name).toBe('ReceiptHandleIsInvalid');
+    expect((await errorOf(sqs.send(new DeleteMessageCommand({ QueueUrl: other, ReceiptHandle: message.ReceiptHandle })))).name).toBe(
+      'ReceiptHandleIsInvalid',
+    );
   });
 });
 
@@ -418,10 +443,14 @@ describe('lifecycle', () => {
       const dataFile = join(dir, 'sqs.json');
       const before = await startSqsServer({ dataFile });
       const client = clientFor(before);
-      const { QueueUrl } = await client.send(new CreateQueueCommand({ QueueName: 'durable', Attributes: { VisibilityTimeout: '90' }, tags: { keep: 'yes' } }));
+      const { QueueUrl } = await client.send(
+        new CreateQueueCommand({ QueueName: 'durable', Attributes: { VisibilityTimeout: '90' }, tags: { keep: 'yes' } }),
+      );
       await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'held' }));
       const [held] = (await client.send(new ReceiveMessageCommand({ QueueUrl }))).Messages!;
-      await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'waiting', MessageAttributes: { n: { DataType: 'Number', StringValue: '7' } } }));
+      await client.send(
+        new SendMessageCommand({ QueueUrl, MessageBody: 'waiting', MessageAttributes: { n: { DataType: 'Number', StringValue: '7' } } }),
+      );
       client.destroy();
       await before.close();
 
@@ -431,11 +460,17 @@ describe('lifecycle', () => {
         const url = (await again.send(new GetQueueUrlCommand({ QueueName: 'durable' }))).QueueUrl!;
         expect(url).toBe(`${after.url}/000000000000/durable`);
         const { Attributes } = await again.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ['All'] }));
-        expect(Attributes).toMatchObject({ VisibilityTimeout: '90', ApproximateNumberOfMessages: '1', ApproximateNumberOfMessagesNotVisible: '1' });
+        expect(Attributes).toMatchObject({
+          VisibilityTimeout: '90',
+          ApproximateNumberOfMessages: '1',
+          ApproximateNumberOfMessagesNotVisible: '1',
+        });
         expect((await again.send(new ListQueueTagsCommand({ QueueUrl: url }))).Tags).toEqual({ keep: 'yes' });
 
         await again.send(new DeleteMessageCommand({ QueueUrl: url, ReceiptHandle: held.ReceiptHandle }));
-        const messages = (await again.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, MessageAttributeNames: ['All'] }))).Messages!;
+        const messages = (
+          await again.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, MessageAttributeNames: ['All'] }))
+        ).Messages!;
         expect(messages.map((m) => [m.Body, m.MessageAttributes?.n?.StringValue])).toEqual([['waiting', '7']]);
       } finally {
         again.destroy();
@@ -478,7 +513,8 @@ describe('durability', () => {
     return { child, url, killed };
   }
 
-  const remote = (url: string) => new SQSClient({ region: 'us-east-1', endpoint: url, credentials: { accessKeyId: 'local', secretAccessKey: 'local' }, maxAttempts: 1 });
+  const remote = (url: string) =>
+    new SQSClient({ region: 'us-east-1', endpoint: url, credentials: { accessKeyId: 'local', secretAccessKey: 'local' }, maxAttempts: 1 });
 
   it('keeps every answered send, receive and delete when the process is killed -9 right after the answer', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-sqs-kill-'));
@@ -488,7 +524,12 @@ describe('durability', () => {
       const port = Number(new URL(first.url).port);
       let client = remote(first.url);
       const { QueueUrl } = await client.send(new CreateQueueCommand({ QueueName: 'kill', Attributes: { VisibilityTimeout: '600' } }));
-      await client.send(new SendMessageBatchCommand({ QueueUrl, Entries: Array.from({ length: 10 }, (_, i) => ({ Id: `e${i}`, MessageBody: `batch-${i}` })) }));
+      await client.send(
+        new SendMessageBatchCommand({
+          QueueUrl,
+          Entries: Array.from({ length: 10 }, (_, i) => ({ Id: `e${i}`, MessageBody: `batch-${i}` })),
+        }),
+      );
       const [taken] = (await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 1 }))).Messages!;
       const [gone] = (await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 1 }))).Messages!;
       await client.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: gone!.ReceiptHandle }));
@@ -501,7 +542,14 @@ describe('durability', () => {
       const second = await serverProcess(dataFile, port);
       client = remote(second.url);
       try {
-        expect(await client.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['VisibilityTimeout', 'ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }))).toMatchObject({
+        expect(
+          await client.send(
+            new GetQueueAttributesCommand({
+              QueueUrl,
+              AttributeNames: ['VisibilityTimeout', 'ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+            }),
+          ),
+        ).toMatchObject({
           Attributes: { VisibilityTimeout: '600', ApproximateNumberOfMessages: '9', ApproximateNumberOfMessagesNotVisible: '1' },
         });
         const bodies: string[] = [];
@@ -510,7 +558,9 @@ describe('durability', () => {
           if (!Messages) break;
           bodies.push(...Messages.map((m) => m.Body!));
         }
-        expect(bodies.sort()).toEqual([...Array.from({ length: 10 }, (_, i) => `batch-${i}`).filter((b) => b !== taken!.Body && b !== gone!.Body), 'last'].sort());
+        expect(bodies.sort()).toEqual(
+          [...Array.from({ length: 10 }, (_, i) => `batch-${i}`).filter((b) => b !== taken!.Body && b !== gone!.Body), 'last'].sort(),
+        );
         expect(bodies).not.toContain(gone!.Body);
         // The handle of the receive before the kill is still the latest: it deletes.
         await client.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: taken!.ReceiptHandle }));
@@ -530,7 +580,16 @@ describe('durability', () => {
     try {
       const dataFile = join(dir, 'sqs.json');
       const now = Date.now();
-      const message = (id: string, sentAt: number) => ({ id, body: id, md5OfBody: createHash('md5').update(id).digest('hex'), attributes: {}, systemAttributes: {}, sentAt, visibleAt: sentAt, receiveCount: 0 });
+      const message = (id: string, sentAt: number) => ({
+        id,
+        body: id,
+        md5OfBody: createHash('md5').update(id).digest('hex'),
+        attributes: {},
+        systemAttributes: {},
+        sentAt,
+        visibleAt: sentAt,
+        receiveCount: 0,
+      });
       writeFileSync(
         dataFile,
         JSON.stringify({
@@ -539,7 +598,13 @@ describe('durability', () => {
           queues: [
             {
               name: 'old',
-              attributes: { DelaySeconds: '0', MaximumMessageSize: '262144', MessageRetentionPeriod: '86400', ReceiveMessageWaitTimeSeconds: '0', VisibilityTimeout: '30' },
+              attributes: {
+                DelaySeconds: '0',
+                MaximumMessageSize: '262144',
+                MessageRetentionPeriod: '86400',
+                ReceiveMessageWaitTimeSeconds: '0',
+                VisibilityTimeout: '30',
+              },
               tags: {},
               createdAt: now,
               lastModifiedAt: now,
@@ -565,7 +630,12 @@ describe('durability', () => {
         const { Messages } = await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10 }));
         expect(Messages?.map((m) => m.Body)).toEqual(['fresh']);
         await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'after the cut' }));
-        expect(readFileSync(join(dir, 'sqs.log'), 'utf8').split('\n').filter(Boolean).every((line) => JSON.parse(line))).toBe(true);
+        expect(
+          readFileSync(join(dir, 'sqs.log'), 'utf8')
+            .split('\n')
+            .filter(Boolean)
+            .every((line) => JSON.parse(line)),
+        ).toBe(true);
       } finally {
         client.destroy();
         await second.close();
@@ -585,10 +655,18 @@ describe('durability', () => {
       await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'stays' }));
       // 3 records per message (send, receive, delete): well past the threshold, several times.
       for (let round = 0; round < 60; round++) {
-        await client.send(new SendMessageBatchCommand({ QueueUrl, Entries: Array.from({ length: 10 }, (_, i) => ({ Id: `e${i}`, MessageBody: 'churn' })) }));
+        await client.send(
+          new SendMessageBatchCommand({ QueueUrl, Entries: Array.from({ length: 10 }, (_, i) => ({ Id: `e${i}`, MessageBody: 'churn' })) }),
+        );
         const { Messages } = await client.send(new ReceiveMessageCommand({ QueueUrl, MaxNumberOfMessages: 10, VisibilityTimeout: 60 }));
         const deletable = Messages!.filter((m) => m.Body === 'churn');
-        if (deletable.length) await client.send(new DeleteMessageBatchCommand({ QueueUrl, Entries: deletable.map((m, i) => ({ Id: `d${i}`, ReceiptHandle: m.ReceiptHandle })) }));
+        if (deletable.length)
+          await client.send(
+            new DeleteMessageBatchCommand({
+              QueueUrl,
+              Entries: deletable.map((m, i) => ({ Id: `d${i}`, ReceiptHandle: m.ReceiptHandle })),
+            }),
+          );
       }
       client.destroy();
       await first.close();
@@ -613,7 +691,9 @@ describe('durability', () => {
 });
 
 async function counts_(client: SQSClient, QueueUrl: string) {
-  const { Attributes } = await client.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }));
+  const { Attributes } = await client.send(
+    new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }),
+  );
   return { visible: Number(Attributes?.ApproximateNumberOfMessages), inFlight: Number(Attributes?.ApproximateNumberOfMessagesNotVisible) };
 }
 
@@ -621,7 +701,8 @@ describe('SigV4 of a header-signed POST to "/" (checked without the SDK signer)'
   class Sha256 {
     private readonly h;
     constructor(key?: SourceData) {
-      this.h = key === undefined ? createHash('sha256') : createHmac('sha256', typeof key === 'string' ? key : Buffer.from(key as Uint8Array));
+      this.h =
+        key === undefined ? createHash('sha256') : createHmac('sha256', typeof key === 'string' ? key : Buffer.from(key as Uint8Array));
     }
     update(d: SourceData) {
       this.h.update(typeof d === 'string' ? d : Buffer.from(d as Uint8Array));
@@ -641,8 +722,22 @@ describe('SigV4 of a header-signed POST to "/" (checked without the SDK signer)'
       const credentials = variant === 'wrong-secret' ? { ...admin, secretAccessKey: 'not-the-secret' } : admin;
       const applyChecksum = variant === 'declared-sha' || variant === 'wrong-sha';
       const signer = new SignatureV4({ service, region: 'us-east-1', credentials, sha256: Sha256, applyChecksum });
-      const headers = { host: '127.0.0.1:4567', 'content-type': 'application/x-amz-json-1.0', 'x-amz-target': 'X.Y', 'x-odd': variant === 'whitespace' ? '  a   b \t c  ' : 'v' };
-      const signed = await signer.sign({ method: 'POST', protocol: 'http:', hostname: '127.0.0.1', port: 4567, path: '/', query: {}, headers, body });
+      const headers = {
+        host: '127.0.0.1:4567',
+        'content-type': 'application/x-amz-json-1.0',
+        'x-amz-target': 'X.Y',
+        'x-odd': variant === 'whitespace' ? '  a   b \t c  ' : 'v',
+      };
+      const signed = await signer.sign({
+        method: 'POST',
+        protocol: 'http:',
+        hostname: '127.0.0.1',
+        port: 4567,
+        path: '/',
+        query: {},
+        headers,
+        body,
+      });
       const h: Record<string, string> = {};
       for (const [k, v] of Object.entries(signed.headers)) h[k.toLowerCase()] = v;
       if (variant === 'wrong-sha') h['x-amz-content-sha256'] = 'f'.repeat(64);

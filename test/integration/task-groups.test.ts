@@ -30,7 +30,10 @@ afterAll(() => stack?.close());
 
 const tasks = (n: number, from = 0) => Array.from({ length: n }, (_, i) => ({ function_id: functionId, args: [from + i] }));
 
-async function submit(body: Record<string, unknown>, headers: Record<string, string> = {}): Promise<{ task_group_id: string; task_ids: string[] }> {
+async function submit(
+  body: Record<string, unknown>,
+  headers: Record<string, string> = {},
+): Promise<{ task_group_id: string; task_ids: string[] }> {
   const r = await alice('POST', `/v1/endpoints/${endpointId}/submit`, body, headers);
   expect(r.status).toBe(202);
   return r.body;

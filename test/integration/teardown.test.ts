@@ -74,7 +74,9 @@ test('endpoints and their queued tasks survive a teardown and redeploy of the se
   const fn = await alice('POST', '/v1/functions', { name: 'add', runtime: 'node', source: 'module.exports = (a, b) => a + b;' });
   expect(fn.status).toBe(201);
   // No agent yet: the tasks wait in the endpoint queue.
-  const sub = await alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: Array.from({ length: 5 }, (_, i) => ({ function_id: fn.body.function_id, args: [i, 10] })) });
+  const sub = await alice('POST', `/v1/endpoints/${ep.id}/submit`, {
+    tasks: Array.from({ length: 5 }, (_, i) => ({ function_id: fn.body.function_id, args: [i, 10] })),
+  });
   expect(sub.status).toBe(202);
   const taskIds: string[] = sub.body.task_ids;
 
@@ -109,7 +111,15 @@ test('an agent asking for credentials gets back a queue deleted under its endpoi
   const creds = await caller(stack.apiUrl, ep.secret)('POST', `/v1/endpoints/${ep.id}/credentials`);
   expect(creds.status).toBe(200);
   expect(creds.body.queue_url).toBe(queue);
-  const settable = ['VisibilityTimeout', 'MessageRetentionPeriod', 'MaximumMessageSize', 'SqsManagedSseEnabled', 'RedrivePolicy', 'Policy', 'QueueArn'];
+  const settable = [
+    'VisibilityTimeout',
+    'MessageRetentionPeriod',
+    'MaximumMessageSize',
+    'SqsManagedSseEnabled',
+    'RedrivePolicy',
+    'Policy',
+    'QueueArn',
+  ];
   const pick = (a: Record<string, string>) => Object.fromEntries(settable.filter((k) => k in a).map((k) => [k, a[k]]));
   expect(pick(await attributes(queue))).toEqual(pick(before.queue));
   expect(pick(await attributes(dlq))).toEqual(pick(before.dlq));
@@ -120,7 +130,12 @@ test('an agent asking for credentials gets back a queue deleted under its endpoi
   expect(sub.status).toBe(202);
   const agent = spawnAgent(stack, ep.id, ep.secret);
   agents.push(agent);
-  await eventually(async () => (await alice('GET', `/v1/tasks/${sub.body.task_ids[0]}`)).body.status === 'success', 60_000, 'the task on the remade queue', 250);
+  await eventually(
+    async () => (await alice('GET', `/v1/tasks/${sub.body.task_ids[0]}`)).body.status === 'success',
+    60_000,
+    'the task on the remade queue',
+    250,
+  );
   await stopAgents([agent]);
 });
 
@@ -142,7 +157,12 @@ test('a dead-letter queue deleted alone is made again, and its task queue, messa
   const sub = await alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: [{ function_id: fn.body.function_id }] });
   expect(sub.status).toBe(202);
   // A queue that differs from what registration would make now: another policy as SQS might store it.
-  await admin.send(new SetQueueAttributesCommand({ QueueUrl: queue, Attributes: { Policy: JSON.stringify(JSON.parse((await attributes(queue)).Policy!), null, 1) } }));
+  await admin.send(
+    new SetQueueAttributesCommand({
+      QueueUrl: queue,
+      Attributes: { Policy: JSON.stringify(JSON.parse((await attributes(queue)).Policy!), null, 1) },
+    }),
+  );
   await admin.send(new DeleteQueueCommand({ QueueUrl: dlq }));
 
   expect((await caller(stack.apiUrl, ep.secret)('POST', `/v1/endpoints/${ep.id}/credentials`)).status).toBe(200);

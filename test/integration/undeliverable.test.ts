@@ -42,38 +42,63 @@ async function endpoint(name: string): Promise<Endpoint> {
   expect(ep.status).toBe(201);
   const { endpoint_id: id, endpoint_secret: secret } = ep.body;
   const { grant, credentials } = await vendedCredentials(stack.apiUrl, id, secret);
-  const e = { id, secret, queueUrl: grant.queue_url, resultsQueueUrl: grant.results_queue_url, sqs: new SQSClient({ region, credentials }) };
+  const e = {
+    id,
+    secret,
+    queueUrl: grant.queue_url,
+    resultsQueueUrl: grant.results_queue_url,
+    sqs: new SQSClient({ region, credentials }),
+  };
   endpoints.push(e);
   return e;
 }
 
 async function submit(ep: Endpoint, n = 1, walltime_ms?: number): Promise<string[]> {
-  const sub = await alice('POST', `/v1/endpoints/${ep.id}/submit`, { tasks: Array.from({ length: n }, () => ({ function_id: fnId, args: [1, 2], walltime_ms })) });
+  const sub = await alice('POST', `/v1/endpoints/${ep.id}/submit`, {
+    tasks: Array.from({ length: n }, () => ({ function_id: fnId, args: [1, 2], walltime_ms })),
+  });
   expect(sub.status).toBe(202);
   return sub.body.task_ids;
 }
 
 const view = async (taskId: string) => (await alice('GET', `/v1/tasks/${taskId}`)).body;
 const ended = (taskId: string, within: number) =>
-  eventually(async () => {
-    const t = await view(taskId);
-    return ['success', 'failed', 'cancelled'].includes(t.status) && t;
-  }, within, `task ${taskId} to end`, 200);
+  eventually(
+    async () => {
+      const t = await view(taskId);
+      return ['success', 'failed', 'cancelled'].includes(t.status) && t;
+    },
+    within,
+    `task ${taskId} to end`,
+    200,
+  );
 
 /** Take the endpoint's messages as its worker would (held in flight, never deleted here). */
 async function receive(ep: Endpoint, count: number): Promise<Message[]> {
   const got: Message[] = [];
-  await eventually(async () => {
-    const out = await ep.sqs.send(new ReceiveMessageCommand({ QueueUrl: ep.queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, VisibilityTimeout: 600 }));
-    got.push(...(out.Messages ?? []));
-    return got.length >= count;
-  }, 10_000, 'task messages');
+  await eventually(
+    async () => {
+      const out = await ep.sqs.send(
+        new ReceiveMessageCommand({ QueueUrl: ep.queueUrl, MaxNumberOfMessages: 10, WaitTimeSeconds: 1, VisibilityTimeout: 600 }),
+      );
+      got.push(...(out.Messages ?? []));
+      return got.length >= count;
+    },
+    10_000,
+    'task messages',
+  );
   return got;
 }
 
 const json = (value: unknown) => {
   const bytes = Buffer.from(JSON.stringify(value));
-  return { v: 1 as const, codec: 'json' as const, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), inline: bytes.toString('base64') };
+  return {
+    v: 1 as const,
+    codec: 'json' as const,
+    size: bytes.length,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    inline: bytes.toString('base64'),
+  };
 };
 
 /** A worker's report, sent with the endpoint's vended credentials to the results queue. */
@@ -87,11 +112,18 @@ beforeAll(async () => {
   stack = await startLocalStack({
     authorizerCacheSeconds: 0,
     sweepIntervalMs: SWEEP_MS,
-    settings: { FERRY_QUEUE_RETENTION_SECONDS: String(RETENTION_S), FERRY_EXPIRY_MARGIN_SECONDS: String(MARGIN_S), FERRY_QUEUE_GONE_GRACE_SECONDS: String(GRACE_S) },
+    settings: {
+      FERRY_QUEUE_RETENTION_SECONDS: String(RETENTION_S),
+      FERRY_EXPIRY_MARGIN_SECONDS: String(MARGIN_S),
+      FERRY_QUEUE_GONE_GRACE_SECONDS: String(GRACE_S),
+    },
   });
   alice = caller(stack.apiUrl, await stack.createUser('alice'));
   fnId = (await alice('POST', '/v1/functions', { name: 'add', runtime: 'node', source: '(a, b) => a + b' })).body.function_id;
-  admin = new SQSClient({ region, credentials: { accessKeyId: stack.awsEnv.AWS_ACCESS_KEY_ID!, secretAccessKey: stack.awsEnv.AWS_SECRET_ACCESS_KEY! } });
+  admin = new SQSClient({
+    region,
+    credentials: { accessKeyId: stack.awsEnv.AWS_ACCESS_KEY_ID!, secretAccessKey: stack.awsEnv.AWS_SECRET_ACCESS_KEY! },
+  });
 });
 afterAll(async () => {
   for (const e of endpoints) e.sqs.destroy();
@@ -99,8 +131,8 @@ afterAll(async () => {
   await stack?.close();
 });
 
-describe('an endpoint queue deleted behind Ferry\'s back', () => {
-  test('fails its open tasks with EndpointQueueGone; another endpoint\'s tasks stay queued', async () => {
+describe("an endpoint queue deleted behind Ferry's back", () => {
+  test("fails its open tasks with EndpointQueueGone; another endpoint's tasks stay queued", async () => {
     const gone = await endpoint('gone');
     const other = await endpoint('other');
     const [g1, g2] = await submit(gone, 2);
@@ -141,7 +173,7 @@ describe('an endpoint queue deleted behind Ferry\'s back', () => {
   });
 });
 
-describe('a message that outlives its queue\'s retention', () => {
+describe("a message that outlives its queue's retention", () => {
   test('the task ends TaskExpired within retention + margin + a sweep; tasks that were taken are not touched; a late report changes nothing', async () => {
     const idle = await endpoint('idle');
     const served = await endpoint('served');
@@ -192,7 +224,7 @@ describe('a message that outlives its queue\'s retention', () => {
     expect(await ended(long!, 10_000)).toMatchObject({ status: 'success', result: { value: 3 } });
   });
 
-  test('the sweep\'s conditional write loses to a report that lands between its read and its write', async () => {
+  test("the sweep's conditional write loses to a report that lands between its read and its write", async () => {
     const ep = await endpoint('race');
     const [id] = await submit(ep);
     const seen = (await getTask(id!))!;
@@ -201,10 +233,14 @@ describe('a message that outlives its queue\'s retention', () => {
     await eventually(async () => (await getTask(id!))?.state === 'running', 10_000, 'the started report');
     // The sweep's move, guarded by what it read: refused, since the record moved meanwhile.
     const exception = { type: 'TaskExpired', message: 'test', traceback: '' };
-    expect(await transitionTask(id!, 'failed', { by: 'sweep', exception, from: [seen.state], ifUpdatedAt: seen.updated_at, endpointId: ep.id })).toBeUndefined();
+    expect(
+      await transitionTask(id!, 'failed', { by: 'sweep', exception, from: [seen.state], ifUpdatedAt: seen.updated_at, endpointId: ep.id }),
+    ).toBeUndefined();
     // Read again, the guard matches, and once failed the task keeps its one final state.
     const now = (await getTask(id!))!;
-    expect(await transitionTask(id!, 'failed', { by: 'sweep', exception, from: [now.state], ifUpdatedAt: now.updated_at, endpointId: ep.id })).toMatchObject({ state: 'failed' });
+    expect(
+      await transitionTask(id!, 'failed', { by: 'sweep', exception, from: [now.state], ifUpdatedAt: now.updated_at, endpointId: ep.id }),
+    ).toMatchObject({ state: 'failed' });
     await report(ep, id!, 'success');
     await new Promise((r) => setTimeout(r, 1_500));
     expect(await view(id!)).toMatchObject({ status: 'failed', exception: { type: 'TaskExpired' } });

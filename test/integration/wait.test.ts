@@ -25,7 +25,13 @@ beforeAll(async () => {
   stack = await startLocalStack();
   alice = caller(stack.apiUrl, await stack.createUser('alice'));
   bob = caller(stack.apiUrl, await stack.createUser('bob'));
-  sleeper = (await alice('POST', '/v1/functions', { name: 'sleep', runtime: 'node', source: '(ms) => new Promise((r) => setTimeout(() => r(ms), ms))' })).body.function_id;
+  sleeper = (
+    await alice('POST', '/v1/functions', {
+      name: 'sleep',
+      runtime: 'node',
+      source: '(ms) => new Promise((r) => setTimeout(() => r(ms), ms))',
+    })
+  ).body.function_id;
   const ep = (await alice('POST', '/v1/endpoints', { name: 'served' })).body;
   served = ep.endpoint_id;
   // An endpoint with no worker: its tasks stay queued.
@@ -40,7 +46,9 @@ afterAll(async () => {
 });
 
 async function submit(endpointId: string, ...sleeps: number[]): Promise<string[]> {
-  const r = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: sleeps.map((ms) => ({ function_id: sleeper, args: [ms] })) });
+  const r = await alice('POST', `/v1/endpoints/${endpointId}/submit`, {
+    tasks: sleeps.map((ms) => ({ function_id: sleeper, args: [ms] })),
+  });
   expect(r.status).toBe(202);
   return r.body.task_ids;
 }
@@ -48,7 +56,11 @@ async function submit(endpointId: string, ...sleeps: number[]): Promise<string[]
 const wait = (who: ReturnType<typeof caller>, body: unknown) => who('POST', '/v1/tasks/wait', body);
 
 const expectError = (r: Answer, status: number, code: string) =>
-  expect({ status: r.status, code: r.body?.error?.code, message: typeof r.body?.error?.message }).toEqual({ status, code, message: 'string' });
+  expect({ status: r.status, code: r.body?.error?.code, message: typeof r.body?.error?.message }).toEqual({
+    status,
+    code,
+    message: 'string',
+  });
 
 it('answers at once with the finished tasks among those asked, in the order asked, and counts the open ones', async () => {
   const [done] = await submit(served, 0);
@@ -57,14 +69,21 @@ it('answers at once with the finished tasks among those asked, in the order aske
   // A 20 s wait that must end inside this test's 10 s: a finished task is answered without waiting.
   const r = await wait(alice, { task_ids: [open, done], wait_ms: 20_000 });
   expect(r.status).toBe(200);
-  expect(r.body).toEqual({ tasks: [expect.objectContaining({ task_id: done, status: 'success', result: expect.objectContaining({ value: 0 }) })], unknown: [], unread: [], pending: 1 });
+  expect(r.body).toEqual({
+    tasks: [expect.objectContaining({ task_id: done, status: 'success', result: expect.objectContaining({ value: 0 }) })],
+    unknown: [],
+    unread: [],
+    pending: 1,
+  });
 }, 10_000);
 
 it('wakes when a task it waits for finishes on a worker', async () => {
   const [slow, slower] = await submit(served, 1500, 60_000);
   const r = await wait(alice, { task_ids: [slower, slow], wait_ms: 20_000 });
   expect(r.status).toBe(200);
-  expect(r.body.tasks).toEqual([expect.objectContaining({ task_id: slow, status: 'success', result: expect.objectContaining({ value: 1500 }) })]);
+  expect(r.body.tasks).toEqual([
+    expect.objectContaining({ task_id: slow, status: 'success', result: expect.objectContaining({ value: 1500 }) }),
+  ]);
   expect(r.body.pending).toBe(1);
   await alice('POST', `/v1/tasks/${slower}/cancel`);
 }, 15_000);
@@ -127,7 +146,12 @@ it("names another user's tasks and ids never seen as unknown, at once", async ()
   expect(r.status).toBe(200);
   expect(r.body).toEqual({ tasks: [], unknown: [mine, never], unread: [], pending: 0 });
   // Alice's own wait still sees hers as open, and the unknown id makes it answer at once.
-  expect((await wait(alice, { task_ids: [mine, never], wait_ms: 20_000 })).body).toEqual({ tasks: [], unknown: [never], unread: [], pending: 1 });
+  expect((await wait(alice, { task_ids: [mine, never], wait_ms: 20_000 })).body).toEqual({
+    tasks: [],
+    unknown: [never],
+    unread: [],
+    pending: 1,
+  });
 }, 10_000);
 
 it('refuses bad bodies with 400 in the documented error shape', async () => {

@@ -24,9 +24,14 @@ async function dynamoWithIndex() {
     new CreateTableCommand({
       TableName: 'tasks',
       BillingMode: 'PAY_PER_REQUEST',
-      AttributeDefinitions: [{ AttributeName: 'id', AttributeType: 'S' }, { AttributeName: 'gk', AttributeType: 'S' }],
+      AttributeDefinitions: [
+        { AttributeName: 'id', AttributeType: 'S' },
+        { AttributeName: 'gk', AttributeType: 'S' },
+      ],
       KeySchema: [{ AttributeName: 'id', KeyType: 'HASH' }],
-      GlobalSecondaryIndexes: [{ IndexName: 'by-gk', KeySchema: [{ AttributeName: 'gk', KeyType: 'HASH' }], Projection: { ProjectionType: 'KEYS_ONLY' } }],
+      GlobalSecondaryIndexes: [
+        { IndexName: 'by-gk', KeySchema: [{ AttributeName: 'gk', KeyType: 'HASH' }], Projection: { ProjectionType: 'KEYS_ONLY' } },
+      ],
     }),
   );
   return { ddb, close: async () => ddb.destroy() };
@@ -69,18 +74,37 @@ describe('DynamoDB write units (FERRY_COUNT_CAPACITY, for the bench)', () => {
     // Enters the index: table 1 + index 1.
     expect(await step(new PutCommand({ TableName: 'tasks', Item: { id: '1', gk: 'x' } }))).toEqual({ tasks: 2, 'tasks/by-gk': 1 });
     // A change the KEYS_ONLY projection does not hold: the table only.
-    expect(await step(new UpdateCommand({ TableName: 'tasks', Key: { id: '1' }, UpdateExpression: 'SET v = :v', ExpressionAttributeValues: { ':v': 1 } }))).toEqual({ tasks: 1 });
+    expect(
+      await step(
+        new UpdateCommand({ TableName: 'tasks', Key: { id: '1' }, UpdateExpression: 'SET v = :v', ExpressionAttributeValues: { ':v': 1 } }),
+      ),
+    ).toEqual({ tasks: 1 });
     // The index key changes: a delete and a put there.
-    expect(await step(new UpdateCommand({ TableName: 'tasks', Key: { id: '1' }, UpdateExpression: 'SET gk = :g', ExpressionAttributeValues: { ':g': 'y' } }))).toEqual({ tasks: 3, 'tasks/by-gk': 2 });
+    expect(
+      await step(
+        new UpdateCommand({
+          TableName: 'tasks',
+          Key: { id: '1' },
+          UpdateExpression: 'SET gk = :g',
+          ExpressionAttributeValues: { ':g': 'y' },
+        }),
+      ),
+    ).toEqual({ tasks: 3, 'tasks/by-gk': 2 });
     // Not in the index: the table only.
     expect(await step(new PutCommand({ TableName: 'tasks', Item: { id: '2' } }))).toEqual({ tasks: 1 });
     // Leaves the index.
     expect(await step(new DeleteCommand({ TableName: 'tasks', Key: { id: '1' } }))).toEqual({ tasks: 2, 'tasks/by-gk': 1 });
     // A batch: dynalite sums its writes per table (index parts are not itemised in a batch answer).
-    const batch = await step(new BatchWriteCommand({ RequestItems: { tasks: [{ PutRequest: { Item: { id: '3', gk: 'z' } } }, { PutRequest: { Item: { id: '4' } } }] } }));
+    const batch = await step(
+      new BatchWriteCommand({
+        RequestItems: { tasks: [{ PutRequest: { Item: { id: '3', gk: 'z' } } }, { PutRequest: { Item: { id: '4' } } }] },
+      }),
+    );
     expect(batch.tasks).toBe(3);
     // A failed conditional write is counted by calls (AWS bills it, its error carries no figure).
-    await expect(ddb.send(new PutCommand({ TableName: 'tasks', Item: { id: '2' }, ConditionExpression: 'attribute_not_exists(id)' }))).rejects.toThrow();
+    await expect(
+      ddb.send(new PutCommand({ TableName: 'tasks', Item: { id: '2' }, ConditionExpression: 'attribute_not_exists(id)' })),
+    ).rejects.toThrow();
     expect(units()['conditional-check-failed']).toBe(1);
     await close();
   });

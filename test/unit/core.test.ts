@@ -69,27 +69,65 @@ describe('shares', () => {
 });
 
 describe('bundling tasks into messages', () => {
-  const fn = (id: string): FunctionRecord => ({ function_id: id, owner: 'u', name: id, runtime: 'node', source: '() => 1', source_sha256: '', created_at: '' });
-  const functions = new Map([['f1', fn('f1')], ['f2', fn('f2')]]);
+  const fn = (id: string): FunctionRecord => ({
+    function_id: id,
+    owner: 'u',
+    name: id,
+    runtime: 'node',
+    source: '() => 1',
+    source_sha256: '',
+    created_at: '',
+  });
+  const functions = new Map([
+    ['f1', fn('f1')],
+    ['f2', fn('f2')],
+  ]);
   const task = (i: number, functionId = 'f1', argBytes = 10): TaskRecord =>
     ({ task_id: `t${i}`, function_id: functionId, args: inlineEnvelope(Buffer.alloc(argBytes), 'json'), walltime_ms: 1000 }) as TaskRecord;
 
   it('sends small submits one task per message so every worker can take one', () => {
-    const msgs = bundleTasks('ep', Array.from({ length: 10 }, (_, i) => task(i)), functions, 'now');
+    const msgs = bundleTasks(
+      'ep',
+      Array.from({ length: 10 }, (_, i) => task(i)),
+      functions,
+      'now',
+    );
     expect(msgs.map((m) => m.tasks.length)).toEqual(Array(10).fill(1));
   });
   it('packs 100 tasks into 50 messages (5 SendMessageBatch calls) and 500 into 50', () => {
-    expect(bundleTasks('ep', Array.from({ length: 100 }, (_, i) => task(i)), functions, 'now')).toHaveLength(50);
-    expect(bundleTasks('ep', Array.from({ length: 500 }, (_, i) => task(i)), functions, 'now')).toHaveLength(50);
+    expect(
+      bundleTasks(
+        'ep',
+        Array.from({ length: 100 }, (_, i) => task(i)),
+        functions,
+        'now',
+      ),
+    ).toHaveLength(50);
+    expect(
+      bundleTasks(
+        'ep',
+        Array.from({ length: 500 }, (_, i) => task(i)),
+        functions,
+        'now',
+      ),
+    ).toHaveLength(50);
   });
   it('keeps one function per message and every task exactly once', () => {
     const records = Array.from({ length: 200 }, (_, i) => task(i, i % 2 ? 'f1' : 'f2'));
     const msgs = bundleTasks('ep', records, functions, 'now');
-    for (const m of msgs) expect(new Set(m.tasks.map((t) => records.find((r) => r.task_id === t.task_id)!.function_id))).toEqual(new Set([m.function.function_id]));
+    for (const m of msgs)
+      expect(new Set(m.tasks.map((t) => records.find((r) => r.task_id === t.task_id)!.function_id))).toEqual(
+        new Set([m.function.function_id]),
+      );
     expect(msgs.flatMap((m) => m.tasks.map((t) => t.task_id)).sort()).toEqual(records.map((r) => r.task_id).sort());
   });
   it('starts a new message before one outgrows a 64 KiB billing chunk', () => {
-    const msgs = bundleTasks('ep', Array.from({ length: 500 }, (_, i) => task(i, 'f1', 20 * 1024)), functions, 'now');
+    const msgs = bundleTasks(
+      'ep',
+      Array.from({ length: 500 }, (_, i) => task(i, 'f1', 20 * 1024)),
+      functions,
+      'now',
+    );
     for (const m of msgs) expect(Buffer.byteLength(JSON.stringify(m))).toBeLessThanOrEqual(64 * 1024 + 30 * 1024);
     expect(msgs.every((m) => m.tasks.length <= 2)).toBe(true);
   });
@@ -110,12 +148,18 @@ describe('SQS batch packing', () => {
 describe('errors become HTTP answers in one place', () => {
   it('maps typed errors to their status and code, and hides the rest', () => {
     const answer = (e: unknown) => ({ status: errorReply(e).statusCode, body: JSON.parse(errorReply(e).body as string) });
-    expect(answer(new ValidationFailed('tasks: required'))).toEqual({ status: 400, body: { error: { code: 'ValidationFailed', message: 'tasks: required' } } });
+    expect(answer(new ValidationFailed('tasks: required'))).toEqual({
+      status: 400,
+      body: { error: { code: 'ValidationFailed', message: 'tasks: required' } },
+    });
     expect(answer(new NotFound('task x not found')).status).toBe(404);
     expect(answer(new PartialSubmitFailure('1 of 2', { not_queued: ['a'] })).body.error.not_queued).toEqual(['a']);
     // Only keeps the expected "unhandled error" log line out of the test output.
     const spy = jest.spyOn(console, 'error').mockImplementation(() => undefined);
-    expect(answer(new Error('secret detail'))).toEqual({ status: 500, body: { error: { code: 'InternalError', message: 'internal error' } } });
+    expect(answer(new Error('secret detail'))).toEqual({
+      status: 500,
+      body: { error: { code: 'InternalError', message: 'internal error' } },
+    });
     spy.mockRestore();
     expect(answer(Object.assign(new Error('slow down'), { name: 'ThrottlingException' })).status).toBe(429);
     expect(new NotFound('x')).toBeInstanceOf(FerryError);

@@ -30,24 +30,39 @@ class FakeEcsAgent {
         const reply = (status: number, json: unknown) => {
           res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(json));
         };
-        if (req.url !== '/api/container-1/task-protection/v1/state' || req.method !== 'PUT') return reply(404, { error: { Code: 'ResourceNotFoundException', Message: 'not found' } });
+        if (req.url !== '/api/container-1/task-protection/v1/state' || req.method !== 'PUT')
+          return reply(404, { error: { Code: 'ResourceNotFoundException', Message: 'not found' } });
         let parsed: Record<string, unknown>;
         try {
           parsed = JSON.parse(body);
         } catch {
-          return reply(400, { error: { Arn: '', Code: 'InvalidParameterException', Message: 'UpdateTaskProtection: failed to decode request' } });
+          return reply(400, {
+            error: { Arn: '', Code: 'InvalidParameterException', Message: 'UpdateTaskProtection: failed to decode request' },
+          });
         }
         const unknown = Object.keys(parsed).filter((k) => k !== 'ProtectionEnabled' && k !== 'ExpiresInMinutes');
         const minutes = parsed.ExpiresInMinutes;
-        if (unknown.length || typeof parsed.ProtectionEnabled !== 'boolean' || (minutes !== undefined && (!Number.isInteger(minutes) || (minutes as number) < 1 || (minutes as number) > 2880))) {
+        if (
+          unknown.length ||
+          typeof parsed.ProtectionEnabled !== 'boolean' ||
+          (minutes !== undefined && (!Number.isInteger(minutes) || (minutes as number) < 1 || (minutes as number) > 2880))
+        ) {
           return reply(400, { error: { Arn: this.taskArn, Code: 'InvalidParameterException', Message: 'Invalid request' } });
         }
         this.calls.push(parsed as FakeEcsAgent['calls'][number]);
-        if (this.failWith === 'failure') return reply(200, { failure: { Arn: this.taskArn, Reason: 'TASK_NOT_VALID', Detail: 'The task is not part of a service' } });
-        if (this.failWith === 'error') return reply(403, { error: { Arn: this.taskArn, Code: 'AccessDeniedException', Message: 'not authorized to perform ecs:UpdateTaskProtection' } });
+        if (this.failWith === 'failure')
+          return reply(200, { failure: { Arn: this.taskArn, Reason: 'TASK_NOT_VALID', Detail: 'The task is not part of a service' } });
+        if (this.failWith === 'error')
+          return reply(403, {
+            error: { Arn: this.taskArn, Code: 'AccessDeniedException', Message: 'not authorized to perform ecs:UpdateTaskProtection' },
+          });
         this.protectedNow = parsed.ProtectionEnabled as boolean;
         reply(200, {
-          protection: { ExpirationDate: this.protectedNow ? new Date(Date.now() + ((minutes as number) ?? 120) * 60_000).toISOString() : null, ProtectionEnabled: this.protectedNow, TaskArn: this.taskArn },
+          protection: {
+            ExpirationDate: this.protectedNow ? new Date(Date.now() + ((minutes as number) ?? 120) * 60_000).toISOString() : null,
+            ProtectionEnabled: this.protectedNow,
+            TaskArn: this.taskArn,
+          },
         });
       });
     });
@@ -84,14 +99,23 @@ async function ecsAgent(name: string) {
   const ep = await api('POST', '/v1/endpoints', { name });
   expect(ep.status).toBe(201);
   // Renewals every 300 ms here (a third of 15 minutes on ECS), so a task of a few seconds sees some.
-  const agent = spawnAgent(stack, ep.body.endpoint_id, ep.body.endpoint_secret, { ECS_AGENT_URI: uri, FERRY_PROTECTION_RENEW_MS: '300', FERRY_POOL_SIZE: '1', FERRY_RUNTIMES: 'node' });
+  const agent = spawnAgent(stack, ep.body.endpoint_id, ep.body.endpoint_secret, {
+    ECS_AGENT_URI: uri,
+    FERRY_PROTECTION_RENEW_MS: '300',
+    FERRY_POOL_SIZE: '1',
+    FERRY_RUNTIMES: 'node',
+  });
   agents.push(agent);
   await agent.ready;
   return { fake, agent, endpointId: ep.body.endpoint_id as string };
 }
 
 async function submitSleep(endpointId: string, ms: number): Promise<string> {
-  const fn = await api('POST', '/v1/functions', { name: 'sleep', runtime: 'node', source: `async () => { await new Promise((r) => setTimeout(r, ${ms})); return 'slept'; }` });
+  const fn = await api('POST', '/v1/functions', {
+    name: 'sleep',
+    runtime: 'node',
+    source: `async () => { await new Promise((r) => setTimeout(r, ${ms})); return 'slept'; }`,
+  });
   expect(fn.status).toBeLessThan(300);
   const sub = await api('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [{ function_id: fn.body.function_id }] });
   expect(sub.status).toBe(202);
@@ -111,10 +135,14 @@ describe('ECS task scale-in protection (agent endpoint stand-in)', () => {
     await eventually(async () => fake.protectedNow, 10_000, 'protection on while the task runs');
     expect(fake.calls[0]).toEqual({ ProtectionEnabled: true, ExpiresInMinutes: 15 });
 
-    const done = await eventually(async () => {
-      const t = await status(taskId);
-      return t.status === 'success' && t;
-    }, 30_000, 'the task to succeed');
+    const done = await eventually(
+      async () => {
+        const t = await status(taskId);
+        return t.status === 'success' && t;
+      },
+      30_000,
+      'the task to succeed',
+    );
     expect(done.result.value).toBe('slept');
     await eventually(async () => !fake.protectedNow, 10_000, 'protection off once idle');
 
@@ -129,10 +157,14 @@ describe('ECS task scale-in protection (agent endpoint stand-in)', () => {
     const { fake, agent, endpointId } = await ecsAgent(`ecs-refused-${how}`);
     fake.failWith = how;
     const taskId = await submitSleep(endpointId, 500);
-    const done = await eventually(async () => {
-      const t = await status(taskId);
-      return t.status === 'success' && t;
-    }, 30_000, 'the task to succeed');
+    const done = await eventually(
+      async () => {
+        const t = await status(taskId);
+        return t.status === 'success' && t;
+      },
+      30_000,
+      'the task to succeed',
+    );
     expect(done.result.value).toBe('slept');
     expect(fake.calls.length).toBeGreaterThan(0);
     expect(agent.output()).toContain('could not turn task scale-in protection on');

@@ -26,12 +26,21 @@ describe('endpoint.yaml', () => {
     expect(credentialsFile).toBe('/home/u/ep/ep.json');
     expect(warnings).toEqual([]);
     expect(config.engine).toMatchObject({ max_workers_per_node: 2, max_idletime: 60 });
-    expect(config.engine.provider).toMatchObject({ type: 'SlurmProvider', partition: 'debug', nodes_per_block: 1, max_blocks: 4, walltime: '00:30:00', exclusive: true });
+    expect(config.engine.provider).toMatchObject({
+      type: 'SlurmProvider',
+      partition: 'debug',
+      nodes_per_block: 1,
+      max_blocks: 4,
+      walltime: '00:30:00',
+      exclusive: true,
+    });
     expect(drainSeconds(config.engine)).toBe(300);
   });
 
   it('names the path of an unknown key, and of a misspelt one', () => {
-    expect(() => parseEndpointConfig(slurm.replace('partition: debug', 'partiton: debug'))).toThrow('engine.provider.partiton: unknown key');
+    expect(() => parseEndpointConfig(slurm.replace('partition: debug', 'partiton: debug'))).toThrow(
+      'engine.provider.partiton: unknown key',
+    );
     expect(() => parseEndpointConfig(slurm + 'colour: blue\n')).toThrow('endpoint.yaml: colour: unknown key');
     expect(() => parseEndpointConfig(slurm.replace('max_blocks: 4', 'max_blocks: -1'))).toThrow(/engine\.provider\.max_blocks/);
     expect(() => parseEndpointConfig(slurm.replace('"00:30:00"', '"half an hour"'))).toThrow(/engine\.provider\.walltime: a Slurm time/);
@@ -80,7 +89,16 @@ describe('endpoint.yaml', () => {
       dir: '/home/u/.ferry/endpoints/x',
     });
     const lines = script.split('\n');
-    expect(lines).toEqual(expect.arrayContaining(['#SBATCH --nodes=2', '#SBATCH --time=00:30:00', '#SBATCH --partition=debug', '#SBATCH --account=proj1', '#SBATCH --exclusive', '#SBATCH --gres=gpu:1']));
+    expect(lines).toEqual(
+      expect.arrayContaining([
+        '#SBATCH --nodes=2',
+        '#SBATCH --time=00:30:00',
+        '#SBATCH --partition=debug',
+        '#SBATCH --account=proj1',
+        '#SBATCH --exclusive',
+        '#SBATCH --gres=gpu:1',
+      ]),
+    );
     expect(lines.some((l) => l.startsWith('#SBATCH --qos'))).toBe(false);
     expect(script).toContain(`export FERRY_WORKER_CONFIG='/home/u/it'\\''s/ep.json'`);
     expect(script.indexOf('module load nodejs')).toBeGreaterThan(script.lastIndexOf('#SBATCH'));

@@ -48,9 +48,16 @@ function capture(): void {
   }
 }
 
-const emf = (metric: string): Line[] => lines.filter((l) => l._aws?.CloudWatchMetrics?.[0]?.Metrics?.some((m: { Name: string }) => m.Name === metric));
+const emf = (metric: string): Line[] =>
+  lines.filter((l) => l._aws?.CloudWatchMetrics?.[0]?.Metrics?.some((m: { Name: string }) => m.Name === metric));
 const lambdaContext = (requestId: string, functionName: string) =>
-  ({ awsRequestId: requestId, functionName, functionVersion: '$LATEST', memoryLimitInMB: '512', invokedFunctionArn: `arn:aws:lambda:us-east-1:000000000000:function:${functionName}` }) as Context;
+  ({
+    awsRequestId: requestId,
+    functionName,
+    functionVersion: '$LATEST',
+    memoryLimitInMB: '512',
+    invokedFunctionArn: `arn:aws:lambda:us-east-1:000000000000:function:${functionName}`,
+  }) as Context;
 
 let stack: LocalStack;
 
@@ -77,7 +84,11 @@ describe('every handler goes through the same middy stack', () => {
       rawPath: '/v1/tasks/x',
       headers: {},
       pathParameters: { id: 'x' },
-      requestContext: { requestId: 'apigw-req-1', routeKey: 'GET /v1/tasks/{id}', authorizer: { lambda: { principal: 'none', reason: 'a bearer token is required' } } },
+      requestContext: {
+        requestId: 'apigw-req-1',
+        routeKey: 'GET /v1/tasks/{id}',
+        authorizer: { lambda: { principal: 'none', reason: 'a bearer token is required' } },
+      },
       isBase64Encoded: false,
     };
     const out = await handler(event as never, lambdaContext('lambda-req-1', 'ferry-obs-tasks'));
@@ -99,7 +110,12 @@ describe('every handler goes through the same middy stack', () => {
   test('the authorizer logs the kind of caller, never the token', async () => {
     const { handler } = require('../../lambdas/authorizer') as typeof import('../../lambdas/authorizer');
     const out = await handler(
-      { type: 'REQUEST', routeKey: 'GET /v1/tasks/{id}', headers: { authorization: 'Bearer not-a-real-token' }, requestContext: { requestId: 'apigw-req-2' } } as never,
+      {
+        type: 'REQUEST',
+        routeKey: 'GET /v1/tasks/{id}',
+        headers: { authorization: 'Bearer not-a-real-token' },
+        requestContext: { requestId: 'apigw-req-2' },
+      } as never,
       lambdaContext('lambda-req-2', 'ferry-obs-authorizer'),
     );
     expect(out.context.principal).toBe('none');
@@ -128,7 +144,12 @@ describe('every handler goes through the same middy stack', () => {
     const out = await handler(event, lambdaContext('lambda-req-3', 'ferry-obs-results'));
     expect(out.batchItemFailures).toEqual([]);
     const refused = lines.find((l) => l.message === 'refused forged result report');
-    expect(refused).toMatchObject({ level: 'WARN', correlation_id: 'msg-forged-1', function_request_id: 'lambda-req-3', sender: 'AIDAEXAMPLE' });
+    expect(refused).toMatchObject({
+      level: 'WARN',
+      correlation_id: 'msg-forged-1',
+      function_request_id: 'lambda-req-3',
+      sender: 'AIDAEXAMPLE',
+    });
   });
 
   test('the lost-task sweep runs through the stack with the EventBridge event id as correlation id', async () => {
@@ -136,14 +157,23 @@ describe('every handler goes through the same middy stack', () => {
     const ctx = { ...lambdaContext('lambda-req-4', 'ferry-obs-sweep'), getRemainingTimeInMillis: () => 55_000 } as Context;
     const out = await handler({ id: 'eb-event-1', 'detail-type': 'Scheduled Event' }, ctx);
     expect(out).toEqual({ failed: 0, expired: 0, queue_gone: 0, endpoint_deleted: 0 });
-    expect(lines.find((l) => l.message === 'swept lost tasks')).toMatchObject({ correlation_id: 'eb-event-1', function_request_id: 'lambda-req-4' });
+    expect(lines.find((l) => l.message === 'swept lost tasks')).toMatchObject({
+      correlation_id: 'eb-event-1',
+      function_request_id: 'lambda-req-4',
+    });
   });
 });
 
 describe('task metrics (EMF) as a user drives tasks through the local stack', () => {
   const json = (value: unknown) => {
     const bytes = Buffer.from(JSON.stringify(value));
-    return { v: 1 as const, codec: 'json' as const, size: bytes.length, sha256: createHash('sha256').update(bytes).digest('hex'), inline: bytes.toString('base64') };
+    return {
+      v: 1 as const,
+      codec: 'json' as const,
+      size: bytes.length,
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+      inline: bytes.toString('base64'),
+    };
   };
 
   test('submitted, started, succeeded, failed and cancelled are counted per stage and per endpoint, with submit-to-final latency', async () => {
@@ -151,7 +181,9 @@ describe('task metrics (EMF) as a user drives tasks through the local stack', ()
     const fn = await alice('POST', '/v1/functions', { name: 'add', runtime: 'node', source: '(a, b) => a + b' });
     const ep = await alice('POST', '/v1/endpoints', { name: 'obs' });
     const endpointId: string = ep.body.endpoint_id;
-    const sub = await alice('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [1, 2, 3].map((i) => ({ function_id: fn.body.function_id, args: [i, i] })) });
+    const sub = await alice('POST', `/v1/endpoints/${endpointId}/submit`, {
+      tasks: [1, 2, 3].map((i) => ({ function_id: fn.body.function_id, args: [i, i] })),
+    });
     expect(sub.status).toBe(202);
     const [ok, bad, cancel] = sub.body.task_ids as string[];
 
@@ -174,13 +206,24 @@ describe('task metrics (EMF) as a user drives tasks through the local stack', ()
     // local stack's event source runs the results handler, as Lambda's event source mapping does.
     const { grant, credentials } = await vendedCredentials(stack.apiUrl, endpointId, ep.body.endpoint_secret);
     const sqs = new SQSClient({ region: grant.region, credentials });
-    const report = (body: object) => sqs.send(new SendMessageCommand({ QueueUrl: grant.results_queue_url, MessageBody: JSON.stringify(body) }));
+    const report = (body: object) =>
+      sqs.send(new SendMessageCommand({ QueueUrl: grant.results_queue_url, MessageBody: JSON.stringify(body) }));
     const base = { v: 1, endpoint_id: endpointId, worker_id: 'w1' };
     await report({ ...base, kind: 'started', task_id: ok, at: new Date().toISOString() });
     await eventually(async () => emf('TasksStarted').length > 0, 15_000, 'TasksStarted');
     await report({ ...base, kind: 'success', task_id: ok, at: new Date().toISOString(), result: json(2) });
-    await report({ ...base, kind: 'failed', task_id: bad, at: new Date().toISOString(), exception: { type: 'ValueError', message: 'no', traceback: '' } });
-    await eventually(async () => emf('TasksSucceeded').length > 0 && emf('TasksFailed').length > 0, 15_000, 'TasksSucceeded and TasksFailed');
+    await report({
+      ...base,
+      kind: 'failed',
+      task_id: bad,
+      at: new Date().toISOString(),
+      exception: { type: 'ValueError', message: 'no', traceback: '' },
+    });
+    await eventually(
+      async () => emf('TasksSucceeded').length > 0 && emf('TasksFailed').length > 0,
+      15_000,
+      'TasksSucceeded and TasksFailed',
+    );
     sqs.destroy();
 
     const total = (metric: string) => emf(metric).reduce((n, l) => n + l[metric], 0);
@@ -191,7 +234,11 @@ describe('task metrics (EMF) as a user drives tasks through the local stack', ()
 
     const latency = emf('TaskLatency');
     expect(latency.length).toBeGreaterThan(0);
-    expect(latency[0]!._aws.CloudWatchMetrics[0]).toMatchObject({ Namespace: 'Ferry', Dimensions: [['service', 'stage']], Metrics: [{ Name: 'TaskLatency', Unit: 'Milliseconds' }] });
+    expect(latency[0]!._aws.CloudWatchMetrics[0]).toMatchObject({
+      Namespace: 'Ferry',
+      Dimensions: [['service', 'stage']],
+      Metrics: [{ Name: 'TaskLatency', Unit: 'Milliseconds' }],
+    });
     // Per stage only: an endpoint dimension on a latency would be one more custom metric per endpoint.
     expect(latency[0]).not.toHaveProperty('endpoint');
   });
@@ -259,7 +306,10 @@ describe('in a Lambda environment', () => {
     jest.isolateModules(() => {
       ({ handler } = require('../../lambdas/authorizer') as typeof import('../../lambdas/authorizer'));
     });
-    await handler({ type: 'REQUEST', routeKey: 'GET /v1/functions', headers: {}, requestContext: { requestId: 'apigw-req-5' } } as never, lambdaContext('lambda-req-5', 'ferry-obs-authorizer'));
+    await handler(
+      { type: 'REQUEST', routeKey: 'GET /v1/functions', headers: {}, requestContext: { requestId: 'apigw-req-5' } } as never,
+      lambdaContext('lambda-req-5', 'ferry-obs-authorizer'),
+    );
     expect(lines.filter((l) => l.message === 'authorized')).toHaveLength(debugLines);
   });
 });

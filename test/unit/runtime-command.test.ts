@@ -23,7 +23,13 @@ afterEach(async () => {
 
 let n = 0;
 const run = (p: RuntimePool, script: string, extra: { walltimeMs?: number; commandWalltimeMs?: number } = {}) =>
-  p.runCommand({ taskId: `c-${++n}`, user: OWNER, script, walltimeMs: extra.walltimeMs ?? 10_000, commandWalltimeMs: extra.commandWalltimeMs });
+  p.runCommand({
+    taskId: `c-${++n}`,
+    user: OWNER,
+    script,
+    walltimeMs: extra.walltimeMs ?? 10_000,
+    commandWalltimeMs: extra.commandWalltimeMs,
+  });
 
 const withMarker = (marker: string) =>
   readdirSync('/proc').filter((pid) => {
@@ -89,15 +95,29 @@ describe('multi-user', () => {
   });
 
   it("runs a user's command as her account, in a task directory of hers that another account cannot enter", async () => {
-    const p = new RuntimePool({ size: 1, owner: 'alice', runtimes: ['node'], isolation: resolveIsolation({ isolation: 'multi-user', userMap: { alice: ACCOUNTS[0]!, bob: ACCOUNTS[1]! } }) });
+    const p = new RuntimePool({
+      size: 1,
+      owner: 'alice',
+      runtimes: ['node'],
+      isolation: resolveIsolation({ isolation: 'multi-user', userMap: { alice: ACCOUNTS[0]!, bob: ACCOUNTS[1]! } }),
+    });
     pools.push(p);
     await p.start();
-    const alice = ok(await p.runCommand({ taskId: 'mu-1', user: 'alice', script: 'id -un; echo "$HOME"; pwd; echo secret > ../mine.txt; readlink -f ../mine.txt', walltimeMs: 10_000 }));
+    const alice = ok(
+      await p.runCommand({
+        taskId: 'mu-1',
+        user: 'alice',
+        script: 'id -un; echo "$HOME"; pwd; echo secret > ../mine.txt; readlink -f ../mine.txt',
+        walltimeMs: 10_000,
+      }),
+    );
     const [name, home, cwd, file] = alice.stdout.trim().split('\n');
     expect(name).toBe(ACCOUNTS[0]);
     expect(home).toBe(`/home/${ACCOUNTS[0]}`);
     expect(cwd).toMatch(/\/task-mu-1$/);
-    const bob = ok(await p.runCommand({ taskId: 'mu-2', user: 'bob', script: `id -un; cat ${file} || echo unreadable`, walltimeMs: 10_000 }));
+    const bob = ok(
+      await p.runCommand({ taskId: 'mu-2', user: 'bob', script: `id -un; cat ${file} || echo unreadable`, walltimeMs: 10_000 }),
+    );
     expect(bob.stdout.trim().split('\n')).toEqual([ACCOUNTS[1], 'unreadable']);
     expect(existsSync(cwd!)).toBe(false);
     // A symlink planted where a task's directory will be is replaced, as Alice: what it pointed at stays.
@@ -106,12 +126,17 @@ describe('multi-user', () => {
     writeFileSync(path.join(victim, 'keep.txt'), 'root');
     try {
       ok(await p.runCommand({ taskId: 'mu-0', user: 'alice', script: `ln -s ${victim} ../task-mu-9`, walltimeMs: 10_000 }));
-      const again = ok(await p.runCommand({ taskId: 'mu-9', user: 'alice', script: 'touch made.txt; ls; readlink -f .', walltimeMs: 10_000 }));
+      const again = ok(
+        await p.runCommand({ taskId: 'mu-9', user: 'alice', script: 'touch made.txt; ls; readlink -f .', walltimeMs: 10_000 }),
+      );
       expect(again.stdout.trim().split('\n')[0]).toBe('made.txt');
       expect(readdirSync(victim)).toEqual(['keep.txt']);
     } finally {
       rmSync(victim, { recursive: true, force: true });
     }
-    expect(await p.runCommand({ taskId: 'mu-3', user: 'mallory', script: 'true', walltimeMs: 10_000 })).toMatchObject({ ok: false, error: { type: 'UserNotMapped' } });
+    expect(await p.runCommand({ taskId: 'mu-3', user: 'mallory', script: 'true', walltimeMs: 10_000 })).toMatchObject({
+      ok: false,
+      error: { type: 'UserNotMapped' },
+    });
   });
 });

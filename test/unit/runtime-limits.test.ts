@@ -96,7 +96,9 @@ describe.each(limitModes)('task limits (%s)', (mode) => {
 
       it(`${runtime}: a cap below what the runtime itself holds fails the task with MemoryLimitExceeded`, async () => {
         // A fresh node runtime holds ~50 MB of data already; python ~10 MB.
-        const out = await pool.run(runtime === 'node' ? node('() => 1', { memoryMb: 16 }) : py('def f():\n    return bytearray(64 << 20)\n', { memoryMb: 16 }));
+        const out = await pool.run(
+          runtime === 'node' ? node('() => 1', { memoryMb: 16 }) : py('def f():\n    return bytearray(64 << 20)\n', { memoryMb: 16 }),
+        );
         expect(out.ok).toBe(false);
         if (!out.ok) expect(out.error.type).toBe('MemoryLimitExceeded');
         expect(value(await pool.run(runtime === 'node' ? node('() => 2') : py('def f():\n    return 2\n')))).toBe(2);
@@ -181,7 +183,10 @@ describe('task limits (rlimit) in a sandbox', () => {
       const file = `daemon-${runtime}-${n}`;
       expect(value(await run(runtime === 'node' ? nodeDaemon(file, 1) : pyDaemon(file, 1)))).toBe('started');
       await sleep(2000);
-      const check = runtime === 'node' ? `() => require('fs').existsSync(${JSON.stringify(file)})` : `import os\ndef f():\n    return os.path.exists(${JSON.stringify(file)})\n`;
+      const check =
+        runtime === 'node'
+          ? `() => require('fs').existsSync(${JSON.stringify(file)})`
+          : `import os\ndef f():\n    return os.path.exists(${JSON.stringify(file)})\n`;
       expect(value(await run(check))).toBe(false);
     });
   }
@@ -217,8 +222,12 @@ describe('task output', () => {
     it(`${runtime}: prints come back with a success and with an exception, each with its own task`, async () => {
       const mk = (i: number, fail: boolean) =>
         runtime === 'node'
-          ? node(`async () => { console.log("out ${i}"); console.error("err ${i}"); await new Promise(r => setTimeout(r, 200)); console.log("late ${i}"); ${fail ? 'throw new Error("boom ' + i + '")' : `return ${i}`}; }`)
-          : py(`import sys, time\ndef f():\n    print("out ${i}")\n    print("err ${i}", file=sys.stderr)\n    time.sleep(0.2)\n    print("late ${i}")\n    ${fail ? `raise ValueError("boom ${i}")` : `return ${i}`}\n`);
+          ? node(
+              `async () => { console.log("out ${i}"); console.error("err ${i}"); await new Promise(r => setTimeout(r, 200)); console.log("late ${i}"); ${fail ? 'throw new Error("boom ' + i + '")' : `return ${i}`}; }`,
+            )
+          : py(
+              `import sys, time\ndef f():\n    print("out ${i}")\n    print("err ${i}", file=sys.stderr)\n    time.sleep(0.2)\n    print("late ${i}")\n    ${fail ? `raise ValueError("boom ${i}")` : `return ${i}`}\n`,
+            );
       const outs = await Promise.all([pool.run(mk(1, false)), pool.run(mk(2, true)), pool.run(mk(3, false)), pool.run(mk(4, true))]);
       outs.forEach((o, k) => {
         const i = k + 1;
@@ -242,7 +251,10 @@ describe('output fitting', () => {
   });
 
   it('fits a report into a byte budget by cutting its output', () => {
-    const report: { kind: string; output?: TaskOutput } = { kind: 'success', output: { stdout: 'é'.repeat(100_000), stderr: '\u0001'.repeat(50_000), stdout_bytes: 200_000, stderr_bytes: 50_000 } };
+    const report: { kind: string; output?: TaskOutput } = {
+      kind: 'success',
+      output: { stdout: 'é'.repeat(100_000), stderr: '\u0001'.repeat(50_000), stdout_bytes: 200_000, stderr_bytes: 50_000 },
+    };
     const size = (r: object) => Buffer.byteLength(JSON.stringify(r));
     expect(size(report)).toBeGreaterThan(200_000);
     const fitted = fitOutput(report, 20_000, size);

@@ -106,7 +106,9 @@ describe('RuntimePool', () => {
     });
 
     it('names a custom error by its class and reports a thrown non-Error', async () => {
-      expect(errorOf(await pool.run(node("() => { class QuotaExceeded extends Error {}; throw new QuotaExceeded('no') }"))).type).toBe('QuotaExceeded');
+      expect(errorOf(await pool.run(node("() => { class QuotaExceeded extends Error {}; throw new QuotaExceeded('no') }"))).type).toBe(
+        'QuotaExceeded',
+      );
       const error = errorOf(await pool.run(node("() => { throw 'plain string' }")));
       expect(error.type).toBe('ThrownValue');
       expect(error.message).toContain("'plain string'");
@@ -126,7 +128,10 @@ describe('RuntimePool', () => {
         seen: { date: v.when instanceof Date, buffer: Buffer.isBuffer(v.buf), u8: v.u8 instanceof Uint8Array && !Buffer.isBuffer(v.u8), big: typeof v.big },
         next: { when: new Date(v.when.getTime() + 1000), big: v.big + 1n, buf: Buffer.concat([v.buf, Buffer.from('!')]) },
       })`;
-      const out = resultOf(await pool.run(node(source, { codec: 'node-v8', args: v8.serialize({ args: [input], kwargs: {} }) })), 'node-v8') as typeof input & {
+      const out = resultOf(
+        await pool.run(node(source, { codec: 'node-v8', args: v8.serialize({ args: [input], kwargs: {} }) })),
+        'node-v8',
+      ) as typeof input & {
         seen: unknown;
         next: { when: Date; big: bigint; buf: Buffer };
       };
@@ -154,7 +159,8 @@ describe('RuntimePool', () => {
     });
 
     it('runs two tasks at once on a pool of two', async () => {
-      const source = 'async () => { const start = Date.now(); await new Promise((r) => setTimeout(r, 300)); return { start, end: Date.now(), pid: process.pid } }';
+      const source =
+        'async () => { const start = Date.now(); await new Promise((r) => setTimeout(r, 300)); return { start, end: Date.now(), pid: process.pid } }';
       const [a, b] = (await Promise.all([pool.run(node(source)), pool.run(node(source))])).map((o) => resultOf(o)) as {
         start: number;
         end: number;
@@ -203,23 +209,34 @@ describe('RuntimePool', () => {
       expect(error.traceback).toContain('return a / b');
       expect(error.traceback).not.toContain('python_runner');
       expect(!outcome.ok && outcome.payload?.codec).toBe('python-pickle');
-      expect(!outcome.ok && outcome.payload && unpickled(outcome.payload.data)).toBe("ZeroDivisionError ZeroDivisionError('division by zero')");
+      expect(!outcome.ok && outcome.payload && unpickled(outcome.payload.data)).toBe(
+        "ZeroDivisionError ZeroDivisionError('division by zero')",
+      );
     });
 
     it('fails an unpicklable result with SerializationError', async () => {
-      const outcome = await pool.run(py('def make():\n    return lambda: 1\n', 'make', { codec: 'python-pickle', args: pickled('((), {})') }));
+      const outcome = await pool.run(
+        py('def make():\n    return lambda: 1\n', 'make', { codec: 'python-pickle', args: pickled('((), {})') }),
+      );
       expect(errorOf(outcome).type).toBe('SerializationError');
     });
 
     it('imports inside the function body and runs a subprocess', async () => {
-      expect(resultOf(await pool.run(py('def root(x):\n    import math\n    return math.sqrt(x)\n', 'root', { args: json([16]) })))).toBe(4);
+      expect(resultOf(await pool.run(py('def root(x):\n    import math\n    return math.sqrt(x)\n', 'root', { args: json([16]) })))).toBe(
+        4,
+      );
       expect(resultOf(await pool.run(py("import os\ndef echo():\n    return os.popen('echo hi').read()\n", 'echo')))).toBe('hi\n');
     });
 
     it('keeps print() off the protocol channel', async () => {
       const req = py("def noisy():\n    print('noise on stdout')\n    return 'clean'\n", 'noisy');
       expect(resultOf(await pool.run(req))).toBe('clean');
-      expect(output.filter((o) => o.from.taskId === req.taskId).map((o) => o.text).join('')).toContain('noise on stdout');
+      expect(
+        output
+          .filter((o) => o.from.taskId === req.taskId)
+          .map((o) => o.text)
+          .join(''),
+      ).toContain('noise on stdout');
     });
 
     it('fails a json result with NaN, which JSON cannot carry', async () => {
@@ -296,7 +313,9 @@ describe('RuntimePool close', () => {
 
   it('rejects start() and reports the cause when the python command is missing', async () => {
     const pool = new RuntimePool({ size: 1, owner: OWNER, runtimes: ['python'], pythonCommand: 'no-such-python-ferry', onOutput });
-    await expect(pool.start()).rejects.toThrow(/python runtime (could not start: spawn no-such-python-ferry ENOENT|exited while starting .*no-such-python-ferry: not found)/);
+    await expect(pool.start()).rejects.toThrow(
+      /python runtime (could not start: spawn no-such-python-ferry ENOENT|exited while starting .*no-such-python-ferry: not found)/,
+    );
     expect(pool.stats().runtimes.python.processes).toBe(0);
   });
 });

@@ -23,7 +23,12 @@ describe('RemoteError', () => {
       expect(err.stack).not.toMatch(/RemoteError\.of|Function\.of/);
       expect(err.stack).toContain('sdk.test.ts');
       expect(String(err)).toBe(`${type}: it broke`);
-      expect(err).toMatchObject({ taskId: 'task-1', remoteType: type, remoteTraceback: expect.stringContaining('<ferry function>'), output });
+      expect(err).toMatchObject({
+        taskId: 'task-1',
+        remoteType: type,
+        remoteTraceback: expect.stringContaining('<ferry function>'),
+        output,
+      });
     },
   );
 
@@ -81,7 +86,11 @@ describe('RemoteError', () => {
   });
 
   it('is what a failed task view turns into', () => {
-    const view = { task_id: 't9', status: 'failed', exception: { type: 'RangeError', message: 'division by zero', traceback: 'RangeError: division by zero\n    at divide' } } as TaskView;
+    const view = {
+      task_id: 't9',
+      status: 'failed',
+      exception: { type: 'RangeError', message: 'division by zero', traceback: 'RangeError: division by zero\n    at divide' },
+    } as TaskView;
     const err = remoteErrorOf(view);
     expect(err).toBeInstanceOf(RangeError);
     expect(err).toMatchObject({ taskId: 't9', remoteType: 'RangeError', message: 'division by zero' });
@@ -101,7 +110,13 @@ describe('ShellFunction and MPIFunction', () => {
     expect(new ShellFunction('true').shellOptions).toEqual({});
     const mpi = new MPIFunction('hostname', { name: 'ranks', description: 'where each rank runs' });
     expect(mpi).toBeInstanceOf(ShellFunction);
-    expect(mpi.toFunctionSpec()).toMatchObject({ name: 'ranks', runtime: 'mpi', source: 'hostname', description: 'where each rank runs', shell: {} });
+    expect(mpi.toFunctionSpec()).toMatchObject({
+      name: 'ranks',
+      runtime: 'mpi',
+      source: 'hostname',
+      description: 'where each rank runs',
+      shell: {},
+    });
     expect(new MPIFunction('x'.repeat(300)).name).toHaveLength(128);
   });
 
@@ -116,7 +131,13 @@ describe('ShellFunction and MPIFunction', () => {
   });
 
   it('reads a ShellResult from the JSON the worker answers', () => {
-    const r = ShellResult.fromJSON({ cmd: 'exit 3', returncode: 3, stdout: 'a\nb\n', stderr: 'oops\n', exception_name: 'subprocess.CalledProcessError' });
+    const r = ShellResult.fromJSON({
+      cmd: 'exit 3',
+      returncode: 3,
+      stdout: 'a\nb\n',
+      stderr: 'oops\n',
+      exception_name: 'subprocess.CalledProcessError',
+    });
     expect(r).toEqual(new ShellResult('exit 3', 'a\nb\n', 'oops\n', 3, 'subprocess.CalledProcessError'));
     expect(String(r)).toBe('subprocess.CalledProcessError\nexit code: 3\n   stdout:\na\nb\n\n   stderr:\noops');
   });
@@ -145,7 +166,8 @@ function fakeClient(opts: { noWaitRoute?: boolean; fullWaits?: boolean } = {}) {
     const fn = /^\/v1\/functions\/(.+)$/.exec(path);
     if (method === 'GET' && fn) return functions.get(fn[1]!) ?? Promise.reject(new Error('404'));
     if (method === 'POST' && path.endsWith('/submit')) {
-      if (body.tasks.some((t: any) => functions.get(t.function_id)?.runtime === 'mpi' && !t.resource_specification)) throw new Error('400: the whole batch is refused');
+      if (body.tasks.some((t: any) => functions.get(t.function_id)?.runtime === 'mpi' && !t.resource_specification))
+        throw new Error('400: the whole batch is refused');
       const group = body.task_group_id ?? 'group';
       const ids = body.tasks.map((t: any) => {
         const id = `task-${++n}`;
@@ -163,7 +185,12 @@ function fakeClient(opts: { noWaitRoute?: boolean; fullWaits?: boolean } = {}) {
         const known = (body.task_ids as string[]).filter((id) => tasks.has(id)).map((id) => tasks.get(id)!);
         const done = known.filter((t) => FINAL_STATUSES.includes(t.status));
         if (done.length || waited >= (opts.fullWaits ? body.wait_ms : Math.min(body.wait_ms, 50))) {
-          return { tasks: done, unknown: (body.task_ids as string[]).filter((id) => !tasks.has(id)), unread: [], pending: known.length - done.length };
+          return {
+            tasks: done,
+            unknown: (body.task_ids as string[]).filter((id) => !tasks.has(id)),
+            unread: [],
+            pending: known.length - done.length,
+          };
         }
         await new Promise((r) => setTimeout(r, 2));
       }
@@ -175,7 +202,8 @@ function fakeClient(opts: { noWaitRoute?: boolean; fullWaits?: boolean } = {}) {
     throw new Error(`unexpected ${method} ${path}`);
   });
   /** The worker: finish a task with a JSON result. */
-  const finish = (id: string, value: unknown) => Object.assign(tasks.get(id)!, { status: 'success', result: { codec: 'json', size: 0, sha256: '', value } });
+  const finish = (id: string, value: unknown) =>
+    Object.assign(tasks.get(id)!, { status: 'success', result: { codec: 'json', size: 0, sha256: '', value } });
   return { client, functions, tasks, requests, finish };
 }
 
@@ -262,7 +290,12 @@ describe('Executor with shell and mpi functions', () => {
     expect(again[0]).not.toBe(futures[0]);
     api.finish(nodeF.taskId!, 42);
     expect(await futures[1]!.result({ timeoutMs: 5000 })).toBe(42);
-    expect(api.requests.filter((r) => r.method === 'GET' && r.path.startsWith('/v1/functions/')).map((r) => r.path).sort()).toEqual(['/v1/functions/fn-node-1', '/v1/functions/fn-shell-0']);
+    expect(
+      api.requests
+        .filter((r) => r.method === 'GET' && r.path.startsWith('/v1/functions/'))
+        .map((r) => r.path)
+        .sort(),
+    ).toEqual(['/v1/functions/fn-node-1', '/v1/functions/fn-shell-0']);
     expect(await new Executor({ endpointId: 'ep', client: other, taskGroupId: 'none' }).reloadTasks()).toEqual([]);
     await later.shutdown();
   });

@@ -8,7 +8,11 @@ import { envelopeSchema, type Envelope } from '../../core/payload';
  * other fails the typecheck here (`npm test` runs tsc over the tests).
  */
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
-const same: [Same<z.infer<typeof shellOptionsSchema>, ShellOptions>, Same<z.infer<typeof resourceSpecificationSchema>, ResourceSpecification>, Same<z.infer<typeof envelopeSchema>, Envelope>] = [true, true, true];
+const same: [
+  Same<z.infer<typeof shellOptionsSchema>, ShellOptions>,
+  Same<z.infer<typeof resourceSpecificationSchema>, ResourceSpecification>,
+  Same<z.infer<typeof envelopeSchema>, Envelope>,
+] = [true, true, true];
 
 test('each shared schema accepts what its interface describes and refuses what it does not', () => {
   expect(same).toEqual([true, true, true]);

@@ -53,7 +53,17 @@ describe('command templates', () => {
     'echo {name:d}',
   ];
   it('fills templates as python3 does, and refuses the same ones with the same exception types', () => {
-    const kw = { name: 'World', n: 42, x: -3.5, flag: true, none: null, items: ['a', 1], conf: { depth: 2, path: "/tmp/it's" }, big: 1234567, width: 6 };
+    const kw = {
+      name: 'World',
+      n: 42,
+      x: -3.5,
+      flag: true,
+      none: null,
+      items: ['a', 1],
+      conf: { depth: 2, path: "/tmp/it's" },
+      big: 1234567,
+      width: 6,
+    };
     const python = pythonFormat(templates, kw);
     templates.forEach((template, i) => {
       const py = python[i]!;
@@ -94,10 +104,25 @@ describe('MPI launchers', () => {
     const mpiexec: MpiLauncher = { kind: 'mpiexec', command: '/usr/bin/mpiexec', nodes: ['n1'] };
     expect(mpiEnvironment(mpiexec, { num_nodes: 1, ranks_per_node: 4, num_ranks: 3 })).toEqual({
       ok: true,
-      env: { PARSL_MPI_PREFIX: '/usr/bin/mpiexec -n 3 -ppn 4', PARSL_NUM_RANKS: '3', PARSL_NUM_NODES: '1', PARSL_RANKS_PER_NODE: '4', PARSL_MPI_NODELIST: 'n1' },
+      env: {
+        PARSL_MPI_PREFIX: '/usr/bin/mpiexec -n 3 -ppn 4',
+        PARSL_NUM_RANKS: '3',
+        PARSL_NUM_NODES: '1',
+        PARSL_RANKS_PER_NODE: '4',
+        PARSL_MPI_NODELIST: 'n1',
+      },
     });
-    expect(mpiEnvironment(mpiexec, { num_nodes: 2, ranks_per_node: 1, num_ranks: 2 })).toMatchObject({ ok: false, type: 'InvalidResourceSpecification' });
-    const srun: MpiLauncher = { kind: 'srun', command: '/usr/bin/srun', nodes: ['fn2', 'fn1', 'fn3'], jobId: '9', slurmConf: '/s/slurm.conf' };
+    expect(mpiEnvironment(mpiexec, { num_nodes: 2, ranks_per_node: 1, num_ranks: 2 })).toMatchObject({
+      ok: false,
+      type: 'InvalidResourceSpecification',
+    });
+    const srun: MpiLauncher = {
+      kind: 'srun',
+      command: '/usr/bin/srun',
+      nodes: ['fn2', 'fn1', 'fn3'],
+      jobId: '9',
+      slurmConf: '/s/slurm.conf',
+    };
     const two = mpiEnvironment(srun, { num_nodes: 2, ranks_per_node: 2, num_ranks: 4 });
     expect(two).toEqual({
       ok: true,
@@ -111,9 +136,18 @@ describe('MPI launchers', () => {
       },
     });
     const multi: MpiLauncher = { kind: 'mpiexec', command: 'mpiexec', nodes: ['a', 'b'] };
-    expect(mpiEnvironment(multi, { num_nodes: 2, ranks_per_node: 1, num_ranks: 2 })).toMatchObject({ ok: true, env: { PARSL_MPI_PREFIX: 'mpiexec -n 2 -ppn 1 -hosts a,b' } });
-    expect(mpiEnvironment(srun, { num_nodes: 4, ranks_per_node: 1, num_ranks: 4 })).toMatchObject({ ok: false, type: 'InvalidResourceSpecification' });
-    expect(mpiEnvironment(srun, { num_nodes: 1, ranks_per_node: 1, num_ranks: 2 })).toMatchObject({ ok: false, type: 'InvalidResourceSpecification' });
+    expect(mpiEnvironment(multi, { num_nodes: 2, ranks_per_node: 1, num_ranks: 2 })).toMatchObject({
+      ok: true,
+      env: { PARSL_MPI_PREFIX: 'mpiexec -n 2 -ppn 1 -hosts a,b' },
+    });
+    expect(mpiEnvironment(srun, { num_nodes: 4, ranks_per_node: 1, num_ranks: 4 })).toMatchObject({
+      ok: false,
+      type: 'InvalidResourceSpecification',
+    });
+    expect(mpiEnvironment(srun, { num_nodes: 1, ranks_per_node: 1, num_ranks: 2 })).toMatchObject({
+      ok: false,
+      type: 'InvalidResourceSpecification',
+    });
   });
 
   it('reads mpi_launcher from the worker config and the endpoint YAML', () => {

@@ -6,23 +6,41 @@ describe('resourceSpecification (an mpi task as Globus Compute reads it)', () =>
   it.each([
     [{}, { num_nodes: 1, ranks_per_node: 1, num_ranks: 1 }],
     [{ num_ranks: 7 }, { num_nodes: 1, ranks_per_node: 7, num_ranks: 7 }],
-    [{ num_nodes: 3, num_ranks: 7 }, { num_nodes: 3, ranks_per_node: 3, num_ranks: 7 }],
+    [
+      { num_nodes: 3, num_ranks: 7 },
+      { num_nodes: 3, ranks_per_node: 3, num_ranks: 7 },
+    ],
     [{ num_nodes: 4 }, { num_nodes: 4, ranks_per_node: 1, num_ranks: 4 }],
-    [{ num_nodes: 2, ranks_per_node: 4 }, { num_nodes: 2, ranks_per_node: 4, num_ranks: 8 }],
-    [{ num_nodes: 2, ranks_per_node: 4, num_ranks: 3 }, { num_nodes: 2, ranks_per_node: 4, num_ranks: 3 }],
+    [
+      { num_nodes: 2, ranks_per_node: 4 },
+      { num_nodes: 2, ranks_per_node: 4, num_ranks: 8 },
+    ],
+    [
+      { num_nodes: 2, ranks_per_node: 4, num_ranks: 3 },
+      { num_nodes: 2, ranks_per_node: 4, num_ranks: 3 },
+    ],
   ])('fills %j as %j', (given, want) => {
     expect(resourceSpecification(given)).toEqual(want);
   });
 
   it('refuses ranks that do not fit, and filled-in values out of range', () => {
-    expect(() => resourceSpecification({ num_nodes: 2, ranks_per_node: 2, num_ranks: 5 })).toThrow('num_ranks 5 does not fit 2 node(s) × 2 ranks_per_node');
+    expect(() => resourceSpecification({ num_nodes: 2, ranks_per_node: 2, num_ranks: 5 })).toThrow(
+      'num_ranks 5 does not fit 2 node(s) × 2 ranks_per_node',
+    );
     expect(() => resourceSpecification({ num_ranks: 1, ranks_per_node: 100_000, num_nodes: 100_000 })).not.toThrow();
     expect(() => resourceSpecification({ ranks_per_node: 100_000, num_nodes: 100_000 })).toThrow(/num_ranks/);
   });
 });
 
 describe('functionId', () => {
-  const base: FunctionInput = { owner: 'u', name: 'f', runtime: 'shell', source: 'ls', description: 'd', shell: { walltime_ms: 5, snippet_lines: 2 } };
+  const base: FunctionInput = {
+    owner: 'u',
+    name: 'f',
+    runtime: 'shell',
+    source: 'ls',
+    description: 'd',
+    shell: { walltime_ms: 5, snippet_lines: 2 },
+  };
   it('is the same for the same function, whatever the order of its shell options', () => {
     expect(functionId({ ...base, shell: { snippet_lines: 2, walltime_ms: 5 } })).toBe(functionId(base));
   });

@@ -44,7 +44,13 @@ describe('the local worker policy', () => {
   const role = { arn: 'arn:aws:iam::000000000000:role/ferry-local-worker', roleId: ROLE_ID };
   const policy = new AccessPolicy(
     role,
-    workerRoleStatements({ region: 'us-east-1', accountId: '000000000000', stage: 'local', bucket: 'b', resultsQueueArn: 'arn:aws:sqs:us-east-1:000000000000:ferry-local-results' }),
+    workerRoleStatements({
+      region: 'us-east-1',
+      accountId: '000000000000',
+      stage: 'local',
+      bucket: 'b',
+      resultsQueueArn: 'arn:aws:sqs:us-east-1:000000000000:ferry-local-results',
+    }),
   );
   const session = (tags: Record<string, string>, roleArn = role.arn): Caller => ({
     kind: 'session',
@@ -81,7 +87,9 @@ describe('the local worker policy', () => {
 
   it('gives nothing to a session without the tag, or of another role; everything to the admin', () => {
     expect(policy.allows(session({}), 'sqs:ReceiveMessage', q('ferry-local-ep-'))).toBe(false);
-    expect(policy.allows(session({ endpointId: 'e1' }, 'arn:aws:iam::000000000000:role/other'), 'sqs:ReceiveMessage', q('ferry-local-ep-e1'))).toBe(false);
+    expect(
+      policy.allows(session({ endpointId: 'e1' }, 'arn:aws:iam::000000000000:role/other'), 'sqs:ReceiveMessage', q('ferry-local-ep-e1')),
+    ).toBe(false);
     expect(policy.allows({ kind: 'admin', accessKeyId: 'AKIA', principalId: 'AIDA' }, 'dynamodb:Scan', '*')).toBe(true);
   });
 });

@@ -1,7 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { WorkerAgent } from '../agent';
-import { isolationOrRefuse, mpiLauncherOrRefuse, startOrRefuse, workerConfigFromEnv, workerSettingsFromEnv, type WorkerConfig } from '../main';
+import {
+  isolationOrRefuse,
+  mpiLauncherOrRefuse,
+  startOrRefuse,
+  workerConfigFromEnv,
+  workerSettingsFromEnv,
+  type WorkerConfig,
+} from '../main';
 import type { RuntimeName } from '../runtime/pool';
 import { RelayTaskSource } from './relay-client';
 
@@ -44,7 +51,8 @@ export interface BlockReport {
 }
 
 const int = (v: string | undefined) => (v && /^\d+$/.test(v) ? Number(v) : undefined);
-const log = (msg: string, extra: Record<string, unknown> = {}) => console.error(JSON.stringify({ at: new Date().toISOString(), block: process.env.FERRY_BLOCK_ID, msg, ...extra }));
+const log = (msg: string, extra: Record<string, unknown> = {}) =>
+  console.error(JSON.stringify({ at: new Date().toISOString(), block: process.env.FERRY_BLOCK_ID, msg, ...extra }));
 
 async function main(env = process.env): Promise<number> {
   const relay = env.FERRY_RELAY === '1';
@@ -87,7 +95,18 @@ async function main(env = process.env): Promise<number> {
   let stopped = false;
   const report = async () => {
     if (!contact) return;
-    const body: BlockReport = { block_id: blockId, job_id: jobId, worker_id: agent.workerId, host: hostname(), ...agent.status(), completed: agent.completed, runtimes: agent.runtimes, draining, stopped, end_at: endAt };
+    const body: BlockReport = {
+      block_id: blockId,
+      job_id: jobId,
+      worker_id: agent.workerId,
+      host: hostname(),
+      ...agent.status(),
+      completed: agent.completed,
+      runtimes: agent.runtimes,
+      draining,
+      stopped,
+      end_at: endAt,
+    };
     try {
       const res = await fetch(`${contact.url}/v1/block-reports`, {
         method: 'POST',
@@ -134,7 +153,9 @@ async function main(env = process.env): Promise<number> {
   });
   process.on('SIGINT', () => drain('SIGINT'));
   if (!(await startOrRefuse(agent))) return 2;
-  console.error(`ferry worker: serving endpoint ${cfg.endpoint_id || '(through the manager)'}${relay ? ' (relay mode)' : ''} as ${agent.workerId} in block ${blockId} (job ${jobId})`);
+  console.error(
+    `ferry worker: serving endpoint ${cfg.endpoint_id || '(through the manager)'}${relay ? ' (relay mode)' : ''} as ${agent.workerId} in block ${blockId} (job ${jobId})`,
+  );
 
   const timers: NodeJS.Timeout[] = [];
   await report();

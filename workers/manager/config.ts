@@ -101,16 +101,53 @@ export type LocalProviderConfig = Extract<ProviderConfig, { type: 'LocalProvider
 /** Globus Compute / Parsl keys that mean nothing to Ferry: accepted with a warning. */
 const IGNORED: Record<string, string[]> = {
   '': [
-    'display_name', 'amqp_port', 'heartbeat_period', 'heartbeat_threshold', 'idle_heartbeats_soft', 'idle_heartbeats_hard',
-    'environment', 'allowed_functions', 'authentication_policy', 'subscription_id', 'multi_user', 'debug', 'public',
-    'detach_endpoint', 'log_dir', 'stdout', 'stderr', 'endpoint_setup', 'endpoint_teardown', 'local_compute_services',
-    'funcx_service_address', 'high_assurance', 'admins',
+    'display_name',
+    'amqp_port',
+    'heartbeat_period',
+    'heartbeat_threshold',
+    'idle_heartbeats_soft',
+    'idle_heartbeats_hard',
+    'environment',
+    'allowed_functions',
+    'authentication_policy',
+    'subscription_id',
+    'multi_user',
+    'debug',
+    'public',
+    'detach_endpoint',
+    'log_dir',
+    'stdout',
+    'stderr',
+    'endpoint_setup',
+    'endpoint_teardown',
+    'local_compute_services',
+    'funcx_service_address',
+    'high_assurance',
+    'admins',
   ],
   engine: [
-    'label', 'worker_debug', 'heartbeat_period', 'heartbeat_threshold', 'poll_period', 'strategy', 'job_status_kwargs',
-    'cores_per_worker', 'mem_per_worker', 'available_accelerators', 'prefetch_capacity', 'encrypted', 'worker_port_range',
-    'interchange_port_range', 'address_probe_timeout', 'container_type', 'container_uri', 'container_cmd_options',
-    'working_dir', 'run_in_sandbox', 'worker_logdir_root', 'max_retries_on_system_failure',
+    'label',
+    'worker_debug',
+    'heartbeat_period',
+    'heartbeat_threshold',
+    'poll_period',
+    'strategy',
+    'job_status_kwargs',
+    'cores_per_worker',
+    'mem_per_worker',
+    'available_accelerators',
+    'prefetch_capacity',
+    'encrypted',
+    'worker_port_range',
+    'interchange_port_range',
+    'address_probe_timeout',
+    'container_type',
+    'container_uri',
+    'container_cmd_options',
+    'working_dir',
+    'run_in_sandbox',
+    'worker_logdir_root',
+    'max_retries_on_system_failure',
   ],
   'engine.provider': ['parallelism', 'move_files', 'clusters', 'channel', 'cmd_timeout_kwargs'],
 };
@@ -142,8 +179,10 @@ export function parseEndpointConfig(text: string, file = 'endpoint.yaml'): Loade
   }
   const config = parsed.data;
   const p = config.engine.provider;
-  if (p.min_blocks > p.max_blocks) throw new EndpointConfigError(`${file}: engine.provider.min_blocks (${p.min_blocks}) exceeds max_blocks (${p.max_blocks})`);
-  if (p.init_blocks > p.max_blocks) throw new EndpointConfigError(`${file}: engine.provider.init_blocks (${p.init_blocks}) exceeds max_blocks (${p.max_blocks})`);
+  if (p.min_blocks > p.max_blocks)
+    throw new EndpointConfigError(`${file}: engine.provider.min_blocks (${p.min_blocks}) exceeds max_blocks (${p.max_blocks})`);
+  if (p.init_blocks > p.max_blocks)
+    throw new EndpointConfigError(`${file}: engine.provider.init_blocks (${p.init_blocks}) exceeds max_blocks (${p.max_blocks})`);
   const credentialsFile = isAbsolute(config.credentials) ? config.credentials : resolve(dirname(resolve(file)), config.credentials);
   return { config, credentialsFile, warnings };
 }

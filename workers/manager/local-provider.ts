@@ -40,7 +40,8 @@ export class LocalProvider implements Provider {
       });
       job.children.push(child);
     }
-    if (Number.isFinite(block.walltimeSeconds)) job.timer = setTimeout(() => this.kill(job, 'SIGKILL'), block.walltimeSeconds * 1000).unref();
+    if (Number.isFinite(block.walltimeSeconds))
+      job.timer = setTimeout(() => this.kill(job, 'SIGKILL'), block.walltimeSeconds * 1000).unref();
     this.jobs.set(jobId, job);
     return jobId;
   }

@@ -78,7 +78,16 @@ export interface ManagerOptions {
 }
 
 /** Variables a task may read in a block, so it knows its job (the agent's env_passthrough). */
-const SCHEDULER_ENV = ['SLURM_JOB_ID', 'SLURM_JOB_NAME', 'SLURM_JOB_NODELIST', 'SLURM_NODEID', 'SLURM_PROCID', 'SLURM_CLUSTER_NAME', 'SLURM_JOB_PARTITION', 'SLURMD_NODENAME'];
+const SCHEDULER_ENV = [
+  'SLURM_JOB_ID',
+  'SLURM_JOB_NAME',
+  'SLURM_JOB_NODELIST',
+  'SLURM_NODEID',
+  'SLURM_PROCID',
+  'SLURM_CLUSTER_NAME',
+  'SLURM_JOB_PARTITION',
+  'SLURMD_NODENAME',
+];
 
 /**
  * The endpoint manager: holds the endpoint's credentials, and scales blocks from its provider on
@@ -116,8 +125,16 @@ export class EndpointManager {
   private holdSubmitsUntil = 0;
 
   constructor(private readonly opts: ManagerOptions) {
-    this.log = opts.log ?? ((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), manager: opts.worker.endpoint_id, msg, ...extra })));
-    this.keeper = new GrantKeeper(opts.worker.api_url.replace(/\/+$/, ''), opts.worker.endpoint_id, opts.worker.endpoint_secret, (err) => (this.fatal = err), this.log);
+    this.log =
+      opts.log ??
+      ((msg, extra) => console.error(JSON.stringify({ at: new Date().toISOString(), manager: opts.worker.endpoint_id, msg, ...extra })));
+    this.keeper = new GrantKeeper(
+      opts.worker.api_url.replace(/\/+$/, ''),
+      opts.worker.endpoint_id,
+      opts.worker.endpoint_secret,
+      (err) => (this.fatal = err),
+      this.log,
+    );
     this.slotsPerNode = opts.config.engine.max_workers_per_node ?? availableParallelism();
     this.drain = drainSeconds(opts.config.engine);
     const wt = opts.config.engine.provider.walltime;
@@ -220,7 +237,8 @@ export class EndpointManager {
     if (r.workers > 0) this.slotsPerNode = r.workers;
     this.failedStarts = 0;
     if (block.state === 'pending') this.markRunning(block);
-    if (r.draining && block.state !== 'draining') this.setDraining(block, r.end_at && Date.now() / 1000 >= r.end_at - this.drain - 1 ? 'walltime' : 'agent draining');
+    if (r.draining && block.state !== 'draining')
+      this.setDraining(block, r.end_at && Date.now() / 1000 >= r.end_at - this.drain - 1 ? 'walltime' : 'agent draining');
     return block.drainRequested === true;
   }
 
@@ -232,7 +250,12 @@ export class EndpointManager {
   private setState(block: Block, state: BlockState): void {
     if (block.state === state) return;
     block.state = state;
-    this.log(`block ${block.blockId} ${state}`, { job: block.jobId, scheduler: block.detail, reason: block.reason ?? block.drainReason, nodes: block.nodes });
+    this.log(`block ${block.blockId} ${state}`, {
+      job: block.jobId,
+      scheduler: block.detail,
+      reason: block.reason ?? block.drainReason,
+      nodes: block.nodes,
+    });
   }
 
   private setDraining(block: Block, reason: string): void {
@@ -330,9 +353,15 @@ export class EndpointManager {
 
   private async readDepth(): Promise<void> {
     const out = await this.sqs!.send(
-      new GetQueueAttributesCommand({ QueueUrl: this.queueUrl, AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'] }),
+      new GetQueueAttributesCommand({
+        QueueUrl: this.queueUrl,
+        AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
+      }),
     );
-    this.depth = { queued: Number(out.Attributes?.ApproximateNumberOfMessages ?? 0), inFlight: Number(out.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0) };
+    this.depth = {
+      queued: Number(out.Attributes?.ApproximateNumberOfMessages ?? 0),
+      inFlight: Number(out.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0),
+    };
   }
 
   /** One poll: job states, idleness, queue depth, then scale in or out. */
@@ -423,10 +452,13 @@ export class EndpointManager {
       this.failedStarts++;
       const waitMs = Math.min(300_000, (this.opts.pollMs ?? 5_000) * 2 ** Math.min(this.failedStarts, 16));
       this.holdSubmitsUntil = now + waitMs;
-      this.log(`block ${b.blockId} (job ${b.jobId}) ended before its agents started: ${s.detail}${s.reason ? ` (${s.reason})` : ''}; see its output in ${this.opts.stateDir}`, {
-        failed_in_a_row: this.failedStarts,
-        next_submit_in_seconds: Math.round(waitMs / 1000),
-      });
+      this.log(
+        `block ${b.blockId} (job ${b.jobId}) ended before its agents started: ${s.detail}${s.reason ? ` (${s.reason})` : ''}; see its output in ${this.opts.stateDir}`,
+        {
+          failed_in_a_row: this.failedStarts,
+          next_submit_in_seconds: Math.round(waitMs / 1000),
+        },
+      );
     } else if (!expected) {
       this.log(`block ${b.blockId} (job ${b.jobId}) ended without being asked: ${s.detail}${s.reason ? ` (${s.reason})` : ''}`, {
         tasks_lost_in_it: holding,
@@ -515,13 +547,31 @@ export class EndpointManager {
         if (r.stopped || stopped) continue;
         alive.add(r.worker_id);
         this.beatenAgents.add(r.worker_id);
-        beats.push({ worker_id: r.worker_id.slice(0, 128), workers: r.workers, idle_workers: r.idle_workers, running: r.running, runtimes: r.runtimes ?? runtimes, agent_version: AGENT_VERSION, heartbeat_ms: every, stopped: false });
+        beats.push({
+          worker_id: r.worker_id.slice(0, 128),
+          workers: r.workers,
+          idle_workers: r.idle_workers,
+          running: r.running,
+          runtimes: r.runtimes ?? runtimes,
+          agent_version: AGENT_VERSION,
+          heartbeat_ms: every,
+          stopped: false,
+        });
       }
     }
     for (const id of [...this.beatenAgents]) {
       if (alive.has(id)) continue;
       this.beatenAgents.delete(id);
-      beats.push({ worker_id: id.slice(0, 128), workers: 0, idle_workers: 0, running: 0, runtimes: [], agent_version: AGENT_VERSION, heartbeat_ms: every, stopped: true });
+      beats.push({
+        worker_id: id.slice(0, 128),
+        workers: 0,
+        idle_workers: 0,
+        running: 0,
+        runtimes: [],
+        agent_version: AGENT_VERSION,
+        heartbeat_ms: every,
+        stopped: true,
+      });
     }
     return beats;
   }

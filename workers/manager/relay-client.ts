@@ -39,7 +39,12 @@ export class RelayTaskSource implements TaskSource {
     return { authorization: `Bearer ${this.contact.token}`, 'x-ferry-worker': this.worker(), 'x-ferry-block': this.blockId, ...extra };
   }
 
-  private async request(method: string, path: string, body?: Buffer | string, opts: { type?: string; timeoutMs?: number; signal?: AbortSignal } = {}): Promise<Response> {
+  private async request(
+    method: string,
+    path: string,
+    body?: Buffer | string,
+    opts: { type?: string; timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<Response> {
     const signals = [AbortSignal.timeout(opts.timeoutMs ?? 30_000), ...(opts.signal ? [opts.signal] : [])];
     const res = await fetch(`${this.contact.url}${path}`, {
       method,
@@ -48,7 +53,7 @@ export class RelayTaskSource implements TaskSource {
       signal: AbortSignal.any(signals),
     });
     if (res.status === 401) {
-      const err = new SecretRefused('the endpoint manager refused this agent\'s token (a new manager run?)');
+      const err = new SecretRefused("the endpoint manager refused this agent's token (a new manager run?)");
       this.onFatal(err);
       throw err;
     }
@@ -56,7 +61,12 @@ export class RelayTaskSource implements TaskSource {
     return res;
   }
 
-  private async call(method: string, path: string, body?: unknown, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<unknown> {
+  private async call(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { timeoutMs?: number; signal?: AbortSignal } = {},
+  ): Promise<unknown> {
     const res = await this.request(method, path, body === undefined ? undefined : JSON.stringify(body), opts);
     return res.json();
   }
@@ -78,7 +88,10 @@ export class RelayTaskSource implements TaskSource {
 
   async receive(max: number, _visibilitySeconds: number, waitSeconds: number, signal: AbortSignal): Promise<ReceivedMessage[]> {
     // The manager holds the visibility: it extends while this agent's lease (extend) holds.
-    const out = (await this.call('GET', `/v1/relay/tasks?max=${max}&wait=${waitSeconds}`, undefined, { timeoutMs: (waitSeconds + 15) * 1000, signal })) as {
+    const out = (await this.call('GET', `/v1/relay/tasks?max=${max}&wait=${waitSeconds}`, undefined, {
+      timeoutMs: (waitSeconds + 15) * 1000,
+      signal,
+    })) as {
       messages: ReceivedMessage[];
     };
     return out.messages;
@@ -86,7 +99,8 @@ export class RelayTaskSource implements TaskSource {
 
   async extend(receipts: string[]): Promise<void> {
     const out = (await this.call('POST', '/v1/relay/extend', { receipts })) as { lost: string[] };
-    if (out.lost.length) this.log('the manager no longer holds some messages; their tasks may run again elsewhere', { messages: out.lost.length });
+    if (out.lost.length)
+      this.log('the manager no longer holds some messages; their tasks may run again elsewhere', { messages: out.lost.length });
   }
 
   async release(receipts: string[]): Promise<void> {
@@ -114,7 +128,10 @@ export class RelayTaskSource implements TaskSource {
   async storePayload(bytes: Uint8Array, codec: Codec, kind: 'result' | 'exception', taskId: string): Promise<Envelope> {
     if (bytes.byteLength <= this.inlineLimit) return inlineEnvelope(bytes, codec);
     const q = new URLSearchParams({ task: taskId, kind, codec });
-    const res = await this.request('POST', `/v1/relay/payload?${q}`, Buffer.from(bytes), { type: 'application/octet-stream', timeoutMs: 300_000 });
+    const res = await this.request('POST', `/v1/relay/payload?${q}`, Buffer.from(bytes), {
+      type: 'application/octet-stream',
+      timeoutMs: 300_000,
+    });
     return ((await res.json()) as { envelope: Envelope }).envelope;
   }
 

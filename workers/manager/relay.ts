@@ -92,16 +92,25 @@ export class Relay {
     const now = Date.now();
     const lapsed = [...this.held.values()].filter((h) => now - h.touched > this.leaseMs);
     if (lapsed.length) {
-      this.o.log('an agent went silent; handing back what it held', { messages: lapsed.length, workers: [...new Set(lapsed.map((h) => h.worker))] });
+      this.o.log('an agent went silent; handing back what it held', {
+        messages: lapsed.length,
+        workers: [...new Set(lapsed.map((h) => h.worker))],
+      });
       await this.giveBack(lapsed.map((h) => h.receipt));
     }
     const receipts = [...this.held.keys()];
-    if (receipts.length) await changeVisibility(this.o.sqs, this.grant.queue_url, receipts, this.o.visibilitySeconds, (err) => this.o.log('could not extend visibility', { error: String(err) }));
+    if (receipts.length)
+      await changeVisibility(this.o.sqs, this.grant.queue_url, receipts, this.o.visibilitySeconds, (err) =>
+        this.o.log('could not extend visibility', { error: String(err) }),
+      );
   }
 
   private async giveBack(receipts: string[]): Promise<void> {
     for (const r of receipts) this.held.delete(r);
-    if (receipts.length) await changeVisibility(this.o.sqs, this.grant.queue_url, receipts, 0, (err) => this.o.log('could not hand messages back', { error: String(err) }));
+    if (receipts.length)
+      await changeVisibility(this.o.sqs, this.grant.queue_url, receipts, 0, (err) =>
+        this.o.log('could not hand messages back', { error: String(err) }),
+      );
   }
 
   /** A block ended (drained, cancelled, killed): what its agents held runs again now. */
@@ -128,7 +137,8 @@ export class Relay {
   async handle(req: IncomingMessage, res: ServerResponse, url: URL): Promise<void> {
     const worker = String(req.headers['x-ferry-worker'] ?? '').slice(0, 256);
     const block = String(req.headers['x-ferry-block'] ?? '').slice(0, 64);
-    const json = (status: number, body: unknown) => void res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
+    const json = (status: number, body: unknown) =>
+      void res.writeHead(status, { 'content-type': 'application/json' }).end(JSON.stringify(body));
     if (!worker) return json(400, { error: 'x-ferry-worker is required' });
     const route = `${req.method} ${url.pathname}`;
     try {
@@ -160,15 +170,26 @@ export class Relay {
         case 'POST /v1/relay/results': {
           const body = parseBody((await readBody(req, MAX_JSON)).toString('utf8')) as { reports?: unknown };
           const reports = body?.reports;
-          if (!Array.isArray(reports) || reports.length > 10 || reports.some((r) => typeof r !== 'string' || (parseBody(r) as { endpoint_id?: string })?.endpoint_id !== this.o.endpointId)) {
+          if (
+            !Array.isArray(reports) ||
+            reports.length > 10 ||
+            reports.some((r) => typeof r !== 'string' || (parseBody(r) as { endpoint_id?: string })?.endpoint_id !== this.o.endpointId)
+          ) {
             return json(400, { error: 'reports: up to 10 result messages of this endpoint' });
           }
-          const failed = await sendBatches(this.o.sqs, this.grant.results_queue_url, (reports as string[]).map((body, i) => ({ id: String(i), body })));
+          const failed = await sendBatches(
+            this.o.sqs,
+            this.grant.results_queue_url,
+            (reports as string[]).map((body, i) => ({ id: String(i), body })),
+          );
           return json(200, { failed: failed.map(Number) });
         }
         case 'POST /v1/relay/args': {
-          const env = envelopeSchema.safeParse((parseBody((await readBody(req, 64 * 1024)).toString('utf8')) as { envelope?: unknown })?.envelope);
-          if (!env.success || (env.data.ref !== undefined && !env.data.ref.startsWith(endpointPrefix(this.o.endpointId)))) return json(400, { error: 'envelope: a payload of this endpoint' });
+          const env = envelopeSchema.safeParse(
+            (parseBody((await readBody(req, 64 * 1024)).toString('utf8')) as { envelope?: unknown })?.envelope,
+          );
+          if (!env.success || (env.data.ref !== undefined && !env.data.ref.startsWith(endpointPrefix(this.o.endpointId))))
+            return json(400, { error: 'envelope: a payload of this endpoint' });
           const bytes = await readPayload(env.data, this.o.s3, this.grant.bucket);
           return void res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': bytes.byteLength }).end(bytes);
         }
@@ -176,10 +197,15 @@ export class Relay {
           const task = url.searchParams.get('task') ?? '';
           const kind = url.searchParams.get('kind');
           const codec = url.searchParams.get('codec') as Codec;
-          if (!TASK_ID.test(task) || (kind !== 'result' && kind !== 'exception') || !CODECS.includes(codec)) return json(400, { error: 'task, kind and codec' });
+          if (!TASK_ID.test(task) || (kind !== 'result' && kind !== 'exception') || !CODECS.includes(codec))
+            return json(400, { error: 'task, kind and codec' });
           const bytes = await readBody(req, MAX_RELAY_PAYLOAD);
           const key = kind === 'result' ? resultKey(this.o.endpointId, task) : exceptionKey(this.o.endpointId, task);
-          const envelope = await storePayload(bytes, codec, key, { s3: this.o.s3, bucket: this.grant.bucket, inlineLimit: this.grant.inline_limit });
+          const envelope = await storePayload(bytes, codec, key, {
+            s3: this.o.s3,
+            bucket: this.grant.bucket,
+            inlineLimit: this.grant.inline_limit,
+          });
           return json(200, { envelope });
         }
         default:
@@ -207,7 +233,12 @@ export class Relay {
     let messages;
     try {
       const out = await this.o.sqs.send(
-        new ReceiveMessageCommand({ QueueUrl: this.grant.queue_url, MaxNumberOfMessages: max, VisibilityTimeout: this.o.visibilitySeconds, WaitTimeSeconds: wait }),
+        new ReceiveMessageCommand({
+          QueueUrl: this.grant.queue_url,
+          MaxNumberOfMessages: max,
+          VisibilityTimeout: this.o.visibilitySeconds,
+          WaitTimeSeconds: wait,
+        }),
         { abortSignal: abort.signal },
       );
       messages = out.Messages ?? [];
@@ -220,7 +251,13 @@ export class Relay {
     }
     // The agent left while SQS answered, or the manager is stopping: the messages go back at once.
     if (abort.signal.aborted || res.destroyed || this.stopping) {
-      await changeVisibility(this.o.sqs, this.grant.queue_url, messages.map((m) => m.ReceiptHandle!), 0, () => undefined);
+      await changeVisibility(
+        this.o.sqs,
+        this.grant.queue_url,
+        messages.map((m) => m.ReceiptHandle!),
+        0,
+        () => undefined,
+      );
       return [];
     }
     const now = Date.now();
@@ -233,7 +270,12 @@ export class Relay {
     for (let i = 0; i < receipts.length; i += 10) {
       const chunk = receipts.slice(i, i + 10);
       try {
-        const out = await this.o.sqs.send(new DeleteMessageBatchCommand({ QueueUrl: this.grant.queue_url, Entries: chunk.map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })) }));
+        const out = await this.o.sqs.send(
+          new DeleteMessageBatchCommand({
+            QueueUrl: this.grant.queue_url,
+            Entries: chunk.map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })),
+          }),
+        );
         const bad = new Set((out.Failed ?? []).map((f) => Number(f.Id)));
         chunk.forEach((r, j) => (bad.has(i + j) ? failed.push(i + j) : this.held.delete(r)));
       } catch (err) {
@@ -275,6 +317,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
 async function readReceipts(req: IncomingMessage): Promise<{ receipts: string[] }> {
   const body = parseBody((await readBody(req, MAX_JSON)).toString('utf8')) as { receipts?: unknown };
   const receipts = body?.receipts;
-  if (!Array.isArray(receipts) || receipts.length > 1000 || receipts.some((r) => typeof r !== 'string' || r.length > 8192)) throw new BadRequest('receipts: up to 1000 receipt handles');
+  if (!Array.isArray(receipts) || receipts.length > 1000 || receipts.some((r) => typeof r !== 'string' || r.length > 8192))
+    throw new BadRequest('receipts: up to 1000 receipt handles');
   return { receipts: receipts as string[] };
 }

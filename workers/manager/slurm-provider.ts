@@ -5,7 +5,16 @@ import type { SlurmProviderConfig } from './config';
 import { shellQuote, type BlockLaunch, type JobState, type JobStatus, type Provider } from './provider';
 
 /** What this process holds that a job must never inherit through sbatch's default --export=ALL. */
-export const SECRET_ENV = ['AWS_ACCESS_KEY_ID', 'AWS_SECRET_ACCESS_KEY', 'AWS_SESSION_TOKEN', 'AWS_PROFILE', 'FERRY_ENDPOINT_SECRET', 'FERRY_TOKEN', 'FERRY_WORKER_ROLE_ARN', 'FERRY_WORKER_ROLE_ID'];
+export const SECRET_ENV = [
+  'AWS_ACCESS_KEY_ID',
+  'AWS_SECRET_ACCESS_KEY',
+  'AWS_SESSION_TOKEN',
+  'AWS_PROFILE',
+  'FERRY_ENDPOINT_SECRET',
+  'FERRY_TOKEN',
+  'FERRY_WORKER_ROLE_ARN',
+  'FERRY_WORKER_ROLE_ID',
+];
 
 /** Slurm's job states (squeue %T) by what they mean for a block. */
 const STATES: Record<string, JobState> = {
@@ -101,7 +110,12 @@ export class SlurmProvider implements Provider {
     for (const line of out.split('\n')) {
       const [id, state, reason, nodes] = line.trim().split('|');
       if (!id || !wanted.has(id)) continue;
-      found.set(id, { state: STATES[state!] ?? 'ended', detail: state!, reason: reason && reason !== 'None' ? reason : undefined, nodes: nodes || undefined });
+      found.set(id, {
+        state: STATES[state!] ?? 'ended',
+        detail: state!,
+        reason: reason && reason !== 'None' ? reason : undefined,
+        nodes: nodes || undefined,
+      });
     }
     for (const id of jobIds) if (!found.has(id)) found.set(id, { state: 'ended', detail: 'UNKNOWN' });
     return found;

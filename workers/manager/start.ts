@@ -28,7 +28,10 @@ export async function startEndpointManager(configFile: string, o: StartOptions =
   try {
     loaded = loadEndpointConfig(configFile);
     worker = JSON.parse(readFileSync(loaded.credentialsFile, 'utf8')) as WorkerConfig;
-    if (!worker.api_url || !worker.endpoint_id || !worker.endpoint_secret) throw new EndpointConfigError(`${loaded.credentialsFile}: needs api_url, endpoint_id and endpoint_secret (ferry endpoint register --write-config)`);
+    if (!worker.api_url || !worker.endpoint_id || !worker.endpoint_secret)
+      throw new EndpointConfigError(
+        `${loaded.credentialsFile}: needs api_url, endpoint_id and endpoint_secret (ferry endpoint register --write-config)`,
+      );
   } catch (err) {
     say(`ferry endpoint start: ${(err as Error).message}`);
     return 2;

@@ -125,7 +125,11 @@ const PIPE_CLOSE_WAIT_MS = 2000;
 // setTimeout holds at most a signed 32-bit delay.
 const MAX_TIMER_MS = 0x7fffffff;
 
-const failure = (type: string, message: string, output?: TaskOutput): CommandOutcome => ({ ok: false, error: { type, message, traceback: `${type}: ${message}` }, output });
+const failure = (type: string, message: string, output?: TaskOutput): CommandOutcome => ({
+  ok: false,
+  error: { type, message, traceback: `${type}: ${message}` },
+  output,
+});
 
 /** Whose uid owns the task's files: the account's, or nobody's in a root agent's sandbox; else the agent's. */
 export function confinedOwner(c: Confinement): { uid: number; gid: number } | undefined {
@@ -135,7 +139,8 @@ export function confinedOwner(c: Confinement): { uid: number; gid: number } | un
 }
 
 /** A relative path that stays inside the task directory. */
-const staysInside = (name: string): boolean => !path.isAbsolute(name) && !path.posix.normalize(name).startsWith('..') && path.posix.normalize(name) !== '.';
+const staysInside = (name: string): boolean =>
+  !path.isAbsolute(name) && !path.posix.normalize(name).startsWith('..') && path.posix.normalize(name) !== '.';
 
 /**
  * What the confined bash runs first, as the task's own user: the task directory (made afresh: an
@@ -195,7 +200,11 @@ function removeTaskDir(ctx: CommandContext, taskDir: string, taskDirInside: stri
   }
   const env = { PATH: SANE_PATH };
   const cwd = c.kind === 'sandbox' ? ctx.scratchInside : ctx.scratch;
-  const rm = confine(c, { command: 'rm', args: ['-rf', '--', taskDirInside] }, { isRoot: ctx.isolation.agentIsRoot, binds: [], scratch: ctx.scratch, scratchInside: ctx.scratchInside, env, cwd });
+  const rm = confine(
+    c,
+    { command: 'rm', args: ['-rf', '--', taskDirInside] },
+    { isRoot: ctx.isolation.agentIsRoot, binds: [], scratch: ctx.scratch, scratchInside: ctx.scratchInside, env, cwd },
+  );
   return new Promise((resolve) => {
     const child = spawn(rm.command, rm.args, { cwd: ctx.scratch, env, stdio: 'ignore' });
     child.on('error', () => resolve());
@@ -221,7 +230,9 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDirInside: s
     env,
     cwd: scratchSeen,
   });
-  const launched = ctx.reaperPython ? { command: ctx.reaperPython, args: ['-I', '-S', '-c', REAPER, confined.command, ...confined.args] } : confined;
+  const launched = ctx.reaperPython
+    ? { command: ctx.reaperPython, args: ['-I', '-S', '-c', REAPER, confined.command, ...confined.args] }
+    : confined;
   // The command joins its cgroup (or takes its rlimit) before it execs anything.
   const { command, args } = ctx.limits.wrap(launched);
   const stdout = new CappedStream(ctx.outputBytes);
@@ -297,7 +308,12 @@ function spawnCommand(ctx: CommandContext, req: CommandRequest, taskDirInside: s
       if (closedByPool) return finish(failure('PoolClosed', 'the runtime pool closed while the task was running'));
       if (timedOut === 'task') return finish(failure('TaskTimeout', `task exceeded its walltime of ${req.walltimeMs} ms`));
       if (ctx.limits.oomKills() > 0) {
-        return finish(failure('MemoryLimitExceeded', `the task exceeded its memory limit of ${ctx.memoryMb} MB: the kernel killed it (${signal ? `signal ${signal}` : `exit code ${code}`})`));
+        return finish(
+          failure(
+            'MemoryLimitExceeded',
+            `the task exceeded its memory limit of ${ctx.memoryMb} MB: the kernel killed it (${signal ? `signal ${signal}` : `exit code ${code}`})`,
+          ),
+        );
       }
       // In a sandbox, bwrap reports its command's death by signal N as exit status 128 + N, as bash does.
       let returncode = code ?? (signal ? -(os.constants.signals[signal] ?? 0) : -1);

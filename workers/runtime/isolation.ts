@@ -88,7 +88,11 @@ export class Isolation {
       case 'multi-user': {
         const account = this.accounts.get(user);
         if (!account) {
-          return { ok: false, type: 'UserNotMapped', message: `Ferry user ${JSON.stringify(user)} maps to no local account on this multi-user endpoint (user_map); nothing was run` };
+          return {
+            ok: false,
+            type: 'UserNotMapped',
+            message: `Ferry user ${JSON.stringify(user)} maps to no local account on this multi-user endpoint (user_map); nothing was run`,
+          };
         }
         return { ok: true, confinement: { kind: 'account', account } };
       }
@@ -120,10 +124,10 @@ export class Isolation {
   describe(): string {
     if (this.mode === 'multi-user') return `multi-user (${this.accounts.size} mapped users)`;
     if (this.mode === 'sandbox') {
-      const net = this.settings.sandboxNetwork ?? true ? 'network shared' : 'no network';
+      const net = (this.settings.sandboxNetwork ?? true) ? 'network shared' : 'no network';
       return `sandbox (bubblewrap, ${net}${this.settings.ownerUnsandboxed ? ', owner unsandboxed' : ''})`;
     }
-    return 'none (only the owner\'s tasks run)';
+    return "none (only the owner's tasks run)";
   }
 }
 
@@ -138,25 +142,38 @@ export interface ResolveOptions {
 /** Picks and checks the isolation mode once, at agent start; throws IsolationConfigError if the configured mode cannot work. */
 export function resolveIsolation(settings: IsolationSettings = {}, opts: ResolveOptions = {}): Isolation {
   const requested = settings.isolation ?? 'auto';
-  if (!ISOLATION_MODES.includes(requested)) throw new IsolationConfigError(`unknown isolation ${JSON.stringify(requested)}; expected one of ${ISOLATION_MODES.join(', ')}`);
+  if (!ISOLATION_MODES.includes(requested))
+    throw new IsolationConfigError(`unknown isolation ${JSON.stringify(requested)}; expected one of ${ISOLATION_MODES.join(', ')}`);
   for (const name of [...Object.keys(settings.taskEnv ?? {}), ...(settings.envPassthrough ?? [])]) {
-    if (FORBIDDEN.test(name)) throw new IsolationConfigError(`task_env and env_passthrough may not hand ${name} to tasks: FERRY_* and AWS_* variables stay with the agent`);
-    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new IsolationConfigError(`${JSON.stringify(name)} is not a valid environment variable name`);
+    if (FORBIDDEN.test(name))
+      throw new IsolationConfigError(
+        `task_env and env_passthrough may not hand ${name} to tasks: FERRY_* and AWS_* variables stay with the agent`,
+      );
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name))
+      throw new IsolationConfigError(`${JSON.stringify(name)} is not a valid environment variable name`);
   }
-  for (const [k, v] of Object.entries(settings.taskEnv ?? {})) if (typeof v !== 'string') throw new IsolationConfigError(`task_env.${k} must be a string`);
+  for (const [k, v] of Object.entries(settings.taskEnv ?? {}))
+    if (typeof v !== 'string') throw new IsolationConfigError(`task_env.${k} must be a string`);
   const isRoot = opts.isRoot ?? process.getuid?.() === 0;
   const userMap = settings.userMap ?? {};
   const hasMap = Object.keys(userMap).length > 0;
 
   const multiUser = (): Isolation => {
-    if (!isRoot) throw new IsolationConfigError('isolation "multi-user" needs the agent to run as root, to start each user\'s runtimes as their own account');
+    if (!isRoot)
+      throw new IsolationConfigError(
+        'isolation "multi-user" needs the agent to run as root, to start each user\'s runtimes as their own account',
+      );
     if (!hasMap) throw new IsolationConfigError('isolation "multi-user" needs a user_map from Ferry user ids to local account names');
     if (!commandExists('setpriv')) throw new IsolationConfigError('isolation "multi-user" needs setpriv (Debian package `util-linux`)');
     const accounts = new Map<string, Account>();
     for (const [user, name] of Object.entries(userMap)) {
       const account = lookupAccount(name);
-      if (!account) throw new IsolationConfigError(`user_map maps ${JSON.stringify(user)} to ${JSON.stringify(name)}, which is no local account`);
-      if (account.uid === 0) throw new IsolationConfigError(`user_map maps ${JSON.stringify(user)} to ${JSON.stringify(name)}, a root account; tasks never run as root`);
+      if (!account)
+        throw new IsolationConfigError(`user_map maps ${JSON.stringify(user)} to ${JSON.stringify(name)}, which is no local account`);
+      if (account.uid === 0)
+        throw new IsolationConfigError(
+          `user_map maps ${JSON.stringify(user)} to ${JSON.stringify(name)}, a root account; tasks never run as root`,
+        );
       accounts.set(user, account);
     }
     return new Isolation('multi-user', settings, accounts, isRoot);
@@ -199,7 +216,8 @@ function lookupAccount(name: string): Account | undefined {
 /** Why bubblewrap cannot run a sandbox here, or undefined when a probe run worked. */
 export function probeSandbox(isRoot: boolean, bwrap = 'bwrap'): string | undefined {
   if (!commandExists(bwrap)) return `bubblewrap (bwrap) is not installed; ${BWRAP_PACKAGE_HINT}`;
-  if (isRoot && !commandExists('setpriv')) return 'setpriv is missing (Debian package `util-linux`), needed to run sandboxed tasks as nobody';
+  if (isRoot && !commandExists('setpriv'))
+    return 'setpriv is missing (Debian package `util-linux`), needed to run sandboxed tasks as nobody';
   const inner = isRoot ? ['setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', '--', 'true'] : ['true'];
   const args = sandboxArgs({ isRoot, network: true, binds: [], scratch: undefined, env: { PATH: SANE_PATH }, cwd: '/' });
   const out = spawnSync(bwrap, [...args, '--', ...inner], { encoding: 'utf8', timeout: 10_000 });
@@ -230,7 +248,16 @@ export interface SandboxLayout {
 
 /** bwrap's arguments up to (not including) `--` and the command. */
 export function sandboxArgs(layout: SandboxLayout): string[] {
-  const args = ['--unshare-pid', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try', '--die-with-parent', '--new-session', '--hostname', 'ferry'];
+  const args = [
+    '--unshare-pid',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+    '--die-with-parent',
+    '--new-session',
+    '--hostname',
+    'ferry',
+  ];
   // Unprivileged bwrap needs a user namespace; root's bwrap must not map the sandbox to uid 0 outside.
   if (!layout.isRoot) args.push('--unshare-user');
   if (!layout.network) args.push('--unshare-net');
@@ -293,7 +320,9 @@ export function confine(
     }
     case 'sandbox': {
       const drop =
-        confinement.uid !== undefined ? ['setpriv', `--reuid=${confinement.uid}`, `--regid=${confinement.gid}`, '--clear-groups', '--no-new-privs', '--'] : [];
+        confinement.uid !== undefined
+          ? ['setpriv', `--reuid=${confinement.uid}`, `--regid=${confinement.gid}`, '--clear-groups', '--no-new-privs', '--']
+          : [];
       const args = sandboxArgs({ ...sandbox, network: confinement.network });
       return { command: 'bwrap', args: [...args, '--', ...drop, run.command, ...run.args] };
     }

@@ -65,11 +65,15 @@ export function taskLimitSettingsFromEnv(env: NodeJS.ProcessEnv = process.env): 
     const raw = env[name] ?? file[name.replace(/^FERRY_/, '').toLowerCase()];
     if (raw === undefined || raw === '') return undefined;
     const n = Number(raw);
-    if (!Number.isInteger(n) || n < min) throw new LimitConfigError(`${name.replace(/^FERRY_/, '').toLowerCase()} must be a whole number of at least ${min}, not ${JSON.stringify(raw)}`);
+    if (!Number.isInteger(n) || n < min)
+      throw new LimitConfigError(
+        `${name.replace(/^FERRY_/, '').toLowerCase()} must be a whole number of at least ${min}, not ${JSON.stringify(raw)}`,
+      );
     return n;
   };
   const mode = (env.FERRY_TASK_LIMITS ?? file.task_limits) as string | undefined;
-  if (mode !== undefined && !LIMIT_MODES.includes(mode as LimitMode)) throw new LimitConfigError(`task_limits must be one of ${LIMIT_MODES.join(', ')}, not ${JSON.stringify(mode)}`);
+  if (mode !== undefined && !LIMIT_MODES.includes(mode as LimitMode))
+    throw new LimitConfigError(`task_limits must be one of ${LIMIT_MODES.join(', ')}, not ${JSON.stringify(mode)}`);
   const outputKb = num('FERRY_TASK_OUTPUT_KB', 1);
   return {
     taskMemoryMb: num('FERRY_TASK_MEMORY_MB', MIN_TASK_MEMORY_MB),
@@ -113,11 +117,7 @@ const readText = (file: string): string | undefined => {
   }
 };
 
-const pidsIn = (dir: string): number[] =>
-  (readText(path.join(dir, 'cgroup.procs')) ?? '')
-    .split('\n')
-    .filter(Boolean)
-    .map(Number);
+const pidsIn = (dir: string): number[] => (readText(path.join(dir, 'cgroup.procs')) ?? '').split('\n').filter(Boolean).map(Number);
 
 const killPid = (pid: number): boolean => {
   try {
@@ -280,7 +280,9 @@ class CgroupV1Process implements ProcessLimits {
     const files = existsSync(memsw) ? [limit, memsw] : [limit];
     // memsw (memory + swap) may never be below the memory limit: lower the limit first, raise it
     // last; after a refused write the state is unknown, so both orders are tried.
-    const orders = Number.isNaN(this.memoryBytes) ? [files, [...files].reverse()] : [bytes < this.memoryBytes ? files : [...files].reverse()];
+    const orders = Number.isNaN(this.memoryBytes)
+      ? [files, [...files].reverse()]
+      : [bytes < this.memoryBytes ? files : [...files].reverse()];
     for (const order of orders) {
       try {
         for (const file of order) writeFileSync(file, String(bytes));
@@ -459,7 +461,12 @@ export class TaskLimits implements LimitsInfo {
       if (made) return made;
       if (mode === 'cgroup') throw new LimitConfigError(`task_limits "cgroup" cannot work here: ${why.join('; ')}`);
     }
-    return new TaskLimits('rlimit', [], (_name, maxMemoryMb) => new RlimitProcess(maxMemoryMb), mode === 'rlimit' ? 'as configured' : `no usable cgroups: ${why.join('; ')}`);
+    return new TaskLimits(
+      'rlimit',
+      [],
+      (_name, maxMemoryMb) => new RlimitProcess(maxMemoryMb),
+      mode === 'rlimit' ? 'as configured' : `no usable cgroups: ${why.join('; ')}`,
+    );
   }
 
   /** A fresh limits holder for one runtime process. */
@@ -468,7 +475,8 @@ export class TaskLimits implements LimitsInfo {
   }
 
   describe(): string {
-    if (this.mechanism === 'rlimit') return `rlimit (RLIMIT_DATA set by each runtime process on itself, process tree by /proc; ${this.detail})`;
+    if (this.mechanism === 'rlimit')
+      return `rlimit (RLIMIT_DATA set by each runtime process on itself, process tree by /proc; ${this.detail})`;
     return `${this.mechanism} (${this.detail})`;
   }
 
@@ -547,7 +555,12 @@ function tryCgroupV1(pidsMax: number, why: string[]): TaskLimits | undefined {
   const own = ownCgroups();
   const memOwn = own.get('memory');
   const pidsOwn = own.get('pids');
-  if (memOwn === undefined || pidsOwn === undefined || !existsSync(path.join(CGROUP_ROOT, 'memory')) || !existsSync(path.join(CGROUP_ROOT, 'pids'))) {
+  if (
+    memOwn === undefined ||
+    pidsOwn === undefined ||
+    !existsSync(path.join(CGROUP_ROOT, 'memory')) ||
+    !existsSync(path.join(CGROUP_ROOT, 'pids'))
+  ) {
     why.push('no cgroup v1 memory and pids hierarchies');
     return undefined;
   }
@@ -596,5 +609,10 @@ function tryCgroupV1(pidsMax: number, why: string[]): TaskLimits | undefined {
   }
   const hasMemsw = existsSync(path.join(roots.memory, 'memory.memsw.limit_in_bytes'));
   const detail = `memory${hasMemsw ? '+memsw' : ' (no swap accounting)'} and pids controllers under ${path.dirname(roots.memory)}${roots.unified ? ', cgroup.kill from the unified hierarchy' : ''}`;
-  return new TaskLimits('cgroup1', [roots.memory, roots.pids, ...(roots.unified ? [roots.unified] : [])], (n) => new CgroupV1Process(roots, n, pidsMax), detail);
+  return new TaskLimits(
+    'cgroup1',
+    [roots.memory, roots.pids, ...(roots.unified ? [roots.unified] : [])],
+    (n) => new CgroupV1Process(roots, n, pidsMax),
+    detail,
+  );
 }

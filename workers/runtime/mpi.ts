@@ -50,14 +50,21 @@ function slurmNodes(env: NodeJS.ProcessEnv): string[] {
   let nodes: string[] = [];
   if (env.SLURM_JOB_NODELIST) {
     const out = spawnSync('scontrol', ['show', 'hostnames', env.SLURM_JOB_NODELIST], { encoding: 'utf8', env, timeout: 10_000 });
-    nodes = out.status === 0 ? out.stdout.split('\n').map((s) => s.trim()).filter(Boolean) : [];
+    nodes =
+      out.status === 0
+        ? out.stdout
+            .split('\n')
+            .map((s) => s.trim())
+            .filter(Boolean)
+        : [];
   }
   return [self, ...nodes.filter((n) => n !== self)];
 }
 
 /** Picks the launcher once, at agent start; undefined is none. Throws MpiConfigError when one is asked for and missing. */
 export function resolveMpiLauncher(setting: MpiLauncherSetting = 'auto', env: NodeJS.ProcessEnv = process.env): MpiLauncher | undefined {
-  if (!MPI_LAUNCHER_SETTINGS.includes(setting)) throw new MpiConfigError(`mpi_launcher must be one of ${MPI_LAUNCHER_SETTINGS.join(', ')}, not ${JSON.stringify(setting)}`);
+  if (!MPI_LAUNCHER_SETTINGS.includes(setting))
+    throw new MpiConfigError(`mpi_launcher must be one of ${MPI_LAUNCHER_SETTINGS.join(', ')}, not ${JSON.stringify(setting)}`);
   if (setting === 'none') return undefined;
   const srun = (): MpiLauncher | undefined => {
     const command = which('srun', env);
@@ -103,20 +110,44 @@ export function launcherPrefix(l: MpiLauncher): string {
 }
 
 /** Why a task's ranks cannot be launched here, or its PARSL_* variables. */
-export function mpiEnvironment(l: MpiLauncher, spec: ResourceSpecification): { ok: true; env: Record<string, string> } | { ok: false; type: string; message: string } {
+export function mpiEnvironment(
+  l: MpiLauncher,
+  spec: ResourceSpecification,
+): { ok: true; env: Record<string, string> } | { ok: false; type: string; message: string } {
   const { num_nodes: nodes, ranks_per_node: ppn, num_ranks: ranks } = spec;
   if (ranks > nodes * ppn) {
-    return { ok: false, type: 'InvalidResourceSpecification', message: `num_ranks ${ranks} exceeds num_nodes ${nodes} × ranks_per_node ${ppn}` };
+    return {
+      ok: false,
+      type: 'InvalidResourceSpecification',
+      message: `num_ranks ${ranks} exceeds num_nodes ${nodes} × ranks_per_node ${ppn}`,
+    };
   }
   if (nodes > l.nodes.length) {
-    const where = l.kind === 'srun' ? `its Slurm job has ${l.nodes.length}` : l.nodes.length === 1 ? 'it launches ranks on this node only' : `it knows ${l.nodes.length}`;
-    return { ok: false, type: 'InvalidResourceSpecification', message: `the task asks for ${nodes} nodes; this agent's ${l.kind} cannot give them: ${where}` };
+    const where =
+      l.kind === 'srun'
+        ? `its Slurm job has ${l.nodes.length}`
+        : l.nodes.length === 1
+          ? 'it launches ranks on this node only'
+          : `it knows ${l.nodes.length}`;
+    return {
+      ok: false,
+      type: 'InvalidResourceSpecification',
+      message: `the task asks for ${nodes} nodes; this agent's ${l.kind} cannot give them: ${where}`,
+    };
   }
   const hosts = l.nodes.slice(0, nodes);
   const prefix =
     l.kind === 'srun'
       ? // --overlap: the ranks share the CPUs of the agent's own step, which holds the job's.
-        [l.command, `--jobid=${l.jobId}`, '--overlap', `--nodes=${nodes}`, `--ntasks=${ranks}`, `--ntasks-per-node=${ppn}`, `--nodelist=${hosts.join(',')}`]
+        [
+          l.command,
+          `--jobid=${l.jobId}`,
+          '--overlap',
+          `--nodes=${nodes}`,
+          `--ntasks=${ranks}`,
+          `--ntasks-per-node=${ppn}`,
+          `--nodelist=${hosts.join(',')}`,
+        ]
       : // One node: hydra forks the ranks here (its host names would not match a sandbox's own).
         [l.command, '-n', String(ranks), '-ppn', String(ppn), ...(nodes > 1 ? ['-hosts', hosts.join(',')] : [])];
   const env: Record<string, string> = {

@@ -149,7 +149,8 @@ function toStrictJson(result) {
   const paths = new Map();
   const text = jsonStringify(result === undefined ? null : result, function (key, value) {
     const parentPath = paths.get(this) ?? '';
-    const p = this === undefined || (key === '' && !paths.has(this)) ? '' : Array.isArray(this) ? `${parentPath}[${key}]` : `${parentPath}.${key}`;
+    const p =
+      this === undefined || (key === '' && !paths.has(this)) ? '' : Array.isArray(this) ? `${parentPath}[${key}]` : `${parentPath}.${key}`;
     const hint = '; return plain data or use the node-v8 codec';
     switch (typeof value) {
       case 'bigint':
@@ -298,7 +299,10 @@ function applyDataLimit(bytes) {
   });
   if (out.status === 0 && dataSoftLimit() === bytes) return undefined;
   const why = (out.error && out.error.message) || String(out.stderr || '').trim() || `exit ${out.status}`;
-  return failure('MemoryLimitUnavailable', `the task's memory cap of ${Math.round(bytes / 1048576)} MB could not be set (prlimit: ${why}); the task did not run`);
+  return failure(
+    'MemoryLimitUnavailable',
+    `the task's memory cap of ${Math.round(bytes / 1048576)} MB could not be set (prlimit: ${why}); the task did not run`,
+  );
 }
 
 async function runTask(header, body) {

@@ -7,7 +7,15 @@ import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
 import { encodeFrame, Frame, FrameDecoder } from './frames';
 import { confine, Isolation, resolveIsolation, SANDBOX_SCRATCH, type Confinement } from './isolation';
-import { DEFAULT_TASK_MEMORY_MB, DEFAULT_TASK_OUTPUT_BYTES, DEFAULT_TASK_PIDS_MAX, MIN_TASK_MEMORY_MB, TaskLimits, type LimitMode, type ProcessLimits } from './limits';
+import {
+  DEFAULT_TASK_MEMORY_MB,
+  DEFAULT_TASK_OUTPUT_BYTES,
+  DEFAULT_TASK_PIDS_MAX,
+  MIN_TASK_MEMORY_MB,
+  TaskLimits,
+  type LimitMode,
+  type ProcessLimits,
+} from './limits';
 import { CappedStream, taskOutput, type TaskOutput } from './output';
 import { confinedOwner, runCommand, type CommandOutcome, type CommandRequest } from './command';
 
@@ -56,8 +64,7 @@ export interface TaskError {
 }
 
 export type RunOutcome = (
-  | { ok: true; result: Buffer; codec: Codec }
-  | { ok: false; error: TaskError; payload?: { data: Buffer; codec: Codec } }
+  { ok: true; result: Buffer; codec: Codec } | { ok: false; error: TaskError; payload?: { data: Buffer; codec: Codec } }
 ) & {
   /** What the task printed, capped; absent when it printed nothing. */
   output?: TaskOutput;
@@ -295,7 +302,8 @@ export class RuntimePool {
     this.size = Math.max(1, Math.floor(opts.size ?? os.availableParallelism()));
     this.runtimes = [...new Set(opts.runtimes ?? RUNTIMES)];
     for (const runtime of this.runtimes) {
-      if (!RUNTIMES.includes(runtime)) throw new Error(`unknown runtime ${JSON.stringify(runtime)}; expected one of ${RUNTIMES.join(', ')}`);
+      if (!RUNTIMES.includes(runtime))
+        throw new Error(`unknown runtime ${JSON.stringify(runtime)}; expected one of ${RUNTIMES.join(', ')}`);
     }
     this.maxProcesses = Math.max(1, Math.floor(opts.maxProcesses ?? 2 * this.size * Math.max(1, this.runtimes.length)));
     this.idleMs = opts.idleMs ?? 60_000;
@@ -328,7 +336,13 @@ export class RuntimePool {
   /** How task limits are enforced here (known once started). */
   limitsInfo(): { mechanism: string; describe: string; memoryMb: number; pidsMax: number; outputBytes: number } | undefined {
     if (!this.limits) return undefined;
-    return { mechanism: this.limits.mechanism, describe: this.limits.describe(), memoryMb: this.taskMemoryMb, pidsMax: this.taskPidsMax, outputBytes: this.taskOutputBytes };
+    return {
+      mechanism: this.limits.mechanism,
+      describe: this.limits.describe(),
+      memoryMb: this.taskMemoryMb,
+      pidsMax: this.taskPidsMax,
+      outputBytes: this.taskOutputBytes,
+    };
   }
 
   private async startAll(): Promise<void> {
@@ -379,10 +393,16 @@ export class RuntimePool {
   private check(req: RunRequest): RunOutcome | undefined {
     if (this.closed) return failed('PoolClosed', 'the runtime pool is closed');
     if (!this.runtimes.includes(req.runtime)) {
-      return failed('UnsupportedRuntime', `this worker runs ${this.runtimes.join(', ') || 'no'} runtimes, not ${JSON.stringify(req.runtime)}`);
+      return failed(
+        'UnsupportedRuntime',
+        `this worker runs ${this.runtimes.join(', ') || 'no'} runtimes, not ${JSON.stringify(req.runtime)}`,
+      );
     }
     if (!RUNTIME_CODECS[req.runtime].includes(req.codec)) {
-      return failed('UnsupportedCodec', `the ${req.runtime} runtime reads ${RUNTIME_CODECS[req.runtime].join(' or ')}, not ${JSON.stringify(req.codec)}`);
+      return failed(
+        'UnsupportedCodec',
+        `the ${req.runtime} runtime reads ${RUNTIME_CODECS[req.runtime].join(' or ')}, not ${JSON.stringify(req.codec)}`,
+      );
     }
     if (req.runtime === 'python' && !req.entrypoint) {
       return failed('InvalidTask', 'a python task needs an entrypoint: the name of the function to call');
@@ -541,7 +561,10 @@ export class RuntimePool {
     if (!this.scratchRoot) return;
     for (const group of this.groups.values()) if (group.user === user && (group.processes.size || group.queue.length)) return;
     if (this.commands.get(user)) return;
-    rmSync(path.join(this.scratchRoot, 'u-' + createHash('sha256').update(user).digest('hex').slice(0, 20)), { recursive: true, force: true });
+    rmSync(path.join(this.scratchRoot, 'u-' + createHash('sha256').update(user).digest('hex').slice(0, 20)), {
+      recursive: true,
+      force: true,
+    });
   }
 
   private command(group: UserRuntime, scratch: string): { command: string; args: string[]; env: Record<string, string>; cwd: string } {
@@ -552,11 +575,19 @@ export class RuntimePool {
     const interp = group.runtime === 'node' ? this.node : python;
     const run =
       group.runtime === 'node'
-        ? { command: interp.command, args: [`--max-old-space-size=${this.nodeMaxOldSpaceMb}`, path.join(runners, 'node_runner.js'), '--own-group'] }
+        ? {
+            command: interp.command,
+            args: [`--max-old-space-size=${this.nodeMaxOldSpaceMb}`, path.join(runners, 'node_runner.js'), '--own-group'],
+          }
         : {
             command: interp.command,
             // Without cgroups, the runner adopts its orphaned grandchildren (a child subreaper), so the /proc walk finds them.
-            args: ['-u', path.join(runners, 'python_runner.py'), '--own-group', ...(this.limits?.mechanism === 'rlimit' ? ['--subreaper'] : [])],
+            args: [
+              '-u',
+              path.join(runners, 'python_runner.py'),
+              '--own-group',
+              ...(this.limits?.mechanism === 'rlimit' ? ['--subreaper'] : []),
+            ],
           };
     // Per user inside a sandbox too, so a path one user's task reports names nothing in another's.
     const cwd = sandboxed ? path.posix.join(SANDBOX_SCRATCH, path.basename(scratch)) : scratch;
@@ -591,7 +622,10 @@ export class RuntimePool {
     }
     // Without cgroups, a node runtime adopts its orphaned grandchildren (a child subreaper, kept
     // across exec), so the /proc walk finds a double-forked daemon; python's runner does it itself.
-    const launched = this.limits!.mechanism === 'rlimit' && runtime === 'node' && this.python?.binDir ? asSubreaper(this.python.command, confined) : confined;
+    const launched =
+      this.limits!.mechanism === 'rlimit' && runtime === 'node' && this.python?.binDir
+        ? asSubreaper(this.python.command, confined)
+        : confined;
     // The process joins its cgroup before it execs the runtime, so all it starts is inside.
     const { command, args } = limits.wrap(launched);
     // detached: each runtime process (or its sandbox) leads its own process group, so a kill
@@ -749,9 +783,13 @@ export class RuntimePool {
   private underLimits(proc: RuntimeProcess, outcome: RunOutcome): RunOutcome {
     if (outcome.ok || this.limits?.mechanism !== 'rlimit') return outcome;
     const { type, message } = outcome.error;
-    const isAllocation = type === 'MemoryError' || (type === 'RangeError' && /allocation failed|Invalid array buffer length/i.test(message));
+    const isAllocation =
+      type === 'MemoryError' || (type === 'RangeError' && /allocation failed|Invalid array buffer length/i.test(message));
     if (!isAllocation) return outcome;
-    return { ...memoryExceeded(proc.runtime, proc.memoryMb, proc.job?.req.memoryMb, `the task's allocation failed (${type}: ${message})`), output: outcome.output };
+    return {
+      ...memoryExceeded(proc.runtime, proc.memoryMb, proc.job?.req.memoryMb, `the task's allocation failed (${type}: ${message})`),
+      output: outcome.output,
+    };
   }
 
   private hitMemoryCap(proc: RuntimeProcess, outcome: RunOutcome): boolean {
@@ -851,7 +889,16 @@ export class RuntimePool {
     }
     // Without cgroups the runner lowers its own RLIMIT_DATA to the cap before the task runs.
     const dataLimit = proc.limits.runnerDataLimit();
-    const header = { op: 'run', id: proc.jobId, taskId: req.taskId, source: req.source, entrypoint: req.entrypoint, codec: req.codec, endMark: proc.endMark.toString('latin1'), dataLimit };
+    const header = {
+      op: 'run',
+      id: proc.jobId,
+      taskId: req.taskId,
+      source: req.source,
+      entrypoint: req.entrypoint,
+      codec: req.codec,
+      endMark: proc.endMark.toString('latin1'),
+      dataLimit,
+    };
     let frame: Buffer;
     try {
       frame = encodeFrame(header, req.args);
@@ -912,7 +959,10 @@ export class RuntimePool {
     // Take the task's subprocesses down with it; the group is empty (ESRCH) if there are none.
     proc.kill();
     if (proc.state === 'starting') {
-      this.onStartFailure(proc, new Error(`the ${proc.runtime} runtime exited while starting (${this.describeExit(proc)})${this.stderrHint(proc)}`));
+      this.onStartFailure(
+        proc,
+        new Error(`the ${proc.runtime} runtime exited while starting (${this.describeExit(proc)})${this.stderrHint(proc)}`),
+      );
       return;
     }
     const how = this.describeExit(proc);
@@ -921,8 +971,15 @@ export class RuntimePool {
     if (proc.limits.oomKills() > proc.oomBefore) {
       outcome = memoryExceeded(proc.runtime, proc.memoryMb, asked, `the kernel killed it (${how})`);
     } else if (proc.runtime === 'node' && /JavaScript heap out of memory/.test(proc.stderrTail)) {
-      outcome = failed('MemoryLimitExceeded', `the task ran out of memory: the node heap limit is ${this.nodeMaxOldSpaceMb} MB, and the process died (${how})`);
-    } else if (this.limits?.mechanism === 'rlimit' && (proc.exit?.signal === 'SIGABRT' || proc.exit?.signal === 'SIGTRAP' || proc.exit?.signal === 'SIGSEGV') && /out of memory|allocation failed/i.test(proc.stderrTail)) {
+      outcome = failed(
+        'MemoryLimitExceeded',
+        `the task ran out of memory: the node heap limit is ${this.nodeMaxOldSpaceMb} MB, and the process died (${how})`,
+      );
+    } else if (
+      this.limits?.mechanism === 'rlimit' &&
+      (proc.exit?.signal === 'SIGABRT' || proc.exit?.signal === 'SIGTRAP' || proc.exit?.signal === 'SIGSEGV') &&
+      /out of memory|allocation failed/i.test(proc.stderrTail)
+    ) {
       outcome = memoryExceeded(proc.runtime, proc.memoryMb, asked, `an allocation failed and the process died (${how})`);
     } else {
       outcome = failed('WorkerProcessDied', `the ${proc.runtime} process running the task died (${how})`);
@@ -985,11 +1042,16 @@ const groupKey = (runtime: RuntimeName, user: string) => `${runtime}\0${user}`;
 
 /** A task over its memory cap: the type clients see, naming the cap (and what was asked, where the endpoint allowed less). */
 function memoryExceeded(runtime: RuntimeName, capMb: number, askedMb: number | undefined, how: string): RunOutcome {
-  const capped = askedMb !== undefined && askedMb > capMb ? ` (the task asked for ${askedMb} MB; this endpoint allows at most ${capMb} MB)` : '';
-  return failed('MemoryLimitExceeded', `the task exceeded its memory limit of ${capMb} MB${capped}: ${how}; its ${runtime} process was replaced`);
+  const capped =
+    askedMb !== undefined && askedMb > capMb ? ` (the task asked for ${askedMb} MB; this endpoint allows at most ${capMb} MB)` : '';
+  return failed(
+    'MemoryLimitExceeded',
+    `the task exceeded its memory limit of ${capMb} MB${capped}: ${how}; its ${runtime} process was replaced`,
+  );
 }
 
-const SUBREAPER_EXEC = 'import ctypes, os, sys\nctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)\nos.execvp(sys.argv[1], sys.argv[1:])';
+const SUBREAPER_EXEC =
+  'import ctypes, os, sys\nctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)\nos.execvp(sys.argv[1], sys.argv[1:])';
 
 /** `run` started by python as a child subreaper (prctl PR_SET_CHILD_SUBREAPER, which exec keeps). */
 function asSubreaper(python: string, run: { command: string; args: string[] }): { command: string; args: string[] } {
@@ -999,7 +1061,10 @@ function asSubreaper(python: string, run: { command: string; args: string[] }): 
 /** Limits that could not be made: the spawn fails at once and says why, as a start failure. */
 function failedLimits(err: Error): ProcessLimits {
   return {
-    wrap: () => ({ command: '/bin/sh', args: ['-c', 'echo "$1" >&2; exit 125', 'ferry-limits', `could not set up task limits: ${err.message}`] }),
+    wrap: () => ({
+      command: '/bin/sh',
+      args: ['-c', 'echo "$1" >&2; exit 125', 'ferry-limits', `could not set up task limits: ${err.message}`],
+    }),
     settle: () => undefined,
     setMemory: () => false,
     runnerDataLimit: () => undefined,
@@ -1015,7 +1080,9 @@ function resolvePython(command: string): Promise<Interpreter> {
   const script = 'import sys; print(sys.executable); print(sys.prefix); print(sys.base_prefix)';
   return new Promise((resolve) => {
     execFile(command, ['-c', script], { timeout: 30_000 }, (err, stdout) => {
-      const [executable, prefix, basePrefix] = String(stdout ?? '').trim().split('\n');
+      const [executable, prefix, basePrefix] = String(stdout ?? '')
+        .trim()
+        .split('\n');
       // Unresolvable: spawn the command as given; its start failure then says why.
       if (err || !executable || !prefix) return resolve({ command, prefixes: [], binDir: undefined });
       let real = executable;
@@ -1032,7 +1099,11 @@ function resolvePython(command: string): Promise<Interpreter> {
         }
       });
       // A venv's interpreter is a symlink into its base; run it by its venv path so sys.prefix stays the venv.
-      resolve({ command: executable, prefixes: [...new Set([...prefixes, path.dirname(path.dirname(real))])], binDir: path.dirname(executable) });
+      resolve({
+        command: executable,
+        prefixes: [...new Set([...prefixes, path.dirname(path.dirname(real))])],
+        binDir: path.dirname(executable),
+      });
     });
   });
 }

@@ -46,7 +46,11 @@ export class ShellRunner {
   ) {}
 
   async run(t: ShellTask): Promise<RunOutcome> {
-    if (t.codec !== 'json') return failed('UnsupportedCodec', `${t.runtime} functions read json arguments ({"args": [], "kwargs": {...}}), not ${JSON.stringify(t.codec)}`);
+    if (t.codec !== 'json')
+      return failed(
+        'UnsupportedCodec',
+        `${t.runtime} functions read json arguments ({"args": [], "kwargs": {...}}), not ${JSON.stringify(t.codec)}`,
+      );
     let parsed: { args?: unknown; kwargs?: unknown };
     try {
       parsed = JSON.parse(t.args.toString('utf8')) as typeof parsed;
@@ -54,9 +58,15 @@ export class ShellRunner {
       return failed('InvalidTask', `the arguments are not JSON: ${(err as Error).message}`);
     }
     const args = Array.isArray(parsed?.args) ? parsed.args : [];
-    const kwargs = parsed?.kwargs && typeof parsed.kwargs === 'object' && !Array.isArray(parsed.kwargs) ? (parsed.kwargs as Record<string, unknown>) : {};
+    const kwargs =
+      parsed?.kwargs && typeof parsed.kwargs === 'object' && !Array.isArray(parsed.kwargs)
+        ? (parsed.kwargs as Record<string, unknown>)
+        : {};
     if (args.length) {
-      return failed('TypeError', `a ${t.runtime === 'mpi' ? 'MPIFunction' : 'ShellFunction'} takes keyword arguments only (its command's {name} fields), but ${args.length} positional argument${args.length === 1 ? ' was' : 's were'} given`);
+      return failed(
+        'TypeError',
+        `a ${t.runtime === 'mpi' ? 'MPIFunction' : 'ShellFunction'} takes keyword arguments only (its command's {name} fields), but ${args.length} positional argument${args.length === 1 ? ' was' : 's were'} given`,
+      );
     }
     let cmd: string;
     try {
@@ -71,9 +81,13 @@ export class ShellRunner {
     let unconfinedOnly: string | undefined;
     if (t.runtime === 'mpi') {
       if (!this.mpi) {
-        return failed('MPIUnavailable', `this endpoint has no MPI launcher (mpi_launcher: none, or neither srun in a Slurm job nor mpiexec on PATH); ${MPI_PACKAGE_HINT}`);
+        return failed(
+          'MPIUnavailable',
+          `this endpoint has no MPI launcher (mpi_launcher: none, or neither srun in a Slurm job nor mpiexec on PATH); ${MPI_PACKAGE_HINT}`,
+        );
       }
-      if (!t.resourceSpecification) return failed('MissingResourceSpecification', 'an mpi task needs a resource_specification: num_nodes, ranks_per_node, num_ranks');
+      if (!t.resourceSpecification)
+        return failed('MissingResourceSpecification', 'an mpi task needs a resource_specification: num_nodes, ranks_per_node, num_ranks');
       const prepared = mpiEnvironment(this.mpi, t.resourceSpecification);
       if (!prepared.ok) return failed(prepared.type, prepared.message);
       mpiEnv = prepared.env;
@@ -82,7 +96,7 @@ export class ShellRunner {
         // slurmd starts srun's ranks as the job's user, outside whatever confines the task.
         unconfinedOnly =
           "srun starts MPI ranks through slurmd as the Slurm job's user, outside this task's isolation, so only tasks that run unconfined as the agent's user may use it " +
-          '(the endpoint owner\'s, with owner_unsandboxed: true or isolation none); with mpi_launcher: mpiexec the ranks run inside the sandbox';
+          "(the endpoint owner's, with owner_unsandboxed: true or isolation none); with mpi_launcher: mpiexec the ranks run inside the sandbox";
       }
       // Globus Compute's MPIFunction: the launcher prefix, then the command.
       cmd = `$PARSL_MPI_PREFIX ${cmd}`;
@@ -96,7 +110,8 @@ export class ShellRunner {
       walltimeMs: t.walltimeMs,
       commandWalltimeMs: t.shell?.walltime_ms,
       memoryMb: t.memoryMb,
-      files: t.shell?.stdout !== undefined || t.shell?.stderr !== undefined ? { stdout: t.shell?.stdout, stderr: t.shell?.stderr } : undefined,
+      files:
+        t.shell?.stdout !== undefined || t.shell?.stderr !== undefined ? { stdout: t.shell?.stdout, stderr: t.shell?.stderr } : undefined,
       mpi: t.runtime === 'mpi',
       binds,
       unconfinedOnly,
@@ -117,7 +132,10 @@ export class ShellRunner {
 /** The last `n` lines of `text`, line ends kept. */
 export function lastLines(text: string, n: number): string {
   if (n <= 0 || !text) return '';
-  return text.split(/(?<=\n)/).slice(-n).join('');
+  return text
+    .split(/(?<=\n)/)
+    .slice(-n)
+    .join('');
 }
 
 // --- Python's str.format, for command templates ------------------------------------------------
@@ -165,7 +183,11 @@ export function formatCommand(template: string, kwargs: Record<string, unknown>)
       if (template[j] === '{') depth++;
       else if (template[j] === '}') depth--;
     }
-    if (depth) throw new FormatError('ValueError', i === template.length - 1 ? "Single '{' encountered in format string" : "expected '}' before end of string");
+    if (depth)
+      throw new FormatError(
+        'ValueError',
+        i === template.length - 1 ? "Single '{' encountered in format string" : "expected '}' before end of string",
+      );
     out += formatField(template.slice(i + 1, j - 1), kwargs);
     i = j - 1;
   }
@@ -202,7 +224,8 @@ function formatField(field: string, kwargs: Record<string, unknown>): string {
 function lookup(name: string, kwargs: Record<string, unknown>): unknown {
   const m = /^([^.[]*)(.*)$/s.exec(name)!;
   const arg = m[1]!;
-  if (arg === '' || /^\d+$/.test(arg)) throw new FormatError('IndexError', `Replacement index ${arg || 0} out of range for positional args tuple`);
+  if (arg === '' || /^\d+$/.test(arg))
+    throw new FormatError('IndexError', `Replacement index ${arg || 0} out of range for positional args tuple`);
   if (!Object.prototype.hasOwnProperty.call(kwargs, arg)) throw new FormatError('KeyError', pyRepr(arg));
   let value = kwargs[arg];
   let rest = m[2]!;
@@ -216,17 +239,19 @@ function lookup(name: string, kwargs: Record<string, unknown>): unknown {
       const key = item[1]!;
       if ((Array.isArray(value) || typeof value === 'string') && /^\d+$/.test(key)) {
         const seq = typeof value === 'string' ? [...value] : value;
-        if (Number(key) >= seq.length) throw new FormatError('IndexError', `${pyType(value) === 'str' ? 'string' : 'list'} index out of range`);
+        if (Number(key) >= seq.length)
+          throw new FormatError('IndexError', `${pyType(value) === 'str' ? 'string' : 'list'} index out of range`);
         value = seq[Number(key)];
       } else if (value && typeof value === 'object' && !Array.isArray(value)) {
-        if (!Object.prototype.hasOwnProperty.call(value, key)) throw new FormatError('KeyError', pyRepr(/^\d+$/.test(key) ? Number(key) : key));
+        if (!Object.prototype.hasOwnProperty.call(value, key))
+          throw new FormatError('KeyError', pyRepr(/^\d+$/.test(key) ? Number(key) : key));
         value = (value as Record<string, unknown>)[key];
       } else {
         throw new FormatError('TypeError', `'${pyType(value)}' object is not subscriptable`);
       }
       rest = rest.slice(item[0].length);
     } else {
-      throw new FormatError('ValueError', 'Only \'.\' or \'[\' may follow \']\' in format field specifier');
+      throw new FormatError('ValueError', "Only '.' or '[' may follow ']' in format field specifier");
     }
   }
   return value;
@@ -290,7 +315,8 @@ function applySpec(value: unknown, spec: string): string {
     const signText = n < 0 || Object.is(n, -0) ? '-' : sign === '+' ? '+' : sign === ' ' ? ' ' : '';
     body = signText + body;
   } else {
-    if (type !== undefined && type !== 's') throw new FormatError('ValueError', `Unknown format code '${type}' for object of type '${pyType(value)}'`);
+    if (type !== undefined && type !== 's')
+      throw new FormatError('ValueError', `Unknown format code '${type}' for object of type '${pyType(value)}'`);
     if (sign) throw new FormatError('ValueError', 'Sign not allowed in string format specifier');
     body = pyStr(value);
     if (precision !== undefined) body = [...body].slice(0, precision).join('');
@@ -340,5 +366,7 @@ export function pyRepr(v: unknown): string {
     return quote + (quote === "'" ? escaped.replace(/'/g, "\\'") : escaped) + quote;
   }
   if (Array.isArray(v)) return `[${v.map(pyRepr).join(', ')}]`;
-  return `{${Object.entries(v as Record<string, unknown>).map(([k, x]) => `${pyRepr(k)}: ${pyRepr(x)}`).join(', ')}}`;
+  return `{${Object.entries(v as Record<string, unknown>)
+    .map(([k, x]) => `${pyRepr(k)}: ${pyRepr(x)}`)
+    .join(', ')}}`;
 }
