@@ -3,7 +3,8 @@ import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { s3Client, s3PresignClient } from './clients';
 import { config } from './config';
 import { NotFound } from './errors';
-import { inlineBytes, inlineEnvelope, refEnvelope, sha256Of, verifyPayload, type Codec, type Envelope } from './payload';
+import { inlineBytes, inlineEnvelope, refEnvelope, sha256Of, verifyPayload, type Envelope } from './payload';
+import type { Codec } from './runtimes';
 
 /** The payload bucket: the only module that builds its keys. Everything lives under `payloads/<endpointId>/`. */
 export const endpointPrefix = (endpointId: string): string => `payloads/${endpointId}/`;

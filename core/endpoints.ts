@@ -12,7 +12,7 @@ import {
   type EndpointRecord,
   type ManagerBlock,
 } from './tables/endpoints';
-import { mapLimit } from './tables/batch';
+import { mapLimit } from './retry';
 import { closeMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/tasks';
 import { announceFinished } from './task-events';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';

@@ -1,9 +1,6 @@
 import { z } from 'zod';
 import { envelopeSchema } from './payload';
-
-/** Runtimes a function can have. shell and mpi need no language runtime: the agent runs them with /bin/bash. */
-export const FUNCTION_RUNTIMES = ['node', 'python', 'shell', 'mpi'] as const;
-export type FunctionRuntime = (typeof FUNCTION_RUNTIMES)[number];
+import { FUNCTION_RUNTIMES } from './runtimes';
 
 /**
  * Globus Compute's ShellFunction options, kept with the function. `walltime_ms`: past it the command is

@@ -1,13 +1,12 @@
 import { createHash } from 'node:crypto';
 import { z } from 'zod';
 import { ChecksumMismatch } from './errors';
+import { CODECS, type Codec } from './runtimes';
 
 /**
  * The payload envelope: arguments, a result or an exception, inline (base64) or by reference
  * to S3 (claim check). This module pulls in no AWS client, so the SDK may share it.
  */
-export const CODECS = ['json', 'node-v8', 'python-pickle'] as const;
-export type Codec = (typeof CODECS)[number];
 
 export interface Envelope {
   v: 1;

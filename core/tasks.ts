@@ -12,11 +12,12 @@ import {
 } from './errors';
 import { derivedId, newId, sha256Hex } from './ids';
 import { resourceSpecificationSchema, type ResourceSpecification, type ResultMessage, type TaskMessage } from './messages';
-import { encodeJsonArgs, inlineBytes, refEnvelope, type Codec, type Envelope } from './payload';
+import { encodeJsonArgs, inlineBytes, refEnvelope, type Envelope } from './payload';
+import { RUNTIME_CODECS, type Codec } from './runtimes';
 import { queueTasks } from './queues/endpoint-queue';
 import type { TaskState } from './states';
 import { canUseEndpoint, disallowedFunctions, getEndpoint, type EndpointRecord } from './tables/endpoints';
-import { mapLimit } from './tables/batch';
+import { mapLimit } from './retry';
 import { getFunctions, type FunctionRecord } from './tables/functions';
 import { telemetry } from './telemetry';
 import {
@@ -50,14 +51,6 @@ import { announceFinished } from './task-events';
 import { config } from './config';
 
 export const MAX_TASKS_PER_SUBMIT = 500;
-
-/** The argument codecs each runtime reads (workers/runtime answers in the same codec); a command takes JSON kwargs. */
-const RUNTIME_CODECS: Record<FunctionRecord['runtime'], Codec[]> = {
-  node: ['json', 'node-v8'],
-  python: ['json', 'python-pickle'],
-  shell: ['json'],
-  mpi: ['json'],
-};
 
 export interface SubmitTaskInput {
   function_id: string;

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { UUID_RE } from '../core/ids';
-import { FUNCTION_RUNTIMES, resourceSpecificationSchema, shellOptionsSchema } from '../core/messages';
-import { CODECS } from '../core/payload';
+import { resourceSpecificationSchema, shellOptionsSchema } from '../core/messages';
+import { CODECS, FUNCTION_RUNTIMES } from '../core/runtimes';
 import { MAX_TASKS_PER_SUBMIT } from '../core/tasks';
 
 const uuid = z.string().regex(UUID_RE, 'must be a lower-case UUID');

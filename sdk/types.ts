@@ -3,8 +3,9 @@
  * shape, it is imported as a type only: nothing of the server's code reaches the SDK at run time.
  */
 import type { EndpointStatus } from '../core/endpoints';
-import type { FunctionRuntime, ResourceSpecification, ShellOptions } from '../core/messages';
-import type { Codec } from '../core/payload';
+import type { ResourceSpecification, ShellOptions } from '../core/messages';
+import type { FunctionRuntime } from '../core/runtimes';
+import type { Codec } from '../core/runtimes';
 import type { TaskState } from '../core/states';
 import type { PayloadView, SubmitTaskInput, TaskView } from '../core/tasks';
 

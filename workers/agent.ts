@@ -14,14 +14,15 @@ import { makeS3Client, makeSqsClient, sdkCallCounts } from '../core/clients';
 import type { WorkerGrant } from '../core/credentials';
 import { parseBody, taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../core/messages';
 import { sendBatches } from '../core/queues/batch-send';
-import type { Codec, Envelope } from '../core/payload';
+import type { Envelope } from '../core/payload';
 import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
 import { backoffSleep, GrantKeeper } from './grant';
 import { resolveIsolation, type Isolation } from './runtime/isolation';
 import { taskLimitSettingsFromEnv, type TaskLimitSettings } from './runtime/limits';
 import { describeMpiLauncher, resolveMpiLauncher, type MpiLauncher } from './runtime/mpi';
 import { fitOutput } from './runtime/output';
-import { RuntimePool, type RunOutcome, type RuntimeName } from './runtime/pool';
+import { RuntimePool, type RunOutcome } from './runtime/pool';
+import type { Codec, ProcessRuntime } from '../core/runtimes';
 import { ShellRunner } from './runtime/shell';
 
 export const AGENT_VERSION = '0.1.0';
@@ -37,7 +38,7 @@ export interface AgentOptions {
   source?: TaskSource;
   /** Processes per runtime; default one per core. */
   poolSize?: number;
-  runtimes?: RuntimeName[];
+  runtimes?: ProcessRuntime[];
   /** Tasks run at once; default the pool size. */
   slots?: number;
   workerId?: string;

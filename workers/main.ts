@@ -11,7 +11,7 @@ import {
   type MpiLauncher,
   type MpiLauncherSetting,
 } from './runtime/mpi';
-import type { RuntimeName } from './runtime/pool';
+import type { ProcessRuntime } from '../core/runtimes';
 
 /**
  * The agent's process entry, configured by environment variables (the container's way) or a
@@ -175,7 +175,7 @@ export async function runAgent(
   cfg: WorkerConfig,
   opts: {
     poolSize?: number;
-    runtimes?: RuntimeName[];
+    runtimes?: ProcessRuntime[];
     graceMs?: number;
     heartbeatMs?: number;
     visibilitySeconds?: number;
@@ -273,7 +273,7 @@ if (require.main === module) {
     cfg,
     {
       poolSize: int(process.env.FERRY_POOL_SIZE),
-      runtimes: process.env.FERRY_RUNTIMES?.split(',').map((s) => s.trim()) as RuntimeName[] | undefined,
+      runtimes: process.env.FERRY_RUNTIMES?.split(',').map((s) => s.trim()) as ProcessRuntime[] | undefined,
       graceMs: int(process.env.FERRY_GRACE_MS),
       heartbeatMs: int(process.env.FERRY_HEARTBEAT_MS),
       visibilitySeconds: int(process.env.FERRY_VISIBILITY_SECONDS),

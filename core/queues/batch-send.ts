@@ -1,5 +1,5 @@
 import { SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
-import { mapLimit } from '../tables/batch';
+import { backoffMs, mapLimit, sleep } from '../retry';
 
 // SQS: at most 10 entries and 256 KiB of bodies in one SendMessageBatch.
 const MAX_ENTRIES = 10;
@@ -29,8 +29,6 @@ export function packBatches(messages: readonly OutgoingMessage[]): OutgoingMessa
   return batches;
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /**
  * Send messages in batches, retrying the entries SQS reports as failed (when the failure is
  * not the sender's fault). Returns the ids of messages that were not sent.
@@ -46,7 +44,7 @@ export async function sendBatches(
   await mapLimit(packBatches(messages), 8, async (batch) => {
     let pending = batch;
     for (let attempt = 0; pending.length && attempt < maxAttempts; attempt++) {
-      if (attempt) await sleep(Math.min(1000, 50 * 2 ** attempt) * (0.5 + Math.random() / 2));
+      if (attempt) await sleep(backoffMs(attempt, { baseMs: 50, capMs: 1000, jitter: 'half' }));
       try {
         const out = await sqs.send(
           new SendMessageBatchCommand({ QueueUrl: queueUrl, Entries: pending.map((m, i) => ({ Id: String(i), MessageBody: m.body })) }),

@@ -1,28 +1,9 @@
 import { BatchGetCommand, BatchWriteCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../clients';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const backoff = (attempt: number) => Math.min(1000, 25 * 2 ** attempt) * (0.5 + Math.random() / 2);
+import { backoffMs, chunk, mapLimit, sleep, type Backoff } from '../retry';
 
-export function chunk<T>(items: readonly T[], size: number): T[][] {
-  const out: T[][] = [];
-  for (let i = 0; i < items.length; i += size) out.push(items.slice(i, i + size));
-  return out;
-}
-
-/** Run `fn` over items with at most `limit` in flight. */
-export async function mapLimit<T, R>(items: readonly T[], limit: number, fn: (item: T, i: number) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const run = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!, i);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, run));
-  return out;
-}
+const RETRY: Backoff = { baseMs: 25, capMs: 1000, jitter: 'half' };
 
 /**
  * Put items with BatchWriteItem (DynamoDB: 25 items a call), retrying unprocessed items with
@@ -38,7 +19,7 @@ export async function batchPut<T extends Record<string, unknown>>(
   await mapLimit(chunk(items, 25), 4, async (group) => {
     let pending: Record<string, unknown>[] = group;
     for (let attempt = 0; pending.length > 0 && attempt < maxAttempts; attempt++) {
-      if (attempt > 0) await sleep(backoff(attempt));
+      if (attempt > 0) await sleep(backoffMs(attempt, RETRY));
       try {
         const out = await dynamo().send(
           new BatchWriteCommand({ RequestItems: { [table]: pending.map((Item) => ({ PutRequest: { Item } })) } }),
@@ -60,7 +41,7 @@ export async function batchGet<T>(table: string, keyName: string, ids: readonly 
   await mapLimit(chunk(unique, 100), 4, async (group) => {
     let keys: Record<string, unknown>[] = group.map((id) => ({ [keyName]: id }));
     for (let attempt = 0; keys.length > 0; attempt++) {
-      if (attempt > 0) await sleep(backoff(attempt));
+      if (attempt > 0) await sleep(backoffMs(attempt, RETRY));
       const out = await dynamo().send(new BatchGetCommand({ RequestItems: { [table]: { Keys: keys } } }));
       found.push(...((out.Responses?.[table] ?? []) as T[]));
       keys = (out.UnprocessedKeys?.[table]?.Keys ?? []) as Record<string, unknown>[];

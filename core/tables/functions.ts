@@ -2,17 +2,16 @@ import { DeleteCommand, GetCommand, PutCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../clients';
 import { config } from '../config';
 import { derivedId, sha256Hex } from '../ids';
-import type { FunctionRuntime, ShellOptions } from '../messages';
+import type { ShellOptions } from '../messages';
+import type { FunctionRuntime } from '../runtimes';
 import { batchGet, conditionHeld, isConditionFailed } from './batch';
 import { queryByOwner } from './cursor';
-
-export type RuntimeName = FunctionRuntime;
 
 export interface FunctionRecord {
   function_id: string;
   owner: string;
   name: string;
-  runtime: RuntimeName;
+  runtime: FunctionRuntime;
   /** Python: the name of the function to call in `source`. Node: the source is the function itself. shell, mpi: none. */
   entrypoint?: string;
   /** node, python: code; shell, mpi: the command template ({name} filled from a task's kwargs). */
@@ -27,7 +26,7 @@ export interface FunctionRecord {
 export interface FunctionInput {
   owner: string;
   name: string;
-  runtime: RuntimeName;
+  runtime: FunctionRuntime;
   entrypoint?: string;
   source: string;
   description?: string;

@@ -3,7 +3,8 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { IsolationConfigError, resolveIsolation, type IsolationSettings } from '../../workers/runtime/isolation';
-import { RunOutcome, RunRequest, RuntimeName, RuntimePool, type RuntimePoolOptions } from '../../workers/runtime/pool';
+import { RunOutcome, RunRequest, RuntimePool, type RuntimePoolOptions } from '../../workers/runtime/pool';
+import type { ProcessRuntime } from '../../core/runtimes';
 
 // Real runtime processes in each isolation mode, no mocks. These run as root (as CI does):
 // sandboxed tasks drop to nobody inside bubblewrap.
@@ -13,7 +14,7 @@ jest.setTimeout(60_000);
 const OWNER = 'owner-1';
 const json = (args: unknown[] = []): Buffer => Buffer.from(JSON.stringify({ args, kwargs: {} }));
 let counter = 0;
-const req = (user: string, runtime: RuntimeName, source: string, entrypoint?: string, extra: Partial<RunRequest> = {}): RunRequest => ({
+const req = (user: string, runtime: ProcessRuntime, source: string, entrypoint?: string, extra: Partial<RunRequest> = {}): RunRequest => ({
   taskId: `iso-${++counter}`,
   user,
   runtime,

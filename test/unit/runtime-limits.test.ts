@@ -2,7 +2,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { RunOutcome, RunRequest, RuntimeName, RuntimePool } from '../../workers/runtime/pool';
+import { RunOutcome, RunRequest, RuntimePool } from '../../workers/runtime/pool';
+import type { ProcessRuntime } from '../../core/runtimes';
 import { resolveIsolation } from '../../workers/runtime/isolation';
 import { TaskLimits, type LimitMode } from '../../workers/runtime/limits';
 import { fitOutput, shrinkText, type TaskOutput } from '../../workers/runtime/output';
@@ -17,7 +18,7 @@ const PYTHON = execFileSync('python3', ['-c', 'import sys; print(sys.executable)
 const OWNER = 'owner';
 let n = 0;
 const json = (args: unknown[] = []) => Buffer.from(JSON.stringify({ args, kwargs: {} }));
-function task(runtime: RuntimeName, source: string, extra: Partial<RunRequest> = {}): RunRequest {
+function task(runtime: ProcessRuntime, source: string, extra: Partial<RunRequest> = {}): RunRequest {
   return { taskId: `t-${++n}`, user: OWNER, runtime, source, args: json(), codec: 'json', walltimeMs: 20_000, ...extra };
 }
 const node = (source: string, extra: Partial<RunRequest> = {}) => task('node', source, extra);

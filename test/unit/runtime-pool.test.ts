@@ -1,7 +1,8 @@
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';
 import v8 from 'node:v8';
-import { Codec, ProcessOutput, RunOutcome, RunRequest, RuntimeName, RuntimePool } from '../../workers/runtime/pool';
+import { ProcessOutput, RunOutcome, RunRequest, RuntimePool } from '../../workers/runtime/pool';
+import type { Codec, ProcessRuntime } from '../../core/runtimes';
 
 // Real child processes, no mocks: each runtime process is forked or spawned by the pool.
 
@@ -18,7 +19,7 @@ const unpickled = (data: Buffer): string =>
 // The endpoint owner: these pools run with isolation "none", where only the owner's tasks run.
 const OWNER = 'owner';
 let taskCounter = 0;
-function task(runtime: RuntimeName, source: string, extra: Partial<RunRequest> = {}): RunRequest {
+function task(runtime: ProcessRuntime, source: string, extra: Partial<RunRequest> = {}): RunRequest {
   return { taskId: `t-${++taskCounter}`, user: OWNER, runtime, source, args: json(), codec: 'json', walltimeMs: 10_000, ...extra };
 }
 const node = (source: string, extra: Partial<RunRequest> = {}) => task('node', source, extra);
@@ -270,7 +271,7 @@ describe('RuntimePool faults (one process per runtime)', () => {
     expect(error.message).toContain(how);
     const next = runtime === 'node' ? node("() => 'still here'") : py("def ok():\n    return 'still here'\n", 'ok');
     expect(resultOf(await pool.run(next))).toBe('still here');
-    expect(pool.stats().runtimes[runtime as RuntimeName].processes).toBe(1);
+    expect(pool.stats().runtimes[runtime as ProcessRuntime].processes).toBe(1);
   });
 
   it.each([

@@ -1,6 +1,7 @@
 import { Batcher, type ReceivedMessage, type SourceInfo, type TaskSource } from '../agent';
 import { SecretRefused } from '../grant';
-import { inlineEnvelope, verifyPayload, type Codec, type Envelope } from '../../core/payload';
+import { inlineEnvelope, verifyPayload, type Envelope } from '../../core/payload';
+import type { Codec } from '../../core/runtimes';
 
 /**
  * The agent's side of relay mode (protocol: relay.ts): tasks, results and payloads go through the

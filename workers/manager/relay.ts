@@ -3,7 +3,8 @@ import { ReceiveMessageCommand, DeleteMessageBatchCommand, type SQSClient } from
 import type { S3Client } from '@aws-sdk/client-s3';
 import { endpointPrefix, exceptionKey, readPayload, resultKey, storePayload } from '../../core/bucket';
 import { parseBody } from '../../core/messages';
-import { CODECS, envelopeSchema, type Codec } from '../../core/payload';
+import { envelopeSchema } from '../../core/payload';
+import { CODECS, type Codec } from '../../core/runtimes';
 import { sendBatches } from '../../core/queues/batch-send';
 import type { GrantKeeper } from '../grant';
 import { changeVisibility } from '../agent';

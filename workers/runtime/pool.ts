@@ -5,6 +5,7 @@ import { chmodSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, realpathSyn
 import os from 'node:os';
 import path from 'node:path';
 import type { Readable, Writable } from 'node:stream';
+import { PROCESS_RUNTIMES, RUNTIME_CODECS, type Codec, type ProcessRuntime } from '../../core/runtimes';
 import { encodeFrame, Frame, FrameDecoder } from './frames';
 import { confine, Isolation, resolveIsolation, SANDBOX_SCRATCH, type Confinement } from './isolation';
 import {
@@ -37,14 +38,11 @@ import { confinedOwner, runCommand, type CommandOutcome, type CommandRequest } f
  * (least recently used first) when the agent's process cap is reached and another user waits.
  */
 
-export type RuntimeName = 'node' | 'python';
-export type Codec = 'json' | 'node-v8' | 'python-pickle';
-
 export interface RunRequest {
   taskId: string;
   /** The Ferry user who submitted the task: it runs only in that user's processes. */
   user: string;
-  runtime: RuntimeName;
+  runtime: ProcessRuntime;
   /** node: a function expression as fn.toString() gives it; python: module source defining the entrypoint. */
   source: string;
   /** python: the function to call (required); node: ignored. */
@@ -71,7 +69,7 @@ export type RunOutcome = (
 };
 
 export interface ProcessOutput {
-  runtime: RuntimeName;
+  runtime: ProcessRuntime;
   user: string;
   pid: number | undefined;
   stream: 'stdout' | 'stderr';
@@ -92,7 +90,7 @@ export interface RuntimePoolOptions {
   idleMs?: number;
   /** Where scratch directories are made; default the OS temp directory. */
   scratchParent?: string;
-  runtimes?: RuntimeName[];
+  runtimes?: ProcessRuntime[];
   /** Default 'python3'. */
   pythonCommand?: string;
   /** Heap cap of each node process (--max-old-space-size); default taskMemoryMb, so the kernel's cap binds first. */
@@ -115,8 +113,6 @@ export interface RuntimePoolOptions {
 
 export type RuntimeStats = { processes: number; busy: number; queued: number };
 
-const RUNTIMES: RuntimeName[] = ['node', 'python'];
-const RUNTIME_CODECS: Record<RuntimeName, Codec[]> = { node: ['json', 'node-v8'], python: ['python-pickle', 'json'] };
 // A reply written just before the process died may still be in the pipe when 'exit' fires.
 const EXIT_DRAIN_MS = 100;
 // Consecutive failed starts after which a runtime counts as unavailable and queued tasks fail.
@@ -184,7 +180,7 @@ class RuntimeProcess {
     this.ready.catch(() => undefined); // observed by whoever awaits it; never an unhandled rejection
   }
 
-  get runtime(): RuntimeName {
+  get runtime(): ProcessRuntime {
     return this.group.runtime;
   }
 
@@ -236,7 +232,7 @@ class UserRuntime {
   retryAt = 0;
 
   constructor(
-    readonly runtime: RuntimeName,
+    readonly runtime: ProcessRuntime,
     readonly user: string,
     readonly confinement: Confinement,
   ) {}
@@ -262,7 +258,7 @@ export class RuntimePool {
   private readonly idleMs: number;
   private readonly owner: string | undefined;
   private readonly isolation: Isolation;
-  private readonly runtimes: RuntimeName[];
+  private readonly runtimes: ProcessRuntime[];
   private readonly pythonCommand: string;
   // The interpreter itself, resolved once: respawning through it skips launcher shims (pyenv's
   // costs over a second per start), and a sandbox shows just its prefix.
@@ -300,10 +296,10 @@ export class RuntimePool {
 
   constructor(opts: RuntimePoolOptions = {}) {
     this.size = Math.max(1, Math.floor(opts.size ?? os.availableParallelism()));
-    this.runtimes = [...new Set(opts.runtimes ?? RUNTIMES)];
+    this.runtimes = [...new Set(opts.runtimes ?? PROCESS_RUNTIMES)];
     for (const runtime of this.runtimes) {
-      if (!RUNTIMES.includes(runtime))
-        throw new Error(`unknown runtime ${JSON.stringify(runtime)}; expected one of ${RUNTIMES.join(', ')}`);
+      if (!PROCESS_RUNTIMES.includes(runtime))
+        throw new Error(`unknown runtime ${JSON.stringify(runtime)}; expected one of ${PROCESS_RUNTIMES.join(', ')}`);
     }
     this.maxProcesses = Math.max(1, Math.floor(opts.maxProcesses ?? 2 * this.size * Math.max(1, this.runtimes.length)));
     this.idleMs = opts.idleMs ?? 60_000;
@@ -486,14 +482,14 @@ export class RuntimePool {
     }
   }
 
-  private groupFor(runtime: RuntimeName, user: string, confinement: Confinement): UserRuntime {
+  private groupFor(runtime: ProcessRuntime, user: string, confinement: Confinement): UserRuntime {
     const key = groupKey(runtime, user);
     let group = this.groups.get(key);
     if (!group) this.groups.set(key, (group = new UserRuntime(runtime, user, confinement)));
     return group;
   }
 
-  stats(): { runtimes: Record<RuntimeName, RuntimeStats>; users: number; maxProcesses: number } {
+  stats(): { runtimes: Record<ProcessRuntime, RuntimeStats>; users: number; maxProcesses: number } {
     const runtimes = { node: { processes: 0, busy: 0, queued: 0 }, python: { processes: 0, busy: 0, queued: 0 } };
     const users = new Set<string>();
     for (const group of this.groups.values()) {
@@ -1038,10 +1034,10 @@ export class RuntimePool {
   }
 }
 
-const groupKey = (runtime: RuntimeName, user: string) => `${runtime}\0${user}`;
+const groupKey = (runtime: ProcessRuntime, user: string) => `${runtime}\0${user}`;
 
 /** A task over its memory cap: the type clients see, naming the cap (and what was asked, where the endpoint allowed less). */
-function memoryExceeded(runtime: RuntimeName, capMb: number, askedMb: number | undefined, how: string): RunOutcome {
+function memoryExceeded(runtime: ProcessRuntime, capMb: number, askedMb: number | undefined, how: string): RunOutcome {
   const capped =
     askedMb !== undefined && askedMb > capMb ? ` (the task asked for ${askedMb} MB; this endpoint allows at most ${capMb} MB)` : '';
   return failed(

@@ -1,6 +1,7 @@
 import type { ResourceSpecification, ShellOptions } from '../../core/messages';
 import { launcherPrefix, mpiEnvironment, MPI_PACKAGE_HINT, type MpiLauncher } from './mpi';
-import type { Codec, RunOutcome, RuntimePool } from './pool';
+import type { Codec } from '../../core/runtimes';
+import type { RunOutcome, RuntimePool } from './pool';
 
 /**
  * Globus Compute's ShellFunction and MPIFunction, run by the agent itself with no runtime process:

@@ -1,0 +1,24 @@
+/**
+ * Runtime names and argument codecs: one list each, shared by the API, the workers and the SDK.
+ * This module imports nothing, so the SDK's bundle may carry it.
+ */
+
+/** Runtimes a function can have. shell and mpi need no language runtime: the agent runs them with /bin/bash. */
+export const FUNCTION_RUNTIMES = ['node', 'python', 'shell', 'mpi'] as const;
+export type FunctionRuntime = (typeof FUNCTION_RUNTIMES)[number];
+
+/** Runtimes served by a warm language process in the worker's pool (workers/runtime/pool.ts). */
+export const PROCESS_RUNTIMES = ['node', 'python'] as const;
+export type ProcessRuntime = (typeof PROCESS_RUNTIMES)[number];
+
+/** How a payload's bytes are encoded: JSON for every runtime, or a runtime's own serializer. */
+export const CODECS = ['json', 'node-v8', 'python-pickle'] as const;
+export type Codec = (typeof CODECS)[number];
+
+/** The argument codecs each runtime reads; a runtime answers in the codec its arguments came in. A command takes JSON kwargs. */
+export const RUNTIME_CODECS: Readonly<Record<FunctionRuntime, readonly Codec[]>> = {
+  node: ['json', 'node-v8'],
+  python: ['json', 'python-pickle'],
+  shell: ['json'],
+  mpi: ['json'],
+};
