@@ -1,4 +1,4 @@
-import { DeleteObjectsCommand, GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
+import { GetObjectCommand, HeadObjectCommand, PutObjectCommand, type S3Client } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
 import { s3Client, s3PresignClient } from './clients';
 import { config } from './config';
@@ -15,7 +15,11 @@ export const exceptionKey = (endpointId: string, taskId: string): string => `${e
 export const uploadKey = (endpointId: string, userId: string, uploadId: string): string =>
   `${endpointPrefix(endpointId)}uploads/${userId}/${uploadId}`;
 export const isUploadKeyOf = (key: string, endpointId: string, userId: string): boolean =>
-  key.startsWith(`${endpointPrefix(endpointId)}uploads/${userId}/`) && !key.includes('..');
+  isUnder(key, `${endpointPrefix(endpointId)}uploads/${userId}/`);
+/** A key under the endpoint's own prefix: where its workers' credentials may write. */
+export const isPayloadKeyOf = (key: string, endpointId: string): boolean => isUnder(key, endpointPrefix(endpointId));
+/** A key under `prefix` that cannot climb out of it: S3 keys are plain strings, but a `..` would when read as a path. */
+const isUnder = (key: string, prefix: string): boolean => key.startsWith(prefix) && !key.includes('..');
 
 const PRESIGN_SECONDS = 3600;
 
@@ -71,16 +75,4 @@ export async function presignGet(key: string): Promise<{ url: string; expiresAt:
     expiresIn: PRESIGN_SECONDS,
   });
   return { url, expiresAt: new Date(Date.now() + PRESIGN_SECONDS * 1000) };
-}
-
-export async function deleteKeys(keys: string[]): Promise<void> {
-  for (let i = 0; i < keys.length; i += 1000) {
-    // S3: at most 1,000 keys per DeleteObjects.
-    await s3Client().send(
-      new DeleteObjectsCommand({
-        Bucket: config().bucket,
-        Delete: { Objects: keys.slice(i, i + 1000).map((Key) => ({ Key })), Quiet: true },
-      }),
-    );
-  }
 }

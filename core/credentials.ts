@@ -2,7 +2,9 @@ import { AssumeRoleCommand } from '@aws-sdk/client-sts';
 import { endpointPrefix } from './bucket';
 import { stsClient } from './clients';
 import { config } from './config';
-import type { EndpointRecord } from './tables/endpoints';
+import { EndpointGone } from './errors';
+import { deleteEndpointQueues, ensureEndpointQueues } from './queues/endpoint-queue';
+import { getEndpoint, type EndpointRecord } from './tables/endpoints';
 
 /** What a worker agent needs to serve its endpoint: short-lived credentials and where to find its queue. */
 export interface WorkerGrant {
@@ -76,4 +78,20 @@ export async function vendWorkerCredentials(ep: EndpointRecord): Promise<WorkerG
     inline_limit: cfg.inlineLimit,
     walltime_ms: ep.walltime_ms,
   };
+}
+
+/**
+ * A worker trades its endpoint secret for a grant. The endpoint's queues are checked first and made
+ * again if they are gone (deleted outside Ferry), so an agent that starts (or restarts) always finds
+ * the queue its grant names.
+ */
+export async function grantWorker(endpointId: string): Promise<WorkerGrant> {
+  const ep = await getEndpoint(endpointId);
+  if (!ep) throw new EndpointGone(endpointId);
+  if ((await ensureEndpointQueues(ep)) === 'recreated' && !(await getEndpoint(endpointId, { consistent: true }))) {
+    // DELETE /v1/endpoints ran meanwhile: what was just made would outlive the record naming it.
+    await deleteEndpointQueues({ queueUrl: ep.queue_url, dlqUrl: ep.dlq_url });
+    throw new EndpointGone(endpointId);
+  }
+  return vendWorkerCredentials(ep);
 }

@@ -1,19 +1,21 @@
 import { config } from './config';
-import { NotFound } from './errors';
+import { EndpointGone, NotFound } from './errors';
 import { newId } from './ids';
 import { createEndpointQueues, deleteEndpointQueues, queueDepth } from './queues/endpoint-queue';
 import {
   allowedFunctionList,
-  canUseEndpoint,
   deleteEndpointRecord,
-  getEndpoint,
   markEndpointDeleted,
   putEndpoint,
+  recordHeartbeat,
+  setSharing,
+  type EndpointHeartbeat,
   type EndpointRecord,
+  type EndpointSharing,
   type ManagerBlock,
 } from './tables/endpoints';
 import { mapLimit } from './retry';
-import { closeMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/tasks';
+import { closeMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/task-records';
 import { announceFinished } from './task-events';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
 
@@ -62,11 +64,19 @@ export async function registerEndpoint(input: RegisterEndpointInput): Promise<{ 
   return { endpoint, secret };
 }
 
-/** An endpoint this user may see (owner, shared or public); others' private endpoints are unknown. */
-export async function visibleEndpoint(endpointId: string, userId: string, opts: { consistent?: boolean } = {}): Promise<EndpointRecord> {
-  const ep = await getEndpoint(endpointId, opts);
-  if (!ep || !canUseEndpoint(ep, userId)) throw new NotFound(`endpoint ${endpointId} not found`);
-  return ep;
+/** POST /v1/endpoints/{id}/share on an endpoint its owner holds (core/access.ts ownedEndpoint); not found if deleted meanwhile. */
+export async function shareEndpoint(ep: EndpointRecord, sharing: EndpointSharing): Promise<EndpointRecord> {
+  const updated = await setSharing(ep.endpoint_id, sharing);
+  if (!updated) throw new NotFound(`endpoint ${ep.endpoint_id} not found`);
+  return updated;
+}
+
+/**
+ * One agent's (or manager's) heartbeat. A deleted endpoint's secret is still admitted while the
+ * authorizer's answer is cached (30 s): its beat is refused as EndpointGone, writing nothing.
+ */
+export async function heartbeat(endpointId: string, workerId: string, hb: EndpointHeartbeat, stopped?: boolean): Promise<void> {
+  if (!(await recordHeartbeat(endpointId, workerId, hb, stopped))) throw new EndpointGone(endpointId);
 }
 
 /**

@@ -29,6 +29,16 @@ export class Unauthorized extends FerryError {
   override readonly status = 401;
   override readonly code = 'Unauthorized';
 }
+/**
+ * An endpoint secret whose endpoint was deleted (the authorizer's cached answer still admits it
+ * for up to 30 s): 401, what the API says once that answer lapses, so a worker agent stops at
+ * once as "secret refused" (workers/agent.ts, workers/grant.ts).
+ */
+export class EndpointGone extends Unauthorized {
+  constructor(endpointId: string) {
+    super(`endpoint ${endpointId} was deleted; its secret is no longer valid`);
+  }
+}
 export class Forbidden extends FerryError {
   override readonly status = 403;
   override readonly code: string = 'Forbidden';

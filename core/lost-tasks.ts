@@ -14,9 +14,9 @@ import {
   transitionTask,
   type RemoteException,
   type TaskRecord,
-} from './tables/tasks';
+} from './tables/task-records';
 import { announceFinished } from './task-events';
-import { failLostTask } from './tasks';
+import { failLostTask } from './tasks/results';
 import { telemetry } from './telemetry';
 
 /**

@@ -3,7 +3,6 @@ export const TASK_STATES = ['received', 'waiting-for-endpoint', 'running', 'succ
 export type TaskState = (typeof TASK_STATES)[number];
 
 export const FINAL_STATES: readonly TaskState[] = ['success', 'failed', 'cancelled'];
-export const OPEN_STATES: readonly TaskState[] = ['received', 'waiting-for-endpoint', 'running'];
 
 const ALLOWED: Record<TaskState, readonly TaskState[]> = {
   received: ['waiting-for-endpoint', 'failed', 'cancelled'],

@@ -1,8 +1,8 @@
 import { EventEmitter } from 'node:events';
-import type { TaskRecord } from './tables/tasks';
+import type { TaskRecord } from './tables/task-records';
 
 /**
- * Tasks that reached a final state in this process. The results handler (core/tasks.ts
+ * Tasks that reached a final state in this process. The results handler (core/tasks/results.ts
  * applyResults) and every other final move (cancel, sweep, endpoint deletion) announce the ids
  * they finished here; a waiting read (POST /v1/tasks/wait) in the same process wakes at once.
  * Locally the API and the results consumer share one process, so a result reaches a waiting

@@ -1,8 +1,19 @@
 import type { APIGatewayProxyEventV2WithLambdaAuthorizer, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { z } from 'zod';
 import { UUID_RE } from '../core/ids';
-import { FerryError, Forbidden, MalformedJson, NotFound, PayloadTooLarge, Unauthorized, ValidationFailed } from '../core/errors';
+import {
+  BadRequest,
+  FerryError,
+  Forbidden,
+  MalformedJson,
+  NotFound,
+  PayloadTooLarge,
+  Throttled,
+  Unauthorized,
+  ValidationFailed,
+} from '../core/errors';
 import { logger, observed } from './observability';
+import { pageQuery, type PageQuery } from './schemas';
 
 /** What the authorizer puts in the request context (see lambdas/authorizer.ts). */
 export interface AuthContext {
@@ -79,14 +90,6 @@ function callerOf(event: ApiEvent, auth: 'user' | 'endpoint'): Caller {
   return { kind: 'user', userId: ctx.userId };
 }
 
-/**
- * The answer to an endpoint secret whose endpoint was deleted (the authorizer's cached answer still
- * admits it for up to 30 s): 401, what the API says once that answer lapses, so a worker agent
- * stops at once as "secret refused" (workers/agent.ts, workers/grant.ts).
- */
-export const endpointGone = (endpointId: string): Unauthorized =>
-  new Unauthorized(`endpoint ${endpointId} was deleted; its secret is no longer valid`);
-
 function parseBody<S extends z.ZodType>(event: ApiEvent, schema: S, maxBytes: number): z.infer<S> {
   const raw = event.body === undefined ? '' : event.isBase64Encoded ? Buffer.from(event.body, 'base64').toString('utf8') : event.body;
   if (Buffer.byteLength(raw) > maxBytes)
@@ -118,26 +121,21 @@ export function pathId(req: { params: Record<string, string> }, name: string, wh
 /** A client's value echoed in a message, cut short: it may be anything up to the 10 MB request. */
 const shown = (v: string | undefined): string => JSON.stringify((v ?? '').slice(0, 64));
 
-/** Listings return pages of 1 to 1,000 items, 100 unless asked (the SDK pages a task group 1,000 at a time). */
-export const PAGE_LIMIT = { min: 1, max: 1000, default: 100 } as const;
-const LIMIT_RANGE = `must be an integer from ${PAGE_LIMIT.min} to ${PAGE_LIMIT.max}`;
-
-const pageQuery = z.object({
-  limit: z
-    .string()
-    .regex(/^[0-9]+$/, LIMIT_RANGE)
-    .transform(Number)
-    .pipe(z.number().int().min(PAGE_LIMIT.min, LIMIT_RANGE).max(PAGE_LIMIT.max, LIMIT_RANGE))
-    .optional(),
-  // Opaque here; core/tables/cursor.ts checks it against the query it continues.
-  cursor: z.string().optional(),
-});
-
-/** The `limit` and `cursor` of a listing, the one place they are parsed: a bad limit is a 400, never clamped. */
-export function pageOf(req: { query: Record<string, string> }): { limit: number; cursor?: string } {
-  const parsed = pageQuery.safeParse(req.query);
+/** A query string checked against its schema (lambdas/schemas.ts): a bad parameter is a 400, never clamped. */
+export function queryOf<S extends z.ZodType>(req: { query: Record<string, string> }, schema: S): z.infer<S> {
+  const parsed = schema.safeParse(req.query);
   if (!parsed.success) throw new ValidationFailed(describeIssues(parsed.error));
-  return { limit: parsed.data.limit ?? PAGE_LIMIT.default, cursor: parsed.data.cursor };
+  return parsed.data;
+}
+
+/** The `limit` and `cursor` of a listing (lambdas/schemas.ts pageQuery). */
+export const pageOf = (req: { query: Record<string, string> }): PageQuery => queryOf(req, pageQuery);
+
+/** One request header checked against its schema; a bad value is a 400 that says what the header must be. */
+export function headerOf<S extends z.ZodType>(req: { header(name: string): string | undefined }, name: string, schema: S): z.infer<S> {
+  const parsed = schema.safeParse(req.header(name));
+  if (!parsed.success) throw new BadRequest(parsed.error.issues.map((i) => i.message).join('; '));
+  return parsed.data;
 }
 
 const lowerKeys = (h: Record<string, string | undefined>) => Object.fromEntries(Object.entries(h).map(([k, v]) => [k.toLowerCase(), v]));
@@ -150,13 +148,18 @@ const json = (status: number, body: unknown): ApiResult => ({
 
 /** The one place where errors become HTTP answers: `{"error": {"code", "message", ...details}}`. */
 export function errorReply(err: unknown): ApiResult {
-  if (err instanceof FerryError) return json(err.status, { error: { code: err.code, message: err.message, ...err.details } });
-  const name = (err as { name?: string })?.name;
-  if (name === 'ThrottlingException' || name === 'ProvisionedThroughputExceededException' || name === 'RequestThrottled') {
-    return json(429, { error: { code: 'Throttled', message: 'the service is busy; retry with backoff' } });
-  }
+  const typed = err instanceof FerryError ? err : awsThrottle(err);
+  if (typed) return json(typed.status, { error: { code: typed.code, message: typed.message, ...typed.details } });
   logger.error('unhandled error', { error: err });
   return json(500, { error: { code: 'InternalError', message: 'internal error' } });
+}
+
+/** AWS's answer to too many requests (DynamoDB, SQS, S3) as the client's: retry with backoff. */
+function awsThrottle(err: unknown): Throttled | undefined {
+  const name = (err as { name?: string } | undefined)?.name;
+  return name === 'ThrottlingException' || name === 'ProvisionedThroughputExceededException' || name === 'RequestThrottled'
+    ? new Throttled('the service is busy; retry with backoff')
+    : undefined;
 }
 
 /**
@@ -168,7 +171,7 @@ export function errorReply(err: unknown): ApiResult {
 export function apiHandler(routes: Record<string, RouteFn>) {
   const dispatch = async (event: ApiEvent, _context: Context): Promise<ApiResult> => {
     const fn = routes[event.routeKey];
-    if (!fn) return json(404, { error: { code: 'NotFound', message: `no route ${event.routeKey}` } });
+    if (!fn) return errorReply(new NotFound(`no route ${event.routeKey}`));
     const reply = await fn(event);
     return json(reply.status ?? 200, reply.body);
   };

@@ -3,7 +3,7 @@ import { config } from '../core/config';
 import { senderEndpoint } from '../core/credentials';
 import { ForeignPayload, ForgedReport } from '../core/errors';
 import { parseBody, resultMessageSchema, type ResultMessage } from '../core/messages';
-import { applyResults } from '../core/tasks';
+import { applyResults } from '../core/tasks/results';
 import { logger, observed } from './observability';
 
 /** A record that is never applied, nor retried: its sender may not report it. */

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { UUID_RE } from '../core/ids';
 import { resourceSpecificationSchema, shellOptionsSchema } from '../core/messages';
 import { CODECS, FUNCTION_RUNTIMES } from '../core/runtimes';
-import { MAX_TASKS_PER_SUBMIT } from '../core/tasks';
+import { MAX_TASKS_PER_SUBMIT } from '../core/tasks/submit';
 
 const uuid = z.string().regex(UUID_RE, 'must be a lower-case UUID');
 const name = z.string().trim().min(1).max(128);
@@ -140,7 +140,7 @@ const taskBody = z
       .min(16)
       .max(1024 * 1024)
       .optional(),
-    // mpi functions only; core/tasks.ts fills in what is left out (resourceSpecification).
+    // mpi functions only; core/tasks/resources.ts fills in what is left out (resourceSpecification).
     resource_specification: resourceSpecificationSchema.partial().optional(),
   })
   .strict()
@@ -164,3 +164,26 @@ export const waitTasksBody = z
 export const createPayloadBody = z
   .object({ endpoint_id: uuid, codec: z.enum(CODECS), size: z.number().int().positive(), sha256: z.string().regex(/^[0-9a-f]{64}$/) })
   .strict();
+
+/** Listings return pages of 1 to 1,000 items, 100 unless asked (the SDK pages a task group 1,000 at a time). */
+export const PAGE_LIMIT = { min: 1, max: 1000, default: 100 } as const;
+const LIMIT_RANGE = `must be an integer from ${PAGE_LIMIT.min} to ${PAGE_LIMIT.max}`;
+
+/** The query of every listing: the one `limit` rule (a bad limit is a 400, never clamped) and its cursor. */
+export const pageQuery = z.object({
+  limit: z
+    .string()
+    .regex(/^[0-9]+$/, LIMIT_RANGE)
+    .transform(Number)
+    .pipe(z.number().int().min(PAGE_LIMIT.min, LIMIT_RANGE).max(PAGE_LIMIT.max, LIMIT_RANGE))
+    .default(PAGE_LIMIT.default),
+  // Opaque here; core/tables/cursor.ts checks it against the query it continues.
+  cursor: z.string().optional(),
+});
+export type PageQuery = z.infer<typeof pageQuery>;
+
+/** A submit's Idempotency-Key header (RFC draft: a client-chosen string), absent or 1-255 printable ASCII characters. */
+export const idempotencyKeyHeader = z
+  .string()
+  .regex(/^[\x21-\x7e]{1,255}$/, 'Idempotency-Key must be 1-255 printable ASCII characters')
+  .optional();

@@ -12,7 +12,7 @@ import {
   type CreateTableCommandInput,
 } from '@aws-sdk/client-dynamodb';
 import type { FerryConfig } from '../core/config';
-import { legacySubmitOrder } from '../core/tables/tasks';
+import { legacySubmitOrder } from '../core/tables/task-records';
 import { startDynaliteThread, type DynaliteCall } from './dynamo-thread';
 import type { LocalIam } from './iam';
 import type { DirectCall } from './in-process-http';

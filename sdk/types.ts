@@ -7,10 +7,11 @@ import type { ResourceSpecification, ShellOptions } from '../core/messages';
 import type { FunctionRuntime } from '../core/runtimes';
 import type { Codec } from '../core/runtimes';
 import type { TaskState } from '../core/states';
-import type { PayloadView, SubmitTaskInput, TaskView } from '../core/tasks';
+import type { SubmitTaskInput } from '../core/tasks/submit';
+import type { PayloadView, TaskView } from '../core/tasks/views';
 
 export type { Codec, EndpointStatus, PayloadView, ResourceSpecification, ShellOptions, TaskView };
-export type { TaskOutput } from '../core/tables/tasks';
+export type { TaskOutput } from '../core/tables/task-records';
 export type TaskStatus = TaskState;
 /** node and python run code; shell and mpi run a command template (ShellFunction, MPIFunction). */
 export type Runtime = FunctionRuntime;

@@ -82,7 +82,7 @@ export async function getEndpoint(endpointId: string, opts: { consistent?: boole
 }
 
 /** An owner's live endpoints (a page may hold fewer than `limit` while deleted ones linger). */
-export async function listEndpoints(owner: string, limit = 100, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> {
+export async function listEndpoints(owner: string, limit: number, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> {
   const page = await queryByOwner<EndpointRecord>(table(), 'endpoint_id', owner, limit, cursor);
   return { ...page, items: page.items.filter((ep) => !ep.deleted_at) };
 }

@@ -113,5 +113,5 @@ export async function deleteFunction(functionId: string, owner: string): Promise
 
 export const getFunctions = (ids: readonly string[]): Promise<FunctionRecord[]> => batchGet<FunctionRecord>(table(), 'function_id', ids);
 
-export const listFunctions = (owner: string, limit = 100, cursor?: string): Promise<{ items: FunctionRecord[]; next?: string }> =>
+export const listFunctions = (owner: string, limit: number, cursor?: string): Promise<{ items: FunctionRecord[]; next?: string }> =>
   queryByOwner<FunctionRecord>(table(), 'function_id', owner, limit, cursor);

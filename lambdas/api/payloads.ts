@@ -1,6 +1,6 @@
+import { usableEndpoint } from '../../core/access';
 import { presignPut, uploadKey } from '../../core/bucket';
 import { newId } from '../../core/ids';
-import { usableEndpoint } from '../../core/tasks';
 import { apiHandler, route } from '../http';
 import { createPayloadBody } from '../schemas';
 

@@ -1,23 +1,21 @@
-import { BadRequest } from '../../core/errors';
-import { cancelTask, groupTasks, ownTask, ownTasks, submitBatch, taskView, withinBudget } from '../../core/tasks';
-import { encodeCursor } from '../../core/tables/cursor';
-import { checkGroupCursor, legacySubmitOrder } from '../../core/tables/tasks';
-import { apiHandler, pageOf, pathId, route } from '../http';
-import { batchTasksBody, submitBody } from '../schemas';
+import { ownTask, ownTasks } from '../../core/access';
+import { cancelTask, groupPage } from '../../core/tasks/reads';
+import { submitBatch } from '../../core/tasks/submit';
+import { taskView, withinBudget } from '../../core/tasks/views';
+import { apiHandler, headerOf, pageOf, pathId, route } from '../http';
+import { batchTasksBody, idempotencyKeyHeader, submitBody } from '../schemas';
 import { waitForTasks } from './wait';
 
 export const handler = apiHandler({
   // Lambda caps a request payload at 6 MB; large arguments go by POST /v1/payloads instead.
   'POST /v1/endpoints/{id}/submit': route({ auth: 'user', body: submitBody, maxBodyBytes: 5 * 1024 * 1024 }, async (req) => {
-    const key = req.header('idempotency-key');
-    if (key !== undefined && !/^[\x21-\x7e]{1,255}$/.test(key))
-      throw new BadRequest('Idempotency-Key must be 1-255 printable ASCII characters');
+    const idempotencyKey = headerOf(req, 'idempotency-key', idempotencyKeyHeader);
     const out = await submitBatch({
       userId: req.caller.userId,
       endpointId: pathId(req, 'id', 'endpoint'),
       taskGroupId: req.body.task_group_id,
       tasks: req.body.tasks,
-      idempotencyKey: key,
+      idempotencyKey,
     });
     return { status: 202, body: out };
   }),
@@ -38,20 +36,8 @@ export const handler = apiHandler({
   'GET /v1/task-groups/{id}': route({ auth: 'user' }, async (req) => {
     const groupId = pathId(req, 'id', 'task group');
     const { limit, cursor } = pageOf(req);
-    await checkGroupCursor(groupId, req.caller.userId, cursor);
-    const page = await groupTasks(groupId, req.caller.userId, limit, cursor);
-    // A page ends early where the budget runs out; its cursor then continues after the last task shown.
-    const { fit, rest } = withinBudget(await Promise.all(page.items.map(taskView)));
-    const last = page.items[fit.length - 1];
-    const next =
-      rest && last
-        ? encodeCursor({
-            task_id: last.task_id,
-            task_group_id: groupId,
-            submit_order: last.submit_order ?? legacySubmitOrder(last.created_at, last.task_id),
-          })
-        : page.next;
-    return { body: { task_group_id: groupId, tasks: fit, next_cursor: next } };
+    const page = await groupPage(groupId, req.caller.userId, limit, cursor);
+    return { body: { task_group_id: groupId, tasks: page.tasks, next_cursor: page.next } };
   }),
 
   'POST /v1/tasks/{id}/cancel': route({ auth: 'user' }, async (req) => {

@@ -1,9 +1,10 @@
 import { performance } from 'node:perf_hooks';
 import { config } from '../../core/config';
 import { isFinal } from '../../core/states';
-import type { TaskRecord } from '../../core/tables/tasks';
+import type { TaskRecord } from '../../core/tables/task-records';
 import { onAnyFinished, onFinished } from '../../core/task-events';
-import { ownTasks, taskView, withinBudget } from '../../core/tasks';
+import { ownTasks } from '../../core/access';
+import { taskView, withinBudget } from '../../core/tasks/views';
 import { route } from '../http';
 import { waitTasksBody } from '../schemas';
 

@@ -1,6 +1,6 @@
 import { getEndpoint } from '../../core/tables/endpoints';
 import { getFunction } from '../../core/tables/functions';
-import { getTask } from '../../core/tables/tasks';
+import { getTask } from '../../core/tables/task-records';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, type Answer } from '../helpers/api';
 

@@ -1,7 +1,7 @@
 import { DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { inlineEnvelope } from '../../core/payload';
 import { taskMessageSchema, type TaskMessage } from '../../core/messages';
-import { getTask } from '../../core/tables/tasks';
+import { getTask } from '../../core/tables/task-records';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually, vendedCredentials, type Answer } from '../helpers/api';
 

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CreateTableCommand, DescribeTableCommand, DynamoDBClient, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient, PutCommand } from '@aws-sdk/lib-dynamodb';
-import { getTask } from '../../core/tables/tasks';
+import { getTask } from '../../core/tables/task-records';
 import { deleteTableAndWait, tableDefinitions } from '../../local/dynamo';
 import { config } from '../../core/config';
 import { startLocalStack } from '../../local/stack';

@@ -8,9 +8,10 @@ import { ForgedReport } from '../../core/errors';
 import { closeFinishedShares } from '../../core/lost-tasks';
 import type { ResultMessage } from '../../core/messages';
 import { waitForFinished } from '../../core/task-events';
-import { applyResults, ownTask } from '../../core/tasks';
+import { ownTask } from '../../core/access';
+import { applyResults } from '../../core/tasks/results';
 import { getEndpoint } from '../../core/tables/endpoints';
-import { getTask, shareOfTask, transitionTask } from '../../core/tables/tasks';
+import { getTask, shareOfTask, transitionTask } from '../../core/tables/task-records';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller } from '../helpers/api';
 

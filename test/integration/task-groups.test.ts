@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { DeleteCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../../core/clients';
 import { config } from '../../core/config';
-import { shareOfTask } from '../../core/tables/tasks';
+import { shareOfTask } from '../../core/tables/task-records';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller } from '../helpers/api';
 

@@ -4,7 +4,7 @@ import type { ResultMessage } from '../../core/messages';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo } from '../../core/clients';
 import { config, resetConfig } from '../../core/config';
-import { getTask, transitionTask } from '../../core/tables/tasks';
+import { getTask, transitionTask } from '../../core/tables/task-records';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually, vendedCredentials } from '../helpers/api';
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { getTask, transitionTask } from '../../core/tables/tasks';
+import { getTask, transitionTask } from '../../core/tables/task-records';
 import { announceFinished } from '../../core/task-events';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
@@ -109,7 +109,7 @@ it('sees a task finished between two waits at once, though the first wait read i
 it("answers from the final record that came with an announcement, and reads for itself when it is another user's", async () => {
   const [queued, other] = await submit(idle, 0, 0);
   const record = (await getTask(queued))!;
-  // The stack runs in this process: an announcement made here is what a final write in core/tasks.ts makes.
+  // The stack runs in this process: an announcement made here is what a final write in core/tasks/ makes.
   const waiting = wait(alice, { task_ids: [queued], wait_ms: 20_000 });
   await new Promise((r) => setTimeout(r, 300));
   announceFinished([queued], [{ ...record, state: 'cancelled' }]);
@@ -125,7 +125,7 @@ it('sees a task finished where nothing is announced (AWS: another Lambda wrote i
   const [queued] = await submit(idle, 0);
   const waiting = wait(alice, { task_ids: [queued], wait_ms: 20_000 });
   await new Promise((r) => setTimeout(r, 300));
-  // The table's own write, which announces nothing (core/tasks.ts announces after it).
+  // The table's own write, which announces nothing (core/tasks/ announces after it).
   expect(await transitionTask(queued, 'cancelled', { by: 'test' })).toBeDefined();
   expect((await waiting).body).toMatchObject({ tasks: [{ task_id: queued, status: 'cancelled' }], pending: 0 });
 }, 10_000);

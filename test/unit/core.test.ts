@@ -4,9 +4,9 @@ import { derivedId, UUID_RE } from '../../core/ids';
 import { encodeJsonArgs, inlineBytes, inlineEnvelope, verifyPayload } from '../../core/payload';
 import { packBatches } from '../../core/queues/batch-send';
 import { canTransition, isFinal, statesAllowing, TASK_STATES } from '../../core/states';
-import { bundleTasks, shareLayout } from '../../core/tasks';
+import { bundleTasks, shareLayout } from '../../core/tasks/packing';
 import type { FunctionRecord } from '../../core/tables/functions';
-import { MAX_SHARE_BYTES, shareIdOf, shareOfTask, taskIdAt, type TaskRecord } from '../../core/tables/tasks';
+import { MAX_SHARE_BYTES, shareIdOf, shareOfTask, taskIdAt, type TaskRecord } from '../../core/tables/task-records';
 import { errorReply } from '../../lambdas/http';
 import { encodeArgs } from '../../sdk/codec';
 

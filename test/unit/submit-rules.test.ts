@@ -1,6 +1,6 @@
-import { resourceSpecification } from '../../core/tasks';
+import { resourceSpecification } from '../../core/tasks/resources';
 import { functionId, type FunctionInput } from '../../core/tables/functions';
-import { legacySubmitOrder, submitOrder, submitPrefix } from '../../core/tables/tasks';
+import { legacySubmitOrder, submitOrder, submitPrefix } from '../../core/tables/task-records';
 
 describe('resourceSpecification (an mpi task as Globus Compute reads it)', () => {
   it.each([

@@ -1,4 +1,4 @@
-import type { TaskOutput } from '../../core/tables/tasks';
+import type { TaskOutput } from '../../core/tables/task-records';
 /**
  * A task's stdout or stderr, kept within a cap: the first half and the last half of the cap, and
  * how many bytes fell between them. Memory stays bounded however much a task prints.

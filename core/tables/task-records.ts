@@ -71,7 +71,7 @@ export interface TaskRecord {
   walltime_ms: number;
   /** The memory cap the submitter asked for (MB); absent: the endpoint's default. */
   memory_mb?: number;
-  /** mpi tasks only: their ranks, filled in by the API (core/tasks.ts resourceSpecification). */
+  /** mpi tasks only: their ranks, filled in by the API (core/tasks/resources.ts resourceSpecification). */
   resource_specification?: ResourceSpecification;
   /** The task's place in its group, the sort key of `group-order-index`: its submit, then its position in it (submitOrder). */
   submit_order: string;
@@ -82,7 +82,7 @@ export interface TaskRecord {
   exception?: RemoteException;
   /** What the task printed, capped; set with its result or exception. */
   output?: TaskOutput;
-  /** The endpoint id while the task is open; a sparse index finds an endpoint's open tasks. */
+  /** Tasks from before shares only: the endpoint id while the task is open, in the sparse `open-since-index` (shares use markers). */
   open_on?: string;
   completed_at?: string;
   worker_id?: string;
@@ -571,14 +571,6 @@ export interface TransitionChange {
 }
 
 /**
- * Move a task to `to` if its current state allows it, in one conditional write, so a duplicate
- * or late result (SQS is at-least-once) can never overwrite a final state. A task of a share
- * gets its own item at its first move: the condition then reads "no item yet (the share's
- * initial waiting-for-endpoint) or a state that may move". The share says whose task it is:
- * a report from another endpoint is refused before any write.
- * Returns the updated record, or undefined if the task is unknown or the move not allowed.
- */
-/**
  * What every move writes, shared by task items and whole (pre-share) items: the new state and
  * time, the transitions to append (`:t`), the `from` states (`:f0`…, and `inFrom` to test them),
  * and the result, exception, output and worker that came with it. Callers add their condition,
@@ -601,6 +593,14 @@ function moveParts(to: TaskState, change: TransitionChange, at: Date) {
   return { from, names, values, sets, inFrom: `#s IN (${from.map((_, i) => `:f${i}`).join(', ')})` };
 }
 
+/**
+ * Move a task to `to` if its current state allows it, in one conditional write, so a duplicate
+ * or late result (SQS is at-least-once) can never overwrite a final state. A task of a share
+ * gets its own item at its first move: the condition then reads "no item yet (the share's
+ * initial waiting-for-endpoint) or a state that may move". The share says whose task it is:
+ * a report from another endpoint is refused before any write.
+ * Returns the updated record, or undefined if the task is unknown or the move not allowed.
+ */
 export async function transitionTask(taskId: string, to: TaskState, change: TransitionChange): Promise<TaskRecord | undefined> {
   const ref = shareOfTask(taskId);
   // Consistent on a miss: a result may follow its submit faster than a replica.
