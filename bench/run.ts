@@ -30,6 +30,7 @@ import { startLocalStack, type LocalStack } from '../local/stack';
 import { Client, Executor } from '../sdk';
 import { RuntimePool } from '../workers/runtime/pool';
 import { encodeArgs } from '../sdk/codec';
+import { sleep } from '../core/retry';
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 const quick = process.argv.includes('--quick');
@@ -41,7 +42,7 @@ async function waitAll(client: Client, ids: string[]): Promise<void> {
   while (pending.length) {
     const { tasks } = await client.getTasks(pending);
     pending = tasks.filter((t) => !['success', 'failed', 'cancelled'].includes(t.status)).map((t) => t.task_id);
-    if (pending.length) await new Promise((r) => setTimeout(r, 100));
+    if (pending.length) await sleep(100);
   }
 }
 
@@ -236,7 +237,7 @@ async function benchUsers(stack: LocalStack, owner: Client): Promise<void> {
   const roundTrip = async (c: Client, fn: string): Promise<number> => {
     const t0 = performance.now();
     const [id] = (await c.batchRun(ep.endpoint_id, [{ function_id: fn, args: [] }])).task_ids;
-    while (!['success', 'failed'].includes((await c.getTask(id!)).status)) await new Promise((r) => setTimeout(r, 2));
+    while (!['success', 'failed'].includes((await c.getTask(id!)).status)) await sleep(2);
     return performance.now() - t0;
   };
   console.log("| runtime | owner, steady (p50) | a new user's first task (p50 over users) | that user's next tasks (p50) |");
@@ -279,7 +280,7 @@ async function benchSqs(): Promise<void> {
   const { tmpdir } = await import('node:os');
   const { join } = await import('node:path');
   const sqsSdk = await import('@aws-sdk/client-sqs');
-  const { startSqsServer } = await import('../local/sqs-server');
+  const { startSqsServer } = await import('../local/sqs/server');
   console.log('\n## Local SQS server: cost per call by messages held (on disk)\n');
   console.log(
     '| storage | messages held | SendMessage: mean, p50, p99 | ReceiveMessage+DeleteMessage: mean, p50, p99 | fill (SendMessageBatch of 10) | bytes on disk after |',
@@ -327,7 +328,7 @@ async function benchSqs(): Promise<void> {
         };
         await Promise.all(Array.from({ length: 8 }, filler));
         const fillSecs = (performance.now() - t0) / 1000;
-        await new Promise((r) => setTimeout(r, 500));
+        await sleep(500);
         const sends: number[] = [];
         for (let i = 0; i < ops; i++) {
           const s = performance.now();
@@ -410,7 +411,7 @@ async function benchSlurm(stack: LocalStack, client: Client): Promise<void> {
     const colds: number[] = [];
     for (let i = 0; i < (quick ? 2 : 3); i++) {
       // Cold: wait until the idle block is gone, then one task.
-      while (manager.status().blocks.some((b) => b.state !== 'ended')) await new Promise((r) => setTimeout(r, 250));
+      while (manager.status().blocks.some((b) => b.state !== 'ended')) await sleep(250);
       const t0 = performance.now();
       await waitAll(client, (await client.batchRun(ep.endpoint_id, [{ function_id: fn, args: [] }])).task_ids);
       colds.push(performance.now() - t0);

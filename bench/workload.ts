@@ -10,11 +10,11 @@ import { spawnAgentProcess, type AgentProcess } from '../local/agent-process';
 import { Client, Executor } from '../sdk';
 import type { WorkloadFigures } from './bullmq-baseline';
 import type { StackChild, StackCounts } from './stack-child';
+import { sleep } from '../core/retry';
 
 const fmt = (n: number, d = 1) => n.toFixed(d);
 export const percentile = (xs: number[], p: number) =>
   [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((p / 100) * xs.length))]!;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const FINAL = ['success', 'failed', 'cancelled'];
 
 /** An agent for `ep` from the bundle the container runs, with `poolSize` runtime processes of each of `runtimes`. */

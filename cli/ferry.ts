@@ -11,6 +11,7 @@ import { FINAL, type TaskView } from '../sdk/types';
 import { localDataDir } from '../core/install';
 import { keyValues, table } from './output';
 import { addTokenCommands } from './token';
+import { sleep } from '../core/retry';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, error: 1, usage: 2, taskFailed: 3, timeout: 4 } as const;
@@ -435,7 +436,7 @@ async function waitFor(c: Client, ids: string[], timeoutMs: number | undefined, 
         longPoll = false;
       }
     }
-    await new Promise((r) => setTimeout(r, Math.min(delay, left)));
+    await sleep(Math.min(delay, left));
     delay = Math.min(1000, delay * 1.5);
     await read(open);
   }

@@ -4,8 +4,9 @@
  */
 import { setTimeout as sleepFor } from 'node:timers/promises';
 
-/** Resolve after `ms`; `signal` rejects it early with an AbortError. */
-export const sleep = (ms: number, signal?: AbortSignal): Promise<void> => sleepFor(ms, undefined, { signal });
+/** Resolve after `ms`; `signal` rejects it early with an AbortError; `ref: false` lets the process exit meanwhile. */
+export const sleep = (ms: number, signal?: AbortSignal, { ref = true }: { ref?: boolean } = {}): Promise<void> =>
+  sleepFor(ms, undefined, { signal, ref });
 
 export interface Backoff {
   /** The delay before the first retry, doubled for each further one. */

@@ -18,6 +18,7 @@ import type { LocalIam } from './iam';
 import type { DirectCall } from './in-process-http';
 import { listenOnLoopback, type LoopbackServer } from './listen';
 import { AuthError, type AuthFailure } from './sigv4';
+import { sleep } from '../core/retry';
 
 export interface DynamoServer extends LoopbackServer {
   /**
@@ -227,7 +228,7 @@ async function createTableAndWait(client: DynamoDBClient, def: CreateTableComman
   for (let i = 0; i < 200; i++) {
     const status = (await client.send(new DescribeTableCommand({ TableName: def.TableName }))).Table?.TableStatus;
     if (status === 'ACTIVE') return;
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
   }
   throw new Error(`table ${def.TableName} did not become active`);
 }
@@ -242,7 +243,7 @@ export async function deleteTableAndWait(client: DynamoDBClient, tableName: stri
       if ((err as { name?: string }).name === 'ResourceNotFoundException') return;
       throw err;
     }
-    await new Promise((r) => setTimeout(r, 10));
+    await sleep(10);
   }
   throw new Error(`table ${tableName} was not deleted`);
 }

@@ -1,6 +1,7 @@
 import { DeleteMessageBatchCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import type { SQSBatchResponse, SQSEvent, SQSRecord } from 'aws-lambda';
-import { inProcessQueue } from './sqs-server';
+import { inProcessQueue } from './sqs/server';
+import { sleep } from '../core/retry';
 
 /**
  * A stand-in for Lambda's SQS event source mapping: long-polls a queue, hands batches to the
@@ -79,7 +80,7 @@ export function startSqsEventSource(opts: {
       } catch (err) {
         if (stopped) return;
         console.error('local event source: receive failed', String(err));
-        await new Promise((r) => setTimeout(r, 1000));
+        await sleep(1000);
         continue;
       }
       if (!messages.length) continue;

@@ -7,6 +7,7 @@ import { getEndpoint } from '../core/tables/endpoints';
 import { spawnAgentProcess } from './agent-process';
 import { startLocalStack } from './stack';
 import { AgentSupervisor } from './supervisor';
+import { sleep } from '../core/retry';
 
 /**
  * `npm start`: the whole of Ferry on this machine, data under .ferry/ (~/.ferry/local for `ferry local up` from the CLI package; FERRY_HOME to change), the API on
@@ -91,7 +92,7 @@ Press Ctrl-C to stop (running tasks get ${Math.round(graceMs / 1000)} s to finis
   let draining = false;
   let stoppingNow = false;
   const closeStack = async () => {
-    const closed = await Promise.race([stack.close().then(() => true), sleep(STACK_CLOSE_MS).then(() => false)]);
+    const closed = await Promise.race([stack.close().then(() => true), sleep(STACK_CLOSE_MS, undefined, { ref: false }).then(() => false)]);
     if (!closed) console.error(`the local stack did not close within ${STACK_CLOSE_MS / 1000} s; exiting anyway`);
   };
   const drain = async (signal: NodeJS.Signals) => {
@@ -132,7 +133,6 @@ Press Ctrl-C to stop (running tasks get ${Math.round(graceMs / 1000)} s to finis
 const STOP_MARGIN_MS = 15_000;
 /** The stack's servers close in well under a second; this only guards against a hang. */
 const STACK_CLOSE_MS = 10_000;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms).unref());
 
 if (require.main === module) {
   startLocal().catch((err) => {

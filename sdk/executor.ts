@@ -5,6 +5,7 @@ import { FerryApiError, ResultsUnavailable, TaskCancelled } from './errors';
 import { ComputeFuture } from './future';
 import { checkResourceSpecification, ShellFunction, type ShellResult } from './shell';
 import { FINAL, type ResourceSpecification, type Runtime, type TaskSpec, type TaskView } from './types';
+import { backoffMs, sleep } from '../core/retry';
 
 export interface ExecutorOptions extends ClientOptions {
   endpointId: string;
@@ -96,7 +97,6 @@ const MAX_WAIT_IDS = 1000;
 const MAX_WAITS = 4;
 // Tasks left out of every wait for pollMaxMs (the waits under way name long tasks) get waits of their own, up to this many in all.
 const MAX_WAITS_OVERFLOW = 16;
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 type AnyFn = (...args: any[]) => unknown;
 
@@ -427,7 +427,7 @@ export class Executor {
         this.waitFailures = 0;
         return;
       }
-      await sleep(Math.min(this.opts.pollMaxMs ?? 1000, (this.opts.pollMinMs ?? 10) * 2 ** this.waitFailures));
+      await sleep(backoffMs(this.waitFailures, { baseMs: this.opts.pollMinMs ?? 10, capMs: this.opts.pollMaxMs ?? 1000, jitter: 'none' }));
     }
   }
 

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { backoffMs, sleep } from '../core/retry';
 import { FerryApiError } from './errors';
 
 export interface HttpOptions {
@@ -10,7 +11,6 @@ export interface HttpOptions {
 }
 
 const RETRYABLE = new Set([429, 500, 502, 503, 504]);
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * JSON over HTTPS with retries. POSTs that create things carry an Idempotency-Key, the same on
@@ -77,4 +77,4 @@ function toApiError(status: number, text: string): FerryApiError {
 }
 
 // Exponential backoff with full jitter, capped at 5 s.
-const backoff = (attempt: number) => Math.random() * Math.min(5000, 100 * 2 ** attempt);
+const backoff = (attempt: number) => backoffMs(attempt, { baseMs: 100, capMs: 5_000, jitter: 'full' });

@@ -1,13 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { availableParallelism, hostname } from 'node:os';
-import {
-  ChangeMessageVisibilityBatchCommand,
-  DeleteMessageBatchCommand,
-  DeleteMessageCommand,
-  ReceiveMessageCommand,
-  type Message,
-  type SQSClient,
-} from '@aws-sdk/client-sqs';
+import { DeleteMessageCommand, ReceiveMessageCommand, type Message, type SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { exceptionKey, readPayload, resultKey, storePayload } from '../core/bucket';
 import { makeS3Client, makeSqsClient, sdkCallCounts } from '../core/clients';
@@ -15,7 +8,7 @@ import type { WorkerGrant } from '../core/credentials';
 import { parseBody, taskMessageSchema, type ResultMessage, type TaskInMessage, type TaskMessage } from '../core/messages';
 import { sendBatches } from '../core/queues/batch-send';
 import type { Envelope } from '../core/payload';
-import { TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
+import { changeVisibility, deleteMessages, TASK_VISIBILITY_SECONDS } from '../core/queues/endpoint-queue';
 import { backoffSleep, GrantKeeper } from './grant';
 import { resolveIsolation, type Isolation } from './runtime/isolation';
 import { taskLimitSettingsFromEnv, type TaskLimitSettings } from './runtime/limits';
@@ -189,19 +182,7 @@ export class DirectTaskSource implements TaskSource {
       );
       return new Set(failed.map(Number));
     });
-    this.finished = new Batcher(async (receipts) => {
-      const failed = new Set<number>();
-      for (let i = 0; i < receipts.length; i += 10) {
-        const out = await this.sqs.send(
-          new DeleteMessageBatchCommand({
-            QueueUrl: this.grant.queue_url,
-            Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })),
-          }),
-        );
-        for (const f of out.Failed ?? []) failed.add(Number(f.Id));
-      }
-      return failed;
-    });
+    this.finished = new Batcher((receipts) => deleteMessages(this.sqs, this.grant.queue_url, receipts));
     return { endpointId: this.endpointId, ownerId: this.grant.owner_id };
   }
 
@@ -271,26 +252,6 @@ export class DirectTaskSource implements TaskSource {
     this.keeper?.stop();
     this.sqs?.destroy();
     this.s3?.destroy();
-  }
-}
-
-/** ChangeMessageVisibilityBatch in tens; failures are logged, not thrown. */
-export async function changeVisibility(
-  sqs: SQSClient,
-  queueUrl: string,
-  receipts: string[],
-  seconds: number,
-  onError: (err: unknown) => void,
-): Promise<void> {
-  for (let i = 0; i < receipts.length; i += 10) {
-    await sqs
-      .send(
-        new ChangeMessageVisibilityBatchCommand({
-          QueueUrl: queueUrl,
-          Entries: receipts.slice(i, i + 10).map((r, j) => ({ Id: String(j), ReceiptHandle: r, VisibilityTimeout: seconds })),
-        }),
-      )
-      .catch(onError);
   }
 }
 

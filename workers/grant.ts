@@ -1,5 +1,6 @@
 import type { AwsCredentialIdentity } from '@aws-sdk/types';
 import type { WorkerGrant } from '../core/credentials';
+import { backoffMs, sleep } from '../core/retry';
 
 /** The endpoint secret was refused: retrying cannot help, so the agent stops and says so. */
 export class SecretRefused extends Error {}
@@ -95,8 +96,5 @@ export class GrantKeeper {
   }
 }
 
-export function backoffSleep(attempt: number, capMs = 20_000): Promise<void> {
-  // Full jitter: spreads retries of many agents hitting the same fault.
-  const ms = Math.random() * Math.min(capMs, 250 * 2 ** attempt);
-  return new Promise((r) => setTimeout(r, ms));
-}
+/** Full jitter: spreads retries of many agents hitting the same fault. */
+export const backoffSleep = (attempt: number): Promise<void> => sleep(backoffMs(attempt, { baseMs: 250, capMs: 20_000, jitter: 'full' }));

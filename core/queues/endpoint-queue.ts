@@ -1,6 +1,7 @@
 import {
-  ChangeMessageVisibilityCommand,
+  ChangeMessageVisibilityBatchCommand,
   CreateQueueCommand,
+  DeleteMessageBatchCommand,
   DeleteQueueCommand,
   GetQueueAttributesCommand,
   SetQueueAttributesCommand,
@@ -10,6 +11,7 @@ import { sqsClient } from '../clients';
 import { config, endpointDlqName, endpointQueueName } from '../config';
 import { FerryError } from '../errors';
 import type { TaskMessage } from '../messages';
+import { chunk } from '../retry';
 import { sendBatches } from './batch-send';
 
 /** How long a received task stays invisible before the agent must extend it (its heartbeat). */
@@ -199,7 +201,55 @@ export async function queueDepth(queueUrl: string): Promise<{ queued: number; in
   };
 }
 
-/** Extend (or with 0, give back) a received message's invisibility. */
-export async function setVisibility(sqs: SQSClient, queueUrl: string, receiptHandle: string, seconds: number): Promise<void> {
-  await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl: queueUrl, ReceiptHandle: receiptHandle, VisibilityTimeout: seconds }));
+// SQS: at most 10 entries per DeleteMessageBatch and ChangeMessageVisibilityBatch.
+const MAX_BATCH_ENTRIES = 10;
+
+/**
+ * Delete received messages (DeleteMessageBatch in tens); returns the indexes of those SQS did not
+ * delete. With `onError`, a call that fails is told to it and counts all of its entries failed;
+ * without, it rejects.
+ */
+export async function deleteMessages(
+  sqs: SQSClient,
+  queueUrl: string,
+  receipts: readonly string[],
+  onError?: (err: unknown) => void,
+): Promise<Set<number>> {
+  const failed = new Set<number>();
+  let first = 0;
+  for (const part of chunk(receipts, MAX_BATCH_ENTRIES)) {
+    const i = first;
+    first += part.length;
+    try {
+      const out = await sqs.send(
+        new DeleteMessageBatchCommand({ QueueUrl: queueUrl, Entries: part.map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })) }),
+      );
+      for (const f of out.Failed ?? []) failed.add(Number(f.Id));
+    } catch (err) {
+      if (!onError) throw err;
+      onError(err);
+      part.forEach((_, j) => failed.add(i + j));
+    }
+  }
+  return failed;
+}
+
+/** Extend (or with 0, give back) received messages' invisibility (ChangeMessageVisibilityBatch in tens); failures are told to `onError`, not thrown. */
+export async function changeVisibility(
+  sqs: SQSClient,
+  queueUrl: string,
+  receipts: readonly string[],
+  seconds: number,
+  onError: (err: unknown) => void,
+): Promise<void> {
+  for (const part of chunk(receipts, MAX_BATCH_ENTRIES)) {
+    await sqs
+      .send(
+        new ChangeMessageVisibilityBatchCommand({
+          QueueUrl: queueUrl,
+          Entries: part.map((r, j) => ({ Id: String(j), ReceiptHandle: r, VisibilityTimeout: seconds })),
+        }),
+      )
+      .catch(onError);
+  }
 }

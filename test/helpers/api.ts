@@ -1,3 +1,4 @@
+import { sleep } from '../../core/retry';
 /** A tiny HTTP caller for tests: what curl would do, with the status kept beside the JSON. */
 export interface Answer<T = any> {
   status: number;
@@ -47,7 +48,7 @@ export async function eventually<T>(
     } catch (err) {
       last = err;
     }
-    await new Promise((r) => setTimeout(r, intervalMs));
+    await sleep(intervalMs);
   }
   throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync
 import { createServer } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { sleep } from '../../core/retry';
 
 /**
  * A real Slurm cluster of `nodes` nodes on this machine, for tests: its own slurm.conf (in a temp
@@ -127,7 +128,7 @@ export async function startSlurm(opts: { nodes?: number; cpus?: number } = {}): 
         `slurm did not come up: ${states.join('; ')}\n${readFileSync(join(dir, 'log', 'slurmctld.log'), 'utf8').slice(-2000)}`,
       );
     }
-    await new Promise((r) => setTimeout(r, 300));
+    await sleep(300);
   }
   return {
     dir,
@@ -139,7 +140,7 @@ export async function startSlurm(opts: { nodes?: number; cpus?: number } = {}): 
       // Jobs first, so no agent outlives its slurmd.
       run('scancel', ['--full', '--me']);
       const until = Date.now() + 15_000;
-      while (Date.now() < until && run('squeue', ['--noheader', '--me']).stdout.trim()) await new Promise((r) => setTimeout(r, 300));
+      while (Date.now() < until && run('squeue', ['--noheader', '--me']).stdout.trim()) await sleep(300);
       await Promise.all(
         daemons.map(
           (d) =>

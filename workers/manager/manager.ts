@@ -16,6 +16,7 @@ import type { BlockReport } from './block-agent';
 import { drainSeconds, walltimeSeconds, type EndpointConfig } from './config';
 import type { JobStatus, Provider } from './provider';
 import { Relay } from './relay';
+import { backoffMs, sleep } from '../../core/retry';
 
 export type BlockState = ManagerBlock['state'];
 
@@ -450,7 +451,7 @@ export class EndpointManager {
     if (!expected && b.agents.size === 0) {
       // Its agents never started (bad worker_init, a missing module, a node problem): do not resubmit in a tight loop.
       this.failedStarts++;
-      const waitMs = Math.min(300_000, (this.opts.pollMs ?? 5_000) * 2 ** Math.min(this.failedStarts, 16));
+      const waitMs = backoffMs(this.failedStarts, { baseMs: this.opts.pollMs ?? 5_000, capMs: 300_000, jitter: 'none' });
       this.holdSubmitsUntil = now + waitMs;
       this.log(
         `block ${b.blockId} (job ${b.jobId}) ended before its agents started: ${s.detail}${s.reason ? ` (${s.reason})` : ''}; see its output in ${this.opts.stateDir}`,
@@ -618,7 +619,7 @@ export class EndpointManager {
     }
     const deadline = Date.now() + graceMs;
     while (this.blocks.size && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 1_000));
+      await sleep(1_000);
       const statuses = await this.opts.provider.status(this.live().map((b) => b.jobId)).catch(() => new Map<string, JobStatus>());
       for (const b of this.live()) this.applyJobStatus(b, statuses.get(b.jobId), Date.now());
       this.writeStatus();

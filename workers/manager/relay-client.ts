@@ -1,6 +1,7 @@
 import { Batcher, type ReceivedMessage, type SourceInfo, type TaskSource } from '../agent';
 import { SecretRefused } from '../grant';
 import { inlineEnvelope, verifyPayload, type Envelope } from '../../core/payload';
+import { backoffMs, chunk, sleep } from '../../core/retry';
 import type { Codec } from '../../core/runtimes';
 
 /**
@@ -13,14 +14,17 @@ export class RelayTaskSource implements TaskSource {
   private onFatal: (err: Error) => void = () => undefined;
   private readonly outbox = new Batcher<string>(async (reports) => {
     const failed = new Set<number>();
-    for (let i = 0; i < reports.length; i += 10) {
+    // The manager takes ten reports a call (one SendMessageBatch).
+    let first = 0;
+    for (const part of chunk(reports, 10)) {
       try {
-        const out = (await this.call('POST', '/v1/relay/results', { reports: reports.slice(i, i + 10) })) as { failed: number[] };
-        for (const f of out.failed) failed.add(i + f);
+        const out = (await this.call('POST', '/v1/relay/results', { reports: part })) as { failed: number[] };
+        for (const f of out.failed) failed.add(first + f);
       } catch (err) {
         this.log('could not hand results to the manager', { error: String(err) });
-        for (let j = i; j < Math.min(reports.length, i + 10); j++) failed.add(j);
+        part.forEach((_, j) => failed.add(first + j));
       }
+      first += part.length;
     }
     return failed;
   });
@@ -79,7 +83,7 @@ export class RelayTaskSource implements TaskSource {
         hello = (await this.call('GET', '/v1/relay/hello')) as typeof hello;
       } catch (err) {
         if (err instanceof SecretRefused || attempt >= 5) throw err;
-        await new Promise((r) => setTimeout(r, 500 * 2 ** attempt));
+        await sleep(backoffMs(attempt, { baseMs: 500, capMs: 8_000, jitter: 'none' }));
       }
     }
     this.onFatal = onFatal;

@@ -1,13 +1,14 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { ReceiveMessageCommand, DeleteMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
+import { ReceiveMessageCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import type { S3Client } from '@aws-sdk/client-s3';
 import { endpointPrefix, exceptionKey, readPayload, resultKey, storePayload } from '../../core/bucket';
 import { parseBody } from '../../core/messages';
 import { envelopeSchema } from '../../core/payload';
 import { CODECS, type Codec } from '../../core/runtimes';
 import { sendBatches } from '../../core/queues/batch-send';
+import { changeVisibility, deleteMessages } from '../../core/queues/endpoint-queue';
+import { sleep } from '../../core/retry';
 import type { GrantKeeper } from '../grant';
-import { changeVisibility } from '../agent';
 
 /**
  * Relay mode: agents on compute nodes without outbound access get their tasks from the endpoint
@@ -224,7 +225,7 @@ export class Relay {
     const max = Math.min(10, Math.max(1, Number(url.searchParams.get('max')) || 1));
     const wait = Math.min(20, Math.max(0, Number(url.searchParams.get('wait')) || 0));
     if (this.stopping) {
-      await new Promise((r) => setTimeout(r, Math.min(wait, 1) * 1000));
+      await sleep(Math.min(wait, 1) * 1000);
       return [];
     }
     const abort = new AbortController();
@@ -267,24 +268,12 @@ export class Relay {
   }
 
   private async finish(receipts: string[]): Promise<number[]> {
-    const failed: number[] = [];
-    for (let i = 0; i < receipts.length; i += 10) {
-      const chunk = receipts.slice(i, i + 10);
-      try {
-        const out = await this.o.sqs.send(
-          new DeleteMessageBatchCommand({
-            QueueUrl: this.grant.queue_url,
-            Entries: chunk.map((r, j) => ({ Id: String(i + j), ReceiptHandle: r })),
-          }),
-        );
-        const bad = new Set((out.Failed ?? []).map((f) => Number(f.Id)));
-        chunk.forEach((r, j) => (bad.has(i + j) ? failed.push(i + j) : this.held.delete(r)));
-      } catch (err) {
-        this.o.log('could not delete finished messages', { error: String(err) });
-        chunk.forEach((_, j) => failed.push(i + j));
-      }
-    }
-    return failed;
+    const failed = await deleteMessages(this.o.sqs, this.grant.queue_url, receipts, (err) =>
+      this.o.log('could not delete finished messages', { error: String(err) }),
+    );
+    const notDeleted: number[] = [];
+    receipts.forEach((r, i) => (failed.has(i) ? notDeleted.push(i) : this.held.delete(r)));
+    return notDeleted;
   }
 }
 

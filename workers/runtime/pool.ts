@@ -19,6 +19,7 @@ import {
 } from './limits';
 import { CappedStream, taskOutput, type TaskOutput } from './output';
 import { confinedOwner, runCommand, type CommandOutcome, type CommandRequest } from './command';
+import { backoffMs } from '../../core/retry';
 
 /**
  * The isolated runtimes the worker agent runs user functions in: long-lived node and python
@@ -1000,7 +1001,7 @@ export class RuntimePool {
     }
     // During start() a failure rejects it instead (and close() follows). Back off so a runtime
     // that cannot start does not spin: 0.2 s, 0.4 s, ... up to 10 s.
-    const delay = Math.min(10_000, 100 * 2 ** group.startFailures);
+    const delay = backoffMs(group.startFailures, { baseMs: 100, capMs: 10_000, jitter: 'none' });
     group.retryAt = Date.now() + delay;
     if (this.started) setTimeout(() => this.replace(group), delay).unref();
   }
