@@ -12,6 +12,7 @@ import { localDataDir } from '../core/install';
 import { keyValues, table } from './output';
 import { addTokenCommands } from './token';
 import { sleep } from '../core/retry';
+import { FUNCTION_RUNTIMES, PROCESS_RUNTIMES, parseProcessRuntimes, type FunctionRuntime, type ProcessRuntime } from '../core/runtimes';
 
 /** Exit codes scripts can rely on. */
 export const EXIT = { ok: 0, error: 1, usage: 2, taskFailed: 3, timeout: 4 } as const;
@@ -181,7 +182,7 @@ export function buildProgram(): Command {
     .description('serve an endpoint from this machine (config from --config or FERRY_API_URL, FERRY_ENDPOINT_ID, FERRY_ENDPOINT_SECRET)')
     .option('--config <file>', 'a file written by `ferry endpoint register --write-config`')
     .option('--pool-size <n>', 'processes per runtime (default: one per core)')
-    .option('--runtimes <list>', 'node,python')
+    .option('--runtimes <list>', PROCESS_RUNTIMES.join(','))
     .addOption(
       new Option('--isolation <mode>', "how other users' tasks are kept apart (default: auto)").choices([
         'auto',
@@ -230,17 +231,15 @@ export function buildProgram(): Command {
         const env = { ...process.env, ...Object.fromEntries(Object.entries(flags).filter(([, v]) => v !== undefined)) };
         let cfg: ReturnType<typeof workerConfigFromEnv>;
         let settings: ReturnType<typeof workerSettingsFromEnv>;
+        let runtimes: ProcessRuntime[] | undefined;
         try {
           cfg = workerConfigFromEnv(env);
           settings = workerSettingsFromEnv(env);
+          runtimes = parseProcessRuntimes(o.runtimes);
         } catch (err) {
           throw new CliError((err as Error).message, EXIT.usage);
         }
-        const code = await runAgent(
-          cfg,
-          { poolSize: o.poolSize ? Number(o.poolSize) : undefined, runtimes: o.runtimes?.split(',') as never },
-          settings,
-        );
+        const code = await runAgent(cfg, { poolSize: o.poolSize ? Number(o.poolSize) : undefined, runtimes }, settings);
         process.exit(code);
       },
     );
@@ -254,7 +253,7 @@ export function buildProgram(): Command {
     .option('--name <name>')
     .option('--description <text>')
     .option('--entrypoint <name>', 'python: the function to call')
-    .addOption(new Option('--runtime <runtime>').choices(['node', 'python', 'shell', 'mpi']))
+    .addOption(new Option('--runtime <runtime>').choices(FUNCTION_RUNTIMES))
     .option('--command <cmd>', 'shell, mpi: the command template, instead of a file')
     .option('--walltime <seconds>', 'shell, mpi: kill the command after this long (its result: returncode 124)')
     .option('--snippet-lines <n>', 'shell, mpi: lines of stdout and stderr kept in the result (default 1000)')
@@ -326,7 +325,7 @@ interface FunctionOptions {
   name?: string;
   description?: string;
   entrypoint?: string;
-  runtime?: 'node' | 'python' | 'shell' | 'mpi';
+  runtime?: FunctionRuntime;
   command?: string;
   walltime?: string;
   snippetLines?: string;
@@ -368,7 +367,7 @@ function functionSpecOf(file: string | undefined, o: FunctionOptions): FunctionS
   }
 }
 
-function functionFromFile(file: string, o: { name?: string; entrypoint?: string; runtime?: 'node' | 'python' }) {
+function functionFromFile(file: string, o: { name?: string; entrypoint?: string; runtime?: ProcessRuntime }) {
   const runtime = o.runtime ?? (extname(file) === '.py' ? 'python' : 'node');
   if (runtime === 'python' && !o.entrypoint) throw new CliError('python functions need --entrypoint', EXIT.usage);
   const source = readFileSync(file, 'utf8').trim();

@@ -11,6 +11,26 @@ export type FunctionRuntime = (typeof FUNCTION_RUNTIMES)[number];
 export const PROCESS_RUNTIMES = ['node', 'python'] as const;
 export type ProcessRuntime = (typeof PROCESS_RUNTIMES)[number];
 
+const isProcessRuntime = (name: string): name is ProcessRuntime => (PROCESS_RUNTIMES as readonly string[]).includes(name);
+
+/**
+ * A comma-separated list of process runtimes (FERRY_RUNTIMES, `--runtimes`); undefined when unset.
+ * Throws on a name that is not one of PROCESS_RUNTIMES.
+ */
+export function parseProcessRuntimes(list: string | undefined): ProcessRuntime[] | undefined {
+  if (list === undefined) return undefined;
+  const names = list
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+  const runtimes = names.filter(isProcessRuntime);
+  if (runtimes.length < names.length) {
+    const unknown = names.filter((n) => !isProcessRuntime(n));
+    throw new Error(`unknown runtime ${unknown.join(', ')} (runtimes: ${PROCESS_RUNTIMES.join(', ')})`);
+  }
+  return runtimes;
+}
+
 /** How a payload's bytes are encoded: JSON for every runtime, or a runtime's own serializer. */
 export const CODECS = ['json', 'node-v8', 'python-pickle'] as const;
 export type Codec = (typeof CODECS)[number];

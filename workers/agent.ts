@@ -15,7 +15,7 @@ import { taskLimitSettingsFromEnv, type TaskLimitSettings } from './runtime/limi
 import { describeMpiLauncher, resolveMpiLauncher, type MpiLauncher } from './runtime/mpi';
 import { fitOutput } from './runtime/output';
 import { RuntimePool, type RunOutcome } from './runtime/pool';
-import type { Codec, ProcessRuntime } from '../core/runtimes';
+import { PROCESS_RUNTIMES, type Codec, type ProcessRuntime } from '../core/runtimes';
 import { ShellRunner } from './runtime/shell';
 
 export const AGENT_VERSION = '0.1.0';
@@ -521,7 +521,7 @@ export class WorkerAgent {
 
   /** What this agent runs: its runtime processes' languages, shell commands, and mpi when it has a launcher. */
   get runtimes(): string[] {
-    return [...(this.opts.runtimes ?? ['node', 'python']), 'shell', ...(this.mpi ? ['mpi'] : [])];
+    return [...(this.opts.runtimes ?? PROCESS_RUNTIMES), 'shell', ...(this.mpi ? ['mpi'] : [])];
   }
 
   private taskLimits(): TaskLimitSettings {

@@ -11,7 +11,7 @@ import {
   type MpiLauncher,
   type MpiLauncherSetting,
 } from './runtime/mpi';
-import type { ProcessRuntime } from '../core/runtimes';
+import { parseProcessRuntimes, type ProcessRuntime } from '../core/runtimes';
 
 /**
  * The agent's process entry, configured by environment variables (the container's way) or a
@@ -262,9 +262,11 @@ const int = (v: string | undefined) => (v && /^\d+$/.test(v) ? Number(v) : undef
 if (require.main === module) {
   let cfg: WorkerConfig;
   let settings: WorkerSettings;
+  let runtimes: ProcessRuntime[] | undefined;
   try {
     cfg = workerConfigFromEnv();
     settings = workerSettingsFromEnv();
+    runtimes = parseProcessRuntimes(process.env.FERRY_RUNTIMES);
   } catch (err) {
     console.error(`ferry worker: ${(err as Error).message}`);
     process.exit(2);
@@ -273,7 +275,7 @@ if (require.main === module) {
     cfg,
     {
       poolSize: int(process.env.FERRY_POOL_SIZE),
-      runtimes: process.env.FERRY_RUNTIMES?.split(',').map((s) => s.trim()) as ProcessRuntime[] | undefined,
+      runtimes,
       graceMs: int(process.env.FERRY_GRACE_MS),
       heartbeatMs: int(process.env.FERRY_HEARTBEAT_MS),
       visibilitySeconds: int(process.env.FERRY_VISIBILITY_SECONDS),

@@ -9,7 +9,7 @@ import {
   workerSettingsFromEnv,
   type WorkerConfig,
 } from '../main';
-import type { ProcessRuntime } from '../../core/runtimes';
+import { parseProcessRuntimes } from '../../core/runtimes';
 import { RelayTaskSource } from './relay-client';
 
 /**
@@ -78,7 +78,7 @@ async function main(env = process.env): Promise<number> {
     endpointSecret: cfg.endpoint_secret,
     workerId: `${hostname()}-${blockId}-${jobId}-${process.pid}`,
     poolSize: int(env.FERRY_POOL_SIZE),
-    runtimes: env.FERRY_RUNTIMES?.split(',').map((s) => s.trim()) as ProcessRuntime[] | undefined,
+    runtimes: parseProcessRuntimes(env.FERRY_RUNTIMES),
     graceMs: int(env.FERRY_GRACE_MS),
     heartbeatMs: int(env.FERRY_HEARTBEAT_MS),
     visibilitySeconds: int(env.FERRY_VISIBILITY_SECONDS),

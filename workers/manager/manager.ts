@@ -17,6 +17,7 @@ import { drainSeconds, walltimeSeconds, type EndpointConfig } from './config';
 import type { JobStatus, Provider } from './provider';
 import { Relay } from './relay';
 import { backoffMs, sleep } from '../../core/retry';
+import { PROCESS_RUNTIMES } from '../../core/runtimes';
 
 export type BlockState = ManagerBlock['state'];
 
@@ -542,7 +543,7 @@ export class EndpointManager {
   private agentBeats(stopped: boolean, every: number): Record<string, unknown>[] {
     const beats: Record<string, unknown>[] = [];
     const alive = new Set<string>();
-    const runtimes = process.env.FERRY_RUNTIMES?.split(',').map((r) => r.trim()) ?? ['node', 'python'];
+    const runtimes = process.env.FERRY_RUNTIMES?.split(',').map((r) => r.trim()) ?? PROCESS_RUNTIMES;
     for (const b of this.live()) {
       for (const r of b.agents.values()) {
         if (r.stopped || stopped) continue;
