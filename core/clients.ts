@@ -4,6 +4,7 @@ import { S3Client } from '@aws-sdk/client-s3';
 import { SQSClient } from '@aws-sdk/client-sqs';
 import { STSClient } from '@aws-sdk/client-sts';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
+import type { InitializeHandlerOptions, InitializeMiddleware, MetadataBearer } from '@smithy/types';
 import { config } from './config';
 
 /**
@@ -25,7 +26,9 @@ export const resetSdkCallCounts = (): void => {
   sdkWriteUnits.clear();
 };
 
-type AnyClient = { middlewareStack: { add: (mw: any, opts: any) => void } };
+/** Any AWS SDK v3 client, as far as adding a middleware at the initialize step goes. */
+type Middleware = InitializeMiddleware<object, MetadataBearer>;
+type AnyClient = { middlewareStack: { add(mw: Middleware, opts: InitializeHandlerOptions): void } };
 
 /**
  * Called with every client built here, before first use. A Lambda registers the X-Ray tracer's
@@ -61,32 +64,37 @@ function recordCapacity(consumed: ConsumedCapacity | ConsumedCapacity[] | undefi
 }
 
 /** Asks every write for its consumed capacity (table and indexes) and sums it into sdkWriteUnits. */
-const capacityCounter = (next: any, context: any) => async (args: any) => {
+const capacityCounter: Middleware = (next, context) => async (args) => {
   if (!WRITE_COMMANDS.test(String(context.commandName))) return next(args);
-  args.input.ReturnConsumedCapacity = 'INDEXES';
+  (args.input as { ReturnConsumedCapacity?: string }).ReturnConsumedCapacity = 'INDEXES';
   try {
     const result = await next(args);
-    recordCapacity(result.output?.ConsumedCapacity);
+    recordCapacity((result.output as { ConsumedCapacity?: ConsumedCapacity | ConsumedCapacity[] } | undefined)?.ConsumedCapacity);
     return result;
-  } catch (err: any) {
-    if (/ConditionalCheckFailed|TransactionCanceled/.test(String(err?.name))) addUnits('conditional-check-failed', 1);
+  } catch (err) {
+    if (/ConditionalCheckFailed|TransactionCanceled/.test(String((err as { name?: unknown } | undefined)?.name))) {
+      addUnits('conditional-check-failed', 1);
+    }
     throw err;
   }
 };
+
+/** Counts every call by service and command (sdkCallCounts). */
+const callCounter =
+  (service: string): Middleware =>
+  (next, context) =>
+  (args) => {
+    const key = `${service}.${String(context.commandName ?? 'Unknown').replace(/Command$/, '')}`;
+    sdkCallCounts.set(key, (sdkCallCounts.get(key) ?? 0) + 1);
+    return next(args);
+  };
 
 function counted<C extends AnyClient>(client: C, service: string): C {
   if (clientHook) client = clientHook(client);
   if (service === 'DynamoDB' && /^(1|true|on|yes)$/i.test(process.env.FERRY_COUNT_CAPACITY ?? '')) {
     client.middlewareStack.add(capacityCounter, { step: 'initialize', name: 'ferryCapacityCounter' });
   }
-  client.middlewareStack.add(
-    (next: any, context: any) => (args: any) => {
-      const key = `${service}.${String(context.commandName ?? 'Unknown').replace(/Command$/, '')}`;
-      sdkCallCounts.set(key, (sdkCallCounts.get(key) ?? 0) + 1);
-      return next(args);
-    },
-    { step: 'initialize', name: 'ferryCallCounter' },
-  );
+  client.middlewareStack.add(callCounter(service), { step: 'initialize', name: 'ferryCallCounter' });
   return client;
 }
 

@@ -123,12 +123,21 @@ export async function setSharing(endpointId: string, sharing: EndpointSharing): 
   const removes: string[] = [];
   const names: Record<string, string> = {};
   const values: Record<string, unknown> = {};
-  if (sharing.public !== undefined) (sets.push('#p = :p'), (names['#p'] = 'public'), (values[':p'] = sharing.public));
-  if (sharing.shared_with !== undefined) (sets.push('shared_with = :s'), (values[':s'] = sharing.shared_with));
+  if (sharing.public !== undefined) {
+    sets.push('#p = :p');
+    names['#p'] = 'public';
+    values[':p'] = sharing.public;
+  }
+  if (sharing.shared_with !== undefined) {
+    sets.push('shared_with = :s');
+    values[':s'] = sharing.shared_with;
+  }
   if (sharing.allowed_functions !== undefined) {
     const allowed = allowedFunctionList(sharing.allowed_functions);
-    if (allowed) (sets.push('allowed_functions = :a'), (values[':a'] = allowed));
-    else removes.push('allowed_functions');
+    if (allowed) {
+      sets.push('allowed_functions = :a');
+      values[':a'] = allowed;
+    } else removes.push('allowed_functions');
   }
   if (!sets.length && !removes.length) return getEndpoint(endpointId, { consistent: true });
   try {

@@ -163,7 +163,11 @@ const cacheKey = (shareId: string) => `${table()}/${shareId}`;
 function cached(shareId: string): ShareRecord | undefined {
   const key = cacheKey(shareId);
   const hit = shareCache.get(key);
-  if (hit) (shareCache.delete(key), shareCache.set(key, hit));
+  if (hit) {
+    // Least recently used out: a hit moves to the end of the map's order.
+    shareCache.delete(key);
+    shareCache.set(key, hit);
+  }
   return hit?.share;
 }
 
@@ -456,7 +460,7 @@ export async function queryGroup(
     });
     const page = (out.Items ?? []) as GroupIndexItem[];
     const shares = await Promise.all(
-      page.map((i) => (i.task_id.startsWith('share#') ? getShare(i.task_id.slice('share#'.length)) : undefined)),
+      page.map(async (i) => (i.task_id.startsWith('share#') ? getShare(i.task_id.slice('share#'.length)) : undefined)),
     );
     for (const [k, i] of page.entries()) {
       owners.add(i.owner);
@@ -549,7 +553,7 @@ export const markerShare = (key: string): string | undefined => (key.startsWith(
 
 /** The task ids behind `open-since-index` items: a marker's share's tasks, or the (pre-share) task itself. */
 export async function openTaskIds(keys: readonly string[]): Promise<string[]> {
-  const shares = await Promise.all(keys.map((k) => (markerShare(k) ? getShare(markerShare(k)!, { consistent: true }) : undefined)));
+  const shares = await Promise.all(keys.map(async (k) => (markerShare(k) ? getShare(markerShare(k)!, { consistent: true }) : undefined)));
   return keys.flatMap((k, i) => (markerShare(k) ? (shares[i] ? shareTaskIds(shares[i]!) : []) : [k]));
 }
 
@@ -586,10 +590,15 @@ function moveParts(to: TaskState, change: TransitionChange, at: Date) {
   };
   const sets = ['#s = :to', 'updated_at = :now'];
   from.forEach((s, i) => (values[`:f${i}`] = s));
-  if (change.result) (sets.push('#r = :r'), (names['#r'] = 'result'), (values[':r'] = change.result));
-  if (change.exception) (sets.push('#x = :x'), (names['#x'] = 'exception'), (values[':x'] = change.exception));
-  if (change.output) (sets.push('#o = :o'), (names['#o'] = 'output'), (values[':o'] = change.output));
-  if (change.workerId) (sets.push('worker_id = :w'), (values[':w'] = change.workerId));
+  const set = (clause: string, value: string, v: unknown, name?: [string, string]) => {
+    sets.push(clause);
+    values[value] = v;
+    if (name) names[name[0]] = name[1];
+  };
+  if (change.result) set('#r = :r', ':r', change.result, ['#r', 'result']);
+  if (change.exception) set('#x = :x', ':x', change.exception, ['#x', 'exception']);
+  if (change.output) set('#o = :o', ':o', change.output, ['#o', 'output']);
+  if (change.workerId) set('worker_id = :w', ':w', change.workerId);
   return { from, names, values, sets, inFrom: `#s IN (${from.map((_, i) => `:f${i}`).join(', ')})` };
 }
 
@@ -651,8 +660,14 @@ async function transitionLegacy(taskId: string, to: TaskState, change: Transitio
   // `owner`: only a whole task item, never a share's task item whose share is gone.
   let condition = `attribute_exists(#owner) AND ${inFrom}`;
   names['#owner'] = 'owner';
-  if (change.endpointId) ((condition += ' AND endpoint_id = :ep'), (values[':ep'] = change.endpointId));
-  if (change.ifUpdatedAt) ((condition += ' AND updated_at = :seen'), (values[':seen'] = change.ifUpdatedAt));
+  if (change.endpointId) {
+    condition += ' AND endpoint_id = :ep';
+    values[':ep'] = change.endpointId;
+  }
+  if (change.ifUpdatedAt) {
+    condition += ' AND updated_at = :seen';
+    values[':seen'] = change.ifUpdatedAt;
+  }
   if (FINAL_STATES.includes(to)) {
     sets.push('completed_at = :now', 'expires_at = :exp');
     values[':exp'] = Math.floor(at.getTime() / 1000) + config().resultTtlDays * 86400;

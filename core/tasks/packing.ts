@@ -17,7 +17,11 @@ export function shareLayout(tasks: readonly SubmitTaskInput[]): number[] {
   let bytes = 0;
   for (const t of tasks) {
     const size = Math.min(cap, Math.ceil(Buffer.byteLength(JSON.stringify(t)) * 1.4) + 512);
-    if (n && (n >= MAX_SHARE_TASKS || bytes + size > MAX_SHARE_BYTES)) (layout.push(n), (n = 0), (bytes = 0));
+    if (n && (n >= MAX_SHARE_TASKS || bytes + size > MAX_SHARE_BYTES)) {
+      layout.push(n);
+      n = 0;
+      bytes = 0;
+    }
     n++;
     bytes += size;
   }
@@ -25,7 +29,7 @@ export function shareLayout(tasks: readonly SubmitTaskInput[]): number[] {
   return layout;
 }
 
-// SQS bills each 64 KiB of a message as one request: a bundle stays within one chunk where it can.
+// SQS bills each 64 KiB of a message as one request: a message of two or more tasks stays within one chunk.
 const BUNDLE_BYTES = 64 * 1024;
 // Small submits go one task per message so every idle worker can take one; large ones share.
 const MESSAGES_PER_SUBMIT = 50;
@@ -35,6 +39,9 @@ const MAX_BUNDLE = 10;
  * Pack tasks into messages, one function per message: a submit of n tasks uses about
  * min(n, 50) messages (at most 10 tasks each), so at batch 100 it takes 5 SendMessageBatch
  * calls, not 10, while small batches still spread across workers one task at a time.
+ * A message that bundles tasks is at most BUNDLE_BYTES of JSON (one SQS billing chunk); a task
+ * that does not fit one chunk with its function travels alone (its inline arguments, up to the
+ * inline limit before base64, and the function's source are what make it large).
  */
 export function bundleTasks(
   endpointId: string,
@@ -61,7 +68,9 @@ export function bundleTasks(
       function: { function_id: fn.function_id, runtime: fn.runtime, source: fn.source, entrypoint: fn.entrypoint, shell: fn.shell },
       submitted_at: now,
     };
-    let bytes = Buffer.byteLength(JSON.stringify(base));
+    // Counted as sent (core/queues/endpoint-queue.ts queueTasks): the base, its tasks array, a comma between tasks.
+    const empty = Buffer.byteLength(JSON.stringify({ ...base, tasks: [] }));
+    let bytes = empty;
     let tasks: TaskMessage['tasks'] = [];
     for (const r of group) {
       const task = {
@@ -72,13 +81,13 @@ export function bundleTasks(
         ...(r.resource_specification ? { resource_specification: r.resource_specification } : {}),
       };
       const size = Buffer.byteLength(JSON.stringify(task));
-      if (tasks.length && (tasks.length >= perMessage || bytes + size > BUNDLE_BYTES)) {
+      if (tasks.length && (tasks.length >= perMessage || bytes + 1 + size > BUNDLE_BYTES)) {
         messages.push({ ...base, tasks });
         tasks = [];
-        bytes = Buffer.byteLength(JSON.stringify(base));
+        bytes = empty;
       }
+      bytes += size + (tasks.length ? 1 : 0);
       tasks.push(task);
-      bytes += size;
     }
     if (tasks.length) messages.push({ ...base, tasks });
   }

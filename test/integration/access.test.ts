@@ -32,6 +32,7 @@ import { putBytes } from '../../core/bucket';
 import type { ResultMessage } from '../../core/messages';
 import { startLocalStack, type AdminCredentialsFile, type LocalStack } from '../../local/stack';
 import { caller, eventually, vendedCredentials } from '../helpers/api';
+import type { WorkerGrant } from '../../core/credentials';
 
 /**
  * The local AWS servers enforce what IAM enforces in AWS: SigV4 against known keys, and for
@@ -50,7 +51,7 @@ let fnId: string;
 interface Endpoint {
   id: string;
   secret: string;
-  grant: any;
+  grant: WorkerGrant;
   credentials: AwsCredentialIdentity;
   sqs: SQSClient;
   s3: S3Client;
@@ -131,7 +132,10 @@ beforeAll(async () => {
   b = await endpoint('b');
 });
 afterAll(async () => {
-  for (const e of [a, b]) (e?.sqs.destroy(), e?.s3.destroy());
+  for (const e of [a, b]) {
+    e?.sqs.destroy();
+    e?.s3.destroy();
+  }
   await stack?.close();
 });
 

@@ -4,6 +4,7 @@ import { taskMessageSchema, type ResultMessage } from '../../core/messages';
 import { MAX_RESPONSE_BYTES, observeApiResponses, startApiServer, type ApiResponseRecord, type ApiServer } from '../../local/api-server';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { caller, eventually, vendedCredentials } from '../helpers/api';
+import type { TaskView } from '../../core/tasks/views';
 
 /**
  * The limits AWS puts on the API, as the local stand-in enforces them (10 MB request, 6 MB Lambda
@@ -109,11 +110,11 @@ async function finishedTasks(n: number): Promise<{ groupId: string; ids: string[
 }
 
 /** Every view, asking again for what each answer names unread; the number of requests it took. */
-async function readAll(ids: string[]): Promise<any[]> {
-  const views: any[] = [];
+async function readAll(ids: string[]): Promise<TaskView[]> {
+  const views: TaskView[] = [];
   let ask = ids;
   while (ask.length) {
-    const r = await alice('POST', '/v1/tasks/batch', { task_ids: ask });
+    const r = await alice<{ tasks: TaskView[]; unread: string[] }>('POST', '/v1/tasks/batch', { task_ids: ask });
     expect(r.status).toBe(200);
     expect(r.body.tasks.length).toBeGreaterThan(0);
     views.push(...r.body.tasks);
@@ -202,8 +203,8 @@ describe('task reads answer what fits and name the rest', () => {
     expect(all.map((v) => v.task_id)).toEqual(tasks.ids);
     // Each JSON result once, as its value: no base64 copy beside it.
     for (const v of all) {
-      expect(v.result.value.task).toBe(v.task_id);
-      expect(v.result.data).toBeUndefined();
+      expect((v.result!.value as { task: string }).task).toBe(v.task_id);
+      expect(v.result!.data).toBeUndefined();
     }
     expect(Math.max(...seen.map((r) => r.payloadBytes))).toBeLessThanOrEqual(MAX_RESPONSE_BYTES);
   });

@@ -8,7 +8,7 @@ import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { dynamo, sqsClient } from '../../core/clients';
 import { config } from '../../core/config';
 import { startLocalStack, type LocalStack } from '../../local/stack';
-import { caller, eventually } from '../helpers/api';
+import { caller, eventually, type Answer } from '../helpers/api';
 
 jest.setTimeout(60_000);
 
@@ -541,7 +541,7 @@ describe('bad input writes nothing', () => {
   it('answers each bad request with its status and a clear error', async () => {
     const { functionId, endpointId, worker } = await setup();
     const submit = (body: unknown, c = alice) => c('POST', `/v1/endpoints/${endpointId}/submit`, body);
-    const cases: [Promise<{ status: number; body: any }>, number, string?][] = [
+    const cases: [Promise<Answer<{ error: { code: string; message: string } }>>, number, string][] = [
       [submit('{"tasks": [', alice), 400, 'MalformedJson'],
       [submit({ tasks: 'nope' }), 400, 'ValidationFailed'],
       [submit({ tasks: [] }), 400, 'ValidationFailed'],
@@ -561,14 +561,14 @@ describe('bad input writes nothing', () => {
       [alice('POST', '/v1/functions', { name: 'p', runtime: 'python', source: 'def f(): pass' }), 400, 'ValidationFailed'],
       [alice('POST', '/v1/functions', { name: 'p', runtime: 'cobol', source: 'x' }), 400, 'ValidationFailed'],
       [alice('POST', '/v1/endpoints', { name: '' }), 400, 'ValidationFailed'],
-      [alice('GET', `/v1/task-groups/00000000-0000-4000-8000-000000000000?cursor=%%%`), 400],
-      [anon('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [{ function_id: functionId }] }), 401],
+      [alice('GET', `/v1/task-groups/00000000-0000-4000-8000-000000000000?cursor=%%%`), 400, 'BadRequest'],
+      [anon('POST', `/v1/endpoints/${endpointId}/submit`, { tasks: [{ function_id: functionId }] }), 401, 'Unauthorized'],
       [caller(stack.apiUrl, 'garbage')('GET', '/v1/endpoints'), 401, 'Unauthorized'],
     ];
     for (const [promise, status, code] of cases) {
       const r = await promise;
-      expect({ status: r.status, code: r.body?.error?.code ?? code }).toEqual({ status, code: code ?? r.body?.error?.code });
-      if (status !== 401 || r.body.error) expect(typeof r.body.error.message).toBe('string');
+      expect({ status: r.status, code: r.body.error.code }).toEqual({ status, code });
+      expect(typeof r.body.error.message).toBe('string');
     }
     expect(await worker.depth()).toBe(0);
     worker.close();

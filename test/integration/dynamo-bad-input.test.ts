@@ -1,3 +1,4 @@
+import type { BuildMiddleware, MetadataBearer } from '@smithy/types';
 import { DynamoDBClient, GetItemCommand, ListTablesCommand, PutItemCommand } from '@aws-sdk/client-dynamodb';
 import { startLocalStack, type LocalStack } from '../../local/stack';
 
@@ -19,11 +20,12 @@ afterAll(async () => stack?.close());
 function rawBodyClient(body: string): DynamoDBClient {
   const client = new DynamoDBClient({ maxAttempts: 1, requestHandler: { requestTimeout: 5_000 } });
   client.middlewareStack.add(
-    (next: any) => (args: any) => {
-      args.request.body = body;
-      args.request.headers['content-length'] = String(Buffer.byteLength(body));
+    ((next) => (args) => {
+      const request = args.request as { body: unknown; headers: Record<string, string> };
+      request.body = body;
+      request.headers['content-length'] = String(Buffer.byteLength(body));
       return next(args);
-    },
+    }) satisfies BuildMiddleware<object, MetadataBearer>,
     { step: 'build', name: 'rawBody', priority: 'low' },
   );
   return client;

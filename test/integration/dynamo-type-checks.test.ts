@@ -60,7 +60,7 @@ function generate(spec: Spec | Record<string, Spec>, rnd: () => number, depth: n
   if (rnd() < odd) return ODD_VALUES[Math.floor(rnd() * ODD_VALUES.length)];
   const declared = typeof spec === 'string' ? { type: spec } : (spec as { type?: string; children?: Spec });
   if (!declared.type) return generateStruct(spec as Record<string, Spec>, rnd, depth, odd);
-  const [, outer, inner] = /^(.+?)<(.+)>$/.exec(declared.type) ?? [, declared.type, undefined];
+  const [outer, inner] = /^(.+?)<(.+)>$/.exec(declared.type)?.slice(1) ?? [declared.type, undefined];
   const children = declared.children;
   switch (outer) {
     case 'AttrStruct':

@@ -1,5 +1,5 @@
-/* eslint-disable @typescript-eslint/no-explicit-any -- AWS SDK middleware is typed loosely */
 import { createHash } from 'node:crypto';
+import type { InitializeMiddleware, MetadataBearer } from '@smithy/types';
 import { DeleteCommand, GetCommand, PutCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { DeleteMessageCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { dynamo, sqsClient } from '../../core/clients';
@@ -189,11 +189,14 @@ it('still reads and moves a whole task item written before shares', async () => 
  * project keys (and owner) only, so an entry is one unit: an item put with an index's keys adds
  * one, a marker deleted removes one, an update that sets an index key moves one.
  */
-function indexUnits(command: string, input: Record<string, any>): number {
+function indexUnits(command: string, input: Record<string, unknown>): number {
   const entries = (item: Record<string, unknown>) =>
     Number(item.task_group_id !== undefined && item.submit_order !== undefined) +
     Number(item.open_on !== undefined && item.created_at !== undefined);
-  const keyOf = (key: Record<string, any>) => String(key.task_id?.S ?? key.task_id);
+  const keyOf = (key: Record<string, unknown>) => {
+    const id = key.task_id as string | { S?: string } | undefined;
+    return String(typeof id === 'object' ? id.S : id);
+  };
   if (command.startsWith('BatchWrite')) {
     const reqs = Object.values(
       input.RequestItems as Record<
@@ -206,20 +209,22 @@ function indexUnits(command: string, input: Record<string, any>): number {
       0,
     );
   }
-  if (command.startsWith('Put')) return entries(input.Item);
-  if (command.startsWith('Delete')) return keyOf(input.Key).startsWith('open#') ? 1 : 0;
+  if (command.startsWith('Put')) return entries(input.Item as Record<string, unknown>);
+  if (command.startsWith('Delete')) return keyOf(input.Key as Record<string, unknown>).startsWith('open#') ? 1 : 0;
   return /task_group_id|submit_order|open_on|created_at/.test(String(input.UpdateExpression)) ? 1 : 0;
 }
 
 it('costs fewer than 100 write units to submit 100 no-op tasks, and at most 2 a task to the end', async () => {
   let units = 0;
-  const meter = (next: any, context: any) => async (args: any) => {
+  const meter: InitializeMiddleware<object, MetadataBearer> = (next, context) => async (args) => {
     const command = String(context.commandName);
     if (!/^(Put|Update|Delete|BatchWrite)(Item)?Command$/.test(command)) return next(args);
-    args.input.ReturnConsumedCapacity = 'TOTAL';
-    const extra = indexUnits(command, args.input);
+    const input = args.input as Record<string, unknown>;
+    input.ReturnConsumedCapacity = 'TOTAL';
+    const extra = indexUnits(command, input);
     const out = await next(args);
-    const consumed = out.output?.ConsumedCapacity;
+    type Consumed = { CapacityUnits?: number };
+    const consumed = (out.output as { ConsumedCapacity?: Consumed | Consumed[] } | undefined)?.ConsumedCapacity;
     for (const c of consumed === undefined ? [] : Array.isArray(consumed) ? consumed : [consumed]) units += c.CapacityUnits ?? 0;
     units += extra;
     return out;

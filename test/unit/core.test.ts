@@ -121,15 +121,37 @@ describe('bundling tasks into messages', () => {
       );
     expect(msgs.flatMap((m) => m.tasks.map((t) => t.task_id)).sort()).toEqual(records.map((r) => r.task_id).sort());
   });
-  it('starts a new message before one outgrows a 64 KiB billing chunk', () => {
+  it('never lets a message of two or more tasks outgrow one 64 KiB billing chunk', () => {
+    // Argument sizes around the edge: two tasks of about 24 KiB (32 KiB of base64 each) just fit or just miss;
+    // at 24,404 bytes a count that left out the tasks array's brackets and commas went 3 bytes over.
+    for (const argBytes of [20 * 1024, 23 * 1024, 24_376, 24_403, 24_404, 24_408, 30 * 1024]) {
+      const msgs = bundleTasks(
+        'ep',
+        Array.from({ length: 500 }, (_, i) => task(i, 'f1', argBytes)),
+        functions,
+        'now',
+      );
+      expect(msgs.flatMap((m) => m.tasks)).toHaveLength(500);
+      for (const m of msgs.filter((x) => x.tasks.length > 1)) expect(Buffer.byteLength(JSON.stringify(m))).toBeLessThanOrEqual(64 * 1024);
+    }
+    // 20 KiB of arguments: two tasks to a message, not one.
     const msgs = bundleTasks(
       'ep',
       Array.from({ length: 500 }, (_, i) => task(i, 'f1', 20 * 1024)),
       functions,
       'now',
     );
-    for (const m of msgs) expect(Buffer.byteLength(JSON.stringify(m))).toBeLessThanOrEqual(64 * 1024 + 30 * 1024);
-    expect(msgs.every((m) => m.tasks.length <= 2)).toBe(true);
+    expect(msgs.every((m) => m.tasks.length === 2)).toBe(true);
+  });
+  it('sends a task too large for one chunk alone', () => {
+    const msgs = bundleTasks(
+      'ep',
+      Array.from({ length: 100 }, (_, i) => task(i, 'f1', 64 * 1024)),
+      functions,
+      'now',
+    );
+    expect(msgs).toHaveLength(100);
+    expect(Math.min(...msgs.map((m) => Buffer.byteLength(JSON.stringify(m))))).toBeGreaterThan(64 * 1024);
   });
 });
 
