@@ -16,7 +16,7 @@ import { createTables, startDynamoServer, type DynamoServer } from './dynamo';
 import { InProcessHttpHandler } from './in-process-http';
 import { startSqsEventSource, type EventSource } from './event-source';
 import { startS3Server, type S3Server } from './s3-server';
-import { startSqsServer, type SqsServer } from './sqs-server';
+import { startSqsServer, type SqsServer } from './sqs/server';
 
 export interface LocalStackOptions {
   /** Keep data on disk here; in memory when absent. */

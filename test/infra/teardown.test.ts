@@ -18,7 +18,7 @@ import { resetClients } from '../../core/clients';
 import { resetConfig } from '../../core/config';
 import { tlsOnlyQueuePolicy } from '../../core/queues/endpoint-queue';
 import { handler as retired } from '../../infra/handlers/delete-endpoint-queues';
-import { startSqsServer, type SqsServer } from '../../local/sqs-server';
+import { startSqsServer, type SqsServer } from '../../local/sqs/server';
 import { startDynamoServer } from '../../local/dynamo';
 import { deleteQueuesByPrefix, handler as stageQueues } from '../../infra/handlers/delete-stage-queues';
 import { readContext } from '../../infra/lib/context';

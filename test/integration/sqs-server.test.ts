@@ -13,11 +13,9 @@ import {
   DeleteQueueCommand,
   GetQueueAttributesCommand,
   GetQueueUrlCommand,
-  ListDeadLetterSourceQueuesCommand,
   ListQueuesCommand,
-  ListQueueTagsCommand,
-  type MessageAttributeValue,
   PurgeQueueCommand,
+  type QueueAttributeName,
   ReceiveMessageCommand,
   type ReceiveMessageCommandInput,
   SendMessageBatchCommand,
@@ -31,7 +29,7 @@ import { SignatureV4 } from '@smithy/signature-v4';
 import type { SourceData } from '@smithy/types';
 import { CredentialRegistry, newAccessKey } from '../../local/credential-registry';
 import { verifySigV4 } from '../../local/sigv4';
-import { startSqsServer, type SqsServer } from '../../local/sqs-server';
+import { startSqsServer, type SqsServer } from '../../local/sqs/server';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -61,8 +59,9 @@ afterAll(async () => {
   await server.close();
 });
 
-async function createQueue(name: string, Attributes?: Record<string, string>): Promise<string> {
-  const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: name, Attributes }));
+async function createQueue(name: string, Attributes?: Record<string, string>, tagCount = 0): Promise<string> {
+  const tags = tagCount ? Object.fromEntries(Array.from({ length: tagCount }, (_, i) => [`tag${i}`, 'v'])) : undefined;
+  const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: name, Attributes, tags }));
   return QueueUrl!;
 }
 
@@ -75,13 +74,12 @@ async function counts(QueueUrl: string) {
   const { Attributes } = await sqs.send(
     new GetQueueAttributesCommand({
       QueueUrl,
-      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'ApproximateNumberOfMessagesDelayed'],
+      AttributeNames: ['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible'],
     }),
   );
   return {
     visible: Number(Attributes?.ApproximateNumberOfMessages),
     inFlight: Number(Attributes?.ApproximateNumberOfMessagesNotVisible),
-    delayed: Number(Attributes?.ApproximateNumberOfMessagesDelayed),
   };
 }
 
@@ -135,41 +133,73 @@ describe('queues', () => {
     const QueueUrl = await createQueue('counted', { MaximumMessageSize: '2048', SqsManagedSseEnabled: 'false' });
     await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'visible' }));
     await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'in flight' }));
-    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'delayed', DelaySeconds: 60 }));
     expect(await receive({ QueueUrl })).toHaveLength(1);
-    expect(await counts(QueueUrl)).toEqual({ visible: 1, inFlight: 1, delayed: 1 });
+    expect(await counts(QueueUrl)).toEqual({ visible: 1, inFlight: 1 });
 
     const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['All'] }));
-    expect(Attributes).toMatchObject({
+    expect(Attributes).toEqual({
       QueueArn: 'arn:aws:sqs:us-east-1:000000000000:counted',
       VisibilityTimeout: '30',
       MaximumMessageSize: '2048',
       MessageRetentionPeriod: '345600',
-      DelaySeconds: '0',
-      ReceiveMessageWaitTimeSeconds: '0',
       SqsManagedSseEnabled: 'false',
+      ApproximateNumberOfMessages: '1',
+      ApproximateNumberOfMessagesNotVisible: '1',
     });
-    expect(Math.abs(Number(Attributes?.CreatedTimestamp) - Date.now() / 1000)).toBeLessThan(60);
 
     const only = await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['QueueArn'] }));
     expect(only.Attributes).toEqual({ QueueArn: 'arn:aws:sqs:us-east-1:000000000000:counted' });
   });
 
-  it('sets attributes, tags and purges', async () => {
-    const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: 'tagged', tags: { team: 'ferry' } }));
-    await sqs.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: { VisibilityTimeout: '120', DelaySeconds: '5' } }));
-    const { Attributes } = await sqs.send(
-      new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['VisibilityTimeout', 'DelaySeconds'] }),
+  it('sets attributes; an empty redrive policy removes redrive', async () => {
+    await createQueue('settings-dlq');
+    const redrive = JSON.stringify({ deadLetterTargetArn: 'arn:aws:sqs:us-east-1:000000000000:settings-dlq', maxReceiveCount: 3 });
+    const { QueueUrl } = await sqs.send(new CreateQueueCommand({ QueueName: 'settings', tags: { team: 'ferry' } }));
+    await sqs.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: { VisibilityTimeout: '120', RedrivePolicy: redrive } }));
+    const names: QueueAttributeName[] = ['VisibilityTimeout', 'RedrivePolicy'];
+    expect((await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: names }))).Attributes).toEqual({
+      VisibilityTimeout: '120',
+      RedrivePolicy: redrive,
+    });
+    await sqs.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: { RedrivePolicy: '' } }));
+    expect((await sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: names }))).Attributes).toEqual({
+      VisibilityTimeout: '120',
+    });
+    // SQS: 50 tags per queue.
+    await expect(createQueue('fifty-tags', undefined, 50)).resolves.toContain('fifty-tags');
+    expect((await errorOf(createQueue('fifty-one-tags', undefined, 51))).name).toBe('InvalidParameterValue');
+  });
+
+  it('refuses, never ignores, what it leaves out of SQS: other actions, delays, message attributes, FIFO', async () => {
+    const QueueUrl = await createQueue('left-out');
+    const refusals = [
+      sqs.send(new PurgeQueueCommand({ QueueUrl })),
+      sqs.send(new TagQueueCommand({ QueueUrl, Tags: { a: 'b' } })),
+      sqs.send(new UntagQueueCommand({ QueueUrl, TagKeys: ['a'] })),
+      sqs.send(new SetQueueAttributesCommand({ QueueUrl, Attributes: { DelaySeconds: '5' } })),
+      sqs.send(new GetQueueAttributesCommand({ QueueUrl, AttributeNames: ['ApproximateNumberOfMessagesDelayed'] })),
+      createQueue('left-out-kms', { KmsMasterKeyId: 'alias/aws/sqs' }),
+      createQueue('left-out.fifo', { FifoQueue: 'true' }),
+      sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'later', DelaySeconds: 5 })),
+      sqs.send(
+        new SendMessageCommand({ QueueUrl, MessageBody: 'tagged', MessageAttributes: { kind: { DataType: 'String', StringValue: 'x' } } }),
+      ),
+    ];
+    for (const refusal of refusals) expect((await errorOf(refusal)).name).toBe('UnsupportedOperation');
+    const batch = await sqs.send(
+      new SendMessageBatchCommand({
+        QueueUrl,
+        Entries: [
+          { Id: 'plain', MessageBody: 'plain' },
+          { Id: 'delayed', MessageBody: 'later', DelaySeconds: 5 },
+        ],
+      }),
     );
-    expect(Attributes).toEqual({ VisibilityTimeout: '120', DelaySeconds: '5' });
-
-    await sqs.send(new TagQueueCommand({ QueueUrl, Tags: { stage: 'dev', owner: 'me' } }));
-    await sqs.send(new UntagQueueCommand({ QueueUrl, TagKeys: ['owner'] }));
-    expect((await sqs.send(new ListQueueTagsCommand({ QueueUrl }))).Tags).toEqual({ team: 'ferry', stage: 'dev' });
-
-    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'gone soon' }));
-    await sqs.send(new PurgeQueueCommand({ QueueUrl }));
-    expect(await counts(QueueUrl!)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+    expect(batch.Successful?.map((entry) => entry.Id)).toEqual(['plain']);
+    expect(batch.Failed).toEqual([expect.objectContaining({ Id: 'delayed', Code: 'AWS.SimpleQueueService.UnsupportedOperation' })]);
+    // DelaySeconds 0 is what a send without it does.
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'now', DelaySeconds: 0 }));
+    expect(await counts(QueueUrl)).toEqual({ visible: 2, inFlight: 0 });
   });
 
   it('answers an unknown action with UnsupportedOperation', async () => {
@@ -189,48 +219,35 @@ describe('queues', () => {
 });
 
 describe('messages', () => {
-  it('sends, receives and deletes, with attribute MD5s as AWS computes them', async () => {
+  it('sends, receives and deletes, with the system attributes asked for', async () => {
     const QueueUrl = await createQueue('round-trip');
-    // The SDK checks MD5OfMessageBody itself; attribute digests are AWS's published samples.
-    const samples: { attributes: Record<string, MessageAttributeValue>; md5: string }[] = [
-      {
-        attributes: {
-          test_attribute_name_2: { DataType: 'String', StringValue: 'test_attribute_value_2' },
-          test_attribute_name_1: { DataType: 'String', StringValue: 'test_attribute_value_1' },
-        },
-        md5: 'd53f3b558fe951154770f25cb63dbba9',
-      },
-      {
-        attributes: { test_attribute_name: { DataType: 'Binary', BinaryValue: Buffer.from('test_attribute_value') } },
-        md5: '23f6bd27ea87aab7dfeadcc9aebee495',
-      },
-      {
-        attributes: { ordinal: { DataType: 'Number', StringValue: '1' }, category: { DataType: 'String', StringValue: 'test' } },
-        md5: 'd21ae90c49061e927f57df5f5d72be1f',
-      },
-    ];
-    for (const [i, { attributes, md5 }] of samples.entries()) {
-      const sent = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: `body ${i} ✓`, MessageAttributes: attributes }));
-      expect(sent.MD5OfMessageAttributes).toBe(md5);
+    // The SDK checks MD5OfMessageBody and MD5OfBody against the body itself.
+    const sent = await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'body ✓' }));
+    const [message] = await receive({ QueueUrl });
+    expect(message.MessageId).toBe(sent.MessageId);
+    expect(message.Body).toBe('body ✓');
+    expect(message.Attributes).toEqual({
+      ApproximateReceiveCount: '1',
+      SenderId: '000000000000',
+      SentTimestamp: expect.stringMatching(/^\d+$/),
+      ApproximateFirstReceiveTimestamp: expect.stringMatching(/^\d+$/),
+    });
+    expect(Number(message.Attributes?.SentTimestamp)).toBeLessThanOrEqual(Number(message.Attributes?.ApproximateFirstReceiveTimestamp));
+    await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl, ReceiptHandle: message.ReceiptHandle, VisibilityTimeout: 0 }));
+    const [again] = await receive({ QueueUrl, MessageSystemAttributeNames: ['ApproximateReceiveCount'] });
+    expect(again.Attributes).toEqual({ ApproximateReceiveCount: '2' });
+    await sqs.send(new ChangeMessageVisibilityCommand({ QueueUrl, ReceiptHandle: again.ReceiptHandle, VisibilityTimeout: 0 }));
+    const [plain] = await receive({ QueueUrl, MessageSystemAttributeNames: undefined });
+    expect(plain.Attributes).toBeUndefined();
+    await sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: plain.ReceiptHandle }));
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0 });
+  });
 
-      const [message] = await receive({ QueueUrl, MessageAttributeNames: ['All'] });
-      expect(message.MessageId).toBe(sent.MessageId);
-      expect(message.Body).toBe(`body ${i} ✓`);
-      expect(message.MD5OfMessageAttributes).toBe(md5);
-      expect(message.MessageAttributes).toEqual(
-        Object.fromEntries(
-          Object.entries(attributes).map(([name, value]) => [
-            name,
-            value.BinaryValue ? { ...value, BinaryValue: new Uint8Array(value.BinaryValue) } : value,
-          ]),
-        ),
-      );
-      expect(message.Attributes).toMatchObject({ ApproximateReceiveCount: '1', SenderId: '000000000000' });
-      expect(Number(message.Attributes?.SentTimestamp)).toBeLessThanOrEqual(Number(message.Attributes?.ApproximateFirstReceiveTimestamp));
-
-      await sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: message.ReceiptHandle }));
-    }
-    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+  it('refuses a body with characters outside XML 1.0', async () => {
+    const QueueUrl = await createQueue('characters');
+    expect((await errorOf(sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'bell \u0007' })))).name).toBe('InvalidMessageContents');
+    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'tab\t, newline\n, return\r, 😀' }));
+    expect((await receive({ QueueUrl })).map((m) => m.Body)).toEqual(['tab\t, newline\n, return\r, 😀']);
   });
 
   it('refuses a message over MaximumMessageSize', async () => {
@@ -245,7 +262,7 @@ describe('messages', () => {
       new SendMessageBatchCommand({
         QueueUrl,
         Entries: [
-          { Id: 'a', MessageBody: 'first', MessageAttributes: { kind: { DataType: 'String', StringValue: 'small' } } },
+          { Id: 'a', MessageBody: 'first' },
           { Id: 'big', MessageBody: 'x'.repeat(2000) },
           { Id: 'c', MessageBody: 'third' },
         ],
@@ -266,7 +283,7 @@ describe('messages', () => {
     );
     const twins = [...entries(2), { Id: 'm0', MessageBody: 'again' }];
     expect((await errorOf(sqs.send(new SendMessageBatchCommand({ QueueUrl, Entries: twins })))).name).toBe('BatchEntryIdsNotDistinct');
-    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0 });
   });
 
   it('deletes in batches, failing only the bad handle', async () => {
@@ -292,7 +309,7 @@ describe('messages', () => {
     );
     expect(result.Successful).toHaveLength(2);
     expect(result.Failed).toEqual([expect.objectContaining({ Id: 'bad', Code: 'ReceiptHandleIsInvalid' })]);
-    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0 });
   });
 
   it('refuses a receipt handle it never issued', async () => {
@@ -329,7 +346,7 @@ describe('delivery', () => {
     await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'only once' }));
     const [a, b] = await Promise.all(consumers);
     expect([a.length, b.length].sort()).toEqual([0, 1]);
-    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 1, delayed: 0 });
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 1 });
   });
 
   it('splits many messages between concurrent consumers without duplicates', async () => {
@@ -362,9 +379,9 @@ describe('delivery', () => {
     expect(second.ReceiptHandle).not.toBe(first.ReceiptHandle);
 
     await sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: first.ReceiptHandle }));
-    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 1, delayed: 0 });
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 1 });
     await sqs.send(new DeleteMessageCommand({ QueueUrl, ReceiptHandle: second.ReceiptHandle }));
-    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0 });
   });
 
   it('makes a message visible at once with ChangeMessageVisibility 0, waking a waiting receiver', async () => {
@@ -405,14 +422,6 @@ describe('delivery', () => {
     expect(message.Attributes?.ApproximateReceiveCount).toBe('1');
   });
 
-  it('delays a message by DelaySeconds', async () => {
-    const QueueUrl = await createQueue('delayed', { DelaySeconds: '2' });
-    await sqs.send(new SendMessageCommand({ QueueUrl, MessageBody: 'later' }));
-    expect(await counts(QueueUrl)).toMatchObject({ visible: 0, delayed: 1 });
-    const [message] = await receive({ QueueUrl, WaitTimeSeconds: 5 });
-    expect(message.Body).toBe('later');
-  });
-
   it('moves a message to the dead-letter queue after maxReceiveCount receives', async () => {
     const dlqUrl = await createQueue('work-dlq');
     const { Attributes } = await sqs.send(new GetQueueAttributesCommand({ QueueUrl: dlqUrl, AttributeNames: ['QueueArn'] }));
@@ -427,12 +436,10 @@ describe('delivery', () => {
       expect(message.Attributes?.ApproximateReceiveCount).toBe(count);
     }
     expect(await receive({ QueueUrl })).toEqual([]);
-    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0, delayed: 0 });
+    expect(await counts(QueueUrl)).toEqual({ visible: 0, inFlight: 0 });
 
     const [dead] = await receive({ QueueUrl: dlqUrl });
     expect(dead).toMatchObject({ MessageId, Body: 'poison' });
-    expect(dead.Attributes?.DeadLetterQueueSourceArn).toBe('arn:aws:sqs:us-east-1:000000000000:work');
-    expect((await sqs.send(new ListDeadLetterSourceQueuesCommand({ QueueUrl: dlqUrl }))).queueUrls).toEqual([QueueUrl]);
   });
 });
 
@@ -443,14 +450,10 @@ describe('lifecycle', () => {
       const dataFile = join(dir, 'sqs.json');
       const before = await startSqsServer({ dataFile });
       const client = clientFor(before);
-      const { QueueUrl } = await client.send(
-        new CreateQueueCommand({ QueueName: 'durable', Attributes: { VisibilityTimeout: '90' }, tags: { keep: 'yes' } }),
-      );
+      const { QueueUrl } = await client.send(new CreateQueueCommand({ QueueName: 'durable', Attributes: { VisibilityTimeout: '90' } }));
       await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'held' }));
       const [held] = (await client.send(new ReceiveMessageCommand({ QueueUrl }))).Messages!;
-      await client.send(
-        new SendMessageCommand({ QueueUrl, MessageBody: 'waiting', MessageAttributes: { n: { DataType: 'Number', StringValue: '7' } } }),
-      );
+      await client.send(new SendMessageCommand({ QueueUrl, MessageBody: 'waiting' }));
       client.destroy();
       await before.close();
 
@@ -465,13 +468,10 @@ describe('lifecycle', () => {
           ApproximateNumberOfMessages: '1',
           ApproximateNumberOfMessagesNotVisible: '1',
         });
-        expect((await again.send(new ListQueueTagsCommand({ QueueUrl: url }))).Tags).toEqual({ keep: 'yes' });
 
         await again.send(new DeleteMessageCommand({ QueueUrl: url, ReceiptHandle: held.ReceiptHandle }));
-        const messages = (
-          await again.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10, MessageAttributeNames: ['All'] }))
-        ).Messages!;
-        expect(messages.map((m) => [m.Body, m.MessageAttributes?.n?.StringValue])).toEqual([['waiting', '7']]);
+        const messages = (await again.send(new ReceiveMessageCommand({ QueueUrl: url, MaxNumberOfMessages: 10 }))).Messages!;
+        expect(messages.map((m) => m.Body)).toEqual(['waiting']);
       } finally {
         again.destroy();
         await after.close();
@@ -496,7 +496,7 @@ describe('lifecycle', () => {
 describe('durability', () => {
   /** An SQS server with `dataFile` in a child process, so the test can kill -9 it. */
   async function serverProcess(dataFile: string, port = 0): Promise<{ child: ChildProcess; url: string; killed: Promise<unknown> }> {
-    const code = `require(${JSON.stringify(resolve(__dirname, '../../local/sqs-server.ts'))})
+    const code = `require(${JSON.stringify(resolve(__dirname, '../../local/sqs/server.ts'))})
       .startSqsServer({ dataFile: ${JSON.stringify(dataFile)}, port: ${port} })
       .then((s) => console.log('URL ' + s.url));`;
     const child = spawn(process.execPath, ['--import', 'tsx', '-e', code], { stdio: ['ignore', 'pipe', 'inherit'] });
