@@ -15,7 +15,7 @@ import { startStsServer, type StsServer } from './sts-server';
 import { createTables, startDynamoServer, type DynamoServer } from './dynamo';
 import { InProcessHttpHandler } from './in-process-http';
 import { startSqsEventSource, type EventSource } from './event-source';
-import { startS3Server, type S3Server } from './s3-server';
+import { startS3Server, type S3Server } from './s3/server';
 import { startSqsServer, type SqsServer } from './sqs/server';
 
 export interface LocalStackOptions {
