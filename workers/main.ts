@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { WorkerAgent } from './agent';
+import { WorkerAgent } from './agent/agent';
 import { taskProtectionFromEnv } from './ecs-protection';
 import { SecretRefused } from './grant';
 import { IsolationConfigError, ISOLATION_MODES, resolveIsolation, type IsolationMode, type IsolationSettings } from './runtime/isolation';

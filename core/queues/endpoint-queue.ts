@@ -16,7 +16,8 @@ import { sendBatches } from './batch-send';
 
 /** How long a received task stays invisible before the agent must extend it (its heartbeat). */
 export const TASK_VISIBILITY_SECONDS = 60;
-// SQS: 256 KiB per message; a task message holds at most 64 KiB of source and 64 KiB of args (base64).
+// SQS: 256 KiB per message; a task message holds one function and its tasks: a lone task with at most 64 KiB
+// of source and 64 KiB of args (base64), or a bundle of up to 64 KiB (core/tasks/packing.ts).
 const MAX_MESSAGE_BYTES = 262144;
 
 export interface EndpointQueues {
@@ -177,7 +178,7 @@ export async function deleteEndpointQueues(q: EndpointQueues): Promise<void> {
   }
 }
 
-/** Queue task messages; returns the ids of the tasks in messages that could not be queued. */
+/** Queue task messages (each a function's bundle of tasks); returns the ids of every task in messages that could not be queued. */
 export async function queueTasks(queueUrl: string, messages: readonly TaskMessage[]): Promise<string[]> {
   const byFirst = new Map(messages.map((m) => [m.tasks[0]!.task_id, m]));
   const failed = await sendBatches(

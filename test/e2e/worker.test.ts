@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import { encodeJsonArgs, inlineBytes, inlineEnvelope } from '../../core/payload';
 import { startLocalStack, type LocalStack } from '../../local/stack';
-import { WorkerAgent, type TaskSource } from '../../workers/agent';
+import { WorkerAgent } from '../../workers/agent/agent';
+import type { TaskSource } from '../../workers/agent/task-source';
 import { caller, eventually } from '../helpers/api';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
 

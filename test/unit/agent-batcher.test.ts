@@ -1,4 +1,4 @@
-import { Batcher } from '../../workers/agent';
+import { Batcher } from '../../workers/agent/batcher';
 
 /**
  * The agent's batcher of SQS reports and deletes: how many calls a busy agent makes, and that a

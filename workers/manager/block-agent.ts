@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { WorkerAgent } from '../agent';
+import { WorkerAgent } from '../agent/agent';
 import {
   isolationOrRefuse,
   mpiLauncherOrRefuse,

@@ -9,7 +9,7 @@ import type { S3Client } from '@aws-sdk/client-s3';
 import { makeS3Client, makeSqsClient } from '../../core/clients';
 import { fromBundle } from '../../core/install';
 import { TASK_VISIBILITY_SECONDS } from '../../core/queues/endpoint-queue';
-import { AGENT_VERSION } from '../agent';
+import { AGENT_VERSION } from '../agent/agent';
 import { GrantKeeper } from '../grant';
 import type { WorkerConfig } from '../main';
 import type { BlockReport } from './block-agent';

@@ -1,4 +1,5 @@
-import { Batcher, type ReceivedMessage, type SourceInfo, type TaskSource } from '../agent';
+import { Batcher } from '../agent/batcher';
+import type { ReceivedMessage, SourceInfo, TaskSource } from '../agent/task-source';
 import { SecretRefused } from '../grant';
 import { inlineEnvelope, verifyPayload, type Envelope } from '../../core/payload';
 import { backoffMs, chunk, sleep } from '../../core/retry';
@@ -28,7 +29,7 @@ export class RelayTaskSource implements TaskSource {
     }
     return failed;
   });
-  private readonly finished = new Batcher<string>(async (receipts) => {
+  private readonly deleter = new Batcher<string>(async (receipts) => {
     const out = (await this.call('POST', '/v1/relay/finish', { receipts })) as { failed: number[] };
     return new Set(out.failed);
   });
@@ -113,11 +114,11 @@ export class RelayTaskSource implements TaskSource {
   }
 
   finish(receipt: string): Promise<void> {
-    return this.finished.add(receipt);
+    return this.deleter.add(receipt);
   }
 
   async drop(receipt: string): Promise<void> {
-    await this.finished.add(receipt).catch(() => undefined);
+    await this.deleter.add(receipt).catch(() => undefined);
   }
 
   send(report: string): Promise<void> {

@@ -31,7 +31,7 @@ import type { GrantKeeper } from '../grant';
  *
  * Payloads stream through the relay: agents have no AWS access, so the manager reads argument
  * payloads from S3 when an agent asks for them and stores large results and exceptions under the
- * task's own key (the agent never names an S3 key). Tasks are read one at a time, when a lane
+ * task's own key (the agent never names an S3 key). Tasks are read one at a time, when a slot
  * runs them, so a bundle of large arguments is never held in memory at once.
  *
  * At-least-once, as in direct mode: the agent asks for `finish` only after every result of a
