@@ -2,12 +2,9 @@ import type { Server } from 'node:http';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import dynalite from 'dynalite';
 import { startDynamoServer, type DynamoServer } from '../../local/dynamo';
 import { closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
-
-// dynalite ships no type declarations.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const dynalite = require('dynalite') as (opts: Record<string, unknown>) => Server;
 
 /**
  * The local DynamoDB's thread reuses the parse trees of repeated expressions

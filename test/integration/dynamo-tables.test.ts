@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import dynalite from 'dynalite';
 import { startDynamoServer, type DynamoServer } from '../../local/dynamo';
 import { closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
 
@@ -176,10 +176,9 @@ async function itemCalls(url: string): Promise<DynamoAnswer[]> {
 describe('the local DynamoDB keeps decoded table definitions for item calls (local/dynamo-fast-paths.js)', () => {
   it("is never written to by dynalite's item calls", async () => {
     jest.resetModules();
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    require('../../local/dynamo-fast-paths').install();
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const db = require('dynalite/db') as { create: (o: Record<string, unknown>) => { getTable: (...a: unknown[]) => void } };
+    // Fresh instances after resetModules: the patch applies to this dynalite alone.
+    jest.requireActual<{ install: () => void }>('../../local/dynamo-fast-paths').install();
+    const db = jest.requireActual<{ create: (o: Record<string, unknown>) => { getTable: (...a: unknown[]) => void } }>('dynalite/db');
     // Every definition an item call gets is behind a proxy that records any write.
     const writes: string[] = [];
     const guarded = new WeakMap<object, object>();
@@ -210,8 +209,7 @@ describe('the local DynamoDB keeps decoded table definitions for item calls (loc
       };
       return store;
     };
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const dynalite = require('dynalite') as (opts: Record<string, unknown>) => Server;
+    const dynalite = jest.requireActual<typeof import('dynalite')>('dynalite');
     const server = dynalite({ createTableMs: 0 });
     const url = await listenOnFreePort(server);
     try {
@@ -229,8 +227,6 @@ describe('the local DynamoDB keeps decoded table definitions for item calls (loc
   });
 
   it('sees a table changed, deleted or created again at once, as a bare dynalite does', async () => {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    const dynalite = require('dynalite') as (opts: Record<string, unknown>) => Server;
     const bare = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
     const local: DynamoServer = await startDynamoServer();
     const urls = [local.url, await listenOnFreePort(bare)];

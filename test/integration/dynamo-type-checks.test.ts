@@ -1,9 +1,11 @@
+import * as validations from 'dynalite/validations';
+
 // The local DynamoDB thread's compiled type check (local/dynamo-fast-paths.js) against dynalite's
 // own, on requests of every operation: the same result, key order included, or the same error.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { compiledCheckTypes } = require('../../local/dynamo-fast-paths') as { compiledCheckTypes: (original: CheckTypes) => CheckTypes };
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const validations = require('dynalite/validations') as { checkTypes: CheckTypes; toLowerFirst: (s: string) => string };
+// local/dynamo-fast-paths.js is plain JavaScript (it runs in the DynamoDB thread), with no declarations.
+const { compiledCheckTypes } = jest.requireActual<{ compiledCheckTypes: (original: CheckTypes) => CheckTypes }>(
+  '../../local/dynamo-fast-paths',
+);
 
 type CheckTypes = (data: unknown, types: Record<string, unknown>) => unknown;
 type Spec = string | { type?: string; children?: Spec | Record<string, Spec> };
@@ -28,8 +30,7 @@ const OPERATIONS = [
   'UpdateTable',
 ];
 const typesOf = (op: string) =>
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  (require(`dynalite/validations/${validations.toLowerFirst(op)}`) as { types: Record<string, Spec> }).types;
+  jest.requireActual<{ types: Record<string, Spec> }>(`dynalite/validations/${validations.toLowerFirst(op)}`).types;
 
 const compiled = compiledCheckTypes(validations.checkTypes);
 

@@ -2,11 +2,8 @@ import type { AddressInfo } from 'node:net';
 import type { Server } from 'node:http';
 import { CreateTableCommand } from '@aws-sdk/client-dynamodb';
 import { BatchWriteCommand, DeleteCommand, PutCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
+import dynalite from 'dynalite';
 import { makeDynamoClient, resetSdkCallCounts, sdkWriteUnits } from '../../core/clients';
-
-// dynalite ships no type declarations.
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const dynalite = require('dynalite') as (opts: Record<string, unknown>) => Server;
 
 const servers: Server[] = [];
 afterAll(async () => {
@@ -64,7 +61,7 @@ describe('DynamoDB write units (FERRY_COUNT_CAPACITY, for the bench)', () => {
     resetSdkCallCounts();
 
     // Patches dynalite stores made from now on.
-    require('../../bench/dynalite-gsi-capacity.js');
+    jest.requireActual('../../bench/dynalite-gsi-capacity.js');
     const { ddb, close } = await dynamoWithIndex();
     const step = async (write: object) => {
       resetSdkCallCounts();
