@@ -7,7 +7,7 @@ import type { TaskRecord } from './tables/task-records';
  * they finished here; a waiting read (POST /v1/tasks/wait) in the same process wakes at once.
  * Locally the API and the results consumer share one process, so a result reaches a waiting
  * client without polling. In AWS each Lambda has its own process: a waiting read there finds
- * nothing announced and re-reads the records at an interval instead (lambdas/api/wait.ts).
+ * nothing announced and re-reads the records at an interval instead (core/tasks/wait.ts).
  */
 const finished = new EventEmitter();
 finished.setMaxListeners(0);
