@@ -2,8 +2,8 @@
  * S3's flexible checksums, as far as the AWS SDK v3 sends them: CRC32 (its default on every
  * upload and on DeleteObjects) and CRC32C (when a caller asks for it). The value comes in an
  * `x-amz-checksum-<algorithm>` header or, on an aws-chunked body, a trailer of that name
- * announced by `x-amz-trailer`. Other algorithms (CRC64NVME, SHA-1, SHA-256) are refused with
- * 501 rather than stored unchecked.
+ * announced by `x-amz-trailer`. Other algorithms (CRC64NVME, SHA-1, SHA-256, ...) are refused
+ * with 501 rather than stored unchecked.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { crc32 } from 'node:zlib';
@@ -11,10 +11,12 @@ import { buf as crc32c } from 'crc-32/crc32c';
 import { invalidRequest, notImplemented } from './errors';
 
 export type ChecksumAlgorithm = 'crc32' | 'crc32c';
-const VERIFIED: readonly ChecksumAlgorithm[] = ['crc32', 'crc32c'];
-const REFUSED = ['crc64nvme', 'sha1', 'sha256'];
+const VERIFIED: readonly string[] = ['crc32', 'crc32c'] satisfies ChecksumAlgorithm[];
+const PREFIX = 'x-amz-checksum-';
+// Headers of the same prefix that carry no checksum.
+const NOT_CHECKSUMS = ['mode', 'type', 'algorithm'];
 
-export const checksumHeader = (a: string) => `x-amz-checksum-${a}`;
+export const checksumHeader = (a: string) => `${PREFIX}${a}`;
 
 /** A running CRC, written as S3 writes it: the 32-bit value big-endian, in base64. */
 export class Crc {
@@ -43,12 +45,17 @@ export function declaredChecksum(headers: IncomingHttpHeaders): { algorithm: Che
   const trailers = String(headers['x-amz-trailer'] ?? '')
     .split(',')
     .map((name) => name.trim().toLowerCase());
-  const declared = (a: string) => headers[checksumHeader(a)] !== undefined || trailers.includes(checksumHeader(a));
-  const refused = REFUSED.find(declared);
+  const algorithms = new Set(
+    [...Object.keys(headers), ...trailers]
+      .filter((name) => name.startsWith(PREFIX))
+      .map((name) => name.slice(PREFIX.length))
+      .filter((a) => !NOT_CHECKSUMS.includes(a)),
+  );
+  const refused = [...algorithms].find((a) => !VERIFIED.includes(a));
   if (refused) throw notImplemented(`The ${refused.toUpperCase()} checksum`);
-  const algorithms = VERIFIED.filter(declared);
-  if (algorithms.length > 1) throw invalidRequest('Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.');
-  if (algorithms.length === 0) return undefined;
-  const value = headers[checksumHeader(algorithms[0])];
-  return { algorithm: algorithms[0], value: typeof value === 'string' ? value : undefined };
+  if (algorithms.size > 1) throw invalidRequest('Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.');
+  const [algorithm] = algorithms as Set<ChecksumAlgorithm>;
+  if (!algorithm) return undefined;
+  const value = headers[checksumHeader(algorithm)];
+  return { algorithm, value: typeof value === 'string' ? value : undefined };
 }

@@ -29,7 +29,7 @@ export const malformedXml = () =>
   new S3Error('MalformedXML', 400, 'The XML you provided was not well-formed or did not validate against our published schema');
 
 /** The methods S3 itself takes on each kind of resource (its Allow header). */
-export const S3_METHODS = { SERVICE: 'GET', BUCKET: 'GET, HEAD, PUT, POST, DELETE', OBJECT: 'GET, HEAD, PUT, DELETE' } as const;
+const S3_METHODS = { SERVICE: 'GET', BUCKET: 'GET, HEAD, PUT, POST, DELETE', OBJECT: 'GET, HEAD, PUT, DELETE' } as const;
 
 /** A method S3 has for the resource, but this server does not: 501; one S3 has not: 405. */
 export function unsupportedMethod(method: string, resourceType: keyof typeof S3_METHODS): S3Error {

@@ -20,7 +20,9 @@ export interface Request {
   query: URLSearchParams;
 }
 
+// S3: user metadata (names and values) at most 2 KB.
 const MAX_METADATA_BYTES = 2048;
+// 1,000 keys of 1,024 bytes, escaped, fit well within.
 const MAX_DELETE_BODY_BYTES = 2 * 1024 ** 2;
 // Headers stored with an object and returned by GET and HEAD.
 const STORED_HEADERS = ['content-type', 'content-disposition', 'content-language', 'cache-control', 'expires'];

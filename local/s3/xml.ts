@@ -8,8 +8,9 @@ export const XMLNS = 'http://s3.amazonaws.com/doc/2006-03-01/';
 const MAX_DELETE_KEYS = 1000;
 
 /**
- * Text is escaped here rather than by the builder, so that control characters, which XML
- * cannot carry raw, go out as character references (as the AWS SDK writes CR and LF in keys).
+ * Text is escaped here rather than by the builder, so that control characters go out as
+ * character references and come back as they went: XML 1.0 has no raw form for most of them,
+ * and the SDK's parser reads a raw CR as LF (the SDK itself writes CR and LF in keys this way).
  */
 const builder = new XMLBuilder({ ignoreAttributes: false, processEntities: false, tagValueProcessor: (_, value) => escape(String(value)) });
 
@@ -65,11 +66,6 @@ export function parseDeleteRequest(body: string): { keys: string[]; quiet: boole
   const objects = doc.Delete?.Object ?? [];
   const keys = objects.map((o) => o?.Key);
   if (keys.length === 0 || keys.length > MAX_DELETE_KEYS || !keys.every((k): k is string => typeof k === 'string')) throw malformedXml();
-  return {
-    keys,
-    quiet:
-      String(doc.Delete?.Quiet ?? '')
-        .trim()
-        .toLowerCase() === 'true',
-  };
+  const quiet = String(doc.Delete?.Quiet ?? '').trim();
+  return { keys, quiet: quiet.toLowerCase() === 'true' };
 }
