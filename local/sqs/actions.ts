@@ -39,6 +39,8 @@ type Run = (params: Params, signal: AbortSignal, caller?: Caller) => Json | Prom
 export interface Action {
   run: Run;
   durability: 'none' | 'written' | 'synced';
+  /** Waits (a long poll): `run` is given a signal that aborts when the caller hangs up. */
+  waits?: true;
 }
 
 const QUEUE_NAME = /^[A-Za-z0-9_-]{1,80}$/; // SQS: up to 80 alphanumerics, hyphens, underscores
@@ -64,7 +66,7 @@ export class SqsActions {
     SetQueueAttributes: { run: (p) => this.setQueueAttributes(p), durability: 'synced' },
     SendMessage: { run: (p, _s, caller) => this.sendMessage(p, caller), durability: 'synced' },
     SendMessageBatch: { run: (p, _s, caller) => this.sendMessageBatch(p, caller), durability: 'synced' },
-    ReceiveMessage: { run: (p, signal) => this.receiveMessage(p, signal), durability: 'written' },
+    ReceiveMessage: { run: (p, signal) => this.receiveMessage(p, signal), durability: 'written', waits: true },
     DeleteMessage: { run: (p) => (this.queueFor(p).delete(p.requiredString('ReceiptHandle')), {}), durability: 'written' },
     DeleteMessageBatch: { run: (p) => this.deleteMessageBatch(p), durability: 'written' },
     ChangeMessageVisibility: { run: (p) => this.changeMessageVisibility(p), durability: 'written' },

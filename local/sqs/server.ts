@@ -92,6 +92,7 @@ export function inProcessQueue(queueUrl: string): InProcessQueue | undefined {
 // Compaction: once the log holds this many records and twice as many as there are live items.
 const COMPACT_MIN_RECORDS = 20_000;
 const CLOSE_GRACE_MS = 1000;
+const NEVER_ABORTED = new AbortController().signal;
 
 class LocalSqsServer implements SqsServer {
   url = '';
@@ -169,7 +170,7 @@ class LocalSqsServer implements SqsServer {
       },
       delete: (receiptHandles) => {
         const entries = receiptHandles.map((handle, i) => ({ Id: String(i), ReceiptHandle: handle }));
-        const out = DeleteMessageBatch!.run(new Params({ QueueUrl: queueUrl, Entries: entries }), new AbortController().signal);
+        const out = DeleteMessageBatch!.run(new Params({ QueueUrl: queueUrl, Entries: entries }), NEVER_ABORTED);
         this.store.flush();
         return new Set(((out as { Failed: { Id: string }[] }).Failed ?? []).map((f) => Number(f.Id)));
       },
@@ -180,13 +181,18 @@ class LocalSqsServer implements SqsServer {
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const requestId = randomUUID();
-    const aborted = new AbortController();
-    res.on('close', () => {
-      if (!res.writableFinished) aborted.abort();
-    });
     const target = req.headers['x-amz-target'];
     const name = actionOf(target);
     const action = Object.hasOwn(this.actions.table, name) ? this.actions.table[name] : undefined;
+    // Only a long poll waits on a queue: when its caller hangs up it stops, and takes nothing.
+    let signal = NEVER_ABORTED;
+    if (action?.waits) {
+      const hungUp = new AbortController();
+      res.on('close', () => {
+        if (!res.writableFinished) hungUp.abort();
+      });
+      signal = hungUp.signal;
+    }
     try {
       const body = await readBody(req);
       const caller = await this.authenticate(req, body);
@@ -194,7 +200,7 @@ class LocalSqsServer implements SqsServer {
         throw new SqsError('UnsupportedOperation', `The operation ${String(target ?? req.method)} is not supported.`);
       const params = parseRequest(body);
       if (caller) this.authorize(caller, name, params);
-      const output = await action.run(params, aborted.signal, caller);
+      const output = await action.run(params, signal, caller);
       if (action.durability !== 'none') await this.store.commit(action.durability === 'synced');
       await respond(res, 200, requestId, output);
     } catch (err) {
