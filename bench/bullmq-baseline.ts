@@ -12,6 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Queue, QueueEvents } from 'bullmq';
+import { version as bullmqVersion } from 'bullmq/package.json';
 
 export interface WorkloadFigures {
   samples: number[];
@@ -83,7 +84,8 @@ export async function bullmqWorkload(opts: { rounds: number; burst: number; prof
     let done = 0;
     let allDone!: () => void;
     const finished = new Promise<void>((r) => (allDone = r));
-    let wanted: Set<string> | undefined;
+    // Unset until addBulk answers; the completed handler reads it before then.
+    let wanted: Set<string> | undefined = undefined;
     // Completions seen before addBulk answered with the jobs' ids.
     const early: string[] = [];
     const complete = (id: string) => wanted!.delete(id) && ++done === opts.burst && allDone();
@@ -103,7 +105,7 @@ export async function bullmqWorkload(opts: { rounds: number; burst: number; prof
         redis: `${((c2 - c1) / opts.burst).toFixed(1)} Redis commands (${((c1 - c0) / opts.rounds).toFixed(1)} in the round trips)`,
       },
       notes: [
-        `BullMQ ${require('bullmq/package.json').version} on redis-server ${/v=(\S+)/.exec(spawnSync('redis-server', ['--version']).stdout.toString())?.[1]}, one worker process with concurrency 2, jobs kept after completion (the default).`,
+        `BullMQ ${bullmqVersion} on redis-server ${/v=(\S+)/.exec(spawnSync('redis-server', ['--version']).stdout.toString())?.[1]}, one worker process with concurrency 2, jobs kept after completion (the default).`,
       ],
     };
   } finally {

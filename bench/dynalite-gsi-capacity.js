@@ -65,7 +65,10 @@ db.addConsumedCapacity = function (data, isRead, old, now) {
   let extra = 0;
   for (const index of table.GlobalSecondaryIndexes) {
     const u = indexWriteUnits(index, tableKeys, old, now);
-    if (u) ((gsis[index.IndexName] = { CapacityUnits: u }), (extra += u));
+    if (u) {
+      gsis[index.IndexName] = { CapacityUnits: u };
+      extra += u;
+    }
   }
   return extra ? { ...capacity, CapacityUnits: capacity.CapacityUnits + extra, GlobalSecondaryIndexes: gsis } : capacity;
 };

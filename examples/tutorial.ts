@@ -32,10 +32,9 @@ async function getDate() {
   return format('%s', new Date().toISOString());
 }
 
-function echo(name: string) {
-  // eslint-disable-next-line @typescript-eslint/no-require-imports
-  const { execSync } = require('node:child_process');
-  const { hostname } = require('node:os');
+async function echo(name: string) {
+  const { execSync } = await import('node:child_process');
+  const { hostname } = await import('node:os');
   // Non-login shells often leave HOSTNAME unset.
   return execSync(`echo Hello ${name} from $HOSTNAME`, {
     env: { ...process.env, HOSTNAME: process.env.HOSTNAME ?? hostname() },

@@ -280,7 +280,10 @@ function compiledCheckTypes(checkTypes) {
     let checks;
     check = (data) => {
       if (!data || typeof data !== 'object' || Array.isArray(data)) return AS_DYNALITE;
-      if (!checks) ((keys = Object.keys(types)), (checks = keys.map((k) => spec(types[k]))));
+      if (!checks) {
+        keys = Object.keys(types);
+        checks = keys.map((k) => spec(types[k]));
+      }
       const out = {};
       for (let i = 0; i < keys.length; i++) {
         const v = data[keys[i]];
@@ -317,7 +320,10 @@ function compiledCheckTypes(checkTypes) {
     if (typeof type !== 'string') return () => AS_DYNALITE;
     let subtype;
     const parts = type.match(/(.+?)<(.+)>$/);
-    if (parts) ((type = parts[1]), (subtype = parts[2]));
+    if (parts) {
+      type = parts[1];
+      subtype = parts[2];
+    }
     switch (type) {
       case 'AttrStruct': {
         let check = attrStructs.get(subtype);

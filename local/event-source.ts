@@ -74,7 +74,7 @@ export function startSqsEventSource(opts: {
 
   const poll = async () => {
     while (!stopped) {
-      let messages: Message[] = [];
+      let messages: Message[];
       try {
         messages = await reader.receive(opts.batchSize ?? 10, opts.waitSeconds ?? 20, abort.signal);
       } catch (err) {

@@ -68,7 +68,7 @@ interface FunctionRef {
 }
 
 interface Pending {
-  future: ComputeFuture<any>;
+  future: ComputeFuture<unknown>;
   functionId: Promise<FunctionRef>;
   args: unknown[];
   kwargs: Record<string, unknown>;
@@ -85,7 +85,7 @@ interface Encoded {
 
 /** A submitted task's future, and its function's runtime, which says how to read its result. */
 interface Tracked {
-  future: ComputeFuture<any>;
+  future: ComputeFuture<unknown>;
   runtime: Runtime | undefined;
 }
 
@@ -98,7 +98,8 @@ const MAX_WAITS = 4;
 // Tasks left out of every wait for pollMaxMs (the waits under way name long tasks) get waits of their own, up to this many in all.
 const MAX_WAITS_OVERFLOW = 16;
 
-type AnyFn = (...args: any[]) => unknown;
+// never[]: any function's parameters accept it, so every function fits; Parameters<F> still reads F's own.
+type AnyFn = (...args: never[]) => unknown;
 
 /**
  * Runs functions on a Ferry endpoint, in the style of Globus Compute's Executor: `submit`
@@ -161,7 +162,7 @@ export class Executor {
   submit(fn: ShellFunction, kwargs?: Record<string, unknown>): ComputeFuture<ShellResult>;
   /** Run `fn(...args)` on the endpoint; the function must be self-contained (it travels as source). */
   submit<F extends AnyFn>(fn: F, ...args: Parameters<F>): ComputeFuture<Awaited<ReturnType<F>>>;
-  submit(fn: AnyFn | ShellFunction, ...args: unknown[]): ComputeFuture<any> {
+  submit(fn: AnyFn | ShellFunction, ...args: unknown[]): ComputeFuture<unknown> {
     if (fn instanceof ShellFunction) {
       const kwargs = args[0] ?? {};
       if (typeof kwargs !== 'object' || Array.isArray(kwargs) || args.length > 1) {
@@ -191,7 +192,7 @@ export class Executor {
    * submit order: Globus Compute's `reload_tasks`. Tasks this executor still tracks keep their
    * future; the others get new ones, polled like any other.
    */
-  async reloadTasks(taskGroupId: string = this.taskGroupId): Promise<ComputeFuture<any>[]> {
+  async reloadTasks(taskGroupId: string = this.taskGroupId): Promise<ComputeFuture<unknown>[]> {
     const views = await this.client.getTaskGroup(taskGroupId);
     const runtimes = new Map<string, Promise<Runtime | undefined>>();
     for (const v of views)
@@ -200,7 +201,7 @@ export class Executor {
           v.function_id,
           this.client.functionRuntime(v.function_id).catch(() => undefined),
         );
-    const futures: ComputeFuture<any>[] = [];
+    const futures: ComputeFuture<unknown>[] = [];
     for (const view of views) {
       const known = this.outstanding.get(view.task_id);
       if (known) {
@@ -209,7 +210,7 @@ export class Executor {
       }
       // A deleted function's runtime cannot be read: its results come back as their JSON.
       const runtime = await runtimes.get(view.function_id)!;
-      const future = new ComputeFuture<any>((f) => this.cancelFuture(f));
+      const future = new ComputeFuture<unknown>((f) => this.cancelFuture(f));
       this.track(future, view.task_id, runtime);
       await this.settle(view);
       futures.push(future);
@@ -224,7 +225,7 @@ export class Executor {
   }
 
   /** `fn(item)` for every item, submitted together; resolves to the results in order. */
-  map<F extends (item: any) => unknown>(fn: F, items: Iterable<Parameters<F>[0]>): Promise<Awaited<ReturnType<F>>[]> {
+  map<F extends (item: never) => unknown>(fn: F, items: Iterable<Parameters<F>[0]>): Promise<Awaited<ReturnType<F>>[]> {
     const futures = [...items].map((item) => this.submit(fn, ...([item] as Parameters<F>)));
     return Promise.all(futures.map((f) => f.result()));
   }
@@ -343,13 +344,13 @@ export class Executor {
     this.ensurePolling();
   }
 
-  private track(future: ComputeFuture<any>, taskId: string, runtime: Runtime | undefined): void {
+  private track(future: ComputeFuture<unknown>, taskId: string, runtime: Runtime | undefined): void {
     future.taskId = taskId;
     future._setStatus('waiting-for-endpoint');
     if (!future.done()) this.outstanding.set(taskId, { future, runtime });
   }
 
-  private async cancelFuture(f: ComputeFuture<any>): Promise<boolean> {
+  private async cancelFuture(f: ComputeFuture<unknown>): Promise<boolean> {
     if (!f.taskId) {
       const i = this.pending.findIndex((p) => p.future === f);
       if (i >= 0) this.pending.splice(i, 1);
@@ -369,7 +370,7 @@ export class Executor {
    */
   private ensurePolling(): void {
     if (this.waitUnsupported) return this.ensureBatchPolling();
-    let leftOut = false;
+    let leftOut: boolean;
     for (;;) {
       const ids: string[] = [];
       for (const id of this.outstanding.keys()) {

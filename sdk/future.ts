@@ -15,13 +15,12 @@ export class ComputeFuture<T = unknown> implements PromiseLike<T> {
   private printed?: TaskOutput;
   private settled?: Settled<T>;
   private readonly promise: Promise<T>;
-  private resolveFn!: (v: T) => void;
-  private rejectFn!: (e: unknown) => void;
+  // Methods, not function-typed fields: a ComputeFuture<number> is then also a ComputeFuture<unknown>.
+  private settle!: { resolve(v: T): void; reject(e: unknown): void };
 
-  constructor(private readonly canceller: (f: ComputeFuture<T>) => Promise<boolean>) {
+  constructor(private readonly canceller: (f: ComputeFuture<unknown>) => Promise<boolean>) {
     this.promise = new Promise<T>((resolve, reject) => {
-      this.resolveFn = resolve;
-      this.rejectFn = reject;
+      this.settle = { resolve, reject };
     });
     this.promise.catch(() => undefined);
   }
@@ -95,7 +94,7 @@ export class ComputeFuture<T = unknown> implements PromiseLike<T> {
     if (this.settled) return;
     this.state = 'success';
     this.settled = { ok: true, value };
-    this.resolveFn(value);
+    this.settle.resolve(value);
   }
 
   /** @internal */
@@ -103,6 +102,6 @@ export class ComputeFuture<T = unknown> implements PromiseLike<T> {
     if (this.settled) return;
     this.state = error instanceof TaskCancelled ? 'cancelled' : state;
     this.settled = { ok: false, error };
-    this.rejectFn(error);
+    this.settle.reject(error);
   }
 }

@@ -42,6 +42,7 @@ export class Http {
         if (attempt >= attempts)
           throw new Error(
             `cannot reach the Ferry API at ${this.opts.apiUrl}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`,
+            { cause: err },
           );
         await sleep(backoff(attempt));
         continue;

@@ -66,7 +66,7 @@ export class GrantKeeper {
         });
       } catch (err) {
         const cause = (err as { cause?: { code?: string } }).cause?.code ?? String(err);
-        if (attempt >= 5 && !this.grant) throw new Error(`could not reach the Ferry API at ${this.apiUrl}: ${cause}`);
+        if (attempt >= 5 && !this.grant) throw new Error(`could not reach the Ferry API at ${this.apiUrl}: ${cause}`, { cause: err });
         await backoffSleep(attempt);
         continue;
       }

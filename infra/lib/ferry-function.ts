@@ -115,8 +115,10 @@ export class FerryFunction extends nodejs.NodejsFunction {
   bindTable(t: FerryTable, access: TableAccess): this {
     if (access === 'RW') t.table.grantReadWriteData(this);
     else if (access === 'RU') t.table.grant(this, 'dynamodb:GetItem', 'dynamodb:BatchGetItem', 'dynamodb:Query', 'dynamodb:UpdateItem');
-    else if (access === 'RD') (t.table.grantReadData(this), t.table.grant(this, 'dynamodb:DeleteItem'));
-    else t.table.grantReadData(this);
+    else if (access === 'RD') {
+      t.table.grantReadData(this);
+      t.table.grant(this, 'dynamodb:DeleteItem');
+    } else t.table.grantReadData(this);
     this.addEnvironment(t.envVar, t.table.tableName);
     this.acknowledgeIam5(
       `${t.table.tableArn}/index/*`,

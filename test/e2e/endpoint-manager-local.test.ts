@@ -128,7 +128,7 @@ it('relay mode: agents without AWS or API access run tasks through the manager, 
     const agentsOut = readdirSync(join(dir, 'state'))
       .filter((f) => f.endsWith('.out'))
       .map((f) => readFileSync(join(dir, 'state', f), 'utf8'));
-    throw new Error(`${String(err)}\nmanager:\n${m.output().slice(-3000)}\nagents:\n${agentsOut.join('\n').slice(-3000)}`);
+    throw new Error(`${String(err)}\nmanager:\n${m.output().slice(-3000)}\nagents:\n${agentsOut.join('\n').slice(-3000)}`, { cause: err });
   } finally {
     child.kill('SIGTERM');
   }

@@ -161,9 +161,9 @@ describe('Executor.reloadTasks', () => {
     expect(reloaded[3]!.done()).toBe(false);
     expect(await reloaded[0]).toBe(10);
     expect(await reloaded[1]).toBeInstanceOf(ShellResult);
-    expect((await reloaded[1]).stdout).toBe('two\n');
+    expect(((await reloaded[1]) as ShellResult).stdout).toBe('two\n');
     expect(await reloaded[2]).toBe(30);
-    expect((await reloaded[3]).stdout).toBe('late\n');
+    expect(((await reloaded[3]) as ShellResult).stdout).toBe('late\n');
     await first.shutdown();
     await later.shutdown();
   });

@@ -5,9 +5,8 @@ import { App, Token } from 'aws-cdk-lib';
 import { endpointDlqName as coreDlqName, endpointQueueName as coreQueueName, loadConfig } from '../../core/config';
 import { endpointQueueName, endpointQueuePrefix, readContext, tableName } from '../../infra/lib/context';
 import { backlogSteps } from '../../infra/lib/fargate-endpoints';
+import cdkJson from '../../cdk.json';
 
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const cdkJson = require('../../cdk.json') as { app: string; context: Record<string, unknown> };
 // An App without outdir makes a temporary directory of its own; these share one, removed at the end.
 const outdir = mkdtempSync(join(tmpdir(), 'ferry-context-'));
 afterAll(() => rmSync(outdir, { recursive: true, force: true }));

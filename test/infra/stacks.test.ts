@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
 import { Match, Template } from 'aws-cdk-lib/assertions';
@@ -10,6 +10,7 @@ import { DataStack } from '../../infra/lib/data-stack';
 import { tableDefinitions } from '../../local/dynamo';
 import { workerRoleStatements } from '../../local/access-policy';
 import { FARGATE_ENDPOINT, normalised, synthesize, type Synthesized } from './synth';
+import cdkJson from '../../cdk.json';
 
 type Resource = {
   Type: string;
@@ -21,9 +22,6 @@ type Resource = {
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, unknown> };
 
 const XRAY = ['xray:PutTelemetryRecords', 'xray:PutTraceSegments'];
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const cdkJson = require('../../cdk.json') as { context: Record<string, unknown> };
 
 let s: Synthesized;
 let service: Record<string, Resource>;
@@ -442,7 +440,7 @@ describe('Fargate endpoints', () => {
     expect(images).toHaveLength(1);
     expect(images[0]!.source).toMatchObject({ dockerFile: 'workers/Dockerfile', platform: 'linux/arm64' });
     // Only what the Dockerfile copies is staged, not node_modules.
-    const staged = require('node:fs').readdirSync(join(s.app.outdir, images[0]!.source.directory)).sort();
+    const staged = readdirSync(join(s.app.outdir, images[0]!.source.directory)).sort();
     expect(staged).toEqual(['core', 'package-lock.json', 'package.json', 'tsconfig.json', 'workers']);
   });
 

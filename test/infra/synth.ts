@@ -6,9 +6,7 @@ import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import type { PolicyViolation } from 'aws-cdk-lib';
 import { buildFerry, type FerryApp } from '../../infra/lib/app';
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const cdkJson = require('../../cdk.json') as { context: Record<string, unknown> };
+import cdkJson from '../../cdk.json';
 
 /** A Fargate endpoint in context, so the Fargate construct is synthesized and checked too. */
 export const FARGATE_ENDPOINT = {

@@ -24,9 +24,7 @@ import { deleteQueuesByPrefix, handler as stageQueues } from '../../infra/handle
 import { readContext } from '../../infra/lib/context';
 import { DataStack } from '../../infra/lib/data-stack';
 import { synthesize, type Synthesized } from './synth';
-
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const cdkJson = require('../../cdk.json') as { context: Record<string, unknown> };
+import cdkJson from '../../cdk.json';
 
 type Resource = {
   Type: string;

@@ -343,7 +343,7 @@ export class EndpointManager {
 
   /** Relay mode: the agents' settings (isolation, env_passthrough, ...) without the secret or the API's address. */
   private writeAgentSettings(): void {
-    let settings: Record<string, unknown> = {};
+    let settings: Record<string, unknown>;
     try {
       settings = JSON.parse(readFileSync(this.opts.credentialsFile, 'utf8')) as Record<string, unknown>;
     } catch {

@@ -240,7 +240,7 @@ function tracebackOf(err) {
     if (isFrame(line) && line.includes(FUNCTION_FILENAME)) lastUserFrame = i;
   });
   if (lastUserFrame >= 0) lines = lines.filter((line, i) => i <= lastUserFrame || !isFrame(line));
-  else lines = lines.filter((line) => !line.includes(__filename));
+  else lines = lines.filter((line) => !line.includes(module.filename));
   let text = lines.join('\n');
   if (err.cause !== undefined) text += `\n[cause]: ${util.inspect(err.cause, { depth: 4 })}`;
   return text;
