@@ -4,6 +4,7 @@ import path from 'node:path';
 import { resolveIsolation } from '../../workers/runtime/isolation';
 import { RuntimePool } from '../../workers/runtime/pool';
 import type { CommandOutcome } from '../../workers/runtime/command';
+import { eventually } from '../helpers/api';
 
 // Commands (shell and mpi tasks) through a real pool, real bash, in each limit mechanism: no mocks.
 
@@ -76,8 +77,7 @@ it('ends a running command when the pool closes', async () => {
   const p = await pool('auto');
   const marker = `${process.pid}.125`;
   const running = run(p, `sleep ${marker}`);
-  await new Promise((r) => setTimeout(r, 300));
-  expect(withMarker(marker).length).toBeGreaterThan(0);
+  await eventually(async () => withMarker(marker).length > 0, 5_000, 'the command to start');
   await p.close();
   expect(await running).toMatchObject({ ok: false, error: { type: 'PoolClosed' } });
   expect(withMarker(marker)).toEqual([]);

@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { RunOutcome, RunRequest, RuntimePool } from '../../workers/runtime/pool';
@@ -8,6 +8,7 @@ import { resolveIsolation } from '../../workers/runtime/isolation';
 import { TaskLimits, type LimitMode } from '../../workers/runtime/limits';
 import { fitOutput, shrinkText, type TaskOutput } from '../../workers/runtime/output';
 import { isRunning } from '../helpers/proc';
+import { eventually } from '../helpers/api';
 
 // Real runtime processes under real kernel limits, no mocks: a task over its memory cap, a task
 // that leaves a daemon behind, a walltime kill of a task with a forked child, a flood of output.
@@ -38,6 +39,12 @@ const nodeDaemon = (file: string, delayS: number) =>
   `() => { const { spawn } = require('child_process'); spawn('setsid', ['sh', '-c', 'sleep ${delayS}; echo escaped > ${file}'], { detached: true, stdio: 'ignore' }).unref(); return 'started'; }`;
 const pyDaemon = (file: string, delayS: number) =>
   `import os\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n            import time\n            time.sleep(${delayS})\n            open(${JSON.stringify(file)}, "w").write("escaped")\n        os._exit(0)\n    os.wait()\n    return "started"\n`;
+/** The same daemons, but the task returns only once the daemon has written its pid to `${file}.pid` (whole, by a rename). */
+const nodeDaemonWithPid = (file: string, delayS: number) =>
+  `() => { const { spawn } = require('child_process'); const fs = require('fs'); spawn('setsid', ['sh', '-c', 'echo $$ > ${file}.tmp && mv ${file}.tmp ${file}.pid; sleep ${delayS}; echo escaped > ${file}'], { detached: true, stdio: 'ignore' }).unref(); const t = Date.now(); while (!fs.existsSync('${file}.pid') && Date.now() - t < 5000); return 'started'; }`;
+const pyDaemonWithPid = (file: string, delayS: number) =>
+  `import os, time\ndef f():\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n            open(${JSON.stringify(file + '.tmp')}, "w").write(str(os.getpid()))\n            os.rename(${JSON.stringify(file + '.tmp')}, ${JSON.stringify(file + '.pid')})\n            time.sleep(${delayS})\n            open(${JSON.stringify(file)}, "w").write("escaped")\n        os._exit(0)\n    os.wait()\n    t = time.time()\n    while not os.path.exists(${JSON.stringify(file + '.pid')}) and time.time() - t < 5:\n        time.sleep(0.01)\n    return "started"\n`;
+const pidIn = (file: string) => Number(readFileSync(file, 'utf8').trim());
 
 const limitModes: LimitMode[] = TaskLimits.resolve('auto').mechanism === 'rlimit' ? ['rlimit'] : ['auto', 'rlimit'];
 // The mechanism this machine gives, said once in the test log.
@@ -116,9 +123,11 @@ describe.each(limitModes)('task limits (%s)', (mode) => {
 
     it(`${runtime}: a child in a new session that would write a file after the task ends never does`, async () => {
       const file = path.join(dir, `${runtime}-daemon-${mode}`);
-      const out = await pool.run(runtime === 'node' ? node(nodeDaemon(file, 1)) : py(pyDaemon(file, 1)));
+      const out = await pool.run(runtime === 'node' ? node(nodeDaemonWithPid(file, 1)) : py(pyDaemonWithPid(file, 1)));
       expect(value(out)).toBe('started');
-      await sleep(2000);
+      const pid = pidIn(`${file}.pid`);
+      await eventually(async () => !isRunning(pid), 2_000, 'the daemon to be killed');
+      // The process that would write the file is gone, so it can never appear.
       expect(existsSync(file)).toBe(false);
       // The slot still runs tasks.
       expect(value(await pool.run(runtime === 'node' ? node('() => 1') : py('def f():\n    return 1\n')))).toBe(1);
@@ -129,15 +138,14 @@ describe.each(limitModes)('task limits (%s)', (mode) => {
       const pidFile = path.join(dir, `${runtime}-walltime-pid-${mode}`);
       const source =
         runtime === 'node'
-          ? `() => { const { spawn, execSync } = require('child_process'); const c = spawn('sh', ['-c', 'echo $$ > ${pidFile}; sleep 2; echo escaped > ${file}'], { stdio: 'ignore' }); spawn('setsid', ['sh', '-c', 'sleep 2; echo escaped >> ${file}'], { detached: true, stdio: 'ignore' }); while (true) {} }`
-          : `import os, subprocess, time\ndef f():\n    subprocess.Popen(["sh", "-c", "echo $$ > ${pidFile}; sleep 2; echo escaped > ${file}"])\n    subprocess.Popen(["setsid", "sh", "-c", "sleep 2; echo escaped >> ${file}"], start_new_session=True)\n    time.sleep(60)\n`;
+          ? `() => { const { spawn, execSync } = require('child_process'); const c = spawn('sh', ['-c', 'echo $$ > ${pidFile}; sleep 2; echo escaped > ${file}'], { stdio: 'ignore' }); spawn('setsid', ['sh', '-c', 'echo $$ > ${pidFile}.setsid; sleep 2; echo escaped >> ${file}'], { detached: true, stdio: 'ignore' }); while (true) {} }`
+          : `import os, subprocess, time\ndef f():\n    subprocess.Popen(["sh", "-c", "echo $$ > ${pidFile}; sleep 2; echo escaped > ${file}"])\n    subprocess.Popen(["setsid", "sh", "-c", "echo $$ > ${pidFile}.setsid; sleep 2; echo escaped >> ${file}"], start_new_session=True)\n    time.sleep(60)\n`;
       const out = await pool.run(runtime === 'node' ? node(source, { walltimeMs: 700 }) : py(source, { walltimeMs: 700 }));
       expect(out.ok).toBe(false);
       if (!out.ok) expect(out.error.type).toBe('TaskTimeout');
-      const pid = Number(execFileSync('cat', [pidFile]).toString().trim());
-      await sleep(300);
-      expect(isRunning(pid)).toBe(false);
-      await sleep(2500);
+      const pids = [pidIn(pidFile), pidIn(`${pidFile}.setsid`)];
+      await eventually(async () => pids.every((pid) => !isRunning(pid)), 2_000, "the task's children to be killed");
+      // The processes that would write the file are gone, so it can never appear.
       expect(existsSync(file)).toBe(false);
     });
   }
