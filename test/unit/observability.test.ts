@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import { sep } from 'node:path';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent } from 'aws-lambda';
 import type { LocalStack } from '../../local/stack';
@@ -21,7 +22,8 @@ process.env.FERRY_STAGE = 'obs';
 
 jest.setTimeout(60_000);
 
-type Line = Record<string, any>;
+/** A JSON log line; one with metrics carries them in CloudWatch's embedded metric format under _aws. */
+type Line = Record<string, unknown> & { _aws?: { CloudWatchMetrics: { Namespace: string; Metrics: { Name: string }[] }[] } };
 let lines: Line[] = [];
 const spies: jest.SpyInstance[] = [];
 
@@ -48,8 +50,7 @@ function capture(): void {
   }
 }
 
-const emf = (metric: string): Line[] =>
-  lines.filter((l) => l._aws?.CloudWatchMetrics?.[0]?.Metrics?.some((m: { Name: string }) => m.Name === metric));
+const emf = (metric: string): Line[] => lines.filter((l) => l._aws?.CloudWatchMetrics?.[0]?.Metrics?.some((m) => m.Name === metric));
 const lambdaContext = (requestId: string, functionName: string) =>
   ({
     awsRequestId: requestId,
@@ -63,7 +64,7 @@ let stack: LocalStack;
 
 beforeAll(async () => {
   // Loaded after the environment above is set: Powertools reads it when the handler modules load.
-  const { startLocalStack } = require('../../local/stack') as typeof import('../../local/stack');
+  const { startLocalStack } = await import('../../local/stack');
   stack = await startLocalStack({ sweepIntervalMs: 60_000 });
   capture();
 });
@@ -77,7 +78,7 @@ beforeEach(() => {
 
 describe('every handler goes through the same middy stack', () => {
   test('an API handler logs its answer with the request id and the API Gateway requestId as correlation id', async () => {
-    const { handler } = require('../../lambdas/api/tasks') as typeof import('../../lambdas/api/tasks');
+    const { handler } = await import('../../lambdas/api/tasks');
     const event = {
       version: '2.0',
       routeKey: 'GET /v1/tasks/{id}',
@@ -108,7 +109,7 @@ describe('every handler goes through the same middy stack', () => {
   });
 
   test('the authorizer logs the kind of caller, never the token', async () => {
-    const { handler } = require('../../lambdas/authorizer') as typeof import('../../lambdas/authorizer');
+    const { handler } = await import('../../lambdas/authorizer');
     const out = await handler(
       {
         type: 'REQUEST',
@@ -125,7 +126,7 @@ describe('every handler goes through the same middy stack', () => {
   });
 
   test('the results consumer logs a refused report with its SQS messageId as correlation id', async () => {
-    const { handler } = require('../../lambdas/results') as typeof import('../../lambdas/results');
+    const { handler } = await import('../../lambdas/results');
     const event: SQSEvent = {
       Records: [
         {
@@ -153,7 +154,7 @@ describe('every handler goes through the same middy stack', () => {
   });
 
   test('the lost-task sweep runs through the stack with the EventBridge event id as correlation id', async () => {
-    const { handler } = require('../../lambdas/lost-tasks') as typeof import('../../lambdas/lost-tasks');
+    const { handler } = await import('../../lambdas/lost-tasks');
     const ctx = { ...lambdaContext('lambda-req-4', 'ferry-obs-sweep'), getRemainingTimeInMillis: () => 55_000 } as Context;
     const out = await handler({ id: 'eb-event-1', 'detail-type': 'Scheduled Event' }, ctx);
     expect(out).toEqual({ failed: 0, expired: 0, queue_gone: 0, endpoint_deleted: 0 });
@@ -190,7 +191,7 @@ describe('task metrics (EMF) as a user drives tasks through the local stack', ()
     const submitted = emf('TasksSubmitted');
     expect(submitted).toHaveLength(1);
     expect(submitted[0]).toMatchObject({ TasksSubmitted: 3, service: 'ferry', stage: 'obs', endpoint: endpointId });
-    expect(submitted[0]!._aws.CloudWatchMetrics[0]).toMatchObject({
+    expect(submitted[0]!._aws!.CloudWatchMetrics[0]).toMatchObject({
       Namespace: 'Ferry',
       Dimensions: [
         ['service', 'stage'],
@@ -226,7 +227,7 @@ describe('task metrics (EMF) as a user drives tasks through the local stack', ()
     );
     sqs.destroy();
 
-    const total = (metric: string) => emf(metric).reduce((n, l) => n + l[metric], 0);
+    const total = (metric: string) => emf(metric).reduce((n, l) => n + (l[metric] as number), 0);
     expect(total('TasksStarted')).toBe(1);
     expect(total('TasksSucceeded')).toBe(1);
     expect(total('TasksFailed')).toBe(1);
@@ -234,7 +235,7 @@ describe('task metrics (EMF) as a user drives tasks through the local stack', ()
 
     const latency = emf('TaskLatency');
     expect(latency.length).toBeGreaterThan(0);
-    expect(latency[0]!._aws.CloudWatchMetrics[0]).toMatchObject({
+    expect(latency[0]!._aws!.CloudWatchMetrics[0]).toMatchObject({
       Namespace: 'Ferry',
       Dimensions: [['service', 'stage']],
       Metrics: [{ Name: 'TaskLatency', Unit: 'Milliseconds' }],
@@ -271,23 +272,23 @@ describe('in a Lambda environment', () => {
     }
   });
 
-  test('with tracing off the X-Ray SDK is not loaded at all (it would track every promise of the process)', () => {
+  test('with tracing off the X-Ray SDK is not loaded at all (it would track every promise of the process)', async () => {
     process.env.POWERTOOLS_TRACE_ENABLED = 'false';
-    const xray = (k: string) => k.includes(`${require('node:path').sep}aws-xray-sdk-core${require('node:path').sep}`);
-    jest.isolateModules(() => {
+    const xray = (k: string) => k.includes(`${sep}aws-xray-sdk-core${sep}`);
+    await jest.isolateModulesAsync(async () => {
       const before = Object.keys(require.cache).filter(xray).length;
-      const obs = require('../../lambdas/observability') as typeof import('../../lambdas/observability');
+      const obs = await import('../../lambdas/observability');
       expect(obs.tracer).toBeUndefined();
       // jest's module registry is per isolateModules: count what this load added to it.
       expect(Object.keys(require.cache).filter(xray).length).toBe(before);
     });
   });
 
-  test('every AWS SDK client core/clients.ts builds is captured by the X-Ray tracer', () => {
+  test('every AWS SDK client core/clients.ts builds is captured by the X-Ray tracer', async () => {
     process.env.POWERTOOLS_TRACE_ENABLED = 'true';
-    jest.isolateModules(() => {
-      require('../../lambdas/observability');
-      const clients = require('../../core/clients') as typeof import('../../core/clients');
+    await jest.isolateModulesAsync(async () => {
+      await import('../../lambdas/observability');
+      const clients = await import('../../core/clients');
       const sqs = clients.makeSqsClient({ region: 'us-east-1' });
       const s3 = clients.makeS3Client({ region: 'us-east-1' });
       expect(sqs.middlewareStack.identify().join(' ')).toContain('XRaySDKInstrumentation');
@@ -303,8 +304,8 @@ describe('in a Lambda environment', () => {
   ])("Lambda's log level does not pin the Logger: at sample rate %s, %i DEBUG line", async (rate, debugLines) => {
     process.env.POWERTOOLS_LOGGER_SAMPLE_RATE = rate;
     let handler!: typeof import('../../lambdas/authorizer').handler;
-    jest.isolateModules(() => {
-      ({ handler } = require('../../lambdas/authorizer') as typeof import('../../lambdas/authorizer'));
+    await jest.isolateModulesAsync(async () => {
+      ({ handler } = await import('../../lambdas/authorizer'));
     });
     await handler(
       { type: 'REQUEST', routeKey: 'GET /v1/functions', headers: {}, requestContext: { requestId: 'apigw-req-5' } } as never,
