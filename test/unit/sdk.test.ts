@@ -149,14 +149,27 @@ const FINAL_STATUSES = ['success', 'failed', 'cancelled'];
  * A client whose requests are answered in memory, in the API's shapes: enough to drive an Executor.
  * `noWaitRoute`: the API of an older deployment, which answers 404 for POST /v1/tasks/wait.
  */
+/** The request bodies the fake reads: one shape with every route's fields. */
+interface FakeBody {
+  runtime: string;
+  source: string;
+  name: string;
+  tasks: { function_id: string; resource_specification?: unknown }[];
+  task_group_id?: string;
+  task_ids: string[];
+  wait_ms: number;
+}
+
 function fakeClient(opts: { noWaitRoute?: boolean; fullWaits?: boolean } = {}) {
   const client = new Client({ apiUrl: 'http://fake.invalid', token: 'fry_fake' });
   const functions = new Map<string, { function_id: string; runtime: string; source: string }>();
   const tasks = new Map<string, TaskView & { spec: Record<string, unknown> }>();
   const groups = new Map<string, string[]>();
-  const requests: { method: string; path: string; body: any }[] = [];
+  const requests: { method: string; path: string; body: FakeBody }[] = [];
   let n = 0;
-  jest.spyOn(client.http, 'request').mockImplementation(async (method: string, path: string, body?: any): Promise<any> => {
+  // The fake answers every route with its own shape: typed as the generic request it stands in for.
+  jest.spyOn(client.http, 'request').mockImplementation((async (method: string, path: string, untyped?: unknown): Promise<unknown> => {
+    const body = untyped as FakeBody;
     requests.push({ method, path, body });
     if (method === 'POST' && path === '/v1/functions') {
       const id = `fn-${body.runtime}-${functions.size}`;
@@ -166,10 +179,10 @@ function fakeClient(opts: { noWaitRoute?: boolean; fullWaits?: boolean } = {}) {
     const fn = /^\/v1\/functions\/(.+)$/.exec(path);
     if (method === 'GET' && fn) return functions.get(fn[1]!) ?? Promise.reject(new Error('404'));
     if (method === 'POST' && path.endsWith('/submit')) {
-      if (body.tasks.some((t: any) => functions.get(t.function_id)?.runtime === 'mpi' && !t.resource_specification))
+      if (body.tasks.some((t) => functions.get(t.function_id)?.runtime === 'mpi' && !t.resource_specification))
         throw new Error('400: the whole batch is refused');
       const group = body.task_group_id ?? 'group';
-      const ids = body.tasks.map((t: any) => {
+      const ids = body.tasks.map((t) => {
         const id = `task-${++n}`;
         tasks.set(id, { task_id: id, status: 'waiting-for-endpoint', function_id: t.function_id, task_group_id: group, spec: t } as never);
         groups.set(group, [...(groups.get(group) ?? []), id]);
@@ -200,7 +213,7 @@ function fakeClient(opts: { noWaitRoute?: boolean; fullWaits?: boolean } = {}) {
     const group = /^\/v1\/task-groups\/([^?]+)/.exec(path);
     if (method === 'GET' && group) return { tasks: (groups.get(group[1]!) ?? []).map((id) => tasks.get(id)) };
     throw new Error(`unexpected ${method} ${path}`);
-  });
+  }) as Client['http']['request']);
   /** The worker: finish a task with a JSON result. */
   const finish = (id: string, value: unknown) =>
     Object.assign(tasks.get(id)!, { status: 'success', result: { codec: 'json', size: 0, sha256: '', value } });
@@ -387,7 +400,7 @@ describe('Executor with shell and mpi functions', () => {
     const gce = new Executor({ endpointId: 'ep', client: api.client, pollFailureLimit: 3, pollMinMs: 1 });
     const spy = jest.spyOn(api.client.http, 'request');
     const answer = spy.getMockImplementation()!;
-    spy.mockImplementation(async (method: string, path: string, body?: any) => {
+    spy.mockImplementation(async (method: string, path: string, body?: unknown) => {
       if (path === '/v1/tasks/wait') throw new FerryApiError(503, 'HttpError', 'Service Unavailable');
       return answer(method, path, body);
     });
