@@ -6,6 +6,7 @@ import { encodeJsonArgs, inlineBytes, inlineEnvelope } from '../../core/payload'
 import { startLocalStack, type LocalStack } from '../../local/stack';
 import { WorkerAgent } from '../../workers/agent/agent';
 import type { TaskSource } from '../../workers/agent/task-source';
+import type { TaskView } from '../../sdk/types';
 import { caller, eventually } from '../helpers/api';
 import { spawnAgent, stopAgents, type AgentProcess } from '../helpers/agents';
 
@@ -192,7 +193,7 @@ def pi(num_points):
     const all = [...nodeIds, ...pyIds];
     const done = await eventually(
       async () => {
-        const views: any[] = [];
+        const views: TaskView[] = [];
         for (let i = 0; i < all.length; i += 1000)
           views.push(...(await api('POST', '/v1/tasks/batch', { task_ids: all.slice(i, i + 1000) })).body.tasks);
         return views.every((v) => v.status === 'success') && views;
@@ -201,10 +202,10 @@ def pi(num_points):
       '400 tasks',
       1000,
     );
-    const estimates = done.map((v: any) => v.result.value as number);
+    const estimates = done.map((v) => v.result!.value as number);
     const mean = estimates.reduce((a: number, b: number) => a + b, 0) / estimates.length;
     expect(Math.abs(mean - Math.PI)).toBeLessThan(0.01);
-    const workers = new Set(done.map((v: any) => v.transitions.find((t: any) => t.state === 'success').by));
+    const workers = new Set(done.map((v) => v.transitions.find((t) => t.state === 'success')!.by));
     expect(workers.size).toBe(2);
   });
 });
