@@ -29,9 +29,19 @@ const node = (user: string, source: string, extra: Partial<RunRequest> = {}) => 
 const py = (user: string, source: string, entrypoint: string, extra: Partial<RunRequest> = {}) =>
   req(user, 'python', source, entrypoint, extra);
 
-function resultOf(outcome: RunOutcome): any {
+function resultOf<T = unknown>(outcome: RunOutcome): T {
   if (!outcome.ok) throw new Error(`task failed: ${outcome.error.type}: ${outcome.error.message}\n${outcome.error.traceback}`);
-  return JSON.parse(outcome.result.toString('utf8'));
+  return JSON.parse(outcome.result.toString('utf8')) as T;
+}
+
+/** What the look functions (nodeLook, PY_LOOK) report about the task's process. */
+interface Look {
+  env: Record<string, string>;
+  cwd: string;
+  uid: number;
+  secretFile: string;
+  agentEnviron: string;
+  pids: number[];
 }
 function errorOf(outcome: RunOutcome) {
   if (outcome.ok) throw new Error(`task succeeded with ${outcome.result.toString()}, expected a failure`);
@@ -113,8 +123,8 @@ describe.each(['sandbox', 'none'] as const)('isolation %s', (mode) => {
     for (const runtime of ['node', 'python'] as const) {
       const look =
         runtime === 'node'
-          ? resultOf(await pool.run(node(users[0]!, nodeLook(secretFile))))
-          : resultOf(await pool.run(py(users[0]!, PY_LOOK, 'look', { args: json([secretFile, process.pid]) })));
+          ? resultOf<Look>(await pool.run(node(users[0]!, nodeLook(secretFile))))
+          : resultOf<Look>(await pool.run(py(users[0]!, PY_LOOK, 'look', { args: json([secretFile, process.pid]) })));
       const names = Object.keys(look.env);
       expect(names.filter((n) => /^(FERRY_|AWS_)/.test(n))).toEqual([]);
       expect(JSON.stringify(look.env)).not.toContain(SECRET);
@@ -150,21 +160,21 @@ describe.each(['sandbox', 'none'] as const)('isolation %s', (mode) => {
     }
     // The same user's process is reused (that is the point of a warm process): it sees its own mark.
     expect(resultOf(await pool.run(node(users[0]!, nodeProbe)))).toEqual({ native: false, mark: markA });
-    expect(resultOf(await pool.run(py(users[0]!, pyProbe, 'probe')))[1]).toBe(pyMarkA);
+    expect(resultOf<unknown[]>(await pool.run(py(users[0]!, pyProbe, 'probe')))[1]).toBe(pyMarkA);
   });
 });
 
 describe('isolation sandbox', () => {
   it('keeps the agent, its files and other users out of reach, and never runs a task as root', async () => {
     const pool = await poolWith({ isolation: 'sandbox' });
-    const look = resultOf(await pool.run(py('alice', PY_LOOK, 'look', { args: json([secretFile, process.pid]) })));
+    const look = resultOf<Look>(await pool.run(py('alice', PY_LOOK, 'look', { args: json([secretFile, process.pid]) })));
     expect(look.uid).not.toBe(0);
     expect(look.secretFile).toMatch(/^ERR /);
     expect(look.agentEnviron).toMatch(/^ERR /);
     // A pid namespace of its own: the sandbox's init and the runner, nothing of the host.
     expect(look.pids).not.toContain(process.pid);
     expect(Math.max(...look.pids)).toBeLessThan(10);
-    const nodeLooked = resultOf(await pool.run(node('alice', nodeLook(secretFile))));
+    const nodeLooked = resultOf<Look>(await pool.run(node('alice', nodeLook(secretFile))));
     expect(nodeLooked.uid).not.toBe(0);
     expect(nodeLooked.secretFile).toMatch(/^ERR /);
     expect(nodeLooked.pids).not.toContain(process.pid);
@@ -188,13 +198,13 @@ describe('isolation sandbox', () => {
     const hostPaths = execFileSync('find', [scratchParent, '-name', 'private.txt']).toString().trim().split('\n').filter(Boolean);
     expect(hostPaths.length).toBeGreaterThan(0);
     const bobReads = `() => { const fs = require('fs'); return [${JSON.stringify(written)}, ...${JSON.stringify(hostPaths)}].map((f) => { try { return fs.readFileSync(f, 'utf8') } catch (e) { return 'ERR ' + e.code } }) }`;
-    for (const answer of resultOf(await pool.run(node('bob', bobReads)))) expect(answer).toMatch(/^ERR /);
+    for (const answer of resultOf<string[]>(await pool.run(node('bob', bobReads)))) expect(answer).toMatch(/^ERR /);
     expect(resultOf(await pool.run(node('alice', "() => require('fs').readFileSync('private.txt', 'utf8')")))).toBe('alice only');
   });
 
   it('cuts the network when configured off', async () => {
     const pool = await poolWith({ isolation: 'sandbox', sandboxNetwork: false });
-    const ifaces = resultOf(await pool.run(node('alice', "() => Object.keys(require('os').networkInterfaces())")));
+    const ifaces = resultOf<string[]>(await pool.run(node('alice', "() => Object.keys(require('os').networkInterfaces())")));
     expect(ifaces.filter((n: string) => n !== 'lo')).toEqual([]);
   });
 

@@ -38,9 +38,15 @@ const py = (user: string, source: string, entrypoint: string, args: unknown[] = 
   codec: 'json',
   walltimeMs: 10_000,
 });
-function resultOf(outcome: RunOutcome): any {
+function resultOf<T = unknown>(outcome: RunOutcome): T {
   if (!outcome.ok) throw new Error(`task failed: ${outcome.error.type}: ${outcome.error.message}\n${outcome.error.traceback}`);
-  return JSON.parse(outcome.result.toString('utf8'));
+  return JSON.parse(outcome.result.toString('utf8')) as T;
+}
+
+/** What a task reports about who it runs as and what it could read. */
+interface Who {
+  secret: string;
+  agentEnviron?: string;
 }
 
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args).toString().trim();
@@ -96,11 +102,11 @@ describe('multi-user isolation', () => {
         .sort((a, b) => a - b),
       home: sh('getent', ['passwd', account]).split(':')[5],
     };
-    const pyWho = resultOf(await pool.run(py(user, PY_WHO, 'who', [secretFile])));
+    const pyWho = resultOf<Who & { env: string[] }>(await pool.run(py(user, PY_WHO, 'who', [secretFile])));
     expect(pyWho).toMatchObject(expected);
     expect(pyWho.secret).toMatch(/^ERR PermissionError/);
     expect(pyWho.env.filter((n: string) => /^(FERRY_|AWS_)/.test(n))).toEqual([]);
-    const nodeWho = resultOf(
+    const nodeWho = resultOf<Who>(
       await pool.run(
         node(
           user,
@@ -117,7 +123,7 @@ describe('multi-user isolation', () => {
   });
 
   it("keeps each user's scratch, owned by their account and mode 0700, from the other", async () => {
-    const written = resultOf(
+    const written = resultOf<string>(
       await pool.run(node('alice', "() => { require('fs').writeFileSync('note.txt', 'alice only'); return process.cwd() + '/note.txt' }")),
     );
     const scratch = path.dirname(written);
