@@ -117,7 +117,9 @@ describe('an HPC endpoint on a real Slurm cluster', () => {
     });
 
     it('starts no block while nothing waits, then scales out on demand; tasks run inside the Slurm job', async () => {
-      await new Promise((r) => setTimeout(r, 2_000));
+      // Two more polls of the empty queue (one a second, each rewriting the status file): it has looked, and started nothing.
+      const looked = Date.parse(m.status()!.at);
+      await eventually(async () => Date.parse(m.status()!.at) >= looked + 2_000, 15_000, 'two more polls');
       expect(live(m)).toEqual([]);
       // The manager's own heartbeat: online with no block and no worker, as Globus Compute shows it.
       const status = async () => (await api('GET', `/v1/endpoints/${ep.id}/status`)).body;
