@@ -71,11 +71,12 @@ describe('data stack', () => {
     for (const def of defs) {
       const t = tables.find((x) => x.TableName === def.TableName)!;
       expect(t.KeySchema).toEqual(def.KeySchema);
-      expect(sortedBy(t.AttributeDefinitions, (a: any) => a.AttributeName)).toEqual(
+      expect(sortedBy(t.AttributeDefinitions as { AttributeName: string }[], (a) => a.AttributeName)).toEqual(
         sortedBy(def.AttributeDefinitions, (a) => a.AttributeName!),
       );
-      const gsi = (g: any) => ({ IndexName: g.IndexName, KeySchema: g.KeySchema, Projection: g.Projection });
-      expect(sortedBy(t.GlobalSecondaryIndexes, (g: any) => g.IndexName).map(gsi)).toEqual(
+      type Gsi = { IndexName?: string; KeySchema?: unknown; Projection?: unknown };
+      const gsi = (g: Gsi) => ({ IndexName: g.IndexName, KeySchema: g.KeySchema, Projection: g.Projection });
+      expect(sortedBy(t.GlobalSecondaryIndexes as Gsi[], (g) => g.IndexName!).map(gsi)).toEqual(
         sortedBy(def.GlobalSecondaryIndexes, (g) => g.IndexName!).map(gsi),
       );
     }
@@ -401,12 +402,14 @@ describe('worker identity', () => {
     // Resolve the template's references the way CloudFormation would in one account and region.
     const env = { partition: 'aws', region: 'eu-west-1', accountId: '123456789012' };
     const resultsQueueArn = `arn:aws:sqs:${env.region}:${env.accountId}:the-results-queue`;
-    const resolve = (v: any): string => {
-      if (typeof v === 'string') return v;
+    type Ref = { Ref?: string; 'Fn::Join'?: [string, unknown[]]; 'Fn::GetAtt'?: [string, string] };
+    const resolve = (value: unknown): string => {
+      if (typeof value === 'string') return value;
+      const v = value as Ref;
       if (v.Ref === 'AWS::Partition') return env.partition;
       if (v.Ref === 'AWS::Region') return env.region;
       if (v.Ref === 'AWS::AccountId') return env.accountId;
-      if (v['Fn::Join']) return (v['Fn::Join'][1] as unknown[]).map(resolve).join(v['Fn::Join'][0]);
+      if (v['Fn::Join']) return v['Fn::Join'][1].map(resolve).join(v['Fn::Join'][0]);
       if (v['Fn::GetAtt']?.[0] === logicalId('ResultsQueue', 'AWS::SQS::Queue') && v['Fn::GetAtt'][1] === 'Arn') return resultsQueueArn;
       throw new Error(`unresolved ${JSON.stringify(v)}`);
     };
