@@ -36,5 +36,18 @@ export default tseslint.config(
     },
     rules: { '@typescript-eslint/no-require-imports': 'off' },
   },
+  {
+    // Loaded on first use, not at start: the CLI's heavy commands (each `ferry` call would pay
+    // ~1.2 s under tsx), the local API's handlers (after the stack has set their environment)
+    // and the X-Ray tracer (only when tracing is on). CommonJS `require` is how to load lazily
+    // and synchronously here; everything else imports.
+    files: ['cli/ferry.ts', 'local/api-server.ts', 'lambdas/observability.ts'],
+    rules: {
+      '@typescript-eslint/no-require-imports': [
+        'error',
+        { allow: ['^\\.\\./local/start$', '^\\.\\./workers/', '^\\.\\./lambdas/api/', '^@aws-lambda-powertools/tracer$'] },
+      ],
+    },
+  },
   prettier,
 );

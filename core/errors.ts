@@ -32,7 +32,7 @@ export class Unauthorized extends FerryError {
 /**
  * An endpoint secret whose endpoint was deleted (the authorizer's cached answer still admits it
  * for up to 30 s): 401, what the API says once that answer lapses, so a worker agent stops at
- * once as "secret refused" (workers/agent.ts, workers/grant.ts).
+ * once as "secret refused" (workers/agent/, workers/grant.ts).
  */
 export class EndpointGone extends Unauthorized {
   constructor(endpointId: string) {

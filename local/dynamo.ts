@@ -178,7 +178,7 @@ export function tableDefinitions(cfg: FerryConfig): CreateTableCommandInput[] {
       KeySchema: [{ AttributeName: 'task_id', KeyType: 'HASH' }],
       GlobalSecondaryIndexes: [
         {
-          // A group's tasks in submit order (core/tables/tasks.ts submitOrder).
+          // A group's tasks in submit order (core/tables/task-records.ts submitOrder).
           IndexName: 'group-order-index',
           KeySchema: [
             { AttributeName: 'task_group_id', KeyType: 'HASH' },

@@ -61,13 +61,13 @@ export class DataStack extends Stack {
     functions.addGlobalSecondaryIndex(ownerIndex);
     const endpoints = table('EndpointsTable', 'endpoints', 'endpoint_id');
     endpoints.addGlobalSecondaryIndex(ownerIndex);
-    // Items (core/tables/tasks.ts): a share of up to 100 tasks of one submit, its open marker, a
+    // Items (core/tables/task-records.ts): a share of up to 100 tasks of one submit, its open marker, a
     // task's own item once it moves, idempotency records. Shares and markers expire after their
     // tasks can no longer be open plus resultTtlDays; task items with them or resultTtlDays after
     // the task ends, whichever is later; idempotency records after one day.
     const tasks = table('TasksTable', 'tasks', 'task_id', 'expires_at');
     // A group's tasks in submit order: `submit_order` is the submit's time and token, then the
-    // task's position in it (core/tables/tasks.ts submitOrder). It holds shares (their first
+    // task's position in it (core/tables/task-records.ts submitOrder). It holds shares (their first
     // task's order; their tasks follow by position), and tasks written before shares. It replaced a group-index sorted
     // on created_at, which every task of one submit shares. A GSI's keys cannot change in place:
     // on a deployed stage, deploy with both indexes, backfill submit_order, then drop group-index.

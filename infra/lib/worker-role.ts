@@ -61,7 +61,7 @@ export class WorkerRole extends Construct {
       }),
     );
     // One results queue serves all endpoints; the results Lambda accepts a result only for a task
-    // of the sender's endpoint and payload refs only under its prefix (core/tasks.applyResults).
+    // of the sender's endpoint and payload refs only under its prefix (core/tasks/results.ts applyResults).
     this.role.addToPolicy(
       new iam.PolicyStatement({
         sid: 'SendResults',

@@ -1,12 +1,13 @@
 import { sleep } from '../../core/retry';
+import type { Json } from './json';
 /** A tiny HTTP caller for tests: what curl would do, with the status kept beside the JSON. */
-export interface Answer<T = any> {
+export interface Answer<T = Json> {
   status: number;
   body: T;
 }
 
 export function caller(baseUrl: string, token?: string) {
-  return async function call<T = any>(
+  return async function call<T = Json>(
     method: string,
     path: string,
     body?: unknown,

@@ -1,10 +1,10 @@
+import type { CfnResource as Resource } from '../helpers/json';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Match } from 'aws-cdk-lib/assertions';
 import { STOP_TIMEOUT } from '../../infra/lib/fargate-endpoints';
 import { FARGATE_ENDPOINT, synthesize, type Synthesized } from './synth';
 
-type Resource = { Type: string; Properties: Record<string, any> };
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown };
 
 // A prebuilt image in ECR for every endpoint (global workerImage), and one endpoint that names

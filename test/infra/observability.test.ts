@@ -1,3 +1,4 @@
+import type { CfnResource as Resource } from '../helpers/json';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { synthesize, type Synthesized } from './synth';
@@ -6,7 +7,6 @@ import { synthesize, type Synthesized } from './synth';
  * Powertools on every Ferry Lambda, and the dashboard and alarms on the metrics they publish
  * (lambdas/observability.ts), as the synthesized service template deploys them.
  */
-type Resource = { Type: string; Properties: Record<string, any> };
 
 let s: Synthesized;
 let service: Record<string, Resource>;

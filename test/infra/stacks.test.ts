@@ -1,3 +1,4 @@
+import type { CfnResource as Resource } from '../helpers/json';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { App } from 'aws-cdk-lib';
@@ -12,13 +13,6 @@ import { workerRoleStatements } from '../../local/access-policy';
 import { FARGATE_ENDPOINT, normalised, synthesize, type Synthesized } from './synth';
 import cdkJson from '../../cdk.json';
 
-type Resource = {
-  Type: string;
-  Properties: Record<string, any>;
-  DependsOn?: string[];
-  DeletionPolicy?: string;
-  UpdateReplacePolicy?: string;
-};
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, unknown> };
 
 const XRAY = ['xray:PutTelemetryRecords', 'xray:PutTraceSegments'];

@@ -6,6 +6,7 @@
  * stands in for CloudFormation's presigned response URL (CloudFormation cannot run here).
  * The rest are assertions on the synthesized templates.
  */
+import type { CfnResource as Resource } from '../helpers/json';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { CreateTableCommand, DeleteTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
@@ -26,13 +27,6 @@ import { DataStack } from '../../infra/lib/data-stack';
 import { synthesize, type Synthesized } from './synth';
 import cdkJson from '../../cdk.json';
 
-type Resource = {
-  Type: string;
-  Properties: Record<string, any>;
-  DependsOn?: string[];
-  DeletionPolicy?: string;
-  UpdateReplacePolicy?: string;
-};
 type Statement = { Effect: string; Action: string | string[]; Resource: unknown; Condition?: Record<string, unknown>; Principal?: unknown };
 
 const saved = { ...process.env };
