@@ -1,7 +1,6 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
-import { CreateBucketCommand, S3Client } from '@aws-sdk/client-s3';
 import { CreateQueueCommand, DeleteQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { resetClients, useDynamoTransport } from '../core/clients';
 import { config, resetConfig } from '../core/config';
@@ -154,11 +153,6 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     const ddb = new DynamoDBClient({});
     await createTables(ddb, cfg, opts.dataDir);
     ddb.destroy();
-    const s3 = new S3Client({ forcePathStyle: true });
-    await s3.send(new CreateBucketCommand({ Bucket: bucket })).catch((err) => {
-      if (!/BucketAlready/.test(err?.name ?? '')) throw err;
-    });
-    s3.destroy();
 
     const sqs = new SQSClient({});
     const resultsDlqName = `ferry-${stage}-results-dlq`;
