@@ -190,9 +190,10 @@ export class Executor {
   /**
    * Futures for every task of a task group (this executor's by default), finished or not, in
    * submit order: Globus Compute's `reload_tasks`. Tasks this executor still tracks keep their
-   * future; the others get new ones, polled like any other.
+   * future; the others get new ones, polled like any other. A group may mix result types: name
+   * the one you expect (`reloadTasks<ShellResult>()`), or narrow each result.
    */
-  async reloadTasks(taskGroupId: string = this.taskGroupId): Promise<ComputeFuture<unknown>[]> {
+  async reloadTasks<T = unknown>(taskGroupId: string = this.taskGroupId): Promise<ComputeFuture<T>[]> {
     const views = await this.client.getTaskGroup(taskGroupId);
     const runtimes = new Map<string, Promise<Runtime | undefined>>();
     for (const v of views)
@@ -216,7 +217,7 @@ export class Executor {
       futures.push(future);
     }
     this.ensurePolling();
-    return futures;
+    return futures as ComputeFuture<T>[];
   }
 
   /** A registered function's runtime decides how its arguments are encoded and its result read; looked up once. */
