@@ -3,7 +3,7 @@
  * dynalite on a thread of its own (local/dynamo-thread.ts starts it): the local stack's process
  * keeps the socket, the signature checks and the handlers, and this thread does the storage work,
  * so the local DynamoDB uses a second core. Requests arrive already read and authenticated, as
- * messages `{ id, method, url, headers, body }`; each answer goes back as `{ id, status, headers, body }`.
+ * arrays of `{ id, method, url, headers, body }`; answers go back as arrays of `{ id, status, headers, body }`.
  * Plain JavaScript: a worker thread runs without the TypeScript loader of its parent.
  */
 const { EventEmitter } = require('node:events');
@@ -38,10 +38,7 @@ function response(id) {
       if (this.ended) return;
       this.ended = true;
       const bytes = body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(body) ? body : Buffer.from(String(body), 'utf8');
-      parentPort.postMessage(
-        { id, status: this.statusCode, headers, body: bytes },
-        [bytes.buffer].filter((b) => b.byteLength === bytes.length),
-      );
+      answered({ id, status: this.statusCode, headers, body: bytes });
     },
   };
 }
@@ -69,8 +66,32 @@ function notAnObject(body) {
   }
 }
 
+/**
+ * Answers go back together, once per turn of this thread's event loop: a message between threads
+ * costs far more than its bytes (waking the other thread), so a busy stack pays it once for many
+ * calls. A body that owns its whole buffer is moved, not copied.
+ */
+let outbox = [];
+let transfers = [];
+function answered(answer) {
+  if (answer.body.byteOffset === 0 && answer.body.byteLength === answer.body.buffer.byteLength) transfers.push(answer.body.buffer);
+  if (outbox.push(answer) === 1) setImmediate(sendAnswers);
+}
+function sendAnswers() {
+  const batch = outbox;
+  const moved = transfers;
+  outbox = [];
+  transfers = [];
+  parentPort.postMessage(batch, moved);
+}
+
 parentPort.on('message', (msg) => {
   if (msg === 'close') return server.close(() => parentPort.postMessage('closed'));
+  for (const one of msg) serve(one);
+});
+
+/** One request of a batch (local/dynamo-thread.ts sends them as an array). */
+function serve(msg) {
   const body = Buffer.from(msg.body);
   const res = response(msg.id);
   if (notAnObject(body))
@@ -86,4 +107,4 @@ parentPort.on('message', (msg) => {
     console.error('local DynamoDB: a request failed inside dynalite', err);
     if (!res.ended) answer(res, 500, 'com.amazonaws.dynamodb.v20120810#InternalServerError', 'local DynamoDB failed on this request');
   }
-});
+}
