@@ -37,16 +37,19 @@ export async function ownedFunctions(functionIds: readonly string[], userId: str
   return found;
 }
 
+/** A task this user submitted (a record with transitions: a task, not a share's open marker). */
+export const isOwnTask = (t: TaskRecord, userId: string): boolean => t.owner === userId && Boolean(t.transitions);
+
 /** A task this user submitted; anyone else's is unknown. */
 export async function ownTask(taskId: string, userId: string): Promise<TaskRecord> {
   const t = await getTask(taskId);
-  if (!t || t.owner !== userId || !t.transitions) throw new NotFound(`task ${taskId} not found`);
+  if (!t || !isOwnTask(t, userId)) throw new NotFound(`task ${taskId} not found`);
   return t;
 }
 
 /** Up to 1,000 tasks at once, in the order asked; unknown and others' ids are listed apart. */
 export async function ownTasks(taskIds: readonly string[], userId: string): Promise<{ tasks: TaskRecord[]; unknown: string[] }> {
-  const found = (await getTasks(taskIds)).filter((t) => t.owner === userId && t.transitions);
+  const found = (await getTasks(taskIds)).filter((t) => isOwnTask(t, userId));
   const byId = new Map(found.map((t) => [t.task_id, t]));
   return {
     tasks: taskIds.filter((id) => byId.has(id)).map((id) => byId.get(id)!),

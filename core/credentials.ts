@@ -45,7 +45,7 @@ export function senderEndpoint(senderId: string | undefined, workerRoleId: strin
  * prefix (and the results queue). Role chaining caps them at one hour. Locally the same call
  * goes to the local STS (AWS_ENDPOINT_URL_STS), whose servers enforce the same policy.
  */
-export async function vendWorkerCredentials(ep: EndpointRecord): Promise<WorkerGrant> {
+async function vendWorkerCredentials(ep: EndpointRecord): Promise<WorkerGrant> {
   const cfg = config();
   const region = process.env.AWS_REGION ?? 'us-east-1';
   if (!cfg.workerRoleArn) throw new Error('FERRY_WORKER_ROLE_ARN is not set: there is no worker role to vend credentials from');

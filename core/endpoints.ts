@@ -16,11 +16,9 @@ import {
 } from './tables/endpoints';
 import { mapLimit } from './retry';
 import { closeMarker, markerShare, openTaskIds, queryOpenOnEndpoint, transitionTask } from './tables/task-records';
+import { DEFAULT_HEARTBEAT_MS } from './messages';
 import { announceFinished } from './task-events';
 import { deleteTokenHash, issueEndpointSecret } from './tables/tokens';
-
-/** How often an agent beats unless it says otherwise in its heartbeat (agents older than `heartbeat_ms`). */
-export const DEFAULT_HEARTBEAT_MS = 30_000;
 
 /**
  * An agent is gone once it has missed two heartbeats, plus a little for the network: its

@@ -1,5 +1,6 @@
 import { NotFound } from './errors';
 import { deleteFunction, type FunctionRecord } from './tables/functions';
+import { isCommandRuntime } from './runtimes';
 
 /** A function as its owner sees it; the source only when one function is read (GET /v1/functions/{id} adds it). */
 export const functionView = (f: FunctionRecord) => ({
@@ -8,7 +9,7 @@ export const functionView = (f: FunctionRecord) => ({
   description: f.description ?? null,
   runtime: f.runtime,
   entrypoint: f.entrypoint,
-  shell: f.runtime === 'shell' || f.runtime === 'mpi' ? (f.shell ?? {}) : undefined,
+  shell: isCommandRuntime(f.runtime) ? (f.shell ?? {}) : undefined,
   source_sha256: f.source_sha256,
   created_at: f.created_at,
 });

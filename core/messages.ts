@@ -2,6 +2,9 @@ import { z } from 'zod';
 import { envelopeSchema } from './payload';
 import { FUNCTION_RUNTIMES } from './runtimes';
 
+/** How often an agent beats unless it says otherwise in its heartbeat (agents older than `heartbeat_ms`). */
+export const DEFAULT_HEARTBEAT_MS = 30_000;
+
 /**
  * Globus Compute's ShellFunction options, kept with the function. `walltime_ms`: past it the command is
  * killed and its result has returncode 124 (not a failed task); `snippet_lines`: the last lines of

@@ -13,9 +13,14 @@ export type ProcessRuntime = (typeof PROCESS_RUNTIMES)[number];
 
 const isProcessRuntime = (name: string): name is ProcessRuntime => (PROCESS_RUNTIMES as readonly string[]).includes(name);
 
+/** Runtimes that run a command (a ShellFunction's, or an MPIFunction's under mpiexec) with /bin/bash. */
+export const COMMAND_RUNTIMES = ['shell', 'mpi'] as const;
+export const isCommandRuntime = (name: string): name is (typeof COMMAND_RUNTIMES)[number] =>
+  (COMMAND_RUNTIMES as readonly string[]).includes(name);
+
 /**
  * A comma-separated list of process runtimes (FERRY_RUNTIMES, `--runtimes`); undefined when unset.
- * Throws on a name that is not one of PROCESS_RUNTIMES.
+ * Throws on a name that is not one of PROCESS_RUNTIMES, and on a list that names none.
  */
 export function parseProcessRuntimes(list: string | undefined): ProcessRuntime[] | undefined {
   if (list === undefined) return undefined;
@@ -23,6 +28,7 @@ export function parseProcessRuntimes(list: string | undefined): ProcessRuntime[]
     .split(',')
     .map((s) => s.trim())
     .filter(Boolean);
+  if (!names.length) throw new Error(`no runtime named (runtimes: ${PROCESS_RUNTIMES.join(', ')})`);
   const runtimes = names.filter(isProcessRuntime);
   if (runtimes.length < names.length) {
     const unknown = names.filter((n) => !isProcessRuntime(n));

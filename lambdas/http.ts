@@ -122,7 +122,7 @@ export function pathId(req: { params: Record<string, string> }, name: string, wh
 const shown = (v: string | undefined): string => JSON.stringify((v ?? '').slice(0, 64));
 
 /** A query string checked against its schema (lambdas/schemas.ts): a bad parameter is a 400, never clamped. */
-export function queryOf<S extends z.ZodType>(req: { query: Record<string, string> }, schema: S): z.infer<S> {
+function queryOf<S extends z.ZodType>(req: { query: Record<string, string> }, schema: S): z.infer<S> {
   const parsed = schema.safeParse(req.query);
   if (!parsed.success) throw new ValidationFailed(describeIssues(parsed.error));
   return parsed.data;

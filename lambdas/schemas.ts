@@ -1,14 +1,13 @@
 import { z } from 'zod';
 import { UUID_RE } from '../core/ids';
 import { resourceSpecificationSchema, shellOptionsSchema } from '../core/messages';
-import { CODECS, FUNCTION_RUNTIMES } from '../core/runtimes';
-import { MAX_TASKS_PER_SUBMIT } from '../core/tasks/submit';
+import { CODECS, FUNCTION_RUNTIMES, isCommandRuntime } from '../core/runtimes';
+
+/** Tasks in one submit request. */
+export const MAX_TASKS_PER_SUBMIT = 500;
 
 const uuid = z.string().regex(UUID_RE, 'must be a lower-case UUID');
 const name = z.string().trim().min(1).max(128);
-
-/** shell and mpi functions: the source is a command template, not code with an entrypoint. */
-const isCommand = (runtime: string): boolean => runtime === 'shell' || runtime === 'mpi';
 
 export const registerFunctionBody = z
   .object({
@@ -30,11 +29,11 @@ export const registerFunctionBody = z
   })
   .strict()
   .refine((f) => f.runtime !== 'python' || f.entrypoint, { message: 'python functions need an entrypoint', path: ['entrypoint'] })
-  .refine((f) => !isCommand(f.runtime) || f.entrypoint === undefined, {
+  .refine((f) => !isCommandRuntime(f.runtime) || f.entrypoint === undefined, {
     message: 'shell and mpi functions take no entrypoint: their source is the command',
     path: ['entrypoint'],
   })
-  .refine((f) => isCommand(f.runtime) || f.shell === undefined, {
+  .refine((f) => isCommandRuntime(f.runtime) || f.shell === undefined, {
     message: 'shell options apply to shell and mpi functions only',
     path: ['shell'],
   });
@@ -156,7 +155,7 @@ export const submitBody = z
 export const batchTasksBody = z.object({ task_ids: z.array(uuid).min(1).max(1000) }).strict();
 
 /** API Gateway: 30 s per request; a wait of at most 20 s leaves room for its reads. */
-export const MAX_WAIT_MS = 20_000;
+const MAX_WAIT_MS = 20_000;
 export const waitTasksBody = z
   .object({ task_ids: z.array(uuid).min(1).max(1000), wait_ms: z.number().int().min(0).max(MAX_WAIT_MS).default(10_000) })
   .strict();
@@ -166,7 +165,7 @@ export const createPayloadBody = z
   .strict();
 
 /** Listings return pages of 1 to 1,000 items, 100 unless asked (the SDK pages a task group 1,000 at a time). */
-export const PAGE_LIMIT = { min: 1, max: 1000, default: 100 } as const;
+const PAGE_LIMIT = { min: 1, max: 1000, default: 100 } as const;
 const LIMIT_RANGE = `must be an integer from ${PAGE_LIMIT.min} to ${PAGE_LIMIT.max}`;
 
 /** The query of every listing: the one `limit` rule (a bad limit is a 400, never clamped) and its cursor. */

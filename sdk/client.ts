@@ -1,3 +1,4 @@
+import { isCommandRuntime } from '../core/runtimes';
 import { decodePayload, encodeArgs, sha256 } from './codec';
 import { resolveCredentials, type Credentials } from './config';
 import { RemoteError, TaskCancelled, TaskPending } from './errors';
@@ -354,7 +355,7 @@ export const remoteErrorOf = (t: TaskView): RemoteError =>
 
 /** A shell or mpi function answers `{cmd, returncode, stdout, stderr, exception_name}`: a ShellResult. */
 export const asRuntimeResult = (value: unknown, runtime: Runtime | undefined): unknown =>
-  (runtime === 'shell' || runtime === 'mpi') && isWireShellResult(value) ? ShellResult.fromJSON(value) : value;
+  runtime !== undefined && isCommandRuntime(runtime) && isWireShellResult(value) ? ShellResult.fromJSON(value) : value;
 
 /** The value of a finished task whose function's runtime is known, or the error it ended with. */
 export async function resultOf(t: TaskView, runtime?: Runtime): Promise<unknown> {

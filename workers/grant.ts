@@ -97,4 +97,4 @@ export class GrantKeeper {
 }
 
 /** Full jitter: spreads retries of many agents hitting the same fault. */
-export const backoffSleep = (attempt: number): Promise<void> => sleep(backoffMs(attempt, { baseMs: 250, capMs: 20_000, jitter: 'full' }));
+const backoffSleep = (attempt: number): Promise<void> => sleep(backoffMs(attempt, { baseMs: 250, capMs: 20_000, jitter: 'full' }));

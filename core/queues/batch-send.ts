@@ -1,8 +1,9 @@
 import { SendMessageBatchCommand, type SQSClient } from '@aws-sdk/client-sqs';
 import { backoffMs, mapLimit, sleep } from '../retry';
 
-// SQS: at most 10 entries and 256 KiB of bodies in one SendMessageBatch.
-const MAX_ENTRIES = 10;
+/** SQS: at most 10 entries in one batch call (send, receive, delete, change visibility). */
+export const MAX_BATCH_ENTRIES = 10;
+// SQS: at most 256 KiB of bodies in one SendMessageBatch.
 const MAX_BATCH_BYTES = 256 * 1024;
 
 export interface OutgoingMessage {
@@ -17,7 +18,7 @@ export function packBatches(messages: readonly OutgoingMessage[]): OutgoingMessa
   let bytes = 0;
   for (const m of messages) {
     const size = Buffer.byteLength(m.body);
-    if (current.length && (current.length === MAX_ENTRIES || bytes + size > MAX_BATCH_BYTES)) {
+    if (current.length && (current.length === MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES)) {
       batches.push(current);
       current = [];
       bytes = 0;

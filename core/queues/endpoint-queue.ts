@@ -12,7 +12,7 @@ import { config, endpointDlqName, endpointQueueName } from '../config';
 import { FerryError } from '../errors';
 import type { TaskMessage } from '../messages';
 import { chunk } from '../retry';
-import { sendBatches } from './batch-send';
+import { MAX_BATCH_ENTRIES, sendBatches } from './batch-send';
 
 /** How long a received task stays invisible before the agent must extend it (its heartbeat). */
 export const TASK_VISIBILITY_SECONDS = 60;
@@ -201,9 +201,6 @@ export async function queueDepth(queueUrl: string): Promise<{ queued: number; in
     inFlight: Number(out.Attributes?.ApproximateNumberOfMessagesNotVisible ?? 0),
   };
 }
-
-// SQS: at most 10 entries per DeleteMessageBatch and ChangeMessageVisibilityBatch.
-const MAX_BATCH_ENTRIES = 10;
 
 /**
  * Delete received messages (DeleteMessageBatch in tens); returns the indexes of those SQS did not

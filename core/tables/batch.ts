@@ -51,7 +51,7 @@ export async function batchGet<T>(table: string, keyName: string, ids: readonly 
   return found;
 }
 
-export function isRetryable(err: unknown): boolean {
+function isRetryable(err: unknown): boolean {
   const e = err as { name?: string; $retryable?: unknown; $metadata?: { httpStatusCode?: number } };
   return Boolean(
     e?.$retryable ||

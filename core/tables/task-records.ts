@@ -141,7 +141,7 @@ export function shareOfTask(taskId: string): { shareId: string; position: number
 }
 
 /** When a share (and its marker) expire: after its tasks can no longer be open, plus the results' time to live. */
-export const shareExpiresAt = (createdAt: Date): number =>
+const shareExpiresAt = (createdAt: Date): number =>
   Math.floor(createdAt.getTime() / 1000) + SQS_MAX_RETENTION_S + config().expiryMarginSeconds + 86400 + config().resultTtlDays * 86400;
 
 const initialTransitions = (at: string): Transition[] => [
@@ -187,7 +187,7 @@ function remember(s: ShareRecord): void {
 }
 
 /** A share by id, from the cache or the table (`consistent`: a strongly consistent read on a miss). */
-export async function getShare(shareId: string, opts: { consistent?: boolean; fresh?: boolean } = {}): Promise<ShareRecord | undefined> {
+async function getShare(shareId: string, opts: { consistent?: boolean; fresh?: boolean } = {}): Promise<ShareRecord | undefined> {
   const hit = opts.fresh ? undefined : cached(shareId);
   if (hit) return hit;
   // The results of one share's tasks arrive together: one read serves them all.

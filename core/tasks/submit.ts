@@ -33,8 +33,6 @@ import { announceFinished } from '../task-events';
 import { bundleTasks, shareLayout } from './packing';
 import { taskResources } from './resources';
 
-export const MAX_TASKS_PER_SUBMIT = 500;
-
 export interface SubmitTaskInput {
   function_id: string;
   /** JSON arguments, for callers without a codec of their own (curl). */

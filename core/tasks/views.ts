@@ -70,6 +70,12 @@ export function withinBudget<T>(items: readonly T[], budget = RESPONSE_BUDGET_BY
   return { fit: items.slice(0, n), rest: items.length - n };
 }
 
+/** The views of these tasks, in order, as many as fit in one response; `unread` names the rest, for the client to ask again. */
+export async function viewsWithinBudget(records: readonly TaskRecord[]): Promise<{ tasks: TaskView[]; unread: string[] }> {
+  const { fit, rest } = withinBudget(await Promise.all(records.map(taskView)));
+  return { tasks: fit, unread: records.slice(records.length - rest).map((t) => t.task_id) };
+}
+
 export async function taskView(t: TaskRecord): Promise<TaskView> {
   return {
     task_id: t.task_id,

@@ -1,10 +1,10 @@
 import { performance } from 'node:perf_hooks';
-import { ownTasks } from '../access';
+import { isOwnTask, ownTasks } from '../access';
 import { config } from '../config';
 import { isFinal } from '../states';
 import type { TaskRecord } from '../tables/task-records';
 import { onAnyFinished, onFinished } from '../task-events';
-import { taskView, withinBudget, type TaskView } from './views';
+import { viewsWithinBudget, type TaskView } from './views';
 
 /**
  * POST /v1/tasks/wait (lambdas/api/wait.ts): the finished tasks among those asked, as soon as there is one. It answers
@@ -28,7 +28,7 @@ export async function waitForAnyFinished(
   // Subscribed before the first read: a task that finishes while it is under way is heard, not missed.
   const unsubscribe = onFinished(ids, (hits, records) => {
     for (const id of hits) heard.add(id);
-    for (const r of records) if (r.owner === user && r.transitions && isFinal(r.state)) told.set(r.task_id, r);
+    for (const r of records) if (isOwnTask(r, user) && isFinal(r.state)) told.set(r.task_id, r);
     wake?.();
   });
   const pause = (ms: number) =>
@@ -85,13 +85,8 @@ export async function waitForAnyFinished(
       if (unread.length) await read(unread);
     }
     const done = ids.flatMap((id) => finals.get(id) ?? []);
-    const { fit, rest } = withinBudget(await Promise.all(done.map(taskView)));
-    return {
-      tasks: fit,
-      unknown: ids.filter((id) => unknown.has(id)),
-      unread: done.slice(done.length - rest).map((t) => t.task_id),
-      pending: open.size,
-    };
+    const views = await viewsWithinBudget(done);
+    return { tasks: views.tasks, unknown: ids.filter((id) => unknown.has(id)), unread: views.unread, pending: open.size };
   } finally {
     unsubscribe();
   }

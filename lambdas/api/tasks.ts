@@ -1,7 +1,7 @@
 import { ownTask, ownTasks } from '../../core/access';
 import { cancelTask, groupPage } from '../../core/tasks/reads';
 import { submitBatch } from '../../core/tasks/submit';
-import { taskView, withinBudget } from '../../core/tasks/views';
+import { taskView, viewsWithinBudget } from '../../core/tasks/views';
 import { apiHandler, headerOf, pageOf, pathId, route } from '../http';
 import { batchTasksBody, idempotencyKeyHeader, submitBody } from '../schemas';
 import { waitForTasks } from './wait';
@@ -29,8 +29,8 @@ export const handler = apiHandler({
   // the rest are named in `unread`, for the client to ask again (the SDKs do).
   'POST /v1/tasks/batch': route({ auth: 'user', body: batchTasksBody }, async ({ caller, body }) => {
     const { tasks, unknown } = await ownTasks(body.task_ids, caller.userId);
-    const { fit, rest } = withinBudget(await Promise.all(tasks.map(taskView)));
-    return { body: { tasks: fit, unknown, unread: tasks.slice(tasks.length - rest).map((t) => t.task_id) } };
+    const views = await viewsWithinBudget(tasks);
+    return { body: { tasks: views.tasks, unknown, unread: views.unread } };
   }),
 
   'GET /v1/task-groups/{id}': route({ auth: 'user' }, async (req) => {

@@ -103,7 +103,7 @@ const UNSUPPORTED_ATTRIBUTES = new Set([
 ]);
 
 /** What GetQueueAttributes reports beside the stored attributes. */
-export const COMPUTED_ATTRIBUTES = new Set(['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'QueueArn']);
+const COMPUTED_ATTRIBUTES = new Set(['ApproximateNumberOfMessages', 'ApproximateNumberOfMessagesNotVisible', 'QueueArn']);
 
 /** Checks attribute names a receiver asked GetQueueAttributes for. */
 export function checkAttributeName(name: string): void {

@@ -30,8 +30,7 @@ import type { SourceData } from '@smithy/types';
 import { CredentialRegistry, newAccessKey } from '../../local/credential-registry';
 import { verifySigV4 } from '../../local/sigv4';
 import { startSqsServer, type SqsServer } from '../../local/sqs/server';
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+import { sleep } from '../../core/retry';
 
 function clientFor(server: SqsServer): SQSClient {
   return new SQSClient({ region: 'us-east-1', endpoint: server.url, credentials: { accessKeyId: 'local', secretAccessKey: 'local' } });

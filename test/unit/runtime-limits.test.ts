@@ -9,6 +9,7 @@ import { TaskLimits, type LimitMode } from '../../workers/runtime/limits';
 import { fitOutput, shrinkText, type TaskOutput } from '../../workers/runtime/output';
 import { isRunning } from '../helpers/proc';
 import { eventually } from '../helpers/api';
+import { sleep } from '../../core/retry';
 
 // Real runtime processes under real kernel limits, no mocks: a task over its memory cap, a task
 // that leaves a daemon behind, a walltime kill of a task with a forked child, a flood of output.
@@ -28,7 +29,6 @@ const value = (o: RunOutcome) => {
   if (!o.ok) throw new Error(`task failed: ${o.error.type}: ${o.error.message}`);
   return JSON.parse(o.result.toString());
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // Allocates (and touches) 64 MB at a time up to 2 GB: far past the caps used here.
 const NODE_HOG = '() => { const keep = []; for (let i = 0; i < 32; i++) keep.push(Buffer.alloc(64 << 20, 1)); return keep.length; }';

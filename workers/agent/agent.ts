@@ -1,9 +1,9 @@
 import { randomUUID } from 'node:crypto';
 import { availableParallelism, hostname } from 'node:os';
 import { sdkCallCounts } from '../../core/clients';
-import type { TaskInMessage, TaskMessage } from '../../core/messages';
+import { DEFAULT_HEARTBEAT_MS, type TaskInMessage, type TaskMessage } from '../../core/messages';
 import { TASK_VISIBILITY_SECONDS } from '../../core/queues/endpoint-queue';
-import { PROCESS_RUNTIMES, type ProcessRuntime } from '../../core/runtimes';
+import { isCommandRuntime, PROCESS_RUNTIMES, type ProcessRuntime } from '../../core/runtimes';
 import { resolveIsolation, type Isolation } from '../runtime/isolation';
 import { taskLimitSettingsFromEnv, type TaskLimitSettings } from '../runtime/limits';
 import { describeMpiLauncher, resolveMpiLauncher, type MpiLauncher } from '../runtime/mpi';
@@ -105,7 +105,7 @@ export class WorkerAgent {
     this.held = new HeldMessages(this.source, this.visibilitySeconds, this.log, opts.onHeld);
     this.heartbeat = new Heartbeat(
       this.source,
-      opts.heartbeatMs ?? 30_000,
+      opts.heartbeatMs ?? DEFAULT_HEARTBEAT_MS,
       () => ({ worker_id: this.workerId, ...this.status(), runtimes: this.runtimes, agent_version: AGENT_VERSION }),
       () => this.die(new Error('the API refused the endpoint secret (revoked?)')),
     );
@@ -127,6 +127,8 @@ export class WorkerAgent {
 
   async start(): Promise<void> {
     const info = await this.source.start((err) => this.die(err));
+    // A stop while the grant was fetched (it retries): no runtime starts that nothing would close.
+    if (this.stopping) return;
     const endpointId = info.endpointId;
     // The owner is known from the grant: their runtimes start now, so their first task pays no start.
     this.pool = new RuntimePool({
@@ -173,6 +175,7 @@ export class WorkerAgent {
     // A stop that came while the runtimes started: no beat may follow its goodbye, and nothing is received.
     if (this.stopping) return;
     await this.heartbeat.start();
+    if (this.stopping) return;
     this.held.startExtending();
     this.slots.start();
     this.receiver.start();
@@ -187,7 +190,7 @@ export class WorkerAgent {
       return { ok: false, error: { type: 'ArgumentsUnavailable', message: String((err as Error).message ?? err), traceback: '' } };
     }
     const runtime = msg.function.runtime;
-    if (runtime === 'shell' || runtime === 'mpi') {
+    if (isCommandRuntime(runtime)) {
       return this.shell!.run({
         taskId: task.task_id,
         user: msg.user_id,

@@ -3,6 +3,7 @@ import type { TaskSource } from './task-source';
 /** The agent's heartbeats to the API: one at start, one every `everyMs`, and a last one saying it stopped. */
 export class Heartbeat {
   private timer?: NodeJS.Timeout;
+  private stopped = false;
   private beating: Promise<void> = Promise.resolve();
 
   constructor(
@@ -16,11 +17,13 @@ export class Heartbeat {
 
   async start(): Promise<void> {
     await this.beat();
-    this.timer = setInterval(() => void this.beat(), this.everyMs);
+    // A stop while the first beat was in flight: no periodic beat may follow its goodbye.
+    if (!this.stopped) this.timer = setInterval(() => void this.beat(), this.everyMs);
   }
 
   /** No more periodic beats; `goodbye`: a last one says the agent stopped. */
   async stop(goodbye: boolean): Promise<void> {
+    this.stopped = true;
     clearInterval(this.timer);
     if (goodbye) await this.beat(true);
   }

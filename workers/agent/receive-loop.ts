@@ -1,11 +1,12 @@
 import { parseBody, taskMessageSchema } from '../../core/messages';
-import { backoffSleep } from '../grant';
+import { MAX_BATCH_ENTRIES } from '../../core/queues/batch-send';
+import { backoffMs, sleep, type Backoff } from '../../core/retry';
 import type { AgentLog, Bundle, HeldMessages } from './held-messages';
 import type { TaskSlots } from './task-slots';
 import type { ReceivedMessage, TaskSource } from './task-source';
 
-// SQS: at most 10 messages per ReceiveMessage.
-const MAX_RECEIVE = 10;
+// A receive that failed is tried again after 250 ms, doubling to 20 s, with full jitter (many agents share one API).
+const RECEIVE_RETRY: Backoff = { baseMs: 250, capMs: 20_000, jitter: 'full' };
 
 /**
  * Long-polls the source while the slots have room (never hoarding the queue), holds each message
@@ -49,7 +50,7 @@ export class ReceiveLoop {
       }
       let messages: ReceivedMessage[];
       try {
-        const max = Math.min(MAX_RECEIVE, Math.max(1, Math.floor(room / this.tasksPerMessage)));
+        const max = Math.min(MAX_BATCH_ENTRIES, Math.max(1, Math.floor(room / this.tasksPerMessage)));
         messages = await this.source.receive(max, this.o.visibilitySeconds, this.o.waitSeconds, this.abort.signal);
         errors = 0;
       } catch (err) {
@@ -62,7 +63,7 @@ export class ReceiveLoop {
           continue;
         }
         this.o.log('receive failed; backing off', { error: String(err) });
-        await backoffSleep(errors++);
+        await sleep(backoffMs(errors++, RECEIVE_RETRY));
         continue;
       }
       if (this.stopping) {

@@ -17,7 +17,7 @@ import { drainSeconds, walltimeSeconds, type EndpointConfig } from './config';
 import type { JobStatus, Provider } from './provider';
 import { Relay } from './relay';
 import { backoffMs, sleep } from '../../core/retry';
-import { PROCESS_RUNTIMES } from '../../core/runtimes';
+import { parseProcessRuntimes, PROCESS_RUNTIMES } from '../../core/runtimes';
 
 export type BlockState = ManagerBlock['state'];
 
@@ -125,6 +125,8 @@ export class EndpointManager {
   /** Blocks in a row that ended before any agent of theirs reported: submissions back off. */
   private failedStarts = 0;
   private holdSubmitsUntil = 0;
+  /** The runtimes its blocks' agents serve (FERRY_RUNTIMES, as the agents read it), for their heartbeats. */
+  private readonly runtimes: readonly string[] = parseProcessRuntimes(process.env.FERRY_RUNTIMES) ?? PROCESS_RUNTIMES;
 
   constructor(private readonly opts: ManagerOptions) {
     this.log =
@@ -543,7 +545,7 @@ export class EndpointManager {
   private agentBeats(stopped: boolean, every: number): Record<string, unknown>[] {
     const beats: Record<string, unknown>[] = [];
     const alive = new Set<string>();
-    const runtimes = process.env.FERRY_RUNTIMES?.split(',').map((r) => r.trim()) ?? PROCESS_RUNTIMES;
+    const runtimes = this.runtimes;
     for (const b of this.live()) {
       for (const r of b.agents.values()) {
         if (r.stopped || stopped) continue;
