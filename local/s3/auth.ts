@@ -40,7 +40,7 @@ function s3Permission(method: string, bucket: string, key: string, query: URLSea
     const bucketArn = `arn:aws:s3:::${bucket}`;
     if (method === 'PUT') return { action: 's3:CreateBucket', resource: bucketArn };
     if (method === 'DELETE') return { action: 's3:DeleteBucket', resource: bucketArn };
-    // S3: DeleteObjects is authorised as s3:DeleteObject on each key; no worker may delete anything.
+    // S3: DeleteObjects (501 here) is authorised as s3:DeleteObject on each key; no worker may delete anything.
     if (method === 'POST' && query.has('delete')) return { action: 's3:DeleteObject', resource: `${bucketArn}/*` };
     return { action: 's3:ListBucket', resource: bucketArn };
   }

@@ -1,12 +1,12 @@
 /**
  * An upload's body: read plain or aws-chunked, passed on chunk by chunk as it arrives, and
  * checked against what the client declared: its length, Content-MD5, x-amz-content-sha256 and an
- * x-amz-checksum-* header or trailer. Nothing is kept here.
+ * x-amz-checksum-crc32 header or trailer (checksums.ts). Nothing is kept here.
  */
 import { createHash } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { AwsChunkedDecoder } from './aws-chunked';
-import { checksumHeader, Crc, declaredChecksum, type ChecksumAlgorithm } from './checksums';
+import { checksumHeader, Crc32, declaredChecksum, type ChecksumAlgorithm } from './checksums';
 import { badDigest, incompleteBody, invalidArgument, invalidRequest, notImplemented, S3Error } from './errors';
 
 const MAX_OBJECT_BYTES = 5 * 1024 ** 3; // the limit of a single PutObject
@@ -58,7 +58,7 @@ export async function receiveBody(req: IncomingMessage, onChunk: (chunk: Buffer)
   }
   const sha256 = !chunked && /^[0-9a-f]{64}$/i.test(contentSha256) ? createHash('sha256') : undefined;
   const declared = declaredChecksum(h);
-  const crc = declared && new Crc(declared.algorithm);
+  const crc = declared && new Crc32();
 
   const md5 = createHash('md5');
   const decoder = chunked ? new AwsChunkedDecoder() : undefined;

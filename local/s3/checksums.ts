@@ -1,36 +1,33 @@
 /**
- * S3's flexible checksums, as far as the AWS SDK v3 sends them: CRC32 (its default on every
- * upload and on DeleteObjects) and CRC32C (when a caller asks for it). The value comes in an
- * `x-amz-checksum-<algorithm>` header or, on an aws-chunked body, a trailer of that name
- * announced by `x-amz-trailer`. Other algorithms (CRC64NVME, SHA-1, SHA-256, ...) are refused
- * with 501 rather than stored unchecked.
+ * S3's flexible checksums, as far as Ferry's requests carry them: CRC32, the AWS SDK v3's default
+ * on every upload. The value comes in an `x-amz-checksum-crc32` header or, on an aws-chunked body,
+ * a trailer of that name announced by `x-amz-trailer`. Any other algorithm (CRC32C, CRC64NVME,
+ * SHA-1, SHA-256, ...), which the SDK sends only when a caller asks for it, is refused with 501
+ * rather than stored unchecked.
  */
 import type { IncomingHttpHeaders } from 'node:http';
 import { crc32 } from 'node:zlib';
-import { buf as crc32c } from 'crc-32/crc32c';
-import { invalidRequest, notImplemented } from './errors';
+import { notImplemented } from './errors';
 
-export type ChecksumAlgorithm = 'crc32' | 'crc32c';
-const VERIFIED: readonly string[] = ['crc32', 'crc32c'] satisfies ChecksumAlgorithm[];
+export type ChecksumAlgorithm = 'crc32';
+const VERIFIED: readonly string[] = ['crc32'] satisfies ChecksumAlgorithm[];
 const PREFIX = 'x-amz-checksum-';
 // Headers of the same prefix that carry no checksum.
 const NOT_CHECKSUMS = ['mode', 'type', 'algorithm'];
 
 export const checksumHeader = (a: string) => `${PREFIX}${a}`;
 
-/** A running CRC, written as S3 writes it: the 32-bit value big-endian, in base64. */
-export class Crc {
+/** A running CRC32, written as S3 writes it: the 32-bit value big-endian, in base64. */
+export class Crc32 {
   private value = 0;
-  constructor(readonly algorithm: ChecksumAlgorithm) {}
 
   update(chunk: Buffer): void {
-    // crc-32's functions answer a signed 32-bit integer; zlib's an unsigned one.
-    this.value = this.algorithm === 'crc32' ? crc32(chunk, this.value) : crc32c(chunk, this.value);
+    this.value = crc32(chunk, this.value);
   }
 
   digest(): string {
     const out = Buffer.alloc(4);
-    out.writeUInt32BE(this.value >>> 0);
+    out.writeUInt32BE(this.value);
     return out.toString('base64');
   }
 }
@@ -39,7 +36,7 @@ export class Crc {
  * The checksum a request declares: its algorithm, and its value when it came as a header
  * (undefined: it is still to come as a trailer). A presigned URL may carry one in its query
  * string (the SDK signs the checksum of an empty body into it by default); S3 ignores that, and
- * so does this server.
+ * so does this server. Two checksums at once always name one this server refuses.
  */
 export function declaredChecksum(headers: IncomingHttpHeaders): { algorithm: ChecksumAlgorithm; value?: string } | undefined {
   const trailers = String(headers['x-amz-trailer'] ?? '')
@@ -53,7 +50,6 @@ export function declaredChecksum(headers: IncomingHttpHeaders): { algorithm: Che
   );
   const refused = [...algorithms].find((a) => !VERIFIED.includes(a));
   if (refused) throw notImplemented(`The ${refused.toUpperCase()} checksum`);
-  if (algorithms.size > 1) throw invalidRequest('Expecting a single x-amz-checksum- header. Multiple checksum Types are not allowed.');
   const [algorithm] = algorithms as Set<ChecksumAlgorithm>;
   if (!algorithm) return undefined;
   const value = headers[checksumHeader(algorithm)];

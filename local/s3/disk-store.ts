@@ -112,8 +112,8 @@ export class DiskStore extends ObjectStore<Entry> {
   }
 
   async open(bucket: string, key: string): Promise<OpenObject | undefined> {
-    // A concurrent overwrite or delete may remove the data file between reading the index
-    // and opening the file; then read the index again.
+    // A concurrent overwrite may remove the data file between reading the index and opening
+    // the file; then read the index again.
     for (let attempt = 0; attempt < 5; attempt++) {
       const entry = this.requireBucket(bucket).get(key);
       if (!entry) return undefined;
@@ -127,18 +127,6 @@ export class DiskStore extends ObjectStore<Entry> {
       return { meta: entry.meta, read: () => file.createReadStream(), close: () => file.close() };
     }
     throw new S3Error('InternalError', 500, 'The object kept changing while it was being opened.');
-  }
-
-  deleteObject(bucket: string, key: string): Promise<void> {
-    return this.serially(async () => {
-      const objects = this.requireBucket(bucket);
-      const previous = objects.get(key);
-      if (!previous) return;
-      objects.delete(key);
-      const id = objectId(key);
-      await fsp.rm(this.sidecarPath(bucket, id), { force: true });
-      await fsp.rm(this.dataPath(bucket, id, previous.version), { force: true });
-    });
   }
 
   /** Run changes one at a time, so that a bucket's index and its folder never disagree. */

@@ -25,8 +25,6 @@ export const invalidRequest = (message: string) => new S3Error('InvalidRequest',
 export const badDigest = (what: string) =>
   new S3Error('BadDigest', 400, `The ${what} you specified did not match the calculated checksum.`);
 export const incompleteBody = (message: string) => new S3Error('IncompleteBody', 400, message);
-export const malformedXml = () =>
-  new S3Error('MalformedXML', 400, 'The XML you provided was not well-formed or did not validate against our published schema');
 
 /** The methods S3 itself takes on each kind of resource (its Allow header). */
 const S3_METHODS = { SERVICE: 'GET', BUCKET: 'GET, HEAD, PUT, POST, DELETE', OBJECT: 'GET, HEAD, PUT, DELETE' } as const;

@@ -42,8 +42,4 @@ export class MemoryStore extends ObjectStore<{ meta: ObjectMeta; body: Buffer }>
     if (!entry) return undefined;
     return { meta: entry.meta, read: () => Readable.from([entry.body]), close: async () => {} };
   }
-
-  async deleteObject(bucket: string, key: string): Promise<void> {
-    this.requireBucket(bucket).delete(key);
-  }
 }

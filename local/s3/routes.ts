@@ -1,15 +1,15 @@
 /**
  * The S3 operations this server implements, which are what Ferry and the AWS SDK v3 use:
- * CreateBucket; PutObject, GetObject and HeadObject (by the SDK or a presigned URL);
- * DeleteObjects. Any other S3 request answers 501 NotImplemented, a method S3 has not 405.
+ * CreateBucket; PutObject, GetObject and HeadObject (by the SDK or a presigned URL). Any other
+ * S3 request (DeleteObjects, DeleteObject, ListObjectsV2, ...) answers 501 NotImplemented, a
+ * method S3 has not 405.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { pipeline } from 'node:stream';
 import { declaredLength, receiveBody } from './body';
 import { checksumHeader } from './checksums';
-import { invalidRequest, malformedXml, noSuchKey, notImplemented, S3Error, unsupportedMethod } from './errors';
+import { noSuchKey, notImplemented, S3Error, unsupportedMethod } from './errors';
 import { isValidBucketName, type ObjectMeta, type ObjectStore } from './store';
-import { parseDeleteRequest, sendXml, XMLNS } from './xml';
 
 export interface Request {
   req: IncomingMessage;
@@ -22,8 +22,6 @@ export interface Request {
 
 // S3: user metadata (names and values) at most 2 KB.
 const MAX_METADATA_BYTES = 2048;
-// 1,000 keys of 1,024 bytes, escaped, fit well within.
-const MAX_DELETE_BODY_BYTES = 2 * 1024 ** 2;
 // Headers stored with an object and returned by GET and HEAD.
 const STORED_HEADERS = ['content-type', 'content-disposition', 'content-language', 'cache-control', 'expires'];
 
@@ -40,7 +38,6 @@ export async function route(store: ObjectStore, r: Request): Promise<void> {
   const operation = [...query.keys()].filter(isOperationParameter);
   if (!key) {
     if (method === 'PUT' && operation.length === 0) return createBucket(store, r);
-    if (method === 'POST' && operation.length === 1 && operation[0] === 'delete') return deleteObjects(store, r);
     throw unsupportedMethod(method, 'BUCKET');
   }
   if (operation.length > 0) throw notImplemented(`The object operation "?${operation[0]}"`);
@@ -58,22 +55,6 @@ async function createBucket(store: ObjectStore, { req, res, bucket }: Request): 
   // Creating a bucket you already own succeeds in us-east-1, as it does in AWS.
   await store.createBucket(bucket);
   res.writeHead(200, { location: `/${bucket}`, 'content-length': '0' }).end();
-}
-
-async function deleteObjects(store: ObjectStore, { req, res, bucket }: Request): Promise<void> {
-  store.requireBucket(bucket);
-  const chunks: Buffer[] = [];
-  let length = 0;
-  const received = await receiveBody(req, async (chunk) => {
-    chunks.push(chunk);
-    length += chunk.length;
-    if (length > MAX_DELETE_BODY_BYTES) throw malformedXml();
-  });
-  // S3: DeleteObjects needs an integrity check; the SDK v3 sends a CRC32.
-  if (!req.headers['content-md5'] && !received.checksum) throw invalidRequest('Missing required header for this request: Content-MD5');
-  const { keys, quiet } = parseDeleteRequest(Buffer.concat(chunks).toString('utf8'));
-  for (const key of keys) await store.deleteObject(bucket, key);
-  sendXml(res, 200, { DeleteResult: { '@_xmlns': XMLNS, Deleted: quiet ? [] : keys.map((Key) => ({ Key })) } });
 }
 
 async function putObject(store: ObjectStore, { req, res, bucket, key }: Request): Promise<void> {

@@ -14,7 +14,7 @@ export interface ObjectMeta {
   headers: Record<string, string>;
   /** User metadata, the names without `x-amz-meta-`. */
   metadata: Record<string, string>;
-  /** The algorithm in lower case; objects kept from before the server took only CRC32 and CRC32C may name another. */
+  /** The algorithm in lower case: crc32; an object kept on disk by an earlier version of this server may name another (crc32c). */
   checksum?: { algorithm: string; value: string };
 }
 
@@ -43,8 +43,6 @@ export abstract class ObjectStore<E extends { meta: ObjectMeta } = { meta: Objec
   /** `expectedSize`: the declared length, when the client gave one. */
   abstract beginPut(bucket: string, key: string, expectedSize: number | undefined): Promise<PutSink>;
   abstract open(bucket: string, key: string): Promise<OpenObject | undefined>;
-  /** Deleting a key that is not there does nothing, as in S3. */
-  abstract deleteObject(bucket: string, key: string): Promise<void>;
 
   requireBucket(name: string): Map<string, E> {
     const bucket = this.buckets.get(name);
