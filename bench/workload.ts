@@ -72,15 +72,16 @@ const writeUnits = (c: StackCounts) =>
     .reduce((n, [, v]) => n + v, 0);
 /**
  * Per task: requests the API served (the client's and the agents'), the stack's DynamoDB calls,
- * write units, and every SQS request the local SQS server served over HTTP: the handlers' and the
- * agents'. The local results event source reads its queue in-process (as Lambda's pollers do
- * inside AWS), so its receives and deletes are not among them; on AWS they are billed too.
+ * write units, and every SQS call: the handlers' (counted by their SDK client, as they reach the
+ * queues in-process) and the agents' (requests the local SQS server served over HTTP). The local
+ * results event source reads its queue in-process (as Lambda's pollers do inside AWS), so its
+ * receives and deletes are not among them; on AWS they are billed too.
  */
 const perTask = (c: StackCounts, tasks: number) => ({
   api: (c.requests.API ?? 0) / tasks,
   ddb: sum(c.calls, 'DynamoDB.') / tasks,
   wru: writeUnits(c) / tasks,
-  sqs: (c.requests.SQS ?? 0) / tasks,
+  sqs: ((c.requests.SQS ?? 0) + sum(c.calls, 'SQS.')) / tasks,
 });
 
 export async function ferryWorkload(
@@ -132,7 +133,7 @@ export async function ferryWorkload(
         sqs: `${fmt(b.sqs, 2)} (the agent's: ${fmt(agentSqs, 2)})`,
       },
       notes: [
-        `Ferry: per-task counts over the ${opts.burst.toLocaleString('en')} tasks, counted in the stack process: API requests served (client and agent), its DynamoDB calls and write units (table and GSIs), every SQS request its SQS server served over HTTP (handlers and agent; the results event source reads its queue in-process, uncounted); the agent's own SQS calls are over its whole life (${20 + opts.rounds + opts.burst} tasks). The Executor made ${gce.stats.submitRequests} submit requests and ${gce.stats.polls} polls.`,
+        `Ferry: per-task counts over the ${opts.burst.toLocaleString('en')} tasks, counted in the stack process: API requests served (client and agent), its DynamoDB calls and write units (table and GSIs), every SQS call of its handlers and every SQS request its SQS server served over HTTP (the agent's; the results event source reads its queue in-process, uncounted); the agent's own SQS calls are over its whole life (${20 + opts.rounds + opts.burst} tasks). The Executor made ${gce.stats.submitRequests} submit requests and ${gce.stats.polls} polls.`,
         `Ferry, the ${opts.burst.toLocaleString('en')} tasks, per task: ${ops(burst, opts.burst)}; write units: ${units(burst, opts.burst)}.`,
         `Ferry, the ${opts.rounds} sequential round trips, per task (stack): API requests ${fmt(r.api, 2)}, DynamoDB calls ${fmt(r.ddb, 2)}, WRU ${fmt(r.wru, 2)}, SQS calls ${fmt(r.sqs, 2)}.`,
       ],

@@ -1,7 +1,7 @@
 import { DynamoDBClient, type DynamoDBClientConfig } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { S3Client } from '@aws-sdk/client-s3';
-import { SQSClient } from '@aws-sdk/client-sqs';
+import { SQSClient, type SQSClientConfig } from '@aws-sdk/client-sqs';
 import { STSClient } from '@aws-sdk/client-sts';
 import type { AwsCredentialIdentity, AwsCredentialIdentityProvider } from '@aws-sdk/types';
 import type { InitializeHandlerOptions, InitializeMiddleware, MetadataBearer } from '@smithy/types';
@@ -107,15 +107,32 @@ export interface ClientOptions {
  * The transport of this process's shared DynamoDB client (dynamo()): set by the local stack
  * (local/in-process-http.ts), whose handlers then reach its store in this process, without a
  * socket; unset, the SDK's own HTTP handler. Setting it drops the shared client.
+ * With `unsigned`, the client does not sign: a store in this process checks no signature (its
+ * callers hold the admin key anyway), and SigV4 was about a sixth of each call's CPU.
  */
-let dynamoTransport: DynamoDBClientConfig['requestHandler'];
-export function useDynamoTransport(handler: DynamoDBClientConfig['requestHandler'] | undefined): void {
-  dynamoTransport = handler;
+let dynamoTransport: { handler: NonNullable<DynamoDBClientConfig['requestHandler']>; unsigned: boolean } | undefined;
+export function useDynamoTransport(handler: DynamoDBClientConfig['requestHandler'] | undefined, opts: { unsigned?: boolean } = {}): void {
+  dynamoTransport = handler ? { handler, unsigned: opts.unsigned ?? false } : undefined;
   ddb?.destroy();
   ddb = undefined;
 }
 
-export const makeSqsClient = (o: ClientOptions = {}): SQSClient => counted(new SQSClient({ ...o }), 'SQS');
+/** A signer that leaves the request as it is (useDynamoTransport's `unsigned`, useSqsTransport). */
+const NOT_SIGNED: NonNullable<DynamoDBClientConfig['signer'] & SQSClientConfig['signer']> = { sign: (request) => Promise.resolve(request) };
+
+/**
+ * The transport of this process's shared SQS client (sqsClient()), as useDynamoTransport's: set by
+ * the local stack, whose handlers then reach its queues in this process, unsigned.
+ */
+let sqsTransport: NonNullable<SQSClientConfig['requestHandler']> | undefined;
+export function useSqsTransport(handler: SQSClientConfig['requestHandler'] | undefined): void {
+  sqsTransport = handler;
+  sqs?.destroy();
+  sqs = undefined;
+}
+
+export const makeSqsClient = (o: ClientOptions & Pick<SQSClientConfig, 'requestHandler' | 'signer'> = {}): SQSClient =>
+  counted(new SQSClient({ ...o }), 'SQS');
 export const makeS3Client = (o: ClientOptions & { presign?: boolean } = {}): S3Client =>
   counted(
     new S3Client({
@@ -127,7 +144,7 @@ export const makeS3Client = (o: ClientOptions & { presign?: boolean } = {}): S3C
     }),
     'S3',
   );
-export const makeDynamoClient = (o: ClientOptions & Pick<DynamoDBClientConfig, 'requestHandler'> = {}): DynamoDBDocumentClient =>
+export const makeDynamoClient = (o: ClientOptions & Pick<DynamoDBClientConfig, 'requestHandler' | 'signer'> = {}): DynamoDBDocumentClient =>
   DynamoDBDocumentClient.from(counted(new DynamoDBClient({ ...o }), 'DynamoDB'), {
     marshallOptions: { removeUndefinedValues: true },
   });
@@ -139,8 +156,11 @@ let sqs: SQSClient | undefined;
 let s3: S3Client | undefined;
 let s3Presign: S3Client | undefined;
 let sts: STSClient | undefined;
-export const dynamo = (): DynamoDBDocumentClient => (ddb ??= makeDynamoClient(dynamoTransport ? { requestHandler: dynamoTransport } : {}));
-export const sqsClient = (): SQSClient => (sqs ??= makeSqsClient());
+export const dynamo = (): DynamoDBDocumentClient =>
+  (ddb ??= makeDynamoClient(
+    dynamoTransport ? { requestHandler: dynamoTransport.handler, ...(dynamoTransport.unsigned ? { signer: NOT_SIGNED } : {}) } : {},
+  ));
+export const sqsClient = (): SQSClient => (sqs ??= makeSqsClient(sqsTransport ? { requestHandler: sqsTransport, signer: NOT_SIGNED } : {}));
 export const s3Client = (): S3Client => (s3 ??= makeS3Client());
 export const s3PresignClient = (): S3Client => (s3Presign ??= makeS3Client({ presign: true }));
 export const stsClient = (): STSClient => (sts ??= counted(new STSClient({}), 'STS'));

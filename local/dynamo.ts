@@ -45,6 +45,16 @@ export async function startDynamoServer(
   return { ...listening, direct: directCall(dynalite.call), close: async () => (await listening.close(), await dynalite.stop()) };
 }
 
+/**
+ * dynalite refuses a request without a SigV4-shaped Authorization header and a date, though it
+ * never checks the signature (the socket path checks it first, in refusalOf): a direct request,
+ * which its trusted caller need not sign, carries this one.
+ */
+const UNSIGNED_AUTH = {
+  authorization: 'AWS4-HMAC-SHA256 Credential=local/20000101/local/dynamodb/aws4_request, SignedHeaders=host, Signature=unsigned',
+  'x-amz-date': '20000101T000000Z',
+};
+
 /** The thread's call, for a request that never was an HTTP message: the parts of one it reads, and a response that collects. */
 function directCall(call: DynaliteCall): DirectCall {
   return (req) =>
@@ -67,7 +77,11 @@ function directCall(call: DynaliteCall): DirectCall {
         },
       };
       call(
-        { method: req.method, url: req.url, headers: req.headers } as unknown as IncomingMessage,
+        {
+          method: req.method,
+          url: req.url,
+          headers: req.headers.authorization ? req.headers : { ...req.headers, ...UNSIGNED_AUTH },
+        } as unknown as IncomingMessage,
         req.body,
         res as unknown as ServerResponse,
       );

@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { CreateQueueCommand, DeleteQueueCommand, GetQueueAttributesCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { resetClients, useDynamoTransport } from '../core/clients';
+import { resetClients, useDynamoTransport, useSqsTransport } from '../core/clients';
 import { config, resetConfig } from '../core/config';
 import { sweepDeadLetters, sweepUndeliverable } from '../core/lost-tasks';
 import { issueUserToken } from '../core/tables/tokens';
@@ -146,8 +146,9 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
     delete process.env.AWS_SESSION_TOKEN;
     resetConfig();
     resetClients();
-    // This process's handlers reach the store directly: the admin's calls need no socket or signature check.
-    useDynamoTransport(new InProcessHttpHandler(dynamo.direct));
+    // This process's handlers reach the store directly: the admin's calls need no socket, signature or check of one.
+    useDynamoTransport(new InProcessHttpHandler(dynamo.direct), { unsigned: true });
+    useSqsTransport(new InProcessHttpHandler(sqsServer.direct));
     const cfg = config();
 
     const ddb = new DynamoDBClient({});
@@ -228,6 +229,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
       close: async () => {
         for (const s of started.reverse()) await s.close();
         useDynamoTransport(undefined);
+        useSqsTransport(undefined);
         resetClients();
         sqs.destroy();
       },
@@ -235,6 +237,7 @@ export async function startLocalStack(opts: LocalStackOptions = {}): Promise<Loc
   } catch (err) {
     for (const s of started.reverse()) await s.close().catch(() => undefined);
     useDynamoTransport(undefined);
+    useSqsTransport(undefined);
     throw err;
   }
 }

@@ -1,3 +1,4 @@
+import { performance } from 'node:perf_hooks';
 import { argsKey, isUploadKeyOf, objectSize, storePayload } from '../bucket';
 import { BadRequest, FunctionNotAllowed, IdempotencyKeyReused, PartialSubmitFailure, RequestInProgress } from '../errors';
 import { derivedId, newId, sha256Hex } from '../ids';
@@ -31,6 +32,7 @@ import {
 } from '../tables/task-records';
 import { announceFinished } from '../task-events';
 import { bundleTasks, shareLayout } from './packing';
+import { noteSubmitted } from './wait';
 import { taskResources } from './resources';
 
 export interface SubmitTaskInput {
@@ -169,6 +171,7 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     { owner: input.userId, endpoint_id: ep.endpoint_id, task_group_id: taskGroupId, prefix, created: submittedAt },
   );
   // Written once, already queued: the share exists before the message, so a result always finds it.
+  const writing = performance.now();
   const unwritten = new Set(await putShares(shares, [...existing.values()]));
   const records = shares.filter((s) => !unwritten.has(s.share_id)).flatMap(shareTasks);
   if (existing.size) {
@@ -199,6 +202,12 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
     });
   }
   if (keyHash) await completeIdempotency(input.userId, keyHash);
+  // The tasks of the shares written here wait for their endpoint: a wait that follows need not read them.
+  noteSubmitted(
+    records.flatMap((r) => (existing.has(shareOfTask(r.task_id)!.shareId) ? [] : [r.task_id])),
+    input.userId,
+    writing,
+  );
   // Counted once: a retry that took over a dead attempt counts only the tasks that attempt had not written.
   telemetry().tasks('submitted', ep.endpoint_id, made.length);
   return response;

@@ -131,6 +131,16 @@ async function readOwn(ids: readonly string[], user: string): ReturnType<typeof 
   return out;
 }
 
+/**
+ * Tasks this process has just written as waiting for their endpoint (a submit), as of `since`
+ * (performance.now() before the write): a wait that follows trusts them as a read begun then,
+ * so the usual first wait after a submit reads nothing.
+ */
+export function noteSubmitted(ids: readonly string[], owner: string, since: number): void {
+  for (const id of ids) if (!((heardFinished.get(id) ?? -1) >= since)) seenOpen.set(id, { owner, at: since });
+  trim(seenOpen);
+}
+
 function recentlyOpen(ids: readonly string[], user: string): Set<string> {
   const since = performance.now() - config().waitPollMs;
   return new Set(

@@ -235,37 +235,46 @@ export function parseRequest(body: Buffer): Params {
   return new Params(value);
 }
 
-/** Writes a JSON answer; resolves once it is handed to the socket, so close() does not cut it off. */
-export function respond(
-  res: ServerResponse,
-  status: number,
-  requestId: string,
-  body: Json,
-  headers: Record<string, string> = {},
-): Promise<void> {
-  if (res.destroyed) return Promise.resolve();
-  const json = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': 'application/x-amz-json-1.0',
-    'content-length': Buffer.byteLength(json),
-    'x-amzn-requestid': requestId,
-    ...headers,
-  });
-  return new Promise((resolve) => {
-    res.once('close', resolve);
-    res.end(json, resolve);
-  });
+/** One answer, before it is written anywhere: the HTTP server writes it to its socket, the in-process path hands it back. */
+export interface SqsAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
 }
 
-/** Answers an error as SQS does, with the legacy query code the SDK maps back to its exception class. */
-export function respondError(res: ServerResponse, requestId: string, error: SqsError): Promise<void> {
+/** A JSON answer. */
+export function answer(status: number, requestId: string, body: Json, headers: Record<string, string> = {}): SqsAnswer {
+  const json = JSON.stringify(body);
+  return {
+    status,
+    headers: {
+      'content-type': 'application/x-amz-json-1.0',
+      'content-length': String(Buffer.byteLength(json)),
+      'x-amzn-requestid': requestId,
+      ...headers,
+    },
+    body: json,
+  };
+}
+
+/** An error as SQS answers it, with the legacy query code the SDK maps back to its exception class. */
+export function errorAnswer(requestId: string, error: SqsError): SqsAnswer {
   // Errors every AWS service shares come from the common namespace, the queue's own from SQS's.
   const namespace = COMMON_ERRORS.has(error.shape) ? 'com.amazon.coral.service' : 'com.amazonaws.sqs';
-  return respond(
-    res,
+  return answer(
     error.status,
     requestId,
     { __type: `${namespace}#${error.shape}`, message: error.message },
     { 'x-amzn-query-error': `${error.queryCode};${error.status >= 500 ? 'Receiver' : 'Sender'}` },
   );
+}
+
+/** Writes an answer; resolves once it is handed to the socket, so close() does not cut it off. */
+export function respond(res: ServerResponse, out: SqsAnswer): Promise<void> {
+  if (res.destroyed) return Promise.resolve();
+  res.writeHead(out.status, out.headers);
+  return new Promise((resolve) => {
+    res.once('close', resolve);
+    res.end(out.body, resolve);
+  });
 }

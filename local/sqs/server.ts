@@ -20,8 +20,9 @@ import type { Caller } from '../credential-registry';
 import type { LocalIam } from '../iam';
 import { listenOnLoopback, type LoopbackServer } from '../listen';
 import { AuthError } from '../sigv4';
-import { SqsActions } from './actions';
-import { AUTH_ERRORS, Params, SqsError, actionOf, parseRequest, readBody, respond, respondError } from './protocol';
+import { SqsActions, type Action } from './actions';
+import type { DirectCall } from '../in-process-http';
+import { AUTH_ERRORS, Params, SqsError, actionOf, answer, errorAnswer, parseRequest, readBody, respond, type SqsAnswer } from './protocol';
 import { SqsStore } from './store';
 
 export interface SqsServerOptions {
@@ -45,6 +46,8 @@ export interface SqsServerOptions {
 export interface SqsServer {
   url: string;
   port: number;
+  /** This process's own requests, without a socket (see LocalSqsServer.direct). */
+  direct: DirectCall;
   close(): Promise<void>;
 }
 
@@ -180,29 +183,60 @@ class LocalSqsServer implements SqsServer {
   // ------------------------------------------------------------ HTTP
 
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    const requestId = randomUUID();
     const target = req.headers['x-amz-target'];
-    const name = actionOf(target);
-    const action = Object.hasOwn(this.actions.table, name) ? this.actions.table[name] : undefined;
     // Only a long poll waits on a queue: when its caller hangs up it stops, and takes nothing.
     let signal = NEVER_ABORTED;
-    if (action?.waits) {
+    if (this.actionFor(target)?.waits) {
       const hungUp = new AbortController();
       res.on('close', () => {
         if (!res.writableFinished) hungUp.abort();
       });
       signal = hungUp.signal;
     }
-    try {
+    const out = await this.serve(target, req.method, signal, async () => {
       const body = await readBody(req);
-      const caller = await this.authenticate(req, body);
-      if (req.method !== 'POST' || !action)
-        throw new SqsError('UnsupportedOperation', `The operation ${String(target ?? req.method)} is not supported.`);
+      return { body, caller: await this.authenticate(req, body) };
+    });
+    await respond(res, out);
+  }
+
+  /**
+   * A request of this process's own handlers, straight to the queues: no socket, and no signature
+   * to make or check, since they hold the admin key anyway (core/clients.ts useSqsTransport). The
+   * admin's policy still applies. Every other caller (a worker, a test's client) comes over the socket.
+   */
+  readonly direct: DirectCall = async (req) => {
+    const caller = this.iam && this.iam.registry.lookup(this.iam.registry.admin.accessKeyId);
+    const out = await this.serve(req.headers['x-amz-target'], req.method, NEVER_ABORTED, () =>
+      Promise.resolve({ body: req.body, caller: caller?.found === 'admin' ? caller.caller : undefined }),
+    );
+    return { status: out.status, headers: out.headers, body: Buffer.from(out.body) };
+  };
+
+  private actionFor(target: string | string[] | undefined): Action | undefined {
+    const name = actionOf(target);
+    return Object.hasOwn(this.actions.table, name) ? this.actions.table[name] : undefined;
+  }
+
+  /** The answer to one request, however it came: `read` gives its body and who signed it. */
+  private async serve(
+    target: string | string[] | undefined,
+    method: string | undefined,
+    signal: AbortSignal,
+    read: () => Promise<{ body: Buffer; caller: Caller | undefined }>,
+  ): Promise<SqsAnswer> {
+    const requestId = randomUUID();
+    const name = actionOf(target);
+    const action = this.actionFor(target);
+    try {
+      const { body, caller } = await read();
+      if (method !== 'POST' || !action)
+        throw new SqsError('UnsupportedOperation', `The operation ${String(target ?? method)} is not supported.`);
       const params = parseRequest(body);
       if (caller) this.authorize(caller, name, params);
       const output = await action.run(params, signal, caller);
       if (action.durability !== 'none') await this.store.commit(action.durability === 'synced');
-      await respond(res, 200, requestId, output);
+      return answer(200, requestId, output);
     } catch (err) {
       const error =
         err instanceof SqsError
@@ -213,7 +247,7 @@ class LocalSqsServer implements SqsServer {
       if (!(err instanceof SqsError) && !(err instanceof AuthError)) console.error('local sqs: %s failed', name, err);
       // A batch may have changed some entries before one failed: those, too, are on disk before the answer.
       else if (action && action.durability !== 'none') await this.store.commit(action.durability === 'synced').catch(() => undefined);
-      await respondError(res, requestId, error);
+      return errorAnswer(requestId, error);
     }
   }
 

@@ -28,6 +28,7 @@ import {
 import { SignatureV4 } from '@smithy/signature-v4';
 import type { SourceData } from '@smithy/types';
 import { CredentialRegistry, newAccessKey } from '../../local/credential-registry';
+import { InProcessHttpHandler } from '../../local/in-process-http';
 import { verifySigV4 } from '../../local/sigv4';
 import { startSqsServer, type SqsServer } from '../../local/sqs/server';
 import { sleep } from '../../core/retry';
@@ -439,6 +440,58 @@ describe('delivery', () => {
 
     const [dead] = await receive({ QueueUrl: dlqUrl });
     expect(dead).toMatchObject({ MessageId, Body: 'poison' });
+  });
+});
+
+describe("in-process requests (the local stack's own handlers)", () => {
+  // The handlers' SDK client as the local stack builds it (core/clients.ts useSqsTransport): no socket, no signature.
+  const direct = () =>
+    new SQSClient({
+      region: 'us-east-1',
+      endpoint: server.url,
+      credentials: { accessKeyId: 'local', secretAccessKey: 'local' },
+      requestHandler: new InProcessHttpHandler(server.direct),
+      signer: { sign: (request) => Promise.resolve(request) },
+    });
+
+  it('serves the same queues as the socket, unsigned', async () => {
+    const inProcess = direct();
+    try {
+      const { QueueUrl } = await inProcess.send(new CreateQueueCommand({ QueueName: 'in-process' }));
+      expect(QueueUrl).toBe(await createQueue('in-process'));
+      const sent = await inProcess.send(
+        new SendMessageBatchCommand({
+          QueueUrl,
+          Entries: [
+            { Id: 'a', MessageBody: 'one' },
+            { Id: 'b', MessageBody: 'two' },
+          ],
+        }),
+      );
+      expect(sent.Successful?.map((e) => e.Id).sort()).toEqual(['a', 'b']);
+      const got = await receive({ QueueUrl, MaxNumberOfMessages: 10 });
+      expect(got.map((m) => m.Body).sort()).toEqual(['one', 'two']);
+      await inProcess.send(
+        new DeleteMessageBatchCommand({ QueueUrl, Entries: got.map((m, i) => ({ Id: String(i), ReceiptHandle: m.ReceiptHandle })) }),
+      );
+      expect(await counts(QueueUrl!)).toEqual({ visible: 0, inFlight: 0 });
+    } finally {
+      inProcess.destroy();
+    }
+  });
+
+  it('answers errors as the socket does, so the SDK raises the same exceptions', async () => {
+    const inProcess = direct();
+    try {
+      const missing = await errorOf(inProcess.send(new GetQueueUrlCommand({ QueueName: 'no-such-queue' })));
+      expect(missing.name).toBe('QueueDoesNotExist');
+      const url = await createQueue('in-process-errors');
+      const refused = await errorOf(inProcess.send(new SendMessageCommand({ QueueUrl: url, MessageBody: '' })));
+      expect(refused.name).toBe((await errorOf(sqs.send(new SendMessageCommand({ QueueUrl: url, MessageBody: '' })))).name);
+      expect(await counts(url)).toEqual({ visible: 0, inFlight: 0 });
+    } finally {
+      inProcess.destroy();
+    }
   });
 });
 

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { resetSdkCallCounts, sdkCallCounts } from '../../core/clients';
 import { getTask, transitionTask } from '../../core/tables/task-records';
 import { announceFinished } from '../../core/task-events';
 import { startLocalStack, type LocalStack } from '../../local/stack';
@@ -129,6 +130,17 @@ it('sees a task finished where nothing is announced (AWS: another Lambda wrote i
   expect(await transitionTask(queued, 'cancelled', { by: 'test' })).toBeDefined();
   expect((await waiting).body).toMatchObject({ tasks: [{ task_id: queued, status: 'cancelled' }], pending: 0 });
 }, 10_000);
+
+it('reads no record for tasks this process has just queued, and still finds them unknown to another user', async () => {
+  const ids = await submit(idle, 0, 0);
+  // The stack runs in this process: its handlers' DynamoDB reads are counted here.
+  const reads = () => ['GetItem', 'BatchGetItem', 'Query'].reduce((n, c) => n + (sdkCallCounts.get(`DynamoDB.${c}`) ?? 0), 0);
+  resetSdkCallCounts();
+  expect((await wait(alice, { task_ids: ids, wait_ms: 0 })).body).toEqual({ tasks: [], unknown: [], unread: [], pending: 2 });
+  expect(reads()).toBe(0);
+  expect((await wait(bob, { task_ids: ids, wait_ms: 0 })).body).toEqual({ tasks: [], unknown: ids, unread: [], pending: 0 });
+  expect(reads()).toBeGreaterThan(0);
+});
 
 it('answers tasks: [] when wait_ms passes with nothing finished', async () => {
   const ids = await submit(idle, 0, 0);
