@@ -4,8 +4,10 @@
  * only adding to another user's task group is refused outright (403), as its id was given.
  */
 import { Forbidden, NotFound } from './errors';
-import { canUseEndpoint, getEndpoint, type EndpointRecord } from './tables/endpoints';
-import { getFunction, getFunctions, type FunctionRecord } from './tables/functions';
+import { config } from './config';
+import { batchGetTables } from './tables/batch';
+import { canUseEndpoint, getEndpoint, liveEndpoint, type EndpointRecord } from './tables/endpoints';
+import { getFunction, type FunctionRecord } from './tables/functions';
 import { getTask, getTasks, lastInGroup, type TaskRecord } from './tables/task-records';
 
 /** An endpoint this user may see and submit to (owner, shared or public); others' private endpoints are unknown. */
@@ -30,11 +32,30 @@ export async function ownedFunction(functionId: string, userId: string): Promise
 }
 
 /** The functions of a submit, all this user's, by id; `details.function_ids` names those unknown to them. */
-export async function ownedFunctions(functionIds: readonly string[], userId: string): Promise<Map<string, FunctionRecord>> {
-  const found = new Map((await getFunctions(functionIds)).filter((f) => f.owner === userId).map((f) => [f.function_id, f]));
+function ownOnly(records: readonly FunctionRecord[], functionIds: readonly string[], userId: string): Map<string, FunctionRecord> {
+  const found = new Map(records.filter((f) => f.owner === userId).map((f) => [f.function_id, f]));
   const missing = [...new Set(functionIds)].filter((id) => !found.has(id));
   if (missing.length) throw new NotFound(`function not found: ${missing.join(', ')}`, { function_ids: missing });
   return found;
+}
+
+/**
+ * A submit's endpoint (as usableEndpoint checks it) and functions (each this user's), read
+ * in one BatchGetItem: both sit on the path of every submit. An unknown endpoint is reported first.
+ */
+export async function submitTargets(
+  endpointId: string,
+  functionIds: readonly string[],
+  userId: string,
+): Promise<{ ep: EndpointRecord; functions: Map<string, FunctionRecord> }> {
+  const { endpoints, functions } = config().tables;
+  const read = await batchGetTables([
+    { table: endpoints, keyName: 'endpoint_id', ids: [endpointId] },
+    { table: functions, keyName: 'function_id', ids: functionIds },
+  ]);
+  const ep = liveEndpoint(read.get(endpoints)?.[0] as EndpointRecord | undefined);
+  if (!ep || !canUseEndpoint(ep, userId)) throw new NotFound(`endpoint ${endpointId} not found`);
+  return { ep, functions: ownOnly((read.get(functions) ?? []) as FunctionRecord[], functionIds, userId) };
 }
 
 /** A task this user submitted (a record with transitions: a task, not a share's open marker). */

@@ -36,16 +36,31 @@ export async function batchPut<T extends Record<string, unknown>>(
 
 /** Get items by key with BatchGetItem (100 keys a call), retrying unprocessed keys. */
 export async function batchGet<T>(table: string, keyName: string, ids: readonly string[]): Promise<T[]> {
-  const unique = [...new Set(ids)];
-  const found: T[] = [];
-  await mapLimit(chunk(unique, 100), 4, async (group) => {
-    let keys: Record<string, unknown>[] = group.map((id) => ({ [keyName]: id }));
-    for (let attempt = 0; keys.length > 0; attempt++) {
+  return ((await batchGetTables([{ table, keyName, ids }])).get(table) ?? []) as T[];
+}
+
+/**
+ * Get items of several tables by key, together: one BatchGetItem reads up to 100 keys of any
+ * tables, so reads that sit on one path (a submit's endpoint and functions) cost one call.
+ * Returns the items found, by table.
+ */
+export async function batchGetTables(
+  reads: readonly { table: string; keyName: string; ids: readonly string[] }[],
+): Promise<Map<string, unknown[]>> {
+  const wanted = reads.flatMap(({ table, keyName, ids }) => [...new Set(ids)].map((id) => ({ table, key: { [keyName]: id } })));
+  const found = new Map<string, unknown[]>(reads.map((r) => [r.table, []]));
+  await mapLimit(chunk(wanted, 100), 4, async (group) => {
+    let pending: Record<string, { Keys: Record<string, unknown>[] }> = {};
+    for (const { table, key } of group) (pending[table] ??= { Keys: [] }).Keys.push(key);
+    for (let attempt = 0; Object.keys(pending).length > 0; attempt++) {
       if (attempt > 0) await sleep(backoffMs(attempt, RETRY));
-      const out = await dynamo().send(new BatchGetCommand({ RequestItems: { [table]: { Keys: keys } } }));
-      found.push(...((out.Responses?.[table] ?? []) as T[]));
-      keys = (out.UnprocessedKeys?.[table]?.Keys ?? []) as Record<string, unknown>[];
-      if (attempt >= 8 && keys.length) throw new Error(`DynamoDB left ${keys.length} keys unread after ${attempt + 1} attempts`);
+      const out = await dynamo().send(new BatchGetCommand({ RequestItems: pending }));
+      for (const [table, items] of Object.entries(out.Responses ?? {})) found.get(table)?.push(...items);
+      pending = Object.fromEntries(
+        Object.entries(out.UnprocessedKeys ?? {}).flatMap(([table, r]) => (r.Keys?.length ? [[table, { Keys: r.Keys }]] : [])),
+      );
+      const left = Object.values(pending).reduce((n, r) => n + r.Keys.length, 0);
+      if (attempt >= 8 && left) throw new Error(`DynamoDB left ${left} keys unread after ${attempt + 1} attempts`);
     }
   });
   return found;

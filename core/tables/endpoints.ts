@@ -77,9 +77,11 @@ export async function getEndpoint(endpointId: string, opts: { consistent?: boole
   const out = await dynamo().send(
     new GetCommand({ TableName: table(), Key: { endpoint_id: endpointId }, ConsistentRead: opts.consistent }),
   );
-  const ep = out.Item as EndpointRecord | undefined;
-  return ep?.deleted_at ? undefined : ep;
+  return liveEndpoint(out.Item as EndpointRecord | undefined);
 }
+
+/** An endpoint item as read, unless it is marked deleted. */
+export const liveEndpoint = (ep: EndpointRecord | undefined): EndpointRecord | undefined => (ep?.deleted_at ? undefined : ep);
 
 /** An owner's live endpoints (a page may hold fewer than `limit` while deleted ones linger). */
 export async function listEndpoints(owner: string, limit: number, cursor?: string): Promise<{ items: EndpointRecord[]; next?: string }> {

@@ -4,7 +4,7 @@ import { config } from '../config';
 import { derivedId, sha256Hex } from '../ids';
 import type { ShellOptions } from '../messages';
 import type { FunctionRuntime } from '../runtimes';
-import { batchGet, conditionHeld, isConditionFailed } from './batch';
+import { conditionHeld, isConditionFailed } from './batch';
 import { queryByOwner } from './cursor';
 
 export interface FunctionRecord {
@@ -110,8 +110,6 @@ export async function deleteFunction(functionId: string, owner: string): Promise
     ),
   );
 }
-
-export const getFunctions = (ids: readonly string[]): Promise<FunctionRecord[]> => batchGet<FunctionRecord>(table(), 'function_id', ids);
 
 export const listFunctions = (owner: string, limit: number, cursor?: string): Promise<{ items: FunctionRecord[]; next?: string }> =>
   queryByOwner<FunctionRecord>(table(), 'function_id', owner, limit, cursor);

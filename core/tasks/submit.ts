@@ -6,7 +6,7 @@ import type { ResourceSpecification } from '../messages';
 import { encodeJsonArgs, refEnvelope, type Envelope } from '../payload';
 import type { Codec } from '../runtimes';
 import { queueTasks } from '../queues/endpoint-queue';
-import { lastOfOwnGroup, ownedFunctions, usableEndpoint } from '../access';
+import { lastOfOwnGroup, submitTargets } from '../access';
 import { disallowedFunctions, type EndpointRecord } from '../tables/endpoints';
 import { mapLimit } from '../retry';
 import type { FunctionRecord } from '../tables/functions';
@@ -103,9 +103,9 @@ export async function submitBatch(input: SubmitInput): Promise<SubmitResult> {
   };
   try {
     // Independent reads, made together: they sit on every submit's critical path.
-    const [ep, functions, lastInGroup] = await Promise.all([
-      usableEndpoint(input.endpointId, input.userId),
-      ownedFunctions(
+    const [{ ep, functions }, lastInGroup] = await Promise.all([
+      submitTargets(
+        input.endpointId,
         input.tasks.map((t) => t.function_id),
         input.userId,
       ),

@@ -133,6 +133,23 @@ describe('submitBatch', () => {
     expect((await drain()).sort()).toEqual([...out.task_ids].sort());
   });
 
+  it("reads its endpoint and its functions in one BatchGetItem, and takes neither of another user's", async () => {
+    resetSdkCallCounts();
+    expect((await submit(3)).task_ids).toHaveLength(3);
+    expect(['GetItem', 'BatchGetItem'].map((c) => sdkCallCounts.get(`DynamoDB.${c}`) ?? 0)).toEqual([0, 1]);
+    await drain();
+    const bobs = (await registerFunction({ owner: 'bob', name: 'g', runtime: 'node', source: '() => 2' })).record.function_id;
+    await expect(submit(1, { tasks: [{ function_id: functionId }, { function_id: bobs }] })).rejects.toMatchObject({
+      code: 'NotFound',
+      details: { function_ids: [bobs] },
+    });
+    await expect(submit(1, { userId: 'bob', tasks: [{ function_id: bobs }] })).rejects.toMatchObject({
+      code: 'NotFound',
+      message: `endpoint ${ep.endpoint_id} not found`,
+    });
+    expect(await drain()).toEqual([]);
+  });
+
   it('writes and queues nothing for a request it refuses, and leaves no claim on its Idempotency-Key', async () => {
     const strict = (await registerEndpoint({ owner: 'alice', name: 'strict', allowed_functions: ['00000000-0000-4000-8000-000000000001'] }))
       .endpoint;
