@@ -58,3 +58,28 @@ test('an item SQS did not take is rejected; the others of its call are not', asy
   await expect(good).resolves.toBeUndefined();
   await expect(bad).rejects.toThrow('SQS did not take it');
 });
+
+test('with a linger, a lone item waits for company, and ten leave at once', async () => {
+  jest.useFakeTimers({ doNotFake: ['setImmediate'] });
+  try {
+    const calls: string[][] = [];
+    const batcher = new Batcher<string>((items) => (calls.push(items), Promise.resolve(new Set<number>())), { lingerMs: 50 });
+    const first = [batcher.add('a'), batcher.add('b')];
+    await turn();
+    expect(calls).toEqual([]);
+    jest.advanceTimersByTime(49);
+    await turn();
+    expect(calls).toEqual([]);
+    jest.advanceTimersByTime(1);
+    await turn();
+    expect(calls).toEqual([['a', 'b']]);
+    await expect(Promise.all(first)).resolves.toHaveLength(2);
+    const ten = Array.from({ length: 10 }, (_, i) => batcher.add(`t${i}`));
+    await turn();
+    expect(calls).toHaveLength(2);
+    expect(calls[1]).toHaveLength(10);
+    await expect(Promise.all(ten)).resolves.toHaveLength(10);
+  } finally {
+    jest.useRealTimers();
+  }
+});

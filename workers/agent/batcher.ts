@@ -1,18 +1,25 @@
+import { MAX_BATCH_ENTRIES } from '../../core/queues/batch-send';
+
 /**
  * Collects what the task slots produce and sends it in as few calls as it can (SQS batch calls take
  * up to 10 entries): a lone item leaves on the next turn of the event loop; while two sends are
  * under way what arrives waits for one of them to finish and then leaves together. A busy agent so
  * pays about one call per ten tasks without adding a delay to a quiet one, and one slow send does
- * not hold the rest.
+ * not hold the rest. With `lingerMs`, a call of fewer than 10 items waits that long for company:
+ * for what no one waits on (deleting finished messages), fewer calls matter more than a few ms.
  */
 export class Batcher<T> {
   private pending: { item: T; done: (err?: Error) => void }[] = [];
   private scheduled = false;
+  private lingering?: NodeJS.Timeout;
   private sending = 0;
   private static readonly MAX_SENDING = 2;
 
   /** `flushItems` sends the items and returns the indexes of those that failed. */
-  constructor(private readonly flushItems: (items: T[]) => Promise<Set<number>>) {}
+  constructor(
+    private readonly flushItems: (items: T[]) => Promise<Set<number>>,
+    private readonly opts: { lingerMs?: number } = {},
+  ) {}
 
   add(item: T): Promise<void> {
     return new Promise<void>((resolve, reject) => {
@@ -22,6 +29,21 @@ export class Batcher<T> {
   }
 
   private schedule(): void {
+    if (this.scheduled || this.sending >= Batcher.MAX_SENDING || !this.pending.length) return;
+    if ((this.opts.lingerMs ?? 0) > 0 && this.pending.length < MAX_BATCH_ENTRIES) {
+      this.lingering ??= setTimeout(() => {
+        this.lingering = undefined;
+        this.leave();
+      }, this.opts.lingerMs);
+      return;
+    }
+    this.leave();
+  }
+
+  /** The pending items go on the next turn (unless a call is already on its way or two are under way). */
+  private leave(): void {
+    clearTimeout(this.lingering);
+    this.lingering = undefined;
     if (this.scheduled || this.sending >= Batcher.MAX_SENDING || !this.pending.length) return;
     this.scheduled = true;
     setImmediate(() => void this.flush());

@@ -59,6 +59,13 @@ export interface TaskSource {
   stop(): Promise<void>;
 }
 
+/**
+ * How long a finished message waits for others to be deleted with (up to 10 a call). Nothing waits
+ * on a delete, and the message stays invisible meanwhile (its visibility timeout is far longer):
+ * the workload bench's agent made 0.56 SQS calls per task with it, against 0.68 without.
+ */
+const DELETE_LINGER_MS = 50;
+
 /** The direct source: the agent itself long-polls SQS, reads and writes S3 and beats to the API. */
 export class DirectTaskSource implements TaskSource {
   private keeper?: GrantKeeper;
@@ -95,7 +102,7 @@ export class DirectTaskSource implements TaskSource {
       );
       return new Set(failed.map(Number));
     });
-    this.deleter = new Batcher((receipts) => deleteMessages(this.sqs, this.grant.queue_url, receipts));
+    this.deleter = new Batcher((receipts) => deleteMessages(this.sqs, this.grant.queue_url, receipts), { lingerMs: DELETE_LINGER_MS });
     return { endpointId: this.endpointId, ownerId: this.grant.owner_id };
   }
 
