@@ -2,13 +2,13 @@
 /**
  * dynalite answers ReturnConsumedCapacity INDEXES with the table's units only: it leaves out what
  * a write costs in each global secondary index. The bench's stack process preloads this file
- * (node --require), which also runs in every worker thread, wherever dynalite runs: it adds the
+ * (node --require), before dynalite loads: it adds the
  * GSI units by DynamoDB's rules, so the bench's write units per task are what AWS would bill.
  * For each GSI: an item that enters or leaves the index costs one write of its projected size
  * (1 KB units); one whose index key changes costs two (delete and put); one that stays with
  * changed projected attributes costs one; one whose projection is unchanged, or that is in the
  * index neither before nor after, costs nothing.
- * Plain JavaScript: a worker thread runs without the TypeScript loader of its parent.
+ * Plain JavaScript: node loads it with --require, before any TypeScript loader.
  */
 const db = require('dynalite/db');
 

@@ -8,8 +8,7 @@
  *                                  since the last reset), then resets them when asked
  *   { type: 'close' }            → closes the stack and exits 0 (so a --cpu-prof profile is written)
  * DynamoDB write capacity is counted (FERRY_COUNT_CAPACITY=1, set by the parent), and dynalite is
- * taught what a GSI write costs (bench/dynalite-gsi-capacity.js, preloaded with --require so that
- * it reaches dynalite on whichever thread it runs).
+ * taught what a GSI write costs (bench/dynalite-gsi-capacity.js, preloaded with --require).
  */
 import http from 'node:http';
 import { resetSdkCallCounts, sdkCallCounts, sdkWriteUnits } from '../core/clients';

@@ -1,10 +1,10 @@
 'use strict';
 /**
  * A cheaper local DynamoDB (dynalite) for the requests Ferry sends again and again, with the same
- * answers and errors: local/dynamo-worker.js installs this before dynalite loads, on its thread
- * only. Per request, dynalite parsed each expression with its PEG parsers (conditions, updates,
- * projections), walked its declaration of the request's types node by node, and decoded its
- * table's definition from the store: most of the thread's time on Ferry's workload. Here each
+ * answers and errors: local/dynamo-store.ts installs this into dynalite's modules (this process's)
+ * before its first request. Per request, dynalite parsed each expression with its PEG parsers
+ * (conditions, updates, projections), walked its declaration of the request's types node by node,
+ * and decoded its table's definition from the store: most of its time on Ferry's workload. Here each
  * expression's parse is reused (below), the type check is compiled once per operation
  * (compiledCheckTypes) and an active table's decoded definition is kept for item calls (keepTables).
  *
@@ -16,7 +16,8 @@
  * reused. Failed parses (a string or a thrown SyntaxError) are never reused either, so every error
  * comes from dynalite's own parser. dynalite rewrites some trees after parsing (a key condition
  * written `:v = key` is turned around), hence a fresh copy per request, which no other request sees.
- * Plain JavaScript: a worker thread runs without the TypeScript loader of its parent.
+ * Plain JavaScript (it began on a worker thread, without the TypeScript loader), with its
+ * declarations in dynamo-fast-paths.d.ts.
  */
 
 // Enough for every expression Ferry sends many times over; past it the cache starts again.

@@ -13,7 +13,7 @@ import {
 } from '@aws-sdk/client-dynamodb';
 import type { FerryConfig } from '../core/config';
 import { legacySubmitOrder } from '../core/tables/task-records';
-import { startDynaliteThread, type DynaliteCall } from './dynamo-thread';
+import { startDynalite, type DynaliteCall } from './dynamo-store';
 import type { LocalIam } from './iam';
 import type { DirectCall } from './in-process-http';
 import { listenOnLoopback, type LoopbackServer } from './listen';
@@ -30,15 +30,15 @@ export interface DynamoServer extends LoopbackServer {
 }
 
 /**
- * DynamoDB on loopback: dynalite, in memory or on disk under `dataDir`, on a thread of its own
- * (local/dynamo-thread.ts) while this process keeps the socket. With `iam`, every request must be
+ * DynamoDB on loopback: dynalite, in memory or on disk under `dataDir` (local/dynamo-store.ts),
+ * behind this process's socket. With `iam`, every request must be
  * signed by a known key before dynalite sees it, and only the admin may make any call: the worker
  * role has no DynamoDB statement (infra/lib/worker-role.ts).
  */
 export async function startDynamoServer(
   opts: { port?: number; host?: string; dataDir?: string; iam?: LocalIam } = {},
 ): Promise<DynamoServer> {
-  const dynalite = startDynaliteThread({ path: opts.dataDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  const dynalite = startDynalite({ path: opts.dataDir, createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
   const iam = opts.iam;
   const server = createServer((req, res) => void serveDynamo(iam, req, res, dynalite.call));
   const listening = await listenOnLoopback(server, opts.port, opts.host);
@@ -55,7 +55,7 @@ const UNSIGNED_AUTH = {
   'x-amz-date': '20000101T000000Z',
 };
 
-/** The thread's call, for a request that never was an HTTP message: the parts of one it reads, and a response that collects. */
+/** The store's call, for a request that never was an HTTP message: the parts of one it reads, and a response that collects. */
 function directCall(call: DynaliteCall): DirectCall {
   return (req) =>
     new Promise((resolve, reject) => {

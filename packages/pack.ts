@@ -100,13 +100,6 @@ async function packCli(): Promise<Artifact> {
     outfile: join(dist, 'block-agent.js'),
     external,
   });
-  await build({
-    ...bundle,
-    entryPoints: [join(ROOT, 'local', 'dynamo-worker.js')],
-    format: 'cjs',
-    outfile: join(dist, 'dynamo-worker.js'),
-    external,
-  });
   // The agent `ferry local up` supervises runs in a process of its own, from dist/worker/ as under `npm start`.
   await build({
     ...bundle,

@@ -26,3 +26,19 @@ export async function listenOnFreePort(server: Server): Promise<string> {
 }
 
 export const closeServer = (server: Server): Promise<unknown> => new Promise((r) => (server.closeAllConnections(), server.close(r)));
+
+/**
+ * A bare dynalite: module instances of its own, so the local store's fast paths
+ * (local/dynamo-fast-paths.js, installed into dynalite's modules when a local stack starts in
+ * this test file) never reach it. It parses and checks every request as dynalite alone does.
+ */
+export function bareDynalite(options: Record<string, unknown>): Server {
+  let make: ((o: Record<string, unknown>) => Server) | undefined;
+  let validations: { checkTypes: { compiled?: boolean } } | undefined;
+  jest.isolateModules(() => {
+    make = jest.requireActual<(o: Record<string, unknown>) => Server>('dynalite');
+    validations = jest.requireActual<{ checkTypes: { compiled?: boolean } }>('dynalite/validations');
+  });
+  if (validations!.checkTypes.compiled) throw new Error('the bare dynalite shares the fast paths');
+  return make!(options);
+}

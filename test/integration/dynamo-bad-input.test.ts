@@ -5,7 +5,7 @@ import { startLocalStack, type LocalStack } from '../../local/stack';
 /**
  * The local DynamoDB answers every request, however malformed its body: a body that is JSON but
  * not an object is a 400 SerializationException (dynalite alone would throw on `null` and take
- * the store's thread down with it), and the store keeps serving afterwards. Bodies are set after
+ * the stack down with it), and the store keeps serving afterwards. Bodies are set after
  * the SDK serialises, then signed as usual: the admin's key, so IAM lets them through.
  */
 jest.setTimeout(30_000);

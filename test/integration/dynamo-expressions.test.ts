@@ -2,12 +2,11 @@ import type { Server } from 'node:http';
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import dynalite from 'dynalite';
 import { startDynamoServer, type DynamoServer } from '../../local/dynamo';
-import { closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
+import { bareDynalite, closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
 
 /**
- * The local DynamoDB's thread reuses the parse trees of repeated expressions
+ * The local DynamoDB reuses the parse trees of repeated expressions
  * (local/dynamo-fast-paths.js). Each request here goes to it and to a bare dynalite in this
  * process, which parses every expression afresh: both must answer alike, and the answers that
  * matter (a failed condition, an error from a value's type or content) are also checked as such.
@@ -20,7 +19,7 @@ let dataDir: string;
 beforeAll(async () => {
   dataDir = mkdtempSync(join(tmpdir(), 'ferry-dynamo-expressions-'));
   local = await startDynamoServer({ dataDir });
-  bare = dynalite({ createTableMs: 0 });
+  bare = bareDynalite({ createTableMs: 0 });
   bareUrl = await listenOnFreePort(bare);
   for (const url of [local.url, bareUrl]) {
     await dynamoCall(url, 'CreateTable', {

@@ -1,9 +1,8 @@
-import dynalite from 'dynalite';
 import { startDynamoServer, type DynamoServer } from '../../local/dynamo';
-import { closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
+import { bareDynalite, closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
 
 /**
- * The local DynamoDB's thread keeps each active table's decoded definition for item calls
+ * The local DynamoDB keeps each active table's decoded definition for item calls
  * (local/dynamo-fast-paths.js). Here: no item call of dynalite's writes to the kept definition,
  * and a changed, deleted or recreated table is seen at once, as by a bare dynalite.
  */
@@ -227,7 +226,7 @@ describe('the local DynamoDB keeps decoded table definitions for item calls (loc
   });
 
   it('sees a table changed, deleted or created again at once, as a bare dynalite does', async () => {
-    const bare = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+    const bare = bareDynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
     const local: DynamoServer = await startDynamoServer();
     const urls = [local.url, await listenOnFreePort(bare)];
     const both = async (op: string, input: Record<string, unknown>) => {

@@ -1,8 +1,7 @@
 import * as validations from 'dynalite/validations';
 
-// The local DynamoDB thread's compiled type check (local/dynamo-fast-paths.js) against dynalite's
+// The local DynamoDB's compiled type check (local/dynamo-fast-paths.js) against dynalite's
 // own, on requests of every operation: the same result, key order included, or the same error.
-// local/dynamo-fast-paths.js is plain JavaScript (it runs in the DynamoDB thread), with no declarations.
 const { compiledCheckTypes } = jest.requireActual<{ compiledCheckTypes: (original: CheckTypes) => CheckTypes }>(
   '../../local/dynamo-fast-paths',
 );
