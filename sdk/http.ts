@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { backoffMs, sleep } from '../core/retry';
 import { FerryApiError } from './errors';
+import { send, type Answer } from './transport';
 
 export interface HttpOptions {
   apiUrl: string;
@@ -30,32 +31,29 @@ export class Http {
     const payload = body === undefined ? undefined : JSON.stringify(body);
     const attempts = this.opts.maxAttempts ?? 5;
     for (let attempt = 1; ; attempt++) {
-      let res: Response;
+      let res: Answer;
       try {
-        res = await fetch(this.opts.apiUrl + path, {
-          method,
-          headers,
-          body: payload,
-          signal: AbortSignal.timeout(this.opts.timeoutMs ?? 60_000),
-        });
+        res = await send(this.opts.apiUrl + path, { method, headers, body: payload, timeoutMs: this.opts.timeoutMs ?? 60_000 });
       } catch (err) {
         if (attempt >= attempts)
           throw new Error(
-            `cannot reach the Ferry API at ${this.opts.apiUrl}: ${(err as { cause?: { code?: string } }).cause?.code ?? (err as Error).message}`,
-            { cause: err },
+            `cannot reach the Ferry API at ${this.opts.apiUrl}: ${(err as { code?: string }).code ?? (err as Error).message}`,
+            {
+              cause: err,
+            },
           );
         await sleep(backoff(attempt));
         continue;
       }
-      const text = await res.text();
-      if (res.ok) return (text ? JSON.parse(text) : undefined) as T;
+      const text = res.text;
+      if (res.status >= 200 && res.status < 300) return (text ? JSON.parse(text) : undefined) as T;
       // A partial submit is not retried whole: it names the tasks that were not queued.
       // 409 RequestInProgress: an earlier attempt of this very request is still being served.
       const retryable =
         (RETRYABLE.has(res.status) && !text.includes('PartialSubmitFailure')) || (res.status === 409 && text.includes('RequestInProgress'));
       const retry = retryable && attempt < attempts;
       if (retry) {
-        const after = Number(res.headers.get('retry-after'));
+        const after = Number(res.headers['retry-after']);
         await sleep(Number.isFinite(after) && after > 0 ? after * 1000 : backoff(attempt));
         continue;
       }
