@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { jsonEnvelope } from '../helpers/envelope';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,17 +83,6 @@ async function refusal(call: Promise<unknown>): Promise<string | undefined> {
     return (err as { name?: string }).name ?? String(err);
   }
 }
-
-const json = (value: unknown) => {
-  const bytes = Buffer.from(JSON.stringify(value));
-  return {
-    v: 1 as const,
-    codec: 'json' as const,
-    size: bytes.length,
-    sha256: createHash('sha256').update(bytes).digest('hex'),
-    inline: bytes.toString('base64'),
-  };
-};
 
 const view = async (taskId: string) => (await alice('GET', `/v1/tasks/${taskId}`)).body;
 
@@ -382,7 +371,7 @@ describe('results are believed only from the reporting endpoint', () => {
           endpoint_id: claimed,
           worker_id: 'intruder',
           at: new Date().toISOString(),
-          result: json('forged'),
+          result: jsonEnvelope('forged'),
         });
       }
     }
@@ -407,7 +396,7 @@ describe('results are believed only from the reporting endpoint', () => {
       endpoint_id: b.id,
       worker_id: 'a1',
       at: new Date().toISOString(),
-      result: json(666),
+      result: jsonEnvelope(666),
     });
     await resultsDrained();
     expect((await view(taskId)).status).toBe('waiting-for-endpoint');
@@ -420,7 +409,7 @@ describe('results are believed only from the reporting endpoint', () => {
       endpoint_id: a.id,
       worker_id: 'a1',
       at: new Date().toISOString(),
-      result: json(2),
+      result: jsonEnvelope(2),
     });
     const done = await eventually(
       async () => {
@@ -445,7 +434,7 @@ describe('results are believed only from the reporting endpoint', () => {
           endpoint_id: a.id,
           worker_id: 'op',
           at: new Date().toISOString(),
-          result: json(1),
+          result: jsonEnvelope(1),
         }),
       }),
     );

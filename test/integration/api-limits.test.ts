@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { jsonEnvelope } from '../helpers/envelope';
 import { DeleteMessageBatchCommand, ReceiveMessageCommand, SendMessageBatchCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { taskMessageSchema, type ResultMessage } from '../../core/messages';
 import { MAX_RESPONSE_BYTES, observeApiResponses, startApiServer, type ApiResponseRecord, type ApiServer } from '../../local/api-server';
@@ -33,17 +33,6 @@ afterAll(async () => {
   stopWatching?.();
   await stack?.close();
 });
-
-const jsonEnvelope = (value: unknown) => {
-  const bytes = Buffer.from(JSON.stringify(value));
-  return {
-    v: 1 as const,
-    codec: 'json' as const,
-    size: bytes.length,
-    sha256: createHash('sha256').update(bytes).digest('hex'),
-    inline: bytes.toString('base64'),
-  };
-};
 
 /**
  * `n` tasks that finished with ~100 KB JSON results each, played through the real path: submitted

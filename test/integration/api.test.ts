@@ -1,3 +1,4 @@
+import { jsonEnvelope } from '../helpers/envelope';
 import { createHash } from 'node:crypto';
 import { DeleteMessageCommand, GetQueueAttributesCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import { S3Client } from '@aws-sdk/client-s3';
@@ -77,17 +78,6 @@ async function workerFor(endpointId: string, secret: string) {
   };
 }
 
-const json = (value: unknown) => {
-  const bytes = Buffer.from(JSON.stringify(value));
-  return {
-    v: 1 as const,
-    codec: 'json' as const,
-    size: bytes.length,
-    sha256: createHash('sha256').update(bytes).digest('hex'),
-    inline: bytes.toString('base64'),
-  };
-};
-
 async function setup(name = 'ep', extra: Record<string, unknown> = {}) {
   const fn = await alice('POST', '/v1/functions', { name: 'add', runtime: 'node', source: ADD });
   const ep = await alice('POST', '/v1/endpoints', { name, ...extra });
@@ -164,7 +154,7 @@ describe('the whole loop with a test consumer playing the worker', () => {
       endpoint_id: endpointId,
       worker_id: 'w1',
       at: new Date().toISOString(),
-      result: json(args[0] + args[1]),
+      result: jsonEnvelope(args[0] + args[1]),
     });
     await worker.done(receipt);
 
@@ -212,9 +202,9 @@ describe('the whole loop with a test consumer playing the worker', () => {
     const taskId = sub.body.task_ids[0];
     const [{ receipt }] = await worker.receive();
     const at = new Date().toISOString();
-    await worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w1', at, result: json(2) });
+    await worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w1', at, result: jsonEnvelope(2) });
     await waitFor(taskId, 'success');
-    await worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w2', at, result: json(99) });
+    await worker.report({ v: 1, kind: 'success', task_id: taskId, endpoint_id: endpointId, worker_id: 'w2', at, result: jsonEnvelope(99) });
     await worker.report({
       v: 1,
       kind: 'failed',
@@ -252,7 +242,7 @@ describe('the whole loop with a test consumer playing the worker', () => {
       endpoint_id: b.endpointId,
       worker_id: 'intruder',
       at: new Date().toISOString(),
-      result: json(666),
+      result: jsonEnvelope(666),
     });
     await b.worker.report({
       v: 1,
@@ -261,7 +251,7 @@ describe('the whole loop with a test consumer playing the worker', () => {
       endpoint_id: a.endpointId,
       worker_id: 'intruder',
       at: new Date().toISOString(),
-      result: json(666),
+      result: jsonEnvelope(666),
     });
     await a.worker.report({
       v: 1,
@@ -270,7 +260,7 @@ describe('the whole loop with a test consumer playing the worker', () => {
       endpoint_id: a.endpointId,
       worker_id: 'w',
       at: new Date().toISOString(),
-      result: json(2),
+      result: jsonEnvelope(2),
     });
     const done = await waitFor(taskId, 'success');
     expect(done.result.value).toBe(2);
@@ -367,7 +357,7 @@ describe('submitting batches', () => {
       endpoint_id: endpointId,
       worker_id: 'w',
       at: new Date().toISOString(),
-      result: json(2),
+      result: jsonEnvelope(2),
     });
     await waitFor(done!, 'success');
     await dynamo().send(
@@ -440,7 +430,7 @@ describe('cancel, lost workers and deletion', () => {
       endpoint_id: endpointId,
       worker_id: 'w',
       at: new Date().toISOString(),
-      result: json(2),
+      result: jsonEnvelope(2),
     });
     await new Promise((r) => setTimeout(r, 300));
     expect((await alice('GET', `/v1/tasks/${taskId}`)).body.status).toBe('cancelled');

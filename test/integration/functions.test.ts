@@ -1,5 +1,5 @@
 import { DeleteMessageCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
-import { inlineEnvelope } from '../../core/payload';
+import { jsonEnvelope } from '../helpers/envelope';
 import { taskMessageSchema, type TaskMessage } from '../../core/messages';
 import { getTask } from '../../core/tables/task-records';
 import { startLocalStack, type LocalStack } from '../../local/stack';
@@ -50,7 +50,7 @@ async function endpoint() {
     },
     /** Report a task's JSON result as the worker would. */
     async succeed(taskId: string, value: unknown) {
-      const result = inlineEnvelope(Buffer.from(JSON.stringify(value)), 'json');
+      const result = jsonEnvelope(value);
       const at = new Date().toISOString();
       await sqs.send(
         new SendMessageCommand({

@@ -1,3 +1,4 @@
+import { jsonEnvelope } from '../helpers/envelope';
 import { createHash } from 'node:crypto';
 import type { InitializeMiddleware, MetadataBearer } from '@smithy/types';
 import { DeleteCommand, GetCommand, PutCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
@@ -60,16 +61,6 @@ const submit = async (n: number, headers: Record<string, string> = {}) => {
   return r.body as { task_group_id: string; task_ids: string[] };
 };
 
-const json = (value: unknown) => {
-  const bytes = Buffer.from(JSON.stringify(value));
-  return {
-    v: 1 as const,
-    codec: 'json' as const,
-    size: bytes.length,
-    sha256: createHash('sha256').update(bytes).digest('hex'),
-    inline: bytes.toString('base64'),
-  };
-};
 const success = (taskId: string, value: unknown, extra: Partial<ResultMessage> = {}): ResultMessage =>
   ({
     v: 1,
@@ -78,7 +69,7 @@ const success = (taskId: string, value: unknown, extra: Partial<ResultMessage> =
     endpoint_id: endpointId,
     worker_id: 'w1',
     at: new Date().toISOString(),
-    result: json(value),
+    result: jsonEnvelope(value),
     ...extra,
   }) as ResultMessage;
 
@@ -165,7 +156,7 @@ it('still reads and moves a whole task item written before shares', async () => 
         function_id: functionId,
         task_group_id: '3f1b2c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d',
         state: 'waiting-for-endpoint',
-        args: json({ args: [], kwargs: {} }),
+        args: jsonEnvelope({ args: [], kwargs: {} }),
         walltime_ms: 1000,
         submit_order: `${at}#00000000#0000`,
         created_at: at,

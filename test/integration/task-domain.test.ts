@@ -1,3 +1,4 @@
+import { jsonEnvelope } from '../helpers/envelope';
 import { createHash } from 'node:crypto';
 import { DeleteQueueCommand, DeleteMessageBatchCommand, ReceiveMessageCommand } from '@aws-sdk/client-sqs';
 import { DeleteCommand, GetCommand, ScanCommand, UpdateCommand } from '@aws-sdk/lib-dynamodb';
@@ -16,7 +17,6 @@ import {
   RequestInProgress,
 } from '../../core/errors';
 import type { ResultMessage, TaskMessage } from '../../core/messages';
-import { inlineEnvelope } from '../../core/payload';
 import type { EndpointRecord } from '../../core/tables/endpoints';
 import { registerFunction } from '../../core/tables/functions';
 import { getTask, getTasks, shareOfTask } from '../../core/tables/task-records';
@@ -106,7 +106,6 @@ const unwriteShare = async (shareId: string) => {
 const sharesOf = (ids: readonly string[]) => [...new Set(ids.map((id) => shareOfTask(id)!.shareId))];
 const orderPrefix = (submitOrder: string) => submitOrder.slice(0, submitOrder.lastIndexOf('#'));
 
-const json = (value: unknown) => inlineEnvelope(Buffer.from(JSON.stringify(value)), 'json');
 const report = (taskId: string, kind: ResultMessage['kind'], extra: Record<string, unknown> = {}): ResultMessage =>
   ({
     v: 1,
@@ -115,7 +114,7 @@ const report = (taskId: string, kind: ResultMessage['kind'], extra: Record<strin
     endpoint_id: ep.endpoint_id,
     worker_id: 'w1',
     at: new Date().toISOString(),
-    ...(kind === 'success' ? { result: json(7) } : {}),
+    ...(kind === 'success' ? { result: jsonEnvelope(7) } : {}),
     ...(kind === 'failed' ? { exception: { type: 'ValueError', message: 'bad', traceback: 'tb' } } : {}),
     ...extra,
   }) as ResultMessage;
@@ -215,7 +214,7 @@ describe('applyResults', () => {
     await applyResults([report(id!, 'success'), started], ep.endpoint_id);
     expect(sdkCallCounts.get('DynamoDB.UpdateItem')).toBe(1);
     const t = (await getTask(id!))!;
-    expect(t).toMatchObject({ state: 'success', worker_id: 'w1', result: json(7) });
+    expect(t).toMatchObject({ state: 'success', worker_id: 'w1', result: jsonEnvelope(7) });
     expect(t.transitions.map((x) => [x.state, x.by])).toEqual([
       ['received', 'api'],
       ['waiting-for-endpoint', 'api'],
@@ -239,7 +238,7 @@ describe('applyResults', () => {
   it('refuses, writing nothing, a report its sender may not make', async () => {
     const [id] = (await submit(1)).task_ids;
     const other = (await registerEndpoint({ owner: 'alice', name: 'other' })).endpoint.endpoint_id;
-    const refs = (ref: string) => ({ result: { ...json(7), inline: undefined, ref } });
+    const refs = (ref: string) => ({ result: { ...jsonEnvelope(7), inline: undefined, ref } });
     // The body names another endpoint than the sender's credentials.
     await expect(applyResults([report(id!, 'success', { endpoint_id: other })], ep.endpoint_id)).rejects.toBeInstanceOf(ForgedReport);
     // Another endpoint reports on this one's task, naming itself.

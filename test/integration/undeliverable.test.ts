@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { jsonEnvelope } from '../helpers/envelope';
 import { DeleteQueueCommand, ReceiveMessageCommand, SendMessageCommand, SQSClient, type Message } from '@aws-sdk/client-sqs';
 import type { ResultMessage } from '../../core/messages';
 import { GetCommand } from '@aws-sdk/lib-dynamodb';
@@ -90,21 +90,10 @@ async function receive(ep: Endpoint, count: number): Promise<Message[]> {
   return got;
 }
 
-const json = (value: unknown) => {
-  const bytes = Buffer.from(JSON.stringify(value));
-  return {
-    v: 1 as const,
-    codec: 'json' as const,
-    size: bytes.length,
-    sha256: createHash('sha256').update(bytes).digest('hex'),
-    inline: bytes.toString('base64'),
-  };
-};
-
 /** A worker's report, sent with the endpoint's vended credentials to the results queue. */
 async function report(ep: Endpoint, taskId: string, kind: 'started' | 'success'): Promise<void> {
   const base = { v: 1 as const, task_id: taskId, endpoint_id: ep.id, worker_id: 'w-test', at: new Date().toISOString() };
-  const msg: ResultMessage = kind === 'started' ? { ...base, kind } : { ...base, kind, result: json(3) };
+  const msg: ResultMessage = kind === 'started' ? { ...base, kind } : { ...base, kind, result: jsonEnvelope(3) };
   await ep.sqs.send(new SendMessageCommand({ QueueUrl: ep.resultsQueueUrl, MessageBody: JSON.stringify(msg) }));
 }
 

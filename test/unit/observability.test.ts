@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { jsonEnvelope } from '../helpers/envelope';
 import { sep } from 'node:path';
 import { SendMessageCommand, SQSClient } from '@aws-sdk/client-sqs';
 import type { Context, SQSEvent } from 'aws-lambda';
@@ -166,17 +166,6 @@ describe('every handler goes through the same middy stack', () => {
 });
 
 describe('task metrics (EMF) as a user drives tasks through the local stack', () => {
-  const json = (value: unknown) => {
-    const bytes = Buffer.from(JSON.stringify(value));
-    return {
-      v: 1 as const,
-      codec: 'json' as const,
-      size: bytes.length,
-      sha256: createHash('sha256').update(bytes).digest('hex'),
-      inline: bytes.toString('base64'),
-    };
-  };
-
   test('submitted, started, succeeded, failed and cancelled are counted per stage and per endpoint, with submit-to-final latency', async () => {
     const alice = caller(stack.apiUrl, await stack.createUser('alice'));
     const fn = await alice('POST', '/v1/functions', { name: 'add', runtime: 'node', source: '(a, b) => a + b' });
@@ -212,7 +201,7 @@ describe('task metrics (EMF) as a user drives tasks through the local stack', ()
     const base = { v: 1, endpoint_id: endpointId, worker_id: 'w1' };
     await report({ ...base, kind: 'started', task_id: ok, at: new Date().toISOString() });
     await eventually(async () => emf('TasksStarted').length > 0, 15_000, 'TasksStarted');
-    await report({ ...base, kind: 'success', task_id: ok, at: new Date().toISOString(), result: json(2) });
+    await report({ ...base, kind: 'success', task_id: ok, at: new Date().toISOString(), result: jsonEnvelope(2) });
     await report({
       ...base,
       kind: 'failed',
