@@ -515,14 +515,7 @@ export class EndpointManager {
     this.lastBeat = Date.now();
     const s = this.status();
     const body = {
-      worker_id: `manager-${hostname()}-${process.pid}`.slice(0, 128),
-      workers: 0,
-      idle_workers: 0,
-      running: 0,
-      runtimes: [],
-      agent_version: AGENT_VERSION,
-      heartbeat_ms: every,
-      stopped,
+      ...workerlessBeat(`manager-${hostname()}-${process.pid}`, every, stopped),
       // The API keeps a heartbeat small: live blocks and the last few that ended.
       manager: { provider: s.provider, blocks: s.blocks.slice(-200) },
     };
@@ -566,16 +559,7 @@ export class EndpointManager {
     for (const id of [...this.beatenAgents]) {
       if (alive.has(id)) continue;
       this.beatenAgents.delete(id);
-      beats.push({
-        worker_id: id.slice(0, 128),
-        workers: 0,
-        idle_workers: 0,
-        running: 0,
-        runtimes: [],
-        agent_version: AGENT_VERSION,
-        heartbeat_ms: every,
-        stopped: true,
-      });
+      beats.push(workerlessBeat(id, every, true));
     }
     return beats;
   }
@@ -652,3 +636,15 @@ export function defaultAgentCommand(): string[] {
   if (fromBundle) return [process.execPath, join(__dirname, 'block-agent.js')];
   return [process.execPath, '--require', require.resolve('tsx/cjs'), join(__dirname, 'block-agent.ts')];
 }
+
+/** A heartbeat that reports no workers: the manager's own, or the goodbye of an agent that is gone. */
+const workerlessBeat = (workerId: string, heartbeatMs: number, stopped: boolean) => ({
+  worker_id: workerId.slice(0, 128),
+  workers: 0,
+  idle_workers: 0,
+  running: 0,
+  runtimes: [] as string[],
+  agent_version: AGENT_VERSION,
+  heartbeat_ms: heartbeatMs,
+  stopped,
+});
