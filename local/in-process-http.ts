@@ -1,4 +1,3 @@
-import { Readable } from 'node:stream';
 import type { HttpHandlerOptions, HttpRequest, HttpResponse, RequestHandler } from '@smithy/types';
 
 /** One HTTP exchange, whole: what an in-process server takes and gives back. */
@@ -45,7 +44,14 @@ export class InProcessHttpHandler implements RequestHandler<HttpRequest, HttpRes
       headers: lowerCased(request.headers),
       body,
     });
-    return { response: { statusCode: out.status, headers: out.headers, body: Readable.from([out.body]) } };
+    // The SDK collects a body into bytes before it parses it: bytes already whole skip a stream.
+    return {
+      response: {
+        statusCode: out.status,
+        headers: out.headers,
+        body: new Uint8Array(out.body.buffer, out.body.byteOffset, out.body.byteLength),
+      },
+    };
   }
 
   updateHttpClientConfig(): void {}

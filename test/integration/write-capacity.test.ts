@@ -17,7 +17,7 @@ async function dynamoWithIndex() {
   servers.push(server);
   process.env.AWS_ENDPOINT_URL_DYNAMODB = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   const ddb = makeDynamoClient({ region: 'us-east-1', credentials: { accessKeyId: 'a', secretAccessKey: 'b' } });
-  await ddb.send(
+  await ddb.client.send(
     new CreateTableCommand({
       TableName: 'tasks',
       BillingMode: 'PAY_PER_REQUEST',

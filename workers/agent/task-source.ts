@@ -70,6 +70,11 @@ const DELETE_LINGER_MS = 50;
 export class DirectTaskSource implements TaskSource {
   private keeper?: GrantKeeper;
   private sqs!: SQSClient;
+  /**
+   * The long polls' own client: a call with an abort signal drops a client's cached middleware
+   * (cacheMiddleware), which the reports and deletes on `sqs` keep this way.
+   */
+  private receiver!: SQSClient;
   private s3!: S3Client;
   private grant!: WorkerGrant;
   /** Reports to the results queue (SendMessageBatch). */
@@ -93,6 +98,7 @@ export class DirectTaskSource implements TaskSource {
     this.grant = await this.keeper.start();
     const client = { region: this.grant.region, credentials: this.keeper.provider };
     this.sqs = makeSqsClient(client);
+    this.receiver = makeSqsClient(client);
     this.s3 = makeS3Client(client);
     this.outbox = new Batcher(async (bodies) => {
       const failed = await sendBatches(
@@ -107,7 +113,7 @@ export class DirectTaskSource implements TaskSource {
   }
 
   async receive(max: number, visibilitySeconds: number, waitSeconds: number, signal: AbortSignal): Promise<ReceivedMessage[]> {
-    const out = await this.sqs.send(
+    const out = await this.receiver.send(
       new ReceiveMessageCommand({
         QueueUrl: this.grant.queue_url,
         MaxNumberOfMessages: max,
@@ -171,6 +177,7 @@ export class DirectTaskSource implements TaskSource {
   async stop(): Promise<void> {
     this.keeper?.stop();
     this.sqs?.destroy();
+    this.receiver?.destroy();
     this.s3?.destroy();
   }
 }
