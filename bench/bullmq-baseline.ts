@@ -1,8 +1,9 @@
 /**
  * The BullMQ baseline for issue 13's workload: a private redis-server (Debian's, on a free
  * loopback port, no persistence, in a temporary directory), one producer in the bench process,
- * one worker process with concurrency 2 running a no-op processor; 200 sequential round trips
- * (add, then waitUntilFinished), then 5,000 jobs added at once (addBulk) until all complete.
+ * one worker process with concurrency 2 running a no-op processor; as Ferry's (bench/workload.ts):
+ * 200 sequential round trips right after start (add, then waitUntilFinished), a warm-up burst,
+ * 200 round trips again, then 5,000 jobs added at once (addBulk) until all complete.
  * Completed jobs are kept (BullMQ's default), as Ferry keeps results.
  */
 import { spawn, spawnSync } from 'node:child_process';
@@ -15,7 +16,10 @@ import { Queue, QueueEvents } from 'bullmq';
 import { version as bullmqVersion } from 'bullmq/package.json';
 
 export interface WorkloadFigures {
+  /** The round trips measured after the warm-up. */
   samples: number[];
+  /** The same number of round trips right after start, before the warm-up. */
+  cold: number[];
   tasks: number;
   secs: number;
   /** Per-task counts for the table, already formatted, by column. */
@@ -33,7 +37,12 @@ async function freePort(): Promise<number> {
   return port;
 }
 
-export async function bullmqWorkload(opts: { rounds: number; burst: number; profileDir?: string }): Promise<WorkloadFigures> {
+export async function bullmqWorkload(opts: {
+  rounds: number;
+  burst: number;
+  warmup: number;
+  profileDir?: string;
+}): Promise<WorkloadFigures> {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-redis-'));
   const port = await freePort();
   const redis = spawn(
@@ -70,35 +79,47 @@ export async function bullmqWorkload(opts: { rounds: number; burst: number; prof
       const job = await queue!.add('noop', {});
       await job.waitUntilFinished(events!);
     };
-    for (let i = 0; i < 20; i++) await roundTrip();
-    const samples: number[] = [];
-    const c0 = await commands();
-    for (let i = 0; i < opts.rounds; i++) {
+    const rounds = async (n: number) => {
+      const samples: number[] = [];
+      for (let i = 0; i < n; i++) {
+        const t0 = performance.now();
+        await roundTrip();
+        samples.push(performance.now() - t0);
+      }
+      return samples;
+    };
+    // All at once: count completions as QueueEvents sees them. Resolves with the seconds taken.
+    const burst = async (n: number) => {
+      let done = 0;
+      let allDone!: () => void;
+      const finished = new Promise<void>((r) => (allDone = r));
+      // Unset until addBulk answers; the completed handler reads it before then.
+      let wanted: Set<string> | undefined = undefined;
+      // Completions seen before addBulk answered with the jobs' ids.
+      const early: string[] = [];
+      const complete = (id: string) => wanted!.delete(id) && ++done === n && allDone();
+      const onCompleted = ({ jobId }: { jobId: string }) => (wanted ? complete(jobId) : early.push(jobId));
+      events!.on('completed', onCompleted);
       const t0 = performance.now();
-      await roundTrip();
-      samples.push(performance.now() - t0);
-    }
+      const jobs = await queue!.addBulk(Array.from({ length: n }, () => ({ name: 'noop', data: {} })));
+      wanted = new Set(jobs.map((j) => j.id!));
+      early.forEach(complete);
+      await finished;
+      events!.off('completed', onCompleted);
+      return (performance.now() - t0) / 1000;
+    };
+    await rounds(20);
+    const cold = await rounds(opts.rounds);
+    await burst(opts.warmup);
+    await rounds(20);
+    const c0 = await commands();
+    const samples = await rounds(opts.rounds);
     const c1 = await commands();
-
-    // All at once: count completions as QueueEvents sees them.
-    let done = 0;
-    let allDone!: () => void;
-    const finished = new Promise<void>((r) => (allDone = r));
-    // Unset until addBulk answers; the completed handler reads it before then.
-    let wanted: Set<string> | undefined = undefined;
-    // Completions seen before addBulk answered with the jobs' ids.
-    const early: string[] = [];
-    const complete = (id: string) => wanted!.delete(id) && ++done === opts.burst && allDone();
-    events.on('completed', ({ jobId }) => (wanted ? complete(jobId) : early.push(jobId)));
-    const t0 = performance.now();
-    const jobs = await queue.addBulk(Array.from({ length: opts.burst }, () => ({ name: 'noop', data: {} })));
-    wanted = new Set(jobs.map((j) => j.id!));
-    early.forEach(complete);
-    await finished;
-    const secs = (performance.now() - t0) / 1000;
+    const secs = await burst(opts.burst);
     const c2 = await commands();
     return {
       samples,
+      cold,
       tasks: opts.burst,
       secs,
       perTask: {

@@ -465,8 +465,9 @@ async function benchSlurm(stack: LocalStack, client: Client): Promise<void> {
 /**
  * 7. Issue 13's workload (`--only=workload`): the local stack in its own process as `npm start`
  *    runs it, one Executor here, one agent with 2 runtime processes; 200 sequential no-op round
- *    trips, then 5,000 at once; next to BullMQ on a private redis-server with the same workload
- *    where Debian's redis-server is installed.
+ *    trips right after start (cold), a warm-up burst of 3,000, 200 round trips again (the table's
+ *    p50 and p99), then 5,000 at once; next to BullMQ on a private redis-server with the same
+ *    workload where Debian's redis-server is installed.
  */
 async function benchWorkload(profileDir?: string): Promise<void> {
   const { spawnStackChild } = await import('./stack-child');
@@ -475,20 +476,23 @@ async function benchWorkload(profileDir?: string): Promise<void> {
   console.log('\n## Issue 13 workload: one client, one agent with 2 runtime processes, no-op tasks (the stack in its own process)\n');
   const rounds = quick ? 50 : 200;
   const burst = quick ? 1000 : 5000;
+  // Enough for V8 to have compiled the hot paths of every process (stack, agent, runtimes; BullMQ's worker).
+  const warmup = quick ? 1000 : 3000;
   const stack = await spawnStackChild({ profileDir, label: 'workload' });
   const rows: { system: string; figures: Awaited<ReturnType<typeof ferryWorkload>> }[] = [];
   const skipped: string[] = [];
   try {
     rows.push({
       system: `Ferry (local stack, ${git('rev-parse --short HEAD')})`,
-      figures: await ferryWorkload(stack, { rounds, burst, profileDir }),
+      figures: await ferryWorkload(stack, { rounds, burst, warmup, profileDir }),
     });
   } finally {
     await stack.close();
   }
-  if (redisServerAvailable()) rows.push({ system: 'BullMQ (redis-server)', figures: await bullmqWorkload({ rounds, burst, profileDir }) });
+  if (redisServerAvailable())
+    rows.push({ system: 'BullMQ (redis-server)', figures: await bullmqWorkload({ rounds, burst, warmup, profileDir }) });
   else skipped.push('BullMQ baseline skipped: no redis-server on this machine (Debian: apt-get install redis-server).\n');
-  printWorkloadTable(rows, skipped);
+  printWorkloadTable(rows, skipped, warmup);
 }
 
 async function benchScalingSection(profileDir?: string): Promise<void> {
