@@ -11,7 +11,8 @@ import { viewsWithinBudget, type TaskView } from './views';
  * at once when any asked task is final or unknown; otherwise it waits for one to be announced
  * (core/task-events.ts: locally the results consumer runs in this process) and re-reads the open
  * ones after FERRY_WAIT_POLL_MS, then less often up to FERRY_WAIT_POLL_MAX_MS (in AWS nothing is
- * announced across Lambdas), until `wait_ms`.
+ * announced across Lambdas), until `wait_ms`. With many asked tasks still open, an answer that
+ * announcements brought lingers FERRY_WAIT_LINGER_MS for more.
  * Same owner rules as POST /v1/tasks/batch: another user's ids are `unknown`. `pending` counts the
  * asked tasks still open; `unread` names finished ones that did not fit in the response.
  */
@@ -67,13 +68,9 @@ export async function waitForAnyFinished(
     for (const id of trusted) open.add(id);
     const ask = trusted.size ? ids.filter((id) => !trusted.has(id)) : ids;
     if (ask.length) await read(ask);
-    // A task still open after a few re-reads probably runs long: it is read less often (AWS pays per read).
-    let interval = config().waitPollMs;
-    while (!finals.size && !unknown.size && open.size && Date.now() < deadline) {
-      await pause(Math.min(interval, deadline - Date.now()));
-      // Announced ids are read alone (unless their records came along); with none heard (AWS, or a
-      // missed wake), every open task is read again.
-      if (!heard.size) interval = Math.min(Math.max(config().waitPollMaxMs, config().waitPollMs), interval * 1.5);
+    // Announced ids are read alone (unless their records came along); with none heard (AWS, or a
+    // missed wake), every open task is read again.
+    const catchUp = async () => {
       const again = heard.size ? [...heard] : [...open];
       heard.clear();
       const unread: string[] = [];
@@ -83,6 +80,22 @@ export async function waitForAnyFinished(
         else if (!t) unread.push(id);
       }
       if (unread.length) await read(unread);
+    };
+    // A task still open after a few re-reads probably runs long: it is read less often (AWS pays per read).
+    let interval = config().waitPollMs;
+    while (!finals.size && !unknown.size && open.size && Date.now() < deadline) {
+      await pause(Math.min(interval, deadline - Date.now()));
+      if (!heard.size) interval = Math.min(Math.max(config().waitPollMaxMs, config().waitPollMs), interval * 1.5);
+      await catchUp();
+    }
+    // Finishes announced here come a few at a time, as each batch of reports is applied: with many
+    // asked tasks still open, the answer waits a little for the next ones, so a busy client asks
+    // (and is answered) less often. Never where nothing is announced (AWS: it would only wait).
+    const { waitLingerMs, waitLingerMinOpen } = config();
+    const lingerUntil = Math.min(deadline, Date.now() + waitLingerMs);
+    while (told.size && open.size >= waitLingerMinOpen && Date.now() < lingerUntil) {
+      await pause(lingerUntil - Date.now());
+      if (heard.size) await catchUp();
     }
     const done = ids.flatMap((id) => finals.get(id) ?? []);
     const views = await viewsWithinBudget(done);

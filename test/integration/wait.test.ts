@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { resetSdkCallCounts, sdkCallCounts } from '../../core/clients';
+import { resetConfig } from '../../core/config';
 import { getTask, transitionTask } from '../../core/tables/task-records';
 import { announceFinished } from '../../core/task-events';
 import { startLocalStack, type LocalStack } from '../../local/stack';
@@ -140,6 +141,44 @@ it('reads no record for tasks this process has just queued, and still finds them
   expect(reads()).toBe(0);
   expect((await wait(bob, { task_ids: ids, wait_ms: 0 })).body).toEqual({ tasks: [], unknown: ids, unread: [], pending: 0 });
   expect(reads()).toBeGreaterThan(0);
+});
+
+describe('with many asked tasks open, where finishes are announced (the local stack)', () => {
+  // A linger longer than these tests' timeouts: an answer that comes shows why it ended.
+  beforeAll(() => {
+    process.env.FERRY_WAIT_LINGER_MS = '20000';
+    resetConfig();
+  });
+  afterAll(() => {
+    delete process.env.FERRY_WAIT_LINGER_MS;
+    resetConfig();
+  });
+  const cancel = async (id: string) => expect((await alice('POST', `/v1/tasks/${id}/cancel`)).status).toBe(200);
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+  it('lingers after the first finish for the next ones, and answers once fewer than 8 are open', async () => {
+    const ids = await submit(idle, ...Array<number>(10).fill(0));
+    const waiting = wait(alice, { task_ids: ids, wait_ms: 20_000 });
+    await pause(300);
+    // Finishes one at a time; the third leaves 7 open.
+    for (const id of ids.slice(0, 3)) {
+      await cancel(id);
+      await pause(200);
+    }
+    const r = await waiting;
+    expect(r.body.tasks.map((t: { task_id: string }) => t.task_id)).toEqual(ids.slice(0, 3));
+    expect(r.body.pending).toBe(7);
+    for (const id of ids.slice(3)) await cancel(id);
+  }, 10_000);
+
+  it('answers a wait on a few open tasks at once', async () => {
+    const ids = await submit(idle, 0, 0, 0);
+    const waiting = wait(alice, { task_ids: ids, wait_ms: 20_000 });
+    await pause(300);
+    await cancel(ids[0]!);
+    expect((await waiting).body).toMatchObject({ tasks: [{ task_id: ids[0], status: 'cancelled' }], pending: 2 });
+    for (const id of ids.slice(1)) await cancel(id);
+  }, 10_000);
 });
 
 it('answers tasks: [] when wait_ms passes with nothing finished', async () => {
