@@ -83,3 +83,43 @@ test('with a linger, a lone item waits for company, and ten leave at once', asyn
     jest.useRealTimers();
   }
 });
+
+test('with a busy linger, a lone item leaves at once; while a call is under way the next waits for company, or for that call', async () => {
+  jest.useFakeTimers({ doNotFake: ['setImmediate'] });
+  try {
+    const calls: string[][] = [];
+    const release: (() => void)[] = [];
+    const batcher = new Batcher<string>(
+      (items) => new Promise((resolve) => (calls.push(items), release.push(() => resolve(new Set<number>())))),
+      { busyLingerMs: 5 },
+    );
+    const all = [batcher.add('a')];
+    await turn();
+    // Nothing under way: no wait.
+    expect(calls).toEqual([['a']]);
+    all.push(batcher.add('b'), batcher.add('c'));
+    await turn();
+    expect(calls).toHaveLength(1);
+    jest.advanceTimersByTime(5);
+    await turn();
+    // 'a' is still under way after 5 ms: the second call goes with what gathered.
+    expect(calls).toEqual([['a'], ['b', 'c']]);
+    release.splice(0).forEach((r) => r());
+    await turn();
+    all.push(batcher.add('d'));
+    await turn();
+    expect(calls).toHaveLength(3);
+    all.push(batcher.add('e'), batcher.add('f'));
+    await turn();
+    expect(calls).toHaveLength(3);
+    // The call under way comes back before the linger ends: the others leave with no more wait.
+    release.shift()!();
+    await turn();
+    await turn();
+    expect(calls).toEqual([['a'], ['b', 'c'], ['d'], ['e', 'f']]);
+    release.splice(0).forEach((r) => r());
+    await expect(Promise.all(all)).resolves.toHaveLength(6);
+  } finally {
+    jest.useRealTimers();
+  }
+});

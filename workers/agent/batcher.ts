@@ -7,6 +7,8 @@ import { MAX_BATCH_ENTRIES } from '../../core/queues/batch-send';
  * pays about one call per ten tasks without adding a delay to a quiet one, and one slow send does
  * not hold the rest. With `lingerMs`, a call of fewer than 10 items waits that long for company:
  * for what no one waits on (deleting finished messages), fewer calls matter more than a few ms.
+ * With `busyLingerMs`, only a second call waits (that long, or until the first is back, or for ten
+ * items): a quiet agent's lone report still leaves at once, a busy one's leave in fuller calls.
  */
 export class Batcher<T> {
   private pending: { item: T; done: (err?: Error) => void }[] = [];
@@ -18,7 +20,7 @@ export class Batcher<T> {
   /** `flushItems` sends the items and returns the indexes of those that failed. */
   constructor(
     private readonly flushItems: (items: T[]) => Promise<Set<number>>,
-    private readonly opts: { lingerMs?: number } = {},
+    private readonly opts: { lingerMs?: number; busyLingerMs?: number } = {},
   ) {}
 
   add(item: T): Promise<void> {
@@ -30,11 +32,12 @@ export class Batcher<T> {
 
   private schedule(): void {
     if (this.scheduled || this.sending >= Batcher.MAX_SENDING || !this.pending.length) return;
-    if ((this.opts.lingerMs ?? 0) > 0 && this.pending.length < MAX_BATCH_ENTRIES) {
+    const linger = this.sending > 0 ? (this.opts.busyLingerMs ?? this.opts.lingerMs ?? 0) : (this.opts.lingerMs ?? 0);
+    if (linger > 0 && this.pending.length < MAX_BATCH_ENTRIES) {
       this.lingering ??= setTimeout(() => {
         this.lingering = undefined;
         this.leave();
-      }, this.opts.lingerMs);
+      }, linger);
       return;
     }
     this.leave();

@@ -65,6 +65,11 @@ export interface TaskSource {
  * the workload bench's agent made 0.56 SQS calls per task with it, against 0.68 without.
  */
 const DELETE_LINGER_MS = 50;
+/**
+ * While one report call is under way, how long the next waits for company before it goes too.
+ * A lone report (a quiet agent) leaves at once; a busy agent's leave in fuller calls.
+ */
+const REPORT_BUSY_LINGER_MS = 5;
 
 /** The direct source: the agent itself long-polls SQS, reads and writes S3 and beats to the API. */
 export class DirectTaskSource implements TaskSource {
@@ -100,14 +105,17 @@ export class DirectTaskSource implements TaskSource {
     this.sqs = makeSqsClient(client);
     this.receiver = makeSqsClient(client);
     this.s3 = makeS3Client(client);
-    this.outbox = new Batcher(async (bodies) => {
-      const failed = await sendBatches(
-        this.sqs,
-        this.grant.results_queue_url,
-        bodies.map((body, i) => ({ id: String(i), body })),
-      );
-      return new Set(failed.map(Number));
-    });
+    this.outbox = new Batcher(
+      async (bodies) => {
+        const failed = await sendBatches(
+          this.sqs,
+          this.grant.results_queue_url,
+          bodies.map((body, i) => ({ id: String(i), body })),
+        );
+        return new Set(failed.map(Number));
+      },
+      { busyLingerMs: REPORT_BUSY_LINGER_MS },
+    );
     this.deleter = new Batcher((receipts) => deleteMessages(this.sqs, this.grant.queue_url, receipts), { lingerMs: DELETE_LINGER_MS });
     return { endpointId: this.endpointId, ownerId: this.grant.owner_id };
   }
