@@ -22,10 +22,13 @@ export type StackReply =
 
 // HTTP requests served by this process, by server port (the API, DynamoDB, SQS, S3, STS).
 const requestsByPort = new Map<number, number>();
+// A server's port, looked up once (address() is a system call).
+const ports = new WeakMap<http.Server, number>();
 const emit = http.Server.prototype.emit;
 http.Server.prototype.emit = function (this: http.Server, event: string, ...args: unknown[]) {
   if (event === 'request') {
-    const port = (this.address() as { port?: number } | null)?.port ?? 0;
+    let port = ports.get(this);
+    if (port === undefined) ports.set(this, (port = (this.address() as { port?: number } | null)?.port ?? 0));
     requestsByPort.set(port, (requestsByPort.get(port) ?? 0) + 1);
   }
   return emit.apply(this, [event, ...args] as Parameters<typeof emit>);
