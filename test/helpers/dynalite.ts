@@ -19,6 +19,20 @@ export async function dynamoCall(url: string, operation: string, input: Record<s
   return { status: res.status, body: (await res.json()) as Record<string, unknown> };
 }
 
+/** A pay-per-request table keyed by `pk` (a string) and `sk` (a number), as CreateTable takes it. */
+export const pkSkTable = (name: string) => ({
+  TableName: name,
+  BillingMode: 'PAY_PER_REQUEST' as const,
+  AttributeDefinitions: [
+    { AttributeName: 'pk', AttributeType: 'S' as const },
+    { AttributeName: 'sk', AttributeType: 'N' as const },
+  ],
+  KeySchema: [
+    { AttributeName: 'pk', KeyType: 'HASH' as const },
+    { AttributeName: 'sk', KeyType: 'RANGE' as const },
+  ],
+});
+
 /** A bare dynalite server on a free loopback port; its URL. */
 export async function listenOnFreePort(server: Server): Promise<string> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

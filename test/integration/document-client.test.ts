@@ -14,7 +14,7 @@ import {
 import dynalite from 'dynalite';
 import { makeDynamoClient, resetSdkCallCounts, sdkCallCounts } from '../../core/clients';
 import type { DocumentClient } from '../../core/document-client';
-import { closeServer, listenOnFreePort } from '../helpers/dynalite';
+import { closeServer, listenOnFreePort, pkSkTable } from '../helpers/dynalite';
 
 // Ferry's DocumentClient (core/document-client.ts) against lib-dynamodb's own, on one dynalite:
 // whatever one writes, the other reads back the same, and both answer every read alike.
@@ -32,20 +32,7 @@ beforeAll(async () => {
   process.env.AWS_ENDPOINT_URL_DYNAMODB = endpoint;
   ours = makeDynamoClient(opts);
   theirs = DynamoDBDocumentClient.from(new DynamoDBClient({ ...opts, endpoint }), { marshallOptions: { removeUndefinedValues: true } });
-  await ours.client.send(
-    new CreateTableCommand({
-      TableName: TABLE,
-      BillingMode: 'PAY_PER_REQUEST',
-      AttributeDefinitions: [
-        { AttributeName: 'pk', AttributeType: 'S' },
-        { AttributeName: 'sk', AttributeType: 'N' },
-      ],
-      KeySchema: [
-        { AttributeName: 'pk', KeyType: 'HASH' },
-        { AttributeName: 'sk', KeyType: 'RANGE' },
-      ],
-    }),
-  );
+  await ours.client.send(new CreateTableCommand(pkSkTable(TABLE)));
 });
 afterAll(async () => {
   process.env.AWS_ENDPOINT_URL_DYNAMODB = saved;

@@ -3,7 +3,7 @@ import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startDynamoServer, type DynamoServer } from '../../local/dynamo';
-import { bareDynalite, closeServer, dynamoCall, listenOnFreePort, type DynamoAnswer } from '../helpers/dynalite';
+import { bareDynalite, closeServer, dynamoCall, listenOnFreePort, pkSkTable, type DynamoAnswer } from '../helpers/dynalite';
 
 /**
  * The local DynamoDB reuses the parse trees of repeated expressions
@@ -22,18 +22,7 @@ beforeAll(async () => {
   bare = bareDynalite({ createTableMs: 0 });
   bareUrl = await listenOnFreePort(bare);
   for (const url of [local.url, bareUrl]) {
-    await dynamoCall(url, 'CreateTable', {
-      TableName: 'things',
-      BillingMode: 'PAY_PER_REQUEST',
-      AttributeDefinitions: [
-        { AttributeName: 'pk', AttributeType: 'S' },
-        { AttributeName: 'sk', AttributeType: 'N' },
-      ],
-      KeySchema: [
-        { AttributeName: 'pk', KeyType: 'HASH' },
-        { AttributeName: 'sk', KeyType: 'RANGE' },
-      ],
-    });
+    await dynamoCall(url, 'CreateTable', pkSkTable('things'));
   }
 });
 
