@@ -27,6 +27,17 @@ export interface WorkloadFigures {
   notes: string[];
 }
 
+/** Times `n` round trips, one after another; their durations in ms. */
+export async function timedRoundTrips(n: number, roundTrip: () => PromiseLike<unknown>): Promise<number[]> {
+  const samples: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await roundTrip();
+    samples.push(performance.now() - t0);
+  }
+  return samples;
+}
+
 export const redisServerAvailable = (): boolean => spawnSync('redis-server', ['--version']).status === 0;
 
 async function freePort(): Promise<number> {
@@ -79,15 +90,7 @@ export async function bullmqWorkload(opts: {
       const job = await queue!.add('noop', {});
       await job.waitUntilFinished(events!);
     };
-    const rounds = async (n: number) => {
-      const samples: number[] = [];
-      for (let i = 0; i < n; i++) {
-        const t0 = performance.now();
-        await roundTrip();
-        samples.push(performance.now() - t0);
-      }
-      return samples;
-    };
+    const rounds = (n: number) => timedRoundTrips(n, roundTrip);
     // All at once: count completions as QueueEvents sees them. Resolves with the seconds taken.
     const burst = async (n: number) => {
       let done = 0;

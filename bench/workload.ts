@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { spawnAgentProcess, type AgentProcess } from '../local/agent-process';
 import { Client, Executor } from '../sdk';
-import type { WorkloadFigures } from './bullmq-baseline';
+import { timedRoundTrips, type WorkloadFigures } from './bullmq-baseline';
 import type { StackChild, StackCounts } from './stack-child';
 import { sleep } from '../core/retry';
 
@@ -95,34 +95,28 @@ export async function ferryWorkload(
   const gce = new Executor({ endpointId: ep.endpoint_id, client });
   const noop = () => null;
   try {
-    const roundTrips = async (n: number) => {
-      const samples: number[] = [];
-      for (let i = 0; i < n; i++) {
-        const t0 = performance.now();
-        await gce.submit(noop);
-        samples.push(performance.now() - t0);
-      }
-      return samples;
-    };
+    // Every task this agent runs, for its SQS calls per task over its life.
+    let submitted = 0;
+    const submit = () => (submitted++, gce.submit(noop));
+    const roundTrips = (n: number) => timedRoundTrips(n, submit);
     await roundTrips(20);
     // Right after start the stack's code is still being compiled (V8 optimizes what runs often,
     // on its helper threads): these round trips are the cold figures. A burst then warms it up.
     const cold = await roundTrips(opts.rounds);
-    await Promise.all(Array.from({ length: opts.warmup }, () => gce.submit(noop)));
+    await Promise.all(Array.from({ length: opts.warmup }, submit));
     await roundTrips(20);
     await stack.counts(true);
     const samples = await roundTrips(opts.rounds);
     const rounds = await stack.counts(true);
     const before = { ...gce.stats };
     const t0 = performance.now();
-    await Promise.all(Array.from({ length: opts.burst }, () => gce.submit(noop)));
+    await Promise.all(Array.from({ length: opts.burst }, submit));
     const secs = (performance.now() - t0) / 1000;
     const burst = await stack.counts(true);
     const requests = { submits: gce.stats.submitRequests - before.submitRequests, polls: gce.stats.polls - before.polls };
     await gce.shutdown();
     await stopAgents([agent]);
-    const lifetime = 40 + 2 * opts.rounds + opts.warmup + opts.burst;
-    const agentSqs = sum(agentCalls(agent), 'SQS.') / lifetime;
+    const agentSqs = sum(agentCalls(agent), 'SQS.') / submitted;
     const b = perTask(burst, opts.burst);
     const r = perTask(rounds, opts.rounds);
     const ops = (c: StackCounts, n: number) =>
@@ -146,7 +140,7 @@ export async function ferryWorkload(
         sqs: `${fmt(b.sqs, 2)} (the agent's: ${fmt(agentSqs, 2)})`,
       },
       notes: [
-        `Ferry: per-task counts over the ${opts.burst.toLocaleString('en')} tasks, counted in the stack process: API requests served (client and agent), its DynamoDB calls and write units (table and GSIs), every SQS call of its handlers and every SQS request its SQS server served over HTTP (the agent's; the results event source reads its queue in-process, uncounted); the agent's own SQS calls are over its whole life (${lifetime.toLocaleString('en')} tasks). For them the Executor made ${requests.submits} submit requests and ${requests.polls} polls.`,
+        `Ferry: per-task counts over the ${opts.burst.toLocaleString('en')} tasks, counted in the stack process: API requests served (client and agent), its DynamoDB calls and write units (table and GSIs), every SQS call of its handlers and every SQS request its SQS server served over HTTP (the agent's; the results event source reads its queue in-process, uncounted); the agent's own SQS calls are over its whole life (${submitted.toLocaleString('en')} tasks). For them the Executor made ${requests.submits} submit requests and ${requests.polls} polls.`,
         `Ferry, the ${opts.burst.toLocaleString('en')} tasks, per task: ${ops(burst, opts.burst)}; write units: ${units(burst, opts.burst)}.`,
         `Ferry, the ${opts.rounds} sequential round trips, per task (stack): API requests ${fmt(r.api, 2)}, DynamoDB calls ${fmt(r.ddb, 2)}, WRU ${fmt(r.wru, 2)}, SQS calls ${fmt(r.sqs, 2)}.`,
       ],

@@ -38,12 +38,10 @@ export interface FerryConfig {
   waitPollMaxMs: number;
   /**
    * Where finishes are announced (the local stack), how long a wait that has an answer but still
-   * waitLingerMinOpen or more open tasks lingers for the next ones to finish, so that a busy
-   * client is answered in fewer, fuller responses; 0 answers at once. A wait on fewer open
-   * tasks (a lone task, a handful) never lingers.
+   * many open tasks lingers for the next ones to finish (core/tasks/wait.ts), so that a busy
+   * client is answered in fewer, fuller responses; 0 answers at once.
    */
   waitLingerMs: number;
-  waitLingerMinOpen: number;
   /**
    * How long DELETE /v1/endpoints fails the endpoint's open tasks itself before it answers (API
    * Gateway gives a request 30 s); the sweep fails the rest, and then deletes the record.
@@ -80,7 +78,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): FerryConfig {
     waitPollMs: Math.max(10, num(env.FERRY_WAIT_POLL_MS, 250)),
     waitPollMaxMs: Math.max(10, num(env.FERRY_WAIT_POLL_MAX_MS, 1000)),
     waitLingerMs: Math.max(0, num(env.FERRY_WAIT_LINGER_MS, 10)),
-    waitLingerMinOpen: Math.max(1, num(env.FERRY_WAIT_LINGER_MIN_OPEN, 8)),
     deleteBudgetMs: Math.max(0, num(env.FERRY_DELETE_BUDGET_MS, 10_000)),
   };
 }

@@ -91,9 +91,8 @@ export async function waitForAnyFinished(
     // Finishes announced here come a few at a time, as each batch of reports is applied: with many
     // asked tasks still open, the answer waits a little for the next ones, so a busy client asks
     // (and is answered) less often. Never where nothing is announced (AWS: it would only wait).
-    const { waitLingerMs, waitLingerMinOpen } = config();
-    const lingerUntil = Math.min(deadline, Date.now() + waitLingerMs);
-    while (told.size && open.size >= waitLingerMinOpen && Date.now() < lingerUntil) {
+    const lingerUntil = Math.min(deadline, Date.now() + config().waitLingerMs);
+    while (told.size && open.size >= LINGER_MIN_OPEN && Date.now() < lingerUntil) {
       await pause(lingerUntil - Date.now());
       if (heard.size) await catchUp();
     }
@@ -104,6 +103,9 @@ export async function waitForAnyFinished(
     unsubscribe();
   }
 }
+
+/** A wait on fewer open tasks than this (a lone task, a handful) answers without lingering. */
+const LINGER_MIN_OPEN = 8;
 
 /**
  * Tasks this process read as open lately, with their owner and when the read began. A wait trusts
