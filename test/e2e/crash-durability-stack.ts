@@ -13,7 +13,7 @@ process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED = 'true';
 async function main(): Promise<void> {
   const [dataDir, portsJson] = process.argv.slice(2) as [string, string];
   const ports = JSON.parse(portsJson) as { api: number; dynamodb: number; sqs: number; s3: number; sts: number };
-  // No sweep: it would only add calls; nothing here reaches a dead-letter queue.
+  // No sweep: it would only add calls; nothing here reaches a dead-letter queue (max_attempts below).
   const stack = await startLocalStack({ dataDir, apiPort: ports.api, ports, sweepIntervalMs: 3_600_000 });
   const idsFile = join(dataDir, 'crash-ids.json');
   if (!existsSync(idsFile)) {
@@ -28,7 +28,10 @@ async function main(): Promise<void> {
       return (await res.json()) as Record<string, string>;
     };
     const { function_id } = await post('/v1/functions', { name: 'noop', runtime: 'node', source: '() => null' });
-    const { endpoint_id, endpoint_secret } = await post('/v1/endpoints', { name: 'crash' });
+    // Deliveries to spare: the test's own count receives every message once, and each of the three
+    // agents killed -9 may hold a message when it dies. At the default 3 a message could reach the
+    // dead-letter queue, where (with no sweep here) its tasks would never end.
+    const { endpoint_id, endpoint_secret } = await post('/v1/endpoints', { name: 'crash', max_attempts: 10 });
     writeFileSync(`${idsFile}.tmp`, JSON.stringify({ token, function_id, endpoint_id, endpoint_secret, apiUrl: stack.apiUrl }), {
       mode: 0o600,
     });

@@ -204,6 +204,11 @@ it(`loses no acknowledged task over ${ROUNDS} kill -9s of the whole stack during
         const neverEnded = all.filter((id) => !FINAL.includes(views.get(id)?.status ?? ''));
         const twoFinals = all.filter((id) => (views.get(id)?.transitions ?? []).filter((t) => FINAL.includes(t.state)).length > 1);
         const failed = all.filter((id) => views.get(id)?.status !== 'success' && !neverEnded.includes(id));
+        if (neverEnded.length > 0)
+          console.log(
+            'crash durability, tasks that never ended:',
+            neverEnded.slice(0, 10).map((id) => `${id} ${views.get(id)?.status ?? 'unread'}`),
+          );
         console.log(
           `crash durability, run: ${all.length} tasks through ${agentKills} agents killed -9 mid-run: never ended ${neverEnded.length}, two final states ${twoFinals.length}, failed ${failed.length}`,
         );
